@@ -8,7 +8,7 @@
 NVCC ?= $(shell command -v nvcc 2>/dev/null)
 CXX ?= g++
 CPU_FLAGS := -O3 -march=native -fopenmp -std=c++17 -Wall -Wno-unused-function -Wno-unknown-pragmas
-NVCC_FLAGS := -O3 -std=c++17 -arch=sm_90 --use_fast_math=false -Xcompiler "-fopenmp -march=native -Wno-unknown-pragmas" -lineinfo
+NVCC_FLAGS := -O3 -std=c++17 -arch=sm_90 -Xcompiler "-fopenmp -march=native -Wno-unknown-pragmas" -lineinfo
 NVCC_LIBS := -lcublas -lgomp
 SRC_HEADERS := $(wildcard src/*.h)
 

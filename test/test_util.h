@@ -56,10 +56,13 @@ static bool check_close(const char* name, const float* got, const float* ref, si
 // Finite-difference gradient check. loss() recomputes a scalar loss from the
 // current contents of `param`; `grad` holds the analytic dloss/dparam.
 // Checks up to `samples` entries (all if n is smaller) with central differences
-// and compares the vectors by relative error.
+// and compares the vectors by relative error. `noise` is the resolution of one
+// finite difference (float32 rounding of the loss / eps): it is added to the
+// denominator so gradients below what float32 differences can see do not fail
+// spuriously (the float64 PyTorch oracle checks those exactly).
 static bool grad_check(const char* name, float* param, const float* grad, size_t n,
                        const std::function<double()>& loss, double tol = 2e-2,
-                       float eps = 1e-2f, int samples = 24, uint64_t seed = 7) {
+                       float eps = 1e-2f, int samples = 24, uint64_t seed = 7, double noise = 0.0) {
     Rng r; rng_seed(&r, seed);
     std::vector<float> num, ana;
     size_t count = n < (size_t)samples ? n : (size_t)samples;
@@ -73,7 +76,14 @@ static bool grad_check(const char* name, float* param, const float* grad, size_t
         ana.push_back(grad[i]);
     }
     char full[256]; snprintf(full, sizeof full, "gradcheck %s", name);
-    return check_close(full, ana.data(), num.data(), num.size(), tol);
+    double diff = 0, ref = 0;
+    for (size_t i = 0; i < num.size(); i++) {
+        if (!std::isfinite(ana[i])) diff = INFINITY;
+        diff += ((double)ana[i] - num[i]) * ((double)ana[i] - num[i]); ref += (double)num[i] * num[i];
+    }
+    double e = sqrt(diff) / (sqrt(ref) + noise * sqrt((double)num.size()) + 1e-30);
+    report(e < tol, full, "rel err %.3e > tol %.1e (|num| %.2e, noise %.1e)", e, tol, sqrt(ref), noise);
+    return e < tol;
 }
 
 #ifdef __CUDACC__

@@ -1,0 +1,56 @@
+// embedding.h: token embedding lookup (the table is also the tied output head).
+#pragma once
+#include "common.h"
+
+// tokens: (BT) ints in [0,V), wte: (V, C), out: (BT, C)
+static void embedding_forward_cpu(floatX* out, const int* tokens, const float* wte, int BT, int C) {
+#pragma omp parallel for
+    for (int i = 0; i < BT; i++) {
+        const float* row = wte + (size_t)tokens[i] * C;
+        floatX* o = out + (size_t)i * C;
+        for (int c = 0; c < C; c++) o[c] = (floatX)row[c];
+    }
+}
+
+// dwte[tokens[i]] += dout[i]. Serial over rows: several rows may share a token.
+static void embedding_backward_cpu(float* dwte, const floatX* dout, const int* tokens, int BT, int C) {
+    for (int i = 0; i < BT; i++) {
+        float* d = dwte + (size_t)tokens[i] * C;
+        const floatX* g = dout + (size_t)i * C;
+        for (int c = 0; c < C; c++) d[c] += (float)g[c];
+    }
+}
+
+#ifdef __CUDACC__
+// one thread per (row, channel); consecutive threads read consecutive channels
+__global__ void embedding_forward_kernel(floatX* out, const int* tokens, const float* wte, int BT, int C) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)BT * C) return;
+    int i = (int)(idx / C), c = (int)(idx % C);
+    out[idx] = (floatX)wte[(size_t)tokens[i] * C + c];
+}
+
+// atomics: rows with the same token collide; with vocab 256 that is common but cheap enough
+__global__ void embedding_backward_kernel(float* dwte, const floatX* dout, const int* tokens, int BT, int C) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)BT * C) return;
+    int i = (int)(idx / C), c = (int)(idx % C);
+    atomicAdd(&dwte[(size_t)tokens[i] * C + c], (float)dout[idx]);
+}
+
+static void embedding_forward_cuda(floatX* out, const int* tokens, const float* wte, int BT, int C) {
+    size_t n = (size_t)BT * C;
+    if (n == 0) return;
+    const int block = 256;
+    embedding_forward_kernel<<<(unsigned)((n + block - 1) / block), block>>>(out, tokens, wte, BT, C);
+    cudaCheckLaunch();
+}
+
+static void embedding_backward_cuda(float* dwte, const floatX* dout, const int* tokens, int BT, int C) {
+    size_t n = (size_t)BT * C;
+    if (n == 0) return;
+    const int block = 256;
+    embedding_backward_kernel<<<(unsigned)((n + block - 1) / block), block>>>(dwte, dout, tokens, BT, C);
+    cudaCheckLaunch();
+}
+#endif

@@ -1,0 +1,179 @@
+// linear.h: fully connected layer, out = inp @ weight^T + bias.
+// CPU: one register-tiled kernel (4x4 outputs, dot products along a contiguous
+// inner dimension) serves the forward and both backward products after cheap
+// transposes. GPU: cuBLAS sgemm (the caller picks the math mode, e.g. TF32).
+#pragma once
+#include "common.h"
+
+// dst (cols, rows) = src (rows, cols)^T, in 32x32 blocks so both sides stay in cache
+template <typename TS>
+static void linear_transpose_cpu(float* dst, const TS* src, int rows, int cols) {
+    const int T = 32;
+#pragma omp parallel for collapse(2)
+    for (int r0 = 0; r0 < rows; r0 += T)
+        for (int c0 = 0; c0 < cols; c0 += T) {
+            int r1 = r0 + T < rows ? r0 + T : rows, c1 = c0 + T < cols ? c0 + T : cols;
+            for (int c = c0; c < c1; c++)
+                for (int r = r0; r < r1; r++) dst[(size_t)c * rows + r] = (float)src[(size_t)r * cols + c];
+        }
+}
+
+// out[n,m] (+)= bias[m] + sum_k A[n,k] * B[m,k]     A: (N, K), B: (M, K), out: (N, M)
+// accumulate=false overwrites out. Tiles of 4 rows x 4 columns keep 16 sums in
+// registers; `omp simd reduction` lets the compiler vectorize the k loop (no
+// -ffast-math needed). K is blocked so an A tile and a slab of B stay in cache
+// when K is large (the dweight product has K = N rows).
+template <typename TO, typename TA>
+static void linear_matmul_nt_cpu(TO* out, const TA* A, const float* B, const float* bias,
+                                 int N, int K, int M, bool accumulate) {
+    const int KB = 512;
+    int ntiles = (N + 3) / 4;
+    if (K == 0) {  // degenerate: only the bias
+        for (int n = 0; n < N; n++)
+            for (int m = 0; m < M; m++) {
+                float v = bias ? bias[m] : 0.0f;
+                out[(size_t)n * M + m] = (TO)(accumulate ? (float)out[(size_t)n * M + m] + v : v);
+            }
+        return;
+    }
+#pragma omp parallel
+    for (int k0 = 0; k0 < K; k0 += KB) {
+        int k1 = k0 + KB < K ? k0 + KB : K;
+        bool overwrite = (k0 == 0) && !accumulate;
+#pragma omp for schedule(static)
+        for (int t = 0; t < ntiles; t++) {
+            int n0 = t * 4;
+            // rows past the end alias the last row; their results are not stored
+            const TA* a0 = A + (size_t)(n0 + 0 < N ? n0 + 0 : N - 1) * K;
+            const TA* a1 = A + (size_t)(n0 + 1 < N ? n0 + 1 : N - 1) * K;
+            const TA* a2 = A + (size_t)(n0 + 2 < N ? n0 + 2 : N - 1) * K;
+            const TA* a3 = A + (size_t)(n0 + 3 < N ? n0 + 3 : N - 1) * K;
+            for (int m0 = 0; m0 < M; m0 += 4) {
+                const float* b0 = B + (size_t)(m0 + 0 < M ? m0 + 0 : M - 1) * K;
+                const float* b1 = B + (size_t)(m0 + 1 < M ? m0 + 1 : M - 1) * K;
+                const float* b2 = B + (size_t)(m0 + 2 < M ? m0 + 2 : M - 1) * K;
+                const float* b3 = B + (size_t)(m0 + 3 < M ? m0 + 3 : M - 1) * K;
+                float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+                float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+#pragma omp simd reduction(+ : c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33)
+                for (int k = k0; k < k1; k++) {
+                    float x0 = (float)a0[k], x1 = (float)a1[k], x2 = (float)a2[k], x3 = (float)a3[k];
+                    float w0 = b0[k], w1 = b1[k], w2 = b2[k], w3 = b3[k];
+                    c00 += x0 * w0; c01 += x0 * w1; c02 += x0 * w2; c03 += x0 * w3;
+                    c10 += x1 * w0; c11 += x1 * w1; c12 += x1 * w2; c13 += x1 * w3;
+                    c20 += x2 * w0; c21 += x2 * w1; c22 += x2 * w2; c23 += x2 * w3;
+                    c30 += x3 * w0; c31 += x3 * w1; c32 += x3 * w2; c33 += x3 * w3;
+                }
+                float c[4][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13},
+                                 {c20, c21, c22, c23}, {c30, c31, c32, c33}};
+                for (int i = 0; i < 4 && n0 + i < N; i++)
+                    for (int j = 0; j < 4 && m0 + j < M; j++) {
+                        float v = c[i][j];
+                        if (k0 == 0 && bias) v += bias[m0 + j];
+                        TO* o = out + (size_t)(n0 + i) * M + m0 + j;
+                        *o = (TO)(overwrite ? v : (float)*o + v);
+                    }
+            }
+        }  // implicit barrier: the next K block adds to finished sums
+    }
+}
+
+// inp: (N, IC), weight: (OC, IC), bias: (OC) or NULL, out: (N, OC)
+static void linear_forward_cpu(floatX* out, const floatX* inp, const float* weight, const float* bias,
+                               int N, int IC, int OC) {
+    linear_matmul_nt_cpu(out, inp, weight, bias, N, IC, OC, false);
+}
+
+// dinp += dout @ weight (skipped if dinp NULL); dweight += dout^T @ inp; dbias += sum_rows dout (if bias)
+static void linear_backward_cpu(floatX* dinp, float* dweight, float* dbias, const floatX* dout,
+                                const floatX* inp, const float* weight, int N, int IC, int OC) {
+    if (dinp) {
+        // dinp[n,i] += sum_o dout[n,o] * W^T[i,o]
+        float* wT = (float*)malloc_check((size_t)IC * OC * sizeof(float));
+        linear_transpose_cpu(wT, weight, OC, IC);
+        linear_matmul_nt_cpu(dinp, dout, wT, (const float*)nullptr, N, OC, IC, true);
+        free(wT);
+    }
+    // dweight[o,i] += sum_n dout^T[o,n] * inp^T[i,n]
+    float* doutT = (float*)malloc_check((size_t)OC * N * sizeof(float));
+    float* inpT = (float*)malloc_check((size_t)IC * N * sizeof(float));
+    linear_transpose_cpu(doutT, dout, N, OC);
+    linear_transpose_cpu(inpT, inp, N, IC);
+    linear_matmul_nt_cpu(dweight, doutT, inpT, (const float*)nullptr, OC, N, IC, true);
+    if (dbias) {
+#pragma omp parallel for
+        for (int o = 0; o < OC; o++) {
+            const float* row = doutT + (size_t)o * N;
+            float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+            for (int n = 0; n < N; n++) s += row[n];
+            dbias[o] += s;
+        }
+    }
+    free(doutT);
+    free(inpT);
+}
+
+#ifdef __CUDACC__
+// cuBLAS is column-major: a row-major (R, C) matrix is a column-major (C, R) one,
+// so every product below is written for the transposes. floatX must be float here.
+static_assert(sizeof(floatX) == sizeof(float), "linear_cuda uses cublasSgemm: floatX must be float");
+
+__global__ void linear_bias_kernel(floatX* out, const float* bias, int N, int OC) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)N * OC) return;
+    out[idx] = (floatX)((float)out[idx] + bias[idx % OC]);
+}
+
+// dbias[o] += sum_n dout[n,o]. Block (32, 8): x picks the column, y strides over this
+// block's rows; a shared-memory reduction over y, then one atomicAdd per column per block.
+__global__ void linear_dbias_kernel(float* dbias, const floatX* dout, int N, int OC, int rows_per_block) {
+    __shared__ float part[8][33];
+    int o = blockIdx.x * 32 + threadIdx.x;
+    int n0 = blockIdx.y * rows_per_block;
+    int n1 = min(N, n0 + rows_per_block);
+    float s = 0.0f;
+    if (o < OC)
+        for (int n = n0 + threadIdx.y; n < n1; n += 8) s += (float)dout[(size_t)n * OC + o];
+    part[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && o < OC) {
+        for (int y = 1; y < 8; y++) s += part[y][threadIdx.x];
+        atomicAdd(&dbias[o], s);
+    }
+}
+
+static void linear_forward_cuda(floatX* out, const floatX* inp, const float* weight, const float* bias,
+                                int N, int IC, int OC) {
+    if (N == 0 || OC == 0) return;
+    const float one = 1.0f, zero = 0.0f;
+    // out^T (OC x N) = W (OC x IC, stored as col-major IC x OC -> op T) * inp^T (IC x N)
+    cublasCheck(cublasSgemm(cublas_handle(), CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, &one,
+                            weight, IC, inp, IC, &zero, out, OC));
+    if (bias) {
+        size_t n = (size_t)N * OC;
+        linear_bias_kernel<<<(unsigned)((n + 255) / 256), 256>>>(out, bias, N, OC);
+    }
+    cudaCheckLaunch();
+}
+
+static void linear_backward_cuda(floatX* dinp, float* dweight, float* dbias, const floatX* dout,
+                                 const floatX* inp, const float* weight, int N, int IC, int OC) {
+    if (N == 0) return;
+    const float one = 1.0f;
+    if (dinp) {
+        // dinp^T (IC x N) += W^T (col-major IC x OC) * dout^T (OC x N)
+        cublasCheck(cublasSgemm(cublas_handle(), CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, &one,
+                                weight, IC, dout, OC, &one, dinp, IC));
+    }
+    // dweight^T (IC x OC) += inp^T (IC x N) * dout (N x OC; dout stored col-major OC x N -> op T)
+    cublasCheck(cublasSgemm(cublas_handle(), CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, &one,
+                            inp, IC, dout, OC, &one, dweight, IC));
+    if (dbias) {
+        const int rows_per_block = 256;
+        dim3 grid(ceil_div(OC, 32), ceil_div(N, rows_per_block));
+        linear_dbias_kernel<<<grid, dim3(32, 8)>>>(dbias, dout, N, OC, rows_per_block);
+    }
+    cudaCheckLaunch();
+}
+#endif

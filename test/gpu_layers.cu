@@ -1,0 +1,212 @@
+// gpu_layers.cu: every CUDA layer function vs its CPU reference on random inputs,
+// including odd shapes. Outputs are NaN-poisoned so unwritten elements fail;
+// gradient buffers start from the same random values on both sides (tests +=).
+#include "test_util.h"
+#include "../src/embedding.h"
+#include "../src/rmsnorm.h"
+#include "../src/linear.h"
+#include "../src/conv1d.h"
+#include "../src/activations.h"
+#include "../src/cross_entropy.h"
+#include "../src/adamw.h"
+
+typedef std::vector<float> Vec;
+
+static int* to_device_int(const std::vector<int>& h) {
+    int* d; cudaCheck(cudaMalloc(&d, h.size() * sizeof(int) + 4));
+    cudaCheck(cudaMemcpy(d, h.data(), h.size() * sizeof(int), cudaMemcpyHostToDevice)); return d;
+}
+static void check_dev(const char* what, const char* shape, const float* d, const Vec& ref, double tol) {
+    char name[192]; snprintf(name, sizeof name, "%s %s", what, shape);
+    Vec h = from_device(d, ref.size());
+    check_close(name, h.data(), ref.data(), ref.size(), tol);
+}
+
+static void test_embedding(Rng* r, int BT, int C, int V) {
+    char shape[64]; snprintf(shape, sizeof shape, "BT=%d C=%d V=%d", BT, C, V);
+    std::vector<int> tok(BT);
+    for (int i = 0; i < BT; i++) tok[i] = rng_u32(r) % V;
+    Vec wte = random_vec((size_t)V * C, r), out((size_t)BT * C), dout = random_vec((size_t)BT * C, r);
+    Vec dwte = random_vec(wte.size(), r);
+    int* d_tok = to_device_int(tok);
+    float *d_wte = to_device(wte), *d_out = device_poisoned(out.size()), *d_dout = to_device(dout), *d_dwte = to_device(dwte);
+    embedding_forward_cpu(out.data(), tok.data(), wte.data(), BT, C);
+    embedding_forward_cuda(d_out, d_tok, d_wte, BT, C);
+    check_dev("embedding_forward", shape, d_out, out, 1e-6);
+    embedding_backward_cpu(dwte.data(), dout.data(), tok.data(), BT, C);
+    embedding_backward_cuda(d_dwte, d_dout, d_tok, BT, C);
+    check_dev("embedding_backward", shape, d_dwte, dwte, 1e-5);
+    cudaFree(d_tok); cudaFree(d_wte); cudaFree(d_out); cudaFree(d_dout); cudaFree(d_dwte);
+}
+
+static void test_rmsnorm(Rng* r, int N, int C) {
+    char shape[64]; snprintf(shape, sizeof shape, "N=%d C=%d", N, C);
+    Vec x = random_vec((size_t)N * C, r, -2, 2), w = random_vec(C, r, 0.5f, 1.5f), out(x.size()), rstd(N);
+    Vec dout = random_vec(x.size(), r), dx = random_vec(x.size(), r), dw = random_vec(C, r);
+    float *d_x = to_device(x), *d_w = to_device(w), *d_out = device_poisoned(x.size()), *d_rstd = device_poisoned(N);
+    float *d_dout = to_device(dout), *d_dx = to_device(dx), *d_dw = to_device(dw);
+    rmsnorm_forward_cpu(out.data(), rstd.data(), x.data(), w.data(), N, C);
+    rmsnorm_forward_cuda(d_out, d_rstd, d_x, d_w, N, C);
+    check_dev("rmsnorm_forward out", shape, d_out, out, 1e-5);
+    check_dev("rmsnorm_forward rstd", shape, d_rstd, rstd, 1e-5);
+    // the backward uses the CPU rstd on both sides so it is tested on its own
+    cudaCheck(cudaMemcpy(d_rstd, rstd.data(), N * sizeof(float), cudaMemcpyHostToDevice));
+    rmsnorm_backward_cpu(dx.data(), dw.data(), dout.data(), x.data(), w.data(), rstd.data(), N, C);
+    rmsnorm_backward_cuda(d_dx, d_dw, d_dout, d_x, d_w, d_rstd, N, C);
+    check_dev("rmsnorm_backward dx", shape, d_dx, dx, 1e-5);
+    check_dev("rmsnorm_backward dweight", shape, d_dw, dw, 1e-4);
+    cudaFree(d_x); cudaFree(d_w); cudaFree(d_out); cudaFree(d_rstd); cudaFree(d_dout); cudaFree(d_dx); cudaFree(d_dw);
+}
+
+static void test_linear(Rng* r, int N, int IC, int OC, bool use_bias, bool with_dinp) {
+    char shape[96];
+    snprintf(shape, sizeof shape, "N=%d IC=%d OC=%d bias=%d dinp=%d", N, IC, OC, (int)use_bias, (int)with_dinp);
+    Vec inp = random_vec((size_t)N * IC, r), W = random_vec((size_t)OC * IC, r), b = random_vec(OC, r);
+    Vec out((size_t)N * OC), dout = random_vec(out.size(), r);
+    Vec dinp = random_vec(inp.size(), r), dW = random_vec(W.size(), r), db = random_vec(OC, r);
+    float *d_inp = to_device(inp), *d_W = to_device(W), *d_b = to_device(b), *d_out = device_poisoned(out.size());
+    float *d_dout = to_device(dout), *d_dinp = to_device(dinp), *d_dW = to_device(dW), *d_db = to_device(db);
+    linear_forward_cpu(out.data(), inp.data(), W.data(), use_bias ? b.data() : nullptr, N, IC, OC);
+    linear_forward_cuda(d_out, d_inp, d_W, use_bias ? d_b : nullptr, N, IC, OC);
+    check_dev("linear_forward", shape, d_out, out, 1e-4);
+    linear_backward_cpu(with_dinp ? dinp.data() : nullptr, dW.data(), use_bias ? db.data() : nullptr,
+                        dout.data(), inp.data(), W.data(), N, IC, OC);
+    linear_backward_cuda(with_dinp ? d_dinp : nullptr, d_dW, use_bias ? d_db : nullptr, d_dout, d_inp, d_W, N, IC, OC);
+    check_dev("linear_backward dinp", shape, d_dinp, dinp, 1e-4);  // untouched when NULL: still equal
+    check_dev("linear_backward dweight", shape, d_dW, dW, 1e-4);
+    check_dev("linear_backward dbias", shape, d_db, db, 1e-4);
+    cudaFree(d_inp); cudaFree(d_W); cudaFree(d_b); cudaFree(d_out); cudaFree(d_dout); cudaFree(d_dinp);
+    cudaFree(d_dW); cudaFree(d_db);
+}
+
+static void test_conv1d(Rng* r, int B, int L, int E, int K) {
+    char shape[64]; snprintf(shape, sizeof shape, "B=%d L=%d E=%d K=%d", B, L, E, K);
+    size_t n = (size_t)B * L * E;
+    Vec x = random_vec(n, r), w = random_vec((size_t)E * K, r), b = random_vec(E, r), out(n);
+    Vec dout = random_vec(n, r), dx = random_vec(n, r), dw = random_vec(w.size(), r), db = random_vec(E, r);
+    float *d_x = to_device(x), *d_w = to_device(w), *d_b = to_device(b), *d_out = device_poisoned(n);
+    float *d_dout = to_device(dout), *d_dx = to_device(dx), *d_dw = to_device(dw), *d_db = to_device(db);
+    conv1d_forward_cpu(out.data(), x.data(), w.data(), b.data(), B, L, E, K);
+    conv1d_forward_cuda(d_out, d_x, d_w, d_b, B, L, E, K);
+    check_dev("conv1d_forward", shape, d_out, out, 1e-5);
+    conv1d_backward_cpu(dx.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(), B, L, E, K);
+    conv1d_backward_cuda(d_dx, d_dw, d_db, d_dout, d_x, d_w, B, L, E, K);
+    check_dev("conv1d_backward dx", shape, d_dx, dx, 1e-5);
+    check_dev("conv1d_backward dweight", shape, d_dw, dw, 1e-4);
+    check_dev("conv1d_backward dbias", shape, d_db, db, 1e-4);
+    cudaFree(d_x); cudaFree(d_w); cudaFree(d_b); cudaFree(d_out); cudaFree(d_dout); cudaFree(d_dx);
+    cudaFree(d_dw); cudaFree(d_db);
+}
+
+static void test_activations(Rng* r, size_t n) {
+    char shape[64]; snprintf(shape, sizeof shape, "n=%zu", n);
+    Vec x = random_vec(n, r, -8, 8), y = random_vec(n, r), dout = random_vec(n, r), dx0 = random_vec(n, r);
+    for (size_t i = 0; i < n; i += 7) x[i] = 15.0f + 15.0f * rng_uniform(r);  // softplus linear branch
+    float *d_x = to_device(x), *d_y = to_device(y), *d_dout = to_device(dout);
+    Vec out(n), dx;
+    float* d_out = device_poisoned(n);
+    silu_forward_cpu(out.data(), x.data(), n);
+    silu_forward_cuda(d_out, d_x, n);
+    check_dev("silu_forward", shape, d_out, out, 1e-5);
+    dx = dx0; float* d_dx = to_device(dx0);
+    silu_backward_cpu(dx.data(), dout.data(), x.data(), n);
+    silu_backward_cuda(d_dx, d_dout, d_x, n);
+    check_dev("silu_backward", shape, d_dx, dx, 1e-5);
+    cudaFree(d_out); d_out = device_poisoned(n);
+    softplus_forward_cpu(out.data(), x.data(), n);
+    softplus_forward_cuda(d_out, d_x, n);
+    check_dev("softplus_forward", shape, d_out, out, 1e-5);
+    cudaFree(d_dx); dx = dx0; d_dx = to_device(dx0);
+    softplus_backward_cpu(dx.data(), dout.data(), x.data(), n);
+    softplus_backward_cuda(d_dx, d_dout, d_x, n);
+    check_dev("softplus_backward", shape, d_dx, dx, 1e-5);
+    cudaFree(d_out); d_out = device_poisoned(n);
+    add_forward_cpu(out.data(), x.data(), y.data(), n);
+    add_forward_cuda(d_out, d_x, d_y, n);
+    check_dev("add_forward", shape, d_out, out, 1e-6);
+    Vec acc = dx0; float* d_acc = to_device(dx0);
+    add_inplace_cpu(acc.data(), y.data(), n);
+    add_inplace_cuda(d_acc, d_y, n);
+    check_dev("add_inplace", shape, d_acc, acc, 1e-6);
+    cudaFree(d_x); cudaFree(d_y); cudaFree(d_dout); cudaFree(d_out); cudaFree(d_dx); cudaFree(d_acc);
+}
+
+static void test_cross_entropy(Rng* r, int BT, int V) {
+    char shape[64]; snprintf(shape, sizeof shape, "BT=%d V=%d", BT, V);
+    Vec logits = random_vec((size_t)BT * V, r, -4, 4);
+    std::vector<int> tgt(BT);
+    for (int i = 0; i < BT; i++) tgt[i] = rng_u32(r) % V;
+    if (BT > 1) tgt[BT / 2] = -1;  // ignored row
+    int* d_tgt = to_device_int(tgt);
+    float scale = 1.0f / BT;
+    for (int wg = 0; wg < 2; wg++) {
+        Vec lg = logits, losses(BT);
+        float *d_lg = to_device(logits), *d_losses = device_poisoned(BT);
+        cross_entropy_cpu(losses.data(), lg.data(), tgt.data(), BT, V, scale, wg == 1);
+        cross_entropy_cuda(d_losses, d_lg, d_tgt, BT, V, scale, wg == 1);
+        char s2[96]; snprintf(s2, sizeof s2, "%s write_grad=%d", shape, wg);
+        check_dev("cross_entropy losses", s2, d_losses, losses, 1e-5);
+        check_dev("cross_entropy logits/grad", s2, d_lg, lg, 1e-5);
+        cudaFree(d_lg); cudaFree(d_losses);
+    }
+    cudaFree(d_tgt);
+}
+
+static void test_adamw(Rng* r, size_t n) {
+    char shape[64]; snprintf(shape, sizeof shape, "n=%zu", n);
+    Vec p = random_vec(n, r), m = random_vec(n, r, -0.1f, 0.1f), v = random_vec(n, r, 0, 0.1f);
+    float *d_p = to_device(p), *d_m = to_device(m), *d_v = to_device(v);
+    for (int t = 1; t <= 3; t++) {
+        Vec g = random_vec(n, r);
+        float* d_g = to_device(g);
+        adamw_update_cpu(p.data(), g.data(), m.data(), v.data(), n, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, t, 0.8f);
+        adamw_update_cuda(d_p, d_g, d_m, d_v, n, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, t, 0.8f);
+        cudaFree(d_g);
+    }
+    check_dev("adamw params", shape, d_p, p, 1e-5);
+    check_dev("adamw m", shape, d_m, m, 1e-5);
+    check_dev("adamw v", shape, d_v, v, 1e-5);
+    cudaFree(d_p); cudaFree(d_m); cudaFree(d_v);
+    Vec x = random_vec(n, r);
+    float* d_x = to_device(x);
+    double ref = sum_squares_cpu(x.data(), n), got = sum_squares_cuda(d_x, n);
+    char name[96]; snprintf(name, sizeof name, "sum_squares %s", shape);
+    report(fabs(got - ref) <= 1e-5 * ref, name, "got %.9g ref %.9g", got, ref);
+    cudaFree(d_x);
+}
+
+int main() {
+    Rng r;
+    rng_seed(&r, 4321);
+    test_embedding(&r, 1, 37, 7);
+    test_embedding(&r, 13, 33, 50);
+    test_embedding(&r, 4096, 256, 256);
+    test_rmsnorm(&r, 1, 37);
+    test_rmsnorm(&r, 7, 37);
+    test_rmsnorm(&r, 1000, 256);
+    test_rmsnorm(&r, 10000, 129);   // more rows than the backward grid: rows strided per block
+    test_rmsnorm(&r, 37, 20000);    // dweight partial needs > 48 KB shared memory
+    test_linear(&r, 1, 5, 3, true, true);
+    test_linear(&r, 7, 37, 19, true, true);
+    test_linear(&r, 7, 37, 19, false, false);
+    test_linear(&r, 333, 129, 67, true, true);
+    test_linear(&r, 4096, 256, 512, false, true);
+    test_linear(&r, 1000, 512, 256, true, false);
+    test_conv1d(&r, 1, 1, 37, 4);
+    test_conv1d(&r, 2, 7, 37, 4);
+    test_conv1d(&r, 2, 3, 5, 4);
+    test_conv1d(&r, 3, 300, 130, 4);
+    test_conv1d(&r, 2, 1000, 64, 4);
+    test_conv1d(&r, 1, 5, 5, 1);
+    test_activations(&r, 1);
+    test_activations(&r, 37);
+    test_activations(&r, 100003);
+    test_cross_entropy(&r, 1, 256);
+    test_cross_entropy(&r, 7, 37);
+    test_cross_entropy(&r, 1000, 256);
+    test_cross_entropy(&r, 3, 50280);
+    test_adamw(&r, 1);
+    test_adamw(&r, 37);
+    test_adamw(&r, 1000003);
+    return test_summary();
+}
