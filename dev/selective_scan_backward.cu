@@ -1,0 +1,904 @@
+// Mamba-1 selective scan (S6) backward: kernel workbench.
+//
+// Forward (see selective_scan_forward.cu): dt = softplus(delta + bias), dA = exp(dt*A),
+// h_t = dA h_{t-1} + dt B_t u_t, y_t = sum_n C_t h_t + D u_t, out = y silu(z).
+// Backward, with g_t[n] = dL/dh_t[n] (total, through later steps):
+//   dz = dout * y * silu'(z),  dy = dout * silu(z)
+//   g_t = dy_t C_t + dA_{t+1} g_{t+1}                      (reverse recurrence)
+//   dC_t[n] += dy_t h_t[n]          dB_t[n] += g_t dt u_t        (both summed over e)
+//   du_t = dy_t D + sum_n g_t dt B_t          dD += dy_t u_t
+//   ddt_t = sum_n g_t (h_{t-1} dA_t A + B_t u_t)
+//   ddelta = ddt * softplus'(delta + bias) (= 1 above 20),  ddelta_bias += ddelta
+//   dA[n] = sum_t g_t h_{t-1} dA_t dt_t,  dA_log = dA * A
+// Every gradient is ACCUMULATED (+=). Activation grads in T, parameter grads fp32.
+// hs (B, n_chunks, E, N): the state entering each SCAN_CHUNK-step chunk, written by the forward.
+//
+// Build: nvcc -O3 -std=c++17 -arch=sm_90 dev/selective_scan_backward.cu -o dev_selective_scan_backward -lcublas
+// Run:   ./dev_selective_scan_backward [version]
+#define SCAN_FWD_NO_MAIN
+#include "selective_scan_forward.cu"
+#include <type_traits>
+
+// ---------------------------------------------------------------------------
+// CPU reference (double). Parallel over b; per-b partial sums of the parameter grads.
+
+static void scan_bwd_cpu(float* du, float* ddelta, float* dA_log, float* dBm, float* dCm, float* dD,
+                         float* dz, float* ddbias, const float* dout, const float* u, const float* delta,
+                         const float* A_log, const float* Bm, const float* Cm, const float* D,
+                         const float* z, const float* dbias, int B, int L, int E, int N) {
+    std::vector<double> pA((size_t)B * E * N, 0.0), pD((size_t)B * E, 0.0), pbias((size_t)B * E, 0.0);
+#pragma omp parallel for schedule(dynamic)
+    for (int b = 0; b < B; b++) {
+        std::vector<double> hall((size_t)(L + 1) * N), A(N), g(N), dBacc((size_t)L * N, 0.0),
+            dCacc((size_t)L * N, 0.0);
+        for (int e = 0; e < E; e++) {
+            for (int n = 0; n < N; n++) { A[n] = -std::exp((double)A_log[e * N + n]); hall[n] = 0.0; }
+            // forward: hall[(t+1)*N + n] = h_t
+            for (int t = 0; t < L; t++) {
+                size_t row = (size_t)b * L + t;
+                double x = (double)delta[row * E + e] + dbias[e];
+                double dt = x > 20.0 ? x : std::log1p(std::exp(x));
+                for (int n = 0; n < N; n++)
+                    hall[(size_t)(t + 1) * N + n] = std::exp(dt * A[n]) * hall[(size_t)t * N + n] +
+                                                    dt * Bm[row * N + n] * u[row * E + e];
+            }
+            for (int n = 0; n < N; n++) g[n] = 0.0;
+            for (int t = L - 1; t >= 0; t--) {
+                size_t row = (size_t)b * L + t, k = row * E + e;
+                double x = (double)delta[k] + dbias[e];
+                double dt = x > 20.0 ? x : std::log1p(std::exp(x));
+                double sp = x > 20.0 ? 1.0 : 1.0 / (1.0 + std::exp(-x));
+                double uu = u[k], zz = z[k], go = dout[k];
+                double y = (double)D[e] * uu;
+                for (int n = 0; n < N; n++) y += Cm[row * N + n] * hall[(size_t)(t + 1) * N + n];
+                double s = 1.0 / (1.0 + std::exp(-zz));
+                dz[k] += (float)(go * y * s * (1.0 + zz * (1.0 - s)));
+                double dy = go * zz * s;
+                pD[(size_t)b * E + e] += dy * uu;
+                double dui = dy * D[e], ddt = 0.0;
+                for (int n = 0; n < N; n++) {
+                    double ht = hall[(size_t)(t + 1) * N + n], hp = hall[(size_t)t * N + n];
+                    double dA = std::exp(dt * A[n]);
+                    g[n] += dy * Cm[row * N + n];
+                    dCacc[(size_t)t * N + n] += dy * ht;
+                    dBacc[(size_t)t * N + n] += g[n] * dt * uu;
+                    dui += g[n] * dt * Bm[row * N + n];
+                    ddt += g[n] * (hp * dA * A[n] + Bm[row * N + n] * uu);
+                    pA[((size_t)b * E + e) * N + n] += g[n] * hp * dA * dt;
+                    g[n] *= dA;
+                }
+                du[k] += (float)dui;
+                ddelta[k] += (float)(ddt * sp);
+                pbias[(size_t)b * E + e] += ddt * sp;
+            }
+        }
+        for (size_t i = 0; i < (size_t)L * N; i++) {
+            dBm[(size_t)b * L * N + i] += (float)dBacc[i];
+            dCm[(size_t)b * L * N + i] += (float)dCacc[i];
+        }
+    }
+    for (int e = 0; e < E; e++) {
+        double sD = 0.0, sb = 0.0;
+        for (int b = 0; b < B; b++) { sD += pD[(size_t)b * E + e]; sb += pbias[(size_t)b * E + e]; }
+        dD[e] += (float)sD;
+        ddbias[e] += (float)sb;
+        for (int n = 0; n < N; n++) {
+            double s = 0.0;
+            for (int b = 0; b < B; b++) s += pA[((size_t)b * E + e) * N + n];
+            dA_log[e * N + n] += (float)(s * -std::exp((double)A_log[e * N + n]));  // dA * A
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// shared pieces
+
+// fp32 accumulators for dBm and dCm (B, L, N) each, summed over e with atomics, then added into the
+// T outputs by scan_bwd_finalize. Grown on demand, kept for the process.
+static float* bc_scratch(size_t n) {
+    static float* p = nullptr;
+    static size_t cap = 0;
+    if (n > cap) {
+        if (p) cudaCheck(cudaFree(p));
+        cudaCheck(cudaMalloc(&p, n * sizeof(float)));
+        cap = n;
+    }
+    return p;
+}
+
+// dBm += acc[0, n), dCm += acc[n, 2n)
+template <typename T>
+__global__ void scan_bwd_finalize_kernel(T* dBm, T* dCm, const float* acc, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        dBm[i] = from_f32<T>(to_f32(dBm[i]) + acc[i]);
+        dCm[i] = from_f32<T>(to_f32(dCm[i]) + acc[n + i]);
+    }
+}
+template <typename T> static void scan_bwd_finalize(T* dBm, T* dCm, const float* acc, size_t n) {
+    scan_bwd_finalize_kernel<T><<<(unsigned)((n + 255) / 256), 256>>>(dBm, dCm, acc, n);
+    cudaCheckLaunch();
+}
+
+__device__ __forceinline__ void add_to(float* p, float v) { *p += v; }
+template <typename T> __device__ __forceinline__ void acc_store(T* p, float v) { *p = from_f32<T>(to_f32(*p) + v); }
+
+// ---------------------------------------------------------------------------
+// version 1: reference-style, all states stored. A forward kernel (one thread per (b, e), N states
+// in registers) writes every h_t to hall (B, L, E, N) fp32 (805 MB at L=1024); the backward kernel
+// (one thread per (b, e)) runs t backwards reading h_t and h_{t-1}. dBm/dCm: the warp's 32 channels
+// are reduced with a 32-value reduce-scatter (31 shuffles: lane l ends with dB[l] / dC[l-16]) and
+// one atomic per lane. Memory-bound on hall (read 2x, written 1x): slow by design.
+
+template <typename T, int N>
+__global__ void scan_bwd_v1_store_kernel(float* hall, const T* u, const T* delta, const float* A_log,
+                                         const T* Bm, const float* dbias, int B, int L, int E) {
+    int e = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+    if (e >= E) return;
+    float A2[N], h[N];
+#pragma unroll
+    for (int n = 0; n < N; n++) { A2[n] = -expf(A_log[e * N + n]) * LOG2E_F; h[n] = 0.0f; }
+    for (int t = 0; t < L; t++) {
+        size_t row = (size_t)b * L + t;
+        float dt = softplus_dev(to_f32(delta[row * E + e]) + dbias[e]);
+        float dtu = dt * to_f32(u[row * E + e]);
+        float4* hp = reinterpret_cast<float4*>(hall + (row * E + e) * N);
+#pragma unroll
+        for (int n = 0; n < N; n++) h[n] = ex2_approx(dt * A2[n]) * h[n] + dtu * to_f32(Bm[row * N + n]);
+#pragma unroll
+        for (int n = 0; n < N; n += 4) hp[n / 4] = make_float4(h[n], h[n + 1], h[n + 2], h[n + 3]);
+    }
+}
+
+template <typename T, int N>
+__global__ void scan_bwd_v1_kernel(T* du, T* ddelta, float* dA_log, float* dBC, float* dD, T* dz,
+                                   float* ddbias, const T* dout, const T* u, const T* delta,
+                                   const float* A_log, const T* Bm, const T* Cm, const float* D,
+                                   const T* z, const float* dbias, const float* hall, int B, int L, int E) {
+    static_assert(2 * N == 32, "the dB/dC reduce-scatter maps 2N values onto 32 lanes");
+    int e = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y, lane = threadIdx.x % 32;
+    bool ok = e < E;  // no early exit: the whole warp takes part in the shuffles
+    int ec = ok ? e : E - 1;
+    float A[N], A2[N], g[N], dAacc[N];
+#pragma unroll
+    for (int n = 0; n < N; n++) {
+        A[n] = -expf(A_log[ec * N + n]); A2[n] = A[n] * LOG2E_F; g[n] = 0.0f; dAacc[n] = 0.0f;
+    }
+    float Dv = D[ec], bias = dbias[ec], dDacc = 0.0f, dbacc = 0.0f;
+    size_t nBC = (size_t)B * L * N;
+    for (int t = L - 1; t >= 0; t--) {
+        size_t row = (size_t)b * L + t, k = row * E + ec;
+        float x = to_f32(delta[k]) + bias;
+        float dt = softplus_dev(x), sp = x > 20.0f ? 1.0f : 1.0f / (1.0f + __expf(-x));
+        float uu = to_f32(u[k]), zz = to_f32(z[k]), go = ok ? to_f32(dout[k]) : 0.0f;
+        const float* ht = hall + k * N;
+        const float* hp = t > 0 ? ht - (size_t)E * N : ht;  // h_{t-1} (zero state at t = 0)
+        float hcur[N], hprev[N], v[2 * N];
+#pragma unroll
+        for (int n = 0; n < N; n++) { hcur[n] = ht[n]; hprev[n] = t > 0 ? hp[n] : 0.0f; }
+        float y = Dv * uu;
+#pragma unroll
+        for (int n = 0; n < N; n++) y += to_f32(Cm[row * N + n]) * hcur[n];
+        float s = 1.0f / (1.0f + __expf(-zz));
+        float dy = go * zz * s;
+        float dzv = go * y * s * (1.0f + zz * (1.0f - s));
+        dDacc += dy * uu;
+        float dui = dy * Dv, ddt = 0.0f;
+#pragma unroll
+        for (int n = 0; n < N; n++) {
+            float bn = to_f32(Bm[row * N + n]), cn = to_f32(Cm[row * N + n]);
+            float dA = ex2_approx(dt * A2[n]);
+            g[n] += dy * cn;
+            v[N + n] = dy * hcur[n];   // dC contribution
+            v[n] = g[n] * dt * uu;     // dB contribution
+            dui += g[n] * dt * bn;
+            ddt += g[n] * (hprev[n] * dA * A[n] + bn * uu);
+            dAacc[n] += g[n] * hprev[n] * dA * dt;
+            g[n] *= dA;
+        }
+        // reduce-scatter the 32 values over the 32 lanes: lane l ends with the warp sum of v[l]
+        reduce_scatter_level<16>(v, lane);
+        reduce_scatter_level<8>(v, lane);
+        reduce_scatter_level<4>(v, lane);
+        reduce_scatter_level<2>(v, lane);
+        reduce_scatter_level<1>(v, lane);
+        // the warp is one batch element (blockDim is a multiple of 32 and b = blockIdx.y)
+        atomicAdd(dBC + (lane < N ? row * N + lane : nBC + row * N + lane - N), v[0]);
+        if (ok) {
+            acc_store(du + k, dui);
+            acc_store(ddelta + k, ddt * sp);
+            acc_store(dz + k, dzv);
+            dbacc += ddt * sp;
+        }
+    }
+    if (ok) {
+#pragma unroll
+        for (int n = 0; n < N; n++) atomicAdd(dA_log + e * N + n, dAacc[n] * A[n]);
+        atomicAdd(dD + e, dDacc);
+        atomicAdd(ddbias + e, dbacc);
+    }
+}
+
+template <typename T, int N>
+static void scan_bwd_v1(T* du, T* ddelta, float* dA_log, T* dBm, T* dCm, float* dD, T* dz, float* ddbias,
+                        const T* dout, const T* u, const T* delta, const float* A_log, const T* Bm,
+                        const T* Cm, const float* D, const T* z, const float* dbias, const float* hs,
+                        int B, int L, int E) {
+    (void)hs;
+    static float* hall = nullptr;  // the big buffer of every state
+    static size_t cap = 0;
+    size_t need = (size_t)B * L * E * N;
+    if (need > cap) {
+        if (hall) cudaCheck(cudaFree(hall));
+        cudaCheck(cudaMalloc(&hall, need * sizeof(float)));
+        cap = need;
+    }
+    size_t nBC = (size_t)B * L * N;
+    float* acc = bc_scratch(2 * nBC);
+    cudaCheck(cudaMemsetAsync(acc, 0, 2 * nBC * sizeof(float)));
+    dim3 grid(cdiv(E, 128), B);
+    scan_bwd_v1_store_kernel<T, N><<<grid, 128>>>(hall, u, delta, A_log, Bm, dbias, B, L, E);
+    cudaCheckLaunch();
+    scan_bwd_v1_kernel<T, N><<<grid, 128>>>(du, ddelta, dA_log, acc, dD, dz, ddbias, dout, u, delta, A_log,
+                                            Bm, Cm, D, z, dbias, hall, B, L, E);
+    cudaCheckLaunch();
+    scan_bwd_finalize<T>(dBm, dCm, acc, nBC);
+}
+
+// ---------------------------------------------------------------------------
+// version 2: recompute from hs (the framework's interface). One thread per (b, e, n); a block = 16
+// channels x 16 states of one batch element. Chunks are walked last to first; per chunk:
+//  a. stage the chunk's u, dt, z, dout (64 x 16 channels) and Bm, Cm (64 x N) in shared memory
+//  b. recompute forward from hs[b, c]: the 64 states h_t of the thread stay in REGISTERS (the loops
+//     are fully unrolled), y_t = sum_n C h (+ D u) is reduced over the 16 lanes with shuffles
+//  c. per (t, e), one thread each: dz, dy, dD, the D part of du
+//  d. reverse over the chunk carrying g: dB/dC summed over the warp's 2 channels (1 shuffle) then
+//     over the block's 8 warps with shared-memory atomics; du/ddt summed over n with shuffles
+//  e. per (t, e): write du, ddelta; flush the chunk's dB/dC (64 x N) with float4 global atomics into
+//     fp32 accumulators (one per block per element: 1/16 of v1's... and 1/96 of the naive count).
+// Two ex2 per (t, e, n) (recompute + reverse); ~12 shuffles per step per thread.
+
+#define V2B_CH 16
+#define V2B_THREADS (V2B_CH * 16)
+
+// version 3 = the same kernel with RS = true: the per-step reductions over the 16 states (y in the
+// recompute, du and ddt in the reverse pass: 12 shuffles per step in v2) are batched over 16 steps
+// and done as 16-lane reduce-scatters (15 shuffles per 16 steps per quantity; lane n ends with step
+// r0 + n, which it writes to shared memory). ~5 shuffles per step instead of ~14; 32 more registers.
+template <typename T, int N, bool RS>
+__global__ void __launch_bounds__(V2B_THREADS, RS ? 1 : 2) scan_bwd_v2_kernel(T* du, T* ddelta, float* dA_log,
+        float* dBC, float* dD, T* dz, float* ddbias, const T* dout, const T* u, const T* delta,
+        const float* A_log, const T* Bm, const T* Cm, const float* D, const T* z, const float* dbias,
+        const float* hs, int B, int L, int E) {
+    static_assert(N == 16, "one warp = 2 channels x 16 states");
+    constexpr int CK = SCAN_CHUNK;
+    __shared__ __align__(16) float dt_s[CK][V2B_CH];
+    __shared__ __align__(16) float u_s[CK][V2B_CH];
+    __shared__ __align__(16) float dy_s[CK][V2B_CH];   // z, then dy
+    __shared__ __align__(16) float go_s[CK][V2B_CH];   // dout
+    __shared__ __align__(16) float y_s[CK][V2B_CH];    // sum_n C h, then du (the scan part)
+    __shared__ __align__(16) float dt2_s[CK][V2B_CH];  // ddt (the scan part)
+    __shared__ __align__(16) float B_s[CK][N];
+    __shared__ __align__(16) float C_s[CK][N];
+    __shared__ __align__(16) float dB_s[CK][N];
+    __shared__ __align__(16) float dC_s[CK][N];
+    __shared__ float dD_s[V2B_CH], dbias_s[V2B_CH];
+
+    int tid = threadIdx.x, lane = tid % 32, n = tid % N, cl = tid / N;
+    int b = blockIdx.y, eb = blockIdx.x * V2B_CH, e = eb + cl;
+    bool ok = e < E;
+    int ec = ok ? e : E - 1;
+    int nc = cdiv(L, CK);
+    size_t nBC = (size_t)B * L * N;
+    float A = -expf(A_log[ec * N + n]), A2 = A * LOG2E_F;
+    float g = 0.0f, dAacc = 0.0f;
+    if (tid < V2B_CH) { dD_s[tid] = 0.0f; dbias_s[tid] = 0.0f; }
+    for (int i = tid; i < CK * N; i += V2B_THREADS) { (&dB_s[0][0])[i] = 0.0f; (&dC_s[0][0])[i] = 0.0f; }
+
+    for (int c = nc - 1; c >= 0; c--) {
+        int t0 = c * CK, len = min(CK, L - t0);
+        __syncthreads();  // previous chunk's phase e is done with the shared tiles
+        // a. stage (element i -> r = i / CH, cc = i % CH: consecutive threads, consecutive e)
+        for (int i = tid; i < CK * V2B_CH; i += V2B_THREADS) {
+            int r = i / V2B_CH, cc = i % V2B_CH, ee = eb + cc;
+            float uu = 0.0f, dt = 0.0f, zz = 0.0f, go = 0.0f;
+            if (r < len && ee < E) {
+                size_t k = ((size_t)b * L + t0 + r) * E + ee;
+                uu = to_f32(u[k]); zz = to_f32(z[k]); go = to_f32(dout[k]);
+                dt = softplus_dev(to_f32(delta[k]) + dbias[ee]);
+            }
+            u_s[r][cc] = uu; dt_s[r][cc] = dt; dy_s[r][cc] = zz; go_s[r][cc] = go;
+        }
+        for (int i = tid; i < CK * N; i += V2B_THREADS) {
+            int r = i / N, nn = i % N;
+            float bv = 0.0f, cv = 0.0f;
+            if (r < len) {
+                size_t k = ((size_t)b * L + t0 + r) * N + nn;
+                bv = to_f32(Bm[k]); cv = to_f32(Cm[k]);
+            }
+            B_s[r][nn] = bv; C_s[r][nn] = cv;
+        }
+        __syncthreads();
+        // b. recompute the chunk's states (registers) and y
+        float h0 = hs[(((size_t)b * nc + c) * E + ec) * N + n];
+        float hreg[CK];
+        float h = h0;
+        float ybuf[16];
+#pragma unroll
+        for (int r = 0; r < CK; r++) {
+            float dt = dt_s[r][cl];  // dt = 0, B = 0 past L: h unchanged
+            h = ex2_approx(dt * A2) * h + dt * u_s[r][cl] * B_s[r][n];
+            hreg[r] = h;
+            float yp = C_s[r][n] * h;
+            if (RS) {
+                ybuf[r % 16] = yp;
+                if (r % 16 == 15) {  // lane n gets the sum over the 16 states of step r - 15 + n
+                    reduce_scatter_level<8>(ybuf, lane);
+                    reduce_scatter_level<4>(ybuf, lane);
+                    reduce_scatter_level<2>(ybuf, lane);
+                    reduce_scatter_level<1>(ybuf, lane);
+                    y_s[r - 15 + n][cl] = ybuf[0];
+                }
+            } else {
+                yp += __shfl_xor_sync(0xffffffffu, yp, 8);
+                yp += __shfl_xor_sync(0xffffffffu, yp, 4);
+                yp += __shfl_xor_sync(0xffffffffu, yp, 2);
+                yp += __shfl_xor_sync(0xffffffffu, yp, 1);
+                if (n == 0) y_s[r][cl] = yp;
+            }
+        }
+        __syncthreads();
+        // c. elementwise: dz, dy (replaces z in dy_s), dD
+        for (int i = tid; i < CK * V2B_CH; i += V2B_THREADS) {
+            int r = i / V2B_CH, cc = i % V2B_CH, ee = eb + cc;
+            if (r < len && ee < E) {
+                size_t k = ((size_t)b * L + t0 + r) * E + ee;
+                float zz = dy_s[r][cc], go = go_s[r][cc], uu = u_s[r][cc];
+                float y = y_s[r][cc] + D[ee] * uu;
+                float s = 1.0f / (1.0f + __expf(-zz));
+                acc_store(dz + k, go * y * s * (1.0f + zz * (1.0f - s)));
+                float dy = go * zz * s;
+                dy_s[r][cc] = dy;
+                atomicAdd(&dD_s[cc], dy * uu);
+            } else {
+                dy_s[r][cc] = 0.0f;
+            }
+        }
+        __syncthreads();
+        // d. reverse over the chunk
+        float dubuf[16], dtbuf[16];
+#pragma unroll
+        for (int r = CK - 1; r >= 0; r--) {
+            if (RS) { dubuf[r % 16] = 0.0f; dtbuf[r % 16] = 0.0f; }  // steps past L stay 0
+            if (r < len) {
+                float dt = dt_s[r][cl], uu = u_s[r][cl], dy = dy_s[r][cl];
+                float bn = B_s[r][n], cn = C_s[r][n];
+                float hp = r > 0 ? hreg[r - 1] : h0;
+                float dA = ex2_approx(dt * A2);
+                g += dy * cn;
+                float dBv = g * dt * uu, dCv = dy * hreg[r];
+                float dui = g * dt * bn;
+                float ddt = g * (hp * dA * A + bn * uu);
+                dAacc += g * hp * dA * dt;
+                g *= dA;
+                // over the warp's 2 channels (lanes n and n + 16)
+                dBv += __shfl_xor_sync(0xffffffffu, dBv, 16);
+                dCv += __shfl_xor_sync(0xffffffffu, dCv, 16);
+                if (lane < 16) {  // channels past E staged zeros: they add 0
+                    atomicAdd(&dB_s[r][n], dBv);
+                    atomicAdd(&dC_s[r][n], dCv);
+                }
+                if (RS) {
+                    dubuf[r % 16] = dui;
+                    dtbuf[r % 16] = ddt;
+                } else {  // over the 16 states
+#pragma unroll
+                    for (int off = 8; off > 0; off >>= 1) {
+                        dui += __shfl_xor_sync(0xffffffffu, dui, off);
+                        ddt += __shfl_xor_sync(0xffffffffu, ddt, off);
+                    }
+                    if (n == 0) { y_s[r][cl] = dui; dt2_s[r][cl] = ddt; }
+                }
+            }
+            if (RS && r % 16 == 0) {  // steps r .. r+15 complete: lane n gets step r + n
+                reduce_scatter_level<8>(dubuf, lane); reduce_scatter_level<8>(dtbuf, lane);
+                reduce_scatter_level<4>(dubuf, lane); reduce_scatter_level<4>(dtbuf, lane);
+                reduce_scatter_level<2>(dubuf, lane); reduce_scatter_level<2>(dtbuf, lane);
+                reduce_scatter_level<1>(dubuf, lane); reduce_scatter_level<1>(dtbuf, lane);
+                y_s[r + n][cl] = dubuf[0];
+                dt2_s[r + n][cl] = dtbuf[0];
+            }
+        }
+        __syncthreads();
+        // e. elementwise du, ddelta; flush dB/dC of the chunk
+        for (int i = tid; i < CK * V2B_CH; i += V2B_THREADS) {
+            int r = i / V2B_CH, cc = i % V2B_CH, ee = eb + cc;
+            if (r < len && ee < E) {
+                size_t k = ((size_t)b * L + t0 + r) * E + ee;
+                float x = to_f32(delta[k]) + dbias[ee];
+                float sp = x > 20.0f ? 1.0f : 1.0f / (1.0f + __expf(-x));
+                float dd = dt2_s[r][cc] * sp;
+                acc_store(du + k, y_s[r][cc] + dy_s[r][cc] * D[ee]);
+                acc_store(ddelta + k, dd);
+                atomicAdd(&dbias_s[cc], dd);
+            }
+        }
+        for (int i = tid; i < len * N / 4; i += V2B_THREADS) {  // float4 atomics (sm_90)
+            int r = (i * 4) / N, nn = (i * 4) % N;
+            size_t k = ((size_t)b * L + t0 + r) * N + nn;
+            float4* dBv = reinterpret_cast<float4*>(&dB_s[r][nn]);
+            float4* dCv = reinterpret_cast<float4*>(&dC_s[r][nn]);
+            atomicAdd(reinterpret_cast<float4*>(dBC + k), *dBv);
+            atomicAdd(reinterpret_cast<float4*>(dBC + nBC + k), *dCv);
+            *dBv = make_float4(0.f, 0.f, 0.f, 0.f);
+            *dCv = make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+    }
+    if (ok) atomicAdd(dA_log + e * N + n, dAacc * A);
+    __syncthreads();
+    if (tid < V2B_CH && eb + tid < E) {
+        atomicAdd(dD + eb + tid, dD_s[tid]);
+        atomicAdd(ddbias + eb + tid, dbias_s[tid]);
+    }
+}
+
+template <typename T, int N, bool RS>
+static void scan_bwd_v2(T* du, T* ddelta, float* dA_log, T* dBm, T* dCm, float* dD, T* dz, float* ddbias,
+                        const T* dout, const T* u, const T* delta, const float* A_log, const T* Bm,
+                        const T* Cm, const float* D, const T* z, const float* dbias, const float* hs,
+                        int B, int L, int E) {
+    size_t nBC = (size_t)B * L * N;
+    float* acc = bc_scratch(2 * nBC);
+    cudaCheck(cudaMemsetAsync(acc, 0, 2 * nBC * sizeof(float)));
+    dim3 grid(cdiv(E, V2B_CH), B);
+    scan_bwd_v2_kernel<T, N, RS><<<grid, V2B_THREADS>>>(du, ddelta, dA_log, acc, dD, dz, ddbias, dout, u, delta,
+                                                    A_log, Bm, Cm, D, z, dbias, hs, B, L, E);
+    cudaCheckLaunch();
+    scan_bwd_finalize<T>(dBm, dCm, acc, nBC);
+}
+
+// ---------------------------------------------------------------------------
+// version 4: the forward-v4 layout for the backward. 4 threads per channel x 4 states each, a block =
+// 32 channels (128 threads) of one batch element, chunks walked last to first. Per chunk:
+//  a. stage u, dt, z, dout (64 x 32 channels) and Bm, Cm (64 x N) in shared memory (dynamic, 68 KB)
+//  b. checkpoint pass: recompute the chunk forward from hs, keeping only the state entering each
+//     8-step sub-chunk (8 x 4 registers); y via the 4-lane reduce-scatter of forward v4
+//  c. per (t, e): dz, dy, dD (each thread always owns the same channel here: register sums)
+//  d. sub-chunks last to first: recompute 8 steps keeping h and dA (2 x 32 registers), then the
+//     reverse steps read dA from registers (so 2 ex2 per state-step in total, like v2/v3).
+//     dB/dC: a reduce-scatter of the 8 values (4 dB + 4 dC) over the warp's 8 channels (7 shuffles
+//     per step, lane ends with one (t, n) value) then one shared atomic per lane; du/ddt: 4-lane
+//     reduce-scatter per 4 steps (like the forward's y)
+//  e. per (t, e): du, ddelta (softplus' = 1 - exp(-dt), series for small dt), flush dB/dC with float4
+//     global atomics.
+// ~2 shuffles per state-step (v3: ~5), loads amortized over 4 states.
+
+// like reduce_scatter_level but the lane bit (OFF) differs from the value half size (H)
+template <int H, int OFF> __device__ __forceinline__ void reduce_scatter_lanes(float* v, int lane) {
+    bool up = lane & OFF;
+#pragma unroll
+    for (int i = 0; i < H; i++) {
+        float send = up ? v[i] : v[i + H], keep = up ? v[i + H] : v[i];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, OFF);
+    }
+}
+
+#define V4B_CH 32
+#define V4B_THREADS 128
+#define V4B_W 40   // row stride of the [t][channel] tiles: (t = quad*4 + g, c) hits distinct banks
+#define V4B_SC 8   // sub-chunk length
+
+// softplus'(x) = sigmoid(x) = 1 - exp(-softplus(x)), from dt without re-reading delta
+__device__ __forceinline__ float dsoftplus_from_dt(float dt) {
+    return dt < 1e-2f ? dt * (1.0f - dt * 0.5f * (1.0f - dt * (1.0f / 3.0f))) : 1.0f - __expf(-dt);
+}
+
+template <typename T, int N>
+__global__ void __launch_bounds__(V4B_THREADS) scan_bwd_v4_kernel(T* du, T* ddelta, float* dA_log,
+        float* dBC, float* dD, T* dz, float* ddbias, const T* dout, const T* u, const T* delta,
+        const float* A_log, const T* Bm, const T* Cm, const float* D, const T* z, const float* dbias,
+        const float* hs, int B, int L, int E) {
+    static_assert(N == 16, "4 threads x 4 states per channel");
+    constexpr int CK = SCAN_CHUNK, S = 4, NSC = CK / V4B_SC;
+    static_assert(CK % V4B_SC == 0 && V4B_SC % 4 == 0, "sub-chunks of whole quads");
+    extern __shared__ __align__(16) float smem[];
+    float(*u_s)[V4B_W] = reinterpret_cast<float(*)[V4B_W]>(smem);
+    float(*dt_s)[V4B_W] = u_s + CK;
+    float(*dy_s)[V4B_W] = dt_s + CK;   // z, then dy
+    float(*du_s)[V4B_W] = dy_s + CK;   // dout, then the scan part of du
+    float(*y_s)[V4B_W] = du_s + CK;    // y (without D u), then the scan part of ddt
+    float(*B_s)[N] = reinterpret_cast<float(*)[N]>(y_s + CK);
+    float(*C_s)[N] = B_s + CK;
+    float(*dB_s)[N] = C_s + CK;
+    float(*dC_s)[N] = dB_s + CK;
+
+    int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+    int cl = warp * 8 + lane / 4, g = lane % 4;
+    int b = blockIdx.y, eb = blockIdx.x * V4B_CH, e = eb + cl;
+    bool ok = e < E;
+    int ec = ok ? e : E - 1;
+    int nc = cdiv(L, CK);
+    size_t nBC = (size_t)B * L * N;
+    // elementwise phases: thread tid always handles channel column tid % 32
+    int my_c = tid % V4B_CH, my_e = eb + my_c;
+    float my_D = D[min(my_e, E - 1)], my_bias = dbias[min(my_e, E - 1)];
+    float dD_acc = 0.0f, dbias_acc = 0.0f;
+
+    float A[S], A2[S], gr[S], dAacc[S];
+#pragma unroll
+    for (int s = 0; s < S; s++) {
+        A[s] = -expf(A_log[ec * N + g * S + s]); A2[s] = A[s] * LOG2E_F; gr[s] = 0.0f; dAacc[s] = 0.0f;
+    }
+    for (int i = tid; i < CK * N; i += V4B_THREADS) { (&dB_s[0][0])[i] = 0.0f; (&dC_s[0][0])[i] = 0.0f; }
+
+    for (int c = nc - 1; c >= 0; c--) {
+        int t0 = c * CK, len = min(CK, L - t0);
+        __syncthreads();  // the previous chunk is done with every tile
+        // a. stage
+        for (int i = tid; i < CK * V4B_CH; i += V4B_THREADS) {
+            int r = i / V4B_CH, cc = i % V4B_CH;  // cc == my_c
+            float uu = 0.0f, dt = 0.0f, zz = 0.0f, go = 0.0f;
+            if (r < len && my_e < E) {
+                size_t k = ((size_t)b * L + t0 + r) * E + my_e;
+                uu = to_f32(u[k]); zz = to_f32(z[k]); go = to_f32(dout[k]);
+                dt = softplus_fast(to_f32(delta[k]) + my_bias);
+            }
+            u_s[r][cc] = uu; dt_s[r][cc] = dt; dy_s[r][cc] = zz; du_s[r][cc] = go;
+        }
+        for (int i = tid; i < CK * N; i += V4B_THREADS) {
+            int r = i / N, nn = i % N;
+            float bv = 0.0f, cv = 0.0f;
+            if (r < len) {
+                size_t k = ((size_t)b * L + t0 + r) * N + nn;
+                bv = to_f32(Bm[k]); cv = to_f32(Cm[k]);
+            }
+            B_s[r][nn] = bv; C_s[r][nn] = cv;
+        }
+        __syncthreads();
+        // b. checkpoint pass (dt = 0, B = 0 past L: identity steps)
+        float hc[NSC][S];
+        {
+            float4 h4 = *reinterpret_cast<const float4*>(hs + (((size_t)b * nc + c) * E + ec) * N + g * S);
+            float h[S] = {h4.x, h4.y, h4.z, h4.w};
+#pragma unroll
+            for (int k = 0; k < NSC; k++) {
+#pragma unroll
+                for (int s = 0; s < S; s++) hc[k][s] = h[s];
+#pragma unroll
+                for (int q = 0; q < V4B_SC / 4; q++) {
+                    float yq[4];
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        int r = k * V4B_SC + q * 4 + j;
+                        float dt = dt_s[r][cl], dtu = dt * u_s[r][cl];
+                        float4 bv = *reinterpret_cast<const float4*>(&B_s[r][g * S]);
+                        float4 cv = *reinterpret_cast<const float4*>(&C_s[r][g * S]);
+                        h[0] = ex2_approx(dt * A2[0]) * h[0] + dtu * bv.x;
+                        h[1] = ex2_approx(dt * A2[1]) * h[1] + dtu * bv.y;
+                        h[2] = ex2_approx(dt * A2[2]) * h[2] + dtu * bv.z;
+                        h[3] = ex2_approx(dt * A2[3]) * h[3] + dtu * bv.w;
+                        yq[j] = cv.x * h[0] + cv.y * h[1] + cv.z * h[2] + cv.w * h[3];
+                    }
+                    reduce_scatter_level<2>(yq, lane);
+                    reduce_scatter_level<1>(yq, lane);
+                    y_s[k * V4B_SC + q * 4 + g][cl] = yq[0];
+                }
+            }
+        }
+        __syncthreads();
+        // c. elementwise: dz, dy, dD
+        for (int i = tid; i < CK * V4B_CH; i += V4B_THREADS) {
+            int r = i / V4B_CH, cc = i % V4B_CH;
+            float dy = 0.0f;
+            if (r < len && my_e < E) {
+                size_t k = ((size_t)b * L + t0 + r) * E + my_e;
+                float zz = dy_s[r][cc], go = du_s[r][cc], uu = u_s[r][cc];
+                float y = y_s[r][cc] + my_D * uu;
+                float s = 1.0f / (1.0f + __expf(-zz));
+                acc_store(dz + k, go * y * s * (1.0f + zz * (1.0f - s)));
+                dy = go * zz * s;
+                dD_acc += dy * uu;
+            }
+            dy_s[r][cc] = dy;
+        }
+        __syncthreads();
+        // d. reverse, one 8-step sub-chunk at a time
+#pragma unroll
+        for (int k = NSC - 1; k >= 0; k--) {
+            float hsub[V4B_SC][S], dAs[V4B_SC][S];
+#pragma unroll
+            for (int j = 0; j < V4B_SC; j++) {
+                int r = k * V4B_SC + j;
+                float dt = dt_s[r][cl], dtu = dt * u_s[r][cl];
+                float4 bv = *reinterpret_cast<const float4*>(&B_s[r][g * S]);
+                float bb[S] = {bv.x, bv.y, bv.z, bv.w};
+#pragma unroll
+                for (int s = 0; s < S; s++) {
+                    dAs[j][s] = ex2_approx(dt * A2[s]);
+                    hsub[j][s] = dAs[j][s] * (j > 0 ? hsub[j - 1][s] : hc[k][s]) + dtu * bb[s];
+                }
+            }
+            float dub[4], dtb[4];
+#pragma unroll
+            for (int j = V4B_SC - 1; j >= 0; j--) {
+                int r = k * V4B_SC + j;
+                float dt = dt_s[r][cl], uu = u_s[r][cl], dy = dy_s[r][cl];
+                float4 bv = *reinterpret_cast<const float4*>(&B_s[r][g * S]);
+                float4 cv = *reinterpret_cast<const float4*>(&C_s[r][g * S]);
+                float bb[S] = {bv.x, bv.y, bv.z, bv.w}, cc4[S] = {cv.x, cv.y, cv.z, cv.w};
+                float v[8], dsum = 0.0f, tsum = 0.0f, dtu = dt * uu;
+#pragma unroll
+                for (int s = 0; s < S; s++) {
+                    float hp = j > 0 ? hsub[j - 1][s] : hc[k][s];
+                    gr[s] += dy * cc4[s];
+                    v[s] = gr[s] * dtu;              // dB
+                    v[S + s] = dy * hsub[j][s];      // dC
+                    dsum += gr[s] * bb[s];
+                    float ghdA = gr[s] * hp * dAs[j][s];
+                    tsum += ghdA * A[s];
+                    dAacc[s] += ghdA * dt;
+                    gr[s] *= dAs[j][s];
+                }
+                dub[j % 4] = dsum * dt;
+                dtb[j % 4] = tsum + dsum * uu;  // sum_s g (hp dA A + B u)
+                // dB/dC over the warp's 8 channels (lane bits 4, 3, 2): lane ends with value lane >> 2
+                reduce_scatter_lanes<4, 16>(v, lane);
+                reduce_scatter_lanes<2, 8>(v, lane);
+                reduce_scatter_lanes<1, 4>(v, lane);
+                {
+                    int jv = lane >> 2, n = g * S + (jv & 3);
+                    atomicAdd(jv < 4 ? &dB_s[r][n] : &dC_s[r][n], v[0]);
+                }
+                if (j % 4 == 0) {  // steps r .. r+3 complete: thread g gets step r + g
+                    reduce_scatter_level<2>(dub, lane); reduce_scatter_level<2>(dtb, lane);
+                    reduce_scatter_level<1>(dub, lane); reduce_scatter_level<1>(dtb, lane);
+                    du_s[r + g][cl] = dub[0];
+                    y_s[r + g][cl] = dtb[0];
+                }
+            }
+        }
+        __syncthreads();
+        // e. elementwise du, ddelta; flush the chunk's dB/dC
+        for (int i = tid; i < CK * V4B_CH; i += V4B_THREADS) {
+            int r = i / V4B_CH, cc = i % V4B_CH;
+            if (r < len && my_e < E) {
+                size_t k = ((size_t)b * L + t0 + r) * E + my_e;
+                float dd = y_s[r][cc] * dsoftplus_from_dt(dt_s[r][cc]);
+                acc_store(du + k, du_s[r][cc] + dy_s[r][cc] * my_D);
+                acc_store(ddelta + k, dd);
+                dbias_acc += dd;
+            }
+        }
+        for (int i = tid; i < len * N / 4; i += V4B_THREADS) {
+            int r = (i * 4) / N, nn = (i * 4) % N;
+            size_t k = ((size_t)b * L + t0 + r) * N + nn;
+            float4* pB = reinterpret_cast<float4*>(&dB_s[r][nn]);
+            float4* pC = reinterpret_cast<float4*>(&dC_s[r][nn]);
+            atomicAdd(reinterpret_cast<float4*>(dBC + k), *pB);
+            atomicAdd(reinterpret_cast<float4*>(dBC + nBC + k), *pC);
+            *pB = make_float4(0.f, 0.f, 0.f, 0.f);
+            *pC = make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+    }
+    if (ok) {
+#pragma unroll
+        for (int s = 0; s < S; s++) atomicAdd(dA_log + e * N + g * S + s, dAacc[s] * A[s]);
+    }
+    if (my_e < E) {
+        atomicAdd(dD + my_e, dD_acc);
+        atomicAdd(ddbias + my_e, dbias_acc);
+    }
+}
+
+template <typename T, int N>
+static void scan_bwd_v4(T* du, T* ddelta, float* dA_log, T* dBm, T* dCm, float* dD, T* dz, float* ddbias,
+                        const T* dout, const T* u, const T* delta, const float* A_log, const T* Bm,
+                        const T* Cm, const float* D, const T* z, const float* dbias, const float* hs,
+                        int B, int L, int E) {
+    const size_t smem = (size_t)SCAN_CHUNK * (5 * V4B_W + 4 * N) * sizeof(float);
+    static bool attr_set = false;
+    if (!attr_set) {
+        cudaCheck(cudaFuncSetAttribute(scan_bwd_v4_kernel<T, N>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        attr_set = true;
+    }
+    size_t nBC = (size_t)B * L * N;
+    float* acc = bc_scratch(2 * nBC);
+    cudaCheck(cudaMemsetAsync(acc, 0, 2 * nBC * sizeof(float)));
+    dim3 grid(cdiv(E, V4B_CH), B);
+    scan_bwd_v4_kernel<T, N><<<grid, V4B_THREADS, smem>>>(du, ddelta, dA_log, acc, dD, dz, ddbias, dout, u,
+                                                         delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E);
+    cudaCheckLaunch();
+    scan_bwd_finalize<T>(dBm, dCm, acc, nBC);
+}
+
+// ---------------------------------------------------------------------------
+// dispatch
+
+#define SCAN_BWD_VERSIONS 4
+// the forward used to produce hs and for the fwd+bwd timing (env SCAN_FWD_BEST overrides)
+static int scan_fwd_best() {
+    const char* s = getenv("SCAN_FWD_BEST");
+    int v = s ? atoi(s) : 5;
+    return (v >= 1 && v <= SCAN_FWD_VERSIONS) ? v : 5;
+}
+#define SCAN_FWD_BEST scan_fwd_best()
+static const char* scan_bwd_version_name(int v) {
+    switch (v) {
+        case 1: return "v1 store-all (+fwd store)";
+        case 2: return "v2 recompute chunk, regs";
+        case 3: return "v3 v2 + reduce-scatter";
+        case 4: return "v4 4thr/ch, 8-step subchunks";
+    }
+    return "?";
+}
+
+template <typename T>
+static void scan_bwd_run(int v, T* du, T* ddelta, float* dA_log, T* dBm, T* dCm, float* dD, T* dz,
+                         float* ddbias, const T* dout, const T* u, const T* delta, const float* A_log,
+                         const T* Bm, const T* Cm, const float* D, const T* z, const float* dbias,
+                         const float* hs, int B, int L, int E, int N) {
+    if (N != 16) FATAL("dev kernels are instantiated for N = 16 only (got %d)", N);
+    switch (v) {
+        case 1: scan_bwd_v1<T, 16>(du, ddelta, dA_log, dBm, dCm, dD, dz, ddbias, dout, u, delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E); break;
+        case 3: scan_bwd_v2<T, 16, true>(du, ddelta, dA_log, dBm, dCm, dD, dz, ddbias, dout, u, delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E); break;
+        case 4: scan_bwd_v4<T, 16>(du, ddelta, dA_log, dBm, dCm, dD, dz, ddbias, dout, u, delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E); break;
+        case 2: scan_bwd_v2<T, 16, false>(du, ddelta, dA_log, dBm, dCm, dD, dz, ddbias, dout, u, delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E); break;
+        default: FATAL("no backward version %d", v);
+    }
+}
+
+// bytes that must move: read u, delta, z, dout, Bm, Cm; write du, ddelta, dz, dBm, dCm
+static double scan_bwd_bytes(int B, int L, int E, int N, size_t tsize) {
+    return ((double)B * L * E * 7 + (double)B * L * N * 4) * tsize;
+}
+
+// gradient buffers: host initial values (small random: checks the += semantics) and device copies
+struct ScanGrads {
+    std::vector<float> du, ddelta, dA_log, dBm, dCm, dD, dz, ddbias;
+};
+static ScanGrads scan_grads_init(int B, int L, int E, int N, uint64_t seed) {
+    ScanGrads g;
+    Rng r;
+    rng_seed(&r, seed);
+    size_t act = (size_t)B * L * E, bc = (size_t)B * L * N;
+    g.du.resize(act); g.ddelta.resize(act); g.dz.resize(act); g.dBm.resize(bc); g.dCm.resize(bc);
+    g.dA_log.resize((size_t)E * N); g.dD.resize(E); g.ddbias.resize(E);
+    for (auto* v : {&g.du, &g.ddelta, &g.dz, &g.dBm, &g.dCm, &g.dA_log, &g.dD, &g.ddbias})
+        dev_fill_normal(*v, 0.0f, 0.05f, &r);
+    return g;
+}
+
+template <typename T> struct ScanGradsDev {
+    T *du, *ddelta, *dBm, *dCm, *dz;
+    float *dA_log, *dD, *ddbias;
+    void alloc(int B, int L, int E, int N) {
+        size_t act = (size_t)B * L * E, bc = (size_t)B * L * N;
+        du = dev_alloc<T>(act); ddelta = dev_alloc<T>(act); dz = dev_alloc<T>(act);
+        dBm = dev_alloc<T>(bc); dCm = dev_alloc<T>(bc);
+        dA_log = dev_alloc<float>((size_t)E * N); dD = dev_alloc<float>(E); ddbias = dev_alloc<float>(E);
+    }
+    // the initial values (rounded to T for the activation grads, as the reference must see them)
+    void set(const ScanGrads& g) {
+        auto put = [](auto* d, const std::vector<float>& h) {
+            using TT = std::remove_pointer_t<decltype(d)>;
+            std::vector<TT> tmp(h.size());
+            for (size_t i = 0; i < h.size(); i++) tmp[i] = from_f32<TT>(h[i]);
+            cudaCheck(cudaMemcpy(d, tmp.data(), h.size() * sizeof(TT), cudaMemcpyHostToDevice));
+        };
+        put(du, g.du); put(ddelta, g.ddelta); put(dz, g.dz); put(dBm, g.dBm); put(dCm, g.dCm);
+        put(dA_log, g.dA_log); put(dD, g.dD); put(ddbias, g.ddbias);
+    }
+    void free_all() {
+        dev_free(du); dev_free(ddelta); dev_free(dz); dev_free(dBm); dev_free(dCm);
+        dev_free(dA_log); dev_free(dD); dev_free(ddbias);
+    }
+};
+
+template <typename T> static void scan_bwd_all(int argc, char** argv) {
+    const int N = 16;
+    struct Shape { int B, L, E; };
+    std::vector<Shape> shapes = {{2, 1, 37}, {2, 7, 37}, {2, 130, 96}, {2, 1000, 37}, {1, 65, 40},
+                                 {8, 1024, 1536}};
+    std::vector<double> worst(SCAN_BWD_VERSIONS + 1, 0.0);
+    std::vector<bool> okv(SCAN_BWD_VERSIONS + 1, true);
+    const double tol_act = sizeof(T) == 4 ? 1e-3 : 2e-2, tol_par = 1e-3;
+    uint64_t seed = 5000;
+    for (const Shape& s : shapes) {
+        int B = s.B, L = s.L, E = s.E, nc = cdiv(L, SCAN_CHUNK);
+        ScanData d = scan_make_data<T>(B, L, E, N, seed++);
+        std::vector<float> dout((size_t)B * L * E);
+        Rng r;
+        rng_seed(&r, seed++);
+        dev_fill_normal(dout, 0.0f, 1.0f, &r);
+        dev_round_to<T>(dout);
+        ScanGrads g0 = scan_grads_init(B, L, E, N, seed++);
+        for (auto* v : {&g0.du, &g0.ddelta, &g0.dz, &g0.dBm, &g0.dCm}) dev_round_to<T>(*v);
+        ScanGrads ref = g0;
+        scan_bwd_cpu(ref.du.data(), ref.ddelta.data(), ref.dA_log.data(), ref.dBm.data(), ref.dCm.data(),
+                     ref.dD.data(), ref.dz.data(), ref.ddbias.data(), dout.data(), d.u.data(), d.delta.data(),
+                     d.A_log.data(), d.Bm.data(), d.Cm.data(), d.D.data(), d.z.data(), d.dbias.data(), B, L, E, N);
+        ScanDev<T> gd;
+        gd.upload(d);
+        T* ddout = dev_upload<T>(dout);
+        T* out = dev_alloc<T>((size_t)B * L * E);
+        float* hs = dev_alloc<float>((size_t)B * nc * E * N);
+        scan_fwd_run<T>(SCAN_FWD_BEST, out, hs, gd.u, gd.delta, gd.A_log, gd.Bm, gd.Cm, gd.D, gd.z, gd.dbias, B, L, E, N);
+        ScanGradsDev<T> gg;
+        gg.alloc(B, L, E, N);
+        for (int v = 1; v <= SCAN_BWD_VERSIONS; v++) {
+            if (!dev_want_version(argc, argv, v)) continue;
+            gg.set(g0);
+            scan_bwd_run<T>(v, gg.du, gg.ddelta, gg.dA_log, gg.dBm, gg.dCm, gg.dD, gg.dz, gg.ddbias, ddout,
+                            gd.u, gd.delta, gd.A_log, gd.Bm, gd.Cm, gd.D, gd.z, gd.dbias, hs, B, L, E, N);
+            cudaCheck(cudaDeviceSynchronize());
+            char what[160];
+            bool ok = true;
+            auto chk = [&](const char* name, auto* p, const std::vector<float>& rv, double tol) {
+                snprintf(what, sizeof(what), "bwd %s %s B=%d L=%d E=%d %s", scan_bwd_version_name(v),
+                         DType<T>::name(), B, L, E, name);
+                ok = dev_check_elem(what, p, rv, tol, &worst[v]) && ok;  // elementwise: the += outputs cannot be poisoned
+            };
+            chk("du", gg.du, ref.du, tol_act); chk("ddelta", gg.ddelta, ref.ddelta, tol_act);
+            chk("dz", gg.dz, ref.dz, tol_act); chk("dBm", gg.dBm, ref.dBm, tol_act);
+            chk("dCm", gg.dCm, ref.dCm, tol_act); chk("dA_log", gg.dA_log, ref.dA_log, tol_par);
+            chk("dD", gg.dD, ref.dD, tol_par); chk("ddelta_bias", gg.ddbias, ref.ddbias, tol_par);
+            if (!ok) okv[v] = false;
+        }
+        gg.free_all();
+        dev_free(ddout); dev_free(out); dev_free(hs);
+        gd.free_all();
+    }
+    for (int L : {1024, 4096}) {
+        int B = 8, E = 1536, nc = cdiv(L, SCAN_CHUNK);
+        ScanData d = scan_make_data<T>(B, L, E, N, 7);
+        ScanDev<T> gd;
+        gd.upload(d);
+        std::vector<float> dout((size_t)B * L * E);
+        Rng r;
+        rng_seed(&r, 8);
+        dev_fill_normal(dout, 0.0f, 1.0f, &r);
+        T* ddout = dev_upload<T>(dout);
+        T* out = dev_alloc<T>((size_t)B * L * E);
+        float* hs = dev_alloc<float>((size_t)B * nc * E * N);
+        ScanGradsDev<T> gg;
+        gg.alloc(B, L, E, N);
+        gg.set(scan_grads_init(B, L, E, N, 9));
+        auto fwd = [&]() {
+            scan_fwd_run<T>(SCAN_FWD_BEST, out, hs, gd.u, gd.delta, gd.A_log, gd.Bm, gd.Cm, gd.D, gd.z, gd.dbias, B, L, E, N);
+        };
+        fwd();
+        char shape[64], name[96];
+        snprintf(shape, sizeof(shape), "B%d L%d E%d N%d", B, L, E, N);
+        float fwd_ms = dev_bench_ms([&](int) { fwd(); }, 2, 20);
+        for (int v = 1; v <= SCAN_BWD_VERSIONS; v++) {
+            if (!dev_want_version(argc, argv, v)) continue;
+            if (v == 1 && L == 4096) continue;  // hall would be 3.2 GB (fp32); skip
+            auto bwd = [&]() {
+                scan_bwd_run<T>(v, gg.du, gg.ddelta, gg.dA_log, gg.dBm, gg.dCm, gg.dD, gg.dz, gg.ddbias, ddout,
+                                gd.u, gd.delta, gd.A_log, gd.Bm, gd.Cm, gd.D, gd.z, gd.dbias, hs, B, L, E, N);
+            };
+            int reps = v == 1 ? 5 : 20;
+            float ms = dev_bench_ms([&](int) { bwd(); }, 2, reps);
+            dev_print_row("selective_scan_bwd", scan_bwd_version_name(v), shape, DType<T>::name(), ms,
+                          scan_bwd_bytes(B, L, E, N, sizeof(T)), scan_fwd_sfu(B, L, E, N), okv[v], worst[v]);
+            float both = dev_bench_ms([&](int) { fwd(); bwd(); }, 2, reps);
+            snprintf(name, sizeof(name), "fwd v%d + bwd v%d", SCAN_FWD_BEST, v);
+            dev_print_row("selective_scan_fwd+bwd", name, shape, DType<T>::name(), both,
+                          scan_fwd_bytes(B, L, E, N, sizeof(T)) + scan_bwd_bytes(B, L, E, N, sizeof(T)),
+                          2 * scan_fwd_sfu(B, L, E, N), okv[v], worst[v]);
+        }
+        (void)fwd_ms;
+        gg.free_all();
+        dev_free(ddout); dev_free(out); dev_free(hs);
+        gd.free_all();
+    }
+}
+
+#ifndef SCAN_BWD_NO_MAIN
+int main(int argc, char** argv) {
+    dev_print_header();
+    scan_bwd_all<float>(argc, argv);
+    scan_bwd_all<bf16>(argc, argv);
+    return dev_finish();
+}
+#endif

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: run what is asked, log everything under $OUT
+# (or out/), print a short table last. Binaries are built beforehand (make
+# train_mamba test-gpu dev) so no device time goes to compiling.
+#   bash test/gpu_session.sh tests bench130m kjv=4 dev
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out}; mkdir -p "$OUT"
+summary=()
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+for task in "$@"; do
+    case $task in
+    tests)
+        bash test/run_tests.sh gpu > "$OUT/test_gpu.log" 2>&1
+        grep -E "^FAIL" "$OUT/test_gpu.log" | head -30
+        summary+=("test-gpu: $(tail -1 "$OUT/test_gpu.log")") ;;
+    bench130m)
+        # mamba-130m shape, random tokens: plain timing run, then a profiled run
+        B130="--random-data --vocab 50280 --d-model 768 --n-layer 24 --batch 8 --seq-len 1024 --eval-interval 0 --log-every 5"
+        ./train_mamba $B130 --steps 15 > "$OUT/bench130m.log" 2>&1
+        ./train_mamba $B130 --steps 4 --profile 3 > "$OUT/bench130m_profile.log" 2>&1
+        tail -3 "$OUT/bench130m.log"; grep -A30 "per-component" "$OUT/bench130m_profile.log"
+        summary+=("mamba-130m fp32/tf32: $(grep summary "$OUT/bench130m.log")") ;;
+    kjv=*)
+        mins=${task#kjv=}
+        ./train_mamba --d-model 512 --n-layer 8 --batch 16 --seq-len 512 --lr 1.5e-3 --warmup 200 --steps 3000 \
+            --max-minutes "$mins" --eval-interval 250 --sample-interval 100000 --sample-len 400 \
+            --log "$OUT/kjv_gpu.jsonl" --checkpoint "$OUT/kjv_gpu.ckpt" > "$OUT/kjv_gpu.log" 2>&1
+        tail -4 "$OUT/kjv_gpu.log"
+        ./train_mamba --resume "$OUT/kjv_gpu.ckpt" --sample 400 --prompt "And God said" --temperature 0.8 --top-k 40 > "$OUT/kjv_sample.txt" 2>&1
+        cat "$OUT/kjv_sample.txt"; rm -f "$OUT/kjv_gpu.ckpt"
+        summary+=("kjv: $(grep 'val loss' "$OUT/kjv_gpu.log" | tail -1)") ;;
+    dev)
+        bash dev/run_all.sh > "$OUT/dev.log" 2>&1
+        summary+=("dev: see dev.log") ; cat "$OUT/dev.log" | tail -60 ;;
+    esac
+done
+echo "================ summary"
+for s in "${summary[@]}"; do echo "$s"; done
