@@ -369,6 +369,7 @@ int main(int argc, char** argv) {
     if (!o.random_data) {
         std::string train_path = o.data_dir + "/train.bin", val_path = o.data_dir + "/val.bin";
         dataloader_open(&train_dl, train_path.c_str(), B, T);
+        dataloader_set_random(&train_dl, o.seed);  // random windows; validation stays sequential
         struct stat sb;
         if (stat(val_path.c_str(), &sb) == 0) { dataloader_open(&val_dl, val_path.c_str(), B, T); have_val = true; }
         int data_vocab = dataloader_vocab(&train_dl);
@@ -388,7 +389,6 @@ int main(int argc, char** argv) {
         load_checkpoint(o.resume.c_str(), &m, &st);
         data_rng.state = st.rng_state;
         if (!o.random_data) {
-            if (st.data_pos >= dataloader_num_tokens(&train_dl)) FATAL("checkpoint data position %llu is past the end of the training data", (unsigned long long)st.data_pos);
             dataloader_seek(&train_dl, st.data_pos);
         }
         printf("resumed from %s at step %d\n", o.resume.c_str(), st.step);

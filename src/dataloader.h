@@ -6,10 +6,16 @@
 //           [2] token count n, [3] vocab size, rest 0
 //   then n tokens as little-endian uint16.
 //
-// Batches are sequential and non-overlapping: row i of a batch is
-// tokens[pos + i*T .. pos + i*T + T), its targets are the same window shifted by
-// one. pos advances by B*T and wraps to 0 when the next batch would need a token
-// past the end, so every batch is full (a few tail tokens are skipped per epoch).
+// Two ways to draw batches:
+//  - sequential (the default; used for validation): row i of a batch is
+//    tokens[pos + i*T .. pos + i*T + T), its targets the same window shifted by
+//    one. pos advances by B*T and wraps to 0 when the next batch would need a
+//    token past the end, so every batch is full.
+//  - random windows (dataloader_set_random; used for training): each row starts
+//    at an offset drawn from a hash of (seed, batch number, row). Text in
+//    canonical order (the Bible book by book) would otherwise feed the model one
+//    book at a time and its validation loss would wander with the book. Here
+//    pos counts batches, so a checkpoint's position resumes the same stream.
 #pragma once
 #include "common.h"
 #include <cerrno>
@@ -25,7 +31,9 @@ typedef struct {
     int vocab;          // from the header
     size_t n_tokens;    // from the header
     uint16_t* tokens;   // (n_tokens) the whole shard
-    size_t pos;         // first token of the next batch
+    size_t pos;         // sequential: first token of the next batch; random: batches drawn so far
+    bool random;        // random windows instead of sequential batches
+    uint64_t seed;      // for random windows
 } DataLoader;
 
 // Writes tokens to path.tmp and renames it to path, so a reader never sees a
@@ -98,9 +106,34 @@ static void dataloader_open(DataLoader* dl, const char* path, int B, int T) {
     dl->pos = 0;
 }
 
+// switch to random windows (see the top of the file); pos restarts at 0
+static void dataloader_set_random(DataLoader* dl, uint64_t seed) {
+    dl->random = true; dl->seed = seed; dl->pos = 0;
+}
+
+// splitmix64: a stateless hash, so window k of batch j never depends on history
+static uint64_t dataloader_hash(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
 // inputs, targets: (B*T) host ints
 static void dataloader_next_batch(DataLoader* dl, int* inputs, int* targets) {
     size_t BT = (size_t)dl->B * dl->T;
+    if (dl->random) {
+        size_t starts = dl->n_tokens - dl->T;  // a window needs T+1 tokens
+        for (int r = 0; r < dl->B; r++) {
+            size_t start = dataloader_hash(dl->seed ^ dataloader_hash(dl->pos * 65536 + r)) % starts;
+            for (int t = 0; t < dl->T; t++) {
+                inputs[(size_t)r * dl->T + t] = dl->tokens[start + t];
+                targets[(size_t)r * dl->T + t] = dl->tokens[start + t + 1];
+            }
+        }
+        dl->pos++;
+        return;
+    }
     if (dl->pos + BT + 1 > dl->n_tokens) dl->pos = 0;  // wrap so the batch is full
     const uint16_t* src = dl->tokens + dl->pos;
     for (size_t i = 0; i < BT; i++) {
@@ -112,8 +145,10 @@ static void dataloader_next_batch(DataLoader* dl, int* inputs, int* targets) {
 
 static size_t dataloader_position(const DataLoader* dl) { return dl->pos; }
 
-// pos: token offset of the next batch (e.g. saved by dataloader_position in a checkpoint)
+// pos: what dataloader_position returned (e.g. saved in a checkpoint): the token
+// offset of the next batch, or in random mode the number of batches drawn
 static void dataloader_seek(DataLoader* dl, size_t pos) {
+    if (dl->random) { dl->pos = pos; return; }
     if (pos >= dl->n_tokens)
         FATAL("dataloader: seek position %zu is past the end of %s (%zu tokens)", pos, dl->path, dl->n_tokens);
     dl->pos = pos;

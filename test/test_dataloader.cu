@@ -219,6 +219,46 @@ static void test_bad_files() {
     expect_fail("non-positive B", good, 0, T, "must be positive");
 }
 
+// random windows: every row is a real window of the shard with its targets
+// shifted by one, the stream is deterministic, and seeking to a saved position
+// replays it
+static void test_random_windows() {
+    Rng r; rng_seed(&r, 5);
+    const int B = 4, T = 9, V = 300;
+    const size_t n = 1000;
+    std::vector<uint16_t> toks(n);
+    for (size_t i = 0; i < n; i++) toks[i] = (uint16_t)(i % V);  // token = index mod V: windows are recognisable
+    std::string path = tmp_path("windows.bin");
+    write_shard(path.c_str(), toks.data(), n, V);
+    DataLoader a, b;
+    dataloader_open(&a, path.c_str(), B, T); dataloader_set_random(&a, 42);
+    dataloader_open(&b, path.c_str(), B, T); dataloader_set_random(&b, 42);
+    std::vector<int> in(B * T), tg(B * T), in2(B * T), tg2(B * T);
+    bool windows_ok = true, distinct = false;
+    std::vector<std::vector<int>> saved;
+    for (int k = 0; k < 6; k++) {
+        dataloader_next_batch(&a, in.data(), tg.data());
+        saved.push_back(in);
+        for (int row = 0; row < B; row++)
+            for (int t = 0; t < T; t++) {
+                int x = in[row * T + t], y = tg[row * T + t];
+                if (y != (x + 1) % V) windows_ok = false;
+                if (t > 0 && x != (in[row * T + t - 1] + 1) % V) windows_ok = false;
+            }
+        if (in[0] != in[T]) distinct = true;
+    }
+    report(windows_ok, "random windows: rows are contiguous windows, targets shifted by one");
+    report(distinct, "random windows: rows start at different offsets");
+    report(dataloader_position(&a) == 6, "random windows: position counts batches", "%zu", dataloader_position(&a));
+    dataloader_seek(&b, 3);
+    dataloader_next_batch(&b, in2.data(), tg2.data());
+    report(in2 == saved[3], "random windows: seek replays the stream");
+    DataLoader c; dataloader_open(&c, path.c_str(), B, T); dataloader_set_random(&c, 43);
+    dataloader_next_batch(&c, in2.data(), tg2.data());
+    report(in2 != saved[0], "random windows: another seed gives another stream");
+    dataloader_free(&a); dataloader_free(&b); dataloader_free(&c);
+}
+
 int main(int argc, char** argv) {
     if (argc >= 3 && strcmp(argv[1], "open") == 0) {  // child mode: open and exit
         int B = argc >= 5 ? atoi(argv[3]) : 1, T = argc >= 5 ? atoi(argv[4]) : 1;
@@ -234,6 +274,7 @@ int main(int argc, char** argv) {
 
     test_roundtrip_and_batches();
     test_bad_files();
+    test_random_windows();
 
     std::string cmd = "rm -rf '" + g_dir + "'";
     if (system(cmd.c_str()) != 0) fprintf(stderr, "warning: could not remove %s\n", g_dir.c_str());
