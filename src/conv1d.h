@@ -71,6 +71,76 @@ static void conv1d_step_cpu(float* out, float* state, const float* x, const floa
         }
 }
 
+// Fused conv1d + SiLU (Mamba's x = silu(conv1d(x))): the pre-activation is never stored.
+// x, out: (B, L, E); weight (E, K); bias (E); out = silu(bias + sum_k weight[e,k] x[b,t-(K-1)+k,e])
+static void conv1d_silu_forward_cpu(floatX* out, const floatX* x, const float* weight, const float* bias,
+                                    int B, int L, int E, int K) {
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < L; t++) {
+            floatX* o = out + ((size_t)b * L + t) * E;
+            for (int e = 0; e < E; e++) {
+                float s = bias[e];
+                for (int k = 0; k < K; k++) {
+                    int ts = t - (K - 1) + k;
+                    if (ts >= 0) s += weight[e * K + k] * (float)x[((size_t)b * L + ts) * E + e];
+                }
+                o[e] = (floatX)silu_f(s);
+            }
+        }
+}
+
+// Recomputes the pre-activation p; dpre = dout * silu'(p), silu'(p) = s*(1 + p*(1-s)), s = sigmoid(p).
+// dx += conv1d backward of dpre; dweight += sum dpre * x_shifted; dbias += sum dpre.
+static void conv1d_silu_backward_cpu(floatX* dx, float* dweight, float* dbias, const floatX* dout,
+                                     const floatX* x, const float* weight, const float* bias,
+                                     int B, int L, int E, int K) {
+    // pass 1: dpre for every (b,t,e) (a temporary: dx at time t needs dpre at t..t+K-1)
+    size_t n = (size_t)B * L * E;
+    std::vector<float> dpre(n);
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < L; t++) {
+            size_t row = ((size_t)b * L + t) * E;
+            for (int e = 0; e < E; e++) {
+                float p = bias[e];
+                for (int k = 0; k < K; k++) {
+                    int ts = t - (K - 1) + k;
+                    if (ts >= 0) p += weight[e * K + k] * (float)x[((size_t)b * L + ts) * E + e];
+                }
+                float s = sigmoid_f(p);
+                dpre[row + e] = (float)dout[row + e] * s * (1.0f + p * (1.0f - s));
+            }
+        }
+    // pass 2: the plain conv1d backward with dpre as the upstream gradient
+#pragma omp parallel
+    {
+        std::vector<float> dw((size_t)E * K, 0.0f), db(E, 0.0f);  // per-thread partials
+#pragma omp for collapse(2)
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < L; t++) {
+                size_t row = ((size_t)b * L + t) * E;
+                for (int e = 0; e < E; e++) {
+                    float g = dpre[row + e];
+                    db[e] += g;
+                    float s = 0.0f;
+                    for (int k = 0; k < K; k++) {
+                        int ts = t - (K - 1) + k;
+                        if (ts >= 0) dw[(size_t)e * K + k] += g * (float)x[((size_t)b * L + ts) * E + e];
+                        int to = t + (K - 1) - k;
+                        if (to < L) s += weight[e * K + k] * dpre[((size_t)b * L + to) * E + e];
+                    }
+                    dx[row + e] = (floatX)((float)dx[row + e] + s);
+                }
+            }
+#pragma omp critical
+        {
+            for (size_t i = 0; i < (size_t)E * K; i++) dweight[i] += dw[i];
+            for (int e = 0; e < E; e++) dbias[e] += db[e];
+        }
+    }
+}
+
 #ifdef __CUDACC__
 #define CONV1D_MAX_K 16
 // one thread per (b,t,e); consecutive threads take consecutive channels (coalesced)
@@ -163,5 +233,311 @@ static void conv1d_backward_cuda(floatX* dx, float* dweight, float* dbias, const
     dim3 grid(ceil_div(E, 32), ceil_div(B * L, rows_per_block));
     conv1d_backward_dw_kernel<<<grid, dim3(32, 8)>>>(dweight, dbias, dout, x, B, L, E, K, rows_per_block);
     cudaCheckLaunch();
+}
+
+// ---------------------------------------------------------------------------
+// fused conv1d + SiLU (dev/conv1d.cu version 4). Each thread owns NC consecutive channels
+// (one 8-byte access: 2 fp32 / 4 bf16) and a chunk of timesteps; the weights and bias of its
+// channels live in registers and the last K-1 inputs slide through registers, so every x is
+// loaded about once. K is a template parameter (Mamba uses 4); other K, and E or pointers that
+// do not allow the vector width, use NC = 1 or the generic per-element kernels below.
+#define CSILU_TT 8    // forward: timesteps per thread (their loads are issued up front)
+#define CSILU_TTB 16  // backward: timesteps per thread
+#define CSILU_TY 4    // backward: threads per block along time (block = 32 x CSILU_TY)
+
+template <int N> struct alignas(N * sizeof(floatX)) ConvVec { floatX v[N]; };
+
+__device__ __forceinline__ float conv_sigmoid_d(float p) { return 1.0f / (1.0f + expf(-p)); }
+
+template <int K, int NC>
+__global__ void __launch_bounds__(64) conv1d_silu_forward_kernel(floatX* out, const floatX* x, const float* weight,
+                                                                 const float* bias, int L, int E) {
+    int e0 = (blockIdx.x * blockDim.x + threadIdx.x) * NC;
+    if (e0 >= E) return;
+    int b = blockIdx.z, t0 = blockIdx.y * CSILU_TT;
+    size_t base = (size_t)b * L * E + e0;
+    float wr[NC][K], br[NC];
+#pragma unroll
+    for (int j = 0; j < NC; j++) {
+#pragma unroll
+        for (int k = 0; k < K; k++) wr[j][k] = weight[(e0 + j) * K + k];
+        br[j] = bias[e0 + j];
+    }
+    ConvVec<NC> in[CSILU_TT + K - 1];  // x[t0-(K-1) .. t0+CSILU_TT)
+#pragma unroll
+    for (int i = 0; i < CSILU_TT + K - 1; i++) {
+        int t = t0 - (K - 1) + i;
+        if (t >= 0 && t < L) in[i] = *reinterpret_cast<const ConvVec<NC>*>(x + base + (size_t)t * E);
+        else {
+#pragma unroll
+            for (int j = 0; j < NC; j++) in[i].v[j] = (floatX)0.0f;
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < CSILU_TT; i++) {
+        int t = t0 + i;
+        if (t < L) {
+            ConvVec<NC> o;
+#pragma unroll
+            for (int j = 0; j < NC; j++) {
+                float p = br[j];
+#pragma unroll
+                for (int k = 0; k < K; k++) p += wr[j][k] * (float)in[i + k].v[j];
+                o.v[j] = (floatX)(p * conv_sigmoid_d(p));
+            }
+            *reinterpret_cast<ConvVec<NC>*>(out + base + (size_t)t * E) = o;
+        }
+    }
+}
+
+// Backward: thread (x, y) of block (bx, by, b) owns channels e0..e0+NC and timesteps
+// [t0, t0+CSILU_TTB). It walks s over [t0, t0+CSILU_TTB+K-1), recomputing dpre[s] from a sliding
+// window of x, and writes dx[s-(K-1)] (which needs dpre[s-(K-1) .. s]) once the window is full;
+// the K-1 dpre past the chunk are recomputed (not shared with the neighbour). dweight/dbias:
+// register partials over the own chunk, summed over the block's y in shared memory, then one
+// atomicAdd per (channel, tap) per block.
+template <int K, int NC>
+__global__ void __launch_bounds__(32 * CSILU_TY)
+    conv1d_silu_backward_kernel(floatX* dx, float* dweight, float* dbias, const floatX* dout, const floatX* x,
+                                const float* weight, const float* bias, int L, int E) {
+    __shared__ float sm[CSILU_TY][K + 1][32 * NC];
+    int e0 = (blockIdx.x * 32 + threadIdx.x) * NC;
+    int b = blockIdx.z, t0 = (blockIdx.y * CSILU_TY + threadIdx.y) * CSILU_TTB;
+    float acc[K + 1][NC];  // taps 0..K-1, then the bias
+#pragma unroll
+    for (int k = 0; k <= K; k++)
+#pragma unroll
+        for (int j = 0; j < NC; j++) acc[k][j] = 0.0f;
+    if (e0 < E && t0 < L) {  // no early return: the block meets at __syncthreads below
+        size_t base = (size_t)b * L * E + e0;
+        float wr[NC][K], br[NC];
+#pragma unroll
+        for (int j = 0; j < NC; j++) {
+#pragma unroll
+            for (int k = 0; k < K; k++) wr[j][k] = weight[(e0 + j) * K + k];
+            br[j] = bias[e0 + j];
+        }
+        float xw[K - 1][NC], gw[K - 1][NC];  // x[s-(K-1) .. s-1], dpre[s-(K-1) .. s-1]
+#pragma unroll
+        for (int i = 0; i < K - 1; i++) {
+            int t = t0 - (K - 1) + i;
+            ConvVec<NC> v;
+            if (t >= 0) v = *reinterpret_cast<const ConvVec<NC>*>(x + base + (size_t)t * E);
+#pragma unroll
+            for (int j = 0; j < NC; j++) { xw[i][j] = t >= 0 ? (float)v.v[j] : 0.0f; gw[i][j] = 0.0f; }
+        }
+#pragma unroll
+        for (int i = 0; i < CSILU_TTB + K - 1; i++) {
+            int s = t0 + i;
+            float xs[NC], dp[NC];
+            if (s < L) {
+                ConvVec<NC> xv = *reinterpret_cast<const ConvVec<NC>*>(x + base + (size_t)s * E);
+                ConvVec<NC> gv = *reinterpret_cast<const ConvVec<NC>*>(dout + base + (size_t)s * E);
+#pragma unroll
+                for (int j = 0; j < NC; j++) {
+                    xs[j] = (float)xv.v[j];
+                    float p = br[j] + wr[j][K - 1] * xs[j];
+#pragma unroll
+                    for (int k = 0; k < K - 1; k++) p += wr[j][k] * xw[k][j];
+                    float sg = conv_sigmoid_d(p);
+                    dp[j] = (float)gv.v[j] * sg * (1.0f + p * (1.0f - sg));
+                    if (i < CSILU_TTB) {
+#pragma unroll
+                        for (int k = 0; k < K - 1; k++) acc[k][j] += dp[j] * xw[k][j];
+                        acc[K - 1][j] += dp[j] * xs[j];
+                        acc[K][j] += dp[j];
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int j = 0; j < NC; j++) { xs[j] = 0.0f; dp[j] = 0.0f; }
+            }
+            int t = s - (K - 1);  // dx[t] = sum_k w[k] * dpre[t + K-1-k]
+            if (i >= K - 1 && t < L) {
+                ConvVec<NC>* dp_ptr = reinterpret_cast<ConvVec<NC>*>(dx + base + (size_t)t * E);
+                ConvVec<NC> dv = *dp_ptr;
+#pragma unroll
+                for (int j = 0; j < NC; j++) {
+                    float a = wr[j][0] * dp[j];
+#pragma unroll
+                    for (int k = 0; k < K - 1; k++) a += wr[j][K - 1 - k] * gw[k][j];
+                    dv.v[j] = (floatX)((float)dv.v[j] + a);
+                }
+                *dp_ptr = dv;
+            }
+#pragma unroll
+            for (int j = 0; j < NC; j++) {
+#pragma unroll
+                for (int k = 0; k + 1 < K - 1; k++) { xw[k][j] = xw[k + 1][j]; gw[k][j] = gw[k + 1][j]; }
+                xw[K - 2][j] = xs[j];
+                gw[K - 2][j] = dp[j];
+            }
+        }
+    }
+#pragma unroll
+    for (int k = 0; k <= K; k++)
+#pragma unroll
+        for (int j = 0; j < NC; j++) sm[threadIdx.y][k][threadIdx.x * NC + j] = acc[k][j];
+    __syncthreads();
+    int ebase = blockIdx.x * 32 * NC;
+    for (int i = threadIdx.y * 32 + threadIdx.x; i < (K + 1) * 32 * NC; i += 32 * CSILU_TY) {
+        int k = i / (32 * NC), c = i % (32 * NC), e = ebase + c;
+        if (e >= E) continue;
+        float s = 0.0f;
+#pragma unroll
+        for (int y = 0; y < CSILU_TY; y++) s += sm[y][k][c];
+        if (k < K) atomicAdd(&dweight[e * K + k], s);
+        else atomicAdd(&dbias[e], s);
+    }
+}
+
+// generic fallback (any K): one thread per element; the backward recomputes dpre where needed
+__device__ __forceinline__ float conv1d_silu_dpre(const floatX* dout, const floatX* x, const float* weight,
+                                                  const float* bias, size_t row0, int t, int L, int E, int e,
+                                                  int K) {
+    // row0 = (b*L)*E + e; dpre at time t (0 outside [0, L))
+    if (t < 0 || t >= L) return 0.0f;
+    float p = bias[e];
+    for (int k = 0; k < K; k++) {
+        int ts = t - (K - 1) + k;
+        if (ts >= 0) p += weight[e * K + k] * (float)x[row0 + (size_t)ts * E];
+    }
+    float sg = conv_sigmoid_d(p);
+    return (float)dout[row0 + (size_t)t * E] * sg * (1.0f + p * (1.0f - sg));
+}
+__global__ void conv1d_silu_forward_generic_kernel(floatX* out, const floatX* x, const float* weight,
+                                                   const float* bias, int B, int L, int E, int K) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)B * L * E) return;
+    int e = (int)(idx % E);
+    int t = (int)((idx / E) % L);
+    float p = bias[e];
+    for (int k = 0; k < K; k++) {
+        int ts = t - (K - 1) + k;
+        if (ts >= 0) p += weight[e * K + k] * (float)x[idx - (size_t)(t - ts) * E];
+    }
+    out[idx] = (floatX)(p * conv_sigmoid_d(p));
+}
+__global__ void conv1d_silu_backward_dx_generic_kernel(floatX* dx, const floatX* dout, const floatX* x,
+                                                       const float* weight, const float* bias, int B, int L,
+                                                       int E, int K) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)B * L * E) return;
+    int e = (int)(idx % E);
+    int t = (int)((idx / E) % L);
+    size_t row0 = idx - (size_t)t * E;
+    float a = 0.0f;
+    for (int k = 0; k < K; k++)
+        a += weight[e * K + k] * conv1d_silu_dpre(dout, x, weight, bias, row0, t + (K - 1) - k, L, E, e, K);
+    dx[idx] = (floatX)((float)dx[idx] + a);
+}
+// block (32, 8): 32 channels x a chunk of rows strided by y; shared-memory sum, then atomics
+__global__ void conv1d_silu_backward_dw_generic_kernel(float* dweight, float* dbias, const floatX* dout,
+                                                       const floatX* x, const float* weight, const float* bias,
+                                                       int B, int L, int E, int K, int rows_per_block) {
+    __shared__ float part[8][CONV1D_MAX_K + 1][32];
+    int e = blockIdx.x * 32 + threadIdx.x;
+    int r0 = blockIdx.y * rows_per_block;
+    int r1 = min(B * L, r0 + rows_per_block);
+    float acc[CONV1D_MAX_K + 1];
+#pragma unroll
+    for (int k = 0; k <= CONV1D_MAX_K; k++) acc[k] = 0.0f;
+    if (e < E) {
+        for (int r = r0 + threadIdx.y; r < r1; r += 8) {
+            int t = r % L;
+            size_t row0 = (size_t)(r - t) * E + e;
+            float g = conv1d_silu_dpre(dout, x, weight, bias, row0, t, L, E, e, K);
+            acc[CONV1D_MAX_K] += g;
+#pragma unroll
+            for (int k = 0; k < CONV1D_MAX_K; k++) {
+                if (k >= K) break;
+                int ts = t - (K - 1) + k;
+                if (ts >= 0) acc[k] += g * (float)x[row0 + (size_t)ts * E];
+            }
+        }
+    }
+#pragma unroll
+    for (int k = 0; k <= CONV1D_MAX_K; k++) part[threadIdx.y][k][threadIdx.x] = acc[k];
+    __syncthreads();
+    if (threadIdx.y == 0 && e < E) {
+        for (int k = 0; k < K; k++) {
+            float s = 0.0f;
+            for (int y = 0; y < 8; y++) s += part[y][k][threadIdx.x];
+            atomicAdd(&dweight[e * K + k], s);
+        }
+        float s = 0.0f;
+        for (int y = 0; y < 8; y++) s += part[y][CONV1D_MAX_K][threadIdx.x];
+        atomicAdd(&dbias[e], s);
+    }
+}
+
+// vector width usable for these pointers and E (8-byte accesses need 8-byte aligned rows)
+static inline bool conv1d_silu_vec_ok(int E, int nc, const void* a, const void* b, const void* c) {
+    size_t bytes = (size_t)nc * sizeof(floatX);
+    return E % nc == 0 && ((uintptr_t)a % bytes) == 0 && ((uintptr_t)b % bytes) == 0 &&
+           ((uintptr_t)c % bytes) == 0;
+}
+
+template <int K>
+static void conv1d_silu_forward_launch(floatX* out, const floatX* x, const float* weight, const float* bias,
+                                       int B, int L, int E) {
+    constexpr int NC = 8 / sizeof(floatX);
+    if (conv1d_silu_vec_ok(E, NC, out, x, x)) {
+        dim3 grid(ceil_div(E / NC, 64), ceil_div(L, CSILU_TT), B);
+        conv1d_silu_forward_kernel<K, NC><<<grid, 64>>>(out, x, weight, bias, L, E);
+    } else {
+        dim3 grid(ceil_div(E, 64), ceil_div(L, CSILU_TT), B);
+        conv1d_silu_forward_kernel<K, 1><<<grid, 64>>>(out, x, weight, bias, L, E);
+    }
+    cudaCheckLaunch();
+}
+template <int K>
+static void conv1d_silu_backward_launch(floatX* dx, float* dweight, float* dbias, const floatX* dout,
+                                        const floatX* x, const float* weight, const float* bias, int B, int L,
+                                        int E) {
+    constexpr int NC = 8 / sizeof(floatX);
+    dim3 block(32, CSILU_TY);
+    if (conv1d_silu_vec_ok(E, NC, dx, dout, x)) {
+        dim3 grid(ceil_div(E / NC, 32), ceil_div(L, CSILU_TTB * CSILU_TY), B);
+        conv1d_silu_backward_kernel<K, NC><<<grid, block>>>(dx, dweight, dbias, dout, x, weight, bias, L, E);
+    } else {
+        dim3 grid(ceil_div(E, 32), ceil_div(L, CSILU_TTB * CSILU_TY), B);
+        conv1d_silu_backward_kernel<K, 1><<<grid, block>>>(dx, dweight, dbias, dout, x, weight, bias, L, E);
+    }
+    cudaCheckLaunch();
+}
+
+static void conv1d_silu_forward_cuda(floatX* out, const floatX* x, const float* weight, const float* bias,
+                                     int B, int L, int E, int K) {
+    size_t n = (size_t)B * L * E;
+    if (n == 0) return;
+    if (K == 4) conv1d_silu_forward_launch<4>(out, x, weight, bias, B, L, E);
+    else if (K == 3) conv1d_silu_forward_launch<3>(out, x, weight, bias, B, L, E);
+    else if (K == 2) conv1d_silu_forward_launch<2>(out, x, weight, bias, B, L, E);
+    else {
+        conv1d_silu_forward_generic_kernel<<<(unsigned)((n + 255) / 256), 256>>>(out, x, weight, bias, B, L, E, K);
+        cudaCheckLaunch();
+    }
+}
+
+static void conv1d_silu_backward_cuda(floatX* dx, float* dweight, float* dbias, const floatX* dout,
+                                      const floatX* x, const float* weight, const float* bias,
+                                      int B, int L, int E, int K) {
+    size_t n = (size_t)B * L * E;
+    if (n == 0) return;
+    if (K == 4) conv1d_silu_backward_launch<4>(dx, dweight, dbias, dout, x, weight, bias, B, L, E);
+    else if (K == 3) conv1d_silu_backward_launch<3>(dx, dweight, dbias, dout, x, weight, bias, B, L, E);
+    else if (K == 2) conv1d_silu_backward_launch<2>(dx, dweight, dbias, dout, x, weight, bias, B, L, E);
+    else {
+        if (K > CONV1D_MAX_K) FATAL("conv1d_silu_backward_cuda: K=%d > %d", K, CONV1D_MAX_K);
+        conv1d_silu_backward_dx_generic_kernel<<<(unsigned)((n + 255) / 256), 256>>>(dx, dout, x, weight, bias,
+                                                                                   B, L, E, K);
+        cudaCheckLaunch();
+        const int rows_per_block = 256;
+        dim3 grid(ceil_div(E, 32), ceil_div(B * L, rows_per_block));
+        conv1d_silu_backward_dw_generic_kernel<<<grid, dim3(32, 8)>>>(dweight, dbias, dout, x, weight, bias, B, L,
+                                                                      E, K, rows_per_block);
+        cudaCheckLaunch();
+    }
 }
 #endif

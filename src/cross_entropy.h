@@ -1,6 +1,7 @@
 // cross_entropy.h: fused softmax + cross-entropy; probabilities are never stored.
 #pragma once
 #include "common.h"
+#include <cfloat>
 
 // logits: (BT, V), targets: (BT), losses: (BT) = -log softmax(logits)[target].
 // If write_grad, logits is overwritten in place by (softmax - onehot) * dloss_scale.
@@ -33,59 +34,99 @@ static void cross_entropy_cpu(float* losses, floatX* logits, const int* targets,
 }
 
 #ifdef __CUDACC__
-// merge two (max, sum of exp(x - max)) pairs
-__device__ __forceinline__ void ce_merge(float& m, float& s, float m2, float s2) {
-    float mn = fmaxf(m, m2);
-    if (mn == -INFINITY) return;  // both empty
-    s = s * expf(m - mn) + s2 * expf(m2 - mn);
-    m = mn;
+// running (max m, sum s of exp(x - m)); m = -FLT_MAX with s = 0 is the empty state
+struct CeMS { float m, s; };
+__device__ __forceinline__ CeMS ce_merge(CeMS a, CeMS b) {
+    float mn = fmaxf(a.m, b.m);
+    return {mn, a.s * expf(a.m - mn) + b.s * expf(b.m - mn)};
+}
+// block-wide merge; every thread gets the result (the barriers also order all reads of the
+// row before any thread writes the gradient)
+__device__ __forceinline__ CeMS ce_block_merge(CeMS a) {
+    __shared__ float sm_m[32], sm_s[32];
+    for (int off = 16; off > 0; off >>= 1) {
+        CeMS o = {__shfl_xor_sync(0xffffffffu, a.m, off), __shfl_xor_sync(0xffffffffu, a.s, off)};
+        a = ce_merge(a, o);
+    }
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
+    if (lane == 0) { sm_m[warp] = a.m; sm_s[warp] = a.s; }
+    __syncthreads();
+    a = {-FLT_MAX, 0.0f};
+    for (int w = 0; w < nwarps; w++) a = ce_merge(a, {sm_m[w], sm_s[w]});  // same order everywhere
+    return a;
 }
 
-// one block per row. Pass 1: each thread keeps an online (max, sum); the pairs are
-// merged across the warp with shuffles, then across warps in shared memory.
-// Pass 2: write the gradient in place. The target logit is read before any write.
-__global__ void cross_entropy_kernel(float* losses, floatX* logits, const int* targets, int BT, int V,
-                                     float dloss_scale, bool write_grad) {
-    __shared__ float sm_m[32], sm_s[32];
+// 16 bytes of floatX (4 fp32 / 8 bf16)
+struct alignas(16) CeVec { floatX v[16 / sizeof(floatX)]; };
+
+// One block per row (dev/cross_entropy.cu version 3). One read pass with an online softmax over
+// 16-byte vectors (per vector: one max, one rescale of the running sum, VEC exps), a block merge,
+// then the in-place gradient write with evict-first loads/stores (last touch of the row). A row
+// is 16B-aligned only when V*sizeof(floatX) is, so the first `head` (< VEC) elements up to the
+// next 16B boundary and the last `V - tail0` (< VEC) are done as scalars: any V works.
+__global__ void __launch_bounds__(1024) cross_entropy_kernel(float* losses, floatX* logits, const int* targets,
+                                                             int V, float dloss_scale, bool write_grad) {
+    constexpr int VEC = 16 / sizeof(floatX);
     int i = blockIdx.x;
     floatX* row = logits + (size_t)i * V;
     int tgt = targets[i];
-    if (tgt < 0) {  // uniform across the block: no divergence at the barriers below
+    if (tgt < 0) {  // uniform across the block
         if (threadIdx.x == 0) losses[i] = 0.0f;
         if (write_grad) for (int v = threadIdx.x; v < V; v += blockDim.x) row[v] = (floatX)0.0f;
         return;
     }
-    float xt = (float)row[tgt];  // every thread reads it before the barrier; only thread 0 uses it
-    float m = -INFINITY, s = 0.0f;
-    for (int v = threadIdx.x; v < V; v += blockDim.x) {
-        float x = (float)row[v];
-        if (x > m) { s = s * expf(m - x) + 1.0f; m = x; }
-        else s += expf(x - m);
+    float xt = threadIdx.x == 0 ? (float)row[tgt] : 0.0f;  // read before the barriers
+    int head = (int)(((16 - ((uintptr_t)row & 15)) & 15) / sizeof(floatX));  // row is sizeof(floatX) aligned
+    head = min(head, V);
+    int nvec = (V - head) / VEC;
+    int tail0 = head + nvec * VEC;
+    CeVec* rv = reinterpret_cast<CeVec*>(row + head);  // 16B aligned
+    int tid = threadIdx.x;
+
+    CeMS a = {-FLT_MAX, 0.0f};
+    if (tid < head) a = ce_merge(a, {(float)row[tid], 1.0f});
+    if (tail0 + tid < V) a = ce_merge(a, {(float)row[tail0 + tid], 1.0f});
+    for (int k = tid; k < nvec; k += blockDim.x) {
+        CeVec v = rv[k];  // default policy: re-read in the write pass
+        float vm = (float)v.v[0];
+#pragma unroll
+        for (int j = 1; j < VEC; j++) vm = fmaxf(vm, (float)v.v[j]);
+        float mn = fmaxf(a.m, vm);
+        float s = a.s * expf(a.m - mn);
+#pragma unroll
+        for (int j = 0; j < VEC; j++) s += expf((float)v.v[j] - mn);
+        a = {mn, s};
     }
-    for (int off = 16; off > 0; off >>= 1) {
-        float m2 = __shfl_xor_sync(0xffffffffu, m, off), s2 = __shfl_xor_sync(0xffffffffu, s, off);
-        ce_merge(m, s, m2, s2);
+    a = ce_block_merge(a);
+    if (tid == 0) losses[i] = a.m + logf(a.s) - xt;
+    if (!write_grad) return;
+    float inv = dloss_scale / a.s;
+    if (tid < head) {
+        float p = expf((float)row[tid] - a.m) * inv;
+        row[tid] = (floatX)(p - (tid == tgt ? dloss_scale : 0.0f));
     }
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
-    if (lane == 0) { sm_m[warp] = m; sm_s[warp] = s; }
-    __syncthreads();
-    m = -INFINITY; s = 0.0f;
-    for (int w = 0; w < nwarps; w++) ce_merge(m, s, sm_m[w], sm_s[w]);  // every thread, same order
-    if (threadIdx.x == 0) losses[i] = m + logf(s) - xt;
-    if (write_grad) {
-        float inv = 1.0f / s;
-        for (int v = threadIdx.x; v < V; v += blockDim.x) {
-            float p = expf((float)row[v] - m) * inv;
-            row[v] = (floatX)((p - (v == tgt ? 1.0f : 0.0f)) * dloss_scale);
-        }
+    if (tail0 + tid < V) {
+        int c = tail0 + tid;
+        float p = expf((float)row[c] - a.m) * inv;
+        row[c] = (floatX)(p - (c == tgt ? dloss_scale : 0.0f));
+    }
+    for (int k = tid; k < nvec; k += blockDim.x) {
+        int4 raw = __ldcs(reinterpret_cast<const int4*>(rv + k));
+        CeVec v = *reinterpret_cast<CeVec*>(&raw), o;
+        int c0 = head + k * VEC;
+#pragma unroll
+        for (int j = 0; j < VEC; j++)
+            o.v[j] = (floatX)(expf((float)v.v[j] - a.m) * inv - (c0 + j == tgt ? dloss_scale : 0.0f));
+        __stcs(reinterpret_cast<int4*>(rv + k), *reinterpret_cast<int4*>(&o));
     }
 }
 
 static void cross_entropy_cuda(float* losses, floatX* logits, const int* targets, int BT, int V,
                                float dloss_scale, bool write_grad) {
     if (BT == 0) return;
-    int block = V >= 4096 ? 1024 : 256;  // blockDim must be a multiple of 32 (<= 1024)
-    cross_entropy_kernel<<<BT, block>>>(losses, logits, targets, BT, V, dloss_scale, write_grad);
+    // blockDim: a multiple of 32, >= VEC (head/tail threads); big rows get the full 1024
+    int block = V >= 16384 ? 1024 : 256;
+    cross_entropy_kernel<<<BT, block>>>(losses, logits, targets, V, dloss_scale, write_grad);
     cudaCheckLaunch();
 }
 #endif

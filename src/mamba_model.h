@@ -65,8 +65,7 @@ typedef struct {
     floatX* xn;      // (BT, D) RMSNorm(resid)
     floatX* xin;     // (BT, E) conv input
     floatX* z;       // (BT, E) gate
-    floatX* xconv;   // (BT, E) conv output before SiLU
-    floatX* u;       // (BT, E) silu(xconv): the scan input
+    floatX* u;       // (BT, E) silu(conv1d(xin)): the scan input (the backward recomputes the conv)
     floatX* dt_low;  // (BT, R)
     floatX* Bm;      // (BT, N)
     floatX* Cm;      // (BT, N)
@@ -77,7 +76,7 @@ typedef struct {
 
 // backward scratch, reused by every layer
 typedef struct {
-    floatX *dy, *du, *ddelta, *dz, *dxconv, *dxin;  // (BT, E)
+    floatX *dy, *du, *ddelta, *dz, *dxin;           // (BT, E)
     floatX *ddt_low;                                // (BT, R)
     floatX *dBm, *dCm;                              // (BT, N)
     floatX *dxn;                                    // (BT, D)
@@ -234,7 +233,7 @@ static size_t mamba_layout_acts(MambaModel* m, float* base) {
     for (int l = 0; l < c.n_layer; l++) {
         LayerActs a;
         a.resid = carve(&cv, BT * D);  a.rstd = carve(&cv, BT);   a.xn = carve(&cv, BT * D);
-        a.xin = carve(&cv, BT * E);    a.z = carve(&cv, BT * E);  a.xconv = carve(&cv, BT * E);
+        a.xin = carve(&cv, BT * E);    a.z = carve(&cv, BT * E);
         a.u = carve(&cv, BT * E);      a.dt_low = carve(&cv, BT * R);
         a.Bm = carve(&cv, BT * N);     a.Cm = carve(&cv, BT * N); a.delta = carve(&cv, BT * E);
         a.hs = carve(&cv, hs);         a.y = carve(&cv, BT * E);
@@ -254,7 +253,7 @@ static size_t mamba_layout_scratch(MambaModel* m, float* base) {
     Carver cv = {base, 0};
     LayerScratch& s = m->scratch;
     s.dy = carve(&cv, BT * E); s.du = carve(&cv, BT * E); s.ddelta = carve(&cv, BT * E);
-    s.dz = carve(&cv, BT * E); s.dxconv = carve(&cv, BT * E); s.dxin = carve(&cv, BT * E);
+    s.dz = carve(&cv, BT * E); s.dxin = carve(&cv, BT * E);
     s.ddt_low = carve(&cv, BT * R); s.dBm = carve(&cv, BT * N); s.dCm = carve(&cv, BT * N);
     s.dxn = carve(&cv, BT * D);
     return cv.used;
@@ -361,8 +360,7 @@ static void mamba_layer_forward(MambaModel* m, int l, floatX* layer_out, int B, 
     PROF(m, "rmsnorm", DISPATCH(g, rmsnorm_forward, a.xn, a.rstd, a.resid, p.norm_w, BT, D));
     PROF(m, "in_proj", DISPATCH(g, linear_forward, a.xin, a.xn, p.in_proj_w, (const float*)nullptr, BT, D, E);
                        DISPATCH(g, linear_forward, a.z, a.xn, p.in_proj_w + (size_t)E * D, (const float*)nullptr, BT, D, E));
-    PROF(m, "conv1d+silu", DISPATCH(g, conv1d_forward, a.xconv, a.xin, p.conv_w, p.conv_b, B, T, E, K);
-                           DISPATCH(g, silu_forward, a.u, a.xconv, (size_t)BT * E));
+    PROF(m, "conv1d+silu", DISPATCH(g, conv1d_silu_forward, a.u, a.xin, p.conv_w, p.conv_b, B, T, E, K));
     PROF(m, "x_proj", DISPATCH(g, linear_forward, a.dt_low, a.u, p.x_proj_w, (const float*)nullptr, BT, E, R);
                       DISPATCH(g, linear_forward, a.Bm, a.u, p.x_proj_w + (size_t)R * E, (const float*)nullptr, BT, E, N);
                       DISPATCH(g, linear_forward, a.Cm, a.u, p.x_proj_w + (size_t)(R + N) * E, (const float*)nullptr, BT, E, N));
@@ -425,8 +423,7 @@ static void mamba_layer_backward(MambaModel* m, int l, int B, int T) {
     PROF(m, "x_proj", DISPATCH(g, linear_backward, s.du, dp.x_proj_w, (float*)nullptr, s.ddt_low, a.u, p.x_proj_w, BT, E, R);
                       DISPATCH(g, linear_backward, s.du, dp.x_proj_w + (size_t)R * E, (float*)nullptr, s.dBm, a.u, p.x_proj_w + (size_t)R * E, BT, E, N);
                       DISPATCH(g, linear_backward, s.du, dp.x_proj_w + (size_t)(R + N) * E, (float*)nullptr, s.dCm, a.u, p.x_proj_w + (size_t)(R + N) * E, BT, E, N));
-    PROF(m, "conv1d+silu", DISPATCH(g, silu_backward, s.dxconv, s.du, a.xconv, (size_t)BT * E);
-                           DISPATCH(g, conv1d_backward, s.dxin, dp.conv_w, dp.conv_b, s.dxconv, a.xin, p.conv_w, B, T, E, K));
+    PROF(m, "conv1d+silu", DISPATCH(g, conv1d_silu_backward, s.dxin, dp.conv_w, dp.conv_b, s.du, a.xin, p.conv_w, p.conv_b, B, T, E, K));
     PROF(m, "in_proj", DISPATCH(g, linear_backward, s.dxn, dp.in_proj_w, (float*)nullptr, s.dxin, a.xn, p.in_proj_w, BT, D, E);
                        DISPATCH(g, linear_backward, s.dxn, dp.in_proj_w + (size_t)E * D, (float*)nullptr, s.dz, a.xn, p.in_proj_w + (size_t)E * D, BT, D, E));
     // dresid += d(norm branch): dresid now holds dloss/d(layer input)

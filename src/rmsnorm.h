@@ -96,8 +96,113 @@ __global__ void rmsnorm_backward_kernel(floatX* dx, float* dweight, const floatX
     for (int c = threadIdx.x; c < C; c += blockDim.x) atomicAdd(&dweight[c], dw_s[c]);
 }
 
+// ---------------------------------------------------------------------------
+// fast path (dev/rmsnorm.cu version 3, without the residual fusion): one 16-byte vector of
+// columns (4 fp32 / 8 bf16) per thread, blockDim = C/VEC rounded up to 32, the row stays in
+// registers between the reduction and the output. Needs C % VEC == 0 and C/VEC <= 1024; other
+// C use the warp-per-row kernels above.
+struct alignas(16) RmsVec { floatX v[16 / sizeof(floatX)]; };
+#define RMS_VEC ((int)(16 / sizeof(floatX)))
+
+// block-wide sum, returned to every thread; the trailing barrier lets the caller reuse sh at once
+__device__ __forceinline__ float rmsnorm_block_sum(float v, float* sh) {
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
+    v = rmsnorm_warp_sum(v);
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    v = lane < nwarps ? sh[lane] : 0.0f;
+    v = rmsnorm_warp_sum(v);
+    __syncthreads();
+    return v;
+}
+
+__global__ void rmsnorm_forward_vec_kernel(floatX* out, float* rstd, const floatX* x, const float* weight, int C) {
+    __shared__ float sh[32];
+    int c0 = threadIdx.x * RMS_VEC;
+    bool active = c0 < C;
+    size_t base = (size_t)blockIdx.x * C + c0;
+    float v[RMS_VEC];
+    float ss = 0.0f;
+    if (active) {
+        int4 raw = __ldcs(reinterpret_cast<const int4*>(x + base));  // read once
+        RmsVec a = *reinterpret_cast<RmsVec*>(&raw);
+#pragma unroll
+        for (int j = 0; j < RMS_VEC; j++) { v[j] = (float)a.v[j]; ss += v[j] * v[j]; }
+    }
+    float r = rsqrtf(rmsnorm_block_sum(ss, sh) / C + RMSNORM_EPS);
+    if (threadIdx.x == 0) rstd[blockIdx.x] = r;
+    if (active) {
+        RmsVec o;
+#pragma unroll
+        for (int j = 0; j < RMS_VEC; j += 4) {  // weight + c0 is 16B aligned (c0 % 4 == 0)
+            float4 w4 = *reinterpret_cast<const float4*>(weight + c0 + j);
+            o.v[j + 0] = (floatX)(v[j + 0] * r * w4.x);
+            o.v[j + 1] = (floatX)(v[j + 1] * r * w4.y);
+            o.v[j + 2] = (floatX)(v[j + 2] * r * w4.z);
+            o.v[j + 3] = (floatX)(v[j + 3] * r * w4.w);
+        }
+        __stcs(reinterpret_cast<int4*>(out + base), *reinterpret_cast<int4*>(&o));
+    }
+}
+
+// A block walks rows blockIdx.x, blockIdx.x + gridDim.x, ...: per row one block reduction for
+// the dot product, then the dx update. Each thread owns the same columns on every row, so its
+// dweight partial is RMS_VEC registers; one atomicAdd per column per block at the end. The grid
+// is the number of resident blocks, so every block does ~N/grid rows.
+__global__ void rmsnorm_backward_vec_kernel(floatX* dx, float* dweight, const floatX* dout, const floatX* x,
+                                            const float* weight, const float* rstd, int N, int C) {
+    __shared__ float sh[32];
+    int c0 = threadIdx.x * RMS_VEC;
+    bool active = c0 < C;
+    float wr[RMS_VEC], acc[RMS_VEC];
+#pragma unroll
+    for (int j = 0; j < RMS_VEC; j++) { wr[j] = active ? weight[c0 + j] : 0.0f; acc[j] = 0.0f; }
+    for (int n = blockIdx.x; n < N; n += gridDim.x) {  // uniform over the block
+        size_t base = (size_t)n * C + c0;
+        float r = rstd[n];
+        float g[RMS_VEC], xh[RMS_VEC], dot = 0.0f;
+        if (active) {
+            int4 graw = __ldcs(reinterpret_cast<const int4*>(dout + base));
+            int4 xraw = __ldcs(reinterpret_cast<const int4*>(x + base));
+            RmsVec gp = *reinterpret_cast<RmsVec*>(&graw), xp = *reinterpret_cast<RmsVec*>(&xraw);
+#pragma unroll
+            for (int j = 0; j < RMS_VEC; j++) {
+                g[j] = (float)gp.v[j];
+                xh[j] = (float)xp.v[j] * r;  // normalized x
+                dot += wr[j] * g[j] * xh[j];
+            }
+        }
+        float m = rmsnorm_block_sum(dot, sh) / C;  // = rstd * mean_c(g*w*x)
+        if (active) {
+            RmsVec* dptr = reinterpret_cast<RmsVec*>(dx + base);
+            RmsVec d = *dptr;
+#pragma unroll
+            for (int j = 0; j < RMS_VEC; j++) {
+                d.v[j] = (floatX)((float)d.v[j] + r * (wr[j] * g[j] - xh[j] * m));
+                acc[j] += g[j] * xh[j];
+            }
+            *dptr = d;
+        }
+    }
+    if (active) {
+#pragma unroll
+        for (int j = 0; j < RMS_VEC; j++) atomicAdd(&dweight[c0 + j], acc[j]);
+    }
+}
+
+// the vector path needs whole 16-byte vectors per row, aligned pointers and C/VEC <= 1024
+static inline bool rmsnorm_vec_ok(int C, const void* a, const void* b, const void* c) {
+    return C % RMS_VEC == 0 && C / RMS_VEC <= 1024 && ((uintptr_t)a % 16) == 0 && ((uintptr_t)b % 16) == 0 &&
+           ((uintptr_t)c % 16) == 0;
+}
+
 static void rmsnorm_forward_cuda(floatX* out, float* rstd, const floatX* x, const float* weight, int N, int C) {
     if (N == 0) return;
+    if (rmsnorm_vec_ok(C, out, x, weight)) {
+        rmsnorm_forward_vec_kernel<<<N, ceil_div(C / RMS_VEC, 32) * 32>>>(out, rstd, x, weight, C);
+        cudaCheckLaunch();
+        return;
+    }
     const int block = 256;
     rmsnorm_forward_kernel<<<ceil_div(N, block / 32), block>>>(out, rstd, x, weight, N, C);
     cudaCheckLaunch();
@@ -106,6 +211,24 @@ static void rmsnorm_forward_cuda(floatX* out, float* rstd, const floatX* x, cons
 static void rmsnorm_backward_cuda(floatX* dx, float* dweight, const floatX* dout, const floatX* x,
                                   const float* weight, const float* rstd, int N, int C) {
     if (N == 0) return;
+    if (rmsnorm_vec_ok(C, dx, dout, x) && ((uintptr_t)weight % 16) == 0) {
+        int threads = ceil_div(C / RMS_VEC, 32) * 32;
+        static int sms = 0, cached_threads = -1, per_sm = 0;  // host queries, cached per block size
+        if (!sms) {
+            int dev = 0;
+            cudaCheck(cudaGetDevice(&dev));
+            cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        }
+        if (threads != cached_threads) {
+            cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, rmsnorm_backward_vec_kernel, threads, 0));
+            cached_threads = threads;
+        }
+        int grid = (per_sm > 0 ? per_sm : 1) * sms;
+        if (grid > N) grid = N;
+        rmsnorm_backward_vec_kernel<<<grid, threads>>>(dx, dweight, dout, x, weight, rstd, N, C);
+        cudaCheckLaunch();
+        return;
+    }
     const int block = 256;
     int grid = ceil_div(N, block / 32);
     if (grid > 1024) grid = 1024;  // bounds the number of dweight partials merged with atomics

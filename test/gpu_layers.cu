@@ -98,6 +98,25 @@ static void test_conv1d(Rng* r, int B, int L, int E, int K) {
     cudaFree(d_dw); cudaFree(d_db);
 }
 
+static void test_conv1d_silu(Rng* r, int B, int L, int E, int K) {
+    char shape[64]; snprintf(shape, sizeof shape, "B=%d L=%d E=%d K=%d", B, L, E, K);
+    size_t n = (size_t)B * L * E;
+    Vec x = random_vec(n, r, -2, 2), w = random_vec((size_t)E * K, r), b = random_vec(E, r), out(n);
+    Vec dout = random_vec(n, r), dx = random_vec(n, r), dw = random_vec(w.size(), r), db = random_vec(E, r);
+    float *d_x = to_device(x), *d_w = to_device(w), *d_b = to_device(b), *d_out = device_poisoned(n);
+    float *d_dout = to_device(dout), *d_dx = to_device(dx), *d_dw = to_device(dw), *d_db = to_device(db);
+    conv1d_silu_forward_cpu(out.data(), x.data(), w.data(), b.data(), B, L, E, K);
+    conv1d_silu_forward_cuda(d_out, d_x, d_w, d_b, B, L, E, K);
+    check_dev("conv1d_silu_forward", shape, d_out, out, 1e-5);
+    conv1d_silu_backward_cpu(dx.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(), b.data(), B, L, E, K);
+    conv1d_silu_backward_cuda(d_dx, d_dw, d_db, d_dout, d_x, d_w, d_b, B, L, E, K);
+    check_dev("conv1d_silu_backward dx", shape, d_dx, dx, 1e-5);
+    check_dev("conv1d_silu_backward dweight", shape, d_dw, dw, 1e-4);
+    check_dev("conv1d_silu_backward dbias", shape, d_db, db, 1e-4);
+    cudaFree(d_x); cudaFree(d_w); cudaFree(d_b); cudaFree(d_out); cudaFree(d_dout); cudaFree(d_dx);
+    cudaFree(d_dw); cudaFree(d_db);
+}
+
 static void test_activations(Rng* r, size_t n) {
     char shape[64]; snprintf(shape, sizeof shape, "n=%zu", n);
     Vec x = random_vec(n, r, -8, 8), y = random_vec(n, r), dout = random_vec(n, r), dx0 = random_vec(n, r);
@@ -137,6 +156,8 @@ static void test_cross_entropy(Rng* r, int BT, int V) {
     std::vector<int> tgt(BT);
     for (int i = 0; i < BT; i++) tgt[i] = rng_u32(r) % V;
     if (BT > 1) tgt[BT / 2] = -1;  // ignored row
+    if (BT > 4) tgt[BT - 1] = -1;  // a second one (last row)
+    if (BT > 2) tgt[0] = V - 1;    // target in the scalar tail
     int* d_tgt = to_device_int(tgt);
     float scale = 1.0f / BT;
     for (int wg = 0; wg < 2; wg++) {
@@ -186,6 +207,11 @@ int main() {
     test_rmsnorm(&r, 1000, 256);
     test_rmsnorm(&r, 10000, 129);   // more rows than the backward grid: rows strided per block
     test_rmsnorm(&r, 37, 20000);    // dweight partial needs > 48 KB shared memory
+    test_rmsnorm(&r, 1000, 768);    // vector path
+    test_rmsnorm(&r, 3000, 2048);   // vector path, rows strided over the resident blocks
+    test_rmsnorm(&r, 5, 4096);      // largest vector-path C (1024 threads)
+    test_rmsnorm(&r, 7, 8192);      // C/4 > 1024: warp-per-row fallback
+    test_rmsnorm(&r, 9, 38);        // C % 4 != 0 -> fallback
     test_linear(&r, 1, 5, 3, true, true);
     test_linear(&r, 7, 37, 19, true, true);
     test_linear(&r, 7, 37, 19, false, false);
@@ -198,6 +224,13 @@ int main() {
     test_conv1d(&r, 3, 300, 130, 4);
     test_conv1d(&r, 2, 1000, 64, 4);
     test_conv1d(&r, 1, 5, 5, 1);
+    test_conv1d_silu(&r, 1, 1, 5, 4);
+    test_conv1d_silu(&r, 2, 7, 37, 4);      // E odd: scalar (NC = 1) path
+    test_conv1d_silu(&r, 2, 130, 64, 4);    // L not a multiple of the time chunks
+    test_conv1d_silu(&r, 8, 1024, 1536, 4); // mamba-130m shape
+    test_conv1d_silu(&r, 2, 70, 38, 3);     // other templated K
+    test_conv1d_silu(&r, 2, 70, 37, 5);     // generic-K fallback
+    test_conv1d_silu(&r, 1, 9, 6, 1);       // K = 1 (generic)
     test_activations(&r, 1);
     test_activations(&r, 37);
     test_activations(&r, 100003);
@@ -205,6 +238,10 @@ int main() {
     test_cross_entropy(&r, 7, 37);
     test_cross_entropy(&r, 1000, 256);
     test_cross_entropy(&r, 3, 50280);
+    test_cross_entropy(&r, 5, 11);       // V < one block, odd: scalar head/tail only
+    test_cross_entropy(&r, 1, 3);        // V < vector width
+    test_cross_entropy(&r, 6, 50257);    // odd V: rows start misaligned (head + tail)
+    test_cross_entropy(&r, 6, 50280);
     test_adamw(&r, 1);
     test_adamw(&r, 37);
     test_adamw(&r, 1000003);

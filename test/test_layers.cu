@@ -200,6 +200,44 @@ static void test_conv1d(Rng* r, int B, int L, int E, int K) {
     report(err < 1e-5, name, "err %.3e", err);
 }
 
+// fused conv1d + SiLU: equals silu(conv1d(x)) of the separate functions, and finite differences
+static void test_conv1d_silu(Rng* r, int B, int L, int E, int K) {
+    size_t n = (size_t)B * L * E;
+    Vec x = random_vec(n, r, -2, 2), wt = random_vec((size_t)E * K, r), bias = random_vec(E, r);
+    Vec w = random_vec(n, r), out(n), pre(n), ref(n);
+    conv1d_silu_forward_cpu(out.data(), x.data(), wt.data(), bias.data(), B, L, E, K);
+    conv1d_forward_cpu(pre.data(), x.data(), wt.data(), bias.data(), B, L, E, K);
+    silu_forward_cpu(ref.data(), pre.data(), n);
+    char name[96];
+    snprintf(name, sizeof name, "conv1d_silu forward == silu(conv1d) B=%d L=%d E=%d K=%d", B, L, E, K);
+    check_close(name, out.data(), ref.data(), n, 1e-6);
+    // backward == conv1d_backward(silu_backward(dout)) of the separate functions
+    Vec dx0 = random_vec(n, r), dx = dx0, dw0 = random_vec(wt.size(), r), dw = dw0;
+    Vec db0 = random_vec(E, r), db = db0;
+    conv1d_silu_backward_cpu(dx.data(), dw.data(), db.data(), w.data(), x.data(), wt.data(), bias.data(),
+                             B, L, E, K);
+    Vec dpre(n, 0.0f), dx2 = dx0, dw2 = dw0, db2 = db0;
+    silu_backward_cpu(dpre.data(), w.data(), pre.data(), n);
+    conv1d_backward_cpu(dx2.data(), dw2.data(), db2.data(), dpre.data(), x.data(), wt.data(), B, L, E, K);
+    snprintf(name, sizeof name, "conv1d_silu backward == separate dx L=%d", L);
+    check_close(name, dx.data(), dx2.data(), n, 1e-5);
+    snprintf(name, sizeof name, "conv1d_silu backward == separate dweight L=%d", L);
+    check_close(name, dw.data(), dw2.data(), dw.size(), 1e-5);
+    snprintf(name, sizeof name, "conv1d_silu backward == separate dbias L=%d", L);
+    check_close(name, db.data(), db2.data(), E, 1e-5);
+    Vec gx = delta(dx, dx0), gw = delta(dw, dw0), gb = delta(db, db0);
+    auto loss = [&]() {
+        conv1d_silu_forward_cpu(out.data(), x.data(), wt.data(), bias.data(), B, L, E, K);
+        return dot_d(out.data(), w.data(), out.size());
+    };
+    snprintf(name, sizeof name, "conv1d_silu x L=%d", L);
+    grad_check(name, x.data(), gx.data(), x.size(), loss, 1e-3, 1e-2f, 60);
+    snprintf(name, sizeof name, "conv1d_silu weight L=%d", L);
+    grad_check(name, wt.data(), gw.data(), wt.size(), loss, 1e-3, 1e-2f, 60);
+    snprintf(name, sizeof name, "conv1d_silu bias L=%d", L);
+    grad_check(name, bias.data(), gb.data(), bias.size(), loss, 1e-3, 1e-2f, 60);
+}
+
 static void test_activations(Rng* r) {
     size_t n = 60;
     Vec x = random_vec(n, r, -6, 6), w = random_vec(n, r), out(n);
@@ -333,6 +371,12 @@ int main() {
     test_linear_direct(&r, 1030, 19, 7, true);   // dweight K = N spans K blocks
     for (int L : {1, 3, 7}) test_conv1d(&r, 2, L, 5, 4);
     test_conv1d(&r, 1, 6, 3, 1);  // K = 1: no state
+    {
+        Rng rs;  // own stream: the tests after this one keep their inputs
+        rng_seed(&rs, 99);
+        for (int L : {1, 7, 70}) test_conv1d_silu(&rs, 2, L, 5, 4);
+        test_conv1d_silu(&rs, 1, 9, 3, 1);
+    }
     test_activations(&r);
     test_cross_entropy(&r, 6, 17);
     test_cross_entropy(&r, 3, 256);
