@@ -214,16 +214,498 @@ static void selective_scan_step_cpu(float* out, float* h, const float* u, const 
 // ---------------------------------------------------------------------------
 // CUDA
 //
+// Two kernel pairs; the launchers at the end choose (see "dispatch" there).
+//
+// Fast kernels, N == 16 (Mamba's d_state). At B=8, E=1536, L=1024 on an H100 (fp32) they take
+// 0.14 ms forward + 1.14 ms backward per layer; the generic pair below takes ~10 ms.
+//  - A block owns 32 consecutive channels of one batch element: 4 threads per channel, each
+//    holding 4 of the 16 states in registers and running sequentially over time, so a
+//    state-step costs one exp and a few FMAs, the minimum; no scan-tree overhead.
+//  - exp(dt*A) = ex2(dt * A2) with A2 = A*log2(e) precomputed: a single MUFU.EX2 instruction.
+//    softplus also uses the SFU (__expf, __logf) instead of log1pf's long software path.
+//  - u, dt = softplus(delta + bias), dt*u, z and the Bm/Cm rows are staged in shared memory once
+//    per block, so per-(t, e) work is done once and not once per state.
+//  - Forward: 32-step tiles, loaded with 16-byte vectors one tile ahead (prefetch into registers
+//    during the current tile's scan). y = sum_n Cm*h is reduced over the channel's 4 threads by a
+//    reduce-scatter (3 shuffles per 4 steps); each thread then finishes one step (D skip, silu).
+//  - Backward: 64-step chunks, last to first. A checkpoint pass recomputes the chunk from hs and
+//    keeps the state entering each 8-step sub-chunk; each sub-chunk is then recomputed with h and
+//    dA in registers and walked backwards (2 ex2 per state-step in all). dBm/dCm (sums over e):
+//    reduce-scatter over the warp's 8 channels, shared atomics over the block, one 16-byte global
+//    atomic per (block, t, 4 states) per chunk. du, ddt: 4-thread reduce-scatter. dA_log, dD,
+//    ddelta_bias: register sums, one atomic per thread at the end.
+// The versions that led here (floor arithmetic, predictions, timings) are in dev/notes_scan.md and
+// dev/selective_scan_{forward,backward}.cu: src holds forward v5 and backward v4.
+//
+// Generic kernels, any N <= 64 (the fallback): one thread per (b, e, n), G = (power of two >= N,
+// at most 32) lanes of a warp share (b, e), sums over n are warp shuffles inside the group.
+
+#ifdef __CUDACC__
+#include <cstdint>
+#include <type_traits>
+
+static inline bool scan_aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
+
+// ---------------------------------------------------------------------------
+// fast kernels (N == 16)
+
+#define SCAN_FAST_N 16          // the only d_state the fast kernels handle
+#define SCAN_FAST_CH 32         // channels per block
+#define SCAN_FAST_THREADS 128   // 4 threads per channel
+#define SCAN_FAST_S 4           // states per thread
+#define SCAN_FWD_TILE 32        // forward: timesteps per staged tile
+#define SCAN_FWD_W 40           // forward [t][channel] row stride: (t = 4q + g, c) reads hit distinct banks
+#define SCAN_BWD_W 40           // backward [t][channel] row stride, same reason
+#define SCAN_BWD_SUB 8          // backward sub-chunk length (h and dA of 8 steps kept in registers)
+#define SCAN_LOG2E 1.4426950408889634f
+constexpr int SCAN_VEC = 16 / sizeof(floatX);  // floatX per 16-byte vector
+static_assert(SCAN_CHUNK % SCAN_FWD_TILE == 0, "a chunk start must begin a tile (hs is written there)");
+static_assert(SCAN_CHUNK % SCAN_BWD_SUB == 0 && SCAN_BWD_SUB % 4 == 0, "sub-chunks of whole 4-step groups");
+static_assert(SCAN_FAST_N == SCAN_FAST_S * 4, "4 threads per channel");
+
+// 2^x on the special-function unit: one MUFU.EX2 (relative error ~2^-22)
+__device__ __forceinline__ float scan_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+// softplus with SFU ops, linear above 20 like softplus_f. __logf(1 + e) for e >= 1e-2; below,
+// 1 + e would round away e's digits, so the series e - e^2/2 + e^3/3 (error < e^3/4 relative)
+__device__ __forceinline__ float scan_softplus_fast(float x) {
+    float e = __expf(x);
+    float sp = e < 1e-2f ? e * (1.0f - e * (0.5f - e * (1.0f / 3.0f))) : __logf(1.0f + e);
+    return x > 20.0f ? x : sp;
+}
+// softplus'(x) = sigmoid(x) = 1 - exp(-softplus(x)): from dt alone (1 above 20 as well);
+// the series dt - dt^2/2 + dt^3/6 where 1 - exp(-dt) would cancel
+__device__ __forceinline__ float scan_dsoftplus_from_dt(float dt) {
+    return dt < 1e-2f ? dt * (1.0f - dt * 0.5f * (1.0f - dt * (1.0f / 3.0f))) : 1.0f - __expf(-dt);
+}
+__device__ __forceinline__ float scan_silu_fast(float z) { return __fdividef(z, 1.0f + __expf(-z)); }
+
+// One level of a reduce-scatter across lanes: lanes with bit OFF set keep the upper half
+// v[H, 2H), the others the lower half, each adding its partner's (lane ^ OFF) copy. Levels
+// <2,2> then <1,1> over 4 values leave lane l with the 4-lane sum of v[l % 4].
+template <int H, int OFF>
+__device__ __forceinline__ void scan_reduce_scatter(float* v, int lane) {
+    bool up = lane & OFF;
+    #pragma unroll
+    for (int i = 0; i < H; i++) {
+        float send = up ? v[i] : v[i + H], keep = up ? v[i + H] : v[i];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, OFF);
+    }
+}
+
+// 16 bytes of floatX, for vector loads/stores
+struct alignas(16) ScanPack { floatX v[SCAN_VEC]; };
+
+// the SCAN_VEC values of a row at channels [e0, e0 + SCAN_VEC); zeros outside [0, E) or if !valid.
+// VEC: one streaming 16-byte load (E % SCAN_VEC == 0 and an aligned row), else scalar loads.
+template <bool VEC>
+__device__ __forceinline__ ScanPack scan_load_row(const floatX* row, int e0, int E, bool valid) {
+    ScanPack p;
+    if (VEC) {
+        if (valid && e0 < E) {
+            *reinterpret_cast<int4*>(&p) = __ldcs(reinterpret_cast<const int4*>(row + e0));
+            return p;
+        }
+        #pragma unroll
+        for (int k = 0; k < SCAN_VEC; k++) p.v[k] = (floatX)0.0f;
+    } else {
+        #pragma unroll
+        for (int k = 0; k < SCAN_VEC; k++) p.v[k] = (valid && e0 + k < E) ? row[e0 + k] : (floatX)0.0f;
+    }
+    return p;
+}
+
+// forward: grid (ceil(E / 32), B), block 128, 27.8 KB static shared memory.
+// Thread tid owns channel eb + tid/4 and its states [4g, 4g+4), g = tid % 4.
+template <bool VEC>
+__global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast_kernel(
+    floatX* __restrict__ out, float* __restrict__ hs, const floatX* __restrict__ u,
+    const floatX* __restrict__ delta, const float* __restrict__ A_log, const floatX* __restrict__ Bm,
+    const floatX* __restrict__ Cm, const float* __restrict__ D, const floatX* __restrict__ z,
+    const float* __restrict__ delta_bias, int B, int L, int E) {
+    constexpr int N = SCAN_FAST_N, S = SCAN_FAST_S, CH = SCAN_FAST_CH, THREADS = SCAN_FAST_THREADS;
+    constexpr int TT = SCAN_FWD_TILE, W = SCAN_FWD_W;
+    constexpr int ROWV = CH / SCAN_VEC;                 // vectors per tile row of u, delta, z, out
+    constexpr int ACT_PER_THR = TT * ROWV / THREADS;    // such vectors per thread per tile
+    constexpr int BC_VECS = TT * N / SCAN_VEC;          // vectors per Bm (or Cm) tile
+    constexpr int BC_PER_THR = (2 * BC_VECS + THREADS - 1) / THREADS;
+    static_assert(TT * ROWV % THREADS == 0, "the activation tile must split evenly over the threads");
+
+    __shared__ __align__(16) float u_s[TT][W];
+    __shared__ __align__(16) float z_s[TT][W];
+    __shared__ __align__(16) float o_s[TT][W];      // the finished out tile, stored as vectors
+    __shared__ __align__(16) float2 dd_s[TT][CH];   // (dt, dt*u)
+    __shared__ __align__(16) float B_s[TT][N];
+    __shared__ __align__(16) float C_s[TT][N];
+    __shared__ float bias_s[CH];
+
+    int tid = threadIdx.x, lane = tid % 32;
+    int cl = tid / 4, g = tid % 4;  // channel within the block, state group
+    int b = blockIdx.y, eb = blockIdx.x * CH, e = eb + cl;
+    bool ch_ok = e < E;
+    int ec = ch_ok ? e : E - 1;     // channels past E compute on a valid one and store nothing
+    int nc = (L + SCAN_CHUNK - 1) / SCAN_CHUNK;
+    if (tid < CH) bias_s[tid] = delta_bias[min(eb + tid, E - 1)];
+    float A2[S], h[S];
+    #pragma unroll
+    for (int s = 0; s < S; s++) { A2[s] = -expf(A_log[ec * N + g * S + s]) * SCAN_LOG2E; h[s] = 0.0f; }
+    float Dv = D[ec];
+
+    // issue the global loads of the tile at t0 into registers (rows past L read as zeros)
+    ScanPack pu[ACT_PER_THR], pd[ACT_PER_THR], pz[ACT_PER_THR], pbc[BC_PER_THR];
+    auto prefetch = [&](int t0) {
+        #pragma unroll
+        for (int k = 0; k < ACT_PER_THR; k++) {
+            int i = tid + k * THREADS, r = i / ROWV, cv = i % ROWV, t = t0 + r;
+            size_t off = ((size_t)b * L + (t < L ? t : 0)) * E;
+            pu[k] = scan_load_row<VEC>(u + off, eb + cv * SCAN_VEC, E, t < L);
+            pd[k] = scan_load_row<VEC>(delta + off, eb + cv * SCAN_VEC, E, t < L);
+            pz[k] = scan_load_row<VEC>(z + off, eb + cv * SCAN_VEC, E, t < L);
+        }
+        #pragma unroll
+        for (int k = 0; k < BC_PER_THR; k++) {  // vectors [0, BC_VECS) are Bm's, the rest Cm's
+            int j = tid + k * THREADS;
+            if (j < 2 * BC_VECS) {
+                int i = j % BC_VECS, r = i / (N / SCAN_VEC), nv = i % (N / SCAN_VEC), t = t0 + r;
+                const floatX* src = j < BC_VECS ? Bm : Cm;
+                if (t < L) {
+                    *reinterpret_cast<int4*>(&pbc[k]) =
+                        __ldcs(reinterpret_cast<const int4*>(src + ((size_t)b * L + t) * N + nv * SCAN_VEC));
+                } else {
+                    #pragma unroll
+                    for (int q = 0; q < SCAN_VEC; q++) pbc[k].v[q] = (floatX)0.0f;
+                }
+            }
+        }
+    };
+    // the prefetched registers -> the shared tile; dt and dt*u once per (t, e). dt = 0 past L or
+    // past E makes those steps identities.
+    auto stage = [&](int t0) {
+        #pragma unroll
+        for (int k = 0; k < ACT_PER_THR; k++) {
+            int i = tid + k * THREADS, r = i / ROWV, cv = i % ROWV, t = t0 + r;
+            #pragma unroll
+            for (int j = 0; j < SCAN_VEC; j += 4) {
+                float4 uf, zf;
+                float* uv = &uf.x;
+                float* zv = &zf.x;
+                float dtv[4];
+                #pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    int c = cv * SCAN_VEC + j + q;
+                    uv[q] = (float)pu[k].v[j + q];
+                    zv[q] = (float)pz[k].v[j + q];
+                    float sp = scan_softplus_fast((float)pd[k].v[j + q] + bias_s[c]);
+                    dtv[q] = (t < L && eb + c < E) ? sp : 0.0f;
+                }
+                int c0 = cv * SCAN_VEC + j;
+                *reinterpret_cast<float4*>(&u_s[r][c0]) = uf;
+                *reinterpret_cast<float4*>(&z_s[r][c0]) = zf;
+                *reinterpret_cast<float4*>(&dd_s[r][c0]) = make_float4(dtv[0], dtv[0] * uv[0], dtv[1], dtv[1] * uv[1]);
+                *reinterpret_cast<float4*>(&dd_s[r][c0 + 2]) = make_float4(dtv[2], dtv[2] * uv[2], dtv[3], dtv[3] * uv[3]);
+            }
+        }
+        #pragma unroll
+        for (int k = 0; k < BC_PER_THR; k++) {
+            int j = tid + k * THREADS;
+            if (j < 2 * BC_VECS) {
+                int i = j % BC_VECS, r = i / (N / SCAN_VEC), nv = i % (N / SCAN_VEC);
+                float* dst = j < BC_VECS ? &B_s[r][nv * SCAN_VEC] : &C_s[r][nv * SCAN_VEC];
+                #pragma unroll
+                for (int q = 0; q < SCAN_VEC; q++) dst[q] = (float)pbc[k].v[q];
+            }
+        }
+    };
+
+    __syncthreads();  // bias_s
+    prefetch(0);
+    stage(0);
+    __syncthreads();
+    for (int t0 = 0; t0 < L; t0 += TT) {
+        bool more = t0 + TT < L;
+        if (more) prefetch(t0 + TT);  // in flight during this tile's scan
+        if (t0 % SCAN_CHUNK == 0 && ch_ok)  // the state entering chunk t0 / SCAN_CHUNK (0 for the first)
+            *reinterpret_cast<float4*>(hs + (((size_t)b * nc + t0 / SCAN_CHUNK) * E + e) * N + g * S) =
+                make_float4(h[0], h[1], h[2], h[3]);
+        #pragma unroll 2
+        for (int q = 0; q < TT / 4; q++) {
+            float yq[4];  // this thread's part (4 states) of y at steps 4q .. 4q+3
+            #pragma unroll
+            for (int j = 0; j < 4; j++) {
+                int r = q * 4 + j;
+                float2 d = dd_s[r][cl];
+                float4 bv = *reinterpret_cast<const float4*>(&B_s[r][g * S]);
+                float4 cv = *reinterpret_cast<const float4*>(&C_s[r][g * S]);
+                h[0] = scan_ex2(d.x * A2[0]) * h[0] + d.y * bv.x;
+                h[1] = scan_ex2(d.x * A2[1]) * h[1] + d.y * bv.y;
+                h[2] = scan_ex2(d.x * A2[2]) * h[2] + d.y * bv.z;
+                h[3] = scan_ex2(d.x * A2[3]) * h[3] + d.y * bv.w;
+                yq[j] = cv.x * h[0] + cv.y * h[1] + cv.z * h[2] + cv.w * h[3];
+            }
+            scan_reduce_scatter<2, 2>(yq, lane);
+            scan_reduce_scatter<1, 1>(yq, lane);
+            int r = q * 4 + g;  // yq[0] is now the full y of step r
+            o_s[r][cl] = (yq[0] + Dv * u_s[r][cl]) * scan_silu_fast(z_s[r][cl]);
+        }
+        __syncthreads();  // o_s complete; everyone is done reading this tile
+        #pragma unroll
+        for (int k = 0; k < ACT_PER_THR; k++) {
+            int i = tid + k * THREADS, r = i / ROWV, cv = i % ROWV, t = t0 + r, ee = eb + cv * SCAN_VEC;
+            if (t < L) {
+                ScanPack p;
+                #pragma unroll
+                for (int q = 0; q < SCAN_VEC; q++) p.v[q] = (floatX)o_s[r][cv * SCAN_VEC + q];
+                floatX* dst = out + ((size_t)b * L + t) * E;
+                if (VEC) {
+                    if (ee < E) __stcs(reinterpret_cast<int4*>(dst + ee), *reinterpret_cast<const int4*>(&p));
+                } else {
+                    #pragma unroll
+                    for (int q = 0; q < SCAN_VEC; q++)
+                        if (ee + q < E) dst[ee + q] = p.v[q];
+                }
+            }
+        }
+        if (more) stage(t0 + TT);
+        __syncthreads();
+    }
+}
+
+// x[i] += v (activation gradients accumulate)
+__device__ __forceinline__ void scan_acc(floatX* p, float v) { *p = (floatX)((float)*p + v); }
+
+// dst[0..4) += v: one 16-byte fp32 atomic (sm_90); scalar atomics if floatX is not float
+// (bf16 would then round every block's partial sum: an fp32 scratch would be more accurate)
+__device__ __forceinline__ void scan_atomic_add4(floatX* dst, float4 v) {
+    if constexpr (std::is_same<floatX, float>::value) {
+        atomicAdd(reinterpret_cast<float4*>(dst), v);
+    } else {
+        atomicAdd(dst, (floatX)v.x); atomicAdd(dst + 1, (floatX)v.y);
+        atomicAdd(dst + 2, (floatX)v.z); atomicAdd(dst + 3, (floatX)v.w);
+    }
+}
+
+// dynamic shared memory of the fast backward: 5 [chunk][channel] tiles + 4 [chunk][N] tiles (67.6 KB)
+static constexpr size_t scan_bwd_fast_smem() {
+    return (size_t)SCAN_CHUNK * (5 * SCAN_BWD_W + 4 * SCAN_FAST_N) * sizeof(float);
+}
+
+// backward: grid (ceil(E / 32), B), block 128. In the scan phases thread tid owns channel
+// eb + tid/4, states [4g, 4g+4); in the elementwise phases it handles channel column tid % 32.
+__global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_backward_fast_kernel(
+    floatX* __restrict__ du, floatX* __restrict__ ddelta, float* __restrict__ dA_log,
+    floatX* __restrict__ dBm, floatX* __restrict__ dCm, float* __restrict__ dD, floatX* __restrict__ dz,
+    float* __restrict__ ddelta_bias, const floatX* __restrict__ dout, const floatX* __restrict__ u,
+    const floatX* __restrict__ delta, const float* __restrict__ A_log, const floatX* __restrict__ Bm,
+    const floatX* __restrict__ Cm, const float* __restrict__ D, const floatX* __restrict__ z,
+    const float* __restrict__ delta_bias, const float* __restrict__ hs, int B, int L, int E) {
+    constexpr int N = SCAN_FAST_N, S = SCAN_FAST_S, CH = SCAN_FAST_CH, THREADS = SCAN_FAST_THREADS;
+    constexpr int CK = SCAN_CHUNK, W = SCAN_BWD_W, SUB = SCAN_BWD_SUB, NSUB = CK / SUB;
+    extern __shared__ __align__(16) float smem[];
+    float(*u_s)[W] = reinterpret_cast<float(*)[W]>(smem);
+    float(*dt_s)[W] = u_s + CK;
+    float(*dy_s)[W] = dt_s + CK;   // z, then dy = dout * silu(z)
+    float(*du_s)[W] = dy_s + CK;   // dout, then the scan part of du (sum_n g dt Bm)
+    float(*y_s)[W] = du_s + CK;    // y without D u, then ddt
+    float(*B_s)[N] = reinterpret_cast<float(*)[N]>(y_s + CK);
+    float(*C_s)[N] = B_s + CK;
+    float(*dB_s)[N] = C_s + CK;    // the block's dBm / dCm sums for the chunk
+    float(*dC_s)[N] = dB_s + CK;
+
+    int tid = threadIdx.x, lane = tid % 32;
+    int cl = tid / 4, g = tid % 4;
+    int b = blockIdx.y, eb = blockIdx.x * CH, e = eb + cl;
+    int ec = e < E ? e : E - 1;
+    int nc = (L + CK - 1) / CK;
+    int my_c = tid % CH, my_e = eb + my_c;  // elementwise phases
+    float my_D = D[min(my_e, E - 1)], my_bias = delta_bias[min(my_e, E - 1)];
+    float dD_acc = 0.0f, dbias_acc = 0.0f;
+
+    float A[S], A2[S], gr[S], dAacc[S];  // gr: dloss/dh carried backwards through time
+    #pragma unroll
+    for (int s = 0; s < S; s++) {
+        A[s] = -expf(A_log[ec * N + g * S + s]);
+        A2[s] = A[s] * SCAN_LOG2E;
+        gr[s] = 0.0f;
+        dAacc[s] = 0.0f;
+    }
+    for (int i = tid; i < CK * N; i += THREADS) { (&dB_s[0][0])[i] = 0.0f; (&dC_s[0][0])[i] = 0.0f; }
+
+    for (int c = nc - 1; c >= 0; c--) {
+        int t0 = c * CK, len = min(CK, L - t0);
+        __syncthreads();  // the previous chunk is done with every tile
+        // a. stage the chunk; rows past L get dt = 0, Bm = 0 (identity steps) and dy = 0 (below)
+        for (int i = tid; i < CK * CH; i += THREADS) {
+            int r = i / CH;  // and i % CH == my_c
+            float uu = 0.0f, dt = 0.0f, zz = 0.0f, go = 0.0f;
+            if (r < len && my_e < E) {
+                size_t k = ((size_t)b * L + t0 + r) * E + my_e;
+                uu = (float)u[k]; zz = (float)z[k]; go = (float)dout[k];
+                dt = scan_softplus_fast((float)delta[k] + my_bias);
+            }
+            u_s[r][my_c] = uu; dt_s[r][my_c] = dt; dy_s[r][my_c] = zz; du_s[r][my_c] = go;
+        }
+        for (int i = tid; i < CK * N; i += THREADS) {
+            int r = i / N, n = i % N;
+            float bv = 0.0f, cv = 0.0f;
+            if (r < len) {
+                size_t k = ((size_t)b * L + t0 + r) * N + n;
+                bv = (float)Bm[k]; cv = (float)Cm[k];
+            }
+            B_s[r][n] = bv; C_s[r][n] = cv;
+        }
+        __syncthreads();
+
+        // b. checkpoint pass from hs: hc[k] = state entering sub-chunk k; y_s = sum_n Cm h
+        float hc[NSUB][S];
+        {
+            float4 h4 = *reinterpret_cast<const float4*>(hs + (((size_t)b * nc + c) * E + ec) * N + g * S);
+            float h[S] = {h4.x, h4.y, h4.z, h4.w};
+            #pragma unroll
+            for (int k = 0; k < NSUB; k++) {
+                #pragma unroll
+                for (int s = 0; s < S; s++) hc[k][s] = h[s];
+                #pragma unroll
+                for (int q = 0; q < SUB / 4; q++) {
+                    float yq[4];
+                    #pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        int r = k * SUB + q * 4 + j;
+                        float dt = dt_s[r][cl], dtu = dt * u_s[r][cl];
+                        float4 bv = *reinterpret_cast<const float4*>(&B_s[r][g * S]);
+                        float4 cv = *reinterpret_cast<const float4*>(&C_s[r][g * S]);
+                        h[0] = scan_ex2(dt * A2[0]) * h[0] + dtu * bv.x;
+                        h[1] = scan_ex2(dt * A2[1]) * h[1] + dtu * bv.y;
+                        h[2] = scan_ex2(dt * A2[2]) * h[2] + dtu * bv.z;
+                        h[3] = scan_ex2(dt * A2[3]) * h[3] + dtu * bv.w;
+                        yq[j] = cv.x * h[0] + cv.y * h[1] + cv.z * h[2] + cv.w * h[3];
+                    }
+                    scan_reduce_scatter<2, 2>(yq, lane);
+                    scan_reduce_scatter<1, 1>(yq, lane);
+                    y_s[k * SUB + q * 4 + g][cl] = yq[0];
+                }
+            }
+        }
+        __syncthreads();
+
+        // c. elementwise: dz, dy, dD
+        for (int i = tid; i < CK * CH; i += THREADS) {
+            int r = i / CH;
+            float dy = 0.0f;
+            if (r < len && my_e < E) {
+                size_t k = ((size_t)b * L + t0 + r) * E + my_e;
+                float zz = dy_s[r][my_c], go = du_s[r][my_c], uu = u_s[r][my_c];
+                float y = y_s[r][my_c] + my_D * uu;
+                float sg = 1.0f / (1.0f + __expf(-zz));
+                scan_acc(dz + k, go * y * sg * (1.0f + zz * (1.0f - sg)));  // silu'(z)
+                dy = go * zz * sg;
+                dD_acc += dy * uu;
+            }
+            dy_s[r][my_c] = dy;
+        }
+        __syncthreads();
+
+        // d. reverse, one sub-chunk at a time (fully unrolled: hc, hsub, dAs stay in registers)
+        #pragma unroll
+        for (int k = NSUB - 1; k >= 0; k--) {
+            float hsub[SUB][S], dAs[SUB][S];  // h_t and dA_t of the sub-chunk's steps
+            #pragma unroll
+            for (int j = 0; j < SUB; j++) {
+                int r = k * SUB + j;
+                float dt = dt_s[r][cl], dtu = dt * u_s[r][cl];
+                float4 bv = *reinterpret_cast<const float4*>(&B_s[r][g * S]);
+                float bb[S] = {bv.x, bv.y, bv.z, bv.w};
+                #pragma unroll
+                for (int s = 0; s < S; s++) {
+                    dAs[j][s] = scan_ex2(dt * A2[s]);
+                    hsub[j][s] = dAs[j][s] * (j > 0 ? hsub[j - 1][s] : hc[k][s]) + dtu * bb[s];
+                }
+            }
+            float dub[4], dtb[4];  // this thread's parts of du and ddt for a group of 4 steps
+            #pragma unroll
+            for (int j = SUB - 1; j >= 0; j--) {
+                int r = k * SUB + j;
+                float dt = dt_s[r][cl], uu = u_s[r][cl], dy = dy_s[r][cl];
+                float4 bv = *reinterpret_cast<const float4*>(&B_s[r][g * S]);
+                float4 cv = *reinterpret_cast<const float4*>(&C_s[r][g * S]);
+                float bb[S] = {bv.x, bv.y, bv.z, bv.w}, cc[S] = {cv.x, cv.y, cv.z, cv.w};
+                float v[2 * S], dsum = 0.0f, tsum = 0.0f, dtu = dt * uu;  // v: 4 dBm then 4 dCm terms
+                #pragma unroll
+                for (int s = 0; s < S; s++) {
+                    float hp = j > 0 ? hsub[j - 1][s] : hc[k][s];  // h_{t-1}
+                    gr[s] += dy * cc[s];                            // now dloss/dh_t
+                    v[s] = gr[s] * dtu;
+                    v[S + s] = dy * hsub[j][s];
+                    dsum += gr[s] * bb[s];
+                    float ghdA = gr[s] * hp * dAs[j][s];
+                    tsum += ghdA * A[s];
+                    dAacc[s] += ghdA * dt;
+                    gr[s] *= dAs[j][s];                             // flows to h_{t-1}
+                }
+                dub[j % 4] = dsum * dt;
+                dtb[j % 4] = tsum + dsum * uu;  // sum_n g (h_{t-1} dA A + Bm u)
+                // dBm/dCm over the warp's 8 channels (lane bits 4, 3, 2): lane ends with v index lane / 4
+                scan_reduce_scatter<4, 16>(v, lane);
+                scan_reduce_scatter<2, 8>(v, lane);
+                scan_reduce_scatter<1, 4>(v, lane);
+                {
+                    int jv = lane >> 2, n = g * S + (jv & 3);
+                    atomicAdd(jv < S ? &dB_s[r][n] : &dC_s[r][n], v[0]);
+                }
+                if (j % 4 == 0) {  // steps r .. r+3 done: thread g keeps step r + g
+                    scan_reduce_scatter<2, 2>(dub, lane); scan_reduce_scatter<2, 2>(dtb, lane);
+                    scan_reduce_scatter<1, 1>(dub, lane); scan_reduce_scatter<1, 1>(dtb, lane);
+                    du_s[r + g][cl] = dub[0];
+                    y_s[r + g][cl] = dtb[0];
+                }
+            }
+        }
+        __syncthreads();
+
+        // e. elementwise du, ddelta; flush the chunk's dBm/dCm block sums, re-zero them
+        for (int i = tid; i < CK * CH; i += THREADS) {
+            int r = i / CH;
+            if (r < len && my_e < E) {
+                size_t k = ((size_t)b * L + t0 + r) * E + my_e;
+                float dd = y_s[r][my_c] * scan_dsoftplus_from_dt(dt_s[r][my_c]);
+                scan_acc(du + k, du_s[r][my_c] + dy_s[r][my_c] * my_D);
+                scan_acc(ddelta + k, dd);
+                dbias_acc += dd;
+            }
+        }
+        for (int i = tid; i < len * N / 4; i += THREADS) {
+            int r = i * 4 / N, n = i * 4 % N;
+            size_t k = ((size_t)b * L + t0 + r) * N + n;
+            float4* pB = reinterpret_cast<float4*>(&dB_s[r][n]);
+            float4* pC = reinterpret_cast<float4*>(&dC_s[r][n]);
+            scan_atomic_add4(dBm + k, *pB);
+            scan_atomic_add4(dCm + k, *pC);
+            *pB = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            *pC = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+    }
+    if (e < E) {
+        #pragma unroll
+        for (int s = 0; s < S; s++) atomicAdd(&dA_log[e * N + g * S + s], dAacc[s] * A[s]);  // dA/dA_log = A
+    }
+    if (my_e < E) {
+        atomicAdd(&dD[my_e], dD_acc);
+        atomicAdd(&ddelta_bias[my_e], dbias_acc);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// generic kernels (any N <= 64): the fallback
+//
 // Work split: one thread per (b, e, n). The G = (power of two >= N, at most 32)
 // lanes of a warp that share (b, e) form a "group"; lane n of a group owns state
 // h[n] (NPT > 1 states per lane when N > 32). Sums over n (y, du, ddt) are warp
 // shuffles inside the group. A block holds SCAN_THREADS / G channels of one b,
 // so reads of u/delta/z/dout at (b, t, e..e+7) are neighbouring floats, and Bm/Cm
-// rows (b, t, :) are shared by the whole block.
-// Each thread runs sequentially over L: one exp per step instead of N per step,
-// and B*E*N threads instead of B*E keep the GPU busy.
-
-#ifdef __CUDACC__
+// rows (b, t, :) are shared by the whole block. Each thread runs sequentially
+// over L with accurate expf/log1pf.
 
 #define SCAN_THREADS 256
 
@@ -240,7 +722,7 @@ __device__ __forceinline__ float group_sum(float v) {
 
 // forward: grid (ceil(E / (SCAN_THREADS/G)), B), block SCAN_THREADS
 template <int G, int NPT>
-__global__ void selective_scan_forward_kernel(
+__global__ void selective_scan_forward_generic_kernel(
     floatX* __restrict__ out, float* __restrict__ hs, const floatX* __restrict__ u,
     const floatX* __restrict__ delta, const float* __restrict__ A_log, const floatX* __restrict__ Bm,
     const floatX* __restrict__ Cm, const float* __restrict__ D, const floatX* __restrict__ z,
@@ -294,7 +776,7 @@ __global__ void selective_scan_forward_kernel(
 // global memory with one atomicAdd per (block, t, n) at the end of the chunk.
 template <int G, int NPT>
 __global__ void __launch_bounds__(SCAN_THREADS)
-selective_scan_backward_kernel(
+selective_scan_backward_generic_kernel(
     floatX* __restrict__ du, floatX* __restrict__ ddelta, float* __restrict__ dA_log,
     floatX* __restrict__ dBm, floatX* __restrict__ dCm, float* __restrict__ dD, floatX* __restrict__ dz,
     float* __restrict__ ddelta_bias, const floatX* __restrict__ dout, const floatX* __restrict__ u,
@@ -441,13 +923,38 @@ selective_scan_backward_kernel(
         else FATAL("selective_scan: d_state N=%d > 64 not supported", N); \
     } while (0)
 
+
+// ---------------------------------------------------------------------------
+// launchers and dispatch
+//
+// Fast kernels when N == 16 and the pointers they access as 16-byte vectors are 16-byte
+// aligned (cudaMalloc and the model's carved views are):
+//   forward:  Bm, Cm (16-byte row loads) and hs (float4 stores); u, delta, z, out use 16-byte
+//             vectors too when E % SCAN_VEC == 0 and they are aligned, else scalar accesses in
+//             the same kernel (any E works, e.g. E = 37)
+//   backward: hs (float4 loads), dBm, dCm (16-byte atomics); its other accesses are scalar
+// Any L and E work on the fast path. Everything else runs the generic kernels.
+
 static void selective_scan_forward_cuda(floatX* out, float* hs, const floatX* u, const floatX* delta,
                                         const float* A_log, const floatX* Bm, const floatX* Cm,
                                         const float* D, const floatX* z, const float* delta_bias,
                                         int B, int L, int E, int N) {
     if (B <= 0 || L <= 0 || E <= 0) return;
+    if (N == SCAN_FAST_N && scan_aligned16(Bm) && scan_aligned16(Cm) && scan_aligned16(hs)) {
+        bool vec = E % SCAN_VEC == 0 && scan_aligned16(u) && scan_aligned16(delta) && scan_aligned16(z) &&
+                   scan_aligned16(out);
+        dim3 grid(ceil_div(E, SCAN_FAST_CH), B);
+        if (vec)
+            selective_scan_forward_fast_kernel<true><<<grid, SCAN_FAST_THREADS>>>(
+                out, hs, u, delta, A_log, Bm, Cm, D, z, delta_bias, B, L, E);
+        else
+            selective_scan_forward_fast_kernel<false><<<grid, SCAN_FAST_THREADS>>>(
+                out, hs, u, delta, A_log, Bm, Cm, D, z, delta_bias, B, L, E);
+        cudaCheckLaunch();
+        return;
+    }
 #define SCAN_FWD_LAUNCH(G, NPT)                                                                   \
-    selective_scan_forward_kernel<G, NPT><<<dim3(ceil_div(E, SCAN_THREADS / G), B), SCAN_THREADS>>>( \
+    selective_scan_forward_generic_kernel<G, NPT><<<dim3(ceil_div(E, SCAN_THREADS / G), B), SCAN_THREADS>>>( \
         out, hs, u, delta, A_log, Bm, Cm, D, z, delta_bias, B, L, E, N)
     SCAN_DISPATCH_N(N, SCAN_FWD_LAUNCH);
 #undef SCAN_FWD_LAUNCH
@@ -461,8 +968,23 @@ static void selective_scan_backward_cuda(floatX* du, floatX* ddelta, float* dA_l
                                          const float* D, const floatX* z, const float* delta_bias,
                                          const float* hs, int B, int L, int E, int N) {
     if (B <= 0 || L <= 0 || E <= 0) return;
+    if (N == SCAN_FAST_N && scan_aligned16(hs) && scan_aligned16(dBm) && scan_aligned16(dCm)) {
+        const size_t smem = scan_bwd_fast_smem();
+        static bool smem_opt_in = false;  // more than 48 KB of dynamic shared memory needs an opt-in
+        if (!smem_opt_in) {
+            cudaCheck(cudaFuncSetAttribute(selective_scan_backward_fast_kernel,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+            smem_opt_in = true;
+        }
+        dim3 grid(ceil_div(E, SCAN_FAST_CH), B);
+        selective_scan_backward_fast_kernel<<<grid, SCAN_FAST_THREADS, smem>>>(
+            du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z,
+            delta_bias, hs, B, L, E);
+        cudaCheckLaunch();
+        return;
+    }
 #define SCAN_BWD_LAUNCH(G, NPT)                                                                    \
-    selective_scan_backward_kernel<G, NPT><<<dim3(ceil_div(E, SCAN_THREADS / G), B), SCAN_THREADS>>>( \
+    selective_scan_backward_generic_kernel<G, NPT><<<dim3(ceil_div(E, SCAN_THREADS / G), B), SCAN_THREADS>>>( \
         du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z,     \
         delta_bias, hs, B, L, E, N)
     SCAN_DISPATCH_N(N, SCAN_BWD_LAUNCH);
