@@ -45,6 +45,33 @@ static void add_inplace_cpu(floatX* acc, const floatX* x, size_t n) {
     for (size_t i = 0; i < n; i++) acc[i] = (floatX)((float)acc[i] + (float)x[i]);
 }
 
+// Column blocks of a row-major matrix. x_proj is one GEMM producing
+// (N, ca + cb + cc) = [dt_low | Bm | Cm]; the layers after it want each block
+// contiguous, and the backward wants their gradients side by side again.
+// in: (N, ca+cb+cc); a: (N, ca), b: (N, cb), c: (N, cc)   (overwrites a, b, c)
+static void split_columns_cpu(floatX* a, floatX* b, floatX* c, const floatX* in, int N, int ca, int cb, int cc) {
+    int C = ca + cb + cc;
+#pragma omp parallel for
+    for (int i = 0; i < N; i++) {
+        const floatX* row = in + (size_t)i * C;
+        for (int j = 0; j < ca; j++) a[(size_t)i * ca + j] = row[j];
+        for (int j = 0; j < cb; j++) b[(size_t)i * cb + j] = row[ca + j];
+        for (int j = 0; j < cc; j++) c[(size_t)i * cc + j] = row[ca + cb + j];
+    }
+}
+
+// out: (N, ca+cb+cc) = [a | b | c]   (overwrites out)
+static void concat_columns_cpu(floatX* out, const floatX* a, const floatX* b, const floatX* c, int N, int ca, int cb, int cc) {
+    int C = ca + cb + cc;
+#pragma omp parallel for
+    for (int i = 0; i < N; i++) {
+        floatX* row = out + (size_t)i * C;
+        for (int j = 0; j < ca; j++) row[j] = a[(size_t)i * ca + j];
+        for (int j = 0; j < cb; j++) row[ca + j] = b[(size_t)i * cb + j];
+        for (int j = 0; j < cc; j++) row[ca + cb + j] = c[(size_t)i * cc + j];
+    }
+}
+
 #ifdef __CUDACC__
 // grid-stride elementwise kernels; expf (not __expf) to match the CPU closely
 __global__ void silu_forward_kernel(floatX* out, const floatX* x, size_t n) {
@@ -115,6 +142,31 @@ static void add_forward_cuda(floatX* out, const floatX* a, const floatX* b, size
 static void add_inplace_cuda(floatX* acc, const floatX* x, size_t n) {
     if (n == 0) return;
     add_inplace_kernel<<<activations_grid(n, 256), 256>>>(acc, x, n);
+    cudaCheckLaunch();
+}
+// one thread per element of the wide matrix; rows are short (~80), so the
+// division is cheap next to the memory traffic
+__global__ void columns_kernel(floatX* wide, floatX* a, floatX* b, floatX* c, int N, int ca, int cb, int cc, bool split) {
+    int C = ca + cb + cc;
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)N * C) return;
+    int i = (int)(idx / C), j = (int)(idx % C);
+    floatX* part = j < ca ? a + (size_t)i * ca + j
+                 : j < ca + cb ? b + (size_t)i * cb + (j - ca)
+                 : c + (size_t)i * cc + (j - ca - cb);
+    if (split) *part = wide[idx];
+    else wide[idx] = *part;
+}
+
+static void split_columns_cuda(floatX* a, floatX* b, floatX* c, const floatX* in, int N, int ca, int cb, int cc) {
+    size_t n = (size_t)N * (ca + cb + cc);
+    columns_kernel<<<activations_grid(n, 256), 256>>>((floatX*)in, a, b, c, N, ca, cb, cc, true);
+    cudaCheckLaunch();
+}
+
+static void concat_columns_cuda(floatX* out, const floatX* a, const floatX* b, const floatX* c, int N, int ca, int cb, int cc) {
+    size_t n = (size_t)N * (ca + cb + cc);
+    columns_kernel<<<activations_grid(n, 256), 256>>>(out, (floatX*)a, (floatX*)b, (floatX*)c, N, ca, cb, cc, false);
     cudaCheckLaunch();
 }
 #endif

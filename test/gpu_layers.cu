@@ -196,9 +196,34 @@ static void test_adamw(Rng* r, size_t n) {
     cudaFree(d_x);
 }
 
+// split/concat columns on the GPU equal the CPU (exact: pure data movement)
+static void test_columns(Rng* r, int N, int ca, int cb, int cc) {
+    int C = ca + cb + cc;
+    std::vector<float> wide = random_vec((size_t)N * C, r), a((size_t)N * ca), b((size_t)N * cb), c((size_t)N * cc);
+    split_columns_cpu(a.data(), b.data(), c.data(), wide.data(), N, ca, cb, cc);
+    float* d_wide = to_device(wide);
+    float *d_a = device_poisoned(a.size()), *d_b = device_poisoned(b.size()), *d_c = device_poisoned(c.size());
+    split_columns_cuda(d_a, d_b, d_c, d_wide, N, ca, cb, cc);
+    char name[96];
+    snprintf(name, sizeof name, "split_columns N=%d [%d|%d|%d]", N, ca, cb, cc);
+    bool ok = from_device(d_a, a.size()) == a && from_device(d_b, b.size()) == b && from_device(d_c, c.size()) == c;
+    report(ok, name, "differs from the CPU");
+    float* d_back = device_poisoned(wide.size());
+    concat_columns_cuda(d_back, d_a, d_b, d_c, N, ca, cb, cc);
+    snprintf(name, sizeof name, "concat_columns N=%d [%d|%d|%d]", N, ca, cb, cc);
+    report(from_device(d_back, wide.size()) == wide, name, "differs from the input");
+    cudaFree(d_wide); cudaFree(d_a); cudaFree(d_b); cudaFree(d_c); cudaFree(d_back);
+}
+
 int main() {
     Rng r;
     rng_seed(&r, 4321);
+    {
+        Rng rc; rng_seed(&rc, 77);
+        test_columns(&rc, 1, 1, 1, 1);
+        test_columns(&rc, 8192, 48, 16, 16);
+        test_columns(&rc, 37, 3, 5, 7);
+    }
     test_embedding(&r, 1, 37, 7);
     test_embedding(&r, 13, 33, 50);
     test_embedding(&r, 4096, 256, 256);

@@ -358,9 +358,34 @@ static void test_adamw(Rng* r) {
     report(fabs(got - ref) < 1e-9 * ref, "sum_squares", "got %.10g ref %.10g", got, ref);
 }
 
+// split_columns / concat_columns: exact values at known positions, and a round trip
+static void test_columns(Rng* r, int N, int ca, int cb, int cc) {
+    int C = ca + cb + cc;
+    std::vector<float> wide = random_vec((size_t)N * C, r), a((size_t)N * ca), b((size_t)N * cb), c((size_t)N * cc), back((size_t)N * C);
+    split_columns_cpu(a.data(), b.data(), c.data(), wide.data(), N, ca, cb, cc);
+    bool ok = true;
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < C; j++) {
+            float want = wide[(size_t)i * C + j];
+            float got = j < ca ? a[(size_t)i * ca + j] : j < ca + cb ? b[(size_t)i * cb + j - ca] : c[(size_t)i * cc + j - ca - cb];
+            if (got != want) ok = false;
+        }
+    char name[96];
+    snprintf(name, sizeof name, "split_columns N=%d [%d|%d|%d]", N, ca, cb, cc);
+    report(ok, name, "a value landed in the wrong place");
+    concat_columns_cpu(back.data(), a.data(), b.data(), c.data(), N, ca, cb, cc);
+    snprintf(name, sizeof name, "concat_columns(split_columns(x)) == x, N=%d", N);
+    report(back == wide, name, "round trip differs");
+}
+
 int main() {
     Rng r;
     rng_seed(&r, 1234);
+    {
+        Rng rc; rng_seed(&rc, 77);  // own stream: the other tests keep their inputs
+        test_columns(&rc, 1, 1, 1, 1);
+        test_columns(&rc, 37, 3, 16, 16);
+    }
     test_embedding(&r);
     test_rmsnorm(&r, 5, 37);
     test_rmsnorm(&r, 1, 8);
