@@ -712,9 +712,386 @@ static void scan_bwd_v4(T* du, T* ddelta, float* dA_log, T* dBm, T* dCm, float* 
 }
 
 // ---------------------------------------------------------------------------
+// version 5: v4's thread layout (4 threads/channel x 4 states, 32-channel blocks) with the stalls
+// removed. v4 measured 1.07 ms (bf16, L=1024) where its instruction count alone predicts ~0.27 ms:
+// with one wave of 3 blocks/SM every block walks its 16 chunks serially, so the per-chunk latency
+// chains add up: (1) staging and the dz / du / ddelta read-modify-writes use scalar 2-4 byte
+// loads in loops (16 iterations, ~1 global latency each, little in flight); (2) dB/dC go through
+// float shared atomicAdd, which (as far as I know; no disassembler here) SASS lowers to a CAS
+// loop, with the 4 warps of a block
+// hitting the same 32 addresses every step; (3) 5 barriers per chunk, two of them around an
+// elementwise phase (dz) that only exists because y was computed in the checkpoint pass.
+// Changes:
+//  a. u, delta, z, dout, Bm, Cm of chunk c-1 are copied with 16-byte cp.async (no registers,
+//     zero-filled past L / E) into a raw smem buffer while chunk c computes; the chunk's hs is
+//     prefetched into registers one chunk ahead too.
+//  b. one conversion pass per chunk: dt (softplus), u, dy = dout silu(z), q = dout silu'(z) into
+//     fp32 tiles (XOR-swizzled by row so the quad writes (t = r+g, c) are conflict-free), dD.
+//  c. checkpoint pass only advances h (no y); y = sum C h is summed in the reverse step (it holds
+//     h and C anyway) and reduced over the quad with du / ddt, and dz = (y + D u) q is finished at
+//     the reverse's quad output points, in place in the tiles (du -> u tile, ddelta -> dt tile,
+//     dz -> q tile: the owner thread is the only one still touching those cells). No dz phase.
+//  d. dB/dC: v4's 8-channel reduce-scatter, then each lane STORES its value into a per-warp slab
+//     (no atomics); per 8-step sub-chunk one barrier, 64 threads add the 4 warps' float4s and issue
+//     one float4 global atomic each (double-buffered slab: one barrier per sub-chunk).
+//  e. du, ddelta, dz += tiles with 16-byte loads (all issued before any is used) and stores.
+// Still 2 ex2 per state-step (checkpoint pass + sub-chunk recompute). smem 68 KB (bf16, 3 blocks
+// of 128/SM: one wave for 384 blocks) / 88 KB (fp32, 2 blocks/SM).
+// Prediction (bf16, L=1024): 0.40-0.60 ms (MUFU floor 2 x 54 us; issue ~0.27 ms at ~40 instructions
+// per state-step; the rest latency at 3 warps per sub-partition), fwd v5 + bwd v5 0.55-0.75 ms;
+// L=4096 bwd 1.6-2.4 ms, fwd+bwd 2.2-3.0 ms. fp32 (88 KB smem: 2 blocks/SM) 0.5-0.7 ms.
+
+// cp_async16 / cp_async_commit / cp_async_wait_all: see selective_scan_forward.cu (version 7)
+
+// 4 consecutive T from shared memory as floats (8-byte aligned for bf16, 16 for fp32)
+__device__ __forceinline__ float4 lds4f(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 lds4f(const bf16* p) {
+    uint2 w = *reinterpret_cast<const uint2*>(p);  // bf16 -> fp32 is a 16-bit shift
+    return make_float4(__uint_as_float(w.x << 16), __uint_as_float(w.x & 0xffff0000u),
+                       __uint_as_float(w.y << 16), __uint_as_float(w.y & 0xffff0000u));
+}
+
+#define V5B_CH 32
+#define LN2_F 0.6931471805599453f
+#define V5B_THREADS 128
+#ifndef V5B_SC
+#define V5B_SC 8
+#endif
+#define V5B_WARPS (V5B_THREADS / 32)
+#ifndef V5B_MINB
+#define V5B_MINB 3  // blocks per SM the registers must allow (168 regs)
+#endif
+// [t][c] fp32 tiles, 32 wide, 16-byte groups XOR-swizzled by (t & 3): the reverse's quad outputs
+// (t = r + g, c in an aligned 8-channel block) land in 4 different bank groups
+__device__ __forceinline__ int v5b_sw(int r, int c) { return r * V5B_CH + (c ^ ((r & 3) << 3)); }
+
+template <typename T, int N>
+static size_t scan_bwd_v5_smem() {
+    return (size_t)(4 * SCAN_CHUNK * V5B_CH + 2 * SCAN_CHUNK * N) * sizeof(T) +
+           (size_t)(4 * SCAN_CHUNK * V5B_CH + 2 * SCAN_CHUNK * N + 2 * V5B_WARPS * V5B_SC * 32) * sizeof(float);
+}
+
+template <typename T, int N, bool VEC_OK>
+__global__ void __launch_bounds__(V5B_THREADS, V5B_MINB) scan_bwd_v5_kernel(T* du, T* ddelta, float* dA_log,
+        float* dBC, float* dD, T* dz, float* ddbias, const T* dout, const T* u, const T* delta,
+        const float* A_log, const T* Bm, const T* Cm, const float* D, const T* z, const float* dbias,
+        const float* hs, int B, int L, int E) {
+    static_assert(N == 16, "4 threads x 4 states per channel");
+    constexpr int CK = SCAN_CHUNK, S = 4, SC = V5B_SC, NSC = CK / SC, CH = V5B_CH, THREADS = V5B_THREADS;
+    constexpr int VEC = Packed128<T>::size;
+    constexpr int ROWV = CH / VEC;                      // 16-byte vectors per activation row
+    constexpr int BCV = N / VEC;                        // 16-byte vectors per Bm row
+    constexpr int IN_PER_THR = 4 * CK * ROWV / THREADS;
+    constexpr int EV = CK * ROWV / THREADS;             // phase e vectors per thread per tensor
+    static_assert(CK % SC == 0 && SC % 4 == 0 && SC * 8 <= THREADS, "sub-chunks of whole quads");
+    static_assert((4 * CK * ROWV) % THREADS == 0 && (CK * ROWV) % THREADS == 0, "even splits");
+    static_assert((CK * CH / 4) % THREADS == 0 && (2 * CK * N / 4) % THREADS == 0, "even splits");
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T* raw_act = reinterpret_cast<T*>(smem_raw);            // [4][CK][CH]: u, delta, z, dout
+    T* raw_bc = raw_act + 4 * CK * CH;                      // [2][CK][N]: Bm, Cm
+    float* dt_s = reinterpret_cast<float*>(raw_bc + 2 * CK * N);  // swizzled [CK][CH]: dt, then ddelta
+    float* u_s = dt_s + CK * CH;                            // u, then du
+    float* dy_s = u_s + CK * CH;                            // dy
+    float* q_s = dy_s + CK * CH;                            // dout silu'(z), then dz
+    float* B_s = q_s + CK * CH;                             // [CK][N]
+    float* C_s = B_s + CK * N;
+    float* slab = C_s + CK * N;                             // [2][WARPS][SC][32] dB/dC partials
+
+    int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+    int cl = warp * 8 + lane / 4, g = lane % 4;
+    int b = blockIdx.y, eb = blockIdx.x * CH, e = eb + cl;
+    bool ok = e < E;
+    int ec = ok ? e : E - 1;
+    int nc = cdiv(L, CK);
+    size_t nBC = (size_t)B * L * N;
+    float Dv = D[ec], dbias_acc = 0.0f, dD_acc = 0.0f;  // per-thread partials of the channel cl
+    // conversion pass: thread tid always converts channels (tid % 8) * 4 .. +3 (rows tid/8 + 16k)
+    // only A2 = A log2(e) is kept (4 registers fewer): sums that need A are scaled by ln 2 once
+    float A2[S], gr[S], dAacc[S];
+#pragma unroll
+    for (int s = 0; s < S; s++) {
+        A2[s] = -expf(A_log[ec * N + g * S + s]) * LOG2E_F; gr[s] = 0.0f; dAacc[s] = 0.0f;
+    }
+    // lane's value after the 8-channel reduce-scatter: jv = lane >> 2 (dB for jv < 4, else dC) of
+    // state g*4 + (jv & 3); slab row layout: dB[0..16), dC[0..16)
+    const int slab_idx = ((lane >> 4) & 1) * 16 + g * 4 + ((lane >> 2) & 3);
+
+    // tid re-read through an opaque asm at each use site: otherwise the compiler hoists the
+    // chunk-invariant index math of the staging / conversion / phase-e loops out of the chunk loop
+    // and keeps ~40 addresses live through the reverse pass (hundreds of bytes of spills)
+    auto opaque_tid = []() { unsigned t; asm volatile("mov.u32 %0, %%tid.x;" : "=r"(t)); return (int)t; };
+    auto issue_in = [&](int cc) {  // chunk cc's inputs -> raw smem (async on the vector path)
+        int tb = cc * CK, ln = min(CK, L - tb);
+        const int tid = opaque_tid();
+#pragma unroll
+        for (int k = 0; k < IN_PER_THR; k++) {
+            int i = tid + k * THREADS, ts = i / (CK * ROWV), rem = i % (CK * ROWV);
+            int r = rem / ROWV, v = rem % ROWV, e0 = eb + v * VEC;
+            const T* src = ts == 0 ? u : ts == 1 ? delta : ts == 2 ? z : dout;
+            T* dst = raw_act + (ts * CK + r) * CH + v * VEC;
+            bool valid = r < ln;
+            const T* row = src + ((size_t)b * L + tb + (valid ? r : 0)) * E;
+            if (VEC_OK) {
+                cp_async16(dst, row + (e0 < E ? e0 : 0), valid && e0 < E);
+            } else {
+#pragma unroll
+                for (int q = 0; q < VEC; q++) dst[q] = (valid && e0 + q < E) ? row[e0 + q] : from_f32<T>(0.0f);
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < (2 * CK * BCV + THREADS - 1) / THREADS; k++) {
+            int i = tid + k * THREADS;
+            if (i < 2 * CK * BCV) {
+                int w = i / (CK * BCV), rem = i % (CK * BCV), r = rem / BCV, v = rem % BCV;
+                bool valid = r < ln;
+                const T* src = (w == 0 ? Bm : Cm) + ((size_t)b * L + tb + (valid ? r : 0)) * N + v * VEC;
+                cp_async16(raw_bc + (w * CK + r) * N + v * VEC, src, valid);
+            }
+        }
+        cp_async_commit();
+    };
+    auto hs_load = [&](int cc) {
+        return *reinterpret_cast<const float4*>(hs + (((size_t)b * nc + cc) * E + ec) * N + g * S);
+    };
+
+    issue_in(nc - 1);
+    float4 h4 = hs_load(nc - 1);
+    for (int c = nc - 1; c >= 0; c--) {
+        int t0 = c * CK, len = min(CK, L - t0);
+        cp_async_wait_all();
+        __syncthreads();  // raw inputs of chunk c landed; the previous chunk is done with every tile
+        // b. conversion
+        {
+        const int tid = opaque_tid(), cv0 = (tid % 8) * 4;
+#pragma unroll
+        for (int k = 0; k < CK * CH / 4 / THREADS; k++) {
+            int r = tid / 8 + k * (THREADS / 8);
+            float4 uu = lds4f(raw_act + (0 * CK + r) * CH + cv0);
+            float4 dd = lds4f(raw_act + (1 * CK + r) * CH + cv0);
+            float4 zz = lds4f(raw_act + (2 * CK + r) * CH + cv0);
+            float4 go = lds4f(raw_act + (3 * CK + r) * CH + cv0);
+            const float* dv = &dd.x; const float* zv = &zz.x; const float* gv = &go.x;
+            float4 dt4, dy4, q4;
+            float* dtv = &dt4.x; float* dyv = &dy4.x; float* qv = &q4.x;
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                int ee = eb + cv0 + q;
+                bool valid = r < len && ee < E;  // zero-filled inputs there: dy = q = 0 too
+                float s = __fdividef(1.0f, 1.0f + __expf(-zv[q]));
+                dtv[q] = valid ? softplus_fast(dv[q] + __ldg(dbias + min(ee, E - 1))) : 0.0f;
+                dyv[q] = gv[q] * zv[q] * s;
+                qv[q] = gv[q] * s * (1.0f + zv[q] * (1.0f - s));
+            }
+            int o = v5b_sw(r, cv0);
+            *reinterpret_cast<float4*>(dt_s + o) = dt4;
+            *reinterpret_cast<float4*>(u_s + o) = uu;
+            *reinterpret_cast<float4*>(dy_s + o) = dy4;
+            *reinterpret_cast<float4*>(q_s + o) = q4;
+        }
+#pragma unroll
+        for (int k = 0; k < 2 * CK * N / 4 / THREADS; k++) {
+            int i = tid + k * THREADS, w = i / (CK * N / 4), rem = i % (CK * N / 4), r = rem / (N / 4), n4 = (rem % (N / 4)) * 4;
+            *reinterpret_cast<float4*>((w == 0 ? B_s : C_s) + r * N + n4) = lds4f(raw_bc + (w * CK + r) * N + n4);
+        }
+        }
+        __syncthreads();  // tiles ready; the raw buffer is free
+        if (c > 0) issue_in(c - 1);  // lands during this chunk's passes
+        // c. checkpoint pass: the state entering each sub-chunk (dt = 0, B = 0 past L: identity)
+        float hc[NSC][S];
+        {
+            float h[S] = {h4.x, h4.y, h4.z, h4.w};
+#pragma unroll
+            for (int k = 0; k < NSC; k++) {
+#pragma unroll
+                for (int s = 0; s < S; s++) hc[k][s] = h[s];
+#pragma unroll
+                for (int j = 0; j < SC; j++) {
+                    int r = k * SC + j, o = v5b_sw(r, cl);
+                    float dt = dt_s[o], dtu = dt * u_s[o];
+                    float4 bv = *reinterpret_cast<const float4*>(&B_s[r * N + g * S]);
+                    h[0] = ex2_approx(dt * A2[0]) * h[0] + dtu * bv.x;
+                    h[1] = ex2_approx(dt * A2[1]) * h[1] + dtu * bv.y;
+                    h[2] = ex2_approx(dt * A2[2]) * h[2] + dtu * bv.z;
+                    h[3] = ex2_approx(dt * A2[3]) * h[3] + dtu * bv.w;
+                }
+            }
+        }
+        // d. reverse, one sub-chunk at a time
+#pragma unroll
+        for (int k = NSC - 1; k >= 0; k--) {
+            float hsub[SC][S], dAs[SC][S];
+#pragma unroll
+            for (int j = 0; j < SC; j++) {
+                int r = k * SC + j, o = v5b_sw(r, cl);
+                float dt = dt_s[o], dtu = dt * u_s[o];
+                float4 bv = *reinterpret_cast<const float4*>(&B_s[r * N + g * S]);
+                float bb[S] = {bv.x, bv.y, bv.z, bv.w};
+#pragma unroll
+                for (int s = 0; s < S; s++) {
+                    dAs[j][s] = ex2_approx(dt * A2[s]);
+                    hsub[j][s] = dAs[j][s] * (j > 0 ? hsub[j - 1][s] : hc[k][s]) + dtu * bb[s];
+                }
+            }
+            // compiler-only fence: reload dt, u, B, C below instead of keeping the recompute's values
+            // live across the sub-chunk (48 registers: the cause of heavy spilling without it)
+            asm volatile("" ::: "memory");
+            float* slab_w = slab + (((k & 1) * V5B_WARPS + warp) * SC) * 32;
+            float dub[4], dtb[4], yb[4];
+#pragma unroll
+            for (int j = SC - 1; j >= 0; j--) {
+                int r = k * SC + j, o = v5b_sw(r, cl);
+                float dt = dt_s[o], uu = u_s[o], dy = dy_s[o];
+                float4 bv = *reinterpret_cast<const float4*>(&B_s[r * N + g * S]);
+                float4 cv = *reinterpret_cast<const float4*>(&C_s[r * N + g * S]);
+                float bb[S] = {bv.x, bv.y, bv.z, bv.w}, cc4[S] = {cv.x, cv.y, cv.z, cv.w};
+                float v[8], dsum = 0.0f, tsum = 0.0f, ysum = 0.0f, dtu = dt * uu;
+#pragma unroll
+                for (int s = 0; s < S; s++) {
+                    float hp = j > 0 ? hsub[j - 1][s] : hc[k][s];
+                    ysum += cc4[s] * hsub[j][s];
+                    gr[s] += dy * cc4[s];
+                    v[s] = gr[s] * dtu;              // dB
+                    v[S + s] = dy * hsub[j][s];      // dC
+                    dsum += gr[s] * bb[s];
+                    float ghdA = gr[s] * hp * dAs[j][s];
+                    tsum += ghdA * A2[s];
+                    dAacc[s] += ghdA * dt;
+                    gr[s] *= dAs[j][s];
+                }
+                dub[j % 4] = dsum * dt;
+                dtb[j % 4] = tsum * LN2_F + dsum * uu;  // sum_s g (hp dA A + B u)
+                yb[j % 4] = ysum;                    // sum_n C h (this thread's 4 states)
+                reduce_scatter_lanes<4, 16>(v, lane);
+                reduce_scatter_lanes<2, 8>(v, lane);
+                reduce_scatter_lanes<1, 4>(v, lane);
+                slab_w[j * 32 + slab_idx] = v[0];
+                if (j % 4 == 0) {  // steps r .. r+3 done by the whole quad: thread g finishes step r + g
+                    reduce_scatter_level<2>(dub, lane); reduce_scatter_level<2>(dtb, lane);
+                    reduce_scatter_level<2>(yb, lane);
+                    reduce_scatter_level<1>(dub, lane); reduce_scatter_level<1>(dtb, lane);
+                    reduce_scatter_level<1>(yb, lane);
+                    int oo = v5b_sw(r + g, cl);
+                    float uo = u_s[oo], dto = dt_s[oo], dyo = dy_s[oo], qo = q_s[oo];
+                    float dd = dtb[0] * dsoftplus_from_dt(dto);
+                    u_s[oo] = dub[0] + dyo * Dv;               // du
+                    dt_s[oo] = dd;                             // ddelta
+                    q_s[oo] = (yb[0] + Dv * uo) * qo;          // dz
+                    dbias_acc += dd;                           // 0 past L / E (dt = 0 there)
+                    dD_acc += dyo * uo;                        // 0 there too (dy = 0)
+                }
+            }
+            __syncthreads();  // slab[k & 1] complete (and, at k = 0, every tile)
+            const int tidf = opaque_tid();
+            if (tidf < SC * 8) {  // step j, float4 qv: dB[4qv..] (qv < 4) or dC[4(qv-4)..]
+                int j = tidf / 8, qv = tidf % 8, r = k * SC + j;
+                if (r < len) {
+                    const float* sp = slab + ((k & 1) * V5B_WARPS * SC + j) * 32 + qv * 4;
+                    float4 acc = *reinterpret_cast<const float4*>(sp);
+#pragma unroll
+                    for (int w = 1; w < V5B_WARPS; w++) {
+                        float4 x = *reinterpret_cast<const float4*>(sp + w * SC * 32);
+                        acc.x += x.x; acc.y += x.y; acc.z += x.z; acc.w += x.w;
+                    }
+                    size_t off = ((size_t)b * L + t0 + r) * N + (qv % 4) * 4 + (qv >= 4 ? nBC : 0);
+                    atomicAdd(reinterpret_cast<float4*>(dBC + off), acc);
+                }
+            }
+        }
+        if (c > 0) h4 = hs_load(c - 1);  // used after the next conversion
+        // e. du, ddelta, dz += tiles; every old value is loaded before any is used
+        const int tid = opaque_tid();
+        Packed128<T> od[EV][3];
+#pragma unroll
+        for (int k = 0; k < EV; k++) {
+            int i = tid + k * THREADS, r = i / ROWV, v = i % ROWV, e0 = eb + v * VEC;
+            size_t off = ((size_t)b * L + t0 + (r < len ? r : 0)) * E;
+            if (VEC_OK) {
+                if (r < len && e0 < E) {
+                    od[k][0] = load128cs(du + off + e0);
+                    od[k][1] = load128cs(ddelta + off + e0);
+                    od[k][2] = load128cs(dz + off + e0);
+                }
+            } else {
+#pragma unroll
+                for (int q = 0; q < VEC; q++) {
+                    bool in = r < len && e0 + q < E;
+                    od[k][0].v[q] = in ? du[off + e0 + q] : from_f32<T>(0.0f);
+                    od[k][1].v[q] = in ? ddelta[off + e0 + q] : from_f32<T>(0.0f);
+                    od[k][2].v[q] = in ? dz[off + e0 + q] : from_f32<T>(0.0f);
+                }
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < EV; k++) {
+            int i = tid + k * THREADS, r = i / ROWV, v = i % ROWV, e0 = eb + v * VEC;
+            if (r >= len) continue;
+            size_t off = ((size_t)b * L + t0 + r) * E;
+            Packed128<T> pu, pd, pz;
+#pragma unroll
+            for (int q4 = 0; q4 < VEC; q4 += 4) {
+                int o = v5b_sw(r, v * VEC + q4);  // 4 consecutive channels stay consecutive
+                float4 a = *reinterpret_cast<const float4*>(u_s + o);
+                float4 d = *reinterpret_cast<const float4*>(dt_s + o);
+                float4 zq = *reinterpret_cast<const float4*>(q_s + o);
+                const float* av = &a.x; const float* dv = &d.x; const float* zv = &zq.x;
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    pu.set(q4 + q, od[k][0].f(q4 + q) + av[q]);
+                    pd.set(q4 + q, od[k][1].f(q4 + q) + dv[q]);
+                    pz.set(q4 + q, od[k][2].f(q4 + q) + zv[q]);
+                }
+            }
+            if (VEC_OK) {
+                if (e0 < E) { store128(du + off + e0, pu); store128(ddelta + off + e0, pd); store128(dz + off + e0, pz); }
+            } else {
+#pragma unroll
+                for (int q = 0; q < VEC; q++)
+                    if (e0 + q < E) { du[off + e0 + q] = pu.v[q]; ddelta[off + e0 + q] = pd.v[q]; dz[off + e0 + q] = pz.v[q]; }
+            }
+        }
+    }
+    // parameter grads: dD and ddelta_bias over the channel's quad, dA_log per thread
+    dbias_acc += __shfl_xor_sync(0xffffffffu, dbias_acc, 1);
+    dbias_acc += __shfl_xor_sync(0xffffffffu, dbias_acc, 2);
+    dD_acc += __shfl_xor_sync(0xffffffffu, dD_acc, 1);
+    dD_acc += __shfl_xor_sync(0xffffffffu, dD_acc, 2);
+    if (ok) {
+        if (g == 0) { atomicAdd(ddbias + e, dbias_acc); atomicAdd(dD + e, dD_acc); }
+#pragma unroll
+        for (int s = 0; s < S; s++) atomicAdd(dA_log + e * N + g * S + s, dAacc[s] * A2[s] * LN2_F);
+    }
+}
+
+template <typename T, int N>
+static void scan_bwd_v5(T* du, T* ddelta, float* dA_log, T* dBm, T* dCm, float* dD, T* dz, float* ddbias,
+                        const T* dout, const T* u, const T* delta, const float* A_log, const T* Bm,
+                        const T* Cm, const float* D, const T* z, const float* dbias, const float* hs,
+                        int B, int L, int E) {
+    const size_t smem = scan_bwd_v5_smem<T, N>();
+    static bool attr_set = false;
+    if (!attr_set) {
+        cudaCheck(cudaFuncSetAttribute(scan_bwd_v5_kernel<T, N, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        cudaCheck(cudaFuncSetAttribute(scan_bwd_v5_kernel<T, N, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        attr_set = true;
+    }
+    size_t nBC = (size_t)B * L * N;
+    float* acc = bc_scratch(2 * nBC);
+    cudaCheck(cudaMemsetAsync(acc, 0, 2 * nBC * sizeof(float)));
+    dim3 grid(cdiv(E, V5B_CH), B);
+    if (E % Packed128<T>::size == 0)
+        scan_bwd_v5_kernel<T, N, true><<<grid, V5B_THREADS, smem>>>(du, ddelta, dA_log, acc, dD, dz, ddbias, dout,
+                u, delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E);
+    else
+        scan_bwd_v5_kernel<T, N, false><<<grid, V5B_THREADS, smem>>>(du, ddelta, dA_log, acc, dD, dz, ddbias, dout,
+                u, delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E);
+    cudaCheckLaunch();
+    scan_bwd_finalize<T>(dBm, dCm, acc, nBC);
+}
+
+// ---------------------------------------------------------------------------
 // dispatch
 
-#define SCAN_BWD_VERSIONS 4
+#define SCAN_BWD_VERSIONS 5
 // the forward used to produce hs and for the fwd+bwd timing (env SCAN_FWD_BEST overrides)
 static int scan_fwd_best() {
     const char* s = getenv("SCAN_FWD_BEST");
@@ -728,6 +1105,7 @@ static const char* scan_bwd_version_name(int v) {
         case 2: return "v2 recompute chunk, regs";
         case 3: return "v3 v2 + reduce-scatter";
         case 4: return "v4 4thr/ch, 8-step subchunks";
+        case 5: return "v5 cp.async, slab dB/dC";
     }
     return "?";
 }
@@ -742,6 +1120,7 @@ static void scan_bwd_run(int v, T* du, T* ddelta, float* dA_log, T* dBm, T* dCm,
         case 1: scan_bwd_v1<T, 16>(du, ddelta, dA_log, dBm, dCm, dD, dz, ddbias, dout, u, delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E); break;
         case 3: scan_bwd_v2<T, 16, true>(du, ddelta, dA_log, dBm, dCm, dD, dz, ddbias, dout, u, delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E); break;
         case 4: scan_bwd_v4<T, 16>(du, ddelta, dA_log, dBm, dCm, dD, dz, ddbias, dout, u, delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E); break;
+        case 5: scan_bwd_v5<T, 16>(du, ddelta, dA_log, dBm, dCm, dD, dz, ddbias, dout, u, delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E); break;
         case 2: scan_bwd_v2<T, 16, false>(du, ddelta, dA_log, dBm, dCm, dD, dz, ddbias, dout, u, delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E); break;
         default: FATAL("no backward version %d", v);
     }

@@ -685,9 +685,243 @@ static void scan_fwd_v5(T* out, float* hs, const T* u, const T* delta, const flo
 }
 
 // ---------------------------------------------------------------------------
+// version 7: v5 (TPC = 4) with the global loads moved off the registers and two tiles ahead.
+// v5 measured ~2x its prediction and bf16 no faster than fp32: the kernel is latency-bound at the
+// tile edges, and its prefetch distance is one 32-step tile (~1.7 us of SM compute, about one
+// loaded-HBM latency). Here tile t+2 is copied with 16-byte cp.async (zero-filled past L / E) into
+// a 2-slot raw smem ring while tile t computes; the staging pass reads the raw tile from smem
+// (same conversion/softplus code as v5). No prefetch registers are live during the scan (v5 holds
+// 4 (bf16) / 8 (fp32) 16-byte packs across it). Same barriers per tile as v5 (the wait for tile t+1
+// sits before the existing post-scan barrier). Extra smem: 16 KB (bf16) / 32 KB (fp32) dynamic.
+// Prediction: bf16 0.125-0.140 ms at L=1024 (from 0.153), fp32 ~0.130; L=4096 0.49-0.55 / ~0.50.
+// If it does not move, the edge latency is not the load but the staging/reduction work itself.
+
+__device__ __forceinline__ void cp_async16(void* sdst, const void* gsrc, bool full) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(sdst);
+    int n = full ? 16 : 0;  // src-size 0: 16 zero bytes, nothing read
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gsrc), "r"(n) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+// all but the most recently committed group are complete
+__device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+
+template <typename T, int N, bool VEC_OK, int TPC, bool FAST_SP>
+__global__ void __launch_bounds__(V5_CH * TPC) scan_fwd_v7_kernel(T* out, float* hs, const T* u,
+        const T* delta, const float* A_log, const T* Bm, const T* Cm, const float* D, const T* z,
+        const float* dbias, int B, int L, int E) {
+    constexpr int THREADS = V5_CH * TPC;
+    constexpr int VEC = Packed128<T>::size;
+    constexpr int S = N / TPC;                       // states per thread
+    constexpr int CPW = 32 / TPC;                    // channels per warp
+    constexpr int ROWV = V5_CH / VEC;
+    constexpr int ACT_PER_THR = V5_TT * ROWV / THREADS;
+    constexpr int BC_VECS = V5_TT * N / VEC;
+    constexpr int BC_PER_THR = (2 * BC_VECS + THREADS - 1) / THREADS;
+    static_assert(TPC == 2 || TPC == 4, "the y reduce-scatter below handles 2 or 4 threads per channel");
+    static_assert(S % 4 == 0, "states per thread must be a multiple of 4 (float4 B/C loads)");
+    static_assert(V5_TT % TPC == 0 && SCAN_CHUNK % V5_TT == 0, "tile shapes");
+    static_assert(V5_TT * ROWV % THREADS == 0, "activation tile must split evenly");
+    static_assert((N * sizeof(T)) % 16 == 0, "Bm/Cm rows must be whole 16-byte vectors");
+
+    __shared__ __align__(16) float u_s[V5_TT][V5_CH + V5_OPAD];
+    __shared__ __align__(16) float z_s[V5_TT][V5_CH + V5_OPAD];
+    __shared__ __align__(16) float o_s[V5_TT][V5_CH + V5_OPAD];
+    __shared__ __align__(16) float2 dd_s[V5_TT][V5_CH];
+    __shared__ __align__(16) float B_s[V5_TT][N];
+    __shared__ __align__(16) float C_s[V5_TT][N];
+    __shared__ float bias_s[V5_CH];
+
+    int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+    int cl = warp * CPW + lane / TPC, g = lane % TPC;
+    int b = blockIdx.y, eb = blockIdx.x * V5_CH, e = eb + cl;
+    bool ch_ok = e < E;
+    int ec = ch_ok ? e : E - 1;
+    int nc = cdiv(L, SCAN_CHUNK);
+    if (tid < V5_CH) bias_s[tid] = dbias[min(eb + tid, E - 1)];
+    float A2[S], h[S];
+#pragma unroll
+    for (int s = 0; s < S; s++) { A2[s] = -expf(A_log[ec * N + g * S + s]) * LOG2E_F; h[s] = 0.0f; }
+    float Dv = D[ec];
+
+    Packed128<T> pu[ACT_PER_THR], pd[ACT_PER_THR], pz[ACT_PER_THR], pbc[BC_PER_THR];
+    // raw ring: 2 slots of [u, delta, z: TT x CH][Bm, Cm: TT x N] in T; tile t0 uses slot (t0/TT) & 1
+    extern __shared__ __align__(16) unsigned char v7_raw[];
+    constexpr int SLOT = 3 * V5_TT * V5_CH + 2 * V5_TT * N;
+    auto slot_of = [&](int t0) { return reinterpret_cast<T*>(v7_raw) + ((t0 / V5_TT) & 1) * SLOT; };
+    auto issue = [&](int t0) {  // async copies of tile t0 (zero-filled past L / E); always commits
+        T* raw = slot_of(t0);
+        if (t0 < L) {
+#pragma unroll
+            for (int k = 0; k < ACT_PER_THR; k++) {
+                int i = tid + k * THREADS, r = i / ROWV, cv = i % ROWV, t = t0 + r, e0 = eb + cv * VEC;
+                bool valid = t < L;
+                size_t off = ((size_t)b * L + (valid ? t : 0)) * E;
+#pragma unroll
+                for (int w = 0; w < 3; w++) {
+                    const T* src = (w == 0 ? u : w == 1 ? delta : z) + off;
+                    T* dst = raw + (w * V5_TT + r) * V5_CH + cv * VEC;
+                    if (VEC_OK) {
+                        cp_async16(dst, src + (e0 < E ? e0 : 0), valid && e0 < E);
+                    } else {
+#pragma unroll
+                        for (int q = 0; q < VEC; q++) dst[q] = (valid && e0 + q < E) ? src[e0 + q] : from_f32<T>(0.0f);
+                    }
+                }
+            }
+#pragma unroll
+            for (int k = 0; k < BC_PER_THR; k++) {
+                int j = tid + k * THREADS;
+                if (j < 2 * BC_VECS) {
+                    int i = j % BC_VECS, r = i / (N / VEC), nv = i % (N / VEC), t = t0 + r;
+                    const T* src = (j < BC_VECS ? Bm : Cm) + ((size_t)b * L + (t < L ? t : 0)) * N + nv * VEC;
+                    cp_async16(raw + 3 * V5_TT * V5_CH + (j < BC_VECS ? 0 : V5_TT * N) + r * N + nv * VEC, src, t < L);
+                }
+            }
+        }
+        cp_async_commit();
+    };
+    auto stage = [&](int t0) {
+        const T* raw = slot_of(t0);
+#pragma unroll
+        for (int k = 0; k < ACT_PER_THR; k++) {
+            int i = tid + k * THREADS, r = i / ROWV, cv = i % ROWV;
+            pu[k] = *reinterpret_cast<const Packed128<T>*>(raw + (0 * V5_TT + r) * V5_CH + cv * VEC);
+            pd[k] = *reinterpret_cast<const Packed128<T>*>(raw + (1 * V5_TT + r) * V5_CH + cv * VEC);
+            pz[k] = *reinterpret_cast<const Packed128<T>*>(raw + (2 * V5_TT + r) * V5_CH + cv * VEC);
+        }
+#pragma unroll
+        for (int k = 0; k < BC_PER_THR; k++) {
+            int j = tid + k * THREADS;
+            if (j < 2 * BC_VECS) {
+                int i = j % BC_VECS, r = i / (N / VEC), nv = i % (N / VEC);
+                pbc[k] = *reinterpret_cast<const Packed128<T>*>(raw + 3 * V5_TT * V5_CH + (j < BC_VECS ? 0 : V5_TT * N) + r * N + nv * VEC);
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < ACT_PER_THR; k++) {
+            int i = tid + k * THREADS, r = i / ROWV, cv = i % ROWV, t = t0 + r;
+#pragma unroll
+            for (int j = 0; j < VEC; j += 4) {
+                float4 uf, zf;
+                float* uv = &uf.x; float* zv = &zf.x;
+                float dtv[4];
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    int c = cv * VEC + j + q;
+                    uv[q] = pu[k].f(j + q);
+                    zv[q] = pz[k].f(j + q);
+                    float x = pd[k].f(j + q) + bias_s[c];
+                    float sp = FAST_SP ? softplus_fast(x) : softplus_dev(x);
+                    dtv[q] = (t < L && eb + c < E) ? sp : 0.0f;
+                }
+                int c0 = cv * VEC + j;
+                *reinterpret_cast<float4*>(&u_s[r][c0]) = uf;
+                *reinterpret_cast<float4*>(&z_s[r][c0]) = zf;
+                *reinterpret_cast<float4*>(&dd_s[r][c0]) = make_float4(dtv[0], dtv[0] * uv[0], dtv[1], dtv[1] * uv[1]);
+                *reinterpret_cast<float4*>(&dd_s[r][c0 + 2]) = make_float4(dtv[2], dtv[2] * uv[2], dtv[3], dtv[3] * uv[3]);
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < BC_PER_THR; k++) {
+            int j = tid + k * THREADS;
+            if (j < 2 * BC_VECS) {
+                int i = j % BC_VECS, r = i / (N / VEC), nv = i % (N / VEC);
+                float* dst = j < BC_VECS ? &B_s[r][nv * VEC] : &C_s[r][nv * VEC];
+#pragma unroll
+                for (int q = 0; q < VEC; q++) dst[q] = pbc[k].f(q);
+            }
+        }
+    };
+
+    __syncthreads();  // bias_s
+    issue(0);
+    issue(V5_TT);
+    cp_async_wait_one();  // tile 0 landed (tile 1 may be in flight)
+    __syncthreads();
+    stage(0);
+    __syncthreads();
+    for (int t0 = 0; t0 < L; t0 += V5_TT) {
+        bool more = t0 + V5_TT < L;
+        issue(t0 + 2 * V5_TT);  // into tile t0's slot, staged before the last barrier
+        if (t0 % SCAN_CHUNK == 0 && ch_ok) {
+            float* hp = hs + (((size_t)b * nc + t0 / SCAN_CHUNK) * E + e) * N + g * S;
+#pragma unroll
+            for (int s = 0; s < S; s += 4)
+                *reinterpret_cast<float4*>(hp + s) = make_float4(h[s], h[s + 1], h[s + 2], h[s + 3]);
+        }
+#pragma unroll 2
+        for (int q = 0; q < V5_TT / TPC; q++) {
+            float yq[TPC];
+#pragma unroll
+            for (int j = 0; j < TPC; j++) {
+                int r = q * TPC + j;
+                float2 d = dd_s[r][cl];
+                float y = 0.0f;
+#pragma unroll
+                for (int s = 0; s < S; s += 4) {
+                    float4 bv = *reinterpret_cast<const float4*>(&B_s[r][g * S + s]);
+                    float4 cv = *reinterpret_cast<const float4*>(&C_s[r][g * S + s]);
+                    h[s + 0] = ex2_approx(d.x * A2[s + 0]) * h[s + 0] + d.y * bv.x;
+                    h[s + 1] = ex2_approx(d.x * A2[s + 1]) * h[s + 1] + d.y * bv.y;
+                    h[s + 2] = ex2_approx(d.x * A2[s + 2]) * h[s + 2] + d.y * bv.z;
+                    h[s + 3] = ex2_approx(d.x * A2[s + 3]) * h[s + 3] + d.y * bv.w;
+                    y += cv.x * h[s + 0] + cv.y * h[s + 1] + cv.z * h[s + 2] + cv.w * h[s + 3];
+                }
+                yq[j] = y;
+            }
+            // reduce-scatter over the TPC threads of the channel: thread g ends with step q*TPC + g
+            if (TPC >= 4) reduce_scatter_level<(TPC >= 4 ? TPC / 2 : 1)>(yq, lane);
+            if (TPC >= 2) reduce_scatter_level<1>(yq, lane);
+            int r = q * TPC + g;
+            o_s[r][cl] = (yq[0] + Dv * u_s[r][cl]) * silu_dev(z_s[r][cl]);
+        }
+        cp_async_wait_one();  // this thread's copies of tile t0 + TT landed; the barrier publishes them
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < ACT_PER_THR; k++) {
+            int i = tid + k * THREADS, r = i / ROWV, cv = i % ROWV, t = t0 + r, ee = eb + cv * VEC;
+            if (t < L) {
+                Packed128<T> p;
+#pragma unroll
+                for (int q = 0; q < VEC; q++) p.set(q, o_s[r][cv * VEC + q]);
+                T* dst = out + ((size_t)b * L + t) * E;
+                if (VEC_OK) {
+                    if (ee < E) store128cs(dst + ee, p);
+                } else {
+#pragma unroll
+                    for (int q = 0; q < VEC; q++)
+                        if (ee + q < E) dst[ee + q] = p.v[q];
+                }
+            }
+        }
+        if (more) stage(t0 + V5_TT);
+        __syncthreads();
+    }
+}
+
+template <typename T, int N>
+static void scan_fwd_v7(T* out, float* hs, const T* u, const T* delta, const float* A_log, const T* Bm,
+                        const T* Cm, const float* D, const T* z, const float* dbias, int B, int L, int E) {
+    const int smem = 2 * (3 * V5_TT * V5_CH + 2 * V5_TT * N) * (int)sizeof(T);
+    static bool attr_set = false;
+    if (!attr_set) {
+        cudaCheck(cudaFuncSetAttribute(scan_fwd_v7_kernel<T, N, true, 4, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        cudaCheck(cudaFuncSetAttribute(scan_fwd_v7_kernel<T, N, false, 4, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        attr_set = true;
+    }
+    dim3 grid(cdiv(E, V5_CH), B);
+    if (E % Packed128<T>::size == 0)
+        scan_fwd_v7_kernel<T, N, true, 4, true><<<grid, V5_CH * 4, smem>>>(out, hs, u, delta, A_log, Bm, Cm, D, z, dbias, B, L, E);
+    else
+        scan_fwd_v7_kernel<T, N, false, 4, true><<<grid, V5_CH * 4, smem>>>(out, hs, u, delta, A_log, Bm, Cm, D, z, dbias, B, L, E);
+    cudaCheckLaunch();
+}
+
+// ---------------------------------------------------------------------------
 // dispatch
 
-#define SCAN_FWD_VERSIONS 6
+#define SCAN_FWD_VERSIONS 7
 static const char* scan_fwd_version_name(int v) {
     switch (v) {
         case 1: return "v1 naive thread/(b,e)";
@@ -696,6 +930,7 @@ static const char* scan_fwd_version_name(int v) {
         case 4: return "v4 fused 4thr/ch prefetch";
         case 5: return "v5 v4 + fast softplus";
         case 6: return "v6 v5 with 2thr/ch x 8 st";
+        case 7: return "v7 v5 + cp.async 2 tiles ahead";
     }
     return "?";
 }
@@ -712,6 +947,7 @@ static void scan_fwd_run(int v, T* out, float* hs, const T* u, const T* delta, c
         case 4: scan_fwd_v4<T, 16>(out, hs, u, delta, A_log, Bm, Cm, D, z, dbias, B, L, E); break;
         case 5: scan_fwd_v5<T, 16, 4>(out, hs, u, delta, A_log, Bm, Cm, D, z, dbias, B, L, E); break;
         case 6: scan_fwd_v5<T, 16, 2>(out, hs, u, delta, A_log, Bm, Cm, D, z, dbias, B, L, E); break;
+        case 7: scan_fwd_v7<T, 16>(out, hs, u, delta, A_log, Bm, Cm, D, z, dbias, B, L, E); break;
         default: FATAL("no forward version %d", v);
     }
 }
