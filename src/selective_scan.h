@@ -217,7 +217,7 @@ static void selective_scan_step_cpu(float* out, float* h, const float* u, const 
 // Two kernel pairs; the launchers at the end choose (see "dispatch" there).
 //
 // Fast kernels, N == 16 (Mamba's d_state). At B=8, E=1536, L=1024 on an H100 (fp32) they take
-// 0.14 ms forward + 1.14 ms backward per layer; the generic pair below takes ~10 ms.
+// 0.12 ms forward + 1.14 ms backward per layer; the generic pair below takes ~10 ms.
 //  - A block owns 32 consecutive channels of one batch element: 4 threads per channel, each
 //    holding 4 of the 16 states in registers and running sequentially over time, so a
 //    state-step costs one exp and a few FMAs, the minimum; no scan-tree overhead.
@@ -225,8 +225,10 @@ static void selective_scan_step_cpu(float* out, float* h, const float* u, const 
 //    softplus also uses the SFU (__expf, __logf) instead of log1pf's long software path.
 //  - u, dt = softplus(delta + bias), dt*u, z and the Bm/Cm rows are staged in shared memory once
 //    per block, so per-(t, e) work is done once and not once per state.
-//  - Forward: 32-step tiles, loaded with 16-byte vectors one tile ahead (prefetch into registers
-//    during the current tile's scan). y = sum_n Cm*h is reduced over the channel's 4 threads by a
+//  - Forward: 32-step tiles, copied global -> shared with cp.async two tiles ahead into a 2-slot
+//    ring (v7: one tile of register prefetch, as v5 had, left the loads' latency exposed at the
+//    tile edges and kept 8 packs live across the scan; 0.124 vs 0.140 ms at L=1024, 0.47 vs 0.54
+//    at L=4096), then staged. y = sum_n Cm*h is reduced over the channel's 4 threads by a
 //    reduce-scatter (3 shuffles per 4 steps); each thread then finishes one step (D skip, silu).
 //  - Backward: 64-step chunks, last to first. A checkpoint pass recomputes the chunk from hs and
 //    keeps the state entering each 8-step sub-chunk; each sub-chunk is then recomputed with h and
@@ -235,7 +237,7 @@ static void selective_scan_step_cpu(float* out, float* h, const float* u, const 
 //    atomic per (block, t, 4 states) per chunk. du, ddt: 4-thread reduce-scatter. dA_log, dD,
 //    ddelta_bias: register sums, one atomic per thread at the end.
 // The versions that led here (floor arithmetic, predictions, timings) are in dev/notes_scan.md and
-// dev/selective_scan_{forward,backward}.cu: src holds forward v5 and backward v4.
+// dev/selective_scan_{forward,backward}.cu: src holds forward v7 and backward v4.
 //
 // Generic kernels, any N <= 64 (the fallback): one thread per (b, e, n), G = (power of two >= N,
 // at most 32) lanes of a warp share (b, e), sums over n are warp shuffles inside the group.
@@ -299,27 +301,35 @@ __device__ __forceinline__ void scan_reduce_scatter(float* v, int lane) {
 // 16 bytes of floatX, for vector loads/stores
 struct alignas(16) ScanPack { floatX v[SCAN_VEC]; };
 
-// the SCAN_VEC values of a row at channels [e0, e0 + SCAN_VEC); zeros outside [0, E) or if !valid.
-// VEC: one streaming 16-byte load (E % SCAN_VEC == 0 and an aligned row), else scalar loads.
-template <bool VEC>
-__device__ __forceinline__ ScanPack scan_load_row(const floatX* row, int e0, int E, bool valid) {
-    ScanPack p;
-    if (VEC) {
-        if (valid && e0 < E) {
-            *reinterpret_cast<int4*>(&p) = __ldcs(reinterpret_cast<const int4*>(row + e0));
-            return p;
-        }
-        #pragma unroll
-        for (int k = 0; k < SCAN_VEC; k++) p.v[k] = (floatX)0.0f;
-    } else {
-        #pragma unroll
-        for (int k = 0; k < SCAN_VEC; k++) p.v[k] = (valid && e0 + k < E) ? row[e0 + k] : (floatX)0.0f;
-    }
-    return p;
+// cp.async: a global -> shared copy that does not pass through registers; the thread goes on at
+// once and waits for its copies later (cp.async.wait_group). BYTES = 16 (.cg, cached in L2 only;
+// the source must be 16-byte aligned) or 4 (.ca; a float anywhere). full = false reads nothing and
+// zero-fills the destination (rows past L, channels past E).
+template <int BYTES>
+__device__ __forceinline__ void scan_cp_async(void* sdst, const void* gsrc, bool full) {
+    static_assert(BYTES == 16 || BYTES == 4, "cp.async sizes used here");
+    unsigned s = (unsigned)__cvta_generic_to_shared(sdst);
+    int n = full ? BYTES : 0;
+    if constexpr (BYTES == 16)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gsrc), "r"(n) : "memory");
+    else
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gsrc), "r"(n) : "memory");
 }
+__device__ __forceinline__ void scan_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// all of this thread's committed groups but the most recent one have landed
+__device__ __forceinline__ void scan_cp_async_wait_one() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
 
-// forward: grid (ceil(E / 32), B), block 128, 27.8 KB static shared memory.
-// Thread tid owns channel eb + tid/4 and its states [4g, 4g+4), g = tid % 4.
+// the forward's ring of raw input tiles: 2 slots, each [u, delta, z: TILE x CH][Bm, Cm: TILE x N]
+// in floatX, as read from global memory (dynamic shared memory: 32 KB for fp32)
+constexpr int SCAN_FWD_SLOT = 3 * SCAN_FWD_TILE * SCAN_FAST_CH + 2 * SCAN_FWD_TILE * SCAN_FAST_N;
+static constexpr size_t scan_fwd_fast_smem() { return 2 * (size_t)SCAN_FWD_SLOT * sizeof(floatX); }
+
+// forward: grid (ceil(E / 32), B), block 128, 27.8 KB static + scan_fwd_fast_smem() dynamic
+// shared memory. Thread tid owns channel eb + tid/4 and its states [4g, 4g+4), g = tid % 4.
+// Per 32-step tile t: issue the copies of tile t+2 into the slot tile t was staged from, scan
+// tile t from the staged arrays, wait for tile t+1's copies, barrier, store tile t's out and
+// stage tile t+1 (convert, dt = softplus) from its slot, barrier.
+// VEC: u, delta, z, out rows as 16-byte vectors (E % SCAN_VEC == 0, aligned), else per element.
 template <bool VEC>
 __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast_kernel(
     floatX* __restrict__ out, float* __restrict__ hs, const floatX* __restrict__ u,
@@ -332,7 +342,9 @@ __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast
     constexpr int ACT_PER_THR = TT * ROWV / THREADS;    // such vectors per thread per tile
     constexpr int BC_VECS = TT * N / SCAN_VEC;          // vectors per Bm (or Cm) tile
     constexpr int BC_PER_THR = (2 * BC_VECS + THREADS - 1) / THREADS;
+    constexpr int BM_OFF = 3 * TT * CH, CM_OFF = BM_OFF + TT * N;  // offsets inside a slot
     static_assert(TT * ROWV % THREADS == 0, "the activation tile must split evenly over the threads");
+    static_assert(N % SCAN_VEC == 0, "Bm/Cm rows must be whole 16-byte vectors");
 
     __shared__ __align__(16) float u_s[TT][W];
     __shared__ __align__(16) float z_s[TT][W];
@@ -341,6 +353,7 @@ __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast
     __shared__ __align__(16) float B_s[TT][N];
     __shared__ __align__(16) float C_s[TT][N];
     __shared__ float bias_s[CH];
+    extern __shared__ __align__(16) unsigned char scan_fwd_ring[];  // scan_fwd_fast_smem() bytes
 
     int tid = threadIdx.x, lane = tid % 32;
     int cl = tid / 4, g = tid % 4;  // channel within the block, state group
@@ -348,45 +361,64 @@ __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast
     bool ch_ok = e < E;
     int ec = ch_ok ? e : E - 1;     // channels past E compute on a valid one and store nothing
     int nc = (L + SCAN_CHUNK - 1) / SCAN_CHUNK;
-    if (tid < CH) bias_s[tid] = delta_bias[min(eb + tid, E - 1)];
-    float A2[S], h[S];
-    #pragma unroll
-    for (int s = 0; s < S; s++) { A2[s] = -expf(A_log[ec * N + g * S + s]) * SCAN_LOG2E; h[s] = 0.0f; }
-    float Dv = D[ec];
 
-    // issue the global loads of the tile at t0 into registers (rows past L read as zeros)
-    ScanPack pu[ACT_PER_THR], pd[ACT_PER_THR], pz[ACT_PER_THR], pbc[BC_PER_THR];
-    auto prefetch = [&](int t0) {
-        #pragma unroll
-        for (int k = 0; k < ACT_PER_THR; k++) {
-            int i = tid + k * THREADS, r = i / ROWV, cv = i % ROWV, t = t0 + r;
-            size_t off = ((size_t)b * L + (t < L ? t : 0)) * E;
-            pu[k] = scan_load_row<VEC>(u + off, eb + cv * SCAN_VEC, E, t < L);
-            pd[k] = scan_load_row<VEC>(delta + off, eb + cv * SCAN_VEC, E, t < L);
-            pz[k] = scan_load_row<VEC>(z + off, eb + cv * SCAN_VEC, E, t < L);
-        }
-        #pragma unroll
-        for (int k = 0; k < BC_PER_THR; k++) {  // vectors [0, BC_VECS) are Bm's, the rest Cm's
-            int j = tid + k * THREADS;
-            if (j < 2 * BC_VECS) {
-                int i = j % BC_VECS, r = i / (N / SCAN_VEC), nv = i % (N / SCAN_VEC), t = t0 + r;
-                const floatX* src = j < BC_VECS ? Bm : Cm;
-                if (t < L) {
-                    *reinterpret_cast<int4*>(&pbc[k]) =
-                        __ldcs(reinterpret_cast<const int4*>(src + ((size_t)b * L + t) * N + nv * SCAN_VEC));
-                } else {
-                    #pragma unroll
-                    for (int q = 0; q < SCAN_VEC; q++) pbc[k].v[q] = (floatX)0.0f;
+    // the ring slot of the tile starting at t0
+    auto slot_of = [&](int t0) {
+        return reinterpret_cast<floatX*>(scan_fwd_ring) + ((t0 / TT) & 1) * SCAN_FWD_SLOT;
+    };
+    // start the copies of the tile at t0 (zeros past L and past E) and commit them as one group.
+    // Past the end it commits an empty group, so "all but the newest group" keeps meaning the
+    // tile before. Only the fp32 scalar path can copy single elements (4-byte cp.async); a 2-byte
+    // floatX there is loaded and stored synchronously.
+    auto issue = [&](int t0) {
+        floatX* slot = slot_of(t0);
+        if (t0 < L) {
+            #pragma unroll
+            for (int k = 0; k < ACT_PER_THR; k++) {
+                int i = tid + k * THREADS, r = i / ROWV, cv = i % ROWV, t = t0 + r, e0 = eb + cv * SCAN_VEC;
+                bool row_ok = t < L;
+                size_t off = ((size_t)b * L + (row_ok ? t : 0)) * E;
+                #pragma unroll
+                for (int w = 0; w < 3; w++) {
+                    const floatX* src = (w == 0 ? u : w == 1 ? delta : z) + off;
+                    floatX* dst = slot + (w * TT + r) * CH + cv * SCAN_VEC;
+                    if constexpr (VEC) {
+                        scan_cp_async<16>(dst, src + (e0 < E ? e0 : 0), row_ok && e0 < E);
+                    } else if constexpr (sizeof(floatX) == 4) {
+                        #pragma unroll
+                        for (int q = 0; q < SCAN_VEC; q++)
+                            scan_cp_async<4>(dst + q, src + (e0 + q < E ? e0 + q : 0), row_ok && e0 + q < E);
+                    } else {
+                        #pragma unroll
+                        for (int q = 0; q < SCAN_VEC; q++)
+                            dst[q] = (row_ok && e0 + q < E) ? src[e0 + q] : (floatX)0.0f;
+                    }
+                }
+            }
+            #pragma unroll
+            for (int k = 0; k < BC_PER_THR; k++) {  // vectors [0, BC_VECS) are Bm's, the rest Cm's
+                int j = tid + k * THREADS;
+                if (j < 2 * BC_VECS) {
+                    int i = j % BC_VECS, r = i / (N / SCAN_VEC), nv = i % (N / SCAN_VEC), t = t0 + r;
+                    const floatX* src = (j < BC_VECS ? Bm : Cm) + ((size_t)b * L + (t < L ? t : 0)) * N;
+                    scan_cp_async<16>(slot + (j < BC_VECS ? BM_OFF : CM_OFF) + r * N + nv * SCAN_VEC,
+                                      src + nv * SCAN_VEC, t < L);
                 }
             }
         }
+        scan_cp_async_commit();
     };
-    // the prefetched registers -> the shared tile; dt and dt*u once per (t, e). dt = 0 past L or
-    // past E makes those steps identities.
+    // the raw tile at t0 (landed, published by a barrier) -> the staged arrays; dt and dt*u once
+    // per (t, e). dt = 0 past L or past E makes those steps identities.
     auto stage = [&](int t0) {
+        const floatX* slot = slot_of(t0);
         #pragma unroll
         for (int k = 0; k < ACT_PER_THR; k++) {
             int i = tid + k * THREADS, r = i / ROWV, cv = i % ROWV, t = t0 + r;
+            const floatX* src = slot + r * CH + cv * SCAN_VEC;
+            ScanPack pu = *reinterpret_cast<const ScanPack*>(src);
+            ScanPack pd = *reinterpret_cast<const ScanPack*>(src + TT * CH);
+            ScanPack pz = *reinterpret_cast<const ScanPack*>(src + 2 * TT * CH);
             #pragma unroll
             for (int j = 0; j < SCAN_VEC; j += 4) {
                 float4 uf, zf;
@@ -396,9 +428,9 @@ __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast
                 #pragma unroll
                 for (int q = 0; q < 4; q++) {
                     int c = cv * SCAN_VEC + j + q;
-                    uv[q] = (float)pu[k].v[j + q];
-                    zv[q] = (float)pz[k].v[j + q];
-                    float sp = scan_softplus_fast((float)pd[k].v[j + q] + bias_s[c]);
+                    uv[q] = (float)pu.v[j + q];
+                    zv[q] = (float)pz.v[j + q];
+                    float sp = scan_softplus_fast((float)pd.v[j + q] + bias_s[c]);
                     dtv[q] = (t < L && eb + c < E) ? sp : 0.0f;
                 }
                 int c0 = cv * SCAN_VEC + j;
@@ -413,20 +445,28 @@ __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast
             int j = tid + k * THREADS;
             if (j < 2 * BC_VECS) {
                 int i = j % BC_VECS, r = i / (N / SCAN_VEC), nv = i % (N / SCAN_VEC);
+                ScanPack p = *reinterpret_cast<const ScanPack*>(slot + (j < BC_VECS ? BM_OFF : CM_OFF) + r * N + nv * SCAN_VEC);
                 float* dst = j < BC_VECS ? &B_s[r][nv * SCAN_VEC] : &C_s[r][nv * SCAN_VEC];
                 #pragma unroll
-                for (int q = 0; q < SCAN_VEC; q++) dst[q] = (float)pbc[k].v[q];
+                for (int q = 0; q < SCAN_VEC; q++) dst[q] = (float)p.v[q];
             }
         }
     };
 
-    __syncthreads();  // bias_s
-    prefetch(0);
+    issue(0);       // the first two tiles start copying before anything else
+    issue(TT);
+    if (tid < CH) bias_s[tid] = delta_bias[min(eb + tid, E - 1)];
+    float A2[S], h[S];
+    #pragma unroll
+    for (int s = 0; s < S; s++) { A2[s] = -expf(A_log[ec * N + g * S + s]) * SCAN_LOG2E; h[s] = 0.0f; }
+    float Dv = D[ec];
+    scan_cp_async_wait_one();  // this thread's copies of tile 0 landed (tile 1 may be in flight)
+    __syncthreads();           // everyone's, and bias_s
     stage(0);
     __syncthreads();
     for (int t0 = 0; t0 < L; t0 += TT) {
         bool more = t0 + TT < L;
-        if (more) prefetch(t0 + TT);  // in flight during this tile's scan
+        issue(t0 + 2 * TT);  // into tile t0's slot, which was staged before the last barrier
         if (t0 % SCAN_CHUNK == 0 && ch_ok)  // the state entering chunk t0 / SCAN_CHUNK (0 for the first)
             *reinterpret_cast<float4*>(hs + (((size_t)b * nc + t0 / SCAN_CHUNK) * E + e) * N + g * S) =
                 make_float4(h[0], h[1], h[2], h[3]);
@@ -450,7 +490,8 @@ __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast
             int r = q * 4 + g;  // yq[0] is now the full y of step r
             o_s[r][cl] = (yq[0] + Dv * u_s[r][cl]) * scan_silu_fast(z_s[r][cl]);
         }
-        __syncthreads();  // o_s complete; everyone is done reading this tile
+        scan_cp_async_wait_one();  // this thread's copies of tile t0 + TT landed
+        __syncthreads();  // o_s complete; everyone's copies of t0 + TT landed; done reading this tile
         #pragma unroll
         for (int k = 0; k < ACT_PER_THR; k++) {
             int i = tid + k * THREADS, r = i / ROWV, cv = i % ROWV, t = t0 + r, ee = eb + cv * SCAN_VEC;
@@ -929,9 +970,10 @@ selective_scan_backward_generic_kernel(
 //
 // Fast kernels when N == 16 and the pointers they access as 16-byte vectors are 16-byte
 // aligned (cudaMalloc and the model's carved views are):
-//   forward:  Bm, Cm (16-byte row loads) and hs (float4 stores); u, delta, z, out use 16-byte
-//             vectors too when E % SCAN_VEC == 0 and they are aligned, else scalar accesses in
-//             the same kernel (any E works, e.g. E = 37)
+//   forward:  Bm, Cm (16-byte cp.async row copies) and hs (float4 stores); u, delta, z, out use
+//             16-byte cp.async / stores too when E % SCAN_VEC == 0 and they are aligned, else
+//             per-element copies (4-byte cp.async for fp32) and stores in the same kernel (any E
+//             works, e.g. E = 37)
 //   backward: hs (float4 loads), dBm, dCm (16-byte atomics); its other accesses are scalar
 // Any L and E work on the fast path. Everything else runs the generic kernels.
 
@@ -943,12 +985,21 @@ static void selective_scan_forward_cuda(floatX* out, float* hs, const floatX* u,
     if (N == SCAN_FAST_N && scan_aligned16(Bm) && scan_aligned16(Cm) && scan_aligned16(hs)) {
         bool vec = E % SCAN_VEC == 0 && scan_aligned16(u) && scan_aligned16(delta) && scan_aligned16(z) &&
                    scan_aligned16(out);
+        const size_t smem = scan_fwd_fast_smem();
+        static bool smem_opt_in = false;  // static + dynamic shared memory over 48 KB needs an opt-in
+        if (!smem_opt_in) {
+            cudaCheck(cudaFuncSetAttribute(selective_scan_forward_fast_kernel<true>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+            cudaCheck(cudaFuncSetAttribute(selective_scan_forward_fast_kernel<false>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+            smem_opt_in = true;
+        }
         dim3 grid(ceil_div(E, SCAN_FAST_CH), B);
         if (vec)
-            selective_scan_forward_fast_kernel<true><<<grid, SCAN_FAST_THREADS>>>(
+            selective_scan_forward_fast_kernel<true><<<grid, SCAN_FAST_THREADS, smem>>>(
                 out, hs, u, delta, A_log, Bm, Cm, D, z, delta_bias, B, L, E);
         else
-            selective_scan_forward_fast_kernel<false><<<grid, SCAN_FAST_THREADS>>>(
+            selective_scan_forward_fast_kernel<false><<<grid, SCAN_FAST_THREADS, smem>>>(
                 out, hs, u, delta, A_log, Bm, Cm, D, z, delta_bias, B, L, E);
         cudaCheckLaunch();
         return;

@@ -121,14 +121,17 @@ static void time_shape(int B, int L, int E, int N) {
 }
 
 int main() {
-    // fast kernels (N = 16): E = 5, 37 scalar path; 64, 96, 40 (a partial 32-channel block), 1536
-    // vector path; L = 1, 7, 63 (one partial chunk), 65 and 130 (chunks + 1 or 2 steps), 1000
+    // fast kernels (N = 16): E = 5, 37 scalar path; 64, 96, 40 (a partial 32-channel block), 128,
+    // 1536 vector path; L = 1, 7, 63 (one partial chunk), 65 and 130 (chunks + 1 or 2 steps), 257,
+    // 1000, 4096
     test_shape(1, 1, 5, 16, 1);
     test_shape(2, 7, 37, 16, 2);
     test_shape(2, 63, 64, 16, 3);
     test_shape(2, 65, 96, 16, 4);
     test_shape(3, 130, 40, 16, 5);
     test_shape(2, 1000, 1536, 16, 6);
+    test_shape(2, 257, 64, 16, 14);    // 8 full tiles + 1 step: the 2-tile-ahead copy ring wraps
+    test_shape(1, 4096, 128, 16, 15);  // 128 tiles, 64 chunks: long runs of the ring
     // generic kernels: other N, and N = 16 with pointers the fast kernels cannot take
     test_shape(1, 1, 1, 3, 7);
     test_shape(2, 70, 33, 3, 8);     // two chunks, partial last; N < G
