@@ -761,35 +761,121 @@ __device__ __forceinline__ float4 lds4f(const bf16* p) {
 #ifndef V5B_MINB
 #define V5B_MINB 3  // blocks per SM the registers must allow (168 regs)
 #endif
-// [t][c] fp32 tiles, 32 wide, 16-byte groups XOR-swizzled by (t & 3): the reverse's quad outputs
-// (t = r + g, c in an aligned 8-channel block) land in 4 different bank groups
-__device__ __forceinline__ int v5b_sw(int r, int c) { return r * V5B_CH + (c ^ ((r & 3) << 3)); }
+// versions 6, 7, 8: template variants of the v5 kernel (same math, same validation path).
+// Why: bwd v5 bf16 is one wave whose length is one block's serial 16-chunk walk, so it can only get
+// faster with fewer instructions per step, less exposed latency per step, or more resident warps.
+// Resident warps: at 168 registers the register file allows 12 warps/SM (65536 / (168 * 32)) for
+// ANY block size, and the grid has 1536 warps at B=8, E=1536 (4 threads/channel) whatever the block
+// size (1584 slots on 132 SMs). So fewer channels per block cannot add resident warps for bf16 (the
+// brief's "2x blocks resident" assumed smem was the cap; for bf16 it is registers). For fp32 smem IS
+// the cap (v5 88 KB -> 2 blocks = 8 warps/SM, 384 blocks on 264 slots = 2 waves: the measured 2.06x
+// of bf16), and that is what v7 fixes.
+//
+// v6 = v5 with CH = 16 channels per block (64 threads, launch bounds 64 x 6 = same 168 regs) and
+//      Bm/Cm loaded per chunk into registers (L2 hits: every block of batch element b reads the same
+//      rows), issued before the chunk-top wait/barrier, instead of v5's cp.async raw buffer (with
+//      the raw buffer bf16 would be 40 KB -> 5 blocks = 10 warps/SM, 768 blocks on 660 slots = 2
+//      waves: ~2x slower). smem: bf16 36 KB -> 6 blocks = 12 warps/SM, 768 on 792 slots, 1 wave;
+//      fp32 44 KB -> 5 blocks = 10 warps/SM, 768 on 660 slots, still 2 waves. Changes vs v5: the 10
+//      barriers per chunk wait on 2 warps instead of 4; 6 blocks per SM interleave their chunk edges
+//      more finely; Bm/Cm latency at the chunk top is covered by the other blocks.
+//      Prediction L=1024: bf16 0.57-0.66 ms (v5 0.631), fp32 1.15-1.35 (v5 1.30); L=4096 bf16 2.2-2.6.
+// v7 = v6 with only u and delta staged by cp.async one chunk ahead; z and dout are loaded straight
+//      from global into registers (8-byte bf16 / 16-byte fp32 loads of each thread's conversion
+//      cells) at the chunk top, with Bm/Cm. smem: bf16 32 KB, fp32 36 KB -> 6 blocks = 12 warps/SM
+//      for BOTH dtypes: the fp32 grid becomes one wave. Cost: the z/dout latency at each chunk top
+//      (~1-2 us per chunk per block, overlapped by the other 5 blocks on the SM).
+//      Prediction L=1024: bf16 0.58-0.68 ms (about v6), fp32 0.65-0.80 ms (v5 1.30: about -45%);
+//      L=4096 fp32 2.6-3.2 ms (v5 5.06).
+// v8 = v7 with the sub-chunk loops rolled (#pragma unroll 1 over the 8 sub-chunks of the checkpoint
+//      pass and of the reverse; 8 steps inside stay unrolled). v5's chunk body is fully unrolled:
+//      ~11,200 SASS instructions = 179 KB of code (bf16; readelf on the cubin), larger than the SM's
+//      instruction cache (~128 KB L1.5 on Volta-class SMs; not documented for H100), executed once
+//      per chunk by 12 warps at 3-6 different places. If instruction fetch is part of the exposed
+//      latency, rolling fixes it: v8 is 50-63 KB (hot sub-chunk body ~20 KB). The checkpoints hc
+//      (8 x 4 floats) move to local memory (128-byte stack frame: 8 STL.128 + 8 LDL.128 per chunk,
+//      L1/L2 hits; the next sub-chunk's checkpoint is loaded one sub-chunk ahead), spills drop to
+//      0-44 B. Prediction L=1024: bf16 0.45-0.62 ms (0.45 if fetch
+//      stalls are a third of v7's time, v7 +-5% if not), fp32 0.6-0.8 ms.
+// v9 = v5 (32 channels, everything staged by cp.async, 68 / 88 KB) with v8's rolled sub-chunk loops:
+//      isolates the instruction-fetch effect against v5 itself (bf16 3 blocks/SM, fp32 2 waves as v5).
+//      Prediction L=1024: bf16 0.45-0.64 ms, fp32 1.0-1.35.
+// Spill note (all versions): the chunk body is the only non-unrolled loop in v5-v7, so the reported
+// spill bytes are also the spill instructions executed per chunk per thread (~30-50 LDL/STL among
+// ~11,000 instructions): negligible unless they sit on a latency-critical chain.
+#ifndef V6B_CH
+#define V6B_CH 16
+#endif
 
-template <typename T, int N>
-static size_t scan_bwd_v5_smem() {
-    return (size_t)(4 * SCAN_CHUNK * V5B_CH + 2 * SCAN_CHUNK * N) * sizeof(T) +
-           (size_t)(4 * SCAN_CHUNK * V5B_CH + 2 * SCAN_CHUNK * N + 2 * V5B_WARPS * V5B_SC * 32) * sizeof(float);
+// [t][c] fp32 tiles, CH wide, 16-byte groups XOR-swizzled by row: the reverse's quad outputs
+// (t = r + g with r % 4 == 0, c in an aligned 8-channel block) land in 4 different bank groups.
+// CH = 32: one row per 32 banks, flip by (t & 3) << 3; CH = 16: two rows per 32 banks, rows t and
+// t + 2 collide, flip by ((t >> 1) & 1) << 3 (XOR by multiples of 8 keeps 4-aligned groups whole).
+template <int CH> __device__ __forceinline__ int v5b_sw(int r, int c) {
+    constexpr int RP = CH >= 32 ? 1 : 32 / CH, MASK = CH / 8 - 1;
+    return r * CH + (c ^ (((r / RP) & MASK) << 3));
 }
 
-template <typename T, int N, bool VEC_OK>
-__global__ void __launch_bounds__(V5B_THREADS, V5B_MINB) scan_bwd_v5_kernel(T* du, T* ddelta, float* dA_log,
+// CH channels per block (4 threads each); BC_ASYNC: Bm/Cm of the next chunk staged by cp.async into
+// a raw buffer (v5); otherwise loaded into registers at the top of the chunk (v6, 4 KB less smem)
+// NRAW: activation tensors staged by cp.async one chunk ahead (4: u, delta, z, dout; 2: u, delta,
+// with z and dout loaded straight from global at the chunk top: v7, 8 KB (fp32) less smem)
+template <typename T, int N, int CH = V5B_CH, bool BC_ASYNC = true, int NRAW = 4>
+static size_t scan_bwd_v5_smem() {
+    constexpr int WARPS = CH * 4 / 32;
+    return (size_t)(NRAW * SCAN_CHUNK * CH + (BC_ASYNC ? 2 * SCAN_CHUNK * N : 0)) * sizeof(T) +
+           (size_t)(4 * SCAN_CHUNK * CH + 2 * SCAN_CHUNK * N + 2 * WARPS * V5B_SC * 32) * sizeof(float);
+}
+
+// 4 consecutive T from global as floats, zeros where invalid (row past L) or past E. VEC_OK (E a
+// multiple of the 16-byte vector): one 16-byte (fp32) / 8-byte (bf16) load, e0 % 4 == 0.
+template <typename T, bool VEC_OK>
+__device__ __forceinline__ float4 ldg4f(const T* row, int e0, int E, bool valid) {
+    float4 r = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (VEC_OK) {
+        if (valid && e0 < E) {
+            if constexpr (sizeof(T) == 4) {
+                r = __ldg(reinterpret_cast<const float4*>(row + e0));
+            } else {
+                uint2 w = __ldg(reinterpret_cast<const uint2*>(row + e0));
+                r = make_float4(__uint_as_float(w.x << 16), __uint_as_float(w.x & 0xffff0000u),
+                                __uint_as_float(w.y << 16), __uint_as_float(w.y & 0xffff0000u));
+            }
+        }
+    } else {
+        float* rv = &r.x;
+#pragma unroll
+        for (int q = 0; q < 4; q++)
+            if (valid && e0 + q < E) rv[q] = to_f32(row[e0 + q]);
+    }
+    return r;
+}
+
+template <typename T, int N, bool VEC_OK, int CH, bool BC_ASYNC, int NRAW, bool ROLL>
+__global__ void __launch_bounds__(CH * 4, V5B_MINB * V5B_CH / CH) scan_bwd_v5_kernel(T* du, T* ddelta, float* dA_log,
         float* dBC, float* dD, T* dz, float* ddbias, const T* dout, const T* u, const T* delta,
         const float* A_log, const T* Bm, const T* Cm, const float* D, const T* z, const float* dbias,
         const float* hs, int B, int L, int E) {
     static_assert(N == 16, "4 threads x 4 states per channel");
-    constexpr int CK = SCAN_CHUNK, S = 4, SC = V5B_SC, NSC = CK / SC, CH = V5B_CH, THREADS = V5B_THREADS;
+    constexpr int CK = SCAN_CHUNK, S = 4, SC = V5B_SC, NSC = CK / SC, THREADS = CH * 4, WARPS = THREADS / 32;
+    constexpr int CV = CH / 4;                          // float4 groups per tile row (conversion pass)
     constexpr int VEC = Packed128<T>::size;
     constexpr int ROWV = CH / VEC;                      // 16-byte vectors per activation row
     constexpr int BCV = N / VEC;                        // 16-byte vectors per Bm row
-    constexpr int IN_PER_THR = 4 * CK * ROWV / THREADS;
+    constexpr int IN_PER_THR = NRAW * CK * ROWV / THREADS;
+    constexpr int KC = CK * CH / 4 / THREADS;           // conversion rows per thread
+    constexpr int KUNR = ROLL ? 1 : NSC;                // v8: sub-chunk loops rolled (hc in local memory)
+    static_assert(NRAW == 4 || NRAW == 2, "u, delta always staged; z, dout staged or loaded");
     constexpr int EV = CK * ROWV / THREADS;             // phase e vectors per thread per tensor
     static_assert(CK % SC == 0 && SC % 4 == 0 && SC * 8 <= THREADS, "sub-chunks of whole quads");
-    static_assert((4 * CK * ROWV) % THREADS == 0 && (CK * ROWV) % THREADS == 0, "even splits");
+    static_assert((NRAW * CK * ROWV) % THREADS == 0 && (CK * ROWV) % THREADS == 0, "even splits");
     static_assert((CK * CH / 4) % THREADS == 0 && (2 * CK * N / 4) % THREADS == 0, "even splits");
+    static_assert(CH % 8 == 0 && THREADS % 32 == 0 && (2 * CK * BCV) % THREADS == 0, "whole warps, even splits");
+    constexpr int BC_PER_THR = 2 * CK * BCV / THREADS;  // 16-byte Bm/Cm vectors per thread per chunk
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    T* raw_act = reinterpret_cast<T*>(smem_raw);            // [4][CK][CH]: u, delta, z, dout
-    T* raw_bc = raw_act + 4 * CK * CH;                      // [2][CK][N]: Bm, Cm
-    float* dt_s = reinterpret_cast<float*>(raw_bc + 2 * CK * N);  // swizzled [CK][CH]: dt, then ddelta
+    T* raw_act = reinterpret_cast<T*>(smem_raw);            // [NRAW][CK][CH]: u, delta(, z, dout)
+    T* raw_bc = raw_act + NRAW * CK * CH;                   // [2][CK][N]: Bm, Cm (BC_ASYNC only)
+    float* dt_s = reinterpret_cast<float*>(raw_bc + (BC_ASYNC ? 2 * CK * N : 0));  // swizzled [CK][CH]: dt, then ddelta
     float* u_s = dt_s + CK * CH;                            // u, then du
     float* dy_s = u_s + CK * CH;                            // dy
     float* q_s = dy_s + CK * CH;                            // dout silu'(z), then dz
@@ -805,7 +891,7 @@ __global__ void __launch_bounds__(V5B_THREADS, V5B_MINB) scan_bwd_v5_kernel(T* d
     int nc = cdiv(L, CK);
     size_t nBC = (size_t)B * L * N;
     float Dv = D[ec], dbias_acc = 0.0f, dD_acc = 0.0f;  // per-thread partials of the channel cl
-    // conversion pass: thread tid always converts channels (tid % 8) * 4 .. +3 (rows tid/8 + 16k)
+    // conversion pass: thread tid always converts channels (tid % CV) * 4 .. +3 (rows tid/CV + k THREADS/CV)
     // only A2 = A log2(e) is kept (4 registers fewer): sums that need A are scaled by ln 2 once
     float A2[S], gr[S], dAacc[S];
 #pragma unroll
@@ -841,7 +927,7 @@ __global__ void __launch_bounds__(V5B_THREADS, V5B_MINB) scan_bwd_v5_kernel(T* d
 #pragma unroll
         for (int k = 0; k < (2 * CK * BCV + THREADS - 1) / THREADS; k++) {
             int i = tid + k * THREADS;
-            if (i < 2 * CK * BCV) {
+            if (BC_ASYNC && i < 2 * CK * BCV) {
                 int w = i / (CK * BCV), rem = i % (CK * BCV), r = rem / BCV, v = rem % BCV;
                 bool valid = r < ln;
                 const T* src = (w == 0 ? Bm : Cm) + ((size_t)b * L + tb + (valid ? r : 0)) * N + v * VEC;
@@ -858,18 +944,53 @@ __global__ void __launch_bounds__(V5B_THREADS, V5B_MINB) scan_bwd_v5_kernel(T* d
     float4 h4 = hs_load(nc - 1);
     for (int c = nc - 1; c >= 0; c--) {
         int t0 = c * CK, len = min(CK, L - t0);
+        // v6: this chunk's Bm/Cm straight into registers (L2-resident: every block of batch element b
+        // reads the same rows); issued before the wait so the latency overlaps the barrier + conversion
+        Packed128<T> bcr[BC_ASYNC ? 1 : BC_PER_THR];
+        if (!BC_ASYNC) {
+            const int tid = opaque_tid();
+#pragma unroll
+            for (int k = 0; k < BC_PER_THR; k++) {
+                int i = tid + k * THREADS, w = i / (CK * BCV), rem = i % (CK * BCV), r = rem / BCV, v = rem % BCV;
+                if (r < len) {
+                    bcr[k] = load128((w == 0 ? Bm : Cm) + ((size_t)b * L + t0 + r) * N + v * VEC);
+                } else {
+#pragma unroll
+                    for (int q = 0; q < VEC; q++) bcr[k].v[q] = from_f32<T>(0.0f);
+                }
+            }
+        }
+        // v7: z and dout of this thread's conversion cells, same reasoning
+        float4 zg[NRAW == 4 ? 1 : KC][2];
+        if constexpr (NRAW == 2) {
+            const int tid = opaque_tid(), cv0 = (tid % CV) * 4;
+#pragma unroll
+            for (int k = 0; k < KC; k++) {
+                int r = tid / CV + k * (THREADS / CV);
+                bool valid = r < len;
+                size_t off = ((size_t)b * L + t0 + (valid ? r : 0)) * E;
+                zg[k][0] = ldg4f<T, VEC_OK>(z + off, eb + cv0, E, valid);
+                zg[k][1] = ldg4f<T, VEC_OK>(dout + off, eb + cv0, E, valid);
+            }
+        }
         cp_async_wait_all();
         __syncthreads();  // raw inputs of chunk c landed; the previous chunk is done with every tile
         // b. conversion
         {
-        const int tid = opaque_tid(), cv0 = (tid % 8) * 4;
+        const int tid = opaque_tid(), cv0 = (tid % CV) * 4;
 #pragma unroll
-        for (int k = 0; k < CK * CH / 4 / THREADS; k++) {
-            int r = tid / 8 + k * (THREADS / 8);
+        for (int k = 0; k < KC; k++) {
+            int r = tid / CV + k * (THREADS / CV);
             float4 uu = lds4f(raw_act + (0 * CK + r) * CH + cv0);
             float4 dd = lds4f(raw_act + (1 * CK + r) * CH + cv0);
-            float4 zz = lds4f(raw_act + (2 * CK + r) * CH + cv0);
-            float4 go = lds4f(raw_act + (3 * CK + r) * CH + cv0);
+            float4 zz, go;
+            if constexpr (NRAW == 4) {
+                zz = lds4f(raw_act + (2 * CK + r) * CH + cv0);
+                go = lds4f(raw_act + (3 * CK + r) * CH + cv0);
+            } else {
+                zz = zg[k][0];
+                go = zg[k][1];
+            }
             const float* dv = &dd.x; const float* zv = &zz.x; const float* gv = &go.x;
             float4 dt4, dy4, q4;
             float* dtv = &dt4.x; float* dyv = &dy4.x; float* qv = &q4.x;
@@ -882,16 +1003,28 @@ __global__ void __launch_bounds__(V5B_THREADS, V5B_MINB) scan_bwd_v5_kernel(T* d
                 dyv[q] = gv[q] * zv[q] * s;
                 qv[q] = gv[q] * s * (1.0f + zv[q] * (1.0f - s));
             }
-            int o = v5b_sw(r, cv0);
+            int o = v5b_sw<CH>(r, cv0);
             *reinterpret_cast<float4*>(dt_s + o) = dt4;
             *reinterpret_cast<float4*>(u_s + o) = uu;
             *reinterpret_cast<float4*>(dy_s + o) = dy4;
             *reinterpret_cast<float4*>(q_s + o) = q4;
         }
+        if (BC_ASYNC) {
 #pragma unroll
-        for (int k = 0; k < 2 * CK * N / 4 / THREADS; k++) {
-            int i = tid + k * THREADS, w = i / (CK * N / 4), rem = i % (CK * N / 4), r = rem / (N / 4), n4 = (rem % (N / 4)) * 4;
-            *reinterpret_cast<float4*>((w == 0 ? B_s : C_s) + r * N + n4) = lds4f(raw_bc + (w * CK + r) * N + n4);
+            for (int k = 0; k < 2 * CK * N / 4 / THREADS; k++) {
+                int i = tid + k * THREADS, w = i / (CK * N / 4), rem = i % (CK * N / 4), r = rem / (N / 4), n4 = (rem % (N / 4)) * 4;
+                *reinterpret_cast<float4*>((w == 0 ? B_s : C_s) + r * N + n4) = lds4f(raw_bc + (w * CK + r) * N + n4);
+            }
+        } else {  // same (w, r, v) mapping as the loads above
+#pragma unroll
+            for (int k = 0; k < BC_PER_THR; k++) {
+                int i = tid + k * THREADS, w = i / (CK * BCV), rem = i % (CK * BCV), r = rem / BCV, v = rem % BCV;
+                float* dst = (w == 0 ? B_s : C_s) + r * N + v * VEC;
+#pragma unroll
+                for (int q4 = 0; q4 < VEC; q4 += 4)
+                    *reinterpret_cast<float4*>(dst + q4) =
+                        make_float4(bcr[k].f(q4), bcr[k].f(q4 + 1), bcr[k].f(q4 + 2), bcr[k].f(q4 + 3));
+            }
         }
         }
         __syncthreads();  // tiles ready; the raw buffer is free
@@ -900,13 +1033,13 @@ __global__ void __launch_bounds__(V5B_THREADS, V5B_MINB) scan_bwd_v5_kernel(T* d
         float hc[NSC][S];
         {
             float h[S] = {h4.x, h4.y, h4.z, h4.w};
-#pragma unroll
+#pragma unroll (KUNR)
             for (int k = 0; k < NSC; k++) {
 #pragma unroll
                 for (int s = 0; s < S; s++) hc[k][s] = h[s];
 #pragma unroll
                 for (int j = 0; j < SC; j++) {
-                    int r = k * SC + j, o = v5b_sw(r, cl);
+                    int r = k * SC + j, o = v5b_sw<CH>(r, cl);
                     float dt = dt_s[o], dtu = dt * u_s[o];
                     float4 bv = *reinterpret_cast<const float4*>(&B_s[r * N + g * S]);
                     h[0] = ex2_approx(dt * A2[0]) * h[0] + dtu * bv.x;
@@ -917,29 +1050,45 @@ __global__ void __launch_bounds__(V5B_THREADS, V5B_MINB) scan_bwd_v5_kernel(T* d
             }
         }
         // d. reverse, one sub-chunk at a time
+        // rolled (v8, v9): hc lives in local memory; the next sub-chunk's checkpoint is loaded one
+        // sub-chunk ahead (hn) so its latency is not the head of the recompute chain
+        float hk[S], hn[S];
+        if constexpr (ROLL) {
 #pragma unroll
+            for (int s = 0; s < S; s++) hk[s] = hc[NSC - 1][s];
+        }
+#pragma unroll (KUNR)
         for (int k = NSC - 1; k >= 0; k--) {
-            float hsub[SC][S], dAs[SC][S];
+            float hsub[SC][S], dAs[SC][S], h0k[S];
+#pragma unroll
+            for (int s = 0; s < S; s++) {
+                if constexpr (ROLL) {
+                    hn[s] = hc[k > 0 ? k - 1 : 0][s];
+                    h0k[s] = hk[s];
+                } else {
+                    h0k[s] = hc[k][s];
+                }
+            }
 #pragma unroll
             for (int j = 0; j < SC; j++) {
-                int r = k * SC + j, o = v5b_sw(r, cl);
+                int r = k * SC + j, o = v5b_sw<CH>(r, cl);
                 float dt = dt_s[o], dtu = dt * u_s[o];
                 float4 bv = *reinterpret_cast<const float4*>(&B_s[r * N + g * S]);
                 float bb[S] = {bv.x, bv.y, bv.z, bv.w};
 #pragma unroll
                 for (int s = 0; s < S; s++) {
                     dAs[j][s] = ex2_approx(dt * A2[s]);
-                    hsub[j][s] = dAs[j][s] * (j > 0 ? hsub[j - 1][s] : hc[k][s]) + dtu * bb[s];
+                    hsub[j][s] = dAs[j][s] * (j > 0 ? hsub[j - 1][s] : h0k[s]) + dtu * bb[s];
                 }
             }
             // compiler-only fence: reload dt, u, B, C below instead of keeping the recompute's values
             // live across the sub-chunk (48 registers: the cause of heavy spilling without it)
             asm volatile("" ::: "memory");
-            float* slab_w = slab + (((k & 1) * V5B_WARPS + warp) * SC) * 32;
+            float* slab_w = slab + (((k & 1) * WARPS + warp) * SC) * 32;
             float dub[4], dtb[4], yb[4];
 #pragma unroll
             for (int j = SC - 1; j >= 0; j--) {
-                int r = k * SC + j, o = v5b_sw(r, cl);
+                int r = k * SC + j, o = v5b_sw<CH>(r, cl);
                 float dt = dt_s[o], uu = u_s[o], dy = dy_s[o];
                 float4 bv = *reinterpret_cast<const float4*>(&B_s[r * N + g * S]);
                 float4 cv = *reinterpret_cast<const float4*>(&C_s[r * N + g * S]);
@@ -947,7 +1096,7 @@ __global__ void __launch_bounds__(V5B_THREADS, V5B_MINB) scan_bwd_v5_kernel(T* d
                 float v[8], dsum = 0.0f, tsum = 0.0f, ysum = 0.0f, dtu = dt * uu;
 #pragma unroll
                 for (int s = 0; s < S; s++) {
-                    float hp = j > 0 ? hsub[j - 1][s] : hc[k][s];
+                    float hp = j > 0 ? hsub[j - 1][s] : h0k[s];
                     ysum += cc4[s] * hsub[j][s];
                     gr[s] += dy * cc4[s];
                     v[s] = gr[s] * dtu;              // dB
@@ -970,7 +1119,7 @@ __global__ void __launch_bounds__(V5B_THREADS, V5B_MINB) scan_bwd_v5_kernel(T* d
                     reduce_scatter_level<2>(yb, lane);
                     reduce_scatter_level<1>(dub, lane); reduce_scatter_level<1>(dtb, lane);
                     reduce_scatter_level<1>(yb, lane);
-                    int oo = v5b_sw(r + g, cl);
+                    int oo = v5b_sw<CH>(r + g, cl);
                     float uo = u_s[oo], dto = dt_s[oo], dyo = dy_s[oo], qo = q_s[oo];
                     float dd = dtb[0] * dsoftplus_from_dt(dto);
                     u_s[oo] = dub[0] + dyo * Dv;               // du
@@ -985,16 +1134,20 @@ __global__ void __launch_bounds__(V5B_THREADS, V5B_MINB) scan_bwd_v5_kernel(T* d
             if (tidf < SC * 8) {  // step j, float4 qv: dB[4qv..] (qv < 4) or dC[4(qv-4)..]
                 int j = tidf / 8, qv = tidf % 8, r = k * SC + j;
                 if (r < len) {
-                    const float* sp = slab + ((k & 1) * V5B_WARPS * SC + j) * 32 + qv * 4;
+                    const float* sp = slab + ((k & 1) * WARPS * SC + j) * 32 + qv * 4;
                     float4 acc = *reinterpret_cast<const float4*>(sp);
 #pragma unroll
-                    for (int w = 1; w < V5B_WARPS; w++) {
+                    for (int w = 1; w < WARPS; w++) {
                         float4 x = *reinterpret_cast<const float4*>(sp + w * SC * 32);
                         acc.x += x.x; acc.y += x.y; acc.z += x.z; acc.w += x.w;
                     }
                     size_t off = ((size_t)b * L + t0 + r) * N + (qv % 4) * 4 + (qv >= 4 ? nBC : 0);
                     atomicAdd(reinterpret_cast<float4*>(dBC + off), acc);
                 }
+            }
+            if constexpr (ROLL) {
+#pragma unroll
+                for (int s = 0; s < S; s++) hk[s] = hn[s];
             }
         }
         if (c > 0) h4 = hs_load(c - 1);  // used after the next conversion
@@ -1029,7 +1182,7 @@ __global__ void __launch_bounds__(V5B_THREADS, V5B_MINB) scan_bwd_v5_kernel(T* d
             Packed128<T> pu, pd, pz;
 #pragma unroll
             for (int q4 = 0; q4 < VEC; q4 += 4) {
-                int o = v5b_sw(r, v * VEC + q4);  // 4 consecutive channels stay consecutive
+                int o = v5b_sw<CH>(r, v * VEC + q4);  // 4 consecutive channels stay consecutive
                 float4 a = *reinterpret_cast<const float4*>(u_s + o);
                 float4 d = *reinterpret_cast<const float4*>(dt_s + o);
                 float4 zq = *reinterpret_cast<const float4*>(q_s + o);
@@ -1062,27 +1215,31 @@ __global__ void __launch_bounds__(V5B_THREADS, V5B_MINB) scan_bwd_v5_kernel(T* d
     }
 }
 
-template <typename T, int N>
+template <typename T, int N, int CH = V5B_CH, bool BC_ASYNC = true, int NRAW = 4, bool ROLL = false>
 static void scan_bwd_v5(T* du, T* ddelta, float* dA_log, T* dBm, T* dCm, float* dD, T* dz, float* ddbias,
                         const T* dout, const T* u, const T* delta, const float* A_log, const T* Bm,
                         const T* Cm, const float* D, const T* z, const float* dbias, const float* hs,
                         int B, int L, int E) {
-    const size_t smem = scan_bwd_v5_smem<T, N>();
-    static bool attr_set = false;
+    const size_t smem = scan_bwd_v5_smem<T, N, CH, BC_ASYNC, NRAW>();
+    static bool attr_set = false;  // one per instantiation
     if (!attr_set) {
-        cudaCheck(cudaFuncSetAttribute(scan_bwd_v5_kernel<T, N, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        cudaCheck(cudaFuncSetAttribute(scan_bwd_v5_kernel<T, N, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        cudaCheck(cudaFuncSetAttribute(scan_bwd_v5_kernel<T, N, true, CH, BC_ASYNC, NRAW, ROLL>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        cudaCheck(cudaFuncSetAttribute(scan_bwd_v5_kernel<T, N, false, CH, BC_ASYNC, NRAW, ROLL>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        if (CH != V5B_CH) {  // v6: ask for the full 228 KB carveout so 6 blocks of 36 KB fit (bf16)
+            cudaCheck(cudaFuncSetAttribute(scan_bwd_v5_kernel<T, N, true, CH, BC_ASYNC, NRAW, ROLL>, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
+            cudaCheck(cudaFuncSetAttribute(scan_bwd_v5_kernel<T, N, false, CH, BC_ASYNC, NRAW, ROLL>, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
+        }
         attr_set = true;
     }
     size_t nBC = (size_t)B * L * N;
     float* acc = bc_scratch(2 * nBC);
     cudaCheck(cudaMemsetAsync(acc, 0, 2 * nBC * sizeof(float)));
-    dim3 grid(cdiv(E, V5B_CH), B);
+    dim3 grid(cdiv(E, CH), B);
     if (E % Packed128<T>::size == 0)
-        scan_bwd_v5_kernel<T, N, true><<<grid, V5B_THREADS, smem>>>(du, ddelta, dA_log, acc, dD, dz, ddbias, dout,
+        scan_bwd_v5_kernel<T, N, true, CH, BC_ASYNC, NRAW, ROLL><<<grid, CH * 4, smem>>>(du, ddelta, dA_log, acc, dD, dz, ddbias, dout,
                 u, delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E);
     else
-        scan_bwd_v5_kernel<T, N, false><<<grid, V5B_THREADS, smem>>>(du, ddelta, dA_log, acc, dD, dz, ddbias, dout,
+        scan_bwd_v5_kernel<T, N, false, CH, BC_ASYNC, NRAW, ROLL><<<grid, CH * 4, smem>>>(du, ddelta, dA_log, acc, dD, dz, ddbias, dout,
                 u, delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E);
     cudaCheckLaunch();
     scan_bwd_finalize<T>(dBm, dCm, acc, nBC);
@@ -1091,12 +1248,12 @@ static void scan_bwd_v5(T* du, T* ddelta, float* dA_log, T* dBm, T* dCm, float* 
 // ---------------------------------------------------------------------------
 // dispatch
 
-#define SCAN_BWD_VERSIONS 5
+#define SCAN_BWD_VERSIONS 9
 // the forward used to produce hs and for the fwd+bwd timing (env SCAN_FWD_BEST overrides)
 static int scan_fwd_best() {
     const char* s = getenv("SCAN_FWD_BEST");
-    int v = s ? atoi(s) : 5;
-    return (v >= 1 && v <= SCAN_FWD_VERSIONS) ? v : 5;
+    int v = s ? atoi(s) : 7;  // v7: the best forward (run5: 0.131 ms bf16 at L=1024)
+    return (v >= 1 && v <= SCAN_FWD_VERSIONS) ? v : 7;
 }
 #define SCAN_FWD_BEST scan_fwd_best()
 static const char* scan_bwd_version_name(int v) {
@@ -1106,6 +1263,10 @@ static const char* scan_bwd_version_name(int v) {
         case 3: return "v3 v2 + reduce-scatter";
         case 4: return "v4 4thr/ch, 8-step subchunks";
         case 5: return "v5 cp.async, slab dB/dC";
+        case 6: return "v6 v5 16ch/blk, B/C via regs";
+        case 7: return "v7 v6 + z/dout via regs";
+        case 8: return "v8 v7 + rolled sub-chunks";
+        case 9: return "v9 v5 + rolled sub-chunks";
     }
     return "?";
 }
@@ -1121,6 +1282,10 @@ static void scan_bwd_run(int v, T* du, T* ddelta, float* dA_log, T* dBm, T* dCm,
         case 3: scan_bwd_v2<T, 16, true>(du, ddelta, dA_log, dBm, dCm, dD, dz, ddbias, dout, u, delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E); break;
         case 4: scan_bwd_v4<T, 16>(du, ddelta, dA_log, dBm, dCm, dD, dz, ddbias, dout, u, delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E); break;
         case 5: scan_bwd_v5<T, 16>(du, ddelta, dA_log, dBm, dCm, dD, dz, ddbias, dout, u, delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E); break;
+        case 6: scan_bwd_v5<T, 16, V6B_CH, false>(du, ddelta, dA_log, dBm, dCm, dD, dz, ddbias, dout, u, delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E); break;
+        case 7: scan_bwd_v5<T, 16, V6B_CH, false, 2>(du, ddelta, dA_log, dBm, dCm, dD, dz, ddbias, dout, u, delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E); break;
+        case 8: scan_bwd_v5<T, 16, V6B_CH, false, 2, true>(du, ddelta, dA_log, dBm, dCm, dD, dz, ddbias, dout, u, delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E); break;
+        case 9: scan_bwd_v5<T, 16, V5B_CH, true, 4, true>(du, ddelta, dA_log, dBm, dCm, dD, dz, ddbias, dout, u, delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E); break;
         case 2: scan_bwd_v2<T, 16, false>(du, ddelta, dA_log, dBm, dCm, dD, dz, ddbias, dout, u, delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E); break;
         default: FATAL("no backward version %d", v);
     }
