@@ -216,28 +216,40 @@ static void selective_scan_step_cpu(float* out, float* h, const float* u, const 
 //
 // Two kernel pairs; the launchers at the end choose (see "dispatch" there).
 //
-// Fast kernels, N == 16 (Mamba's d_state). At B=8, E=1536, L=1024 on an H100 (fp32) they take
-// 0.12 ms forward + 1.14 ms backward per layer; the generic pair below takes ~10 ms.
-//  - A block owns 32 consecutive channels of one batch element: 4 threads per channel, each
-//    holding 4 of the 16 states in registers and running sequentially over time, so a
-//    state-step costs one exp and a few FMAs, the minimum; no scan-tree overhead.
+// Fast kernels, N == 16 (Mamba's d_state). At B=8, E=1536 on an H100 (fp32) they take 0.12 ms
+// forward + 0.565 ms backward per layer at L=1024 (0.47 + 2.11 ms at L=4096); the generic pair
+// below takes ~10 ms at L=1024.
+//  - 4 threads per channel, each holding 4 of the 16 states in registers and running
+//    sequentially over time, so a state-step costs one exp and a few FMAs, the minimum; no
+//    scan-tree overhead. A block owns consecutive channels of one batch element.
 //  - exp(dt*A) = ex2(dt * A2) with A2 = A*log2(e) precomputed: a single MUFU.EX2 instruction.
 //    softplus also uses the SFU (__expf, __logf) instead of log1pf's long software path.
-//  - u, dt = softplus(delta + bias), dt*u, z and the Bm/Cm rows are staged in shared memory once
-//    per block, so per-(t, e) work is done once and not once per state.
-//  - Forward: 32-step tiles, copied global -> shared with cp.async two tiles ahead into a 2-slot
-//    ring (v7: one tile of register prefetch, as v5 had, left the loads' latency exposed at the
-//    tile edges and kept 8 packs live across the scan; 0.124 vs 0.140 ms at L=1024, 0.47 vs 0.54
-//    at L=4096), then staged. y = sum_n Cm*h is reduced over the channel's 4 threads by a
-//    reduce-scatter (3 shuffles per 4 steps); each thread then finishes one step (D skip, silu).
-//  - Backward: 64-step chunks, last to first. A checkpoint pass recomputes the chunk from hs and
-//    keeps the state entering each 8-step sub-chunk; each sub-chunk is then recomputed with h and
-//    dA in registers and walked backwards (2 ex2 per state-step in all). dBm/dCm (sums over e):
-//    reduce-scatter over the warp's 8 channels, shared atomics over the block, one 16-byte global
-//    atomic per (block, t, 4 states) per chunk. du, ddt: 4-thread reduce-scatter. dA_log, dD,
-//    ddelta_bias: register sums, one atomic per thread at the end.
+//  - u, dt = softplus(delta + bias), z and the Bm/Cm rows are staged in shared memory once per
+//    block, so per-(t, e) work is done once and not once per state.
+//  - Forward (32 channels, 128 threads): 32-step tiles, copied global -> shared with cp.async two
+//    tiles ahead into a 2-slot ring (v7: one tile of register prefetch, as v5 had, left the loads'
+//    latency exposed at the tile edges and kept 8 packs live across the scan; 0.124 vs 0.140 ms
+//    at L=1024, 0.47 vs 0.54 at L=4096), then staged. y = sum_n Cm*h is reduced over the
+//    channel's 4 threads by a reduce-scatter (3 shuffles per 4 steps); each thread then finishes
+//    one step (D skip, silu).
+//  - Backward (16 channels, 64 threads, 36 KB smem: 6 blocks = 12 warps per SM, the register
+//    limit at 168, and the B=8 E=1536 grid is one wave): 64-step chunks, last to first. u, delta
+//    of the next chunk are copied by cp.async while this one computes; z, dout, Bm, Cm go through
+//    registers at the chunk top; one conversion pass makes fp32 tiles (dt, u, dy, dout silu'(z)).
+//    A checkpoint pass recomputes the chunk from hs and keeps the state entering each 8-step
+//    sub-chunk (in local memory); each sub-chunk is then recomputed with h and dA in registers
+//    and walked backwards (2 ex2 per state-step in all). The sub-chunk loops are rolled (8 steps
+//    unrolled inside): fully unrolled, the chunk body was ~190 KB of code, past the instruction
+//    cache; rolled 54-63 KB. (The previous src backward, dev v4: 32-channel blocks, fully unrolled,
+//    68 KB smem, 1.14 ms at L=1024, 4.38 at 4096.) Reductions: dBm/dCm (sums over e)
+//    reduce-scatter over the warp's 8 channels, per-warp slabs in shared memory, then one 16-byte
+//    global atomic per (block, t, 4 states) per sub-chunk straight into dBm/dCm; y, du, ddt
+//    reduce-scatter over the channel's 4 threads per 4 steps, and the outputs du, ddelta, dz are
+//    finished in the tiles and added to global memory with 16-byte read-modify-writes; dA_log,
+//    dD, ddelta_bias are register sums, one atomic per thread (per quad for dD, ddelta_bias) at
+//    the end.
 // The versions that led here (floor arithmetic, predictions, timings) are in dev/notes_scan.md and
-// dev/selective_scan_{forward,backward}.cu: src holds forward v7 and backward v4.
+// dev/selective_scan_{forward,backward}.cu: src holds forward v7 and backward v8.
 //
 // Generic kernels, any N <= 64 (the fallback): one thread per (b, e, n), G = (power of two >= N,
 // at most 32) lanes of a warp share (b, e), sums over n are warp shuffles inside the group.
@@ -252,12 +264,11 @@ static inline bool scan_aligned16(const void* p) { return ((uintptr_t)p & 15) ==
 // fast kernels (N == 16)
 
 #define SCAN_FAST_N 16          // the only d_state the fast kernels handle
-#define SCAN_FAST_CH 32         // channels per block
-#define SCAN_FAST_THREADS 128   // 4 threads per channel
-#define SCAN_FAST_S 4           // states per thread
+#define SCAN_FAST_S 4           // states per thread (4 threads per channel)
+#define SCAN_FAST_CH 32         // forward: channels per block
+#define SCAN_FAST_THREADS 128   // forward: threads per block
 #define SCAN_FWD_TILE 32        // forward: timesteps per staged tile
 #define SCAN_FWD_W 40           // forward [t][channel] row stride: (t = 4q + g, c) reads hit distinct banks
-#define SCAN_BWD_W 40           // backward [t][channel] row stride, same reason
 #define SCAN_BWD_SUB 8          // backward sub-chunk length (h and dA of 8 steps kept in registers)
 #define SCAN_LOG2E 1.4426950408889634f
 constexpr int SCAN_VEC = 16 / sizeof(floatX);  // floatX per 16-byte vector
@@ -514,8 +525,14 @@ __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast
     }
 }
 
-// x[i] += v (activation gradients accumulate)
-__device__ __forceinline__ void scan_acc(floatX* p, float v) { *p = (floatX)((float)*p + v); }
+// ---------------------------------------------------------------------------
+// fast backward (N == 16)
+
+#define SCAN_BWD_CH 16                      // channels per block (4 threads each: 2 warps)
+#define SCAN_BWD_THREADS (4 * SCAN_BWD_CH)
+#define SCAN_BWD_MIN_BLOCKS 6               // blocks per SM the registers must allow (168 regs)
+#define SCAN_LN2 0.6931471805599453f
+static_assert(SCAN_BWD_SUB * 8 == SCAN_BWD_THREADS, "one thread per (step, float4) of a sub-chunk's dB/dC");
 
 // dst[0..4) += v: one 16-byte fp32 atomic (sm_90); scalar atomics if floatX is not float
 // (bf16 would then round every block's partial sum: an fp32 scratch would be more accurate)
@@ -527,213 +544,416 @@ __device__ __forceinline__ void scan_atomic_add4(floatX* dst, float4 v) {
         atomicAdd(dst + 2, (floatX)v.z); atomicAdd(dst + 3, (floatX)v.w);
     }
 }
+__device__ __forceinline__ void scan_cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
-// dynamic shared memory of the fast backward: 5 [chunk][channel] tiles + 4 [chunk][N] tiles (67.6 KB)
-static constexpr size_t scan_bwd_fast_smem() {
-    return (size_t)SCAN_CHUNK * (5 * SCAN_BWD_W + 4 * SCAN_FAST_N) * sizeof(float);
+// 4 consecutive floatX as floats: from shared memory (16-byte aligned for fp32) ...
+__device__ __forceinline__ float4 scan_lds4f(const floatX* p) {
+    if constexpr (sizeof(floatX) == 4) return *reinterpret_cast<const float4*>(p);
+    else return make_float4((float)p[0], (float)p[1], (float)p[2], (float)p[3]);
+}
+// ... and from a global row at channels e0 .. e0+3, zeros past E or for an invalid row. VEC:
+// E % SCAN_VEC == 0 and the row is 16-byte aligned, so e0 % 4 == 0 allows one 16-byte fp32 load.
+template <bool VEC>
+__device__ __forceinline__ float4 scan_ldg4f(const floatX* row, int e0, int E, bool valid) {
+    float4 r = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if constexpr (VEC && sizeof(floatX) == 4) {
+        if (valid && e0 < E) r = __ldg(reinterpret_cast<const float4*>(row + e0));
+    } else {
+        float* rv = &r.x;
+        #pragma unroll
+        for (int q = 0; q < 4; q++)
+            if (valid && e0 + q < E) rv[q] = (float)row[e0 + q];
+    }
+    return r;
+}
+// 16 bytes from global memory (p 16-byte aligned); STREAM: evict-first, for data read once
+template <bool STREAM = false>
+__device__ __forceinline__ ScanPack scan_ld16(const floatX* p) {
+    ScanPack r;
+    const int4* src = reinterpret_cast<const int4*>(p);
+    *reinterpret_cast<int4*>(&r) = STREAM ? __ldcs(src) : *src;
+    return r;
 }
 
-// backward: grid (ceil(E / 32), B), block 128. In the scan phases thread tid owns channel
-// eb + tid/4, states [4g, 4g+4); in the elementwise phases it handles channel column tid % 32.
-__global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_backward_fast_kernel(
+// Cell (t, c) of the backward's [t][channel] fp32 tiles (16 channels a row). The 4-channel groups
+// are XOR-swizzled by row so that the reverse's quad outputs (thread g writes step r + g, r % 4 == 0,
+// of its channel; a warp holds 8 aligned channels) hit 32 different banks: two rows share the 32
+// banks, so rows t and t + 2 would collide without flipping bit 3 of c every other row pair.
+// XOR by 8 keeps 4-aligned groups contiguous (float4 access).
+__device__ __forceinline__ int scan_bwd_cell(int t, int c) {
+    return t * SCAN_BWD_CH + (c ^ (((t >> 1) & 1) << 3));
+}
+
+// dynamic shared memory of the fast backward (36 KB for fp32: 6 blocks fit on an SM)
+static constexpr size_t scan_bwd_fast_smem() {
+    return (size_t)2 * SCAN_CHUNK * SCAN_BWD_CH * sizeof(floatX)        // raw u, delta of the next chunk
+           + ((size_t)4 * SCAN_CHUNK * SCAN_BWD_CH                      // dt, u, dy, q tiles
+              + (size_t)2 * SCAN_CHUNK * SCAN_FAST_N                    // Bm, Cm
+              + (size_t)2 * (SCAN_BWD_THREADS / 32) * SCAN_BWD_SUB * 32) // dB/dC slabs, 2 buffers
+                 * sizeof(float);
+}
+
+// backward: grid (ceil(E / 16), B), block 64, scan_bwd_fast_smem() dynamic shared memory.
+// Thread tid owns channel eb + tid/4 and its states [4g, 4g+4), g = tid % 4, in the scan phases;
+// in the conversion it handles 4-channel groups (tid % 4) of rows tid/4 + 16k.
+// Per chunk c, last to first:
+//  a. load Bm, Cm (into registers) and this thread's z, dout cells; wait for the cp.async copy
+//     of u, delta (issued during chunk c+1); barrier
+//  b. conversion into fp32 tiles: dt = softplus(delta + bias) (0 past L / E: identity steps),
+//     u, dy = dout silu(z), q = dout silu'(z); Bm, Cm; barrier; start copying chunk c-1's u, delta
+//  c. checkpoint pass from hs: the state entering each 8-step sub-chunk -> hc (local memory)
+//  d. sub-chunks last to first: recompute the 8 steps' h and dA into registers, then walk them
+//     backwards. Per step: dB/dC terms reduce-scattered over the warp's 8 channels and stored in a
+//     per-warp slab; per 4 steps the quad reduce-scatters du, ddt and y, and thread g finishes
+//     step r + g in place in the tiles (du -> u, ddelta -> dt, dz = (y + D u) q -> q). One barrier
+//     per sub-chunk, then 64 threads add the warps' slabs and issue a float4 atomic each into dBm/dCm.
+//  e. du, ddelta, dz += the tiles (16-byte read-modify-writes, every load issued before any store)
+// The opaque re-reads of tid keep the compiler from hoisting the staging / conversion / phase-e
+// index math out of the chunk loop, which kept ~40 addresses live through the reverse (spills).
+template <bool VEC>
+__global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selective_scan_backward_fast_kernel(
     floatX* __restrict__ du, floatX* __restrict__ ddelta, float* __restrict__ dA_log,
     floatX* __restrict__ dBm, floatX* __restrict__ dCm, float* __restrict__ dD, floatX* __restrict__ dz,
     float* __restrict__ ddelta_bias, const floatX* __restrict__ dout, const floatX* __restrict__ u,
     const floatX* __restrict__ delta, const float* __restrict__ A_log, const floatX* __restrict__ Bm,
     const floatX* __restrict__ Cm, const float* __restrict__ D, const floatX* __restrict__ z,
     const float* __restrict__ delta_bias, const float* __restrict__ hs, int B, int L, int E) {
-    constexpr int N = SCAN_FAST_N, S = SCAN_FAST_S, CH = SCAN_FAST_CH, THREADS = SCAN_FAST_THREADS;
-    constexpr int CK = SCAN_CHUNK, W = SCAN_BWD_W, SUB = SCAN_BWD_SUB, NSUB = CK / SUB;
-    extern __shared__ __align__(16) float smem[];
-    float(*u_s)[W] = reinterpret_cast<float(*)[W]>(smem);
-    float(*dt_s)[W] = u_s + CK;
-    float(*dy_s)[W] = dt_s + CK;   // z, then dy = dout * silu(z)
-    float(*du_s)[W] = dy_s + CK;   // dout, then the scan part of du (sum_n g dt Bm)
-    float(*y_s)[W] = du_s + CK;    // y without D u, then ddt
-    float(*B_s)[N] = reinterpret_cast<float(*)[N]>(y_s + CK);
-    float(*C_s)[N] = B_s + CK;
-    float(*dB_s)[N] = C_s + CK;    // the block's dBm / dCm sums for the chunk
-    float(*dC_s)[N] = dB_s + CK;
+    constexpr int N = SCAN_FAST_N, S = SCAN_FAST_S, CH = SCAN_BWD_CH, THREADS = SCAN_BWD_THREADS;
+    constexpr int WARPS = THREADS / 32, CK = SCAN_CHUNK, SC = SCAN_BWD_SUB, NSC = CK / SC;
+    constexpr int ROWV = CH / SCAN_VEC;                  // 16-byte vectors per activation tile row
+    constexpr int BCV = N / SCAN_VEC;                    // 16-byte vectors per Bm / Cm row
+    constexpr int CV = CH / 4;                           // 4-channel groups per tile row
+    constexpr int IN_PER_THR = 2 * CK * ROWV / THREADS;  // u, delta vectors copied per thread per chunk
+    constexpr int BC_PER_THR = 2 * CK * BCV / THREADS;   // Bm, Cm vectors loaded per thread per chunk
+    constexpr int KC = CK * CV / THREADS;                // conversion cells (row, 4 channels) per thread
+    constexpr int EV = CK * ROWV / THREADS;              // phase-e vectors per thread per gradient
+    static_assert((2 * CK * ROWV) % THREADS == 0 && (2 * CK * BCV) % THREADS == 0, "even splits");
+    static_assert((CK * CV) % THREADS == 0 && (CK * ROWV) % THREADS == 0, "even splits");
+    static_assert(CH % 8 == 0 && SCAN_VEC % 4 == 0 && N % SCAN_VEC == 0, "whole warps, whole float4s");
 
-    int tid = threadIdx.x, lane = tid % 32;
-    int cl = tid / 4, g = tid % 4;
+    extern __shared__ __align__(16) unsigned char scan_bwd_smem[];
+    floatX* raw = reinterpret_cast<floatX*>(scan_bwd_smem);    // [2][CK][CH]: u, delta as read
+    float* dt_s = reinterpret_cast<float*>(raw + 2 * CK * CH); // tiles (scan_bwd_cell): dt, then ddelta
+    float* u_s = dt_s + CK * CH;                               // u, then du
+    float* dy_s = u_s + CK * CH;                               // dy = dout silu(z)
+    float* q_s = dy_s + CK * CH;                               // dout silu'(z), then dz
+    float* B_s = q_s + CK * CH;                                // [CK][N]
+    float* C_s = B_s + CK * N;
+    float* slab = C_s + CK * N;                                // [2][WARPS][SC][32]: dB[16], dC[16]
+
+    int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+    int cl = tid / 4, g = tid % 4;  // cl = warp * 8 + lane / 4
     int b = blockIdx.y, eb = blockIdx.x * CH, e = eb + cl;
-    int ec = e < E ? e : E - 1;
+    bool ch_ok = e < E;
+    int ec = ch_ok ? e : E - 1;     // channels past E compute on a valid one and store nothing
     int nc = (L + CK - 1) / CK;
-    int my_c = tid % CH, my_e = eb + my_c;  // elementwise phases
-    float my_D = D[min(my_e, E - 1)], my_bias = delta_bias[min(my_e, E - 1)];
-    float dD_acc = 0.0f, dbias_acc = 0.0f;
-
-    float A[S], A2[S], gr[S], dAacc[S];  // gr: dloss/dh carried backwards through time
+    float Dv = D[ec], dD_acc = 0.0f, dbias_acc = 0.0f;  // dD, ddelta_bias: parts of channel cl
+    // only A2 = A log2(e) is kept; the sums that need A are scaled by ln 2 once
+    float A2[S], gr[S], dAacc[S];  // gr: dloss/dh, carried backwards through time
     #pragma unroll
     for (int s = 0; s < S; s++) {
-        A[s] = -expf(A_log[ec * N + g * S + s]);
-        A2[s] = A[s] * SCAN_LOG2E;
+        A2[s] = -expf(A_log[ec * N + g * S + s]) * SCAN_LOG2E;
         gr[s] = 0.0f;
         dAacc[s] = 0.0f;
     }
-    for (int i = tid; i < CK * N; i += THREADS) { (&dB_s[0][0])[i] = 0.0f; (&dC_s[0][0])[i] = 0.0f; }
+    // after the 8-channel reduce-scatter (lane bits 4, 3, 2) lane holds term jv = lane / 4 of its
+    // quad's 8 (dB of state 4g + jv for jv < 4, dC of state 4g + jv - 4 above): its slab slot
+    const int slab_idx = ((lane >> 4) & 1) * 16 + g * S + ((lane >> 2) & 3);
 
+    auto opaque_tid = []() { unsigned t; asm volatile("mov.u32 %0, %%tid.x;" : "=r"(t)); return (int)t; };
+    // chunk cc's u, delta -> raw (zeros past L and past E), one commit group. Only the fp32 scalar
+    // path can copy single elements (4-byte cp.async); a 2-byte floatX there is copied synchronously.
+    auto issue_in = [&](int cc) {
+        int tb = cc * CK, ln = min(CK, L - tb);
+        const int tid = opaque_tid();
+        #pragma unroll
+        for (int k = 0; k < IN_PER_THR; k++) {
+            int i = tid + k * THREADS, w = i / (CK * ROWV), rem = i % (CK * ROWV);
+            int r = rem / ROWV, v = rem % ROWV, e0 = eb + v * SCAN_VEC;
+            bool row_ok = r < ln;
+            const floatX* src = (w == 0 ? u : delta) + ((size_t)b * L + tb + (row_ok ? r : 0)) * E;
+            floatX* dst = raw + (w * CK + r) * CH + v * SCAN_VEC;
+            if constexpr (VEC) {
+                scan_cp_async<16>(dst, src + (e0 < E ? e0 : 0), row_ok && e0 < E);
+            } else if constexpr (sizeof(floatX) == 4) {
+                #pragma unroll
+                for (int q = 0; q < SCAN_VEC; q++)
+                    scan_cp_async<4>(dst + q, src + (e0 + q < E ? e0 + q : 0), row_ok && e0 + q < E);
+            } else {
+                #pragma unroll
+                for (int q = 0; q < SCAN_VEC; q++) dst[q] = (row_ok && e0 + q < E) ? src[e0 + q] : (floatX)0.0f;
+            }
+        }
+        scan_cp_async_commit();
+    };
+    auto hs_load = [&](int cc) {
+        return *reinterpret_cast<const float4*>(hs + (((size_t)b * nc + cc) * E + ec) * N + g * S);
+    };
+
+    issue_in(nc - 1);
+    float4 h4 = hs_load(nc - 1);
     for (int c = nc - 1; c >= 0; c--) {
         int t0 = c * CK, len = min(CK, L - t0);
-        __syncthreads();  // the previous chunk is done with every tile
-        // a. stage the chunk; rows past L get dt = 0, Bm = 0 (identity steps) and dy = 0 (below)
-        for (int i = tid; i < CK * CH; i += THREADS) {
-            int r = i / CH;  // and i % CH == my_c
-            float uu = 0.0f, dt = 0.0f, zz = 0.0f, go = 0.0f;
-            if (r < len && my_e < E) {
-                size_t k = ((size_t)b * L + t0 + r) * E + my_e;
-                uu = (float)u[k]; zz = (float)z[k]; go = (float)dout[k];
-                dt = scan_softplus_fast((float)delta[k] + my_bias);
-            }
-            u_s[r][my_c] = uu; dt_s[r][my_c] = dt; dy_s[r][my_c] = zz; du_s[r][my_c] = go;
-        }
-        for (int i = tid; i < CK * N; i += THREADS) {
-            int r = i / N, n = i % N;
-            float bv = 0.0f, cv = 0.0f;
-            if (r < len) {
-                size_t k = ((size_t)b * L + t0 + r) * N + n;
-                bv = (float)Bm[k]; cv = (float)Cm[k];
-            }
-            B_s[r][n] = bv; C_s[r][n] = cv;
-        }
-        __syncthreads();
 
-        // b. checkpoint pass from hs: hc[k] = state entering sub-chunk k; y_s = sum_n Cm h
-        float hc[NSUB][S];
+        // a. Bm, Cm rows (L2 hits: every block of batch element b reads them) and this thread's z,
+        // dout cells straight into registers, issued before the wait so their latency overlaps it
+        ScanPack bcr[BC_PER_THR];
         {
-            float4 h4 = *reinterpret_cast<const float4*>(hs + (((size_t)b * nc + c) * E + ec) * N + g * S);
-            float h[S] = {h4.x, h4.y, h4.z, h4.w};
+            const int tid = opaque_tid();
             #pragma unroll
-            for (int k = 0; k < NSUB; k++) {
-                #pragma unroll
-                for (int s = 0; s < S; s++) hc[k][s] = h[s];
-                #pragma unroll
-                for (int q = 0; q < SUB / 4; q++) {
-                    float yq[4];
+            for (int k = 0; k < BC_PER_THR; k++) {
+                int i = tid + k * THREADS, w = i / (CK * BCV), rem = i % (CK * BCV), r = rem / BCV, v = rem % BCV;
+                if (r < len) {
+                    bcr[k] = scan_ld16((w == 0 ? Bm : Cm) + ((size_t)b * L + t0 + r) * N + v * SCAN_VEC);
+                } else {
                     #pragma unroll
-                    for (int j = 0; j < 4; j++) {
-                        int r = k * SUB + q * 4 + j;
-                        float dt = dt_s[r][cl], dtu = dt * u_s[r][cl];
-                        float4 bv = *reinterpret_cast<const float4*>(&B_s[r][g * S]);
-                        float4 cv = *reinterpret_cast<const float4*>(&C_s[r][g * S]);
-                        h[0] = scan_ex2(dt * A2[0]) * h[0] + dtu * bv.x;
-                        h[1] = scan_ex2(dt * A2[1]) * h[1] + dtu * bv.y;
-                        h[2] = scan_ex2(dt * A2[2]) * h[2] + dtu * bv.z;
-                        h[3] = scan_ex2(dt * A2[3]) * h[3] + dtu * bv.w;
-                        yq[j] = cv.x * h[0] + cv.y * h[1] + cv.z * h[2] + cv.w * h[3];
-                    }
-                    scan_reduce_scatter<2, 2>(yq, lane);
-                    scan_reduce_scatter<1, 1>(yq, lane);
-                    y_s[k * SUB + q * 4 + g][cl] = yq[0];
+                    for (int q = 0; q < SCAN_VEC; q++) bcr[k].v[q] = (floatX)0.0f;
                 }
             }
         }
-        __syncthreads();
-
-        // c. elementwise: dz, dy, dD
-        for (int i = tid; i < CK * CH; i += THREADS) {
-            int r = i / CH;
-            float dy = 0.0f;
-            if (r < len && my_e < E) {
-                size_t k = ((size_t)b * L + t0 + r) * E + my_e;
-                float zz = dy_s[r][my_c], go = du_s[r][my_c], uu = u_s[r][my_c];
-                float y = y_s[r][my_c] + my_D * uu;
-                float sg = 1.0f / (1.0f + __expf(-zz));
-                scan_acc(dz + k, go * y * sg * (1.0f + zz * (1.0f - sg)));  // silu'(z)
-                dy = go * zz * sg;
-                dD_acc += dy * uu;
-            }
-            dy_s[r][my_c] = dy;
-        }
-        __syncthreads();
-
-        // d. reverse, one sub-chunk at a time (fully unrolled: hc, hsub, dAs stay in registers)
-        #pragma unroll
-        for (int k = NSUB - 1; k >= 0; k--) {
-            float hsub[SUB][S], dAs[SUB][S];  // h_t and dA_t of the sub-chunk's steps
+        float4 zg[KC][2];  // z, dout
+        {
+            const int tid = opaque_tid(), cv0 = (tid % CV) * 4;
             #pragma unroll
-            for (int j = 0; j < SUB; j++) {
-                int r = k * SUB + j;
-                float dt = dt_s[r][cl], dtu = dt * u_s[r][cl];
-                float4 bv = *reinterpret_cast<const float4*>(&B_s[r][g * S]);
+            for (int k = 0; k < KC; k++) {
+                int r = tid / CV + k * (THREADS / CV);
+                bool valid = r < len;
+                size_t off = ((size_t)b * L + t0 + (valid ? r : 0)) * E;
+                zg[k][0] = scan_ldg4f<VEC>(z + off, eb + cv0, E, valid);
+                zg[k][1] = scan_ldg4f<VEC>(dout + off, eb + cv0, E, valid);
+            }
+        }
+        scan_cp_async_wait_all();
+        __syncthreads();  // u, delta of chunk c landed; the previous chunk is done with every tile
+
+        // b. conversion
+        {
+            const int tid = opaque_tid(), cv0 = (tid % CV) * 4;
+            #pragma unroll
+            for (int k = 0; k < KC; k++) {
+                int r = tid / CV + k * (THREADS / CV);
+                float4 uu = scan_lds4f(raw + r * CH + cv0);
+                float4 dd = scan_lds4f(raw + (CK + r) * CH + cv0);
+                const float* dv = &dd.x;
+                const float* zv = &zg[k][0].x;
+                const float* gv = &zg[k][1].x;
+                float4 dt4, dy4, q4;
+                float* dtv = &dt4.x;
+                float* dyv = &dy4.x;
+                float* qv = &q4.x;
+                #pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    int ee = eb + cv0 + q;
+                    bool valid = r < len && ee < E;  // z, dout are zero there too: dy = q = 0
+                    float s = __fdividef(1.0f, 1.0f + __expf(-zv[q]));
+                    dtv[q] = valid ? scan_softplus_fast(dv[q] + __ldg(delta_bias + min(ee, E - 1))) : 0.0f;
+                    dyv[q] = gv[q] * zv[q] * s;
+                    qv[q] = gv[q] * s * (1.0f + zv[q] * (1.0f - s));  // silu'(z) = s (1 + z (1 - s))
+                }
+                int o = scan_bwd_cell(r, cv0);
+                *reinterpret_cast<float4*>(dt_s + o) = dt4;
+                *reinterpret_cast<float4*>(u_s + o) = uu;
+                *reinterpret_cast<float4*>(dy_s + o) = dy4;
+                *reinterpret_cast<float4*>(q_s + o) = q4;
+            }
+            #pragma unroll
+            for (int k = 0; k < BC_PER_THR; k++) {  // the (w, r, v) mapping of the loads in a.
+                int i = tid + k * THREADS, w = i / (CK * BCV), rem = i % (CK * BCV), r = rem / BCV, v = rem % BCV;
+                float* dst = (w == 0 ? B_s : C_s) + r * N + v * SCAN_VEC;
+                #pragma unroll
+                for (int q = 0; q < SCAN_VEC; q += 4)
+                    *reinterpret_cast<float4*>(dst + q) = make_float4((float)bcr[k].v[q], (float)bcr[k].v[q + 1],
+                                                                      (float)bcr[k].v[q + 2], (float)bcr[k].v[q + 3]);
+            }
+        }
+        __syncthreads();  // tiles ready; raw is free
+        if (c > 0) issue_in(c - 1);  // lands during this chunk's passes
+
+        // c. checkpoint pass: hc[k] = state entering sub-chunk k. The loop is rolled (it and d.'s
+        // are what keep the kernel ~60 KB of code instead of ~190 KB, past the instruction cache),
+        // so hc is indexed dynamically and lives in local memory (128 bytes, L1/L2 hits).
+        float hc[NSC][S];
+        {
+            float h[S] = {h4.x, h4.y, h4.z, h4.w};
+            #pragma unroll 1
+            for (int k = 0; k < NSC; k++) {
+                #pragma unroll
+                for (int s = 0; s < S; s++) hc[k][s] = h[s];
+                #pragma unroll
+                for (int j = 0; j < SC; j++) {
+                    int r = k * SC + j, o = scan_bwd_cell(r, cl);
+                    float dt = dt_s[o], dtu = dt * u_s[o];
+                    float4 bv = *reinterpret_cast<const float4*>(&B_s[r * N + g * S]);
+                    h[0] = scan_ex2(dt * A2[0]) * h[0] + dtu * bv.x;
+                    h[1] = scan_ex2(dt * A2[1]) * h[1] + dtu * bv.y;
+                    h[2] = scan_ex2(dt * A2[2]) * h[2] + dtu * bv.z;
+                    h[3] = scan_ex2(dt * A2[3]) * h[3] + dtu * bv.w;
+                }
+            }
+        }
+
+        // d. reverse, one sub-chunk at a time (rolled); the next sub-chunk's checkpoint (hn) is
+        // loaded one sub-chunk ahead so its latency does not head the recompute chain
+        float hk[S], hn[S];
+        #pragma unroll
+        for (int s = 0; s < S; s++) hk[s] = hc[NSC - 1][s];
+        #pragma unroll 1
+        for (int k = NSC - 1; k >= 0; k--) {
+            #pragma unroll
+            for (int s = 0; s < S; s++) hn[s] = hc[k > 0 ? k - 1 : 0][s];
+            float hsub[SC][S], dAs[SC][S];  // h_t and dA_t of the sub-chunk's steps
+            #pragma unroll
+            for (int j = 0; j < SC; j++) {
+                int r = k * SC + j, o = scan_bwd_cell(r, cl);
+                float dt = dt_s[o], dtu = dt * u_s[o];
+                float4 bv = *reinterpret_cast<const float4*>(&B_s[r * N + g * S]);
                 float bb[S] = {bv.x, bv.y, bv.z, bv.w};
                 #pragma unroll
                 for (int s = 0; s < S; s++) {
                     dAs[j][s] = scan_ex2(dt * A2[s]);
-                    hsub[j][s] = dAs[j][s] * (j > 0 ? hsub[j - 1][s] : hc[k][s]) + dtu * bb[s];
+                    hsub[j][s] = dAs[j][s] * (j > 0 ? hsub[j - 1][s] : hk[s]) + dtu * bb[s];
                 }
             }
-            float dub[4], dtb[4];  // this thread's parts of du and ddt for a group of 4 steps
+            // compiler-only fence: reload dt, u, Bm below instead of keeping the recompute's values
+            // live through the reverse steps (48 registers: heavy spilling without it)
+            asm volatile("" ::: "memory");
+            float* slab_w = slab + ((k & 1) * WARPS + warp) * SC * 32;
+            float dub[4], dtb[4], yb[4];  // this thread's parts of du, ddt, y for a group of 4 steps
             #pragma unroll
-            for (int j = SUB - 1; j >= 0; j--) {
-                int r = k * SUB + j;
-                float dt = dt_s[r][cl], uu = u_s[r][cl], dy = dy_s[r][cl];
-                float4 bv = *reinterpret_cast<const float4*>(&B_s[r][g * S]);
-                float4 cv = *reinterpret_cast<const float4*>(&C_s[r][g * S]);
+            for (int j = SC - 1; j >= 0; j--) {
+                int r = k * SC + j, o = scan_bwd_cell(r, cl);
+                float dt = dt_s[o], uu = u_s[o], dy = dy_s[o];
+                float4 bv = *reinterpret_cast<const float4*>(&B_s[r * N + g * S]);
+                float4 cv = *reinterpret_cast<const float4*>(&C_s[r * N + g * S]);
                 float bb[S] = {bv.x, bv.y, bv.z, bv.w}, cc[S] = {cv.x, cv.y, cv.z, cv.w};
-                float v[2 * S], dsum = 0.0f, tsum = 0.0f, dtu = dt * uu;  // v: 4 dBm then 4 dCm terms
+                float v[2 * S], dsum = 0.0f, tsum = 0.0f, ysum = 0.0f, dtu = dt * uu;  // v: 4 dB, 4 dC terms
                 #pragma unroll
                 for (int s = 0; s < S; s++) {
-                    float hp = j > 0 ? hsub[j - 1][s] : hc[k][s];  // h_{t-1}
-                    gr[s] += dy * cc[s];                            // now dloss/dh_t
+                    float hp = j > 0 ? hsub[j - 1][s] : hk[s];  // h_{t-1}
+                    ysum += cc[s] * hsub[j][s];
+                    gr[s] += dy * cc[s];                         // now dloss/dh_t
                     v[s] = gr[s] * dtu;
                     v[S + s] = dy * hsub[j][s];
                     dsum += gr[s] * bb[s];
                     float ghdA = gr[s] * hp * dAs[j][s];
-                    tsum += ghdA * A[s];
+                    tsum += ghdA * A2[s];
                     dAacc[s] += ghdA * dt;
-                    gr[s] *= dAs[j][s];                             // flows to h_{t-1}
+                    gr[s] *= dAs[j][s];                          // flows to h_{t-1}
                 }
                 dub[j % 4] = dsum * dt;
-                dtb[j % 4] = tsum + dsum * uu;  // sum_n g (h_{t-1} dA A + Bm u)
-                // dBm/dCm over the warp's 8 channels (lane bits 4, 3, 2): lane ends with v index lane / 4
+                dtb[j % 4] = tsum * SCAN_LN2 + dsum * uu;  // sum_n g (h_{t-1} dA A + Bm u)
+                yb[j % 4] = ysum;
                 scan_reduce_scatter<4, 16>(v, lane);
                 scan_reduce_scatter<2, 8>(v, lane);
                 scan_reduce_scatter<1, 4>(v, lane);
-                {
-                    int jv = lane >> 2, n = g * S + (jv & 3);
-                    atomicAdd(jv < S ? &dB_s[r][n] : &dC_s[r][n], v[0]);
-                }
-                if (j % 4 == 0) {  // steps r .. r+3 done: thread g keeps step r + g
+                slab_w[j * 32 + slab_idx] = v[0];
+                if (j % 4 == 0) {  // steps r .. r+3 done by the quad: thread g finishes step r + g
                     scan_reduce_scatter<2, 2>(dub, lane); scan_reduce_scatter<2, 2>(dtb, lane);
+                    scan_reduce_scatter<2, 2>(yb, lane);
                     scan_reduce_scatter<1, 1>(dub, lane); scan_reduce_scatter<1, 1>(dtb, lane);
-                    du_s[r + g][cl] = dub[0];
-                    y_s[r + g][cl] = dtb[0];
+                    scan_reduce_scatter<1, 1>(yb, lane);
+                    int oo = scan_bwd_cell(r + g, cl);
+                    float uo = u_s[oo], dto = dt_s[oo], dyo = dy_s[oo], qo = q_s[oo];
+                    float dd = dtb[0] * scan_dsoftplus_from_dt(dto);
+                    u_s[oo] = dub[0] + dyo * Dv;       // du
+                    dt_s[oo] = dd;                     // ddelta
+                    q_s[oo] = (yb[0] + Dv * uo) * qo;  // dz
+                    dbias_acc += dd;                   // 0 past L / E (dt = 0 there)
+                    dD_acc += dyo * uo;                // 0 there too (dy = 0)
+                }
+            }
+            __syncthreads();  // slab[k & 1] complete (and, at k = 0, every tile)
+            const int tidf = opaque_tid();
+            {  // thread: step j = tidf / 8 of the sub-chunk, float4 qv = tidf % 8 (dB for qv < 4, else dC)
+                int j = tidf / 8, qv = tidf % 8, r = k * SC + j;
+                if (r < len) {
+                    const float* sp = slab + ((k & 1) * WARPS * SC + j) * 32 + qv * 4;
+                    float4 acc = *reinterpret_cast<const float4*>(sp);
+                    #pragma unroll
+                    for (int w = 1; w < WARPS; w++) {
+                        float4 x = *reinterpret_cast<const float4*>(sp + w * SC * 32);
+                        acc.x += x.x; acc.y += x.y; acc.z += x.z; acc.w += x.w;
+                    }
+                    scan_atomic_add4((qv < 4 ? dBm : dCm) + ((size_t)b * L + t0 + r) * N + (qv % 4) * 4, acc);
+                }
+            }
+            #pragma unroll
+            for (int s = 0; s < S; s++) hk[s] = hn[s];
+        }
+        if (c > 0) h4 = hs_load(c - 1);  // used after the next conversion
+
+        // e. du, ddelta, dz += tiles; every old value is loaded before any is used
+        {
+            const int tid = opaque_tid();
+            ScanPack od[EV][3];
+            #pragma unroll
+            for (int k = 0; k < EV; k++) {
+                int i = tid + k * THREADS, r = i / ROWV, v = i % ROWV, e0 = eb + v * SCAN_VEC;
+                size_t off = ((size_t)b * L + t0 + (r < len ? r : 0)) * E + e0;
+                if constexpr (VEC) {
+                    if (r < len && e0 < E) {
+                        od[k][0] = scan_ld16<true>(du + off);
+                        od[k][1] = scan_ld16<true>(ddelta + off);
+                        od[k][2] = scan_ld16<true>(dz + off);
+                    }
+                } else {
+                    #pragma unroll
+                    for (int q = 0; q < SCAN_VEC; q++) {
+                        bool in = r < len && e0 + q < E;
+                        od[k][0].v[q] = in ? du[off + q] : (floatX)0.0f;
+                        od[k][1].v[q] = in ? ddelta[off + q] : (floatX)0.0f;
+                        od[k][2].v[q] = in ? dz[off + q] : (floatX)0.0f;
+                    }
+                }
+            }
+            #pragma unroll
+            for (int k = 0; k < EV; k++) {
+                int i = tid + k * THREADS, r = i / ROWV, v = i % ROWV, e0 = eb + v * SCAN_VEC;
+                if (r >= len) continue;
+                size_t off = ((size_t)b * L + t0 + r) * E + e0;
+                ScanPack pu, pd, pz;
+                #pragma unroll
+                for (int q4 = 0; q4 < SCAN_VEC; q4 += 4) {
+                    int o = scan_bwd_cell(r, v * SCAN_VEC + q4);  // 4 consecutive channels stay consecutive
+                    float4 a = *reinterpret_cast<const float4*>(u_s + o);
+                    float4 d = *reinterpret_cast<const float4*>(dt_s + o);
+                    float4 zq = *reinterpret_cast<const float4*>(q_s + o);
+                    const float* av = &a.x;
+                    const float* dv = &d.x;
+                    const float* zv = &zq.x;
+                    #pragma unroll
+                    for (int q = 0; q < 4; q++) {
+                        pu.v[q4 + q] = (floatX)((float)od[k][0].v[q4 + q] + av[q]);
+                        pd.v[q4 + q] = (floatX)((float)od[k][1].v[q4 + q] + dv[q]);
+                        pz.v[q4 + q] = (floatX)((float)od[k][2].v[q4 + q] + zv[q]);
+                    }
+                }
+                if constexpr (VEC) {
+                    if (e0 < E) {
+                        *reinterpret_cast<int4*>(du + off) = *reinterpret_cast<const int4*>(&pu);
+                        *reinterpret_cast<int4*>(ddelta + off) = *reinterpret_cast<const int4*>(&pd);
+                        *reinterpret_cast<int4*>(dz + off) = *reinterpret_cast<const int4*>(&pz);
+                    }
+                } else {
+                    #pragma unroll
+                    for (int q = 0; q < SCAN_VEC; q++)
+                        if (e0 + q < E) { du[off + q] = pu.v[q]; ddelta[off + q] = pd.v[q]; dz[off + q] = pz.v[q]; }
                 }
             }
         }
-        __syncthreads();
-
-        // e. elementwise du, ddelta; flush the chunk's dBm/dCm block sums, re-zero them
-        for (int i = tid; i < CK * CH; i += THREADS) {
-            int r = i / CH;
-            if (r < len && my_e < E) {
-                size_t k = ((size_t)b * L + t0 + r) * E + my_e;
-                float dd = y_s[r][my_c] * scan_dsoftplus_from_dt(dt_s[r][my_c]);
-                scan_acc(du + k, du_s[r][my_c] + dy_s[r][my_c] * my_D);
-                scan_acc(ddelta + k, dd);
-                dbias_acc += dd;
-            }
-        }
-        for (int i = tid; i < len * N / 4; i += THREADS) {
-            int r = i * 4 / N, n = i * 4 % N;
-            size_t k = ((size_t)b * L + t0 + r) * N + n;
-            float4* pB = reinterpret_cast<float4*>(&dB_s[r][n]);
-            float4* pC = reinterpret_cast<float4*>(&dC_s[r][n]);
-            scan_atomic_add4(dBm + k, *pB);
-            scan_atomic_add4(dCm + k, *pC);
-            *pB = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            *pC = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        }
     }
-    if (e < E) {
+    // parameter gradients: dD and ddelta_bias summed over the channel's quad, dA_log per thread
+    dbias_acc += __shfl_xor_sync(0xffffffffu, dbias_acc, 1);
+    dbias_acc += __shfl_xor_sync(0xffffffffu, dbias_acc, 2);
+    dD_acc += __shfl_xor_sync(0xffffffffu, dD_acc, 1);
+    dD_acc += __shfl_xor_sync(0xffffffffu, dD_acc, 2);
+    if (ch_ok) {
+        if (g == 0) {
+            atomicAdd(&ddelta_bias[e], dbias_acc);
+            atomicAdd(&dD[e], dD_acc);
+        }
         #pragma unroll
-        for (int s = 0; s < S; s++) atomicAdd(&dA_log[e * N + g * S + s], dAacc[s] * A[s]);  // dA/dA_log = A
-    }
-    if (my_e < E) {
-        atomicAdd(&dD[my_e], dD_acc);
-        atomicAdd(&ddelta_bias[my_e], dbias_acc);
+        for (int s = 0; s < S; s++) atomicAdd(&dA_log[e * N + g * S + s], dAacc[s] * A2[s] * SCAN_LN2);  // dA * A
     }
 }
 
@@ -974,7 +1194,10 @@ selective_scan_backward_generic_kernel(
 //             16-byte cp.async / stores too when E % SCAN_VEC == 0 and they are aligned, else
 //             per-element copies (4-byte cp.async for fp32) and stores in the same kernel (any E
 //             works, e.g. E = 37)
-//   backward: hs (float4 loads), dBm, dCm (16-byte atomics); its other accesses are scalar
+//   backward: hs (float4 loads), Bm, Cm (16-byte loads), dBm, dCm (16-byte atomics); u, delta
+//             (16-byte cp.async), z, dout (16-byte loads), du, ddelta, dz (16-byte read-modify-
+//             writes) when E % SCAN_VEC == 0 and they are aligned, else per element in the same
+//             kernel (4-byte cp.async for fp32 u, delta)
 // Any L and E work on the fast path. Everything else runs the generic kernels.
 
 static void selective_scan_forward_cuda(floatX* out, float* hs, const floatX* u, const floatX* delta,
@@ -1019,18 +1242,28 @@ static void selective_scan_backward_cuda(floatX* du, floatX* ddelta, float* dA_l
                                          const float* D, const floatX* z, const float* delta_bias,
                                          const float* hs, int B, int L, int E, int N) {
     if (B <= 0 || L <= 0 || E <= 0) return;
-    if (N == SCAN_FAST_N && scan_aligned16(hs) && scan_aligned16(dBm) && scan_aligned16(dCm)) {
-        const size_t smem = scan_bwd_fast_smem();
-        static bool smem_opt_in = false;  // more than 48 KB of dynamic shared memory needs an opt-in
-        if (!smem_opt_in) {
-            cudaCheck(cudaFuncSetAttribute(selective_scan_backward_fast_kernel,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-            smem_opt_in = true;
+    if (N == SCAN_FAST_N && scan_aligned16(hs) && scan_aligned16(Bm) && scan_aligned16(Cm) &&
+        scan_aligned16(dBm) && scan_aligned16(dCm)) {
+        bool vec = E % SCAN_VEC == 0 && scan_aligned16(u) && scan_aligned16(delta) && scan_aligned16(z) &&
+                   scan_aligned16(dout) && scan_aligned16(du) && scan_aligned16(ddelta) && scan_aligned16(dz);
+        const size_t smem = scan_bwd_fast_smem();  // 36 KB (fp32): no opt-in needed under 48 KB
+        static bool carveout_set = false;
+        if (!carveout_set) {  // ask for the largest shared-memory carveout so 6 blocks fit per SM
+            cudaCheck(cudaFuncSetAttribute(selective_scan_backward_fast_kernel<true>,
+                                           cudaFuncAttributePreferredSharedMemoryCarveout, 100));
+            cudaCheck(cudaFuncSetAttribute(selective_scan_backward_fast_kernel<false>,
+                                           cudaFuncAttributePreferredSharedMemoryCarveout, 100));
+            carveout_set = true;
         }
-        dim3 grid(ceil_div(E, SCAN_FAST_CH), B);
-        selective_scan_backward_fast_kernel<<<grid, SCAN_FAST_THREADS, smem>>>(
-            du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z,
-            delta_bias, hs, B, L, E);
+        dim3 grid(ceil_div(E, SCAN_BWD_CH), B);
+        if (vec)
+            selective_scan_backward_fast_kernel<true><<<grid, SCAN_BWD_THREADS, smem>>>(
+                du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z,
+                delta_bias, hs, B, L, E);
+        else
+            selective_scan_backward_fast_kernel<false><<<grid, SCAN_BWD_THREADS, smem>>>(
+                du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z,
+                delta_bias, hs, B, L, E);
         cudaCheckLaunch();
         return;
     }

@@ -2,8 +2,8 @@
 // Outputs start NaN-poisoned; gradients start from the same random contents on
 // both sides (the backward must add into them). N = 16 runs the fast kernels
 // (vector and scalar paths, partial blocks and chunks); other N, and N = 16 with
-// misaligned pointers, run the generic ones. Ends with a timing line for a
-// model-sized shape (not a test).
+// misaligned hs / Bm / Cm / dBm / dCm, run the generic ones. Ends with a timing
+// line for a model-sized shape (not a test).
 #include "test_util.h"
 #include "../src/selective_scan.h"
 
@@ -22,8 +22,10 @@ static float* dev_copy(const std::vector<float>& h, int off) {
 }
 static float* dev_poisoned(size_t n, int off) { return device_poisoned(n + off) + off; }
 
-// misalign: shift every device buffer by one float, which must send N = 16 to the generic kernels
-static void test_shape(int B, int L, int E, int N, uint64_t seed, bool misalign = false) {
+// misalign = 1: shift every device buffer by one float, which must send N = 16 to the generic kernels;
+// 2: shift only the (B, L, E) activations and their gradients, which must send N = 16 with E % 4 == 0
+// to the fast kernels' per-element path
+static void test_shape(int B, int L, int E, int N, uint64_t seed, int misalign = 0) {
     Rng r; rng_seed(&r, seed);
     size_t BLE = (size_t)B * L * E, BLN = (size_t)B * L * N, EN = (size_t)E * N;
     int nc = scan_n_chunks(L);
@@ -39,9 +41,9 @@ static void test_shape(int B, int L, int E, int N, uint64_t seed, bool misalign 
     std::vector<float> Bm = random_vec(BLN, &r), Cm = random_vec(BLN, &r), D = random_vec(E, &r);
     std::vector<float> z = random_vec(BLE, &r, -2.0f, 2.0f), delta_bias = random_vec(E, &r, -1.0f, 0.5f);
     std::vector<float> dout = random_vec(BLE, &r);
-    bool fast = N == 16 && !misalign;
+    bool fast = N == 16 && misalign != 1;
     double tol = fast ? TOL_FAST : TOL_GENERIC;
-    int off = misalign ? 1 : 0;
+    int off = misalign == 1 ? 1 : 0, offa = misalign ? 1 : 0;  // offa: (B, L, E) buffers
 
     // CPU reference
     std::vector<float> out(BLE), hs(HS);
@@ -58,21 +60,26 @@ static void test_shape(int B, int L, int E, int N, uint64_t seed, bool misalign 
                                 hs.data(), B, L, E, N);
 
     // GPU
-    float *d_u = dev_copy(u, off), *d_delta = dev_copy(delta, off), *d_A_log = dev_copy(A_log, off);
-    float *d_Bm = dev_copy(Bm, off), *d_Cm = dev_copy(Cm, off), *d_D = dev_copy(D, off), *d_z = dev_copy(z, off);
-    float *d_bias = dev_copy(delta_bias, off), *d_dout = dev_copy(dout, off);
-    float *d_out = dev_poisoned(BLE, off), *d_hs = dev_poisoned(HS, off);
+    float *d_u = dev_copy(u, offa), *d_delta = dev_copy(delta, offa), *d_A_log = dev_copy(A_log, off);
+    float *d_Bm = dev_copy(Bm, off), *d_Cm = dev_copy(Cm, off), *d_D = dev_copy(D, off), *d_z = dev_copy(z, offa);
+    float *d_bias = dev_copy(delta_bias, off), *d_dout = dev_copy(dout, offa);
+    float *d_out = dev_poisoned(BLE, offa), *d_hs = dev_poisoned(HS, off);
     selective_scan_forward_cuda(d_out, d_hs, d_u, d_delta, d_A_log, d_Bm, d_Cm, d_D, d_z, d_bias, B, L, E, N);
     char tag[112], name[176];
     snprintf(tag, sizeof tag, "B=%d L=%d E=%d N=%d%s", B, L, E, N,
-             misalign ? " misaligned (generic)" : fast ? " (fast)" : " (generic)");
+             misalign == 1 ? " misaligned (generic)" : misalign == 2 ? " misaligned activations (fast)" :
+             fast ? " (fast)" : " (generic)");
     snprintf(name, sizeof name, "scan forward out %s", tag);
     check_close(name, from_device(d_out, BLE).data(), out.data(), BLE, tol);
     snprintf(name, sizeof name, "scan forward hs %s", tag);
     check_close(name, from_device(d_hs, HS).data(), hs.data(), HS, tol);
 
     float* d_g[8];
-    for (int k = 0; k < 8; k++) d_g[k] = dev_copy(init[k], off);
+    int goff[8];  // du, ddelta, dz are (B, L, E)
+    for (int k = 0; k < 8; k++) {
+        goff[k] = (k == 0 || k == 1 || k == 6) ? offa : off;
+        d_g[k] = dev_copy(init[k], goff[k]);
+    }
     // backward from the CPU's hs, so each direction is tested on its own
     cudaCheck(cudaMemcpy(d_hs, hs.data(), HS * sizeof(float), cudaMemcpyHostToDevice));
     selective_scan_backward_cuda(d_g[0], d_g[1], d_g[2], d_g[3], d_g[4], d_g[5], d_g[6], d_g[7], d_dout, d_u,
@@ -85,9 +92,11 @@ static void test_shape(int B, int L, int E, int N, uint64_t seed, bool misalign 
         snprintf(name, sizeof name, "scan backward %s %s", names[k], tag);
         check_close(name, dg.data(), dr.data(), sizes[k], tol);
     }
-    float* bufs[] = {d_u, d_delta, d_A_log, d_Bm, d_Cm, d_D, d_z, d_bias, d_dout, d_out, d_hs};
+    float* bufs[] = {d_A_log, d_Bm, d_Cm, d_D, d_bias, d_hs};
     for (float* p : bufs) cudaCheck(cudaFree(p - off));
-    for (int k = 0; k < 8; k++) cudaCheck(cudaFree(d_g[k] - off));
+    float* bufs_a[] = {d_u, d_delta, d_z, d_dout, d_out};
+    for (float* p : bufs_a) cudaCheck(cudaFree(p - offa));
+    for (int k = 0; k < 8; k++) cudaCheck(cudaFree(d_g[k] - goff[k]));
 }
 
 // timing only (no CPU reference at this size)
@@ -121,9 +130,9 @@ static void time_shape(int B, int L, int E, int N) {
 }
 
 int main() {
-    // fast kernels (N = 16): E = 5, 37 scalar path; 64, 96, 40 (a partial 32-channel block), 128,
-    // 1536 vector path; L = 1, 7, 63 (one partial chunk), 65 and 130 (chunks + 1 or 2 steps), 257,
-    // 1000, 4096
+    // fast kernels (N = 16): E = 5, 37 scalar path; 64, 96, 40 (a partial 32-channel forward block
+    // and a partial 16-channel backward block), 128, 1536 vector path; L = 1, 7, 63 (one partial
+    // chunk), 65 and 130 (chunks + 1 or 2 steps), 257, 1000, 4096
     test_shape(1, 1, 5, 16, 1);
     test_shape(2, 7, 37, 16, 2);
     test_shape(2, 63, 64, 16, 3);
@@ -132,6 +141,7 @@ int main() {
     test_shape(2, 1000, 1536, 16, 6);
     test_shape(2, 257, 64, 16, 14);    // 8 full tiles + 1 step: the 2-tile-ahead copy ring wraps
     test_shape(1, 4096, 128, 16, 15);  // 128 tiles, 64 chunks: long runs of the ring
+    test_shape(2, 130, 40, 16, 16, 2);  // E % 4 == 0 but misaligned activations: per-element path
     // generic kernels: other N, and N = 16 with pointers the fast kernels cannot take
     test_shape(1, 1, 1, 3, 7);
     test_shape(2, 70, 33, 3, 8);     // two chunks, partial last; N < G
@@ -139,7 +149,7 @@ int main() {
     test_shape(1, 65, 10, 32, 10);
     test_shape(2, 70, 9, 40, 11);    // N > 32: two states per lane
     test_shape(1, 64, 5, 64, 12);
-    test_shape(2, 70, 36, 16, 13, true);
+    test_shape(2, 70, 36, 16, 13, 1);
     time_shape(8, 1024, 1536, 16);
     return test_summary();
 }
