@@ -919,9 +919,269 @@ static void scan_fwd_v7(T* out, float* hs, const T* u, const T* delta, const flo
 }
 
 // ---------------------------------------------------------------------------
+// version 8: v7 with 8 threads per channel (TPC = 8, S = 2 states per thread), 256-thread blocks.
+// Why: Nsight Compute has v7 latency-bound: 2.9 blocks of 4 warps per SM (17.6% achieved
+// occupancy), issue slots 50% busy, 5.35 cycles between a warp's instructions. At B*E fixed the
+// warp count is B*E*TPC/32, so TPC = 8 doubles the warps in flight (~11.6 -> ~23 per SM) for the
+// same grid (384 blocks of 32 channels), with half the serial work per warp per tile.
+// Cost per state-step (v7 issues ~9.65 instructions per state-step by the ncu counts): shared loads
+// 0.75 -> 1.0 (a (dt, dt*u) float2 + one {B, B, C, C} float4 per 2 states), y reduce-scatter 0.75 ->
+// 1.75 (3 levels: 4+2+1 shuffles, 14 selects, 7 adds per 8 steps per thread), loop/index ~+0.2:
+// ~11.1 instructions per state-step, i.e. ~75 us of pure issue at L=1024 (v7's issued count: 65 us);
+// the special-function units need ~68 us (16 ex2 + ~4 MUFU for softplus/silu per (t, e)).
+// Changes besides TPC, each needed by 256 threads / 2 states per thread:
+//  - staging and out-store in units of 4 channels, one unit per thread per tile for both dtypes (the
+//    bf16 tile has only 128 16-byte vectors per array, fewer than the threads); the 4 bf16 are read
+//    as 8 bytes and widened with shifts; the quarter-warps' float4 stores into u_s / z_s are
+//    contiguous (no bank conflicts in bf16 either); out is stored with 8-byte (bf16) / 16-byte
+//    (fp32) streaming stores.
+//  - Bm/Cm staged interleaved by state pair, {B[2k], B[2k+1], C[2k], C[2k+1]}: one LDS.128 per thread-step.
+//  - row stride of u_s / z_s / o_s = 32 + CPW (36 for TPC 8): the epilogue of a warp touches rows
+//    q*TPC + g (g < TPC) of CPW channels, and g*CPW + c (mod 32) are distinct banks (v7's stride 40
+//    would be 2-way at TPC 8).
+//  - the generic reduce-scatter (reduce_scatter_group<TPC>: levels TPC/2 .. 1); v5/v7's two-call
+//    form would skip the level 2 at TPC 8.
+//  - cp.async copy j lands at raw + j*VEC (a ring slot is the 5 row-major tiles back to back).
+// Pipeline and barriers are v7's (tile t+2 in flight by cp.async while tile t computes; 2 barriers per
+// 32-step tile).
+// Blocks per SM (B=8, E=1536: 384 blocks, 3 per SM make one wave of 396 slots): shared memory per
+// block = 25.6 KB static (u_s, z_s, o_s 3 x 4.5 KB, dd_s 8 KB, bc_s 4 KB, bias) + the ring 16 KB
+// (bf16) / 32 KB (fp32), + 1 KB reserved: 42.6 / 58.6 KB -> 5 (bf16) / 3 (fp32) blocks in 228 KB.
+// Registers: __launch_bounds__(256, 3) caps them at 80 (3 x 256 x 80 = 61,440 of 65,536) -> 3 blocks;
+// at 88 only 2 would fit (2 waves). So 3 blocks = 24 warps per SM for both dtypes (v7: 12).
+// ptxas (nvcc 13.0): 80 registers in all four instantiations (108-121 without the cap: it hoists
+// loads for ILP), no spills on the vector paths; the fp32 scalar path (E % 4 != 0) spills 8 bytes.
+// Prediction (written before any run): issue-bound at ~75 us if the 24 warps hide the latency; at
+// the 65-80% issue utilization that 6 warps per scheduler should reach: bf16 ~0.105 ms (0.095-0.120)
+// at L=1024, ~0.40 ms (0.37-0.46) at L=4096; fp32 ~0.107 (0.095-0.12) / ~0.41 (0.37-0.46): fp32
+// needs ~1.9 TB/s at 0.107 ms, below the ~3.0 TB/s achievable. If it does not beat v7, the larger
+// barrier groups (8 warps wait for the slowest) and the 3-level shuffle chain per 8 steps ate the
+// occupancy gain; the next lever would then be splitting L (two segments per channel + carry fix-up).
+
+#define V8_TPC 8
+#ifndef V8_MINB
+#define V8_MINB 3   // blocks per SM the register budget must allow (80 registers at 256 threads)
+#endif
+
+// reduce-scatter over the G lanes of an aligned lane group (G a power of two <= 32): v[0, G) per
+// lane; afterwards v[0] of lane l holds the group's sum of the original v[l % G]
+template <int G> __device__ __forceinline__ void reduce_scatter_group(float* v, int lane) {
+    if constexpr (G >= 2) {
+        reduce_scatter_level<G / 2>(v, lane);
+        reduce_scatter_group<G / 2>(v, lane);
+    }
+}
+
+// 4 consecutive T from shared memory into floats (8-byte aligned for bf16, 16 for fp32)
+__device__ __forceinline__ void scan_lds4(const float* p, float* v) {
+    float4 x = *reinterpret_cast<const float4*>(p);
+    v[0] = x.x; v[1] = x.y; v[2] = x.z; v[3] = x.w;
+}
+__device__ __forceinline__ void scan_lds4(const bf16* p, float* v) {
+    uint2 x = *reinterpret_cast<const uint2*>(p);  // element 0 in the low half; bf16 -> fp32 is a shift
+    v[0] = __uint_as_float(x.x << 16); v[1] = __uint_as_float(x.x & 0xffff0000u);
+    v[2] = __uint_as_float(x.y << 16); v[3] = __uint_as_float(x.y & 0xffff0000u);
+}
+// 4 floats stored as 4 consecutive T with one streaming store (p 8-byte aligned for bf16, 16 for fp32)
+__device__ __forceinline__ void scan_stg4cs(float* p, const float* v) {
+    __stcs(reinterpret_cast<float4*>(p), make_float4(v[0], v[1], v[2], v[3]));
+}
+__device__ __forceinline__ void scan_stg4cs(bf16* p, const float* v) {
+    __nv_bfloat162 lo = __floats2bfloat162_rn(v[0], v[1]), hi = __floats2bfloat162_rn(v[2], v[3]);
+    uint2 x;
+    memcpy(&x.x, &lo, 4);
+    memcpy(&x.y, &hi, 4);
+    __stcs(reinterpret_cast<uint2*>(p), x);
+}
+
+template <typename T, int N, bool VEC_OK, int TPC>
+__global__ void __launch_bounds__(V5_CH * TPC, V8_MINB) scan_fwd_v8_kernel(T* out, float* hs, const T* u,
+        const T* delta, const float* A_log, const T* Bm, const T* Cm, const float* D, const T* z,
+        const float* dbias, int B, int L, int E) {
+    constexpr int THREADS = V5_CH * TPC;
+    constexpr int VEC = Packed128<T>::size;          // elements per 16-byte copy
+    constexpr int S = N / TPC;                       // states per thread
+    constexpr int CPW = 32 / TPC;                    // channels per warp
+    constexpr int RS = V5_CH + CPW;                  // row stride of u_s, z_s, o_s (see above)
+    constexpr int ROWV = V5_CH / VEC;                // 16-byte copies per activation tile row
+    constexpr int ACT_V = V5_TT * ROWV;              // copies per activation tile (u, delta or z)
+    constexpr int BC_V = V5_TT * N / VEC;            // copies per Bm (or Cm) tile
+    constexpr int NCOPY = 3 * ACT_V + 2 * BC_V;      // copies per ring slot
+    constexpr int CP_PER_THR = (NCOPY + THREADS - 1) / THREADS;
+    constexpr int ACT_U = V5_TT * V5_CH / 4;         // 4-channel units per activation tile
+    constexpr int BC_U = V5_TT * N / 4;              // 4-state units per Bm (or Cm) tile
+    constexpr int SLOT = 3 * V5_TT * V5_CH + 2 * V5_TT * N;  // T elements per ring slot
+    static_assert(TPC == 2 || TPC == 4 || TPC == 8, "threads per channel: 2, 4 or 8 (an aligned lane group)");
+    static_assert(N % TPC == 0 && S % 2 == 0, "states per thread must be even ({B, B, C, C} pair loads)");
+    static_assert(V5_TT % TPC == 0 && SCAN_CHUNK % V5_TT == 0, "tile shapes");
+    static_assert(V5_CH % 32 == 0, "the bank argument for RS needs V5_CH = 0 mod 32");
+    static_assert(ACT_U % THREADS == 0 && (2 * BC_U) % THREADS == 0, "staging units must split evenly");
+    static_assert(V5_CH % VEC == 0 && (N * sizeof(T)) % 16 == 0 && N % 4 == 0, "whole 16-byte copies, 4-state units");
+    static_assert(RS % 4 == 0, "float4 rows");
+
+    __shared__ __align__(16) float u_s[V5_TT][RS];
+    __shared__ __align__(16) float z_s[V5_TT][RS];
+    __shared__ __align__(16) float o_s[V5_TT][RS];
+    __shared__ __align__(16) float2 dd_s[V5_TT][V5_CH];  // (dt, dt*u)
+    __shared__ __align__(16) float bc_s[V5_TT][2 * N];   // state pair k at 4k: B[2k], B[2k+1], C[2k], C[2k+1]
+    __shared__ float bias_s[V5_CH];
+    // raw ring: 2 slots of [u, delta, z: TT x CH][Bm, Cm: TT x N] in T; tile t0 uses slot (t0/TT) & 1
+    extern __shared__ __align__(16) unsigned char v8_raw[];
+
+    int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+    int cl = warp * CPW + lane / TPC, g = lane % TPC;    // channel in block, state group
+    int b = blockIdx.y, eb = blockIdx.x * V5_CH, e = eb + cl;
+    bool ch_ok = e < E;
+    int ec = ch_ok ? e : E - 1;
+    int nc = cdiv(L, SCAN_CHUNK);
+    if (tid < V5_CH) bias_s[tid] = dbias[min(eb + tid, E - 1)];
+    float A2[S], h[S];
+#pragma unroll
+    for (int s = 0; s < S; s++) { A2[s] = -expf(A_log[ec * N + g * S + s]) * LOG2E_F; h[s] = 0.0f; }
+    float Dv = D[ec];
+
+    auto slot_of = [&](int t0) { return reinterpret_cast<T*>(v8_raw) + ((t0 / V5_TT) & 1) * SLOT; };
+    auto issue = [&](int t0) {  // async copies of tile t0 (zero-filled past L / E); always commits
+        T* raw = slot_of(t0);
+        if (t0 < L) {
+#pragma unroll
+            for (int k = 0; k < CP_PER_THR; k++) {
+                int j = tid + k * THREADS;
+                if (NCOPY % THREADS == 0 || j < NCOPY) {
+                    T* dst = raw + j * VEC;
+                    if (j < 3 * ACT_V) {
+                        int w = j / ACT_V, i = j % ACT_V, r = i / ROWV, t = t0 + r, e0 = eb + (i % ROWV) * VEC;
+                        bool valid = t < L;
+                        const T* src = (w == 0 ? u : w == 1 ? delta : z) + ((size_t)b * L + (valid ? t : 0)) * E;
+                        if (VEC_OK) {
+                            cp_async16(dst, src + (e0 < E ? e0 : 0), valid && e0 < E);
+                        } else {
+#pragma unroll
+                            for (int q = 0; q < VEC; q++) dst[q] = (valid && e0 + q < E) ? src[e0 + q] : from_f32<T>(0.0f);
+                        }
+                    } else {
+                        int i = j - 3 * ACT_V, isC = i >= BC_V;
+                        i -= isC * BC_V;
+                        int r = i / (N / VEC), t = t0 + r;
+                        const T* src = (isC ? Cm : Bm) + ((size_t)b * L + (t < L ? t : 0)) * N + (i % (N / VEC)) * VEC;
+                        cp_async16(dst, src, t < L);
+                    }
+                }
+            }
+        }
+        cp_async_commit();
+    };
+    // raw tile t0 -> the fp32 tiles: dt = softplus once per (t, e) (0 past L / E: identity steps)
+    auto stage = [&](int t0) {
+        const T* raw = slot_of(t0);
+#pragma unroll
+        for (int k = 0; k < ACT_U / THREADS; k++) {
+            int i = tid + k * THREADS, r = i / (V5_CH / 4), c0 = (i % (V5_CH / 4)) * 4, t = t0 + r;
+            float uv[4], xv[4], zv[4], dt[4];
+            scan_lds4(raw + (0 * V5_TT + r) * V5_CH + c0, uv);
+            scan_lds4(raw + (1 * V5_TT + r) * V5_CH + c0, xv);
+            scan_lds4(raw + (2 * V5_TT + r) * V5_CH + c0, zv);
+#pragma unroll
+            for (int q = 0; q < 4; q++)
+                dt[q] = (t < L && eb + c0 + q < E) ? softplus_fast(xv[q] + bias_s[c0 + q]) : 0.0f;
+            *reinterpret_cast<float4*>(&u_s[r][c0]) = make_float4(uv[0], uv[1], uv[2], uv[3]);
+            *reinterpret_cast<float4*>(&z_s[r][c0]) = make_float4(zv[0], zv[1], zv[2], zv[3]);
+            *reinterpret_cast<float4*>(&dd_s[r][c0]) = make_float4(dt[0], dt[0] * uv[0], dt[1], dt[1] * uv[1]);
+            *reinterpret_cast<float4*>(&dd_s[r][c0 + 2]) = make_float4(dt[2], dt[2] * uv[2], dt[3], dt[3] * uv[3]);
+        }
+#pragma unroll
+        for (int k = 0; k < 2 * BC_U / THREADS; k++) {
+            int i = tid + k * THREADS, isC = i >= BC_U, ii = i - isC * BC_U;
+            int r = ii / (N / 4), n0 = (ii % (N / 4)) * 4;   // states n0..n0+3 = pairs n0/2, n0/2 + 1
+            float v[4];
+            scan_lds4(raw + 3 * V5_TT * V5_CH + isC * V5_TT * N + r * N + n0, v);
+            *reinterpret_cast<float2*>(&bc_s[r][2 * n0 + 2 * isC]) = make_float2(v[0], v[1]);
+            *reinterpret_cast<float2*>(&bc_s[r][2 * n0 + 4 + 2 * isC]) = make_float2(v[2], v[3]);
+        }
+    };
+
+    __syncthreads();  // bias_s
+    issue(0);
+    issue(V5_TT);
+    cp_async_wait_one();  // tile 0 landed (tile 1 may be in flight)
+    __syncthreads();
+    stage(0);
+    __syncthreads();
+    for (int t0 = 0; t0 < L; t0 += V5_TT) {
+        bool more = t0 + V5_TT < L;
+        issue(t0 + 2 * V5_TT);  // into tile t0's slot, staged before the last barrier
+        if (t0 % SCAN_CHUNK == 0 && ch_ok) {
+            float* hp = hs + (((size_t)b * nc + t0 / SCAN_CHUNK) * E + e) * N + g * S;
+#pragma unroll
+            for (int s = 0; s < S; s += 2) *reinterpret_cast<float2*>(hp + s) = make_float2(h[s], h[s + 1]);
+        }
+#pragma unroll
+        for (int q = 0; q < V5_TT / TPC; q++) {
+            float yq[TPC];
+#pragma unroll
+            for (int j = 0; j < TPC; j++) {
+                int r = q * TPC + j;
+                float2 d = dd_s[r][cl];
+                float y = 0.0f;
+#pragma unroll
+                for (int s = 0; s < S; s += 2) {
+                    float4 bc = *reinterpret_cast<const float4*>(&bc_s[r][2 * (g * S + s)]);
+                    h[s] = ex2_approx(d.x * A2[s]) * h[s] + d.y * bc.x;
+                    h[s + 1] = ex2_approx(d.x * A2[s + 1]) * h[s + 1] + d.y * bc.y;
+                    y += bc.z * h[s] + bc.w * h[s + 1];
+                }
+                yq[j] = y;
+            }
+            // thread g of the channel ends with the whole y of step q*TPC + g
+            reduce_scatter_group<TPC>(yq, lane);
+            int r = q * TPC + g;
+            o_s[r][cl] = (yq[0] + Dv * u_s[r][cl]) * silu_dev(z_s[r][cl]);
+        }
+        cp_async_wait_one();  // this thread's copies of tile t0 + TT landed; the barrier publishes them
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < ACT_U / THREADS; k++) {
+            int i = tid + k * THREADS, r = i / (V5_CH / 4), c0 = (i % (V5_CH / 4)) * 4, t = t0 + r, ee = eb + c0;
+            if (t < L) {
+                float4 o4 = *reinterpret_cast<const float4*>(&o_s[r][c0]);
+                float ov[4] = {o4.x, o4.y, o4.z, o4.w};
+                T* dst = out + ((size_t)b * L + t) * E;
+                if (VEC_OK) {
+                    if (ee < E) scan_stg4cs(dst + ee, ov);  // E % VEC == 0: all 4 are inside
+                } else {
+#pragma unroll
+                    for (int q = 0; q < 4; q++)
+                        if (ee + q < E) dst[ee + q] = from_f32<T>(ov[q]);
+                }
+            }
+        }
+        if (more) stage(t0 + V5_TT);
+        __syncthreads();
+    }
+}
+
+template <typename T, int N>
+static void scan_fwd_v8(T* out, float* hs, const T* u, const T* delta, const float* A_log, const T* Bm,
+                        const T* Cm, const float* D, const T* z, const float* dbias, int B, int L, int E) {
+    const int smem = 2 * (3 * V5_TT * V5_CH + 2 * V5_TT * N) * (int)sizeof(T);
+    static bool attr_set = false;
+    if (!attr_set) {
+        cudaCheck(cudaFuncSetAttribute(scan_fwd_v8_kernel<T, N, true, V8_TPC>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        cudaCheck(cudaFuncSetAttribute(scan_fwd_v8_kernel<T, N, false, V8_TPC>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        attr_set = true;
+    }
+    dim3 grid(cdiv(E, V5_CH), B);
+    if (E % Packed128<T>::size == 0)
+        scan_fwd_v8_kernel<T, N, true, V8_TPC><<<grid, V5_CH * V8_TPC, smem>>>(out, hs, u, delta, A_log, Bm, Cm, D, z, dbias, B, L, E);
+    else
+        scan_fwd_v8_kernel<T, N, false, V8_TPC><<<grid, V5_CH * V8_TPC, smem>>>(out, hs, u, delta, A_log, Bm, Cm, D, z, dbias, B, L, E);
+    cudaCheckLaunch();
+}
+
+// ---------------------------------------------------------------------------
 // dispatch
 
-#define SCAN_FWD_VERSIONS 7
+#define SCAN_FWD_VERSIONS 8
 static const char* scan_fwd_version_name(int v) {
     switch (v) {
         case 1: return "v1 naive thread/(b,e)";
@@ -931,6 +1191,7 @@ static const char* scan_fwd_version_name(int v) {
         case 5: return "v5 v4 + fast softplus";
         case 6: return "v6 v5 with 2thr/ch x 8 st";
         case 7: return "v7 v5 + cp.async 2 tiles ahead";
+        case 8: return "v8 v7 with 8thr/ch x 2 st";
     }
     return "?";
 }
@@ -948,6 +1209,7 @@ static void scan_fwd_run(int v, T* out, float* hs, const T* u, const T* delta, c
         case 5: scan_fwd_v5<T, 16, 4>(out, hs, u, delta, A_log, Bm, Cm, D, z, dbias, B, L, E); break;
         case 6: scan_fwd_v5<T, 16, 2>(out, hs, u, delta, A_log, Bm, Cm, D, z, dbias, B, L, E); break;
         case 7: scan_fwd_v7<T, 16>(out, hs, u, delta, A_log, Bm, Cm, D, z, dbias, B, L, E); break;
+        case 8: scan_fwd_v8<T, 16>(out, hs, u, delta, A_log, Bm, Cm, D, z, dbias, B, L, E); break;
         default: FATAL("no forward version %d", v);
     }
 }
