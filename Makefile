@@ -59,6 +59,8 @@ DEV_BINS := $(patsubst dev/%.cu,build/dev_%,$(DEV_SRCS))
 build/dev_%: dev/%.cu dev/dev_common.h
 	@mkdir -p build
 	$(NVCC) $(NVCC_FLAGS) $< -o $@ $(NVCC_LIBS)
+# the backward workbench #includes the forward one (its kernels make hs)
+build/dev_selective_scan_backward: dev/selective_scan_forward.cu
 dev: $(DEV_BINS)
 
 # the main job: KJV shards, build, train (GPU if present, else CPU), plot
