@@ -174,12 +174,30 @@ __global__ void conv1d_backward_dx_kernel(floatX* dx, const floatX* dout, const 
     dx[idx] = (floatX)((float)dx[idx] + s);
 }
 
+// The end of both dweight/dbias kernels, blocks of (32 channels, 8 row groups):
+// each thread's sums acc[0..K) (taps) and acc[CONV1D_MAX_K] (bias) are added over
+// the 8 row groups in shared memory, then one atomicAdd per (channel, tap) per block
+__device__ __forceinline__ void conv1d_reduce_dw(float* dweight, float* dbias, const float* acc, int e, int E, int K) {
+    __shared__ float part[8][CONV1D_MAX_K + 1][32];
+#pragma unroll
+    for (int k = 0; k <= CONV1D_MAX_K; k++) part[threadIdx.y][k][threadIdx.x] = acc[k];
+    __syncthreads();
+    if (threadIdx.y == 0 && e < E) {
+        for (int k = 0; k < K; k++) {
+            float s = 0.0f;
+            for (int y = 0; y < 8; y++) s += part[y][k][threadIdx.x];
+            atomicAdd(&dweight[e * K + k], s);
+        }
+        float s = 0.0f;
+        for (int y = 0; y < 8; y++) s += part[y][CONV1D_MAX_K][threadIdx.x];
+        atomicAdd(&dbias[e], s);
+    }
+}
+
 // dweight/dbias: block (32, 8) covers 32 channels (x) and a chunk of rows (b,t) strided
-// by y. Each thread sums in registers, the block reduces over y in shared memory, and
-// one atomicAdd per (channel, tap) per block goes to global memory.
+// by y; each thread sums in registers, then conv1d_reduce_dw.
 __global__ void conv1d_backward_dw_kernel(float* dweight, float* dbias, const floatX* dout, const floatX* x,
                                           int B, int L, int E, int K, int rows_per_block) {
-    __shared__ float part[8][CONV1D_MAX_K + 1][32];
     int e = blockIdx.x * 32 + threadIdx.x;
     int r0 = blockIdx.y * rows_per_block;
     int r1 = min(B * L, r0 + rows_per_block);
@@ -199,19 +217,7 @@ __global__ void conv1d_backward_dw_kernel(float* dweight, float* dbias, const fl
             }
         }
     }
-#pragma unroll
-    for (int k = 0; k <= CONV1D_MAX_K; k++) part[threadIdx.y][k][threadIdx.x] = acc[k];
-    __syncthreads();
-    if (threadIdx.y == 0 && e < E) {
-        for (int k = 0; k < K; k++) {
-            float s = 0.0f;
-            for (int y = 0; y < 8; y++) s += part[y][k][threadIdx.x];
-            atomicAdd(&dweight[e * K + k], s);
-        }
-        float s = 0.0f;
-        for (int y = 0; y < 8; y++) s += part[y][CONV1D_MAX_K][threadIdx.x];
-        atomicAdd(&dbias[e], s);
-    }
+    conv1d_reduce_dw(dweight, dbias, acc, e, E, K);
 }
 
 static void conv1d_forward_cuda(floatX* out, const floatX* x, const float* weight, const float* bias,
@@ -435,7 +441,6 @@ __global__ void conv1d_silu_backward_dx_generic_kernel(floatX* dx, const floatX*
 __global__ void conv1d_silu_backward_dw_generic_kernel(float* dweight, float* dbias, const floatX* dout,
                                                        const floatX* x, const float* weight, const float* bias,
                                                        int B, int L, int E, int K, int rows_per_block) {
-    __shared__ float part[8][CONV1D_MAX_K + 1][32];
     int e = blockIdx.x * 32 + threadIdx.x;
     int r0 = blockIdx.y * rows_per_block;
     int r1 = min(B * L, r0 + rows_per_block);
@@ -456,19 +461,7 @@ __global__ void conv1d_silu_backward_dw_generic_kernel(float* dweight, float* db
             }
         }
     }
-#pragma unroll
-    for (int k = 0; k <= CONV1D_MAX_K; k++) part[threadIdx.y][k][threadIdx.x] = acc[k];
-    __syncthreads();
-    if (threadIdx.y == 0 && e < E) {
-        for (int k = 0; k < K; k++) {
-            float s = 0.0f;
-            for (int y = 0; y < 8; y++) s += part[y][k][threadIdx.x];
-            atomicAdd(&dweight[e * K + k], s);
-        }
-        float s = 0.0f;
-        for (int y = 0; y < 8; y++) s += part[y][CONV1D_MAX_K][threadIdx.x];
-        atomicAdd(&dbias[e], s);
-    }
+    conv1d_reduce_dw(dweight, dbias, acc, e, E, K);
 }
 
 // vector width usable for these pointers and E (8-byte accesses need 8-byte aligned rows)

@@ -326,6 +326,24 @@ __device__ __forceinline__ void scan_cp_async(void* sdst, const void* gsrc, bool
     else
         asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gsrc), "r"(n) : "memory");
 }
+// Copy SCAN_VEC consecutive channels [e0, e0+SCAN_VEC) of one activation row into
+// shared memory asynchronously, zero-filling channels past E and rows past L
+// (row_ok false). VEC: one 16-byte copy (E % 4 == 0, aligned); otherwise one
+// 4-byte copy per channel, or plain loads if floatX is narrower than 4 bytes.
+template <bool VEC>
+__device__ __forceinline__ void scan_stage_vec(floatX* dst, const floatX* src, int e0, int E, bool row_ok) {
+    if constexpr (VEC) {
+        scan_cp_async<16>(dst, src + (e0 < E ? e0 : 0), row_ok && e0 < E);
+    } else if constexpr (sizeof(floatX) == 4) {
+        #pragma unroll
+        for (int q = 0; q < SCAN_VEC; q++)
+            scan_cp_async<4>(dst + q, src + (e0 + q < E ? e0 + q : 0), row_ok && e0 + q < E);
+    } else {
+        #pragma unroll
+        for (int q = 0; q < SCAN_VEC; q++) dst[q] = (row_ok && e0 + q < E) ? src[e0 + q] : (floatX)0.0f;
+    }
+}
+
 __device__ __forceinline__ void scan_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 // all of this thread's committed groups but the most recent one have landed
 __device__ __forceinline__ void scan_cp_async_wait_one() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
@@ -393,17 +411,7 @@ __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast
                 for (int w = 0; w < 3; w++) {
                     const floatX* src = (w == 0 ? u : w == 1 ? delta : z) + off;
                     floatX* dst = slot + (w * TT + r) * CH + cv * SCAN_VEC;
-                    if constexpr (VEC) {
-                        scan_cp_async<16>(dst, src + (e0 < E ? e0 : 0), row_ok && e0 < E);
-                    } else if constexpr (sizeof(floatX) == 4) {
-                        #pragma unroll
-                        for (int q = 0; q < SCAN_VEC; q++)
-                            scan_cp_async<4>(dst + q, src + (e0 + q < E ? e0 + q : 0), row_ok && e0 + q < E);
-                    } else {
-                        #pragma unroll
-                        for (int q = 0; q < SCAN_VEC; q++)
-                            dst[q] = (row_ok && e0 + q < E) ? src[e0 + q] : (floatX)0.0f;
-                    }
+                    scan_stage_vec<VEC>(dst, src, e0, E, row_ok);
                 }
             }
             #pragma unroll
@@ -673,16 +681,7 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
             bool row_ok = r < ln;
             const floatX* src = (w == 0 ? u : delta) + ((size_t)b * L + tb + (row_ok ? r : 0)) * E;
             floatX* dst = raw + (w * CK + r) * CH + v * SCAN_VEC;
-            if constexpr (VEC) {
-                scan_cp_async<16>(dst, src + (e0 < E ? e0 : 0), row_ok && e0 < E);
-            } else if constexpr (sizeof(floatX) == 4) {
-                #pragma unroll
-                for (int q = 0; q < SCAN_VEC; q++)
-                    scan_cp_async<4>(dst + q, src + (e0 + q < E ? e0 + q : 0), row_ok && e0 + q < E);
-            } else {
-                #pragma unroll
-                for (int q = 0; q < SCAN_VEC; q++) dst[q] = (row_ok && e0 + q < E) ? src[e0 + q] : (floatX)0.0f;
-            }
+            scan_stage_vec<VEC>(dst, src, e0, E, row_ok);
         }
         scan_cp_async_commit();
     };
