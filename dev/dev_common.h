@@ -46,42 +46,10 @@
 // ---------------------------------------------------------------------------
 // dtypes
 
-typedef __nv_bfloat16 bf16;
-
+// bf16, to_f32, from_f32<T> and Packed128<T> come from src/common.h
 template <typename T> struct DType;
 template <> struct DType<float> { static const char* name() { return "fp32"; } };
 template <> struct DType<bf16> { static const char* name() { return "bf16"; } };
-
-__host__ __device__ __forceinline__ float to_f32(float x) { return x; }
-__host__ __device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
-template <typename T> __host__ __device__ __forceinline__ T from_f32(float x);
-template <> __host__ __device__ __forceinline__ float from_f32<float>(float x) { return x; }
-template <> __host__ __device__ __forceinline__ bf16 from_f32<bf16>(float x) { return __float2bfloat16(x); }
-
-// 16 bytes of T (4 floats or 8 bf16), for vectorized global loads/stores; p must be 16B aligned
-template <typename T> struct alignas(16) Packed128 {
-    static constexpr int size = 16 / sizeof(T);
-    T v[size];
-    __device__ __forceinline__ float f(int i) const { return to_f32(v[i]); }
-    __device__ __forceinline__ void set(int i, float x) { v[i] = from_f32<T>(x); }
-};
-template <typename T> __device__ __forceinline__ Packed128<T> load128(const T* p) {
-    Packed128<T> r;
-    *reinterpret_cast<int4*>(&r) = *reinterpret_cast<const int4*>(p);
-    return r;
-}
-// streaming ("cache-streaming", evict-first) variants for data touched once
-template <typename T> __device__ __forceinline__ Packed128<T> load128cs(const T* p) {
-    Packed128<T> r;
-    *reinterpret_cast<int4*>(&r) = __ldcs(reinterpret_cast<const int4*>(p));
-    return r;
-}
-template <typename T> __device__ __forceinline__ void store128(T* p, const Packed128<T>& x) {
-    *reinterpret_cast<int4*>(p) = *reinterpret_cast<const int4*>(&x);
-}
-template <typename T> __device__ __forceinline__ void store128cs(T* p, const Packed128<T>& x) {
-    __stcs(reinterpret_cast<int4*>(p), *reinterpret_cast<const int4*>(&x));
-}
 
 // ---------------------------------------------------------------------------
 // host random data

@@ -65,6 +65,42 @@ static inline void* malloc_check(size_t bytes) {
         }                                                                         \
     } while (0)
 
+// bf16 <-> float, so kernels can be written once over floatX
+#include <cuda_bf16.h>
+typedef __nv_bfloat16 bf16;
+__host__ __device__ __forceinline__ float to_f32(float x) { return x; }
+__host__ __device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
+template <typename T> __host__ __device__ __forceinline__ T from_f32(float x);
+template <> __host__ __device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <> __host__ __device__ __forceinline__ bf16 from_f32<bf16>(float x) { return __float2bfloat16(x); }
+
+// 16 bytes of T (4 floats or 8 bf16) for vectorized global loads and stores;
+// the pointer must be 16-byte aligned
+template <typename T> struct alignas(16) Packed128 {
+    static constexpr int size = 16 / sizeof(T);
+    T v[size];
+    __device__ __forceinline__ float f(int i) const { return to_f32(v[i]); }
+    __device__ __forceinline__ void set(int i, float x) { v[i] = from_f32<T>(x); }
+};
+template <typename T> __device__ __forceinline__ Packed128<T> load128(const T* p) {
+    Packed128<T> r;
+    *reinterpret_cast<int4*>(&r) = *reinterpret_cast<const int4*>(p);
+    return r;
+}
+// streaming (evict-first) variants for data touched once
+template <typename T> __device__ __forceinline__ Packed128<T> load128cs(const T* p) {
+    Packed128<T> r;
+    *reinterpret_cast<int4*>(&r) = __ldcs(reinterpret_cast<const int4*>(p));
+    return r;
+}
+template <typename T> __device__ __forceinline__ void store128(T* p, const Packed128<T>& x) {
+    *reinterpret_cast<int4*>(p) = *reinterpret_cast<const int4*>(&x);
+}
+template <typename T> __device__ __forceinline__ void store128cs(T* p, const Packed128<T>& x) {
+    __stcs(reinterpret_cast<int4*>(p), *reinterpret_cast<const int4*>(&x));
+}
+static inline bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
+
 // check the last launch (cheap; does not synchronize)
 #define cudaCheckLaunch() cudaCheck(cudaGetLastError())
 
@@ -79,9 +115,23 @@ static cublasHandle_t cublas_handle() {
 #endif
 
 // ---------------------------------------------------------------------------
-// backend dispatch: DISPATCH(on_gpu, rmsnorm_forward, args...) calls
-// rmsnorm_forward_cuda(args...) or rmsnorm_forward_cpu(args...).
+// backend wrappers. Every component `name` has name_cpu(args) and name_cuda(args)
+// and a plain wrapper the models call, so every caller can be found with grep:
+//
+//   static void rmsnorm_forward(bool on_gpu, args) {
+//       if (on_gpu) GPU_CALL(rmsnorm_forward_cuda(args));
+//       else rmsnorm_forward_cpu(args);
+//   }
+//
+// GPU_CALL is the call under nvcc and a clear error in a CPU-only build.
 
+#ifdef __CUDACC__
+#define GPU_CALL(...) __VA_ARGS__
+#else
+#define GPU_CALL(...) FATAL("this binary was built without CUDA (no nvcc)")
+#endif
+
+// (transitional: DISPATCH is removed once every caller uses the wrappers)
 #ifdef __CUDACC__
 #define DISPATCH(on_gpu, fn, ...)            \
     do {                                     \
@@ -134,12 +184,20 @@ static inline void backend_copy(bool on_gpu, void* dst, const void* src, size_t 
 }
 
 // ---------------------------------------------------------------------------
-// small math helpers shared by the CPU references
+// scalar math, one definition for the CPU references and the CUDA kernels
 
-static inline float silu_f(float x) { return x / (1.0f + expf(-x)); }
-static inline float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
-// softplus(x) = log(1 + e^x), linear above 20 as in the reference Mamba
-static inline float softplus_f(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+#ifdef __CUDACC__
+#define HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define HOST_DEVICE inline
+#endif
+
+HOST_DEVICE float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
+HOST_DEVICE float silu_f(float x) { return x * sigmoid_f(x); }
+// softplus(x) = log(1 + e^x), the identity above 20 as in the reference Mamba
+HOST_DEVICE float softplus_f(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+// d softplus / dx = sigmoid(x), except above 20 where softplus_f is the identity
+HOST_DEVICE float softplus_grad_f(float x) { return x > 20.0f ? 1.0f : sigmoid_f(x); }
 
 // ---------------------------------------------------------------------------
 // deterministic RNG (xorshift*), same stream on every machine

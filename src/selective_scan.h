@@ -36,8 +36,6 @@
 
 static inline int scan_n_chunks(int L) { return (L + SCAN_CHUNK - 1) / SCAN_CHUNK; }
 
-// d softplus(x)/dx = sigmoid(x), except above 20 where softplus_f is the identity
-static inline float softplus_grad_f(float x) { return x > 20.0f ? 1.0f : sigmoid_f(x); }
 
 // small OpenMP shims so the file also builds without -fopenmp
 static inline int scan_omp_threads() {
