@@ -1,29 +1,57 @@
-# Build with nvcc (sm_90) when it is on the PATH; otherwise the same sources
-# build CPU-only with g++ (the CUDA parts sit behind #ifdef __CUDACC__).
+# Build with nvcc when it is on the PATH; otherwise the same sources build
+# CPU-only with g++ (the CUDA parts sit behind #ifdef __CUDACC__).
 #   make train_mamba      the training program
 #   make test             CPU tests (finite differences, PyTorch oracle, I/O)
 #   make test-gpu         CUDA vs CPU tests (needs a GPU)
 #   make dev              kernel workbench in dev/ (needs nvcc)
 #   make kjv              prepare the KJV data and train on it (the main job)
+#   make GPU_ARCH=sm_80   build the CUDA code for another GPU than the one present
+#   make NVCC=            build CPU-only even where nvcc is installed
 
 NVCC ?= $(shell command -v nvcc 2>/dev/null)
 CXX ?= g++
 CPU_FLAGS := -O3 -march=native -fopenmp -std=c++17 -Wall -Wno-unused-function -Wno-unknown-pragmas
-NVCC_FLAGS := -O3 -std=c++17 -arch=sm_90 -Xcompiler "-fopenmp -Wno-unknown-pragmas" -lineinfo
 NVCC_LIBS := -lcublas -lgomp
 SRC_HEADERS := $(wildcard src/*.h)
+
+# The CUDA arch: the first GPU's compute capability ("8.9" -> sm_89), sm_90
+# when no GPU answers (a build machine without one). Only asked when nvcc is there.
+ifneq ($(NVCC),)
+  ifeq ($(GPU_ARCH),)
+    GPU_CC := $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n1 | grep -E '^ *[0-9]+\.[0-9]+ *$$' | tr -d ' .')
+    GPU_ARCH := $(if $(GPU_CC),sm_$(GPU_CC),sm_90)
+    ARCH_FROM := $(if $(GPU_CC),the GPU present,no GPU found: default)
+  else
+    ARCH_FROM := GPU_ARCH
+  endif
+endif
+# the fast scan kernels use cp.async (sm_80+): refuse older GPUs with a way out
+# ("sm_90a" -> 90; a non-numeric arch such as "native" is passed through unchecked)
+ARCH_NUM := $(shell echo '$(GPU_ARCH)' | sed -n 's/^sm_\([0-9][0-9]*\)[a-z]*$$/\1/p')
+NVCC_FLAGS := -O3 -std=c++17 -arch=$(GPU_ARCH) -Xcompiler "-fopenmp -Wno-unknown-pragmas" -lineinfo
 
 ifeq ($(NVCC),)
   BUILD_NOTE := no nvcc found: building CPU-only with $(CXX)
   COMPILE = $(CXX) $(CPU_FLAGS) -x c++ $< -o $@ -lm
+  ARCH_CHECK :=
 else
   COMPILE = $(NVCC) $(NVCC_FLAGS) $< -o $@ $(NVCC_LIBS)
+  ARCH_CHECK := cuda-arch
 endif
 
-.PHONY: all test test-gpu dev clean kjv
+.PHONY: all test test-gpu dev clean kjv cuda-arch
 all: train_mamba
 
-train_mamba: train_mamba.cu $(SRC_HEADERS)
+# order-only: checked and printed before any nvcc build, without forcing a rebuild
+cuda-arch:
+	@if [ -n "$(ARCH_NUM)" ] && [ "$(ARCH_NUM)" -lt 80 ]; then \
+	    echo "GPU $(GPU_ARCH) ($(ARCH_FROM)): the CUDA kernels need sm_80 or newer (A100, RTX 30xx/40xx, H100);" \
+	         "build the CPU-only version with \`make NVCC=\` (\`make kjv NVCC=\` for the main job)" >&2; \
+	    exit 1; \
+	fi
+	@echo "CUDA arch: $(GPU_ARCH) ($(ARCH_FROM))"
+
+train_mamba: train_mamba.cu $(SRC_HEADERS) | $(ARCH_CHECK)
 	$(if $(BUILD_NOTE),@echo "$(BUILD_NOTE)")
 	$(COMPILE)
 
@@ -47,7 +75,7 @@ train_mamba_cpu: train_mamba.cu $(SRC_HEADERS)
 	$(CXX) $(CPU_FLAGS) -x c++ $< -o $@ -lm
 
 GPU_TESTS := $(patsubst test/%.cu,build/%,$(wildcard test/gpu_*.cu))
-build/gpu_%: test/gpu_%.cu $(SRC_HEADERS) test/test_util.h
+build/gpu_%: test/gpu_%.cu $(SRC_HEADERS) test/test_util.h | $(ARCH_CHECK)
 	@mkdir -p build
 	$(NVCC) $(NVCC_FLAGS) $< -o $@ $(NVCC_LIBS)
 
@@ -56,7 +84,7 @@ test-gpu: $(GPU_TESTS) train_mamba
 
 DEV_SRCS := $(wildcard dev/*.cu)
 DEV_BINS := $(patsubst dev/%.cu,build/dev_%,$(DEV_SRCS))
-build/dev_%: dev/%.cu dev/dev_common.h
+build/dev_%: dev/%.cu dev/dev_common.h $(SRC_HEADERS) | $(ARCH_CHECK)
 	@mkdir -p build
 	$(NVCC) $(NVCC_FLAGS) $< -o $@ $(NVCC_LIBS)
 # the backward workbench #includes the forward one (its kernels make hs)

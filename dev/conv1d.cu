@@ -16,6 +16,7 @@
 //   3: 16-byte vectors over channels, weights in registers, loads issued before the math
 //   4: version 3 with 8-byte vectors (half the channels per thread, fewer registers)
 #include "dev_common.h"
+#include "../src/activations.h"  // silu_grad_f
 
 #define KW 4  // kernel width; the kernels are written for 4 (Mamba's d_conv)
 
@@ -47,8 +48,7 @@ static void conv_bwd_cpu(float* dx, float* dw, float* db, const float* dout, con
                     int tt = t - (KW - 1) + k;
                     if (tt >= 0) pre += w[e * KW + k] * x[((size_t)b * L + tt) * E + e];
                 }
-                float s = sigmoid_f(pre);
-                float dp = dout[((size_t)b * L + t) * E + e] * s * (1.0f + pre * (1.0f - s));
+                float dp = dout[((size_t)b * L + t) * E + e] * silu_grad_f(pre);
                 for (int k = 0; k < KW; k++) {
                     int tt = t - (KW - 1) + k;
                     if (tt < 0) continue;
@@ -62,17 +62,11 @@ static void conv_bwd_cpu(float* dx, float* dw, float* db, const float* dout, con
 }
 
 // ---------------------------------------------------------------------------
-// device helpers
+// device helpers (silu_f from src/common.h and silu_grad_f from src/activations.h serve the
+// CPU reference and the kernels alike)
 
-__device__ __forceinline__ float sigmoid_d(float x) { return 1.0f / (1.0f + expf(-x)); }
-__device__ __forceinline__ float silu_d(float x) { return x * sigmoid_d(x); }
-// d silu(p)/dp = s * (1 + p * (1 - s)), s = sigmoid(p)
-__device__ __forceinline__ float dsilu_d(float p) {
-    float s = sigmoid_d(p);
-    return s * (1.0f + p * (1.0f - s));
-}
-
-// N elements of T loaded/stored as one 8- or 16-byte access (p aligned to N*sizeof(T))
+// N elements of T moved as one N * sizeof(T)-byte access (p aligned to that). Not Packed128:
+// versions 3 and 4 are one kernel template over the width, 16 bytes (= Packed128's) and 8 bytes.
 template <typename T, int N> struct alignas(N * sizeof(T)) VecT { T v[N]; };
 template <typename T, int N> __device__ __forceinline__ VecT<T, N> ldvec(const T* p) {
     return *reinterpret_cast<const VecT<T, N>*>(p);
@@ -124,7 +118,7 @@ __global__ void conv_fwd_v1_kernel(T* out, const T* x, const float* w, const flo
         int back = KW - 1 - k;
         if (t - back >= 0) acc += w[e * KW + k] * to_f32(x[idx - (size_t)back * E]);
     }
-    out[idx] = from_f32<T>(silu_d(acc));
+    out[idx] = from_f32<T>(silu_f(acc));
 }
 
 // dpre at (b, t, e), element offset base = (b*L)*E + e; 0 outside [0, L)
@@ -137,7 +131,7 @@ __device__ __forceinline__ float conv_dpre_at(const T* dout, const T* x, const f
         int tt = t - (KW - 1) + k;
         if (tt >= 0) pre += w[e * KW + k] * to_f32(x[base + (size_t)tt * E]);
     }
-    return to_f32(dout[base + (size_t)t * E]) * dsilu_d(pre);
+    return to_f32(dout[base + (size_t)t * E]) * silu_grad_f(pre);
 }
 
 template <typename T>
@@ -224,7 +218,7 @@ __global__ void conv_fwd_v2_kernel(T* out, const T* x, const float* w, const flo
         if (t >= L) break;
         float x3 = to_f32(x[base + (size_t)t * E]);
         float pre = bi + w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3;
-        out[base + (size_t)t * E] = from_f32<T>(silu_d(pre));
+        out[base + (size_t)t * E] = from_f32<T>(silu_f(pre));
         x0 = x1; x1 = x2; x2 = x3;
     }
 }
@@ -251,7 +245,7 @@ __global__ void conv_bwd_v2_kernel(T* dx, float* part, const T* dout, const T* x
         if (s < L) {
             x3 = to_f32(x[base + (size_t)s * E]);
             float pre = bi + w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3;
-            dp = to_f32(dout[base + (size_t)s * E]) * dsilu_d(pre);
+            dp = to_f32(dout[base + (size_t)s * E]) * silu_grad_f(pre);
             if (i < TT2) { a0 += dp * x0; a1 += dp * x1; a2 += dp * x2; a3 += dp * x3; ab += dp; }
         }
         int t = s - (KW - 1);
@@ -332,7 +326,7 @@ __global__ void __launch_bounds__(64) conv_fwd_v3_kernel(T* out, const T* x, con
                 float pre = br[j];
 #pragma unroll
                 for (int k = 0; k < KW; k++) pre += wr[j][k] * to_f32(in[i + k].v[j]);
-                o.v[j] = from_f32<T>(silu_d(pre));
+                o.v[j] = from_f32<T>(silu_f(pre));
             }
             stvec<T, NC>(out + base + (size_t)t * E, o);
         }
@@ -381,7 +375,7 @@ __global__ void __launch_bounds__(32 * TY3) conv_bwd_v3_kernel(T* dx, float* par
                     x3[j] = to_f32(xv.v[j]);
                     float pre = br[j] + wr[j][0] * xw[0][j] + wr[j][1] * xw[1][j] +
                                 wr[j][2] * xw[2][j] + wr[j][3] * x3[j];
-                    dp[j] = to_f32(gv.v[j]) * dsilu_d(pre);
+                    dp[j] = to_f32(gv.v[j]) * silu_grad_f(pre);
                     if (i < TTB3) {
                         acc[0][j] += dp[j] * xw[0][j];
                         acc[1][j] += dp[j] * xw[1][j];

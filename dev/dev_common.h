@@ -11,8 +11,13 @@
 // "x floor" = measured time / that floor (1.00x would be perfect).
 //
 // API (stable; other dev files depend on it, append new helpers at the end):
-//   bf16, DType<T>::name(), to_f32(x), from_f32<T>(f)             dtype helpers (host+device)
-//   Packed128<T>, load128/load128cs/store128/store128cs           16-byte vector access
+//   from ../src/common.h (one definition for src/ and dev/):
+//     bf16, to_f32(x), from_f32<T>(f)                   dtype conversions (host+device)
+//     Packed128<T> (.f(i), .set(i, x)), load128/load128cs/store128/store128cs, aligned16(p)
+//                                                       16-byte vector access (cs: evict-first)
+//     sigmoid_f, silu_f, softplus_f, softplus_grad_f    scalar math (host+device)
+//     cudaCheck, cudaCheckLaunch, ceil_div, Rng / rng_seed / rng_uniform / rng_normal
+//   DType<T>::name()           "fp32" / "bf16" for the table
 //   dev_fill_uniform / dev_fill_normal (std::vector<float>&, ..., Rng*)
 //   dev_round_to<T>(vec)       round a host vector to T's precision (so the CPU reference sees
 //                              exactly the values the GPU sees)
@@ -21,6 +26,8 @@
 //   dev_rel_err(got, ref)      ||got-ref|| / ||ref||, +inf if got has a NaN/inf
 //   dev_check<T>(what, d_got, ref, tol, &worst)  download + compare; prints on failure,
 //                              counts failures; returns ok
+//   dev_check_elem<T>(what, d_got, ref, rtol, &worst), dev_check_elem_host(what, got, ref, ...)
+//                              the same, elementwise (for accumulated += outputs)
 //   dev_bench_ms(fn, warmup, repeats)  median ms of fn(rep) (fn gets the repetition index, to
 //                              rotate among input copies); L2 is flushed before every run
 //   dev_print_header(), dev_print_row(...), dev_want_version(argc, argv, v), dev_finish()

@@ -74,7 +74,6 @@ __device__ __forceinline__ float block_sum(float v, float* sh) {
     __syncthreads();
     return warp_sum(lane < nw ? sh[lane] : 0.0f);
 }
-template <typename T> __device__ __forceinline__ float round_t(float v) { return to_f32(from_f32<T>(v)); }
 
 static int sm_count() {
     static int n = 0;

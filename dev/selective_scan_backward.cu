@@ -137,14 +137,14 @@ __global__ void scan_bwd_v1_store_kernel(float* hall, const T* u, const T* delta
     if (e >= E) return;
     float A2[N], h[N];
 #pragma unroll
-    for (int n = 0; n < N; n++) { A2[n] = -expf(A_log[e * N + n]) * LOG2E_F; h[n] = 0.0f; }
+    for (int n = 0; n < N; n++) { A2[n] = -expf(A_log[e * N + n]) * SCAN_LOG2E; h[n] = 0.0f; }
     for (int t = 0; t < L; t++) {
         size_t row = (size_t)b * L + t;
-        float dt = softplus_dev(to_f32(delta[row * E + e]) + dbias[e]);
+        float dt = softplus_f(to_f32(delta[row * E + e]) + dbias[e]);
         float dtu = dt * to_f32(u[row * E + e]);
         float4* hp = reinterpret_cast<float4*>(hall + (row * E + e) * N);
 #pragma unroll
-        for (int n = 0; n < N; n++) h[n] = ex2_approx(dt * A2[n]) * h[n] + dtu * to_f32(Bm[row * N + n]);
+        for (int n = 0; n < N; n++) h[n] = scan_ex2(dt * A2[n]) * h[n] + dtu * to_f32(Bm[row * N + n]);
 #pragma unroll
         for (int n = 0; n < N; n += 4) hp[n / 4] = make_float4(h[n], h[n + 1], h[n + 2], h[n + 3]);
     }
@@ -162,14 +162,14 @@ __global__ void scan_bwd_v1_kernel(T* du, T* ddelta, float* dA_log, float* dBC, 
     float A[N], A2[N], g[N], dAacc[N];
 #pragma unroll
     for (int n = 0; n < N; n++) {
-        A[n] = -expf(A_log[ec * N + n]); A2[n] = A[n] * LOG2E_F; g[n] = 0.0f; dAacc[n] = 0.0f;
+        A[n] = -expf(A_log[ec * N + n]); A2[n] = A[n] * SCAN_LOG2E; g[n] = 0.0f; dAacc[n] = 0.0f;
     }
     float Dv = D[ec], bias = dbias[ec], dDacc = 0.0f, dbacc = 0.0f;
     size_t nBC = (size_t)B * L * N;
     for (int t = L - 1; t >= 0; t--) {
         size_t row = (size_t)b * L + t, k = row * E + ec;
         float x = to_f32(delta[k]) + bias;
-        float dt = softplus_dev(x), sp = x > 20.0f ? 1.0f : 1.0f / (1.0f + __expf(-x));
+        float dt = softplus_f(x), sp = softplus_grad_f(x);
         float uu = to_f32(u[k]), zz = to_f32(z[k]), go = ok ? to_f32(dout[k]) : 0.0f;
         const float* ht = hall + k * N;
         const float* hp = t > 0 ? ht - (size_t)E * N : ht;  // h_{t-1} (zero state at t = 0)
@@ -187,7 +187,7 @@ __global__ void scan_bwd_v1_kernel(T* du, T* ddelta, float* dA_log, float* dBC, 
 #pragma unroll
         for (int n = 0; n < N; n++) {
             float bn = to_f32(Bm[row * N + n]), cn = to_f32(Cm[row * N + n]);
-            float dA = ex2_approx(dt * A2[n]);
+            float dA = scan_ex2(dt * A2[n]);
             g[n] += dy * cn;
             v[N + n] = dy * hcur[n];   // dC contribution
             v[n] = g[n] * dt * uu;     // dB contribution
@@ -236,7 +236,7 @@ static void scan_bwd_v1(T* du, T* ddelta, float* dA_log, T* dBm, T* dCm, float* 
     size_t nBC = (size_t)B * L * N;
     float* acc = bc_scratch(2 * nBC);
     cudaCheck(cudaMemsetAsync(acc, 0, 2 * nBC * sizeof(float)));
-    dim3 grid(cdiv(E, 128), B);
+    dim3 grid(ceil_div(E, 128), B);
     scan_bwd_v1_store_kernel<T, N><<<grid, 128>>>(hall, u, delta, A_log, Bm, dbias, B, L, E);
     cudaCheckLaunch();
     scan_bwd_v1_kernel<T, N><<<grid, 128>>>(du, ddelta, dA_log, acc, dD, dz, ddbias, dout, u, delta, A_log,
@@ -288,9 +288,9 @@ __global__ void __launch_bounds__(V2B_THREADS, RS ? 1 : 2) scan_bwd_v2_kernel(T*
     int b = blockIdx.y, eb = blockIdx.x * V2B_CH, e = eb + cl;
     bool ok = e < E;
     int ec = ok ? e : E - 1;
-    int nc = cdiv(L, CK);
+    int nc = scan_n_chunks(L);
     size_t nBC = (size_t)B * L * N;
-    float A = -expf(A_log[ec * N + n]), A2 = A * LOG2E_F;
+    float A = -expf(A_log[ec * N + n]), A2 = A * SCAN_LOG2E;
     float g = 0.0f, dAacc = 0.0f;
     if (tid < V2B_CH) { dD_s[tid] = 0.0f; dbias_s[tid] = 0.0f; }
     for (int i = tid; i < CK * N; i += V2B_THREADS) { (&dB_s[0][0])[i] = 0.0f; (&dC_s[0][0])[i] = 0.0f; }
@@ -305,7 +305,7 @@ __global__ void __launch_bounds__(V2B_THREADS, RS ? 1 : 2) scan_bwd_v2_kernel(T*
             if (r < len && ee < E) {
                 size_t k = ((size_t)b * L + t0 + r) * E + ee;
                 uu = to_f32(u[k]); zz = to_f32(z[k]); go = to_f32(dout[k]);
-                dt = softplus_dev(to_f32(delta[k]) + dbias[ee]);
+                dt = softplus_f(to_f32(delta[k]) + dbias[ee]);
             }
             u_s[r][cc] = uu; dt_s[r][cc] = dt; dy_s[r][cc] = zz; go_s[r][cc] = go;
         }
@@ -327,7 +327,7 @@ __global__ void __launch_bounds__(V2B_THREADS, RS ? 1 : 2) scan_bwd_v2_kernel(T*
 #pragma unroll
         for (int r = 0; r < CK; r++) {
             float dt = dt_s[r][cl];  // dt = 0, B = 0 past L: h unchanged
-            h = ex2_approx(dt * A2) * h + dt * u_s[r][cl] * B_s[r][n];
+            h = scan_ex2(dt * A2) * h + dt * u_s[r][cl] * B_s[r][n];
             hreg[r] = h;
             float yp = C_s[r][n] * h;
             if (RS) {
@@ -374,7 +374,7 @@ __global__ void __launch_bounds__(V2B_THREADS, RS ? 1 : 2) scan_bwd_v2_kernel(T*
                 float dt = dt_s[r][cl], uu = u_s[r][cl], dy = dy_s[r][cl];
                 float bn = B_s[r][n], cn = C_s[r][n];
                 float hp = r > 0 ? hreg[r - 1] : h0;
-                float dA = ex2_approx(dt * A2);
+                float dA = scan_ex2(dt * A2);
                 g += dy * cn;
                 float dBv = g * dt * uu, dCv = dy * hreg[r];
                 float dui = g * dt * bn;
@@ -416,7 +416,7 @@ __global__ void __launch_bounds__(V2B_THREADS, RS ? 1 : 2) scan_bwd_v2_kernel(T*
             if (r < len && ee < E) {
                 size_t k = ((size_t)b * L + t0 + r) * E + ee;
                 float x = to_f32(delta[k]) + dbias[ee];
-                float sp = x > 20.0f ? 1.0f : 1.0f / (1.0f + __expf(-x));
+                float sp = softplus_grad_f(x);
                 float dd = dt2_s[r][cc] * sp;
                 acc_store(du + k, y_s[r][cc] + dy_s[r][cc] * D[ee]);
                 acc_store(ddelta + k, dd);
@@ -428,8 +428,8 @@ __global__ void __launch_bounds__(V2B_THREADS, RS ? 1 : 2) scan_bwd_v2_kernel(T*
             size_t k = ((size_t)b * L + t0 + r) * N + nn;
             float4* dBv = reinterpret_cast<float4*>(&dB_s[r][nn]);
             float4* dCv = reinterpret_cast<float4*>(&dC_s[r][nn]);
-            atomicAdd(reinterpret_cast<float4*>(dBC + k), *dBv);
-            atomicAdd(reinterpret_cast<float4*>(dBC + nBC + k), *dCv);
+            atomic_add_float4(dBC + k, *dBv);
+            atomic_add_float4(dBC + nBC + k, *dCv);
             *dBv = make_float4(0.f, 0.f, 0.f, 0.f);
             *dCv = make_float4(0.f, 0.f, 0.f, 0.f);
         }
@@ -450,7 +450,7 @@ static void scan_bwd_v2(T* du, T* ddelta, float* dA_log, T* dBm, T* dCm, float* 
     size_t nBC = (size_t)B * L * N;
     float* acc = bc_scratch(2 * nBC);
     cudaCheck(cudaMemsetAsync(acc, 0, 2 * nBC * sizeof(float)));
-    dim3 grid(cdiv(E, V2B_CH), B);
+    dim3 grid(ceil_div(E, V2B_CH), B);
     scan_bwd_v2_kernel<T, N, RS><<<grid, V2B_THREADS>>>(du, ddelta, dA_log, acc, dD, dz, ddbias, dout, u, delta,
                                                     A_log, Bm, Cm, D, z, dbias, hs, B, L, E);
     cudaCheckLaunch();
@@ -473,25 +473,16 @@ static void scan_bwd_v2(T* du, T* ddelta, float* dA_log, T* dBm, T* dCm, float* 
 //     global atomics.
 // ~2 shuffles per state-step (v3: ~5), loads amortized over 4 states.
 
-// like reduce_scatter_level but the lane bit (OFF) differs from the value half size (H)
-template <int H, int OFF> __device__ __forceinline__ void reduce_scatter_lanes(float* v, int lane) {
-    bool up = lane & OFF;
-#pragma unroll
-    for (int i = 0; i < H; i++) {
-        float send = up ? v[i] : v[i + H], keep = up ? v[i + H] : v[i];
-        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, OFF);
-    }
-}
+// scan_reduce_scatter<H, OFF> (src/selective_scan_fast.h): like reduce_scatter_level but the lane
+// bit (OFF) differs from the value half size (H)
 
 #define V4B_CH 32
 #define V4B_THREADS 128
 #define V4B_W 40   // row stride of the [t][channel] tiles: (t = quad*4 + g, c) hits distinct banks
 #define V4B_SC 8   // sub-chunk length
 
-// softplus'(x) = sigmoid(x) = 1 - exp(-softplus(x)), from dt without re-reading delta
-__device__ __forceinline__ float dsoftplus_from_dt(float dt) {
-    return dt < 1e-2f ? dt * (1.0f - dt * 0.5f * (1.0f - dt * (1.0f / 3.0f))) : 1.0f - __expf(-dt);
-}
+// softplus'(x) = sigmoid(x) = 1 - exp(-softplus(x)), from dt without re-reading delta:
+// scan_dsoftplus_from_dt (src/selective_scan_fast.h)
 
 template <typename T, int N>
 __global__ void __launch_bounds__(V4B_THREADS) scan_bwd_v4_kernel(T* du, T* ddelta, float* dA_log,
@@ -517,7 +508,7 @@ __global__ void __launch_bounds__(V4B_THREADS) scan_bwd_v4_kernel(T* du, T* ddel
     int b = blockIdx.y, eb = blockIdx.x * V4B_CH, e = eb + cl;
     bool ok = e < E;
     int ec = ok ? e : E - 1;
-    int nc = cdiv(L, CK);
+    int nc = scan_n_chunks(L);
     size_t nBC = (size_t)B * L * N;
     // elementwise phases: thread tid always handles channel column tid % 32
     int my_c = tid % V4B_CH, my_e = eb + my_c;
@@ -527,7 +518,7 @@ __global__ void __launch_bounds__(V4B_THREADS) scan_bwd_v4_kernel(T* du, T* ddel
     float A[S], A2[S], gr[S], dAacc[S];
 #pragma unroll
     for (int s = 0; s < S; s++) {
-        A[s] = -expf(A_log[ec * N + g * S + s]); A2[s] = A[s] * LOG2E_F; gr[s] = 0.0f; dAacc[s] = 0.0f;
+        A[s] = -expf(A_log[ec * N + g * S + s]); A2[s] = A[s] * SCAN_LOG2E; gr[s] = 0.0f; dAacc[s] = 0.0f;
     }
     for (int i = tid; i < CK * N; i += V4B_THREADS) { (&dB_s[0][0])[i] = 0.0f; (&dC_s[0][0])[i] = 0.0f; }
 
@@ -541,7 +532,7 @@ __global__ void __launch_bounds__(V4B_THREADS) scan_bwd_v4_kernel(T* du, T* ddel
             if (r < len && my_e < E) {
                 size_t k = ((size_t)b * L + t0 + r) * E + my_e;
                 uu = to_f32(u[k]); zz = to_f32(z[k]); go = to_f32(dout[k]);
-                dt = softplus_fast(to_f32(delta[k]) + my_bias);
+                dt = scan_softplus_fast(to_f32(delta[k]) + my_bias);
             }
             u_s[r][cc] = uu; dt_s[r][cc] = dt; dy_s[r][cc] = zz; du_s[r][cc] = go;
         }
@@ -573,10 +564,10 @@ __global__ void __launch_bounds__(V4B_THREADS) scan_bwd_v4_kernel(T* du, T* ddel
                         float dt = dt_s[r][cl], dtu = dt * u_s[r][cl];
                         float4 bv = *reinterpret_cast<const float4*>(&B_s[r][g * S]);
                         float4 cv = *reinterpret_cast<const float4*>(&C_s[r][g * S]);
-                        h[0] = ex2_approx(dt * A2[0]) * h[0] + dtu * bv.x;
-                        h[1] = ex2_approx(dt * A2[1]) * h[1] + dtu * bv.y;
-                        h[2] = ex2_approx(dt * A2[2]) * h[2] + dtu * bv.z;
-                        h[3] = ex2_approx(dt * A2[3]) * h[3] + dtu * bv.w;
+                        h[0] = scan_ex2(dt * A2[0]) * h[0] + dtu * bv.x;
+                        h[1] = scan_ex2(dt * A2[1]) * h[1] + dtu * bv.y;
+                        h[2] = scan_ex2(dt * A2[2]) * h[2] + dtu * bv.z;
+                        h[3] = scan_ex2(dt * A2[3]) * h[3] + dtu * bv.w;
                         yq[j] = cv.x * h[0] + cv.y * h[1] + cv.z * h[2] + cv.w * h[3];
                     }
                     reduce_scatter_level<2>(yq, lane);
@@ -614,7 +605,7 @@ __global__ void __launch_bounds__(V4B_THREADS) scan_bwd_v4_kernel(T* du, T* ddel
                 float bb[S] = {bv.x, bv.y, bv.z, bv.w};
 #pragma unroll
                 for (int s = 0; s < S; s++) {
-                    dAs[j][s] = ex2_approx(dt * A2[s]);
+                    dAs[j][s] = scan_ex2(dt * A2[s]);
                     hsub[j][s] = dAs[j][s] * (j > 0 ? hsub[j - 1][s] : hc[k][s]) + dtu * bb[s];
                 }
             }
@@ -642,9 +633,9 @@ __global__ void __launch_bounds__(V4B_THREADS) scan_bwd_v4_kernel(T* du, T* ddel
                 dub[j % 4] = dsum * dt;
                 dtb[j % 4] = tsum + dsum * uu;  // sum_s g (hp dA A + B u)
                 // dB/dC over the warp's 8 channels (lane bits 4, 3, 2): lane ends with value lane >> 2
-                reduce_scatter_lanes<4, 16>(v, lane);
-                reduce_scatter_lanes<2, 8>(v, lane);
-                reduce_scatter_lanes<1, 4>(v, lane);
+                scan_reduce_scatter<4, 16>(v, lane);
+                scan_reduce_scatter<2, 8>(v, lane);
+                scan_reduce_scatter<1, 4>(v, lane);
                 {
                     int jv = lane >> 2, n = g * S + (jv & 3);
                     atomicAdd(jv < 4 ? &dB_s[r][n] : &dC_s[r][n], v[0]);
@@ -663,7 +654,7 @@ __global__ void __launch_bounds__(V4B_THREADS) scan_bwd_v4_kernel(T* du, T* ddel
             int r = i / V4B_CH, cc = i % V4B_CH;
             if (r < len && my_e < E) {
                 size_t k = ((size_t)b * L + t0 + r) * E + my_e;
-                float dd = y_s[r][cc] * dsoftplus_from_dt(dt_s[r][cc]);
+                float dd = y_s[r][cc] * scan_dsoftplus_from_dt(dt_s[r][cc]);
                 acc_store(du + k, du_s[r][cc] + dy_s[r][cc] * my_D);
                 acc_store(ddelta + k, dd);
                 dbias_acc += dd;
@@ -674,8 +665,8 @@ __global__ void __launch_bounds__(V4B_THREADS) scan_bwd_v4_kernel(T* du, T* ddel
             size_t k = ((size_t)b * L + t0 + r) * N + nn;
             float4* pB = reinterpret_cast<float4*>(&dB_s[r][nn]);
             float4* pC = reinterpret_cast<float4*>(&dC_s[r][nn]);
-            atomicAdd(reinterpret_cast<float4*>(dBC + k), *pB);
-            atomicAdd(reinterpret_cast<float4*>(dBC + nBC + k), *pC);
+            atomic_add_float4(dBC + k, *pB);
+            atomic_add_float4(dBC + nBC + k, *pC);
             *pB = make_float4(0.f, 0.f, 0.f, 0.f);
             *pC = make_float4(0.f, 0.f, 0.f, 0.f);
         }
@@ -704,7 +695,7 @@ static void scan_bwd_v4(T* du, T* ddelta, float* dA_log, T* dBm, T* dCm, float* 
     size_t nBC = (size_t)B * L * N;
     float* acc = bc_scratch(2 * nBC);
     cudaCheck(cudaMemsetAsync(acc, 0, 2 * nBC * sizeof(float)));
-    dim3 grid(cdiv(E, V4B_CH), B);
+    dim3 grid(ceil_div(E, V4B_CH), B);
     scan_bwd_v4_kernel<T, N><<<grid, V4B_THREADS, smem>>>(du, ddelta, dA_log, acc, dD, dz, ddbias, dout, u,
                                                          delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E);
     cudaCheckLaunch();
@@ -741,7 +732,7 @@ static void scan_bwd_v4(T* du, T* ddelta, float* dA_log, T* dBm, T* dCm, float* 
 // per state-step; the rest latency at 3 warps per sub-partition), fwd v5 + bwd v5 0.55-0.75 ms;
 // L=4096 bwd 1.6-2.4 ms, fwd+bwd 2.2-3.0 ms. fp32 (88 KB smem: 2 blocks/SM) 0.5-0.7 ms.
 
-// cp_async16 / cp_async_commit / cp_async_wait_all: see selective_scan_forward.cu (version 7)
+// cp.async: scan_cp_async<16>, scan_cp_async_commit / _wait_all (src/selective_scan_fast.h)
 
 // 4 consecutive T from shared memory as floats (8-byte aligned for bf16, 16 for fp32)
 __device__ __forceinline__ float4 lds4f(const float* p) { return *reinterpret_cast<const float4*>(p); }
@@ -752,7 +743,6 @@ __device__ __forceinline__ float4 lds4f(const bf16* p) {
 }
 
 #define V5B_CH 32
-#define LN2_F 0.6931471805599453f
 #define V5B_THREADS 128
 #ifndef V5B_SC
 #define V5B_SC 8
@@ -888,7 +878,7 @@ __global__ void __launch_bounds__(CH * 4, V5B_MINB * V5B_CH / CH) scan_bwd_v5_ke
     int b = blockIdx.y, eb = blockIdx.x * CH, e = eb + cl;
     bool ok = e < E;
     int ec = ok ? e : E - 1;
-    int nc = cdiv(L, CK);
+    int nc = scan_n_chunks(L);
     size_t nBC = (size_t)B * L * N;
     float Dv = D[ec], dbias_acc = 0.0f, dD_acc = 0.0f;  // per-thread partials of the channel cl
     // conversion pass: thread tid always converts channels (tid % CV) * 4 .. +3 (rows tid/CV + k THREADS/CV)
@@ -896,7 +886,7 @@ __global__ void __launch_bounds__(CH * 4, V5B_MINB * V5B_CH / CH) scan_bwd_v5_ke
     float A2[S], gr[S], dAacc[S];
 #pragma unroll
     for (int s = 0; s < S; s++) {
-        A2[s] = -expf(A_log[ec * N + g * S + s]) * LOG2E_F; gr[s] = 0.0f; dAacc[s] = 0.0f;
+        A2[s] = -expf(A_log[ec * N + g * S + s]) * SCAN_LOG2E; gr[s] = 0.0f; dAacc[s] = 0.0f;
     }
     // lane's value after the 8-channel reduce-scatter: jv = lane >> 2 (dB for jv < 4, else dC) of
     // state g*4 + (jv & 3); slab row layout: dB[0..16), dC[0..16)
@@ -918,7 +908,7 @@ __global__ void __launch_bounds__(CH * 4, V5B_MINB * V5B_CH / CH) scan_bwd_v5_ke
             bool valid = r < ln;
             const T* row = src + ((size_t)b * L + tb + (valid ? r : 0)) * E;
             if (VEC_OK) {
-                cp_async16(dst, row + (e0 < E ? e0 : 0), valid && e0 < E);
+                scan_cp_async<16>(dst, row + (e0 < E ? e0 : 0), valid && e0 < E);
             } else {
 #pragma unroll
                 for (int q = 0; q < VEC; q++) dst[q] = (valid && e0 + q < E) ? row[e0 + q] : from_f32<T>(0.0f);
@@ -931,10 +921,10 @@ __global__ void __launch_bounds__(CH * 4, V5B_MINB * V5B_CH / CH) scan_bwd_v5_ke
                 int w = i / (CK * BCV), rem = i % (CK * BCV), r = rem / BCV, v = rem % BCV;
                 bool valid = r < ln;
                 const T* src = (w == 0 ? Bm : Cm) + ((size_t)b * L + tb + (valid ? r : 0)) * N + v * VEC;
-                cp_async16(raw_bc + (w * CK + r) * N + v * VEC, src, valid);
+                scan_cp_async<16>(raw_bc + (w * CK + r) * N + v * VEC, src, valid);
             }
         }
-        cp_async_commit();
+        scan_cp_async_commit();
     };
     auto hs_load = [&](int cc) {
         return *reinterpret_cast<const float4*>(hs + (((size_t)b * nc + cc) * E + ec) * N + g * S);
@@ -973,7 +963,7 @@ __global__ void __launch_bounds__(CH * 4, V5B_MINB * V5B_CH / CH) scan_bwd_v5_ke
                 zg[k][1] = ldg4f<T, VEC_OK>(dout + off, eb + cv0, E, valid);
             }
         }
-        cp_async_wait_all();
+        scan_cp_async_wait_all();
         __syncthreads();  // raw inputs of chunk c landed; the previous chunk is done with every tile
         // b. conversion
         {
@@ -999,7 +989,7 @@ __global__ void __launch_bounds__(CH * 4, V5B_MINB * V5B_CH / CH) scan_bwd_v5_ke
                 int ee = eb + cv0 + q;
                 bool valid = r < len && ee < E;  // zero-filled inputs there: dy = q = 0 too
                 float s = __fdividef(1.0f, 1.0f + __expf(-zv[q]));
-                dtv[q] = valid ? softplus_fast(dv[q] + __ldg(dbias + min(ee, E - 1))) : 0.0f;
+                dtv[q] = valid ? scan_softplus_fast(dv[q] + __ldg(dbias + min(ee, E - 1))) : 0.0f;
                 dyv[q] = gv[q] * zv[q] * s;
                 qv[q] = gv[q] * s * (1.0f + zv[q] * (1.0f - s));
             }
@@ -1042,10 +1032,10 @@ __global__ void __launch_bounds__(CH * 4, V5B_MINB * V5B_CH / CH) scan_bwd_v5_ke
                     int r = k * SC + j, o = v5b_sw<CH>(r, cl);
                     float dt = dt_s[o], dtu = dt * u_s[o];
                     float4 bv = *reinterpret_cast<const float4*>(&B_s[r * N + g * S]);
-                    h[0] = ex2_approx(dt * A2[0]) * h[0] + dtu * bv.x;
-                    h[1] = ex2_approx(dt * A2[1]) * h[1] + dtu * bv.y;
-                    h[2] = ex2_approx(dt * A2[2]) * h[2] + dtu * bv.z;
-                    h[3] = ex2_approx(dt * A2[3]) * h[3] + dtu * bv.w;
+                    h[0] = scan_ex2(dt * A2[0]) * h[0] + dtu * bv.x;
+                    h[1] = scan_ex2(dt * A2[1]) * h[1] + dtu * bv.y;
+                    h[2] = scan_ex2(dt * A2[2]) * h[2] + dtu * bv.z;
+                    h[3] = scan_ex2(dt * A2[3]) * h[3] + dtu * bv.w;
                 }
             }
         }
@@ -1077,7 +1067,7 @@ __global__ void __launch_bounds__(CH * 4, V5B_MINB * V5B_CH / CH) scan_bwd_v5_ke
                 float bb[S] = {bv.x, bv.y, bv.z, bv.w};
 #pragma unroll
                 for (int s = 0; s < S; s++) {
-                    dAs[j][s] = ex2_approx(dt * A2[s]);
+                    dAs[j][s] = scan_ex2(dt * A2[s]);
                     hsub[j][s] = dAs[j][s] * (j > 0 ? hsub[j - 1][s] : h0k[s]) + dtu * bb[s];
                 }
             }
@@ -1108,11 +1098,11 @@ __global__ void __launch_bounds__(CH * 4, V5B_MINB * V5B_CH / CH) scan_bwd_v5_ke
                     gr[s] *= dAs[j][s];
                 }
                 dub[j % 4] = dsum * dt;
-                dtb[j % 4] = tsum * LN2_F + dsum * uu;  // sum_s g (hp dA A + B u)
+                dtb[j % 4] = tsum * SCAN_LN2 + dsum * uu;  // sum_s g (hp dA A + B u)
                 yb[j % 4] = ysum;                    // sum_n C h (this thread's 4 states)
-                reduce_scatter_lanes<4, 16>(v, lane);
-                reduce_scatter_lanes<2, 8>(v, lane);
-                reduce_scatter_lanes<1, 4>(v, lane);
+                scan_reduce_scatter<4, 16>(v, lane);
+                scan_reduce_scatter<2, 8>(v, lane);
+                scan_reduce_scatter<1, 4>(v, lane);
                 slab_w[j * 32 + slab_idx] = v[0];
                 if (j % 4 == 0) {  // steps r .. r+3 done by the whole quad: thread g finishes step r + g
                     reduce_scatter_level<2>(dub, lane); reduce_scatter_level<2>(dtb, lane);
@@ -1121,7 +1111,7 @@ __global__ void __launch_bounds__(CH * 4, V5B_MINB * V5B_CH / CH) scan_bwd_v5_ke
                     reduce_scatter_level<1>(yb, lane);
                     int oo = v5b_sw<CH>(r + g, cl);
                     float uo = u_s[oo], dto = dt_s[oo], dyo = dy_s[oo], qo = q_s[oo];
-                    float dd = dtb[0] * dsoftplus_from_dt(dto);
+                    float dd = dtb[0] * scan_dsoftplus_from_dt(dto);
                     u_s[oo] = dub[0] + dyo * Dv;               // du
                     dt_s[oo] = dd;                             // ddelta
                     q_s[oo] = (yb[0] + Dv * uo) * qo;          // dz
@@ -1142,7 +1132,7 @@ __global__ void __launch_bounds__(CH * 4, V5B_MINB * V5B_CH / CH) scan_bwd_v5_ke
                         acc.x += x.x; acc.y += x.y; acc.z += x.z; acc.w += x.w;
                     }
                     size_t off = ((size_t)b * L + t0 + r) * N + (qv % 4) * 4 + (qv >= 4 ? nBC : 0);
-                    atomicAdd(reinterpret_cast<float4*>(dBC + off), acc);
+                    atomic_add_float4(dBC + off, acc);
                 }
             }
             if constexpr (ROLL) {
@@ -1211,7 +1201,7 @@ __global__ void __launch_bounds__(CH * 4, V5B_MINB * V5B_CH / CH) scan_bwd_v5_ke
     if (ok) {
         if (g == 0) { atomicAdd(ddbias + e, dbias_acc); atomicAdd(dD + e, dD_acc); }
 #pragma unroll
-        for (int s = 0; s < S; s++) atomicAdd(dA_log + e * N + g * S + s, dAacc[s] * A2[s] * LN2_F);
+        for (int s = 0; s < S; s++) atomicAdd(dA_log + e * N + g * S + s, dAacc[s] * A2[s] * SCAN_LN2);
     }
 }
 
@@ -1234,7 +1224,7 @@ static void scan_bwd_v5(T* du, T* ddelta, float* dA_log, T* dBm, T* dCm, float* 
     size_t nBC = (size_t)B * L * N;
     float* acc = bc_scratch(2 * nBC);
     cudaCheck(cudaMemsetAsync(acc, 0, 2 * nBC * sizeof(float)));
-    dim3 grid(cdiv(E, CH), B);
+    dim3 grid(ceil_div(E, CH), B);
     if (E % Packed128<T>::size == 0)
         scan_bwd_v5_kernel<T, N, true, CH, BC_ASYNC, NRAW, ROLL><<<grid, CH * 4, smem>>>(du, ddelta, dA_log, acc, dD, dz, ddbias, dout,
                 u, delta, A_log, Bm, Cm, D, z, dbias, hs, B, L, E);
@@ -1348,7 +1338,7 @@ template <typename T> static void scan_bwd_all(int argc, char** argv) {
     const double tol_act = sizeof(T) == 4 ? 1e-3 : 2e-2, tol_par = 1e-3;
     uint64_t seed = 5000;
     for (const Shape& s : shapes) {
-        int B = s.B, L = s.L, E = s.E, nc = cdiv(L, SCAN_CHUNK);
+        int B = s.B, L = s.L, E = s.E, nc = scan_n_chunks(L);
         ScanData d = scan_make_data<T>(B, L, E, N, seed++);
         std::vector<float> dout((size_t)B * L * E);
         Rng r;
@@ -1393,7 +1383,7 @@ template <typename T> static void scan_bwd_all(int argc, char** argv) {
         gd.free_all();
     }
     for (int L : {1024, 4096}) {
-        int B = 8, E = 1536, nc = cdiv(L, SCAN_CHUNK);
+        int B = 8, E = 1536, nc = scan_n_chunks(L);
         ScanData d = scan_make_data<T>(B, L, E, N, 7);
         ScanDev<T> gd;
         gd.upload(d);

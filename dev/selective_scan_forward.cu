@@ -11,34 +11,16 @@
 // Run:   ./dev_selective_scan_forward [version]    (no argument: all versions)
 // This file is also #included by selective_scan_backward.cu (with SCAN_FWD_NO_MAIN defined).
 #include "dev_common.h"
-
-#ifndef SCAN_CHUNK
-#define SCAN_CHUNK 64
-#endif
-#define LOG2E_F 1.4426950408889634f
-
-__host__ __device__ __forceinline__ int cdiv(int a, int b) { return (a + b - 1) / b; }
-
-// 2^x on the special-function unit (one MUFU.EX2; rel err ~2^-22)
-__device__ __forceinline__ float ex2_approx(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-// softplus as the reference Mamba: linear above 20
-__device__ __forceinline__ float softplus_dev(float x) { return x > 20.0f ? x : log1pf(__expf(x)); }
-__device__ __forceinline__ float silu_dev(float z) { return __fdividef(z, 1.0f + __expf(-z)); }
+// SCAN_CHUNK and scan_n_chunks, softplus_f (common.h), and the device helpers the src kernels
+// share with these versions: scan_ex2 (2^x on the SFU), scan_softplus_fast, scan_silu_fast,
+// scan_reduce_scatter, scan_cp_async and its commit / wait (src/selective_scan_fast.h)
+#include "../src/selective_scan.h"
 
 // one level of a warp reduce-scatter of 2M values: lanes with bit M set keep the upper half
 // v[M, 2M), the others the lower half, each adding its partner's copy (lane ^ M); after the levels
 // 16, 8, 4, 2, 1 lane l holds the warp sum of the original v[l]
 template <int M> __device__ __forceinline__ void reduce_scatter_level(float* v, int lane) {
-    bool up = lane & M;
-#pragma unroll
-    for (int i = 0; i < M; i++) {
-        float send = up ? v[i] : v[i + M], keep = up ? v[i + M] : v[i];
-        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, M);
-    }
+    scan_reduce_scatter<M, M>(v, lane);
 }
 
 // ---------------------------------------------------------------------------
@@ -47,7 +29,7 @@ template <int M> __device__ __forceinline__ void reduce_scatter_level(float* v, 
 static void scan_fwd_cpu(float* out, float* hs, const float* u, const float* delta, const float* A_log,
                          const float* Bm, const float* Cm, const float* D, const float* z,
                          const float* dbias, int B, int L, int E, int N) {
-    int nc = cdiv(L, SCAN_CHUNK);
+    int nc = scan_n_chunks(L);
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++) {
         for (int e = 0; e < E; e++) {
@@ -86,7 +68,7 @@ __global__ void scan_fwd_v1_kernel(T* out, float* hs, const T* u, const T* delta
     int idx = blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= B * E) return;
     int b = idx / E, e = idx % E;
-    int nc = cdiv(L, SCAN_CHUNK);
+    int nc = scan_n_chunks(L);
     float A[N], h[N];
 #pragma unroll
     for (int n = 0; n < N; n++) { A[n] = -expf(A_log[e * N + n]); h[n] = 0.0f; }
@@ -99,7 +81,7 @@ __global__ void scan_fwd_v1_kernel(T* out, float* hs, const T* u, const T* delta
             for (int n = 0; n < N; n++) hp[n] = h[n];
         }
         float x = to_f32(delta[row * E + e]) + bias;
-        float dt = x > 20.0f ? x : log1pf(expf(x));
+        float dt = softplus_f(x);
         float uu = to_f32(u[row * E + e]);
         float dtu = dt * uu, y = 0.0f;
 #pragma unroll
@@ -116,7 +98,7 @@ template <typename T, int N>
 static void scan_fwd_v1(T* out, float* hs, const T* u, const T* delta, const float* A_log, const T* Bm,
                         const T* Cm, const float* D, const T* z, const float* dbias, int B, int L, int E) {
     int threads = 128;
-    scan_fwd_v1_kernel<T, N><<<cdiv(B * E, threads), threads>>>(out, hs, u, delta, A_log, Bm, Cm, D, z,
+    scan_fwd_v1_kernel<T, N><<<ceil_div(B * E, threads), threads>>>(out, hs, u, delta, A_log, Bm, Cm, D, z,
                                                                 dbias, B, L, E);
     cudaCheckLaunch();
 }
@@ -137,21 +119,21 @@ __global__ void scan_fwd_v2_kernel(T* out, float* hs, const T* u, const T* delta
     bool active = ch < B * E;  // whole N-lane groups are active or not: the shuffles stay legal
     if (!active) ch = 0;
     int b = ch / E, e = ch % E;
-    int nc = cdiv(L, SCAN_CHUNK);
-    float A2 = -expf(A_log[e * N + n]) * LOG2E_F;
+    int nc = scan_n_chunks(L);
+    float A2 = -expf(A_log[e * N + n]) * SCAN_LOG2E;
     float Dv = D[e], bias = dbias[e], h = 0.0f;
     for (int t = 0; t < L; t++) {
         size_t row = (size_t)b * L + t;
         if (t % SCAN_CHUNK == 0 && active) hs[(((size_t)b * nc + t / SCAN_CHUNK) * E + e) * N + n] = h;
-        float dt = softplus_dev(to_f32(delta[row * E + e]) + bias);
+        float dt = softplus_f(to_f32(delta[row * E + e]) + bias);
         float uu = to_f32(u[row * E + e]);
-        h = ex2_approx(dt * A2) * h + dt * uu * to_f32(Bm[row * N + n]);
+        h = scan_ex2(dt * A2) * h + dt * uu * to_f32(Bm[row * N + n]);
         float y = to_f32(Cm[row * N + n]) * h;
 #pragma unroll
         for (int off = N / 2; off > 0; off >>= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
         if (n == 0 && active) {
             float zz = to_f32(z[row * E + e]);
-            out[row * E + e] = from_f32<T>((y + Dv * uu) * silu_dev(zz));
+            out[row * E + e] = from_f32<T>((y + Dv * uu) * scan_silu_fast(zz));
         }
     }
 }
@@ -160,7 +142,7 @@ template <typename T, int N>
 static void scan_fwd_v2(T* out, float* hs, const T* u, const T* delta, const float* A_log, const T* Bm,
                         const T* Cm, const float* D, const T* z, const float* dbias, int B, int L, int E) {
     int threads = 256;
-    scan_fwd_v2_kernel<T, N><<<cdiv(B * E * N, threads), threads>>>(out, hs, u, delta, A_log, Bm, Cm, D,
+    scan_fwd_v2_kernel<T, N><<<ceil_div(B * E * N, threads), threads>>>(out, hs, u, delta, A_log, Bm, Cm, D,
                                                                     z, dbias, B, L, E);
     cudaCheckLaunch();
 }
@@ -194,10 +176,10 @@ __global__ void __launch_bounds__(32 * V3_CH) scan_fwd_v3_kernel(T* out, float* 
     int b = blockIdx.y, e0 = blockIdx.x * V3_CH, e = e0 + w;
     bool ch_ok = e < E;
     int ec = ch_ok ? e : E - 1;
-    int nc = cdiv(L, SCAN_CHUNK);
+    int nc = scan_n_chunks(L);
     float A2[N], carry[N];
 #pragma unroll
-    for (int n = 0; n < N; n++) { A2[n] = -expf(A_log[ec * N + n]) * LOG2E_F; carry[n] = 0.0f; }
+    for (int n = 0; n < N; n++) { A2[n] = -expf(A_log[ec * N + n]) * SCAN_LOG2E; carry[n] = 0.0f; }
     float Dv = D[ec];
     if (ch_ok && lane < N) hs[(((size_t)b * nc) * E + e) * N + lane] = 0.0f;  // hs[b,0] = 0
 
@@ -211,7 +193,7 @@ __global__ void __launch_bounds__(32 * V3_CH) scan_fwd_v3_kernel(T* out, float* 
                 size_t k = ((size_t)b * L + t) * E + ee;
                 uu = to_f32(u[k]);
                 zz = to_f32(z[k]);
-                dt = softplus_dev(to_f32(delta[k]) + dbias[ee]);
+                dt = softplus_f(to_f32(delta[k]) + dbias[ee]);
             }
             u_s[c][r] = uu; dt_s[c][r] = dt; z_s[c][r] = zz;  // dt = 0 past L: identity steps
         }
@@ -237,7 +219,7 @@ __global__ void __launch_bounds__(32 * V3_CH) scan_fwd_v3_kernel(T* out, float* 
             float bb[4] = {b4.x, b4.y, b4.z, b4.w}, cc[4] = {c4.x, c4.y, c4.z, c4.w};
             float a[4], bx[4];
 #pragma unroll
-            for (int i = 0; i < 4; i++) { a[i] = ex2_approx(dt[i] * A2[n]); bx[i] = du[i] * bb[i]; }
+            for (int i = 0; i < 4; i++) { a[i] = scan_ex2(dt[i] * A2[n]); bx[i] = du[i] * bb[i]; }
             // thread-local aggregate of its 4 steps
             float pa = a[0], pb = bx[0];
 #pragma unroll
@@ -266,8 +248,8 @@ __global__ void __launch_bounds__(32 * V3_CH) scan_fwd_v3_kernel(T* out, float* 
         float4 z4 = *reinterpret_cast<const float4*>(&z_s[w][r0]);
         float zz[4] = {z4.x, z4.y, z4.z, z4.w};
         float4 o4;
-        o4.x = y[0] * silu_dev(zz[0]); o4.y = y[1] * silu_dev(zz[1]);
-        o4.z = y[2] * silu_dev(zz[2]); o4.w = y[3] * silu_dev(zz[3]);
+        o4.x = y[0] * scan_silu_fast(zz[0]); o4.y = y[1] * scan_silu_fast(zz[1]);
+        o4.z = y[2] * scan_silu_fast(zz[2]); o4.w = y[3] * scan_silu_fast(zz[3]);
         *reinterpret_cast<float4*>(&z_s[w][r0]) = o4;
         __syncthreads();
         for (int i = tid; i < V3_TT * V3_CH; i += blockDim.x) {
@@ -280,7 +262,7 @@ __global__ void __launch_bounds__(32 * V3_CH) scan_fwd_v3_kernel(T* out, float* 
 template <typename T, int N>
 static void scan_fwd_v3(T* out, float* hs, const T* u, const T* delta, const float* A_log, const T* Bm,
                         const T* Cm, const float* D, const T* z, const float* dbias, int B, int L, int E) {
-    dim3 grid(cdiv(E, V3_CH), B);
+    dim3 grid(ceil_div(E, V3_CH), B);
     scan_fwd_v3_kernel<T, N><<<grid, 32 * V3_CH>>>(out, hs, u, delta, A_log, Bm, Cm, D, z, dbias, B, L, E);
     cudaCheckLaunch();
 }
@@ -350,11 +332,11 @@ __global__ void __launch_bounds__(V4_THREADS) scan_fwd_v4_kernel(T* out, float* 
     int b = blockIdx.y, eb = blockIdx.x * V4_CH, e = eb + cl;
     bool ch_ok = e < E;
     int ec = ch_ok ? e : E - 1;
-    int nc = cdiv(L, SCAN_CHUNK);
+    int nc = scan_n_chunks(L);
     if (tid < V4_CH) bias_s[tid] = dbias[min(eb + tid, E - 1)];
     float A2[S], h[S];
 #pragma unroll
-    for (int s = 0; s < S; s++) { A2[s] = -expf(A_log[ec * N + g * S + s]) * LOG2E_F; h[s] = 0.0f; }
+    for (int s = 0; s < S; s++) { A2[s] = -expf(A_log[ec * N + g * S + s]) * SCAN_LOG2E; h[s] = 0.0f; }
     float Dv = D[ec];
 
     Packed128<T> pu[ACT_PER_THR], pd[ACT_PER_THR], pz[ACT_PER_THR], pbc[BC_PER_THR];
@@ -396,7 +378,7 @@ __global__ void __launch_bounds__(V4_THREADS) scan_fwd_v4_kernel(T* out, float* 
                     int c = cv * VEC + j + q;
                     uv[q] = pu[k].f(j + q);
                     zv[q] = pz[k].f(j + q);
-                    dtv[q] = (t < L && eb + c < E) ? softplus_dev(pd[k].f(j + q) + bias_s[c]) : 0.0f;
+                    dtv[q] = (t < L && eb + c < E) ? softplus_f(pd[k].f(j + q) + bias_s[c]) : 0.0f;
                 }
                 d0 = make_float4(dtv[0], dtv[0] * uv[0], dtv[1], dtv[1] * uv[1]);
                 d1 = make_float4(dtv[2], dtv[2] * uv[2], dtv[3], dtv[3] * uv[3]);
@@ -438,10 +420,10 @@ __global__ void __launch_bounds__(V4_THREADS) scan_fwd_v4_kernel(T* out, float* 
                 float2 d = dd_s[r][cl];
                 float4 bv = *reinterpret_cast<const float4*>(&B_s[r][g * S]);
                 float4 cv = *reinterpret_cast<const float4*>(&C_s[r][g * S]);
-                h[0] = ex2_approx(d.x * A2[0]) * h[0] + d.y * bv.x;
-                h[1] = ex2_approx(d.x * A2[1]) * h[1] + d.y * bv.y;
-                h[2] = ex2_approx(d.x * A2[2]) * h[2] + d.y * bv.z;
-                h[3] = ex2_approx(d.x * A2[3]) * h[3] + d.y * bv.w;
+                h[0] = scan_ex2(d.x * A2[0]) * h[0] + d.y * bv.x;
+                h[1] = scan_ex2(d.x * A2[1]) * h[1] + d.y * bv.y;
+                h[2] = scan_ex2(d.x * A2[2]) * h[2] + d.y * bv.z;
+                h[3] = scan_ex2(d.x * A2[3]) * h[3] + d.y * bv.w;
                 yq[j] = cv.x * h[0] + cv.y * h[1] + cv.z * h[2] + cv.w * h[3];
             }
             // reduce-scatter over the 4 threads of the channel: thread g ends with step q*4+g
@@ -454,7 +436,7 @@ __global__ void __launch_bounds__(V4_THREADS) scan_fwd_v4_kernel(T* out, float* 
             float sy = hi1 ? k0 : k1, ky = hi1 ? k1 : k0;
             ky += __shfl_xor_sync(0xffffffffu, sy, 1);
             int r = q * 4 + g;
-            o_s[r][cl] = (ky + Dv * u_s[r][cl]) * silu_dev(z_s[r][cl]);
+            o_s[r][cl] = (ky + Dv * u_s[r][cl]) * scan_silu_fast(z_s[r][cl]);
         }
         __syncthreads();  // o_s complete; everyone is done reading the tile
         // store the out tile with 16-byte stores
@@ -483,7 +465,7 @@ __global__ void __launch_bounds__(V4_THREADS) scan_fwd_v4_kernel(T* out, float* 
 template <typename T, int N>
 static void scan_fwd_v4(T* out, float* hs, const T* u, const T* delta, const float* A_log, const T* Bm,
                         const T* Cm, const float* D, const T* z, const float* dbias, int B, int L, int E) {
-    dim3 grid(cdiv(E, V4_CH), B);
+    dim3 grid(ceil_div(E, V4_CH), B);
     if (E % Packed128<T>::size == 0)
         scan_fwd_v4_kernel<T, N, true><<<grid, V4_THREADS>>>(out, hs, u, delta, A_log, Bm, Cm, D, z, dbias, B, L, E);
     else
@@ -495,19 +477,13 @@ static void scan_fwd_v4(T* out, float* hs, const T* u, const T* delta, const flo
 // versions 5 and 6: v4 generalized over TPC, the threads per channel (S = N/TPC states each), with a
 // cheaper softplus. Per (t, e) v4 spends log1pf's software path (~20 FP32 instructions) once, which
 // is ~1.3 issue slots per state-step when the budget left after the unavoidable 1 ex2 + 4 FP32 ops
-// is ~3 (see notes_scan.md). softplus_fast uses ex2 + lg2 on the SFU instead (2 MUFU + ~5 FP ops).
+// is ~3 (see notes_scan.md). scan_softplus_fast (src/selective_scan_fast.h) uses ex2 + lg2 on the SFU
+// instead (2 MUFU + ~5 FP ops): x above 20; __logf(1 + e) for e = e^x >= 1e-2 (the rounding of
+// 1 + e costs < 6e-6 relative); the series e - e^2/2 + e^3/3 (error < e^3/4 relative) below.
 //  v5: TPC = 4 (as v4, 128-thread blocks, 4 states per thread)
 //  v6: TPC = 2 (64-thread blocks, 8 states per thread): half the warps (~1.5 per SM sub-partition)
 //      but B/C/dt shared loads and the y reduction amortized over 8 states instead of 4, and one
 //      shuffle per 2 steps. Bets on ILP (8 independent exps per step) instead of occupancy.
-
-// log(1 + e^x) = x above 20; __logf(1 + e) for e >= 1e-2 (the rounding of 1 + e costs < 6e-6
-// relative); the series e - e^2/2 + e^3/3 (error < e^3/4 relative) below
-__device__ __forceinline__ float softplus_fast(float x) {
-    float e = __expf(x);
-    float sp = e < 1e-2f ? e * (1.0f - e * (0.5f - e * (1.0f / 3.0f))) : __logf(1.0f + e);
-    return x > 20.0f ? x : sp;
-}
 
 #define V5_CH 32   // channels per block
 #define V5_TT 32   // timesteps per tile
@@ -544,11 +520,11 @@ __global__ void __launch_bounds__(V5_CH * TPC) scan_fwd_v5_kernel(T* out, float*
     int b = blockIdx.y, eb = blockIdx.x * V5_CH, e = eb + cl;
     bool ch_ok = e < E;
     int ec = ch_ok ? e : E - 1;
-    int nc = cdiv(L, SCAN_CHUNK);
+    int nc = scan_n_chunks(L);
     if (tid < V5_CH) bias_s[tid] = dbias[min(eb + tid, E - 1)];
     float A2[S], h[S];
 #pragma unroll
-    for (int s = 0; s < S; s++) { A2[s] = -expf(A_log[ec * N + g * S + s]) * LOG2E_F; h[s] = 0.0f; }
+    for (int s = 0; s < S; s++) { A2[s] = -expf(A_log[ec * N + g * S + s]) * SCAN_LOG2E; h[s] = 0.0f; }
     float Dv = D[ec];
 
     Packed128<T> pu[ACT_PER_THR], pd[ACT_PER_THR], pz[ACT_PER_THR], pbc[BC_PER_THR];
@@ -589,7 +565,7 @@ __global__ void __launch_bounds__(V5_CH * TPC) scan_fwd_v5_kernel(T* out, float*
                     uv[q] = pu[k].f(j + q);
                     zv[q] = pz[k].f(j + q);
                     float x = pd[k].f(j + q) + bias_s[c];
-                    float sp = FAST_SP ? softplus_fast(x) : softplus_dev(x);
+                    float sp = FAST_SP ? scan_softplus_fast(x) : softplus_f(x);
                     dtv[q] = (t < L && eb + c < E) ? sp : 0.0f;
                 }
                 int c0 = cv * VEC + j;
@@ -636,10 +612,10 @@ __global__ void __launch_bounds__(V5_CH * TPC) scan_fwd_v5_kernel(T* out, float*
                 for (int s = 0; s < S; s += 4) {
                     float4 bv = *reinterpret_cast<const float4*>(&B_s[r][g * S + s]);
                     float4 cv = *reinterpret_cast<const float4*>(&C_s[r][g * S + s]);
-                    h[s + 0] = ex2_approx(d.x * A2[s + 0]) * h[s + 0] + d.y * bv.x;
-                    h[s + 1] = ex2_approx(d.x * A2[s + 1]) * h[s + 1] + d.y * bv.y;
-                    h[s + 2] = ex2_approx(d.x * A2[s + 2]) * h[s + 2] + d.y * bv.z;
-                    h[s + 3] = ex2_approx(d.x * A2[s + 3]) * h[s + 3] + d.y * bv.w;
+                    h[s + 0] = scan_ex2(d.x * A2[s + 0]) * h[s + 0] + d.y * bv.x;
+                    h[s + 1] = scan_ex2(d.x * A2[s + 1]) * h[s + 1] + d.y * bv.y;
+                    h[s + 2] = scan_ex2(d.x * A2[s + 2]) * h[s + 2] + d.y * bv.z;
+                    h[s + 3] = scan_ex2(d.x * A2[s + 3]) * h[s + 3] + d.y * bv.w;
                     y += cv.x * h[s + 0] + cv.y * h[s + 1] + cv.z * h[s + 2] + cv.w * h[s + 3];
                 }
                 yq[j] = y;
@@ -648,7 +624,7 @@ __global__ void __launch_bounds__(V5_CH * TPC) scan_fwd_v5_kernel(T* out, float*
             if (TPC >= 4) reduce_scatter_level<(TPC >= 4 ? TPC / 2 : 1)>(yq, lane);
             if (TPC >= 2) reduce_scatter_level<1>(yq, lane);
             int r = q * TPC + g;
-            o_s[r][cl] = (yq[0] + Dv * u_s[r][cl]) * silu_dev(z_s[r][cl]);
+            o_s[r][cl] = (yq[0] + Dv * u_s[r][cl]) * scan_silu_fast(z_s[r][cl]);
         }
         __syncthreads();
 #pragma unroll
@@ -676,7 +652,7 @@ __global__ void __launch_bounds__(V5_CH * TPC) scan_fwd_v5_kernel(T* out, float*
 template <typename T, int N, int TPC>
 static void scan_fwd_v5(T* out, float* hs, const T* u, const T* delta, const float* A_log, const T* Bm,
                         const T* Cm, const float* D, const T* z, const float* dbias, int B, int L, int E) {
-    dim3 grid(cdiv(E, V5_CH), B);
+    dim3 grid(ceil_div(E, V5_CH), B);
     if (E % Packed128<T>::size == 0)
         scan_fwd_v5_kernel<T, N, true, TPC, true><<<grid, V5_CH * TPC>>>(out, hs, u, delta, A_log, Bm, Cm, D, z, dbias, B, L, E);
     else
@@ -696,15 +672,8 @@ static void scan_fwd_v5(T* out, float* hs, const T* u, const T* delta, const flo
 // Prediction: bf16 0.125-0.140 ms at L=1024 (from 0.153), fp32 ~0.130; L=4096 0.49-0.55 / ~0.50.
 // If it does not move, the edge latency is not the load but the staging/reduction work itself.
 
-__device__ __forceinline__ void cp_async16(void* sdst, const void* gsrc, bool full) {
-    unsigned s = (unsigned)__cvta_generic_to_shared(sdst);
-    int n = full ? 16 : 0;  // src-size 0: 16 zero bytes, nothing read
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gsrc), "r"(n) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-// all but the most recently committed group are complete
-__device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+// The cp.async helpers are src's (scan_cp_async<16>, scan_cp_async_commit / _wait_one), which
+// forward v7 became.
 
 template <typename T, int N, bool VEC_OK, int TPC, bool FAST_SP>
 __global__ void __launch_bounds__(V5_CH * TPC) scan_fwd_v7_kernel(T* out, float* hs, const T* u,
@@ -737,11 +706,11 @@ __global__ void __launch_bounds__(V5_CH * TPC) scan_fwd_v7_kernel(T* out, float*
     int b = blockIdx.y, eb = blockIdx.x * V5_CH, e = eb + cl;
     bool ch_ok = e < E;
     int ec = ch_ok ? e : E - 1;
-    int nc = cdiv(L, SCAN_CHUNK);
+    int nc = scan_n_chunks(L);
     if (tid < V5_CH) bias_s[tid] = dbias[min(eb + tid, E - 1)];
     float A2[S], h[S];
 #pragma unroll
-    for (int s = 0; s < S; s++) { A2[s] = -expf(A_log[ec * N + g * S + s]) * LOG2E_F; h[s] = 0.0f; }
+    for (int s = 0; s < S; s++) { A2[s] = -expf(A_log[ec * N + g * S + s]) * SCAN_LOG2E; h[s] = 0.0f; }
     float Dv = D[ec];
 
     Packed128<T> pu[ACT_PER_THR], pd[ACT_PER_THR], pz[ACT_PER_THR], pbc[BC_PER_THR];
@@ -762,7 +731,7 @@ __global__ void __launch_bounds__(V5_CH * TPC) scan_fwd_v7_kernel(T* out, float*
                     const T* src = (w == 0 ? u : w == 1 ? delta : z) + off;
                     T* dst = raw + (w * V5_TT + r) * V5_CH + cv * VEC;
                     if (VEC_OK) {
-                        cp_async16(dst, src + (e0 < E ? e0 : 0), valid && e0 < E);
+                        scan_cp_async<16>(dst, src + (e0 < E ? e0 : 0), valid && e0 < E);
                     } else {
 #pragma unroll
                         for (int q = 0; q < VEC; q++) dst[q] = (valid && e0 + q < E) ? src[e0 + q] : from_f32<T>(0.0f);
@@ -775,11 +744,11 @@ __global__ void __launch_bounds__(V5_CH * TPC) scan_fwd_v7_kernel(T* out, float*
                 if (j < 2 * BC_VECS) {
                     int i = j % BC_VECS, r = i / (N / VEC), nv = i % (N / VEC), t = t0 + r;
                     const T* src = (j < BC_VECS ? Bm : Cm) + ((size_t)b * L + (t < L ? t : 0)) * N + nv * VEC;
-                    cp_async16(raw + 3 * V5_TT * V5_CH + (j < BC_VECS ? 0 : V5_TT * N) + r * N + nv * VEC, src, t < L);
+                    scan_cp_async<16>(raw + 3 * V5_TT * V5_CH + (j < BC_VECS ? 0 : V5_TT * N) + r * N + nv * VEC, src, t < L);
                 }
             }
         }
-        cp_async_commit();
+        scan_cp_async_commit();
     };
     auto stage = [&](int t0) {
         const T* raw = slot_of(t0);
@@ -812,7 +781,7 @@ __global__ void __launch_bounds__(V5_CH * TPC) scan_fwd_v7_kernel(T* out, float*
                     uv[q] = pu[k].f(j + q);
                     zv[q] = pz[k].f(j + q);
                     float x = pd[k].f(j + q) + bias_s[c];
-                    float sp = FAST_SP ? softplus_fast(x) : softplus_dev(x);
+                    float sp = FAST_SP ? scan_softplus_fast(x) : softplus_f(x);
                     dtv[q] = (t < L && eb + c < E) ? sp : 0.0f;
                 }
                 int c0 = cv * VEC + j;
@@ -837,7 +806,7 @@ __global__ void __launch_bounds__(V5_CH * TPC) scan_fwd_v7_kernel(T* out, float*
     __syncthreads();  // bias_s
     issue(0);
     issue(V5_TT);
-    cp_async_wait_one();  // tile 0 landed (tile 1 may be in flight)
+    scan_cp_async_wait_one();  // tile 0 landed (tile 1 may be in flight)
     __syncthreads();
     stage(0);
     __syncthreads();
@@ -862,10 +831,10 @@ __global__ void __launch_bounds__(V5_CH * TPC) scan_fwd_v7_kernel(T* out, float*
                 for (int s = 0; s < S; s += 4) {
                     float4 bv = *reinterpret_cast<const float4*>(&B_s[r][g * S + s]);
                     float4 cv = *reinterpret_cast<const float4*>(&C_s[r][g * S + s]);
-                    h[s + 0] = ex2_approx(d.x * A2[s + 0]) * h[s + 0] + d.y * bv.x;
-                    h[s + 1] = ex2_approx(d.x * A2[s + 1]) * h[s + 1] + d.y * bv.y;
-                    h[s + 2] = ex2_approx(d.x * A2[s + 2]) * h[s + 2] + d.y * bv.z;
-                    h[s + 3] = ex2_approx(d.x * A2[s + 3]) * h[s + 3] + d.y * bv.w;
+                    h[s + 0] = scan_ex2(d.x * A2[s + 0]) * h[s + 0] + d.y * bv.x;
+                    h[s + 1] = scan_ex2(d.x * A2[s + 1]) * h[s + 1] + d.y * bv.y;
+                    h[s + 2] = scan_ex2(d.x * A2[s + 2]) * h[s + 2] + d.y * bv.z;
+                    h[s + 3] = scan_ex2(d.x * A2[s + 3]) * h[s + 3] + d.y * bv.w;
                     y += cv.x * h[s + 0] + cv.y * h[s + 1] + cv.z * h[s + 2] + cv.w * h[s + 3];
                 }
                 yq[j] = y;
@@ -874,9 +843,9 @@ __global__ void __launch_bounds__(V5_CH * TPC) scan_fwd_v7_kernel(T* out, float*
             if (TPC >= 4) reduce_scatter_level<(TPC >= 4 ? TPC / 2 : 1)>(yq, lane);
             if (TPC >= 2) reduce_scatter_level<1>(yq, lane);
             int r = q * TPC + g;
-            o_s[r][cl] = (yq[0] + Dv * u_s[r][cl]) * silu_dev(z_s[r][cl]);
+            o_s[r][cl] = (yq[0] + Dv * u_s[r][cl]) * scan_silu_fast(z_s[r][cl]);
         }
-        cp_async_wait_one();  // this thread's copies of tile t0 + TT landed; the barrier publishes them
+        scan_cp_async_wait_one();  // this thread's copies of tile t0 + TT landed; the barrier publishes them
         __syncthreads();
 #pragma unroll
         for (int k = 0; k < ACT_PER_THR; k++) {
@@ -910,7 +879,7 @@ static void scan_fwd_v7(T* out, float* hs, const T* u, const T* delta, const flo
         cudaCheck(cudaFuncSetAttribute(scan_fwd_v7_kernel<T, N, false, 4, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
         attr_set = true;
     }
-    dim3 grid(cdiv(E, V5_CH), B);
+    dim3 grid(ceil_div(E, V5_CH), B);
     if (E % Packed128<T>::size == 0)
         scan_fwd_v7_kernel<T, N, true, 4, true><<<grid, V5_CH * 4, smem>>>(out, hs, u, delta, A_log, Bm, Cm, D, z, dbias, B, L, E);
     else
@@ -1033,11 +1002,11 @@ __global__ void __launch_bounds__(V5_CH * TPC, V8_MINB) scan_fwd_v8_kernel(T* ou
     int b = blockIdx.y, eb = blockIdx.x * V5_CH, e = eb + cl;
     bool ch_ok = e < E;
     int ec = ch_ok ? e : E - 1;
-    int nc = cdiv(L, SCAN_CHUNK);
+    int nc = scan_n_chunks(L);
     if (tid < V5_CH) bias_s[tid] = dbias[min(eb + tid, E - 1)];
     float A2[S], h[S];
 #pragma unroll
-    for (int s = 0; s < S; s++) { A2[s] = -expf(A_log[ec * N + g * S + s]) * LOG2E_F; h[s] = 0.0f; }
+    for (int s = 0; s < S; s++) { A2[s] = -expf(A_log[ec * N + g * S + s]) * SCAN_LOG2E; h[s] = 0.0f; }
     float Dv = D[ec];
 
     auto slot_of = [&](int t0) { return reinterpret_cast<T*>(v8_raw) + ((t0 / V5_TT) & 1) * SLOT; };
@@ -1054,7 +1023,7 @@ __global__ void __launch_bounds__(V5_CH * TPC, V8_MINB) scan_fwd_v8_kernel(T* ou
                         bool valid = t < L;
                         const T* src = (w == 0 ? u : w == 1 ? delta : z) + ((size_t)b * L + (valid ? t : 0)) * E;
                         if (VEC_OK) {
-                            cp_async16(dst, src + (e0 < E ? e0 : 0), valid && e0 < E);
+                            scan_cp_async<16>(dst, src + (e0 < E ? e0 : 0), valid && e0 < E);
                         } else {
 #pragma unroll
                             for (int q = 0; q < VEC; q++) dst[q] = (valid && e0 + q < E) ? src[e0 + q] : from_f32<T>(0.0f);
@@ -1064,12 +1033,12 @@ __global__ void __launch_bounds__(V5_CH * TPC, V8_MINB) scan_fwd_v8_kernel(T* ou
                         i -= isC * BC_V;
                         int r = i / (N / VEC), t = t0 + r;
                         const T* src = (isC ? Cm : Bm) + ((size_t)b * L + (t < L ? t : 0)) * N + (i % (N / VEC)) * VEC;
-                        cp_async16(dst, src, t < L);
+                        scan_cp_async<16>(dst, src, t < L);
                     }
                 }
             }
         }
-        cp_async_commit();
+        scan_cp_async_commit();
     };
     // raw tile t0 -> the fp32 tiles: dt = softplus once per (t, e) (0 past L / E: identity steps)
     auto stage = [&](int t0) {
@@ -1083,7 +1052,7 @@ __global__ void __launch_bounds__(V5_CH * TPC, V8_MINB) scan_fwd_v8_kernel(T* ou
             scan_lds4(raw + (2 * V5_TT + r) * V5_CH + c0, zv);
 #pragma unroll
             for (int q = 0; q < 4; q++)
-                dt[q] = (t < L && eb + c0 + q < E) ? softplus_fast(xv[q] + bias_s[c0 + q]) : 0.0f;
+                dt[q] = (t < L && eb + c0 + q < E) ? scan_softplus_fast(xv[q] + bias_s[c0 + q]) : 0.0f;
             *reinterpret_cast<float4*>(&u_s[r][c0]) = make_float4(uv[0], uv[1], uv[2], uv[3]);
             *reinterpret_cast<float4*>(&z_s[r][c0]) = make_float4(zv[0], zv[1], zv[2], zv[3]);
             *reinterpret_cast<float4*>(&dd_s[r][c0]) = make_float4(dt[0], dt[0] * uv[0], dt[1], dt[1] * uv[1]);
@@ -1103,7 +1072,7 @@ __global__ void __launch_bounds__(V5_CH * TPC, V8_MINB) scan_fwd_v8_kernel(T* ou
     __syncthreads();  // bias_s
     issue(0);
     issue(V5_TT);
-    cp_async_wait_one();  // tile 0 landed (tile 1 may be in flight)
+    scan_cp_async_wait_one();  // tile 0 landed (tile 1 may be in flight)
     __syncthreads();
     stage(0);
     __syncthreads();
@@ -1126,8 +1095,8 @@ __global__ void __launch_bounds__(V5_CH * TPC, V8_MINB) scan_fwd_v8_kernel(T* ou
 #pragma unroll
                 for (int s = 0; s < S; s += 2) {
                     float4 bc = *reinterpret_cast<const float4*>(&bc_s[r][2 * (g * S + s)]);
-                    h[s] = ex2_approx(d.x * A2[s]) * h[s] + d.y * bc.x;
-                    h[s + 1] = ex2_approx(d.x * A2[s + 1]) * h[s + 1] + d.y * bc.y;
+                    h[s] = scan_ex2(d.x * A2[s]) * h[s] + d.y * bc.x;
+                    h[s + 1] = scan_ex2(d.x * A2[s + 1]) * h[s + 1] + d.y * bc.y;
                     y += bc.z * h[s] + bc.w * h[s + 1];
                 }
                 yq[j] = y;
@@ -1135,9 +1104,9 @@ __global__ void __launch_bounds__(V5_CH * TPC, V8_MINB) scan_fwd_v8_kernel(T* ou
             // thread g of the channel ends with the whole y of step q*TPC + g
             reduce_scatter_group<TPC>(yq, lane);
             int r = q * TPC + g;
-            o_s[r][cl] = (yq[0] + Dv * u_s[r][cl]) * silu_dev(z_s[r][cl]);
+            o_s[r][cl] = (yq[0] + Dv * u_s[r][cl]) * scan_silu_fast(z_s[r][cl]);
         }
-        cp_async_wait_one();  // this thread's copies of tile t0 + TT landed; the barrier publishes them
+        scan_cp_async_wait_one();  // this thread's copies of tile t0 + TT landed; the barrier publishes them
         __syncthreads();
 #pragma unroll
         for (int k = 0; k < ACT_U / THREADS; k++) {
@@ -1170,7 +1139,7 @@ static void scan_fwd_v8(T* out, float* hs, const T* u, const T* delta, const flo
         cudaCheck(cudaFuncSetAttribute(scan_fwd_v8_kernel<T, N, false, V8_TPC>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
         attr_set = true;
     }
-    dim3 grid(cdiv(E, V5_CH), B);
+    dim3 grid(ceil_div(E, V5_CH), B);
     if (E % Packed128<T>::size == 0)
         scan_fwd_v8_kernel<T, N, true, V8_TPC><<<grid, V5_CH * V8_TPC, smem>>>(out, hs, u, delta, A_log, Bm, Cm, D, z, dbias, B, L, E);
     else
@@ -1272,7 +1241,7 @@ static double scan_fwd_sfu(int B, int L, int E, int N) { return (double)B * L * 
 template <typename T>
 static bool scan_fwd_validate(int v, const ScanData& d, const std::vector<float>& ref_out,
                               const std::vector<float>& ref_hs, int ref_batches, double* worst) {
-    int B = d.B, L = d.L, E = d.E, N = d.N, nc = cdiv(L, SCAN_CHUNK);
+    int B = d.B, L = d.L, E = d.E, N = d.N, nc = scan_n_chunks(L);
     ScanDev<T> g;
     g.upload(d);
     T* out = dev_alloc<T>((size_t)B * L * E);
@@ -1304,7 +1273,7 @@ template <typename T> static void scan_fwd_all(int argc, char** argv) {
     uint64_t seed = 1000;
     for (const Shape& s : shapes) {
         ScanData d = scan_make_data<T>(s.B, s.L, s.E, N, seed++);
-        int rb = s.ref_batches, nc = cdiv(s.L, SCAN_CHUNK);
+        int rb = s.ref_batches, nc = scan_n_chunks(s.L);
         // the reference on the first rb batch elements: b is outermost in every layout
         std::vector<float> ref_out((size_t)rb * s.L * s.E), ref_hs((size_t)rb * nc * s.E * N);
         scan_fwd_cpu(ref_out.data(), ref_hs.data(), d.u.data(), d.delta.data(), d.A_log.data(), d.Bm.data(),
@@ -1320,7 +1289,7 @@ template <typename T> static void scan_fwd_all(int argc, char** argv) {
         ScanData d = scan_make_data<T>(B, L, E, N, 7);
         ScanDev<T> g;
         g.upload(d);
-        int nc = cdiv(L, SCAN_CHUNK);
+        int nc = scan_n_chunks(L);
         T* out = dev_alloc<T>((size_t)B * L * E);
         float* hs = dev_alloc<float>((size_t)B * nc * E * N);
         char shape[64];

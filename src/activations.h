@@ -2,19 +2,24 @@
 #pragma once
 #include "common.h"
 
+// d silu / dx = s * (1 + x * (1 - s)), s = sigmoid(x). Host and device, beside
+// sigmoid_f / silu_f of common.h, so every SiLU backward (here, the fused
+// conv1d+SiLU, dev/conv1d.cu) uses the same formula.
+HOST_DEVICE float silu_grad_f(float x) {
+    float s = sigmoid_f(x);
+    return s * (1.0f + x * (1.0f - s));
+}
+
 // out = x * sigmoid(x)
 static void silu_forward_cpu(floatX* out, const floatX* x, size_t n) {
 #pragma omp parallel for
     for (size_t i = 0; i < n; i++) out[i] = (floatX)silu_f((float)x[i]);
 }
 
-// silu'(x) = s + x*s*(1-s), s = sigmoid(x);  dx += dout * silu'(x)
+// dx += dout * silu'(x)
 static void silu_backward_cpu(floatX* dx, const floatX* dout, const floatX* x, size_t n) {
 #pragma omp parallel for
-    for (size_t i = 0; i < n; i++) {
-        float xv = (float)x[i], s = sigmoid_f(xv);
-        dx[i] = (floatX)((float)dx[i] + (float)dout[i] * s * (1.0f + xv * (1.0f - s)));
-    }
+    for (size_t i = 0; i < n; i++) dx[i] = (floatX)((float)dx[i] + (float)dout[i] * silu_grad_f((float)x[i]));
 }
 
 // log(1 + e^x), = x above 20
@@ -23,14 +28,10 @@ static void softplus_forward_cpu(floatX* out, const floatX* x, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = (floatX)softplus_f((float)x[i]);
 }
 
-// softplus'(x) = sigmoid(x) (exactly 1 above 20, where the forward is linear)
+// dx += dout * softplus'(x); softplus'(x) = sigmoid(x) (exactly 1 above 20, where the forward is linear)
 static void softplus_backward_cpu(floatX* dx, const floatX* dout, const floatX* x, size_t n) {
 #pragma omp parallel for
-    for (size_t i = 0; i < n; i++) {
-        float xv = (float)x[i];
-        float d = xv > 20.0f ? 1.0f : sigmoid_f(xv);
-        dx[i] = (floatX)((float)dx[i] + (float)dout[i] * d);
-    }
+    for (size_t i = 0; i < n; i++) dx[i] = (floatX)((float)dx[i] + (float)dout[i] * softplus_grad_f((float)x[i]));
 }
 
 // out = a + b
@@ -73,31 +74,22 @@ static void concat_columns_cpu(floatX* out, const floatX* a, const floatX* b, co
 }
 
 #ifdef __CUDACC__
-// grid-stride elementwise kernels; expf (not __expf) to match the CPU closely
+// grid-stride elementwise kernels, with the same scalar functions as the CPU
 __global__ void silu_forward_kernel(floatX* out, const floatX* x, size_t n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float xv = (float)x[i];
-        out[i] = (floatX)(xv / (1.0f + expf(-xv)));
-    }
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = (floatX)silu_f((float)x[i]);
 }
 __global__ void silu_backward_kernel(floatX* dx, const floatX* dout, const floatX* x, size_t n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float xv = (float)x[i], s = 1.0f / (1.0f + expf(-xv));
-        dx[i] = (floatX)((float)dx[i] + (float)dout[i] * s * (1.0f + xv * (1.0f - s)));
-    }
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dx[i] = (floatX)((float)dx[i] + (float)dout[i] * silu_grad_f((float)x[i]));
 }
 __global__ void softplus_forward_kernel(floatX* out, const floatX* x, size_t n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float xv = (float)x[i];
-        out[i] = (floatX)(xv > 20.0f ? xv : log1pf(expf(xv)));
-    }
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = (floatX)softplus_f((float)x[i]);
 }
 __global__ void softplus_backward_kernel(floatX* dx, const floatX* dout, const floatX* x, size_t n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float xv = (float)x[i];
-        float d = xv > 20.0f ? 1.0f : 1.0f / (1.0f + expf(-xv));
-        dx[i] = (floatX)((float)dx[i] + (float)dout[i] * d);
-    }
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dx[i] = (floatX)((float)dx[i] + (float)dout[i] * softplus_grad_f((float)x[i]));
 }
 __global__ void add_forward_kernel(floatX* out, const floatX* a, const floatX* b, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -170,3 +162,41 @@ static void concat_columns_cuda(floatX* out, const floatX* a, const floatX* b, c
     cudaCheckLaunch();
 }
 #endif
+
+// ---------------------------------------------------------------------------
+// backend wrappers (the convention of common.h): the models call these
+
+static void silu_forward(bool on_gpu, floatX* out, const floatX* x, size_t n) {
+    if (on_gpu) GPU_CALL(silu_forward_cuda(out, x, n));
+    else silu_forward_cpu(out, x, n);
+}
+static void silu_backward(bool on_gpu, floatX* dx, const floatX* dout, const floatX* x, size_t n) {
+    if (on_gpu) GPU_CALL(silu_backward_cuda(dx, dout, x, n));
+    else silu_backward_cpu(dx, dout, x, n);
+}
+static void softplus_forward(bool on_gpu, floatX* out, const floatX* x, size_t n) {
+    if (on_gpu) GPU_CALL(softplus_forward_cuda(out, x, n));
+    else softplus_forward_cpu(out, x, n);
+}
+static void softplus_backward(bool on_gpu, floatX* dx, const floatX* dout, const floatX* x, size_t n) {
+    if (on_gpu) GPU_CALL(softplus_backward_cuda(dx, dout, x, n));
+    else softplus_backward_cpu(dx, dout, x, n);
+}
+static void add_forward(bool on_gpu, floatX* out, const floatX* a, const floatX* b, size_t n) {
+    if (on_gpu) GPU_CALL(add_forward_cuda(out, a, b, n));
+    else add_forward_cpu(out, a, b, n);
+}
+static void add_inplace(bool on_gpu, floatX* acc, const floatX* x, size_t n) {
+    if (on_gpu) GPU_CALL(add_inplace_cuda(acc, x, n));
+    else add_inplace_cpu(acc, x, n);
+}
+static void split_columns(bool on_gpu, floatX* a, floatX* b, floatX* c, const floatX* in, int N, int ca, int cb,
+                          int cc) {
+    if (on_gpu) GPU_CALL(split_columns_cuda(a, b, c, in, N, ca, cb, cc));
+    else split_columns_cpu(a, b, c, in, N, ca, cb, cc);
+}
+static void concat_columns(bool on_gpu, floatX* out, const floatX* a, const floatX* b, const floatX* c, int N,
+                           int ca, int cb, int cc) {
+    if (on_gpu) GPU_CALL(concat_columns_cuda(out, a, b, c, N, ca, cb, cc));
+    else concat_columns_cpu(out, a, b, c, N, ca, cb, cc);
+}

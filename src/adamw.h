@@ -19,11 +19,22 @@ static void adamw_update_cpu(float* params, const float* grads, float* m, float*
     }
 }
 
-// sum of squares of x (n), accumulated in double
+// sum of squares of x (n), accumulated in double. Fixed blocks of x, not a reduction clause:
+// each block's sum is computed by one thread and the block sums are added in block order, so
+// the result is the same bits for any number of threads.
 static double sum_squares_cpu(const float* x, size_t n) {
+    const size_t block = 1 << 14;
+    size_t nblocks = (n + block - 1) / block;
+    std::vector<double> block_sum(nblocks);
+#pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < nblocks; b++) {
+        size_t end = (b + 1) * block < n ? (b + 1) * block : n;
+        double s = 0.0;
+        for (size_t i = b * block; i < end; i++) s += (double)x[i] * x[i];
+        block_sum[b] = s;
+    }
     double s = 0.0;
-#pragma omp parallel for reduction(+ : s)
-    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    for (size_t b = 0; b < nblocks; b++) s += block_sum[b];
     return s;
 }
 
@@ -84,3 +95,18 @@ static double sum_squares_cuda(const float* x, size_t n) {
     return h;
 }
 #endif
+
+// ---------------------------------------------------------------------------
+// backend wrappers (the convention of common.h): the models call these
+
+static void adamw_update(bool on_gpu, float* params, const float* grads, float* m, float* v, size_t n, float lr,
+                         float beta1, float beta2, float eps, float weight_decay, int t, float grad_scale) {
+    if (on_gpu)
+        GPU_CALL(adamw_update_cuda(params, grads, m, v, n, lr, beta1, beta2, eps, weight_decay, t, grad_scale));
+    else adamw_update_cpu(params, grads, m, v, n, lr, beta1, beta2, eps, weight_decay, t, grad_scale);
+}
+// returns to the host (on the GPU this synchronizes)
+static double sum_squares(bool on_gpu, const float* x, size_t n) {
+    if (on_gpu) { GPU_CALL(return sum_squares_cuda(x, n)); }
+    return sum_squares_cpu(x, n);
+}

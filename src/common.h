@@ -101,6 +101,16 @@ template <typename T> __device__ __forceinline__ void store128cs(T* p, const Pac
 }
 static inline bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
 
+// dst[0..3] += v atomically: one 16-byte atomic on sm_90+, four float atomics
+// before (A100, RTX 30xx/40xx); dst must be 16-byte aligned
+__device__ __forceinline__ void atomic_add_float4(float* dst, float4 v) {
+#if __CUDA_ARCH__ >= 900
+    atomicAdd(reinterpret_cast<float4*>(dst), v);
+#else
+    atomicAdd(dst, v.x); atomicAdd(dst + 1, v.y); atomicAdd(dst + 2, v.z); atomicAdd(dst + 3, v.w);
+#endif
+}
+
 // check the last launch (cheap; does not synchronize)
 #define cudaCheckLaunch() cudaCheck(cudaGetLastError())
 
@@ -129,17 +139,6 @@ static cublasHandle_t cublas_handle() {
 #define GPU_CALL(...) __VA_ARGS__
 #else
 #define GPU_CALL(...) FATAL("this binary was built without CUDA (no nvcc)")
-#endif
-
-// (transitional: DISPATCH is removed once every caller uses the wrappers)
-#ifdef __CUDACC__
-#define DISPATCH(on_gpu, fn, ...)            \
-    do {                                     \
-        if (on_gpu) fn##_cuda(__VA_ARGS__);  \
-        else fn##_cpu(__VA_ARGS__);          \
-    } while (0)
-#else
-#define DISPATCH(on_gpu, fn, ...) do { (void)(on_gpu); fn##_cpu(__VA_ARGS__); } while (0)
 #endif
 
 // ---------------------------------------------------------------------------

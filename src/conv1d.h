@@ -2,6 +2,7 @@
 //   out[b,t,e] = bias[e] + sum_{k<K} weight[e,k] * x[b, t-(K-1)+k, e]   (x = 0 at negative times)
 #pragma once
 #include "common.h"
+#include "activations.h"  // the fused conv1d + SiLU
 
 // x, out: (B, L, E); weight: (E, K); bias: (E)
 static void conv1d_forward_cpu(floatX* out, const floatX* x, const float* weight, const float* bias,
@@ -23,34 +24,35 @@ static void conv1d_forward_cpu(floatX* out, const floatX* x, const float* weight
 
 // dx[b,s,e] += sum_k weight[e,k] * dout[b, s+(K-1)-k, e]  (terms with time < L)
 // dweight[e,k] += sum_{b,t} dout[b,t,e] * x[b,t-(K-1)+k,e];  dbias[e] += sum_{b,t} dout[b,t,e]
+// Threads split the channels, not the rows: a channel's dweight/dbias are summed by one thread
+// in (b, t) order, so the result is the same bits for any number of threads.
 static void conv1d_backward_cpu(floatX* dx, float* dweight, float* dbias, const floatX* dout,
                                 const floatX* x, const float* weight, int B, int L, int E, int K) {
-#pragma omp parallel
-    {
-        // per-thread partials for the parameter grads, merged once at the end
-        std::vector<float> dw((size_t)E * K, 0.0f), db(E, 0.0f);
-#pragma omp for collapse(2)
+    const int EB = 16;  // channels per task: a 64-byte line of each fp32 row, no false sharing on dx
+#pragma omp parallel for schedule(static)
+    for (int e0 = 0; e0 < E; e0 += EB) {
+        int e1 = e0 + EB < E ? e0 + EB : E;
+        // sums over (b, t) from zero, added to the gradients once at the end
+        std::vector<float> dw((size_t)(e1 - e0) * K, 0.0f), db(e1 - e0, 0.0f);
         for (int b = 0; b < B; b++)
             for (int t = 0; t < L; t++) {
-                const floatX* g = dout + ((size_t)b * L + t) * E;
-                floatX* d = dx + ((size_t)b * L + t) * E;
-                for (int e = 0; e < E; e++) {
-                    float gv = (float)g[e];
-                    db[e] += gv;
+                size_t row = ((size_t)b * L + t) * E;
+                for (int e = e0; e < e1; e++) {
+                    float g = (float)dout[row + e];
+                    db[e - e0] += g;
                     float s = 0.0f;
                     for (int k = 0; k < K; k++) {
                         int ts = t - (K - 1) + k;  // input time feeding output t through tap k
-                        if (ts >= 0) dw[(size_t)e * K + k] += gv * (float)x[((size_t)b * L + ts) * E + e];
+                        if (ts >= 0) dw[(size_t)(e - e0) * K + k] += g * (float)x[((size_t)b * L + ts) * E + e];
                         int to = t + (K - 1) - k;  // output time that input t feeds through tap k
                         if (to < L) s += weight[e * K + k] * (float)dout[((size_t)b * L + to) * E + e];
                     }
-                    d[e] = (floatX)((float)d[e] + s);
+                    dx[row + e] = (floatX)((float)dx[row + e] + s);
                 }
             }
-#pragma omp critical
-        {
-            for (size_t i = 0; i < (size_t)E * K; i++) dweight[i] += dw[i];
-            for (int e = 0; e < E; e++) dbias[e] += db[e];
+        for (int e = e0; e < e1; e++) {
+            for (int k = 0; k < K; k++) dweight[e * K + k] += dw[(size_t)(e - e0) * K + k];
+            dbias[e] += db[e - e0];
         }
     }
 }
@@ -71,74 +73,26 @@ static void conv1d_step_cpu(float* out, float* state, const float* x, const floa
         }
 }
 
-// Fused conv1d + SiLU (Mamba's x = silu(conv1d(x))): the pre-activation is never stored.
-// x, out: (B, L, E); weight (E, K); bias (E); out = silu(bias + sum_k weight[e,k] x[b,t-(K-1)+k,e])
+// Fused conv1d + SiLU (Mamba's x = silu(conv1d(x))). The CUDA version never stores the
+// pre-activation; this reference is simply the two plain CPU functions in a row.
+// x, out: (B, L, E); weight (E, K); bias (E)
 static void conv1d_silu_forward_cpu(floatX* out, const floatX* x, const float* weight, const float* bias,
                                     int B, int L, int E, int K) {
-#pragma omp parallel for collapse(2)
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < L; t++) {
-            floatX* o = out + ((size_t)b * L + t) * E;
-            for (int e = 0; e < E; e++) {
-                float s = bias[e];
-                for (int k = 0; k < K; k++) {
-                    int ts = t - (K - 1) + k;
-                    if (ts >= 0) s += weight[e * K + k] * (float)x[((size_t)b * L + ts) * E + e];
-                }
-                o[e] = (floatX)silu_f(s);
-            }
-        }
+    conv1d_forward_cpu(out, x, weight, bias, B, L, E, K);
+    silu_forward_cpu(out, out, (size_t)B * L * E);  // in place: elementwise
 }
 
-// Recomputes the pre-activation p; dpre = dout * silu'(p), silu'(p) = s*(1 + p*(1-s)), s = sigmoid(p).
-// dx += conv1d backward of dpre; dweight += sum dpre * x_shifted; dbias += sum dpre.
+// Recomputes the pre-activation pre = conv1d(x) (the forward does not keep it), then
+// dpre = dout * silu'(pre) and the plain conv1d backward with dpre as the upstream gradient.
 static void conv1d_silu_backward_cpu(floatX* dx, float* dweight, float* dbias, const floatX* dout,
                                      const floatX* x, const float* weight, const float* bias,
                                      int B, int L, int E, int K) {
-    // pass 1: dpre for every (b,t,e) (a temporary: dx at time t needs dpre at t..t+K-1)
     size_t n = (size_t)B * L * E;
-    std::vector<float> dpre(n);
-#pragma omp parallel for collapse(2)
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < L; t++) {
-            size_t row = ((size_t)b * L + t) * E;
-            for (int e = 0; e < E; e++) {
-                float p = bias[e];
-                for (int k = 0; k < K; k++) {
-                    int ts = t - (K - 1) + k;
-                    if (ts >= 0) p += weight[e * K + k] * (float)x[((size_t)b * L + ts) * E + e];
-                }
-                float s = sigmoid_f(p);
-                dpre[row + e] = (float)dout[row + e] * s * (1.0f + p * (1.0f - s));
-            }
-        }
-    // pass 2: the plain conv1d backward with dpre as the upstream gradient
-#pragma omp parallel
-    {
-        std::vector<float> dw((size_t)E * K, 0.0f), db(E, 0.0f);  // per-thread partials
-#pragma omp for collapse(2)
-        for (int b = 0; b < B; b++)
-            for (int t = 0; t < L; t++) {
-                size_t row = ((size_t)b * L + t) * E;
-                for (int e = 0; e < E; e++) {
-                    float g = dpre[row + e];
-                    db[e] += g;
-                    float s = 0.0f;
-                    for (int k = 0; k < K; k++) {
-                        int ts = t - (K - 1) + k;
-                        if (ts >= 0) dw[(size_t)e * K + k] += g * (float)x[((size_t)b * L + ts) * E + e];
-                        int to = t + (K - 1) - k;
-                        if (to < L) s += weight[e * K + k] * dpre[((size_t)b * L + to) * E + e];
-                    }
-                    dx[row + e] = (floatX)((float)dx[row + e] + s);
-                }
-            }
-#pragma omp critical
-        {
-            for (size_t i = 0; i < (size_t)E * K; i++) dweight[i] += dw[i];
-            for (int e = 0; e < E; e++) dbias[e] += db[e];
-        }
-    }
+    std::vector<floatX> dpre(n);  // (B, L, E): first the pre-activation, then its gradient in place
+    conv1d_forward_cpu(dpre.data(), x, weight, bias, B, L, E, K);
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) dpre[i] = (floatX)((float)dout[i] * silu_grad_f((float)dpre[i]));
+    conv1d_backward_cpu(dx, dweight, dbias, dpre.data(), x, weight, B, L, E, K);
 }
 
 #ifdef __CUDACC__
@@ -242,18 +196,27 @@ static void conv1d_backward_cuda(floatX* dx, float* dweight, float* dbias, const
 }
 
 // ---------------------------------------------------------------------------
-// fused conv1d + SiLU (dev/conv1d.cu version 4). Each thread owns NC consecutive channels
-// (one 8-byte access: 2 fp32 / 4 bf16) and a chunk of timesteps; the weights and bias of its
-// channels live in registers and the last K-1 inputs slide through registers, so every x is
-// loaded about once. K is a template parameter (Mamba uses 4); other K, and E or pointers that
-// do not allow the vector width, use NC = 1 or the generic per-element kernels below.
+// fused conv1d + SiLU (dev/conv1d.cu version 4; its design and measurements are in
+// dev/notes_kernels.md). Each thread owns NC consecutive channels (one 8-byte access: 2 fp32 /
+// 4 bf16) and a chunk of timesteps; the weights and bias of its channels live in registers and
+// the last K-1 inputs slide through registers, so every x is loaded about once. K is a template
+// parameter (Mamba uses 4); other K, and E or pointers that do not allow the vector width, use
+// NC = 1 or the generic per-element kernels below.
 #define CSILU_TT 8    // forward: timesteps per thread (their loads are issued up front)
 #define CSILU_TTB 16  // backward: timesteps per thread
 #define CSILU_TY 4    // backward: threads per block along time (block = 32 x CSILU_TY)
 
-template <int N> struct alignas(N * sizeof(floatX)) ConvVec { floatX v[N]; };
-
-__device__ __forceinline__ float conv_sigmoid_d(float p) { return 1.0f / (1.0f + expf(-p)); }
+// NC consecutive channels of one timestep, moved as one access of NC * sizeof(floatX) bytes.
+// Not Packed128 (16 bytes): 8-byte accesses give each thread half the channels, so the bf16
+// backward needs about half the registers and runs more warps per SM (dev/conv1d.cu version 4
+// vs 3, measured in dev/notes_kernels.md); NC = 1 is the fallback for any E and alignment.
+template <int NC> struct alignas(NC * sizeof(floatX)) ConvChannels { floatX v[NC]; };
+template <int NC> __device__ __forceinline__ ConvChannels<NC> load_channels(const floatX* p) {
+    return *reinterpret_cast<const ConvChannels<NC>*>(p);
+}
+template <int NC> __device__ __forceinline__ void store_channels(floatX* p, const ConvChannels<NC>& v) {
+    *reinterpret_cast<ConvChannels<NC>*>(p) = v;
+}
 
 template <int K, int NC>
 __global__ void __launch_bounds__(64) conv1d_silu_forward_kernel(floatX* out, const floatX* x, const float* weight,
@@ -269,11 +232,11 @@ __global__ void __launch_bounds__(64) conv1d_silu_forward_kernel(floatX* out, co
         for (int k = 0; k < K; k++) wr[j][k] = weight[(e0 + j) * K + k];
         br[j] = bias[e0 + j];
     }
-    ConvVec<NC> in[CSILU_TT + K - 1];  // x[t0-(K-1) .. t0+CSILU_TT)
+    ConvChannels<NC> in[CSILU_TT + K - 1];  // x[t0-(K-1) .. t0+CSILU_TT)
 #pragma unroll
     for (int i = 0; i < CSILU_TT + K - 1; i++) {
         int t = t0 - (K - 1) + i;
-        if (t >= 0 && t < L) in[i] = *reinterpret_cast<const ConvVec<NC>*>(x + base + (size_t)t * E);
+        if (t >= 0 && t < L) in[i] = load_channels<NC>(x + base + (size_t)t * E);
         else {
 #pragma unroll
             for (int j = 0; j < NC; j++) in[i].v[j] = (floatX)0.0f;
@@ -283,15 +246,15 @@ __global__ void __launch_bounds__(64) conv1d_silu_forward_kernel(floatX* out, co
     for (int i = 0; i < CSILU_TT; i++) {
         int t = t0 + i;
         if (t < L) {
-            ConvVec<NC> o;
+            ConvChannels<NC> o;
 #pragma unroll
             for (int j = 0; j < NC; j++) {
                 float p = br[j];
 #pragma unroll
                 for (int k = 0; k < K; k++) p += wr[j][k] * (float)in[i + k].v[j];
-                o.v[j] = (floatX)(p * conv_sigmoid_d(p));
+                o.v[j] = (floatX)silu_f(p);
             }
-            *reinterpret_cast<ConvVec<NC>*>(out + base + (size_t)t * E) = o;
+            store_channels<NC>(out + base + (size_t)t * E, o);
         }
     }
 }
@@ -327,8 +290,8 @@ __global__ void __launch_bounds__(32 * CSILU_TY)
 #pragma unroll
         for (int i = 0; i < K - 1; i++) {
             int t = t0 - (K - 1) + i;
-            ConvVec<NC> v;
-            if (t >= 0) v = *reinterpret_cast<const ConvVec<NC>*>(x + base + (size_t)t * E);
+            ConvChannels<NC> v;
+            if (t >= 0) v = load_channels<NC>(x + base + (size_t)t * E);
 #pragma unroll
             for (int j = 0; j < NC; j++) { xw[i][j] = t >= 0 ? (float)v.v[j] : 0.0f; gw[i][j] = 0.0f; }
         }
@@ -337,16 +300,15 @@ __global__ void __launch_bounds__(32 * CSILU_TY)
             int s = t0 + i;
             float xs[NC], dp[NC];
             if (s < L) {
-                ConvVec<NC> xv = *reinterpret_cast<const ConvVec<NC>*>(x + base + (size_t)s * E);
-                ConvVec<NC> gv = *reinterpret_cast<const ConvVec<NC>*>(dout + base + (size_t)s * E);
+                ConvChannels<NC> xv = load_channels<NC>(x + base + (size_t)s * E);
+                ConvChannels<NC> gv = load_channels<NC>(dout + base + (size_t)s * E);
 #pragma unroll
                 for (int j = 0; j < NC; j++) {
                     xs[j] = (float)xv.v[j];
                     float p = br[j] + wr[j][K - 1] * xs[j];
 #pragma unroll
                     for (int k = 0; k < K - 1; k++) p += wr[j][k] * xw[k][j];
-                    float sg = conv_sigmoid_d(p);
-                    dp[j] = (float)gv.v[j] * sg * (1.0f + p * (1.0f - sg));
+                    dp[j] = (float)gv.v[j] * silu_grad_f(p);
                     if (i < CSILU_TTB) {
 #pragma unroll
                         for (int k = 0; k < K - 1; k++) acc[k][j] += dp[j] * xw[k][j];
@@ -360,8 +322,8 @@ __global__ void __launch_bounds__(32 * CSILU_TY)
             }
             int t = s - (K - 1);  // dx[t] = sum_k w[k] * dpre[t + K-1-k]
             if (i >= K - 1 && t < L) {
-                ConvVec<NC>* dp_ptr = reinterpret_cast<ConvVec<NC>*>(dx + base + (size_t)t * E);
-                ConvVec<NC> dv = *dp_ptr;
+                floatX* dx_t = dx + base + (size_t)t * E;
+                ConvChannels<NC> dv = load_channels<NC>(dx_t);
 #pragma unroll
                 for (int j = 0; j < NC; j++) {
                     float a = wr[j][0] * dp[j];
@@ -369,7 +331,7 @@ __global__ void __launch_bounds__(32 * CSILU_TY)
                     for (int k = 0; k < K - 1; k++) a += wr[j][K - 1 - k] * gw[k][j];
                     dv.v[j] = (floatX)((float)dv.v[j] + a);
                 }
-                *dp_ptr = dv;
+                store_channels<NC>(dx_t, dv);
             }
 #pragma unroll
             for (int j = 0; j < NC; j++) {
@@ -408,8 +370,7 @@ __device__ __forceinline__ float conv1d_silu_dpre(const floatX* dout, const floa
         int ts = t - (K - 1) + k;
         if (ts >= 0) p += weight[e * K + k] * (float)x[row0 + (size_t)ts * E];
     }
-    float sg = conv_sigmoid_d(p);
-    return (float)dout[row0 + (size_t)t * E] * sg * (1.0f + p * (1.0f - sg));
+    return (float)dout[row0 + (size_t)t * E] * silu_grad_f(p);
 }
 __global__ void conv1d_silu_forward_generic_kernel(floatX* out, const floatX* x, const float* weight,
                                                    const float* bias, int B, int L, int E, int K) {
@@ -422,7 +383,7 @@ __global__ void conv1d_silu_forward_generic_kernel(floatX* out, const floatX* x,
         int ts = t - (K - 1) + k;
         if (ts >= 0) p += weight[e * K + k] * (float)x[idx - (size_t)(t - ts) * E];
     }
-    out[idx] = (floatX)(p * conv_sigmoid_d(p));
+    out[idx] = (floatX)silu_f(p);
 }
 __global__ void conv1d_silu_backward_dx_generic_kernel(floatX* dx, const floatX* dout, const floatX* x,
                                                        const float* weight, const float* bias, int B, int L,
@@ -534,3 +495,28 @@ static void conv1d_silu_backward_cuda(floatX* dx, float* dweight, float* dbias, 
     }
 }
 #endif
+
+// ---------------------------------------------------------------------------
+// backend wrappers (the convention of common.h): the models call these
+
+static void conv1d_forward(bool on_gpu, floatX* out, const floatX* x, const float* weight, const float* bias,
+                           int B, int L, int E, int K) {
+    if (on_gpu) GPU_CALL(conv1d_forward_cuda(out, x, weight, bias, B, L, E, K));
+    else conv1d_forward_cpu(out, x, weight, bias, B, L, E, K);
+}
+static void conv1d_backward(bool on_gpu, floatX* dx, float* dweight, float* dbias, const floatX* dout,
+                            const floatX* x, const float* weight, int B, int L, int E, int K) {
+    if (on_gpu) GPU_CALL(conv1d_backward_cuda(dx, dweight, dbias, dout, x, weight, B, L, E, K));
+    else conv1d_backward_cpu(dx, dweight, dbias, dout, x, weight, B, L, E, K);
+}
+static void conv1d_silu_forward(bool on_gpu, floatX* out, const floatX* x, const float* weight,
+                                const float* bias, int B, int L, int E, int K) {
+    if (on_gpu) GPU_CALL(conv1d_silu_forward_cuda(out, x, weight, bias, B, L, E, K));
+    else conv1d_silu_forward_cpu(out, x, weight, bias, B, L, E, K);
+}
+static void conv1d_silu_backward(bool on_gpu, floatX* dx, float* dweight, float* dbias, const floatX* dout,
+                                 const floatX* x, const float* weight, const float* bias,
+                                 int B, int L, int E, int K) {
+    if (on_gpu) GPU_CALL(conv1d_silu_backward_cuda(dx, dweight, dbias, dout, x, weight, bias, B, L, E, K));
+    else conv1d_silu_backward_cpu(dx, dweight, dbias, dout, x, weight, bias, B, L, E, K);
+}

@@ -56,17 +56,15 @@ __device__ __forceinline__ CeMS ce_block_merge(CeMS a) {
     return a;
 }
 
-// 16 bytes of floatX (4 fp32 / 8 bf16)
-struct alignas(16) CeVec { floatX v[16 / sizeof(floatX)]; };
-
-// One block per row (dev/cross_entropy.cu version 3). One read pass with an online softmax over
-// 16-byte vectors (per vector: one max, one rescale of the running sum, VEC exps), a block merge,
-// then the in-place gradient write with evict-first loads/stores (last touch of the row). A row
-// is 16B-aligned only when V*sizeof(floatX) is, so the first `head` (< VEC) elements up to the
-// next 16B boundary and the last `V - tail0` (< VEC) are done as scalars: any V works.
+// One block per row (dev/cross_entropy.cu version 3; see dev/notes_kernels.md). One read pass
+// with an online softmax over 16-byte Packed128 vectors (per vector: one max, one rescale of the
+// running sum, VEC exps), a block merge, then the in-place gradient write with evict-first
+// loads/stores (last touch of the row). A row is 16B-aligned only when V*sizeof(floatX) is, so
+// the first `head` (< VEC) elements up to the next 16B boundary and the last `V - tail0` (< VEC)
+// are done as scalars: any V works.
 __global__ void __launch_bounds__(1024) cross_entropy_kernel(float* losses, floatX* logits, const int* targets,
                                                              int V, float dloss_scale, bool write_grad) {
-    constexpr int VEC = 16 / sizeof(floatX);
+    constexpr int VEC = Packed128<floatX>::size;
     int i = blockIdx.x;
     floatX* row = logits + (size_t)i * V;
     int tgt = targets[i];
@@ -80,21 +78,21 @@ __global__ void __launch_bounds__(1024) cross_entropy_kernel(float* losses, floa
     head = min(head, V);
     int nvec = (V - head) / VEC;
     int tail0 = head + nvec * VEC;
-    CeVec* rv = reinterpret_cast<CeVec*>(row + head);  // 16B aligned
+    floatX* rv = row + head;  // 16B aligned
     int tid = threadIdx.x;
 
     CeMS a = {-FLT_MAX, 0.0f};
     if (tid < head) a = ce_merge(a, {(float)row[tid], 1.0f});
     if (tail0 + tid < V) a = ce_merge(a, {(float)row[tail0 + tid], 1.0f});
     for (int k = tid; k < nvec; k += blockDim.x) {
-        CeVec v = rv[k];  // default policy: re-read in the write pass
-        float vm = (float)v.v[0];
+        Packed128<floatX> v = load128(rv + (size_t)k * VEC);  // default policy: re-read in the write pass
+        float vm = v.f(0);
 #pragma unroll
-        for (int j = 1; j < VEC; j++) vm = fmaxf(vm, (float)v.v[j]);
+        for (int j = 1; j < VEC; j++) vm = fmaxf(vm, v.f(j));
         float mn = fmaxf(a.m, vm);
         float s = a.s * expf(a.m - mn);
 #pragma unroll
-        for (int j = 0; j < VEC; j++) s += expf((float)v.v[j] - mn);
+        for (int j = 0; j < VEC; j++) s += expf(v.f(j) - mn);
         a = {mn, s};
     }
     a = ce_block_merge(a);
@@ -111,13 +109,11 @@ __global__ void __launch_bounds__(1024) cross_entropy_kernel(float* losses, floa
         row[c] = (floatX)(p - (c == tgt ? dloss_scale : 0.0f));
     }
     for (int k = tid; k < nvec; k += blockDim.x) {
-        int4 raw = __ldcs(reinterpret_cast<const int4*>(rv + k));
-        CeVec v = *reinterpret_cast<CeVec*>(&raw), o;
+        Packed128<floatX> v = load128cs(rv + (size_t)k * VEC), o;
         int c0 = head + k * VEC;
 #pragma unroll
-        for (int j = 0; j < VEC; j++)
-            o.v[j] = (floatX)(expf((float)v.v[j] - a.m) * inv - (c0 + j == tgt ? dloss_scale : 0.0f));
-        __stcs(reinterpret_cast<int4*>(rv + k), *reinterpret_cast<int4*>(&o));
+        for (int j = 0; j < VEC; j++) o.set(j, expf(v.f(j) - a.m) * inv - (c0 + j == tgt ? dloss_scale : 0.0f));
+        store128cs(rv + (size_t)k * VEC, o);
     }
 }
 
@@ -130,3 +126,12 @@ static void cross_entropy_cuda(float* losses, floatX* logits, const int* targets
     cudaCheckLaunch();
 }
 #endif
+
+// ---------------------------------------------------------------------------
+// backend wrapper (the convention of common.h): the models call this
+
+static void cross_entropy(bool on_gpu, float* losses, floatX* logits, const int* targets, int BT, int V,
+                          float dloss_scale, bool write_grad) {
+    if (on_gpu) GPU_CALL(cross_entropy_cuda(losses, logits, targets, BT, V, dloss_scale, write_grad));
+    else cross_entropy_cpu(losses, logits, targets, BT, V, dloss_scale, write_grad);
+}

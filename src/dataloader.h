@@ -54,7 +54,8 @@ static void write_shard(const char* path, const uint16_t* tokens, size_t n, int 
         FATAL("write_shard: cannot rename %s to %s: %s", tmp.data(), path, strerror(errno));
 }
 
-static void dataloader_open(DataLoader* dl, const char* path, int B, int T) {
+// shards shorter than one batch (B*T+1 tokens) are an error unless allow_short
+static void dataloader_open_impl(DataLoader* dl, const char* path, int B, int T, bool allow_short) {
     memset(dl, 0, sizeof(*dl));
     snprintf(dl->path, sizeof dl->path, "%s", path);
     if (B <= 0 || T <= 0) FATAL("dataloader %s: batch size B=%d and sequence length T=%d must be positive", path, B, T);
@@ -89,7 +90,7 @@ static void dataloader_open(DataLoader* dl, const char* path, int B, int T) {
         FATAL("dataloader: %s size mismatch: header says %zu tokens (%zu bytes) but the file has %zu bytes (%s)",
               path, n, expect, size, size < expect ? "truncated" : "trailing bytes");
     size_t need = (size_t)B * T + 1;
-    if (n < need)
+    if (n < need && !allow_short)
         FATAL("dataloader: %s has too few tokens: %zu, but a batch of B=%d T=%d needs at least %zu",
               path, n, B, T, need);
 
@@ -107,6 +108,21 @@ static void dataloader_open(DataLoader* dl, const char* path, int B, int T) {
 }
 
 // switch to random windows (see the top of the file); pos restarts at 0
+static void dataloader_open(DataLoader* dl, const char* path, int B, int T) {
+    dataloader_open_impl(dl, path, B, T, false);
+}
+
+// For validation, which is optional: a split shorter than one batch evaluates
+// with the rows of T+1 tokens it holds (dl->B shrinks to that). Returns the
+// rows per batch, 0 when not even one row fits (the loader is then empty).
+static int dataloader_open_eval(DataLoader* dl, const char* path, int B, int T) {
+    dataloader_open_impl(dl, path, B, T, true);
+    size_t rows = dl->n_tokens > 0 ? (dl->n_tokens - 1) / (size_t)T : 0;
+    if (rows < (size_t)B) dl->B = (int)rows;
+    if (dl->B == 0) { free(dl->tokens); dl->tokens = nullptr; }
+    return dl->B;
+}
+
 static void dataloader_set_random(DataLoader* dl, uint64_t seed) {
     dl->random = true; dl->seed = seed; dl->pos = 0;
 }

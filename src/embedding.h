@@ -12,12 +12,19 @@ static void embedding_forward_cpu(floatX* out, const int* tokens, const float* w
     }
 }
 
-// dwte[tokens[i]] += dout[i]. Serial over rows: several rows may share a token.
+// dwte[tokens[i]] += dout[i]. Several rows may share a token, so threads split the channels, not
+// the rows: each dwte element is summed by one thread in row order (the same bits for any number
+// of threads, and no two threads write the same element).
 static void embedding_backward_cpu(float* dwte, const floatX* dout, const int* tokens, int BT, int C) {
-    for (int i = 0; i < BT; i++) {
-        float* d = dwte + (size_t)tokens[i] * C;
-        const floatX* g = dout + (size_t)i * C;
-        for (int c = 0; c < C; c++) d[c] += (float)g[c];
+    const int CB = 16;  // channels per task: a 64-byte line of a dwte row, no false sharing
+#pragma omp parallel for schedule(static)
+    for (int c0 = 0; c0 < C; c0 += CB) {
+        int c1 = c0 + CB < C ? c0 + CB : C;
+        for (int i = 0; i < BT; i++) {
+            float* d = dwte + (size_t)tokens[i] * C;
+            const floatX* g = dout + (size_t)i * C;
+            for (int c = c0; c < c1; c++) d[c] += (float)g[c];
+        }
     }
 }
 
@@ -54,3 +61,15 @@ static void embedding_backward_cuda(float* dwte, const floatX* dout, const int* 
     cudaCheckLaunch();
 }
 #endif
+
+// ---------------------------------------------------------------------------
+// backend wrappers (the convention of common.h): the models call these
+
+static void embedding_forward(bool on_gpu, floatX* out, const int* tokens, const float* wte, int BT, int C) {
+    if (on_gpu) GPU_CALL(embedding_forward_cuda(out, tokens, wte, BT, C));
+    else embedding_forward_cpu(out, tokens, wte, BT, C);
+}
+static void embedding_backward(bool on_gpu, float* dwte, const floatX* dout, const int* tokens, int BT, int C) {
+    if (on_gpu) GPU_CALL(embedding_backward_cuda(dwte, dout, tokens, BT, C));
+    else embedding_backward_cpu(dwte, dout, tokens, BT, C);
+}

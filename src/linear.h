@@ -22,7 +22,8 @@ static void linear_transpose_cpu(float* dst, const TS* src, int rows, int cols) 
 // accumulate=false overwrites out. Tiles of 4 rows x 4 columns keep 16 sums in
 // registers; `omp simd reduction` lets the compiler vectorize the k loop (no
 // -ffast-math needed). K is blocked so an A tile and a slab of B stay in cache
-// when K is large (the dweight product has K = N rows).
+// when K is large (the dweight product has K = N rows). Every output is summed by
+// one thread in k order, so the result is the same bits for any number of threads.
 template <typename TO, typename TA>
 static void linear_matmul_nt_cpu(TO* out, const TA* A, const float* B, const float* bias,
                                  int N, int K, int M, bool accumulate) {
@@ -100,7 +101,7 @@ static void linear_backward_cpu(floatX* dinp, float* dweight, float* dbias, cons
     linear_transpose_cpu(doutT, dout, N, OC);
     linear_transpose_cpu(inpT, inp, N, IC);
     linear_matmul_nt_cpu(dweight, doutT, inpT, (const float*)nullptr, OC, N, IC, true);
-    if (dbias) {
+    if (dbias) {  // one thread per output column, summed in row order
 #pragma omp parallel for
         for (int o = 0; o < OC; o++) {
             const float* row = doutT + (size_t)o * N;
@@ -177,3 +178,17 @@ static void linear_backward_cuda(floatX* dinp, float* dweight, float* dbias, con
     cudaCheckLaunch();
 }
 #endif
+
+// ---------------------------------------------------------------------------
+// backend wrappers (the convention of common.h): the models call these
+
+static void linear_forward(bool on_gpu, floatX* out, const floatX* inp, const float* weight, const float* bias,
+                           int N, int IC, int OC) {
+    if (on_gpu) GPU_CALL(linear_forward_cuda(out, inp, weight, bias, N, IC, OC));
+    else linear_forward_cpu(out, inp, weight, bias, N, IC, OC);
+}
+static void linear_backward(bool on_gpu, floatX* dinp, float* dweight, float* dbias, const floatX* dout,
+                            const floatX* inp, const float* weight, int N, int IC, int OC) {
+    if (on_gpu) GPU_CALL(linear_backward_cuda(dinp, dweight, dbias, dout, inp, weight, N, IC, OC));
+    else linear_backward_cpu(dinp, dweight, dbias, dout, inp, weight, N, IC, OC);
+}

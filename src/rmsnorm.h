@@ -22,27 +22,31 @@ static void rmsnorm_forward_cpu(floatX* out, float* rstd, const floatX* x, const
 // With g = dout*weight:  dx = rstd * (g - x * rstd^2 * mean_c(g*x));  dweight += sum_n dout*x*rstd
 static void rmsnorm_backward_cpu(floatX* dx, float* dweight, const floatX* dout, const floatX* x,
                                  const float* weight, const float* rstd, int N, int C) {
-#pragma omp parallel
-    {
-        // per-thread dweight partial, merged once at the end (rows are split across threads)
-        std::vector<float> dw(C, 0.0f);
-#pragma omp for
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {  // dx: rows are independent
+        const floatX* xr = x + (size_t)n * C;
+        const floatX* gr = dout + (size_t)n * C;
+        floatX* dxr = dx + (size_t)n * C;
+        float r = rstd[n];
+        float dot = 0.0f;  // sum_c dout*weight*x
+        for (int c = 0; c < C; c++) dot += (float)gr[c] * weight[c] * (float)xr[c];
+        float k = r * r * dot / C;
+        for (int c = 0; c < C; c++)
+            dxr[c] = (floatX)((float)dxr[c] + r * ((float)gr[c] * weight[c] - (float)xr[c] * k));
+    }
+    // dweight: threads split the columns, not the rows, and each column is summed over the rows
+    // in order, so the result is the same bits for any number of threads
+    const int CB = 16;  // columns per task
+#pragma omp parallel for schedule(static)
+    for (int c0 = 0; c0 < C; c0 += CB) {
+        int c1 = c0 + CB < C ? c0 + CB : C;
+        float acc[CB] = {0.0f};
         for (int n = 0; n < N; n++) {
             const floatX* xr = x + (size_t)n * C;
             const floatX* gr = dout + (size_t)n * C;
-            floatX* dxr = dx + (size_t)n * C;
-            float r = rstd[n];
-            float dot = 0.0f;  // sum_c dout*weight*x
-            for (int c = 0; c < C; c++) dot += (float)gr[c] * weight[c] * (float)xr[c];
-            float k = r * r * dot / C;
-            for (int c = 0; c < C; c++) {
-                float xv = (float)xr[c], gv = (float)gr[c];
-                dxr[c] = (floatX)((float)dxr[c] + r * (gv * weight[c] - xv * k));
-                dw[c] += gv * xv * r;
-            }
+            for (int c = c0; c < c1; c++) acc[c - c0] += (float)gr[c] * (float)xr[c] * rstd[n];
         }
-#pragma omp critical
-        for (int c = 0; c < C; c++) dweight[c] += dw[c];
+        for (int c = c0; c < c1; c++) dweight[c] += acc[c - c0];
     }
 }
 
@@ -97,13 +101,10 @@ __global__ void rmsnorm_backward_kernel(floatX* dx, float* dweight, const floatX
 }
 
 // ---------------------------------------------------------------------------
-// fast path (dev/rmsnorm.cu version 3, without the residual fusion): one 16-byte vector of
-// columns (4 fp32 / 8 bf16) per thread, blockDim = C/VEC rounded up to 32, the row stays in
-// registers between the reduction and the output. Needs C % VEC == 0 and C/VEC <= 1024; other
-// C use the warp-per-row kernels above.
-struct alignas(16) RmsVec { floatX v[16 / sizeof(floatX)]; };
-#define RMS_VEC ((int)(16 / sizeof(floatX)))
-
+// fast path (dev/rmsnorm.cu version 3 without the residual fusion; see dev/notes_kernels.md):
+// one 16-byte Packed128 of columns (4 fp32 / 8 bf16) per thread, blockDim = C/VEC rounded up to
+// 32, the row stays in registers between the reduction and the output. Needs C % VEC == 0 and
+// C/VEC <= 1024; other C use the warp-per-row kernels above.
 // block-wide sum, returned to every thread; the trailing barrier lets the caller reuse sh at once
 __device__ __forceinline__ float rmsnorm_block_sum(float v, float* sh) {
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
@@ -118,88 +119,88 @@ __device__ __forceinline__ float rmsnorm_block_sum(float v, float* sh) {
 
 __global__ void rmsnorm_forward_vec_kernel(floatX* out, float* rstd, const floatX* x, const float* weight, int C) {
     __shared__ float sh[32];
-    int c0 = threadIdx.x * RMS_VEC;
+    constexpr int VEC = Packed128<floatX>::size;
+    int c0 = threadIdx.x * VEC;
     bool active = c0 < C;
     size_t base = (size_t)blockIdx.x * C + c0;
-    float v[RMS_VEC];
+    float v[VEC];
     float ss = 0.0f;
     if (active) {
-        int4 raw = __ldcs(reinterpret_cast<const int4*>(x + base));  // read once
-        RmsVec a = *reinterpret_cast<RmsVec*>(&raw);
+        Packed128<floatX> a = load128cs(x + base);  // read once
 #pragma unroll
-        for (int j = 0; j < RMS_VEC; j++) { v[j] = (float)a.v[j]; ss += v[j] * v[j]; }
+        for (int j = 0; j < VEC; j++) { v[j] = a.f(j); ss += v[j] * v[j]; }
     }
     float r = rsqrtf(rmsnorm_block_sum(ss, sh) / C + RMSNORM_EPS);
     if (threadIdx.x == 0) rstd[blockIdx.x] = r;
     if (active) {
-        RmsVec o;
+        Packed128<floatX> o;
 #pragma unroll
-        for (int j = 0; j < RMS_VEC; j += 4) {  // weight + c0 is 16B aligned (c0 % 4 == 0)
+        for (int j = 0; j < VEC; j += 4) {  // weight + c0 is 16B aligned (c0 % 4 == 0)
             float4 w4 = *reinterpret_cast<const float4*>(weight + c0 + j);
-            o.v[j + 0] = (floatX)(v[j + 0] * r * w4.x);
-            o.v[j + 1] = (floatX)(v[j + 1] * r * w4.y);
-            o.v[j + 2] = (floatX)(v[j + 2] * r * w4.z);
-            o.v[j + 3] = (floatX)(v[j + 3] * r * w4.w);
+            o.set(j + 0, v[j + 0] * r * w4.x);
+            o.set(j + 1, v[j + 1] * r * w4.y);
+            o.set(j + 2, v[j + 2] * r * w4.z);
+            o.set(j + 3, v[j + 3] * r * w4.w);
         }
-        __stcs(reinterpret_cast<int4*>(out + base), *reinterpret_cast<int4*>(&o));
+        store128cs(out + base, o);
     }
 }
 
 // A block walks rows blockIdx.x, blockIdx.x + gridDim.x, ...: per row one block reduction for
 // the dot product, then the dx update. Each thread owns the same columns on every row, so its
-// dweight partial is RMS_VEC registers; one atomicAdd per column per block at the end. The grid
+// dweight partial is VEC registers; one atomicAdd per column per block at the end. The grid
 // is the number of resident blocks, so every block does ~N/grid rows.
 __global__ void rmsnorm_backward_vec_kernel(floatX* dx, float* dweight, const floatX* dout, const floatX* x,
                                             const float* weight, const float* rstd, int N, int C) {
     __shared__ float sh[32];
-    int c0 = threadIdx.x * RMS_VEC;
+    constexpr int VEC = Packed128<floatX>::size;
+    int c0 = threadIdx.x * VEC;
     bool active = c0 < C;
-    float wr[RMS_VEC], acc[RMS_VEC];
+    float wr[VEC], acc[VEC];
 #pragma unroll
-    for (int j = 0; j < RMS_VEC; j++) { wr[j] = active ? weight[c0 + j] : 0.0f; acc[j] = 0.0f; }
+    for (int j = 0; j < VEC; j++) { wr[j] = active ? weight[c0 + j] : 0.0f; acc[j] = 0.0f; }
     for (int n = blockIdx.x; n < N; n += gridDim.x) {  // uniform over the block
         size_t base = (size_t)n * C + c0;
         float r = rstd[n];
-        float g[RMS_VEC], xh[RMS_VEC], dot = 0.0f;
+        float g[VEC], xh[VEC], dot = 0.0f;
         if (active) {
-            int4 graw = __ldcs(reinterpret_cast<const int4*>(dout + base));
-            int4 xraw = __ldcs(reinterpret_cast<const int4*>(x + base));
-            RmsVec gp = *reinterpret_cast<RmsVec*>(&graw), xp = *reinterpret_cast<RmsVec*>(&xraw);
+            Packed128<floatX> gp = load128cs(dout + base), xp = load128cs(x + base);
 #pragma unroll
-            for (int j = 0; j < RMS_VEC; j++) {
-                g[j] = (float)gp.v[j];
-                xh[j] = (float)xp.v[j] * r;  // normalized x
+            for (int j = 0; j < VEC; j++) {
+                g[j] = gp.f(j);
+                xh[j] = xp.f(j) * r;  // normalized x
                 dot += wr[j] * g[j] * xh[j];
             }
         }
         float m = rmsnorm_block_sum(dot, sh) / C;  // = rstd * mean_c(g*w*x)
         if (active) {
-            RmsVec* dptr = reinterpret_cast<RmsVec*>(dx + base);
-            RmsVec d = *dptr;
+            Packed128<floatX> d = load128(dx + base);
 #pragma unroll
-            for (int j = 0; j < RMS_VEC; j++) {
-                d.v[j] = (floatX)((float)d.v[j] + r * (wr[j] * g[j] - xh[j] * m));
+            for (int j = 0; j < VEC; j++) {
+                d.set(j, d.f(j) + r * (wr[j] * g[j] - xh[j] * m));
                 acc[j] += g[j] * xh[j];
             }
-            *dptr = d;
+            store128(dx + base, d);
         }
     }
     if (active) {
 #pragma unroll
-        for (int j = 0; j < RMS_VEC; j++) atomicAdd(&dweight[c0 + j], acc[j]);
+        for (int j = 0; j < VEC; j++) atomicAdd(&dweight[c0 + j], acc[j]);
     }
 }
 
 // the vector path needs whole 16-byte vectors per row, aligned pointers and C/VEC <= 1024
 static inline bool rmsnorm_vec_ok(int C, const void* a, const void* b, const void* c) {
-    return C % RMS_VEC == 0 && C / RMS_VEC <= 1024 && ((uintptr_t)a % 16) == 0 && ((uintptr_t)b % 16) == 0 &&
-           ((uintptr_t)c % 16) == 0;
+    constexpr int VEC = Packed128<floatX>::size;
+    return C % VEC == 0 && C / VEC <= 1024 && aligned16(a) && aligned16(b) && aligned16(c);
 }
+// threads of a vector-path block: one Packed128 of columns each, rounded up to whole warps
+static inline int rmsnorm_vec_threads(int C) { return ceil_div(C / Packed128<floatX>::size, 32) * 32; }
 
 static void rmsnorm_forward_cuda(floatX* out, float* rstd, const floatX* x, const float* weight, int N, int C) {
     if (N == 0) return;
     if (rmsnorm_vec_ok(C, out, x, weight)) {
-        rmsnorm_forward_vec_kernel<<<N, ceil_div(C / RMS_VEC, 32) * 32>>>(out, rstd, x, weight, C);
+        rmsnorm_forward_vec_kernel<<<N, rmsnorm_vec_threads(C)>>>(out, rstd, x, weight, C);
         cudaCheckLaunch();
         return;
     }
@@ -211,8 +212,8 @@ static void rmsnorm_forward_cuda(floatX* out, float* rstd, const floatX* x, cons
 static void rmsnorm_backward_cuda(floatX* dx, float* dweight, const floatX* dout, const floatX* x,
                                   const float* weight, const float* rstd, int N, int C) {
     if (N == 0) return;
-    if (rmsnorm_vec_ok(C, dx, dout, x) && ((uintptr_t)weight % 16) == 0) {
-        int threads = ceil_div(C / RMS_VEC, 32) * 32;
+    if (rmsnorm_vec_ok(C, dx, dout, x) && aligned16(weight)) {
+        int threads = rmsnorm_vec_threads(C);
         static int sms = 0, cached_threads = -1, per_sm = 0;  // host queries, cached per block size
         if (!sms) {
             int dev = 0;
@@ -239,3 +240,17 @@ static void rmsnorm_backward_cuda(floatX* dx, float* dweight, const floatX* dout
     cudaCheckLaunch();
 }
 #endif
+
+// ---------------------------------------------------------------------------
+// backend wrappers (the convention of common.h): the models call these
+
+static void rmsnorm_forward(bool on_gpu, floatX* out, float* rstd, const floatX* x, const float* weight, int N,
+                            int C) {
+    if (on_gpu) GPU_CALL(rmsnorm_forward_cuda(out, rstd, x, weight, N, C));
+    else rmsnorm_forward_cpu(out, rstd, x, weight, N, C);
+}
+static void rmsnorm_backward(bool on_gpu, floatX* dx, float* dweight, const floatX* dout, const floatX* x,
+                             const float* weight, const float* rstd, int N, int C) {
+    if (on_gpu) GPU_CALL(rmsnorm_backward_cuda(dx, dweight, dout, x, weight, rstd, N, C));
+    else rmsnorm_backward_cpu(dx, dweight, dout, x, weight, rstd, N, C);
+}

@@ -6,32 +6,12 @@
 set -u
 cd "$(dirname "$0")/.."
 BIN=${TRAIN_BIN:-./train_mamba_cpu}
-passed=0; failed=0
-pass() { echo "PASS $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1${2:+: $2}"; failed=$((failed + 1)); }
-# expect_error NAME PATTERN CMD...: CMD must exit nonzero and print PATTERN on stderr
-expect_error() {
-    local name=$1 pattern=$2; shift 2
-    local err rc
-    err=$("$@" 2>&1 >/dev/null); rc=$?
-    if [ $rc -ne 0 ] && grep -qi -- "$pattern" <<<"$err"; then pass "$name"
-    else fail "$name" "rc=$rc, stderr: $(head -c 300 <<<"$err")"; fi
-}
+source test/testlib.sh
 tmp=$(mktemp -d /tmp/cli_train_XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 
 # a small shard of structured text (a repeated pangram with digits), vocab 256
-/usr/bin/python3 - "$tmp/data" <<'PY'
-import os, struct, sys
-d = sys.argv[1]; os.makedirs(d)
-def shard(path, text):
-    b = text.encode()
-    with open(path, "wb") as f:
-        f.write(struct.pack("<256i", 20261123, 1, len(b), 256, *([0] * 252)))
-        f.write(bytes(x for c in b for x in (c, 0)))
-shard(f"{d}/train.bin", "".join(f"{i} the quick brown fox jumps over the lazy dog.\n" for i in range(400)))
-shard(f"{d}/val.bin", "".join(f"{i} the quick brown fox jumps over the lazy dog.\n" for i in range(400, 460)))
-PY
+/usr/bin/python3 test/tiny_shards.py "$tmp/data"
 ARGS="--data-dir $tmp/data --d-model 32 --n-layer 2 --d-state 8 --batch 4 --seq-len 48 --lr 3e-3 --warmup 5 --steps 40 --eval-interval 20 --eval-batches 2 --log-every 10"
 
 # 1. training runs, logs JSONL, and learns
@@ -59,12 +39,33 @@ $BIN $ARGS --resume "$tmp/half.ckpt" --log "$tmp/resumed.jsonl" > "$tmp/resume.o
 import json, sys
 def losses(p): return {r["step"]: r["loss"] for r in map(json.loads, open(p)) if "loss" in r}
 a, b = losses(sys.argv[1]), losses(sys.argv[2])
-assert sorted(b) == list(range(1, 41)), sorted(b)
+rows = [json.loads(l) for l in open(sys.argv[2])]
+train_steps = [r["step"] for r in rows if "loss" in r]
+val_steps = [r["step"] for r in rows if "val_loss" in r]
+assert train_steps == list(range(1, 41)), train_steps  # each step once: no duplicates after the resume
+assert len(val_steps) == len(set(val_steps)), val_steps
 diff = [(s, a[s], b[s]) for s in range(1, 41) if a[s] != b[s]]
 assert not diff, diff[:3]
 PY
 # no temp file is left behind by the atomic save
 ls "$tmp"/*.tmp >/dev/null 2>&1 && fail "no checkpoint .tmp left behind" || pass "no checkpoint .tmp left behind"
+
+# 2b. CPU training is bit-reproducible for any OpenMP thread count: the same
+#     losses (9 significant digits) and byte-identical checkpoints
+for n in 1 2 3; do
+    OMP_NUM_THREADS=$n $BIN $ARGS --steps 8 --eval-interval 0 --log "$tmp/thr$n.jsonl" --checkpoint "$tmp/thr$n.ckpt" > /dev/null 2>&1
+done
+if cmp -s "$tmp/thr1.ckpt" "$tmp/thr2.ckpt" && cmp -s "$tmp/thr1.ckpt" "$tmp/thr3.ckpt" && [ -s "$tmp/thr1.ckpt" ] \
+   && diff <(grep -o '"loss": [^,]*' "$tmp/thr1.jsonl") <(grep -o '"loss": [^,]*' "$tmp/thr3.jsonl") > /dev/null; then
+    pass "1, 2 and 3 threads train to identical bits"
+else fail "1, 2 and 3 threads train to identical bits"; fi
+
+# 2c. a validation split shorter than one batch (B*T+1 tokens) still evaluates
+mkdir -p "$tmp/shortval"; cp "$tmp/data/train.bin" "$tmp/shortval/"
+/usr/bin/python3 test/tiny_shards.py "$tmp/shortval_src" 3 && cp "$tmp/shortval_src/val.bin" "$tmp/shortval/"
+out=$($BIN ${ARGS/--data-dir $tmp\/data/--data-dir $tmp/shortval} --steps 4 2>&1)
+[ $? -eq 0 ] && grep -q "fewer than one batch" <<<"$out" && grep -q "val loss" <<<"$out" \
+    && pass "a short validation split evaluates with the rows it has" || fail "a short validation split evaluates with the rows it has" "$(tail -3 <<<"$out")"
 
 # 3. generation from a checkpoint
 out=$($BIN --resume "$tmp/full.ckpt" --sample 40 --prompt "12 the" --temperature 0 2>&1)
@@ -83,8 +84,12 @@ head -c 5000 "$tmp/full.ckpt" > "$tmp/trunc.ckpt"
 expect_error "truncated checkpoint" "truncated" $BIN $ARGS --resume "$tmp/trunc.ckpt"
 expect_error "not a checkpoint" "not a checkpoint" $BIN $ARGS --resume "$tmp/data/train.bin"
 expect_error "config mismatch on resume" "d_model=32 but this run has d_model=48" $BIN ${ARGS/--d-model 32/--d-model 48} --resume "$tmp/full.ckpt"
-expect_error "diverging run stops on NaN loss" "diverged" $BIN $ARGS --lr 1e30 --warmup 0 --grad-clip 0
+expect_error "diverging run stops on NaN loss" "diverged" $BIN $ARGS --lr 1e30 --warmup 0 --grad-clip 0 --log "$tmp/nan.jsonl"
+/usr/bin/python3 - "$tmp/nan.jsonl" <<'PY' && pass "the diverged step is logged as valid JSON (null)" || fail "the diverged step is logged as valid JSON (null)"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]  # every line must parse
+assert rows[-1]["loss"] is None or rows[-1]["grad_norm"] is None, rows[-1]
+PY
 expect_error "--cuda without a GPU build" "without CUDA" $BIN --device cuda
-expect_error "--sample needs --resume" "needs --resume" $BIN --sample 10
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+expect_error "--sample needs --resume" "need --resume" $BIN --sample 10
+finish

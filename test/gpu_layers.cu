@@ -1,6 +1,8 @@
 // gpu_layers.cu: every CUDA layer function vs its CPU reference on random inputs,
 // including odd shapes. Outputs are NaN-poisoned so unwritten elements fail;
 // gradient buffers start from the same random values on both sides (tests +=).
+// The GPU side is called through the backend wrappers name(on_gpu = true, ...) that
+// the models use, so their argument forwarding is tested too.
 #include "test_util.h"
 #include "../src/embedding.h"
 #include "../src/rmsnorm.h"
@@ -31,10 +33,10 @@ static void test_embedding(Rng* r, int BT, int C, int V) {
     int* d_tok = to_device_int(tok);
     float *d_wte = to_device(wte), *d_out = device_poisoned(out.size()), *d_dout = to_device(dout), *d_dwte = to_device(dwte);
     embedding_forward_cpu(out.data(), tok.data(), wte.data(), BT, C);
-    embedding_forward_cuda(d_out, d_tok, d_wte, BT, C);
+    embedding_forward(true, d_out, d_tok, d_wte, BT, C);
     check_dev("embedding_forward", shape, d_out, out, 1e-6);
     embedding_backward_cpu(dwte.data(), dout.data(), tok.data(), BT, C);
-    embedding_backward_cuda(d_dwte, d_dout, d_tok, BT, C);
+    embedding_backward(true, d_dwte, d_dout, d_tok, BT, C);
     check_dev("embedding_backward", shape, d_dwte, dwte, 1e-5);
     cudaFree(d_tok); cudaFree(d_wte); cudaFree(d_out); cudaFree(d_dout); cudaFree(d_dwte);
 }
@@ -46,13 +48,13 @@ static void test_rmsnorm(Rng* r, int N, int C) {
     float *d_x = to_device(x), *d_w = to_device(w), *d_out = device_poisoned(x.size()), *d_rstd = device_poisoned(N);
     float *d_dout = to_device(dout), *d_dx = to_device(dx), *d_dw = to_device(dw);
     rmsnorm_forward_cpu(out.data(), rstd.data(), x.data(), w.data(), N, C);
-    rmsnorm_forward_cuda(d_out, d_rstd, d_x, d_w, N, C);
+    rmsnorm_forward(true, d_out, d_rstd, d_x, d_w, N, C);
     check_dev("rmsnorm_forward out", shape, d_out, out, 1e-5);
     check_dev("rmsnorm_forward rstd", shape, d_rstd, rstd, 1e-5);
     // the backward uses the CPU rstd on both sides so it is tested on its own
     cudaCheck(cudaMemcpy(d_rstd, rstd.data(), N * sizeof(float), cudaMemcpyHostToDevice));
     rmsnorm_backward_cpu(dx.data(), dw.data(), dout.data(), x.data(), w.data(), rstd.data(), N, C);
-    rmsnorm_backward_cuda(d_dx, d_dw, d_dout, d_x, d_w, d_rstd, N, C);
+    rmsnorm_backward(true, d_dx, d_dw, d_dout, d_x, d_w, d_rstd, N, C);
     check_dev("rmsnorm_backward dx", shape, d_dx, dx, 1e-5);
     check_dev("rmsnorm_backward dweight", shape, d_dw, dw, 1e-4);
     cudaFree(d_x); cudaFree(d_w); cudaFree(d_out); cudaFree(d_rstd); cudaFree(d_dout); cudaFree(d_dx); cudaFree(d_dw);
@@ -67,11 +69,11 @@ static void test_linear(Rng* r, int N, int IC, int OC, bool use_bias, bool with_
     float *d_inp = to_device(inp), *d_W = to_device(W), *d_b = to_device(b), *d_out = device_poisoned(out.size());
     float *d_dout = to_device(dout), *d_dinp = to_device(dinp), *d_dW = to_device(dW), *d_db = to_device(db);
     linear_forward_cpu(out.data(), inp.data(), W.data(), use_bias ? b.data() : nullptr, N, IC, OC);
-    linear_forward_cuda(d_out, d_inp, d_W, use_bias ? d_b : nullptr, N, IC, OC);
+    linear_forward(true, d_out, d_inp, d_W, use_bias ? d_b : nullptr, N, IC, OC);
     check_dev("linear_forward", shape, d_out, out, 1e-4);
     linear_backward_cpu(with_dinp ? dinp.data() : nullptr, dW.data(), use_bias ? db.data() : nullptr,
                         dout.data(), inp.data(), W.data(), N, IC, OC);
-    linear_backward_cuda(with_dinp ? d_dinp : nullptr, d_dW, use_bias ? d_db : nullptr, d_dout, d_inp, d_W, N, IC, OC);
+    linear_backward(true, with_dinp ? d_dinp : nullptr, d_dW, use_bias ? d_db : nullptr, d_dout, d_inp, d_W, N, IC, OC);
     check_dev("linear_backward dinp", shape, d_dinp, dinp, 1e-4);  // untouched when NULL: still equal
     check_dev("linear_backward dweight", shape, d_dW, dW, 1e-4);
     check_dev("linear_backward dbias", shape, d_db, db, 1e-4);
@@ -87,10 +89,10 @@ static void test_conv1d(Rng* r, int B, int L, int E, int K) {
     float *d_x = to_device(x), *d_w = to_device(w), *d_b = to_device(b), *d_out = device_poisoned(n);
     float *d_dout = to_device(dout), *d_dx = to_device(dx), *d_dw = to_device(dw), *d_db = to_device(db);
     conv1d_forward_cpu(out.data(), x.data(), w.data(), b.data(), B, L, E, K);
-    conv1d_forward_cuda(d_out, d_x, d_w, d_b, B, L, E, K);
+    conv1d_forward(true, d_out, d_x, d_w, d_b, B, L, E, K);
     check_dev("conv1d_forward", shape, d_out, out, 1e-5);
     conv1d_backward_cpu(dx.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(), B, L, E, K);
-    conv1d_backward_cuda(d_dx, d_dw, d_db, d_dout, d_x, d_w, B, L, E, K);
+    conv1d_backward(true, d_dx, d_dw, d_db, d_dout, d_x, d_w, B, L, E, K);
     check_dev("conv1d_backward dx", shape, d_dx, dx, 1e-5);
     check_dev("conv1d_backward dweight", shape, d_dw, dw, 1e-4);
     check_dev("conv1d_backward dbias", shape, d_db, db, 1e-4);
@@ -106,10 +108,10 @@ static void test_conv1d_silu(Rng* r, int B, int L, int E, int K) {
     float *d_x = to_device(x), *d_w = to_device(w), *d_b = to_device(b), *d_out = device_poisoned(n);
     float *d_dout = to_device(dout), *d_dx = to_device(dx), *d_dw = to_device(dw), *d_db = to_device(db);
     conv1d_silu_forward_cpu(out.data(), x.data(), w.data(), b.data(), B, L, E, K);
-    conv1d_silu_forward_cuda(d_out, d_x, d_w, d_b, B, L, E, K);
+    conv1d_silu_forward(true, d_out, d_x, d_w, d_b, B, L, E, K);
     check_dev("conv1d_silu_forward", shape, d_out, out, 1e-5);
     conv1d_silu_backward_cpu(dx.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(), b.data(), B, L, E, K);
-    conv1d_silu_backward_cuda(d_dx, d_dw, d_db, d_dout, d_x, d_w, d_b, B, L, E, K);
+    conv1d_silu_backward(true, d_dx, d_dw, d_db, d_dout, d_x, d_w, d_b, B, L, E, K);
     check_dev("conv1d_silu_backward dx", shape, d_dx, dx, 1e-5);
     check_dev("conv1d_silu_backward dweight", shape, d_dw, dw, 1e-4);
     check_dev("conv1d_silu_backward dbias", shape, d_db, db, 1e-4);
@@ -125,27 +127,27 @@ static void test_activations(Rng* r, size_t n) {
     Vec out(n), dx;
     float* d_out = device_poisoned(n);
     silu_forward_cpu(out.data(), x.data(), n);
-    silu_forward_cuda(d_out, d_x, n);
+    silu_forward(true, d_out, d_x, n);
     check_dev("silu_forward", shape, d_out, out, 1e-5);
     dx = dx0; float* d_dx = to_device(dx0);
     silu_backward_cpu(dx.data(), dout.data(), x.data(), n);
-    silu_backward_cuda(d_dx, d_dout, d_x, n);
+    silu_backward(true, d_dx, d_dout, d_x, n);
     check_dev("silu_backward", shape, d_dx, dx, 1e-5);
     cudaFree(d_out); d_out = device_poisoned(n);
     softplus_forward_cpu(out.data(), x.data(), n);
-    softplus_forward_cuda(d_out, d_x, n);
+    softplus_forward(true, d_out, d_x, n);
     check_dev("softplus_forward", shape, d_out, out, 1e-5);
     cudaFree(d_dx); dx = dx0; d_dx = to_device(dx0);
     softplus_backward_cpu(dx.data(), dout.data(), x.data(), n);
-    softplus_backward_cuda(d_dx, d_dout, d_x, n);
+    softplus_backward(true, d_dx, d_dout, d_x, n);
     check_dev("softplus_backward", shape, d_dx, dx, 1e-5);
     cudaFree(d_out); d_out = device_poisoned(n);
     add_forward_cpu(out.data(), x.data(), y.data(), n);
-    add_forward_cuda(d_out, d_x, d_y, n);
+    add_forward(true, d_out, d_x, d_y, n);
     check_dev("add_forward", shape, d_out, out, 1e-6);
     Vec acc = dx0; float* d_acc = to_device(dx0);
     add_inplace_cpu(acc.data(), y.data(), n);
-    add_inplace_cuda(d_acc, d_y, n);
+    add_inplace(true, d_acc, d_y, n);
     check_dev("add_inplace", shape, d_acc, acc, 1e-6);
     cudaFree(d_x); cudaFree(d_y); cudaFree(d_dout); cudaFree(d_out); cudaFree(d_dx); cudaFree(d_acc);
 }
@@ -164,7 +166,7 @@ static void test_cross_entropy(Rng* r, int BT, int V) {
         Vec lg = logits, losses(BT);
         float *d_lg = to_device(logits), *d_losses = device_poisoned(BT);
         cross_entropy_cpu(losses.data(), lg.data(), tgt.data(), BT, V, scale, wg == 1);
-        cross_entropy_cuda(d_losses, d_lg, d_tgt, BT, V, scale, wg == 1);
+        cross_entropy(true, d_losses, d_lg, d_tgt, BT, V, scale, wg == 1);
         char s2[96]; snprintf(s2, sizeof s2, "%s write_grad=%d", shape, wg);
         check_dev("cross_entropy losses", s2, d_losses, losses, 1e-5);
         check_dev("cross_entropy logits/grad", s2, d_lg, lg, 1e-5);
@@ -181,7 +183,7 @@ static void test_adamw(Rng* r, size_t n) {
         Vec g = random_vec(n, r);
         float* d_g = to_device(g);
         adamw_update_cpu(p.data(), g.data(), m.data(), v.data(), n, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, t, 0.8f);
-        adamw_update_cuda(d_p, d_g, d_m, d_v, n, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, t, 0.8f);
+        adamw_update(true, d_p, d_g, d_m, d_v, n, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, t, 0.8f);
         cudaFree(d_g);
     }
     check_dev("adamw params", shape, d_p, p, 1e-5);
@@ -190,7 +192,7 @@ static void test_adamw(Rng* r, size_t n) {
     cudaFree(d_p); cudaFree(d_m); cudaFree(d_v);
     Vec x = random_vec(n, r);
     float* d_x = to_device(x);
-    double ref = sum_squares_cpu(x.data(), n), got = sum_squares_cuda(d_x, n);
+    double ref = sum_squares_cpu(x.data(), n), got = sum_squares(true, d_x, n);
     char name[96]; snprintf(name, sizeof name, "sum_squares %s", shape);
     report(fabs(got - ref) <= 1e-5 * ref, name, "got %.9g ref %.9g", got, ref);
     cudaFree(d_x);
@@ -203,13 +205,13 @@ static void test_columns(Rng* r, int N, int ca, int cb, int cc) {
     split_columns_cpu(a.data(), b.data(), c.data(), wide.data(), N, ca, cb, cc);
     float* d_wide = to_device(wide);
     float *d_a = device_poisoned(a.size()), *d_b = device_poisoned(b.size()), *d_c = device_poisoned(c.size());
-    split_columns_cuda(d_a, d_b, d_c, d_wide, N, ca, cb, cc);
+    split_columns(true, d_a, d_b, d_c, d_wide, N, ca, cb, cc);
     char name[96];
     snprintf(name, sizeof name, "split_columns N=%d [%d|%d|%d]", N, ca, cb, cc);
     bool ok = from_device(d_a, a.size()) == a && from_device(d_b, b.size()) == b && from_device(d_c, c.size()) == c;
     report(ok, name, "differs from the CPU");
     float* d_back = device_poisoned(wide.size());
-    concat_columns_cuda(d_back, d_a, d_b, d_c, N, ca, cb, cc);
+    concat_columns(true, d_back, d_a, d_b, d_c, N, ca, cb, cc);
     snprintf(name, sizeof name, "concat_columns N=%d [%d|%d|%d]", N, ca, cb, cc);
     report(from_device(d_back, wide.size()) == wide, name, "differs from the input");
     cudaFree(d_wide); cudaFree(d_a); cudaFree(d_b); cudaFree(d_c); cudaFree(d_back);

@@ -64,7 +64,8 @@ static void test_shape(int B, int L, int E, int N, uint64_t seed, int misalign =
     float *d_Bm = dev_copy(Bm, off), *d_Cm = dev_copy(Cm, off), *d_D = dev_copy(D, off), *d_z = dev_copy(z, offa);
     float *d_bias = dev_copy(delta_bias, off), *d_dout = dev_copy(dout, offa);
     float *d_out = dev_poisoned(BLE, offa), *d_hs = dev_poisoned(HS, off);
-    selective_scan_forward_cuda(d_out, d_hs, d_u, d_delta, d_A_log, d_Bm, d_Cm, d_D, d_z, d_bias, B, L, E, N);
+    // through the backend wrapper the model calls (on_gpu = true -> selective_scan_forward_cuda)
+    selective_scan_forward(true, d_out, d_hs, d_u, d_delta, d_A_log, d_Bm, d_Cm, d_D, d_z, d_bias, B, L, E, N);
     char tag[112], name[176];
     snprintf(tag, sizeof tag, "B=%d L=%d E=%d N=%d%s", B, L, E, N,
              misalign == 1 ? " misaligned (generic)" : misalign == 2 ? " misaligned activations (fast)" :
@@ -82,8 +83,8 @@ static void test_shape(int B, int L, int E, int N, uint64_t seed, int misalign =
     }
     // backward from the CPU's hs, so each direction is tested on its own
     cudaCheck(cudaMemcpy(d_hs, hs.data(), HS * sizeof(float), cudaMemcpyHostToDevice));
-    selective_scan_backward_cuda(d_g[0], d_g[1], d_g[2], d_g[3], d_g[4], d_g[5], d_g[6], d_g[7], d_dout, d_u,
-                                 d_delta, d_A_log, d_Bm, d_Cm, d_D, d_z, d_bias, d_hs, B, L, E, N);
+    selective_scan_backward(true, d_g[0], d_g[1], d_g[2], d_g[3], d_g[4], d_g[5], d_g[6], d_g[7], d_dout, d_u,
+                            d_delta, d_A_log, d_Bm, d_Cm, d_D, d_z, d_bias, d_hs, B, L, E, N);
     for (int k = 0; k < 8; k++) {
         // compare what was added (got - init vs ref - init): overwriting instead of
         // accumulating fails, and small gradients are not hidden by the O(1) init

@@ -2,7 +2,7 @@
 # One call on the GPU machine: run what is asked, log everything under $OUT
 # (or out/), print a short table last. Binaries are built beforehand (make
 # train_mamba test-gpu dev) so no device time goes to compiling.
-#   bash test/gpu_session.sh tests bench130m kjv=4 dev
+#   bash test/gpu_session.sh tests bench130m kjv=4 hf dev
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}; mkdir -p "$OUT"
@@ -30,6 +30,15 @@ for task in "$@"; do
         ./train_mamba --resume "$OUT/kjv_gpu.ckpt" --sample 400 --prompt "And God said" --temperature 0.8 --top-k 40 > "$OUT/kjv_sample.txt" 2>&1
         cat "$OUT/kjv_sample.txt"; rm -f "$OUT/kjv_gpu.ckpt"
         summary+=("kjv: $(grep 'val loss' "$OUT/kjv_gpu.log" | tail -1)") ;;
+    hf)
+        # a model trained here, exported, loaded by transformers.MambaForCausalLM
+        rm -rf /tmp/hf; /usr/bin/env python3 test/tiny_shards.py /tmp/hf/data
+        ./train_mamba --data-dir /tmp/hf/data --d-model 64 --n-layer 2 --batch 8 --seq-len 64 --steps 300 \
+            --eval-interval 0 --checkpoint /tmp/hf/m.ckpt > "$OUT/hf_train.log" 2>&1
+        ./train_mamba --resume /tmp/hf/m.ckpt --export-hf /tmp/hf/out >> "$OUT/hf_train.log" 2>&1
+        python3 test/hf_check.py /tmp/hf/out /tmp/hf/m.ckpt ./train_mamba "12 the quick" > "$OUT/hf_check.log" 2>&1
+        grep -E "^FAIL|passed" "$OUT/hf_check.log"
+        summary+=("transformers check: $(tail -1 "$OUT/hf_check.log")") ;;
     dev)
         bash dev/run_all.sh > "$OUT/dev.log" 2>&1
         summary+=("dev: see dev.log") ; cat "$OUT/dev.log" | tail -60 ;;

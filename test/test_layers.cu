@@ -2,6 +2,8 @@
 // conv1d, activations, cross-entropy, adamw) by finite differences and by direct
 // formulas. Backward passes always run into gradient buffers pre-filled with random
 // values; the gradient is the change, so an overwrite instead of += fails the check.
+// Every function with a sum across rows is also run with 1, 2, 3 and 4 OpenMP threads,
+// which must give the same bits (CPU training is reproducible on any machine).
 #include "test_util.h"
 #include "../src/embedding.h"
 #include "../src/rmsnorm.h"
@@ -378,6 +380,125 @@ static void test_columns(Rng* r, int N, int ca, int cb, int cc) {
     report(back == wide, name, "round trip differs");
 }
 
+// ---------------------------------------------------------------------------
+// CPU determinism: `run` computes from fixed inputs and returns every output it wrote,
+// concatenated; with 2, 3 and 4 OpenMP threads the bytes must equal those of 1 thread.
+
+static void append(Vec& all, const Vec& part) { all.insert(all.end(), part.begin(), part.end()); }
+
+static void check_same_bits_any_threads(const char* what, const std::function<Vec()>& run) {
+    char name[160];
+    snprintf(name, sizeof name, "same bits with 1, 2, 3, 4 threads: %s", what);
+#ifdef _OPENMP
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    Vec ref = run();
+    int differs = 0;  // the first thread count whose bits differ
+    for (int threads = 2; threads <= 4 && !differs; threads++) {
+        omp_set_num_threads(threads);
+        Vec got = run();
+        if (got.size() != ref.size() || memcmp(got.data(), ref.data(), ref.size() * sizeof(float)) != 0)
+            differs = threads;
+    }
+    omp_set_num_threads(saved);
+    report(!differs, name, "%d threads differ from 1 thread", differs);
+#else
+    (void)run;
+    report(true, name);  // built without OpenMP: one thread only
+#endif
+}
+
+// odd shapes, so no thread count divides the work evenly
+static void test_thread_count_invariance(Rng* r) {
+    {  // repeated tokens: several rows add into one dwte row
+        int BT = 301, C = 37, V = 11;
+        std::vector<int> tok(BT);
+        for (int i = 0; i < BT; i++) tok[i] = rng_u32(r) % V;
+        Vec dout = random_vec((size_t)BT * C, r), dwte0 = random_vec((size_t)V * C, r);
+        check_same_bits_any_threads("embedding_backward", [&]() {
+            Vec dwte = dwte0;
+            embedding_backward_cpu(dwte.data(), dout.data(), tok.data(), BT, C);
+            return dwte;
+        });
+    }
+    {
+        int N = 257, C = 37;
+        Vec x = random_vec((size_t)N * C, r, -2, 2), wt = random_vec(C, r, 0.5f, 1.5f);
+        Vec dout = random_vec(x.size(), r), dx0 = random_vec(x.size(), r), dw0 = random_vec(C, r);
+        check_same_bits_any_threads("rmsnorm forward + backward", [&]() {
+            Vec out(x.size()), rstd(N), dx = dx0, dw = dw0, all;
+            rmsnorm_forward_cpu(out.data(), rstd.data(), x.data(), wt.data(), N, C);
+            rmsnorm_backward_cpu(dx.data(), dw.data(), dout.data(), x.data(), wt.data(), rstd.data(), N, C);
+            append(all, out); append(all, rstd); append(all, dx); append(all, dw);
+            return all;
+        });
+    }
+    {  // N > one K block of the dweight product
+        int N = 1031, IC = 37, OC = 19;
+        Vec inp = random_vec((size_t)N * IC, r), W = random_vec((size_t)OC * IC, r), b = random_vec(OC, r);
+        Vec dout = random_vec((size_t)N * OC, r), di0 = random_vec(inp.size(), r);
+        Vec dw0 = random_vec(W.size(), r), db0 = random_vec(OC, r);
+        check_same_bits_any_threads("linear forward + backward", [&]() {
+            Vec out((size_t)N * OC), di = di0, dw = dw0, db = db0, all;
+            linear_forward_cpu(out.data(), inp.data(), W.data(), b.data(), N, IC, OC);
+            linear_backward_cpu(di.data(), dw.data(), db.data(), dout.data(), inp.data(), W.data(), N, IC, OC);
+            append(all, out); append(all, di); append(all, dw); append(all, db);
+            return all;
+        });
+    }
+    {
+        int B = 3, L = 67, E = 37, K = 4;
+        size_t n = (size_t)B * L * E;
+        Vec x = random_vec(n, r, -2, 2), wt = random_vec((size_t)E * K, r), bias = random_vec(E, r);
+        Vec dout = random_vec(n, r), dx0 = random_vec(n, r), dw0 = random_vec(wt.size(), r), db0 = random_vec(E, r);
+        check_same_bits_any_threads("conv1d forward + backward", [&]() {
+            Vec out(n), dx = dx0, dw = dw0, db = db0, all;
+            conv1d_forward_cpu(out.data(), x.data(), wt.data(), bias.data(), B, L, E, K);
+            conv1d_backward_cpu(dx.data(), dw.data(), db.data(), dout.data(), x.data(), wt.data(), B, L, E, K);
+            append(all, out); append(all, dx); append(all, dw); append(all, db);
+            return all;
+        });
+        check_same_bits_any_threads("conv1d_silu forward + backward", [&]() {
+            Vec out(n), dx = dx0, dw = dw0, db = db0, all;
+            conv1d_silu_forward_cpu(out.data(), x.data(), wt.data(), bias.data(), B, L, E, K);
+            conv1d_silu_backward_cpu(dx.data(), dw.data(), db.data(), dout.data(), x.data(), wt.data(), bias.data(),
+                                     B, L, E, K);
+            append(all, out); append(all, dx); append(all, dw); append(all, db);
+            return all;
+        });
+    }
+    {
+        int BT = 37, V = 101;
+        Vec logits = random_vec((size_t)BT * V, r, -3, 3);
+        std::vector<int> tgt(BT);
+        for (int i = 0; i < BT; i++) tgt[i] = rng_u32(r) % V;
+        tgt[5] = -1;
+        check_same_bits_any_threads("cross_entropy losses + grad", [&]() {
+            Vec lg = logits, losses(BT), all;
+            cross_entropy_cpu(losses.data(), lg.data(), tgt.data(), BT, V, 1.0f / BT, true);
+            append(all, losses); append(all, lg);
+            return all;
+        });
+    }
+    {  // several blocks of the sum, the last one partial
+        size_t n = 100003;
+        Vec x = random_vec(n, r), g = random_vec(n, r);
+        Vec m0 = random_vec(n, r, -0.1f, 0.1f), v0 = random_vec(n, r, 0, 0.1f);
+        check_same_bits_any_threads("sum_squares", [&]() {
+            double s = sum_squares_cpu(x.data(), n);
+            Vec bits(2);
+            memcpy(bits.data(), &s, sizeof s);
+            return bits;
+        });
+        check_same_bits_any_threads("adamw_update", [&]() {
+            Vec p = x, m = m0, v = v0, all;
+            adamw_update_cpu(p.data(), g.data(), m.data(), v.data(), n, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 3, 0.7f);
+            append(all, p); append(all, m); append(all, v);
+            return all;
+        });
+    }
+}
+
 int main() {
     Rng r;
     rng_seed(&r, 1234);
@@ -406,5 +527,9 @@ int main() {
     test_cross_entropy(&r, 6, 17);
     test_cross_entropy(&r, 3, 256);
     test_adamw(&r);
+    {
+        Rng rd; rng_seed(&rd, 5);  // own stream: the tests above keep their inputs
+        test_thread_count_invariance(&rd);
+    }
     return test_summary();
 }

@@ -18,13 +18,13 @@ static MambaConfig tiny_config() {
 // scan's gradients too small for float32 finite differences: raise both.
 static void jitter_params(MambaModel* m, uint64_t seed) {
     Rng r; rng_seed(&r, seed);
-    for (size_t i = 0; i < m->num_params; i++) m->params[i] += 0.5f * (2.0f * rng_uniform(&r) - 1.0f);
-    for (int i = 0; i < m->n_tensors; i++) {
-        const ParamTensor& t = m->tensors[i];
-        float* p = m->params + t.offset;
-        if (strstr(t.name, "dt_proj.bias"))
+    ParamStore* ps = &m->params;
+    for (size_t i = 0; i < ps->num_params; i++) ps->params[i] += 0.5f * (2.0f * rng_uniform(&r) - 1.0f);
+    for (const ParamTensor& t : ps->tensors) {
+        float* p = ps->params + t.offset;
+        if (strstr(t.name.c_str(), "dt_proj.bias"))
             for (size_t j = 0; j < t.numel; j++) p[j] = -1.5f + 2.0f * rng_uniform(&r);  // dt ~ 0.2..1
-        if (!strcmp(t.name, "embedding.weight"))
+        if (t.name == "embedding.weight")
             for (size_t j = 0; j < t.numel; j++) p[j] = rng_normal(&r);
     }
 }
@@ -40,16 +40,17 @@ static void test_gradients(int B, int T) {
     double loss0 = mamba_forward(&m, tok.data(), tgt.data(), B, T);
     mamba_zero_grad(&m);
     mamba_backward(&m);
-    std::vector<float> grads(m.grads, m.grads + m.num_params);
+    const ParamStore& ps = m.params;
+    std::vector<float> grads(ps.grads, ps.grads + ps.num_trainable);
     auto loss = [&]() -> double { return mamba_forward(&m, tok.data(), tgt.data(), B, T); };
-    for (int i = 0; i < m.n_tensors; i++) {
-        const ParamTensor& t = m.tensors[i];
-        char name[128]; snprintf(name, sizeof name, "model T=%d %s", T, t.name);
+    for (size_t i = 0; i < ps.tensors.size(); i++) {
+        const ParamTensor& t = ps.tensors[i];
+        char name[128]; snprintf(name, sizeof name, "model T=%d %s", T, t.name.c_str());
         // a float32 loss is good to a few ulps; divided by 2*eps that is the
         // smallest gradient a central difference can see
         const float eps = 3e-2f;
         double noise = 2.0 * 1.2e-7 * fabs(loss0) / (2.0 * eps);
-        grad_check(name, m.params + t.offset, grads.data() + t.offset, t.numel, loss, 3e-2, eps, 12, 7 + i, noise);
+        grad_check(name, ps.params + t.offset, grads.data() + t.offset, t.numel, loss, 3e-2, eps, 12, 7 + i, noise);
     }
     // accumulation: a second backward without zeroing doubles every gradient
     mamba_forward(&m, tok.data(), tgt.data(), B, T);
@@ -57,7 +58,7 @@ static void test_gradients(int B, int T) {
     std::vector<float> twice(grads.size());
     for (size_t i = 0; i < grads.size(); i++) twice[i] = 2.0f * grads[i];
     char name[64]; snprintf(name, sizeof name, "model T=%d backward accumulates", T);
-    check_close(name, m.grads, twice.data(), grads.size(), 1e-5);
+    check_close(name, ps.grads, twice.data(), grads.size(), 1e-5);
     mamba_free(&m);
 }
 
@@ -74,7 +75,7 @@ static void test_recurrent_matches_parallel(int T) {
     mamba_forward(&m, tok.data(), nullptr, 1, T);  // no targets: logits stay logits
     std::vector<float> parallel(m.logits, m.logits + (size_t)T * c.vocab_size);
     MambaStepState s;
-    mamba_step_init(&s, &m, m.params);
+    mamba_step_init(&s, &m, m.params.params);
     std::vector<float> recurrent((size_t)T * c.vocab_size);
     for (int t = 0; t < T; t++) mamba_step(&s, tok[t], recurrent.data() + (size_t)t * c.vocab_size);
     char name[64]; snprintf(name, sizeof name, "recurrent step == parallel forward, T=%d", T);
@@ -86,13 +87,15 @@ static void test_parameter_count() {
     // mamba-130m shape: 129.1M parameters with vocab 50280 (tied head)
     MambaConfig c = {50280, 768, 24, 16, 4, 2, 0, 0};
     mamba_config_derive(&c);
-    MambaModel m;
-    memset(&m, 0, sizeof m); m.cfg = c;
-    mamba_layout(&m);
+    MambaModel m; m.cfg = c;
+    params_init(&m.params);
+    mamba_declare_params(&m);  // declared, not allocated: only the count
     size_t D = 768, E = 1536, N = 16, K = 4, R = 48, V = 50280;
     size_t per_layer = 2 * E * D + E * K + E + (R + 2 * N) * E + E * R + E + E * N + E + D * E + D;
     size_t expect = V * D + 24 * per_layer + D;
-    report(m.num_params == expect, "parameter count of the mamba-130m shape", "%zu != %zu", m.num_params, expect);
+    size_t count = 0;
+    for (const ParamTensor& t : m.params.tensors) count += t.numel;
+    report(count == expect, "parameter count of the mamba-130m shape", "%zu != %zu", count, expect);
     report(c.dt_rank == 48, "dt_rank = ceil(768/16) = 48", "got %d", c.dt_rank);
 }
 

@@ -4,6 +4,8 @@
 //   - finite-difference gradient checks of every input and parameter through
 //     loss = sum(out * w), at lengths 1, 7, 70 (two chunks, partial last), 130
 //   - the backward accumulates (+=) into gradients
+//   - forward and backward give the same bits with 1, 2, 3 or 4 OpenMP threads
+#include <string>
 #include "test_util.h"
 #include "../src/selective_scan.h"
 
@@ -187,6 +189,46 @@ static void test_accumulates(int B, int L, int E, int N) {
     report(worst < 1e-5, name, "rel err %.3e", worst);
 }
 
+// CPU training must be bit-reproducible whatever the number of OpenMP threads: run the forward and
+// the backward (into random initial gradients) with 1..4 threads and compare every output bitwise
+static void test_thread_count_invariance(int B, int L, int E, int N) {
+    ScanProblem p(B, L, E, N, 500 + L + E);
+    struct Result { std::vector<float> out, hs; ScanGrads g; };
+    auto run = [&](int threads) {
+#ifdef _OPENMP
+        omp_set_num_threads(threads);
+#endif
+        (void)threads;
+        Result res;
+        res.out = p.forward(&res.hs);
+        Rng r; rng_seed(&r, 11);
+        res.g = init_grads(p, &r, true);
+        run_backward(p, res.hs, &res.g);
+        return res;
+    };
+#ifdef _OPENMP
+    int default_threads = omp_get_max_threads();
+#endif
+    Result ref = run(1);
+    const char* names[] = {"out", "hs", "du", "ddelta", "dA_log", "dBm", "dCm", "dD", "dz", "ddelta_bias"};
+    for (int threads = 2; threads <= 4; threads++) {
+        Result got = run(threads);
+        const std::vector<float>* a[] = {&ref.out, &ref.hs, &ref.g.du, &ref.g.ddelta, &ref.g.dA_log, &ref.g.dBm,
+                                         &ref.g.dCm, &ref.g.dD, &ref.g.dz, &ref.g.ddelta_bias};
+        const std::vector<float>* c[] = {&got.out, &got.hs, &got.g.du, &got.g.ddelta, &got.g.dA_log, &got.g.dBm,
+                                         &got.g.dCm, &got.g.dD, &got.g.dz, &got.g.ddelta_bias};
+        std::string differ;
+        for (int k = 0; k < 10; k++)
+            if (memcmp(a[k]->data(), c[k]->data(), a[k]->size() * sizeof(float)) != 0) differ += std::string(" ") + names[k];
+        char name[128];
+        snprintf(name, sizeof name, "same bits with 1 and %d threads B=%d L=%d E=%d N=%d", threads, B, L, E, N);
+        report(differ.empty(), name, "differ:%s", differ.c_str());
+    }
+#ifdef _OPENMP
+    omp_set_num_threads(default_threads);
+#endif
+}
+
 int main() {
     test_forward_vs_naive(1, 1, 5, 3);
     test_forward_vs_naive(2, 7, 5, 16);
@@ -204,5 +246,9 @@ int main() {
         test_gradients(2, L, 5, 16);
     }
     test_accumulates(2, 130, 5, 16);
+
+    test_thread_count_invariance(2, 70, 13, 5);
+    test_thread_count_invariance(3, 129, 40, 16);
+    test_thread_count_invariance(2, 65, 100, 3);  // 4 channel blocks, the last one partial
     return test_summary();
 }

@@ -104,3 +104,31 @@ static float* device_poisoned(size_t n) {
     cudaCheck(cudaMemset(d, 0xFF, n * sizeof(float))); return d;
 }
 #endif
+
+// expect_fatal(name, pattern, fn): fn must exit nonzero (FATAL) with `pattern`
+// in its stderr. Runs fn in a forked child so the test binary goes on.
+#include <sys/wait.h>
+#include <unistd.h>
+#include <string>
+static bool expect_fatal(const char* name, const char* pattern, const std::function<void()>& fn) {
+    fflush(stdout); fflush(stderr);
+    int pipefd[2];
+    if (pipe(pipefd) != 0) { report(false, name, "pipe failed"); return false; }
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pipefd[0]);
+        dup2(pipefd[1], 2);
+        if (!freopen("/dev/null", "w", stdout)) _exit(99);
+        fn();
+        _exit(0);  // returned normally: the error was not caught
+    }
+    close(pipefd[1]);
+    std::string err; char buf[512]; ssize_t n;
+    while ((n = read(pipefd[0], buf, sizeof buf)) > 0) err.append(buf, n);
+    close(pipefd[0]);
+    int status = 0; waitpid(pid, &status, 0);
+    bool exited_nonzero = WIFEXITED(status) && WEXITSTATUS(status) != 0;
+    bool ok = exited_nonzero && err.find(pattern) != std::string::npos;
+    report(ok, name, "exit %s, stderr: %.300s", exited_nonzero ? "nonzero" : "zero or crash", err.c_str());
+    return ok;
+}

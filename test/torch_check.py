@@ -2,8 +2,9 @@
 """PyTorch float64 oracle for the CPU reference.
 
 Runs build/torch_dump (our fp32 CPU functions on random inputs), then recomputes every
-output and gradient here in float64 from the dumped inputs, straight from the equations in
-spec.md (the scan is an explicit loop over time; gradients come from autograd), and compares
+output and gradient here in float64 from the dumped inputs, straight from the equations
+(the Mamba paper's selective scan and the block as the README describes it; the scan is an
+explicit loop over time; gradients come from autograd), and compares
 each tensor by relative error ||ours - ref|| / ||ref||.
 
 Prints "PASS name" / "FAIL name: why" per tensor and last "N passed, N failed"; exits 1 on
@@ -136,7 +137,7 @@ def grads(out, inputs, dout):
 
 
 # ---------------------------------------------------------------------------
-# reference math, written from spec.md
+# reference math, written from the equations (not from our C++)
 
 def ref_scan(u, delta, A_log, Bm, Cm, D, z, delta_bias, return_states=False):
     """Mamba-1 selective scan. u, delta, z: (B, L, E); A_log: (E, N); Bm, Cm: (B, L, N).

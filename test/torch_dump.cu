@@ -248,13 +248,13 @@ static void dump_model(TensorFile& tf, const char* name, MambaConfig cfg, int B,
     mamba_build(m, cfg, B, T, false);
     mamba_init_params(m, seed);
     // perturb the init so no tensor is constant (all-ones norms, D = 1 would hide index mix-ups)
-    for (size_t i = 0; i < m->num_params; i++) m->params[i] += 0.05f * rng_normal(&g_rng);
+    ParamStore* ps = &m->params;
+    for (size_t i = 0; i < ps->num_params; i++) ps->params[i] += 0.05f * rng_normal(&g_rng);
     if (strong) {
-        for (int i = 0; i < m->n_tensors; i++) {
-            const ParamTensor& t = m->tensors[i];
-            float* p0 = m->params + t.offset;
-            bool is_dtb = strstr(t.name, "dt_proj.bias") != nullptr;
-            bool is_emb = strcmp(t.name, "embedding.weight") == 0;
+        for (const ParamTensor& t : ps->tensors) {
+            float* p0 = ps->params + t.offset;
+            bool is_dtb = t.name.find("dt_proj.bias") != std::string::npos;
+            bool is_emb = t.name == "embedding.weight";
             for (size_t j = 0; j < t.numel; j++) {
                 if (is_dtb) p0[j] = -1.5f + 2.0f * rng_uniform(&g_rng);
                 if (is_emb) p0[j] = rng_normal(&g_rng);
@@ -274,7 +274,7 @@ static void dump_model(TensorFile& tf, const char* name, MambaConfig cfg, int B,
     Vec step_logits(BTV);
     for (int b = 0; b < B; b++) {
         MambaStepState st;
-        mamba_step_init(&st, m, m->params);
+        mamba_step_init(&st, m, ps->params);
         for (int t = 0; t < T; t++)
             mamba_step(&st, tokens[b * T + t], step_logits.data() + ((size_t)b * T + t) * cfg.vocab_size);
     }
@@ -289,11 +289,10 @@ static void dump_model(TensorFile& tf, const char* name, MambaConfig cfg, int B,
     tf.add_scalar(p + "loss", loss);
     tf.add(p + "logits", logits, {B, T, cfg.vocab_size});
     tf.add(p + "step_logits", step_logits, {B, T, cfg.vocab_size});
-    for (int i = 0; i < m->n_tensors; i++) {
-        const ParamTensor& t = m->tensors[i];
+    for (const ParamTensor& t : ps->tensors) {
         std::vector<int> dims(t.shape, t.shape + t.ndim);
-        tf.add(p + "param." + t.name, m->params + t.offset, dims);
-        tf.add(p + "grad." + t.name, m->grads + t.offset, dims);
+        tf.add(p + "param." + t.name, ps->params + t.offset, dims);
+        tf.add(p + "grad." + t.name, ps->grads + t.offset, dims);
     }
     mamba_free(m);
 }
