@@ -197,10 +197,13 @@ static void test_sampler() {
     std::vector<float> logits = random_vec(50, &r, -3, 3);
     int best = argmax_token(logits.data(), 50);
     report(sample_token(logits.data(), 50, 0.0f, 0, 0.7f) == best, "sampler: temperature 0 is greedy");
+    // logits of LM size (|logit| ~ 20): logit / 1e-38 overflows a float
+    std::vector<float> big(logits);
+    for (float& x : big) x *= 7.0f;
     bool tiny = true, k1 = true;
     for (float u : {0.0f, 0.3f, 0.999f}) {
-        tiny &= sample_token(logits.data(), 50, 1e-38f, 0, u) == best;
-        tiny &= sample_token(logits.data(), 50, 1e-30f, 40, u) == best;
+        tiny &= sample_token(big.data(), 50, 1e-38f, 0, u) == best;
+        tiny &= sample_token(big.data(), 50, 1e-30f, 40, u) == best;
         k1 &= sample_token(logits.data(), 50, 1.5f, 1, u) == best;
     }
     report(tiny, "sampler: temperature -> 0 (1e-38) picks the argmax");
