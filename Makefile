@@ -10,7 +10,11 @@
 
 NVCC ?= $(shell command -v nvcc 2>/dev/null)
 CXX ?= g++
-CPU_FLAGS := -O3 -march=native -fopenmp -std=c++17 -Wall -Wno-unused-function -Wno-unknown-pragmas
+# STB_INCLUDE: a folder holding stb/stb_image.h where libstb-dev is not installed
+# (the GPU machine: `make STB_INCLUDE=.carry/include`)
+STB_INCLUDE ?=
+INCLUDES := $(if $(STB_INCLUDE),-I$(STB_INCLUDE))
+CPU_FLAGS := -O3 -march=native -fopenmp -std=c++17 -Wall -Wno-unused-function -Wno-unknown-pragmas $(INCLUDES)
 NVCC_LIBS := -lcublas -lgomp
 SRC_HEADERS := $(wildcard src/*.h)
 
@@ -28,7 +32,7 @@ endif
 # the fast scan kernels use cp.async (sm_80+): refuse older GPUs with a way out
 # ("sm_90a" -> 90; a non-numeric arch such as "native" is passed through unchecked)
 ARCH_NUM := $(shell echo '$(GPU_ARCH)' | sed -n 's/^sm_\([0-9][0-9]*\)[a-z]*$$/\1/p')
-NVCC_FLAGS := -O3 -std=c++17 -arch=$(GPU_ARCH) -Xcompiler "-fopenmp -Wno-unknown-pragmas" -lineinfo
+NVCC_FLAGS := -O3 -std=c++17 -arch=$(GPU_ARCH) -Xcompiler "-fopenmp -Wno-unknown-pragmas" -lineinfo $(INCLUDES)
 
 ifeq ($(NVCC),)
   BUILD_NOTE := no nvcc found: building CPU-only with $(CXX)
@@ -40,7 +44,7 @@ else
 endif
 
 .PHONY: all test test-gpu dev clean kjv cuda-arch
-all: train_mamba
+all: train_mamba train_vlm
 
 # order-only: checked and printed before any nvcc build, without forcing a rebuild
 cuda-arch:
@@ -67,10 +71,17 @@ build/torch_dump: test/torch_dump.cu test/tensor_file.h $(SRC_HEADERS)
 	@mkdir -p build
 	$(CXX) $(CPU_FLAGS) -x c++ $< -o $@ -lm
 
-test: $(CPU_TESTS) build/torch_dump train_mamba_cpu
+test: $(CPU_TESTS) build/torch_dump train_mamba_cpu train_vlm_cpu
 	@bash test/run_tests.sh cpu
 
-# a CPU-only build of the trainer, used by the end-to-end CPU tests
+train_vlm: train_vlm.cu $(SRC_HEADERS) | $(ARCH_CHECK)
+	$(if $(BUILD_NOTE),@echo "$(BUILD_NOTE)")
+	$(COMPILE)
+
+# CPU-only builds of the trainers, used by the end-to-end CPU tests
+train_vlm_cpu: train_vlm.cu $(SRC_HEADERS)
+	$(CXX) $(CPU_FLAGS) -x c++ $< -o $@ -lm
+
 train_mamba_cpu: train_mamba.cu $(SRC_HEADERS)
 	$(CXX) $(CPU_FLAGS) -x c++ $< -o $@ -lm
 
@@ -79,7 +90,7 @@ build/gpu_%: test/gpu_%.cu $(SRC_HEADERS) test/test_util.h | $(ARCH_CHECK)
 	@mkdir -p build
 	$(NVCC) $(NVCC_FLAGS) $< -o $@ $(NVCC_LIBS)
 
-test-gpu: $(GPU_TESTS) train_mamba
+test-gpu: $(GPU_TESTS) train_mamba train_vlm
 	@bash test/run_tests.sh gpu
 
 DEV_SRCS := $(wildcard dev/*.cu)
@@ -95,5 +106,16 @@ dev: $(DEV_BINS)
 kjv:
 	bash data_scripts/train_kjv.sh
 
+# the VLM data: Fashion-MNIST scenes with captions and questions (data_scripts/README.md);
+# `make scenes` needs Debian's dataset-fashion-mnist and libstb-dev
+.PHONY: scenes
+build/make_scenes: data_scripts/make_scenes.cpp $(SRC_HEADERS)
+	@mkdir -p build
+	$(CXX) $(CPU_FLAGS) $< -o $@ -lm
+scenes: build/make_scenes
+	./build/make_scenes --out data/scenes
+# test/cli_vlm_data.sh runs it
+test: build/make_scenes
+
 clean:
-	rm -rf build train_mamba train_mamba_cpu
+	rm -rf build train_mamba train_mamba_cpu train_vlm train_vlm_cpu

@@ -1,4 +1,4 @@
-// activations.h: elementwise SiLU, softplus and adds.
+// activations.h: elementwise SiLU, GELU (tanh approximation), softplus and adds.
 #pragma once
 #include "common.h"
 
@@ -20,6 +20,32 @@ static void silu_forward_cpu(floatX* out, const floatX* x, size_t n) {
 static void silu_backward_cpu(floatX* dx, const floatX* dout, const floatX* x, size_t n) {
 #pragma omp parallel for
     for (size_t i = 0; i < n; i++) dx[i] = (floatX)((float)dx[i] + (float)dout[i] * silu_grad_f((float)x[i]));
+}
+
+// GELU, tanh approximation (GPT-2; PyTorch nn.GELU(approximate='tanh')):
+//   gelu(x) = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
+//   gelu'(x) = 0.5 (1 + tanh(u)) + 0.5 x (1 - tanh(u)^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+#define GELU_SCALE 0.7978845608028654f  // sqrt(2/pi)
+#define GELU_CUBE 0.044715f
+HOST_DEVICE float gelu_f(float x) {
+    float u = GELU_SCALE * (x + GELU_CUBE * x * x * x);
+    return 0.5f * x * (1.0f + tanhf(u));
+}
+HOST_DEVICE float gelu_grad_f(float x) {
+    float t = tanhf(GELU_SCALE * (x + GELU_CUBE * x * x * x));
+    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_SCALE * (1.0f + 3.0f * GELU_CUBE * x * x);
+}
+
+// out = gelu(x)
+static void gelu_forward_cpu(floatX* out, const floatX* x, size_t n) {
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) out[i] = (floatX)gelu_f((float)x[i]);
+}
+
+// dx += dout * gelu'(x)
+static void gelu_backward_cpu(floatX* dx, const floatX* dout, const floatX* x, size_t n) {
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) dx[i] = (floatX)((float)dx[i] + (float)dout[i] * gelu_grad_f((float)x[i]));
 }
 
 // log(1 + e^x), = x above 20
@@ -83,6 +109,14 @@ __global__ void silu_backward_kernel(floatX* dx, const floatX* dout, const float
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         dx[i] = (floatX)((float)dx[i] + (float)dout[i] * silu_grad_f((float)x[i]));
 }
+__global__ void gelu_forward_kernel(floatX* out, const floatX* x, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = (floatX)gelu_f((float)x[i]);
+}
+__global__ void gelu_backward_kernel(floatX* dx, const floatX* dout, const floatX* x, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dx[i] = (floatX)((float)dx[i] + (float)dout[i] * gelu_grad_f((float)x[i]));
+}
 __global__ void softplus_forward_kernel(floatX* out, const floatX* x, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         out[i] = (floatX)softplus_f((float)x[i]);
@@ -114,6 +148,16 @@ static void silu_forward_cuda(floatX* out, const floatX* x, size_t n) {
 static void silu_backward_cuda(floatX* dx, const floatX* dout, const floatX* x, size_t n) {
     if (n == 0) return;
     silu_backward_kernel<<<activations_grid(n, 256), 256>>>(dx, dout, x, n);
+    cudaCheckLaunch();
+}
+static void gelu_forward_cuda(floatX* out, const floatX* x, size_t n) {
+    if (n == 0) return;
+    gelu_forward_kernel<<<activations_grid(n, 256), 256>>>(out, x, n);
+    cudaCheckLaunch();
+}
+static void gelu_backward_cuda(floatX* dx, const floatX* dout, const floatX* x, size_t n) {
+    if (n == 0) return;
+    gelu_backward_kernel<<<activations_grid(n, 256), 256>>>(dx, dout, x, n);
     cudaCheckLaunch();
 }
 static void softplus_forward_cuda(floatX* out, const floatX* x, size_t n) {
@@ -173,6 +217,14 @@ static void silu_forward(bool on_gpu, floatX* out, const floatX* x, size_t n) {
 static void silu_backward(bool on_gpu, floatX* dx, const floatX* dout, const floatX* x, size_t n) {
     if (on_gpu) GPU_CALL(silu_backward_cuda(dx, dout, x, n));
     else silu_backward_cpu(dx, dout, x, n);
+}
+static void gelu_forward(bool on_gpu, floatX* out, const floatX* x, size_t n) {
+    if (on_gpu) GPU_CALL(gelu_forward_cuda(out, x, n));
+    else gelu_forward_cpu(out, x, n);
+}
+static void gelu_backward(bool on_gpu, floatX* dx, const floatX* dout, const floatX* x, size_t n) {
+    if (on_gpu) GPU_CALL(gelu_backward_cuda(dx, dout, x, n));
+    else gelu_backward_cpu(dx, dout, x, n);
 }
 static void softplus_forward(bool on_gpu, floatX* out, const floatX* x, size_t n) {
     if (on_gpu) GPU_CALL(softplus_forward_cuda(out, x, n));

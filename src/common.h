@@ -170,6 +170,14 @@ static inline void backend_memset0(bool on_gpu, void* p, size_t bytes) {
     memset(p, 0, bytes);
 }
 
+// copy within one backend (device to device on the GPU)
+static inline void backend_copy_device(bool on_gpu, void* dst, const void* src, size_t bytes) {
+#ifdef __CUDACC__
+    if (on_gpu) { cudaCheck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice)); return; }
+#endif
+    memcpy(dst, src, bytes);
+}
+
 // copy between host and either backend (dir: to_backend true = host -> backend)
 static inline void backend_copy(bool on_gpu, void* dst, const void* src, size_t bytes, bool to_backend) {
 #ifdef __CUDACC__

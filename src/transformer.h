@@ -1,0 +1,214 @@
+// transformer.h: a stack of pre-LN transformer blocks, one definition for the
+// vision encoder (bidirectional), the CLIP text encoder and the GPT language
+// model (causal), on either backend.
+//
+// Block l, x: (B, T, C), hd = C / n_head, MLP hidden 4C:
+//   a    = LN1(x);  qkv = a Wqkv^T + bqkv                     (B, T, 3C)
+//   y    = attention(qkv, causal?, key lengths)               (B, T, C)
+//   x'   = x + y Wo^T + bo
+//   m    = LN2(x');  h = GELU(m Wfc^T + bfc)                  (B, T, 4C)
+//   out  = x' + h Wp^T + bp
+//
+// The block input of layer l is acts[l].resid; the stack's output is `out`.
+// A caller reading an intermediate layer (LLaVA takes the penultimate one)
+// reads acts[k].resid and runs the backward from block k - 1 down.
+//
+// Parameters live in the model's ParamStore under a prefix ("vision.", "lm.").
+// Initialisation as GPT-2: weights N(0, 0.02), the two residual projections
+// N(0, 0.02 / sqrt(2 n_layer)), biases 0, LayerNorm weight 1 and bias 0.
+#pragma once
+#include <string>
+#include <vector>
+#include "common.h"
+#include "activations.h"
+#include "attention.h"
+#include "layernorm.h"
+#include "linear.h"
+#include "params.h"
+#include "profiler.h"
+
+typedef struct {
+    int n_layer, d_model, n_head;
+    bool causal;
+} TransformerConfig;
+
+typedef struct {
+    int ln1_w, ln1_b, qkv_w, qkv_b, attn_proj_w, attn_proj_b, ln2_w, ln2_b, fc_w, fc_b, fc_proj_w, fc_proj_b;
+} BlockIndex;
+
+// views of one block's parameters (or gradients: nullptr when frozen)
+typedef struct {
+    float *ln1_w, *ln1_b;            // (C)
+    float *qkv_w, *qkv_b;            // (3C, C), (3C)
+    float *attn_proj_w, *attn_proj_b;  // (C, C), (C)
+    float *ln2_w, *ln2_b;            // (C)
+    float *fc_w, *fc_b;              // (4C, C), (4C)
+    float *fc_proj_w, *fc_proj_b;    // (C, 4C), (C)
+} BlockParams;
+
+typedef struct {
+    floatX* resid;                 // (B, T, C) block input
+    float *ln1_mean, *ln1_rstd;    // (B, T)
+    floatX* ln1;                   // (B, T, C)
+    floatX* qkv;                   // (B, T, 3C)
+    float* att;                    // (B, NH, T, T) softmax probabilities
+    floatX* atty;                  // (B, T, C) attention output, heads concatenated
+    floatX* resid2;                // (B, T, C) after the attention residual
+    float *ln2_mean, *ln2_rstd;    // (B, T)
+    floatX* ln2;                   // (B, T, C)
+    floatX* fch;                   // (B, T, 4C) before GELU
+    floatX* fch_gelu;              // (B, T, 4C)
+} BlockActs;
+
+typedef struct {
+    floatX *dln, *dqkv, *datty, *dfch, *dfch_gelu;  // shared by every block's backward
+} BlockScratch;
+
+typedef struct {
+    TransformerConfig cfg;
+    std::vector<BlockIndex> index;
+    std::vector<BlockParams> p, dp;
+    std::vector<BlockActs> acts;
+    floatX* out;          // (B, T, C) output of the last block
+    BlockScratch scratch;
+    size_t scratch_bytes;
+    int B, T;             // the largest batch the activations hold
+} Transformer;
+
+static void transformer_declare(Transformer* t, ParamStore* ps, const std::string& prefix, TransformerConfig cfg) {
+    if (cfg.d_model % cfg.n_head != 0) FATAL("%s: d_model %d is not a multiple of n_head %d", prefix.c_str(), cfg.d_model, cfg.n_head);
+    t->cfg = cfg;
+    int C = cfg.d_model;
+    t->index.resize(cfg.n_layer);
+    for (int l = 0; l < cfg.n_layer; l++) {
+        std::string p = prefix + "blocks." + std::to_string(l) + ".";
+        BlockIndex& i = t->index[l];
+        i.ln1_w = params_add(ps, p + "ln1.weight", {C}, false);
+        i.ln1_b = params_add(ps, p + "ln1.bias", {C}, false);
+        i.qkv_w = params_add(ps, p + "attn.qkv.weight", {3 * C, C}, true);
+        i.qkv_b = params_add(ps, p + "attn.qkv.bias", {3 * C}, false);
+        i.attn_proj_w = params_add(ps, p + "attn.proj.weight", {C, C}, true);
+        i.attn_proj_b = params_add(ps, p + "attn.proj.bias", {C}, false);
+        i.ln2_w = params_add(ps, p + "ln2.weight", {C}, false);
+        i.ln2_b = params_add(ps, p + "ln2.bias", {C}, false);
+        i.fc_w = params_add(ps, p + "mlp.fc.weight", {4 * C, C}, true);
+        i.fc_b = params_add(ps, p + "mlp.fc.bias", {4 * C}, false);
+        i.fc_proj_w = params_add(ps, p + "mlp.proj.weight", {C, 4 * C}, true);
+        i.fc_proj_b = params_add(ps, p + "mlp.proj.bias", {C}, false);
+    }
+}
+
+static BlockParams block_views(const ParamStore* ps, const BlockIndex& i, bool grads) {
+    auto v = [&](int k) { return grads ? param_grad(ps, k) : param_data(ps, k); };
+    return {v(i.ln1_w), v(i.ln1_b), v(i.qkv_w), v(i.qkv_b), v(i.attn_proj_w), v(i.attn_proj_b),
+            v(i.ln2_w), v(i.ln2_b), v(i.fc_w), v(i.fc_b), v(i.fc_proj_w), v(i.fc_proj_b)};
+}
+
+// after params_allocate: pointer views, resolved once
+static void transformer_resolve(Transformer* t, const ParamStore* ps) {
+    int L = t->cfg.n_layer;
+    t->p.resize(L); t->dp.resize(L);
+    for (int l = 0; l < L; l++) { t->p[l] = block_views(ps, t->index[l], false); t->dp[l] = block_views(ps, t->index[l], true); }
+}
+
+static void transformer_layout_acts(Transformer* t, Arena* a, int B, int T) {
+    size_t BT = (size_t)B * T, C = t->cfg.d_model, NH = t->cfg.n_head;
+    t->B = B; t->T = T;
+    t->acts.resize(t->cfg.n_layer);
+    for (BlockActs& x : t->acts) {
+        x.resid = arena_take<floatX>(a, BT * C);
+        x.ln1_mean = arena_take<float>(a, BT); x.ln1_rstd = arena_take<float>(a, BT);
+        x.ln1 = arena_take<floatX>(a, BT * C);
+        x.qkv = arena_take<floatX>(a, BT * 3 * C);
+        x.att = arena_take<float>(a, (size_t)B * NH * T * T);
+        x.atty = arena_take<floatX>(a, BT * C);
+        x.resid2 = arena_take<floatX>(a, BT * C);
+        x.ln2_mean = arena_take<float>(a, BT); x.ln2_rstd = arena_take<float>(a, BT);
+        x.ln2 = arena_take<floatX>(a, BT * C);
+        x.fch = arena_take<floatX>(a, BT * 4 * C);
+        x.fch_gelu = arena_take<floatX>(a, BT * 4 * C);
+    }
+    t->out = arena_take<floatX>(a, BT * C);
+}
+
+static void transformer_layout_scratch(Transformer* t, Arena* a) {
+    size_t BT = (size_t)t->B * t->T, C = t->cfg.d_model;
+    BlockScratch& s = t->scratch;
+    s.dln = arena_take<floatX>(a, BT * C);
+    size_t start = a->used - BT * C * sizeof(floatX);  // where dln begins: the views run on from there
+    s.dqkv = arena_take<floatX>(a, BT * 3 * C);
+    s.datty = arena_take<floatX>(a, BT * C);
+    s.dfch = arena_take<floatX>(a, BT * 4 * C);
+    s.dfch_gelu = arena_take<floatX>(a, BT * 4 * C);
+    t->scratch_bytes = a->used - start;
+}
+
+// GPT-2's initialisation into a host copy of the store's parameters
+static void transformer_init(const Transformer* t, const ParamStore* ps, float* host, Rng* rng) {
+    int L = t->cfg.n_layer;
+    float resid_std = 0.02f / sqrtf(2.0f * L);
+    auto fill = [&](int k, float std) {
+        const ParamTensor& pt = ps->tensors[k];
+        for (size_t j = 0; j < pt.numel; j++) host[pt.offset + j] = std * rng_normal(rng);
+    };
+    auto constant = [&](int k, float v) {
+        const ParamTensor& pt = ps->tensors[k];
+        for (size_t j = 0; j < pt.numel; j++) host[pt.offset + j] = v;
+    };
+    for (const BlockIndex& i : t->index) {
+        constant(i.ln1_w, 1.0f); constant(i.ln1_b, 0.0f); constant(i.ln2_w, 1.0f); constant(i.ln2_b, 0.0f);
+        fill(i.qkv_w, 0.02f); constant(i.qkv_b, 0.0f);
+        fill(i.attn_proj_w, resid_std); constant(i.attn_proj_b, 0.0f);
+        fill(i.fc_w, 0.02f); constant(i.fc_b, 0.0f);
+        fill(i.fc_proj_w, resid_std); constant(i.fc_proj_b, 0.0f);
+    }
+}
+
+// input already in acts[0].resid; lengths: (B) valid tokens on the backend (nullptr: all T).
+// Runs blocks 0 .. n_blocks - 1 (a caller that reads an earlier layer need not run the rest).
+static void transformer_forward(Transformer* t, bool on_gpu, const int* lengths, int B, int T, int n_blocks) {
+    int C = t->cfg.d_model, NH = t->cfg.n_head, L = n_blocks, BT = B * T;
+    if (B > t->B || T > t->T) FATAL("transformer_forward: shape (%d, %d) exceeds the built (%d, %d)", B, T, t->B, t->T);
+    for (int l = 0; l < L; l++) {
+        BlockParams& p = t->p[l];
+        BlockActs& a = t->acts[l];
+        floatX* block_out = l + 1 < t->cfg.n_layer ? t->acts[l + 1].resid : t->out;
+        PROF(on_gpu, "layernorm", layernorm_forward(on_gpu, a.ln1, a.ln1_mean, a.ln1_rstd, a.resid, p.ln1_w, p.ln1_b, BT, C));
+        PROF(on_gpu, "qkv", linear_forward(on_gpu, a.qkv, a.ln1, p.qkv_w, p.qkv_b, BT, C, 3 * C));
+        PROF(on_gpu, "attention", attention_forward(on_gpu, a.atty, a.att, a.qkv, lengths, B, T, C, NH, t->cfg.causal));
+        PROF(on_gpu, "attn_proj", linear_forward(on_gpu, a.resid2, a.atty, p.attn_proj_w, p.attn_proj_b, BT, C, C);
+                                  add_inplace(on_gpu, a.resid2, a.resid, (size_t)BT * C));
+        PROF(on_gpu, "layernorm", layernorm_forward(on_gpu, a.ln2, a.ln2_mean, a.ln2_rstd, a.resid2, p.ln2_w, p.ln2_b, BT, C));
+        PROF(on_gpu, "mlp", linear_forward(on_gpu, a.fch, a.ln2, p.fc_w, p.fc_b, BT, C, 4 * C);
+                            gelu_forward(on_gpu, a.fch_gelu, a.fch, (size_t)BT * 4 * C);
+                            linear_forward(on_gpu, block_out, a.fch_gelu, p.fc_proj_w, p.fc_proj_b, BT, 4 * C, C);
+                            add_inplace(on_gpu, block_out, a.resid2, (size_t)BT * C));
+    }
+}
+
+// dresid: (B, T, C), in: dloss/d(output of block from_layer - 1), out: dloss/d(stack input).
+// Runs blocks from_layer - 1 .. 0 (from_layer = n_layer: the whole stack).
+// Weight gradients accumulate; the stack must have gradients (a frozen stack is
+// not run backward at all). scratch: BlockScratch memory, zeroed here per block.
+static void transformer_backward(Transformer* t, bool on_gpu, floatX* dresid, const int* lengths, int B, int T, int from_layer) {
+    int C = t->cfg.d_model, NH = t->cfg.n_head, BT = B * T;
+    BlockScratch& s = t->scratch;
+    for (int l = from_layer - 1; l >= 0; l--) {
+        BlockParams& p = t->p[l];
+        BlockParams& dp = t->dp[l];
+        if (!dp.qkv_w) FATAL("transformer_backward: block %d has no gradients (frozen or inference-only)", l);
+        BlockActs& a = t->acts[l];
+        backend_memset0(on_gpu, s.dln, t->scratch_bytes);  // the scratch views are contiguous from dln
+        // MLP branch; dresid holds dloss/d(block output) and flows straight to resid2
+        PROF(on_gpu, "mlp", linear_backward(on_gpu, s.dfch_gelu, dp.fc_proj_w, dp.fc_proj_b, dresid, a.fch_gelu, p.fc_proj_w, BT, 4 * C, C);
+                            gelu_backward(on_gpu, s.dfch, s.dfch_gelu, a.fch, (size_t)BT * 4 * C);
+                            linear_backward(on_gpu, s.dln, dp.fc_w, dp.fc_b, s.dfch, a.ln2, p.fc_w, BT, C, 4 * C));
+        PROF(on_gpu, "layernorm", layernorm_backward(on_gpu, dresid, dp.ln2_w, dp.ln2_b, s.dln, a.resid2, p.ln2_w, a.ln2_mean, a.ln2_rstd, BT, C));
+        // attention branch; dresid now holds dloss/d(resid2)
+        backend_memset0(on_gpu, s.dln, (size_t)BT * C * sizeof(floatX));
+        PROF(on_gpu, "attn_proj", linear_backward(on_gpu, s.datty, dp.attn_proj_w, dp.attn_proj_b, dresid, a.atty, p.attn_proj_w, BT, C, C));
+        PROF(on_gpu, "attention", attention_backward(on_gpu, s.dqkv, s.datty, a.qkv, a.att, lengths, B, T, C, NH, t->cfg.causal));
+        PROF(on_gpu, "qkv", linear_backward(on_gpu, s.dln, dp.qkv_w, dp.qkv_b, s.dqkv, a.ln1, p.qkv_w, BT, C, 3 * C));
+        PROF(on_gpu, "layernorm", layernorm_backward(on_gpu, dresid, dp.ln1_w, dp.ln1_b, s.dln, a.resid, p.ln1_w, a.ln1_mean, a.ln1_rstd, BT, C));
+    }
+}

@@ -1,0 +1,163 @@
+// gpu_vlm_layers.cu: the CUDA vision-language layers (layernorm, GELU, attention and its decode
+// step, patch embedding) vs their CPU references on random inputs, odd shapes included. Outputs
+// are NaN-poisoned so unwritten elements fail; gradient buffers start from the same random values
+// on both sides (tests +=). The GPU side is called through the backend wrappers name(true, ...).
+#include "test_util.h"
+#include "../src/layernorm.h"
+#include "../src/activations.h"
+#include "../src/attention.h"
+#include "../src/patch_embed.h"
+
+typedef std::vector<float> Vec;
+
+static int* ints_to_device(const std::vector<int>& h) {
+    int* d;
+    cudaCheck(cudaMalloc(&d, h.size() * sizeof(int) + 4));
+    cudaCheck(cudaMemcpy(d, h.data(), h.size() * sizeof(int), cudaMemcpyHostToDevice));
+    return d;
+}
+// device array d (as many values as ref) against the CPU result
+static void expect_close(const char* what, const std::string& shape, const float* d, const Vec& ref, double tol) {
+    std::string name = std::string(what) + " " + shape;
+    Vec got = from_device(d, ref.size());
+    check_close(name.c_str(), got.data(), ref.data(), ref.size(), tol);
+}
+
+static void test_layernorm(Rng* r, int N, int C) {
+    std::string shape = "N=" + std::to_string(N) + " C=" + std::to_string(C);
+    Vec x = random_vec((size_t)N * C, r, -2, 2), w = random_vec(C, r, 0.5f, 1.5f), b = random_vec(C, r);
+    Vec out(x.size()), mean(N), rstd(N);
+    Vec dout = random_vec(x.size(), r), dx = random_vec(x.size(), r), dw = random_vec(C, r), db = random_vec(C, r);
+    float *d_x = to_device(x), *d_w = to_device(w), *d_b = to_device(b);
+    float *d_out = device_poisoned(x.size()), *d_mean = device_poisoned(N), *d_rstd = device_poisoned(N);
+    float *d_dout = to_device(dout), *d_dx = to_device(dx), *d_dw = to_device(dw), *d_db = to_device(db);
+    layernorm_forward_cpu(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C);
+    layernorm_forward(true, d_out, d_mean, d_rstd, d_x, d_w, d_b, N, C);
+    expect_close("layernorm_forward out", shape, d_out, out, 1e-5);
+    expect_close("layernorm_forward mean", shape, d_mean, mean, 1e-5);
+    expect_close("layernorm_forward rstd", shape, d_rstd, rstd, 1e-5);
+    // the backward gets the CPU statistics on both sides, so it is tested on its own
+    cudaCheck(cudaMemcpy(d_mean, mean.data(), N * sizeof(float), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(d_rstd, rstd.data(), N * sizeof(float), cudaMemcpyHostToDevice));
+    layernorm_backward_cpu(dx.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(), mean.data(), rstd.data(),
+                           N, C);
+    layernorm_backward(true, d_dx, d_dw, d_db, d_dout, d_x, d_w, d_mean, d_rstd, N, C);
+    expect_close("layernorm_backward dx", shape, d_dx, dx, 1e-5);
+    expect_close("layernorm_backward dweight", shape, d_dw, dw, 1e-4);
+    expect_close("layernorm_backward dbias", shape, d_db, db, 1e-4);
+    for (float* p : {d_x, d_w, d_b, d_out, d_mean, d_rstd, d_dout, d_dx, d_dw, d_db}) cudaFree(p);
+}
+
+static void test_gelu(Rng* r, size_t n) {
+    std::string shape = "n=" + std::to_string(n);
+    Vec x = random_vec(n, r, -8, 8), dout = random_vec(n, r), dx = random_vec(n, r), out(n);
+    float *d_x = to_device(x), *d_out = device_poisoned(n), *d_dout = to_device(dout), *d_dx = to_device(dx);
+    gelu_forward_cpu(out.data(), x.data(), n);
+    gelu_forward(true, d_out, d_x, n);
+    expect_close("gelu_forward", shape, d_out, out, 1e-5);
+    gelu_backward_cpu(dx.data(), dout.data(), x.data(), n);
+    gelu_backward(true, d_dx, d_dout, d_x, n);
+    expect_close("gelu_backward", shape, d_dx, dx, 1e-5);
+    for (float* p : {d_x, d_out, d_dout, d_dx}) cudaFree(p);
+}
+
+// lengths empty: no key-padding mask
+static void test_attention(Rng* r, int B, int T, int C, int NH, bool causal, std::vector<int> lengths) {
+    std::string shape = "B=" + std::to_string(B) + " T=" + std::to_string(T) + " C=" + std::to_string(C) +
+                        " NH=" + std::to_string(NH) + (causal ? " causal" : " bidir");
+    if (!lengths.empty()) {
+        shape += " lengths=";
+        for (int v : lengths) shape += std::to_string(v) + ",";
+    }
+    const int* len = lengths.empty() ? nullptr : lengths.data();
+    int* d_len = lengths.empty() ? nullptr : ints_to_device(lengths);
+    size_t nqkv = (size_t)B * T * 3 * C, nout = (size_t)B * T * C, natt = (size_t)B * NH * T * T;
+    Vec qkv = random_vec(nqkv, r, -1.5f, 1.5f), out(nout), att(natt);
+    Vec dout = random_vec(nout, r), dqkv = random_vec(nqkv, r);
+    float *d_qkv = to_device(qkv), *d_out = device_poisoned(nout), *d_att = device_poisoned(natt);
+    float *d_dout = to_device(dout), *d_dqkv = to_device(dqkv);
+    attention_forward_cpu(out.data(), att.data(), qkv.data(), len, B, T, C, NH, causal);
+    attention_forward(true, d_out, d_att, d_qkv, d_len, B, T, C, NH, causal);
+    expect_close("attention_forward out", shape, d_out, out, 1e-5);
+    expect_close("attention_forward att", shape, d_att, att, 1e-5);
+    // the backward gets the CPU probabilities on both sides
+    cudaCheck(cudaMemcpy(d_att, att.data(), natt * sizeof(float), cudaMemcpyHostToDevice));
+    attention_backward_cpu(dqkv.data(), dout.data(), qkv.data(), att.data(), len, B, T, C, NH, causal);
+    attention_backward(true, d_dqkv, d_dout, d_qkv, d_att, d_len, B, T, C, NH, causal);
+    expect_close("attention_backward dqkv", shape, d_dqkv, dqkv, 1e-5);
+    for (float* p : {d_qkv, d_out, d_att, d_dout, d_dqkv}) cudaFree(p);
+    if (d_len) cudaFree(d_len);
+}
+
+// the cache holds NaN from position n on: the step must not read it
+static void test_attention_step(Rng* r, int B, int n, int T_max, int C, int NH) {
+    std::string shape = "B=" + std::to_string(B) + " n=" + std::to_string(n) + " T_max=" + std::to_string(T_max) +
+                        " C=" + std::to_string(C) + " NH=" + std::to_string(NH);
+    size_t ncache = (size_t)B * T_max * C;
+    Vec q = random_vec((size_t)B * C, r), kc(ncache, NAN), vc(ncache, NAN), out((size_t)B * C);
+    for (int b = 0; b < B; b++)
+        for (size_t i = (size_t)b * T_max * C; i < ((size_t)b * T_max + n) * C; i++) {
+            kc[i] = rng_uniform(r) * 3.0f - 1.5f;
+            vc[i] = rng_uniform(r) * 2.0f - 1.0f;
+        }
+    float *d_q = to_device(q), *d_kc = to_device(kc), *d_vc = to_device(vc), *d_out = device_poisoned(out.size());
+    attention_step_cpu(out.data(), q.data(), kc.data(), vc.data(), B, n, T_max, C, NH);
+    attention_step(true, d_out, d_q, d_kc, d_vc, B, n, T_max, C, NH);
+    expect_close("attention_step", shape, d_out, out, 1e-5);
+    for (float* p : {d_q, d_kc, d_vc, d_out}) cudaFree(p);
+}
+
+static void test_patch_embed(Rng* r, int B, int H, int W, int p, int D, bool with_bias) {
+    std::string shape = "B=" + std::to_string(B) + " H=" + std::to_string(H) + " W=" + std::to_string(W) +
+                        " p=" + std::to_string(p) + " D=" + std::to_string(D) + " bias=" + std::to_string(with_bias);
+    int P = (H / p) * (W / p), K = p * p * 3;
+    Vec img = random_vec((size_t)B * H * W * 3, r, 0, 1), w = random_vec((size_t)D * K, r), b = random_vec(D, r);
+    Vec patches((size_t)B * P * K), out((size_t)B * P * D), dout = random_vec(out.size(), r);
+    Vec dw = random_vec(w.size(), r), db = random_vec(D, r);
+    float *d_img = to_device(img), *d_w = to_device(w), *d_b = to_device(b), *d_patches = device_poisoned(patches.size());
+    float *d_out = device_poisoned(out.size()), *d_dout = to_device(dout), *d_dw = to_device(dw), *d_db = to_device(db);
+    patch_embed_forward(false, out.data(), patches.data(), img.data(), w.data(), with_bias ? b.data() : nullptr, B, H,
+                        W, p, D);
+    patch_embed_forward(true, d_out, d_patches, d_img, d_w, with_bias ? d_b : nullptr, B, H, W, p, D);
+    expect_close("patchify", shape, d_patches, patches, 1e-7);
+    expect_close("patch_embed_forward", shape, d_out, out, 1e-4);  // TF32 math mode, if the caller set it
+    patch_embed_backward(false, dw.data(), with_bias ? db.data() : nullptr, dout.data(), patches.data(), B, P, K, D);
+    patch_embed_backward(true, d_dw, with_bias ? d_db : nullptr, d_dout, d_patches, B, P, K, D);
+    expect_close("patch_embed_backward dweight", shape, d_dw, dw, 1e-4);
+    expect_close("patch_embed_backward dbias", shape, d_db, db, 1e-4);  // unchanged without bias: still equal
+    for (float* q : {d_img, d_w, d_b, d_patches, d_out, d_dout, d_dw, d_db}) cudaFree(q);
+}
+
+int main() {
+    Rng r;
+    rng_seed(&r, 8642);
+    test_layernorm(&r, 1, 37);
+    test_layernorm(&r, 7, 12);
+    test_layernorm(&r, 513, 768);     // 3 slabs of rows in the dweight/dbias reduction, the last partial
+    test_layernorm(&r, 10000, 129);   // many slabs, C not a multiple of 32
+    test_layernorm(&r, 3, 20000);     // wide rows
+    test_gelu(&r, 1);
+    test_gelu(&r, 37);
+    test_gelu(&r, 100003);
+    for (int causal = 0; causal < 2; causal++) {
+        bool c = causal == 1;
+        test_attention(&r, 2, 1, 4, 1, c, {});
+        test_attention(&r, 2, 1, 12, 3, c, {1, 0});
+        test_attention(&r, 3, 7, 12, 3, c, {7, 4, 1});
+        test_attention(&r, 1, 13, 8, 1, c, {});
+        test_attention(&r, 3, 13, 12, 3, c, {13, 9, 0});
+        test_attention(&r, 2, 37, 96, 3, c, {});        // hd = 32: one channel per lane
+        test_attention(&r, 2, 50, 200, 2, c, {33, 50});  // hd = 100: lanes stride over channels
+        test_attention(&r, 2, 197, 768, 12, c, {197, 131});  // ViT-B/16 at 224: 196 patches + CLS
+        test_attention(&r, 1, 300, 64, 4, c, {});
+    }
+    test_attention_step(&r, 1, 1, 1, 4, 1);
+    test_attention_step(&r, 2, 7, 13, 12, 3);
+    test_attention_step(&r, 3, 45, 64, 96, 3);
+    test_attention_step(&r, 2, 300, 301, 768, 12);
+    test_patch_embed(&r, 1, 4, 4, 1, 3, true);
+    test_patch_embed(&r, 3, 10, 15, 5, 7, false);
+    test_patch_embed(&r, 2, 32, 48, 16, 64, true);
+    test_patch_embed(&r, 2, 224, 224, 16, 192, true);
+    return test_summary();
+}

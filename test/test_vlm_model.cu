@@ -1,0 +1,132 @@
+// test_vlm_model.cu: the whole tiny LLaVA on the CPU reference.
+//   - finite-difference gradient check of every parameter tensor (vision
+//     encoder, projector of both kinds, LM), through the splice of the image
+//     tokens into the text
+//   - the backward accumulates (two passes give twice the gradient)
+//   - the text -> LM sequence mapping: image rows, targets, lengths
+//   - the loss counts only the marked tokens (changing an unmarked target
+//     changes nothing; changing the image changes the loss)
+#include "../src/vlm_model.h"
+#include "test_util.h"
+
+static VlmConfig tiny_config(int proj_mlp) {
+    VlmConfig c = {};
+    c.image_size = 8; c.patch = 4;            // P = 4 patches of K = 48
+    c.v_layers = 2; c.v_dim = 12; c.v_heads = 3;
+    c.proj_mlp = proj_mlp;
+    c.vocab = 13; c.l_layers = 2; c.l_dim = 8; c.l_heads = 2;
+    c.max_text = 7;                           // LM length 7 - 1 + 4 = 10
+    return c;
+}
+
+// a batch: text [<bos>=1, <image>=3, words..., <eos>=2], targets on the last words only
+struct Batch {
+    std::vector<float> images;
+    std::vector<int> tokens, targets, lengths;
+};
+static Batch make_batch(const VlmConfig& c, int B, Rng* r) {
+    Batch b;
+    int H = c.image_size, T = c.max_text;
+    b.images = random_vec((size_t)B * H * H * 3, r, 0.0f, 1.0f);
+    b.tokens.assign((size_t)B * T, 0); b.targets.assign((size_t)B * T, -1); b.lengths.assign(B, 0);
+    for (int i = 0; i < B; i++) {
+        int len = 4 + (int)(rng_u32(r) % (T - 3));  // 4..T
+        int* tok = &b.tokens[(size_t)i * T];
+        tok[0] = 1; tok[1] = VLM_IMAGE_TOKEN;
+        for (int t = 2; t < len; t++) tok[t] = 5 + rng_u32(r) % (c.vocab - 5);
+        tok[len - 1] = 2;
+        for (int t = len / 2; t < len - 1; t++) b.targets[(size_t)i * T + t] = tok[t + 1];
+        b.lengths[i] = len;
+    }
+    return b;
+}
+
+// move every parameter off its init (zero biases, unit norms) and make the
+// tiny model's activations O(1) so float32 finite differences see every path
+static void jitter(VlmModel* m, uint64_t seed) {
+    Rng r; rng_seed(&r, seed);
+    ParamStore& ps = m->params;
+    for (size_t i = 0; i < ps.num_params; i++) ps.params[i] += 0.3f * (2.0f * rng_uniform(&r) - 1.0f);
+}
+
+static void test_gradients(int proj_mlp) {
+    VlmConfig c = tiny_config(proj_mlp);
+    int B = 2;
+    VlmModel m; vlm_build(&m, c, B, false);
+    vlm_init_params(&m, 1);
+    jitter(&m, 2);
+    Rng r; rng_seed(&r, 3);
+    Batch b = make_batch(c, B, &r);
+    auto loss = [&]() -> double { return vlm_forward(&m, b.images.data(), b.tokens.data(), b.targets.data(), b.lengths.data(), B); };
+    double l0 = loss();
+    vlm_zero_grad(&m); vlm_backward(&m);
+    const ParamStore& ps = m.params;
+    std::vector<float> grads(ps.grads, ps.grads + ps.num_trainable);
+    int fl = vlm_feature_layer(c);
+    for (size_t i = 0; i < ps.tensors.size(); i++) {
+        const ParamTensor& t = ps.tensors[i];
+        // blocks at and above the feature layer do not reach the loss
+        std::string unused = "vision.blocks." + std::to_string(fl) + ".";
+        if (t.name.compare(0, unused.size(), unused) == 0) {
+            double s = 0; for (size_t j = 0; j < t.numel; j++) s += fabs(grads[t.offset + j]);
+            char name[160]; snprintf(name, sizeof name, "vlm proj_mlp=%d: %s (above the feature layer) has zero gradient", proj_mlp, t.name.c_str());
+            report(s == 0, name, "sum |g| = %g", s);
+            continue;
+        }
+        char name[160]; snprintf(name, sizeof name, "vlm proj_mlp=%d %s", proj_mlp, t.name.c_str());
+        const float eps = 1e-2f;
+        double noise = 2.0 * 1.2e-7 * fabs(l0) / (2.0 * eps);
+        grad_check(name, ps.params + t.offset, grads.data() + t.offset, t.numel, loss, 3e-2, eps, 10, 11 + i, noise);
+    }
+    loss(); vlm_backward(&m);
+    std::vector<float> twice(grads.size());
+    for (size_t i = 0; i < grads.size(); i++) twice[i] = 2.0f * grads[i];
+    char name[96]; snprintf(name, sizeof name, "vlm proj_mlp=%d: backward accumulates", proj_mlp);
+    check_close(name, ps.grads, twice.data(), twice.size(), 1e-5);
+    vlm_free(&m);
+}
+
+static void test_sequences_and_loss_mask() {
+    VlmConfig c = tiny_config(1);
+    int B = 2, P = vlm_num_patches(c), Tl = vlm_lm_len(c);
+    VlmModel m; vlm_build(&m, c, B, false);
+    vlm_init_params(&m, 4);
+    Rng r; rng_seed(&r, 5);
+    Batch b = make_batch(c, B, &r);
+    vlm_build_sequences(&m, b.tokens.data(), b.targets.data(), b.lengths.data(), B);
+    bool ok = true;
+    for (int i = 0; i < B; i++) {
+        const int* tok = &b.tokens[(size_t)i * c.max_text];
+        const int* tgt = &b.targets[(size_t)i * c.max_text];
+        const int* lt = &m.lm_tokens[(size_t)i * Tl];
+        const int* lg = &m.lm_targets[(size_t)i * Tl];
+        ok &= lt[0] == tok[0] && lg[0] == tgt[0];
+        for (int p = 1; p < P; p++) ok &= lg[p] == -1;     // image rows predict nothing...
+        ok &= lg[P] == tgt[1];                              // ...but the last one predicts what follows <image>
+        for (int t = 2; t < b.lengths[i]; t++) ok &= lt[t + P - 1] == tok[t] && lg[t + P - 1] == tgt[t];
+        ok &= m.lm_lengths[i] == b.lengths[i] + P - 1;
+    }
+    report(ok, "vlm: text -> LM sequence (image rows in place of <image>, targets, lengths)");
+    float l0 = vlm_forward(&m, b.images.data(), b.tokens.data(), b.targets.data(), b.lengths.data(), B);
+    Batch b2 = b;
+    b2.images[7] += 0.5f;
+    float l_img = vlm_forward(&m, b2.images.data(), b2.tokens.data(), b2.targets.data(), b2.lengths.data(), B);
+    report(l_img != l0, "vlm: the loss depends on the image", "%g == %g", l_img, l0);
+    std::vector<int> n_marked(1, 0);
+    for (int v : b.targets) n_marked[0] += v >= 0;
+    float per_token_sum = 0;
+    for (int i = 0; i < B * Tl; i++) per_token_sum += m.host_losses[i];
+    int nonzero_outside = 0;
+    for (int i = 0; i < B * Tl; i++) if (m.lm_targets[i] < 0 && m.host_losses[i] != 0.0f) nonzero_outside++;
+    report(nonzero_outside == 0, "vlm: unmarked positions add no loss", "%d positions", nonzero_outside);
+    report(fabs(per_token_sum / m.n_targets - l0) < 1e-5 * fabs(l0) && (int)m.n_targets == n_marked[0],
+           "vlm: the loss is the mean over the marked tokens", "%d marked, n_targets %g", n_marked[0], m.n_targets);
+    vlm_free(&m);
+}
+
+int main() {
+    test_sequences_and_loss_mask();
+    test_gradients(0);
+    test_gradients(1);
+    return test_summary();
+}
