@@ -15,7 +15,7 @@
 #include "src/mamba_export.h"
 #include "src/mamba_model.h"
 #include "src/options.h"
-#include "src/schedule.h"
+#include "src/train_common.h"
 
 typedef struct {
     // model
@@ -25,27 +25,20 @@ typedef struct {
     std::string data_dir = "data/kjv";
     bool random_data = false;
     int batch = 16, seq_len = 256;
-    // optimisation
-    float lr = 2e-3f, min_lr_frac = 0.1f, weight_decay = 0.1f, beta1 = 0.9f, beta2 = 0.95f, grad_clip = 1.0f;
-    int warmup = 100, steps = 1000;
-    float max_minutes = 0;  // stop early after this much wall time (0: no limit)
-    int stop_at = 0;        // stop (and checkpoint) at this step, keeping the schedule of --steps
-    // evaluation, sampling, logging, checkpoints
+    TrainOptions train;  // optimisation, stopping, log, checkpoints, device (src/train_common.h)
+    // evaluation and sampling
     int eval_interval = 100, eval_batches = 16;
     int sample_interval = 0, sample_len = 200;
     std::string prompt = "And God said";
     float temperature = 0.8f;
     int top_k = 40;
     int sample_only = 0;  // generate this many tokens from --resume and exit
-    std::string log_path, checkpoint, resume, export_hf;
-    int checkpoint_interval = 0;
-    uint64_t seed = 1337;
-    std::string device = "auto";
-    int tf32 = 1, profile = 0, log_every = 10;
+    std::string export_hf;
 } Options;
 
 static std::vector<OptSpec> option_table(Options* o) {
-    return {
+    o->train.lr = 2e-3f;  // this trainer's defaults for the shared options
+    std::vector<OptSpec> table = {
         {"--d-model", OPT_INT, &o->d_model, "model width D"},
         {"--n-layer", OPT_INT, &o->n_layer, "number of Mamba blocks"},
         {"--d-state", OPT_INT, &o->d_state, "SSM state size N"},
@@ -57,16 +50,6 @@ static std::vector<OptSpec> option_table(Options* o) {
         {"--random-data", OPT_FLAG, &o->random_data, "train on uniform random tokens (benchmark mode)"},
         {"--batch", OPT_INT, &o->batch, "sequences per step B"},
         {"--seq-len", OPT_INT, &o->seq_len, "tokens per sequence T"},
-        {"--lr", OPT_FLOAT, &o->lr, "peak learning rate"},
-        {"--min-lr-frac", OPT_FLOAT, &o->min_lr_frac, "final learning rate as a fraction of the peak"},
-        {"--warmup", OPT_INT, &o->warmup, "linear warmup steps"},
-        {"--steps", OPT_INT, &o->steps, "total optimisation steps"},
-        {"--stop-at", OPT_INT, &o->stop_at, "stop at this step and checkpoint; resume later (0: off)"},
-        {"--max-minutes", OPT_FLOAT, &o->max_minutes, "stop after this many minutes (0: no limit)"},
-        {"--weight-decay", OPT_FLOAT, &o->weight_decay, "AdamW decay (matrices only)"},
-        {"--beta1", OPT_FLOAT, &o->beta1, "AdamW beta1"},
-        {"--beta2", OPT_FLOAT, &o->beta2, "AdamW beta2"},
-        {"--grad-clip", OPT_FLOAT, &o->grad_clip, "clip the global gradient norm to this (0: off)"},
         {"--eval-interval", OPT_INT, &o->eval_interval, "steps between validation evaluations (0: off)"},
         {"--eval-batches", OPT_INT, &o->eval_batches, "validation batches per evaluation"},
         {"--sample-interval", OPT_INT, &o->sample_interval, "steps between samples (0: off)"},
@@ -76,16 +59,9 @@ static std::vector<OptSpec> option_table(Options* o) {
         {"--top-k", OPT_INT, &o->top_k, "sample among the k most likely tokens (0: all)"},
         {"--sample", OPT_INT, &o->sample_only, "load --resume, generate this many tokens, exit"},
         {"--export-hf", OPT_STR, &o->export_hf, "load --resume, write DIR/model.safetensors + config.json (Hugging Face Mamba), exit"},
-        {"--log", OPT_STR, &o->log_path, "JSONL log file"},
-        {"--checkpoint", OPT_STR, &o->checkpoint, "checkpoint path (written atomically)"},
-        {"--checkpoint-interval", OPT_INT, &o->checkpoint_interval, "steps between checkpoints (0: only at the end)"},
-        {"--resume", OPT_STR, &o->resume, "resume from this checkpoint"},
-        {"--seed", OPT_U64, &o->seed, "random seed"},
-        {"--device", OPT_STR, &o->device, "auto | cpu | cuda"},
-        {"--tf32", OPT_INT, &o->tf32, "GPU: use TF32 tensor cores in matmuls (0/1)"},
-        {"--profile", OPT_INT, &o->profile, "time each component over this many steps and print a breakdown"},
-        {"--log-every", OPT_INT, &o->log_every, "steps between progress lines"},
     };
+    train_options_append(&table, &o->train);
+    return table;
 }
 
 // impossible values, each with its reason
@@ -95,19 +71,11 @@ static void validate(const Options* o) {
     if (o->dt_rank < 0) FATAL("--dt-rank must be >= 0 (0 picks ceil(d_model/16))");
     if (o->vocab_size < 0 || o->vocab_size > 65536) FATAL("--vocab must be in [0, 65536] (tokens are stored as uint16)");
     if (o->batch < 1 || o->seq_len < 1) FATAL("--batch and --seq-len must be >= 1");
-    if (o->steps < 0 || o->warmup < 0) FATAL("--steps and --warmup must be >= 0");
-    if (!(o->lr > 0)) FATAL("--lr must be > 0");
-    if (o->min_lr_frac < 0 || o->min_lr_frac > 1) FATAL("--min-lr-frac must be in [0, 1]");
-    if (o->beta1 < 0 || o->beta1 >= 1 || o->beta2 < 0 || o->beta2 >= 1) FATAL("--beta1 and --beta2 must be in [0, 1)");
-    if (o->weight_decay < 0 || o->grad_clip < 0) FATAL("--weight-decay and --grad-clip must be >= 0");
+    train_options_validate(&o->train);
     if (o->eval_interval < 0 || o->eval_batches < 1) FATAL("--eval-interval must be >= 0 and --eval-batches >= 1");
     if (o->sample_interval < 0 || o->sample_len < 1 || o->sample_only < 0) FATAL("--sample-interval >= 0, --sample-len >= 1, --sample >= 0");
     if (o->temperature < 0 || o->top_k < 0) FATAL("--temperature and --top-k must be >= 0");
-    if (o->checkpoint_interval < 0 || o->log_every < 1 || o->profile < 0) FATAL("--checkpoint-interval >= 0, --log-every >= 1, --profile >= 0");
-    if (o->device != "auto" && o->device != "cpu" && o->device != "cuda") FATAL("--device must be auto, cpu or cuda, got '%s'", o->device.c_str());
-    if ((o->sample_only > 0 || !o->export_hf.empty()) && o->resume.empty()) FATAL("--sample and --export-hf need --resume CHECKPOINT");
-    if (o->stop_at < 0) FATAL("--stop-at must be >= 0");
-    if (o->max_minutes < 0) FATAL("--max-minutes must be >= 0");
+    if ((o->sample_only > 0 || !o->export_hf.empty()) && o->train.resume.empty()) FATAL("--sample and --export-hf need --resume CHECKPOINT");
 }
 
 // text <-> tokens: bytes when the vocabulary is 256, token ids otherwise
@@ -126,19 +94,18 @@ int main(int argc, char** argv) {
     Options o;
     options_parse(argc, argv, option_table(&o), "usage: train_mamba [options]\n\nTrains a Mamba-1 language model (GPU if present, else the CPU reference).\n");
     validate(&o);
-    bool on_gpu = device_pick(o.device);
-#ifdef __CUDACC__
-    if (on_gpu) cublasCheck(cublasSetMathMode(cublas_handle(), o.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
-#endif
+    const TrainOptions& t = o.train;
+    bool on_gpu = device_pick(t.device);
+    train_set_math_mode(on_gpu, t);
     int B = o.batch, T = o.seq_len;
 
     // --sample / --export-hf: the config comes from the checkpoint; no gradients, no AdamW moments
     if (o.sample_only > 0 || !o.export_hf.empty()) {
-        MambaConfig cfg = mamba_config_from_kv(checkpoint_read_info(o.resume.c_str()).config, o.resume.c_str());
+        MambaConfig cfg = mamba_config_from_kv(checkpoint_read_info(t.resume.c_str()).config, t.resume.c_str());
         MambaModel m; mamba_build(&m, cfg, 1, 1, on_gpu, /*with_grads=*/false);
-        checkpoint_load(o.resume.c_str(), "mamba", mamba_config_kv(m.cfg), &m.params, false);
-        if (!o.export_hf.empty()) { mamba_export_hf(&m, o.export_hf.c_str()); printf("exported %s to %s\n", o.resume.c_str(), o.export_hf.c_str()); }
-        if (o.sample_only > 0) printf("%s\n", generate_text(&m, o, o.sample_only, o.seed).c_str());
+        checkpoint_load(t.resume.c_str(), "mamba", mamba_config_kv(m.cfg), &m.params, false);
+        if (!o.export_hf.empty()) { mamba_export_hf(&m, o.export_hf.c_str()); printf("exported %s to %s\n", t.resume.c_str(), o.export_hf.c_str()); }
+        if (o.sample_only > 0) printf("%s\n", generate_text(&m, o, o.sample_only, t.seed).c_str());
         mamba_free(&m);
         return 0;
     }
@@ -148,7 +115,7 @@ int main(int argc, char** argv) {
     if (!o.random_data) {
         std::string train_path = o.data_dir + "/train.bin", val_path = o.data_dir + "/val.bin";
         dataloader_open(&train_dl, train_path.c_str(), B, T);
-        dataloader_set_random(&train_dl, o.seed);  // random windows; validation stays sequential
+        dataloader_set_random(&train_dl, t.seed);  // random windows; validation stays sequential
         struct stat sb;
         if (o.eval_interval > 0 && stat(val_path.c_str(), &sb) == 0) {
             int rows = dataloader_open_eval(&val_dl, val_path.c_str(), B, T);
@@ -168,26 +135,24 @@ int main(int argc, char** argv) {
     MambaConfig cfg = {o.vocab_size, o.d_model, o.n_layer, o.d_state, o.d_conv, o.expand, o.dt_rank, 0};
     MambaModel m;
     mamba_build(&m, cfg, B, T, on_gpu);
-    mamba_init_params(&m, o.seed);
+    mamba_init_params(&m, t.seed);
     cfg = m.cfg;
     TrainState st = {0, 0, 0};
-    Rng data_rng; rng_seed(&data_rng, o.seed + 1);
-    if (!o.resume.empty()) {
-        st = checkpoint_load(o.resume.c_str(), "mamba", mamba_config_kv(cfg), &m.params);
+    Rng data_rng; rng_seed(&data_rng, t.seed + 1);
+    if (!t.resume.empty()) {
+        st = checkpoint_load(t.resume.c_str(), "mamba", mamba_config_kv(cfg), &m.params);
         data_rng.state = st.rng;
         if (!o.random_data) dataloader_seek(&train_dl, st.data_pos);
-        printf("resumed from %s at step %d\n", o.resume.c_str(), st.step);
+        printf("resumed from %s at step %d\n", t.resume.c_str(), st.step);
     }
     printf("model: vocab %d, d_model %d, n_layer %d, d_state %d, d_conv %d, expand %d (d_inner %d), dt_rank %d: %.2fM parameters\n",
            cfg.vocab_size, cfg.d_model, cfg.n_layer, cfg.d_state, cfg.d_conv, cfg.expand, cfg.d_inner, cfg.dt_rank, m.params.num_params / 1e6);
     printf("data: %s, batch %d x %d tokens; device: %s%s\n", o.random_data ? "random tokens" : o.data_dir.c_str(), B, T,
-           device_name(on_gpu).c_str(), on_gpu ? (o.tf32 ? " (TF32 matmuls)" : " (FP32 matmuls)") : "");
+           device_name(on_gpu).c_str(), on_gpu ? (t.tf32 ? " (TF32 matmuls)" : " (FP32 matmuls)") : "");
     printf("activations %.1f MiB, backward scratch %.1f MiB, parameters %.1f MiB, grads+AdamW %.1f MiB\n", m.acts_bytes / 1048576.0,
            m.scratch_bytes / 1048576.0, params_bytes(&m.params) / 1048576.0, params_grad_and_moment_bytes(&m.params) / 1048576.0);
 
-    Logger log; logger_open(&log, o.log_path, o.resume.empty() ? -1 : st.step);
-    LrSchedule sched = {o.lr, o.min_lr_frac, o.warmup, o.steps};
-    AdamWConfig adamw = {o.beta1, o.beta2, 1e-8f, o.weight_decay};
+    Logger log; logger_open(&log, t.log_path, t.resume.empty() ? -1 : st.step);
     std::vector<int> inputs((size_t)B * T), targets((size_t)B * T);
 
     auto evaluate = [&](int step) {
@@ -202,24 +167,23 @@ int main(int argc, char** argv) {
         logger_write(&log, JsonLine().integer("step", step).num("val_loss", sum / n));
     };
     auto save = [&](int step) {
-        if (o.checkpoint.empty()) return;
+        if (t.checkpoint.empty()) return;
         TrainState cs = {step, o.random_data ? 0 : dataloader_position(&train_dl), data_rng.state};
-        checkpoint_save(o.checkpoint.c_str(), "mamba", mamba_config_kv(cfg), &m.params, cs);
-        printf("saved checkpoint %s (step %d)\n", o.checkpoint.c_str(), step);
+        checkpoint_save(t.checkpoint.c_str(), "mamba", mamba_config_kv(cfg), &m.params, cs);
+        printf("saved checkpoint %s (step %d)\n", t.checkpoint.c_str(), step);
     };
 
     double t_start = wall_ms(), step_ms_sum = 0, peak_mib = 0;
     int timed_steps = 0, step = st.step;
-    for (; step < o.steps; step++) {
-        if (o.max_minutes > 0 && (wall_ms() - t_start) > o.max_minutes * 60000.0) { printf("stopping: --max-minutes %.1f reached\n", o.max_minutes); break; }
-        if (o.stop_at > 0 && step >= o.stop_at) { printf("stopping at step %d (--stop-at)\n", step); break; }
+    for (; step < t.steps; step++) {
+        if (train_should_stop(t, step, wall_ms() - t_start)) break;
         if (have_val && step % o.eval_interval == 0) evaluate(step);
         if (o.sample_interval > 0 && step > 0 && step % o.sample_interval == 0) {
-            std::string text = generate_text(&m, o, o.sample_len, o.seed + step);
+            std::string text = generate_text(&m, o, o.sample_len, t.seed + step);
             printf("---- sample at step %d ----\n%s\n----\n", step, text.c_str());
             logger_write(&log, JsonLine().integer("step", step).text("sample", text));
         }
-        g_prof.on = o.profile > 0 && step >= st.step + 1 && step < st.step + 1 + o.profile;  // skip the warm-up step
+        g_prof.on = t.profile > 0 && step >= st.step + 1 && step < st.step + 1 + t.profile;  // skip the warm-up step
         double t0 = wall_ms();
         if (o.random_data) {  // independent uniform tokens: the loss stays near log(V), only speed matters
             for (int& t : inputs) t = rng_u32(&data_rng) % cfg.vocab_size;
@@ -229,40 +193,28 @@ int main(int argc, char** argv) {
         }
         float loss = mamba_forward(&m, inputs.data(), targets.data(), B, T);
         mamba_zero_grad(&m);
-        float norm = NAN, lr = lr_at(sched, step);
-        if (std::isfinite(loss)) {
-            mamba_backward(&m);
-            norm = params_grad_norm(&m.params);
-        }
-        if (!std::isfinite(loss) || !std::isfinite(norm)) {
-            logger_write(&log, JsonLine().integer("step", step + 1).num("loss", loss).num("lr", lr).num("grad_norm", norm));
-            FATAL("%s is %f at step %d: training diverged (try a lower --lr)", std::isfinite(loss) ? "gradient norm" : "loss",
-                  std::isfinite(loss) ? norm : loss, step);
-        }
-        float scale = (o.grad_clip > 0 && norm > o.grad_clip) ? o.grad_clip / norm : 1.0f;
-        PROF(on_gpu, "adamw", params_adamw_step(&m.params, adamw, lr, step + 1, scale));
-        device_synchronize(on_gpu);
+        if (std::isfinite(loss)) mamba_backward(&m);
+        StepStats ss = optimizer_step(&m.params, t, step, loss, &log);
         double ms = wall_ms() - t0, mib = device_memory_mib(on_gpu);
         if (step > st.step) { step_ms_sum += ms; timed_steps++; }  // the first step is warm-up
         peak_mib = std::max(peak_mib, mib);
         double avg = timed_steps ? step_ms_sum / timed_steps : ms;
-        if (step % o.log_every == 0 || step == o.steps - 1) {
-            double eta_s = (o.steps - step - 1) * avg / 1000.0;
-            printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s | ETA %dm%02ds | mem %.0f MiB\n", step + 1,
-                   o.steps, loss, lr, norm, ms, B * T / (avg / 1000.0), (int)(eta_s / 60), (int)eta_s % 60, mib);
+        if (step % t.log_every == 0 || step == t.steps - 1) {
+            printf("step %5d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s | %s | mem %.0f MiB\n", step + 1, t.steps, loss,
+                   ss.lr, ss.grad_norm, ms, B * T / (avg / 1000.0), eta_string(t.steps - step - 1, avg).c_str(), mib);
             fflush(stdout);
         }
-        logger_write(&log, JsonLine().integer("step", step + 1).num("loss", loss).num("lr", lr).num("grad_norm", norm)
+        logger_write(&log, JsonLine().integer("step", step + 1).num("loss", loss).num("lr", ss.lr).num("grad_norm", ss.grad_norm)
                                .num("step_ms", ms).num("tok_per_s", B * T / (ms / 1000.0)).num("mem_mib", mib));
-        if (o.checkpoint_interval > 0 && (step + 1) % o.checkpoint_interval == 0) save(step + 1);
+        if (t.checkpoint_interval > 0 && (step + 1) % t.checkpoint_interval == 0) save(step + 1);
     }
     if (have_val) evaluate(step);
     save(step);
     if (timed_steps > 0)
         printf("summary: %.1f ms/step, %.0f tokens/s, peak memory %.0f MiB\n", step_ms_sum / timed_steps,
                B * T / (step_ms_sum / timed_steps / 1000.0), peak_mib);
-    if (o.profile > 0) prof_print(std::min(o.profile, std::max(0, step - st.step - 1)));
-    if (o.sample_interval > 0) printf("---- final sample ----\n%s\n----\n", generate_text(&m, o, o.sample_len, o.seed + step).c_str());
+    if (t.profile > 0) prof_print(std::min(t.profile, std::max(0, step - st.step - 1)));
+    if (o.sample_interval > 0) printf("---- final sample ----\n%s\n----\n", generate_text(&m, o, o.sample_len, t.seed + step).c_str());
     logger_close(&log);
     if (!o.random_data) { dataloader_free(&train_dl); if (have_val) dataloader_free(&val_dl); }
     mamba_free(&m);

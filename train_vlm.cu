@@ -14,7 +14,7 @@
 #include "src/device.h"
 #include "src/logger.h"
 #include "src/options.h"
-#include "src/schedule.h"
+#include "src/train_common.h"
 #include "src/tokenizer.h"
 #include "src/vlm_data.h"
 #include "src/vlm_model.h"
@@ -26,25 +26,16 @@ typedef struct {
     int patch = 8, v_layers = 4, v_dim = 128, v_heads = 4;
     std::string projector = "mlp";
     int l_layers = 4, l_dim = 128, l_heads = 4;
-    // optimisation
     std::string task = "mix";  // caption | qa | mix
-    int batch = 32, steps = 3000, warmup = 100;
-    float lr = 1e-3f, min_lr_frac = 0.1f, weight_decay = 0.1f, beta1 = 0.9f, beta2 = 0.95f, grad_clip = 1.0f;
-    float max_minutes = 0;
-    int stop_at = 0;
-    // evaluation, logging, checkpoints
+    int batch = 32;
+    TrainOptions train;  // optimisation, stopping, log, checkpoints, device (src/train_common.h)
     int eval_interval = 250, eval_records = 1000;
-    std::string log_path, checkpoint, resume;
-    int checkpoint_interval = 0;
-    // inference
-    std::string image, question;
-    uint64_t seed = 1337;
-    std::string device = "auto";
-    int tf32 = 1, profile = 0, log_every = 10;
+    std::string image, question;  // inference
 } Options;
 
 static std::vector<OptSpec> option_table(Options* o) {
-    return {
+    o->train.steps = 3000;  // this trainer's defaults for the shared options
+    std::vector<OptSpec> table = {
         {"--data-dir", OPT_STR, &o->data_dir, "folder with train.vlm + test.vlm (shards), or train.jsonl + test.jsonl ({image, caption, question, answer} lines)"},
         {"--resize", OPT_FLAG, &o->resize, "resize images of another size (default: a clear error)"},
         {"--patch", OPT_INT, &o->patch, "ViT patch size"},
@@ -57,30 +48,13 @@ static std::vector<OptSpec> option_table(Options* o) {
         {"--l-heads", OPT_INT, &o->l_heads, "language model attention heads"},
         {"--task", OPT_STR, &o->task, "caption | qa | mix (alternate caption and question batches)"},
         {"--batch", OPT_INT, &o->batch, "sequences per step"},
-        {"--steps", OPT_INT, &o->steps, "total optimisation steps"},
-        {"--warmup", OPT_INT, &o->warmup, "linear warmup steps"},
-        {"--lr", OPT_FLOAT, &o->lr, "peak learning rate"},
-        {"--min-lr-frac", OPT_FLOAT, &o->min_lr_frac, "final learning rate as a fraction of the peak"},
-        {"--weight-decay", OPT_FLOAT, &o->weight_decay, "AdamW decay (matrices only)"},
-        {"--beta1", OPT_FLOAT, &o->beta1, "AdamW beta1"},
-        {"--beta2", OPT_FLOAT, &o->beta2, "AdamW beta2"},
-        {"--grad-clip", OPT_FLOAT, &o->grad_clip, "clip the global gradient norm to this (0: off)"},
-        {"--max-minutes", OPT_FLOAT, &o->max_minutes, "stop after this many minutes (0: no limit)"},
-        {"--stop-at", OPT_INT, &o->stop_at, "stop at this step and checkpoint; resume later (0: off)"},
         {"--eval-interval", OPT_INT, &o->eval_interval, "steps between evaluations on the test split (0: only at the end)"},
         {"--eval-records", OPT_INT, &o->eval_records, "test questions per evaluation (0: all)"},
-        {"--log", OPT_STR, &o->log_path, "JSONL log file"},
-        {"--checkpoint", OPT_STR, &o->checkpoint, "checkpoint path (written atomically)"},
-        {"--checkpoint-interval", OPT_INT, &o->checkpoint_interval, "steps between checkpoints (0: only at the end)"},
-        {"--resume", OPT_STR, &o->resume, "resume from this checkpoint (or load it for --image/--question)"},
         {"--image", OPT_STR, &o->image, "with --resume and --question: answer a question about this image, exit"},
         {"--question", OPT_STR, &o->question, "the question for --image"},
-        {"--seed", OPT_U64, &o->seed, "random seed"},
-        {"--device", OPT_STR, &o->device, "auto | cpu | cuda"},
-        {"--tf32", OPT_INT, &o->tf32, "GPU: use TF32 tensor cores in matmuls (0/1)"},
-        {"--profile", OPT_INT, &o->profile, "time each component over this many steps and print a breakdown"},
-        {"--log-every", OPT_INT, &o->log_every, "steps between progress lines"},
     };
+    train_options_append(&table, &o->train);
+    return table;
 }
 
 static void validate(const Options* o) {
@@ -89,14 +63,11 @@ static void validate(const Options* o) {
     if (o->v_dim % o->v_heads || o->l_dim % o->l_heads) FATAL("--v-dim must be a multiple of --v-heads and --l-dim of --l-heads");
     if (o->projector != "linear" && o->projector != "mlp") FATAL("--projector must be linear or mlp, got '%s'", o->projector.c_str());
     if (o->task != "caption" && o->task != "qa" && o->task != "mix") FATAL("--task must be caption, qa or mix, got '%s'", o->task.c_str());
-    if (o->batch < 1 || o->steps < 0 || o->warmup < 0) FATAL("--batch >= 1, --steps >= 0, --warmup >= 0");
-    if (!(o->lr > 0) || o->min_lr_frac < 0 || o->min_lr_frac > 1) FATAL("--lr > 0 and --min-lr-frac in [0, 1]");
-    if (o->beta1 < 0 || o->beta1 >= 1 || o->beta2 < 0 || o->beta2 >= 1) FATAL("--beta1 and --beta2 must be in [0, 1)");
-    if (o->weight_decay < 0 || o->grad_clip < 0 || o->max_minutes < 0 || o->stop_at < 0) FATAL("--weight-decay, --grad-clip, --max-minutes, --stop-at >= 0");
-    if (o->eval_interval < 0 || o->eval_records < 0 || o->checkpoint_interval < 0 || o->log_every < 1 || o->profile < 0)
-        FATAL("--eval-interval, --eval-records, --checkpoint-interval, --profile >= 0 and --log-every >= 1");
+    if (o->batch < 1) FATAL("--batch must be >= 1");
+    train_options_validate(&o->train);
+    if (o->eval_interval < 0 || o->eval_records < 0) FATAL("--eval-interval and --eval-records must be >= 0");
     if (!o->image.empty() != !o->question.empty()) FATAL("--image and --question go together");
-    if (!o->image.empty() && o->resume.empty()) FATAL("--image/--question need --resume CHECKPOINT");
+    if (!o->image.empty() && o->train.resume.empty()) FATAL("--image/--question need --resume CHECKPOINT");
 }
 
 // one image file as (H, W, 3) floats in [0, 1], resized or FATAL when its size differs
@@ -205,22 +176,21 @@ int main(int argc, char** argv) {
     Options o;
     options_parse(argc, argv, option_table(&o), "usage: train_vlm [options]\n\nTrains a tiny LLaVA (ViT + projector + GPT) end to end (GPU if present, else the CPU reference).\n");
     validate(&o);
-    bool on_gpu = device_pick(o.device);
-#ifdef __CUDACC__
-    if (on_gpu) cublasCheck(cublasSetMathMode(cublas_handle(), o.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
-#endif
+    const TrainOptions& t = o.train;
+    bool on_gpu = device_pick(t.device);
+    train_set_math_mode(on_gpu, t);
 
     // --image/--question: config and vocabulary from the checkpoint
     if (!o.image.empty()) {
-        CheckpointInfo info = checkpoint_read_info(o.resume.c_str());
-        VlmConfig cfg = vlm_config_from_kv(info.config, o.resume.c_str());
+        CheckpointInfo info = checkpoint_read_info(t.resume.c_str());
+        VlmConfig cfg = vlm_config_from_kv(info.config, t.resume.c_str());
         const std::string* words = config_get(info.config, "vocab_words");
-        if (!words) FATAL("checkpoint %s has no vocabulary", o.resume.c_str());
+        if (!words) FATAL("checkpoint %s has no vocabulary", t.resume.c_str());
         Vocab vocab; std::string text = *words + "\n";
         for (char& ch : text) if (ch == ' ') ch = '\n';
-        vocab_from_text(&vocab, text, o.resume.c_str());
+        vocab_from_text(&vocab, text, t.resume.c_str());
         VlmModel m; vlm_build(&m, cfg, 1, on_gpu, false);
-        checkpoint_load(o.resume.c_str(), "vlm", checkpoint_config(cfg, vocab), &m.params, false);
+        checkpoint_load(t.resume.c_str(), "vlm", checkpoint_config(cfg, vocab), &m.params, false);
         std::vector<float> img = load_image(o.image.c_str(), cfg.image_size, o.resize);
         printf("%s\n", answer(&m, vocab, img.data(), o.question).c_str());
         vlm_free(&m);
@@ -240,14 +210,14 @@ int main(int argc, char** argv) {
     int B = o.batch;
     VlmModel m;
     vlm_build(&m, cfg, B, on_gpu);
-    vlm_init_params(&m, o.seed);
+    vlm_init_params(&m, t.seed);
     ConfigKV ckpt_cfg = checkpoint_config(cfg, vocab);
     TrainState st = {0, 0, 0};
-    Rng rng; rng_seed(&rng, o.seed + 1);
-    if (!o.resume.empty()) {
-        st = checkpoint_load(o.resume.c_str(), "vlm", ckpt_cfg, &m.params);
+    Rng rng; rng_seed(&rng, t.seed + 1);
+    if (!t.resume.empty()) {
+        st = checkpoint_load(t.resume.c_str(), "vlm", ckpt_cfg, &m.params);
         rng.state = st.rng;
-        printf("resumed from %s at step %d\n", o.resume.c_str(), st.step);
+        printf("resumed from %s at step %d\n", t.resume.c_str(), st.step);
     }
     std::vector<int> train_ids[2] = {vlm_record_ids(&train, VLM_CAPTION), vlm_record_ids(&train, VLM_QA)};
     if (o.task != "qa" && train_ids[VLM_CAPTION].empty()) FATAL("--task %s: the training data has no captions", o.task.c_str());
@@ -260,9 +230,7 @@ int main(int argc, char** argv) {
     printf("device: %s; activations %.1f MiB, scratch %.1f MiB, parameters+grads+AdamW %.1f MiB\n", device_name(on_gpu).c_str(),
            m.acts_bytes / 1048576.0, m.scratch_bytes / 1048576.0, (params_bytes(&m.params) + params_grad_and_moment_bytes(&m.params)) / 1048576.0);
 
-    Logger log; logger_open(&log, o.log_path, o.resume.empty() ? -1 : st.step);
-    LrSchedule sched = {o.lr, o.min_lr_frac, o.warmup, o.steps};
-    AdamWConfig adamw = {o.beta1, o.beta2, 1e-8f, o.weight_decay};
+    Logger log; logger_open(&log, t.log_path, t.resume.empty() ? -1 : st.step);
     std::vector<float> images((size_t)B * H * H * 3);
     std::vector<int> tokens((size_t)B * max_text), targets((size_t)B * max_text), lengths(B), types(B), ids(B);
 
@@ -282,18 +250,17 @@ int main(int argc, char** argv) {
         logger_write(&log, j);
     };
     auto save = [&](int step) {
-        if (o.checkpoint.empty()) return;
-        checkpoint_save(o.checkpoint.c_str(), "vlm", ckpt_cfg, &m.params, {step, 0, rng.state});
-        printf("saved checkpoint %s (step %d)\n", o.checkpoint.c_str(), step);
+        if (t.checkpoint.empty()) return;
+        checkpoint_save(t.checkpoint.c_str(), "vlm", ckpt_cfg, &m.params, {step, 0, rng.state});
+        printf("saved checkpoint %s (step %d)\n", t.checkpoint.c_str(), step);
     };
 
     double t_start = wall_ms(), step_ms_sum = 0;
     int timed = 0, step = st.step;
-    for (; step < o.steps; step++) {
-        if (o.max_minutes > 0 && wall_ms() - t_start > o.max_minutes * 60000.0) { printf("stopping: --max-minutes reached\n"); break; }
-        if (o.stop_at > 0 && step >= o.stop_at) { printf("stopping at step %d (--stop-at)\n", step); break; }
+    for (; step < t.steps; step++) {
+        if (train_should_stop(t, step, wall_ms() - t_start)) break;
         if (o.eval_interval > 0 && step % o.eval_interval == 0) run_eval(step);
-        g_prof.on = o.profile > 0 && step >= st.step + 1 && step < st.step + 1 + o.profile;
+        g_prof.on = t.profile > 0 && step >= st.step + 1 && step < st.step + 1 + t.profile;
         double t0 = wall_ms();
         VlmKind kind = o.task == "caption" ? VLM_CAPTION : o.task == "qa" ? VLM_QA : (step % 2 ? VLM_QA : VLM_CAPTION);
         const std::vector<int>& pool = train_ids[kind];
@@ -301,32 +268,25 @@ int main(int argc, char** argv) {
         vlm_get_batch(&train, kind, ids.data(), B, max_text, images.data(), tokens.data(), targets.data(), lengths.data(), types.data());
         float loss = vlm_forward(&m, images.data(), tokens.data(), targets.data(), lengths.data(), B);
         vlm_zero_grad(&m);
-        float norm = NAN, lr = lr_at(sched, step);
-        if (std::isfinite(loss)) { vlm_backward(&m); norm = params_grad_norm(&m.params); }
-        if (!std::isfinite(loss) || !std::isfinite(norm)) {
-            logger_write(&log, JsonLine().integer("step", step + 1).num("loss", loss).num("lr", lr).num("grad_norm", norm));
-            FATAL("%s is not finite at step %d: training diverged (try a lower --lr)", std::isfinite(loss) ? "gradient norm" : "loss", step);
-        }
-        float scale = (o.grad_clip > 0 && norm > o.grad_clip) ? o.grad_clip / norm : 1.0f;
-        PROF(on_gpu, "adamw", params_adamw_step(&m.params, adamw, lr, step + 1, scale));
-        device_synchronize(on_gpu);
+        if (std::isfinite(loss)) vlm_backward(&m);
+        StepStats ss = optimizer_step(&m.params, t, step, loss, &log);
         double ms = wall_ms() - t0, mib = device_memory_mib(on_gpu);
         if (step > st.step) { step_ms_sum += ms; timed++; }
         double avg = timed ? step_ms_sum / timed : ms;
-        if (step % o.log_every == 0 || step == o.steps - 1) {
-            double eta = (o.steps - step - 1) * avg / 1000.0;
-            printf("step %5d/%d | %-7s loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f seq/s | ETA %dm%02ds | mem %.0f MiB\n", step + 1, o.steps,
-                   kind == VLM_QA ? "qa" : "caption", loss, lr, norm, ms, B / (avg / 1000.0), (int)(eta / 60), (int)eta % 60, mib);
+        if (step % t.log_every == 0 || step == t.steps - 1) {
+            printf("step %5d/%d | %-7s loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f seq/s | %s | mem %.0f MiB\n", step + 1, t.steps,
+                   kind == VLM_QA ? "qa" : "caption", loss, ss.lr, ss.grad_norm, ms, B / (avg / 1000.0),
+                   eta_string(t.steps - step - 1, avg).c_str(), mib);
             fflush(stdout);
         }
         logger_write(&log, JsonLine().integer("step", step + 1).num("loss", loss).text("task", kind == VLM_QA ? "qa" : "caption")
-                               .num("lr", lr).num("grad_norm", norm).num("step_ms", ms).num("seq_per_s", B / (ms / 1000.0)).num("mem_mib", mib));
-        if (o.checkpoint_interval > 0 && (step + 1) % o.checkpoint_interval == 0) save(step + 1);
+                               .num("lr", ss.lr).num("grad_norm", ss.grad_norm).num("step_ms", ms).num("seq_per_s", B / (ms / 1000.0)).num("mem_mib", mib));
+        if (t.checkpoint_interval > 0 && (step + 1) % t.checkpoint_interval == 0) save(step + 1);
     }
     run_eval(step);
     save(step);
     if (timed) printf("summary: %.1f ms/step, %.0f sequences/s\n", step_ms_sum / timed, B / (step_ms_sum / timed / 1000.0));
-    if (o.profile > 0) prof_print(std::min(o.profile, std::max(0, step - st.step - 1)));
+    if (t.profile > 0) prof_print(std::min(t.profile, std::max(0, step - st.step - 1)));
     // a few answers to read
     std::vector<int> test_qa = vlm_record_ids(&test, VLM_QA);
     for (int i = 0; i < 5 && i < (int)test_qa.size(); i++) {
