@@ -112,6 +112,11 @@ kjv:
 build/make_scenes: data_scripts/make_scenes.cpp $(SRC_HEADERS)
 	@mkdir -p build
 	$(CXX) $(CPU_FLAGS) $< -o $@ -lm
+# the VLM's main job: scenes, build, stages clip -> lm -> align -> instruct, accuracy table
+.PHONY: vlm
+vlm:
+	bash data_scripts/train_vlm.sh
+
 scenes: build/make_scenes
 	./build/make_scenes --out data/scenes
 # test/cli_vlm_data.sh runs it

@@ -1,43 +1,52 @@
-// train_vlm: trains a tiny LLaVA (ViT patch encoder + projector + GPT language
-// model, end to end from scratch) on scenes built from Fashion-MNIST, or on a
-// user's folder of images with a JSONL of {image, caption, question, answer},
-// on the GPU when there is one and on the CPU reference otherwise.
+// train_vlm: a tiny vision-language model trained in stages, LLaVA-style: a
+// CLIP-like ViT patch encoder, a projector and a GPT language model, on scenes
+// built from Fashion-MNIST (or a user's folder of images with a JSONL of
+// {image, caption, question, answer}), on the GPU when there is one and on the
+// CPU reference otherwise.
 //
-//   make scenes train_vlm && ./train_vlm --help
-//   ./train_vlm --resume out/vlm.ckpt --image x.png --question "what is at the top left?"
+//   --stage clip      contrastive pretraining of the ViT and a text encoder on (image, caption)
+//   --stage lm        the GPT alone on the text (captions, questions and answers)
+//   --stage align     LLaVA stage 1: ViT and GPT frozen, the projector learns, on captions
+//   --stage instruct  LLaVA stage 2: ViT frozen, projector and GPT learn, on Q/A and captions
+//   --stage e2e       everything at once from scratch (ViT through the GPT), on Q/A and captions
+//   --stage eval      exact match per question type on the test split
+//   --stage infer     an image file and a question -> the answer (--image, --question)
 //
-// The model is src/vlm_model.h; the plumbing (parameter store, checkpoints,
-// options, log, schedule, profiler) is shared with train_mamba. This file keeps
-// its options, their validation, the loop and the evaluation.
+// A stage starts from the previous one's checkpoint with --init (weights only,
+// fresh optimizer); --resume continues a stage exactly. The model is
+// src/vlm_model.h; the plumbing is shared with train_mamba (src/train_common.h).
 #include <string>
 #include "src/checkpoint.h"
 #include "src/device.h"
 #include "src/logger.h"
 #include "src/options.h"
-#include "src/train_common.h"
 #include "src/tokenizer.h"
+#include "src/train_common.h"
 #include "src/vlm_data.h"
 #include "src/vlm_model.h"
 
 typedef struct {
+    std::string stage = "e2e";
     std::string data_dir = "data/scenes";  // train.vlm + test.vlm shards, or train.jsonl + test.jsonl
     bool resize = false;
-    // model
     int patch = 8, v_layers = 4, v_dim = 128, v_heads = 4;
     std::string projector = "mlp";
     int l_layers = 4, l_dim = 128, l_heads = 4;
-    std::string task = "mix";  // caption | qa | mix
+    int t_layers = 2, t_dim = 128, t_heads = 4, clip_dim = 128;
     int batch = 32;
+    std::string init;  // weights from an earlier stage
     TrainOptions train;  // optimisation, stopping, log, checkpoints, device (src/train_common.h)
     int eval_interval = 250, eval_records = 1000;
-    std::string image, question;  // inference
+    std::string image, question;  // infer
 } Options;
 
 static std::vector<OptSpec> option_table(Options* o) {
     o->train.steps = 3000;  // this trainer's defaults for the shared options
     std::vector<OptSpec> table = {
+        {"--stage", OPT_STR, &o->stage, "clip | lm | align | instruct | e2e | eval | infer (see the top of train_vlm.cu)"},
         {"--data-dir", OPT_STR, &o->data_dir, "folder with train.vlm + test.vlm (shards), or train.jsonl + test.jsonl ({image, caption, question, answer} lines)"},
         {"--resize", OPT_FLAG, &o->resize, "resize images of another size (default: a clear error)"},
+        {"--init", OPT_STR, &o->init, "start from this checkpoint's weights (an earlier stage), with a fresh optimizer"},
         {"--patch", OPT_INT, &o->patch, "ViT patch size"},
         {"--v-layers", OPT_INT, &o->v_layers, "vision encoder blocks (LLaVA reads the penultimate)"},
         {"--v-dim", OPT_INT, &o->v_dim, "vision width"},
@@ -46,42 +55,58 @@ static std::vector<OptSpec> option_table(Options* o) {
         {"--l-layers", OPT_INT, &o->l_layers, "language model blocks"},
         {"--l-dim", OPT_INT, &o->l_dim, "language model width"},
         {"--l-heads", OPT_INT, &o->l_heads, "language model attention heads"},
-        {"--task", OPT_STR, &o->task, "caption | qa | mix (alternate caption and question batches)"},
-        {"--batch", OPT_INT, &o->batch, "sequences per step"},
+        {"--t-layers", OPT_INT, &o->t_layers, "CLIP text encoder blocks"},
+        {"--t-dim", OPT_INT, &o->t_dim, "CLIP text encoder width"},
+        {"--t-heads", OPT_INT, &o->t_heads, "CLIP text encoder attention heads"},
+        {"--clip-dim", OPT_INT, &o->clip_dim, "CLIP joint embedding width"},
+        {"--batch", OPT_INT, &o->batch, "sequences (image-text pairs) per step"},
         {"--eval-interval", OPT_INT, &o->eval_interval, "steps between evaluations on the test split (0: only at the end)"},
-        {"--eval-records", OPT_INT, &o->eval_records, "test questions per evaluation (0: all)"},
-        {"--image", OPT_STR, &o->image, "with --resume and --question: answer a question about this image, exit"},
-        {"--question", OPT_STR, &o->question, "the question for --image"},
+        {"--eval-records", OPT_INT, &o->eval_records, "test items per evaluation (0: all)"},
+        {"--image", OPT_STR, &o->image, "--stage infer: the image file"},
+        {"--question", OPT_STR, &o->question, "--stage infer: the question"},
     };
     train_options_append(&table, &o->train);
     return table;
 }
 
+static const char* STAGES[] = {"clip", "lm", "align", "instruct", "e2e", "eval", "infer"};
+
 static void validate(const Options* o) {
-    if (o->patch < 1 || o->v_layers < 1 || o->v_dim < 1 || o->v_heads < 1 || o->l_layers < 1 || o->l_dim < 1 || o->l_heads < 1)
-        FATAL("--patch, --v-layers, --v-dim, --v-heads, --l-layers, --l-dim and --l-heads must be >= 1");
-    if (o->v_dim % o->v_heads || o->l_dim % o->l_heads) FATAL("--v-dim must be a multiple of --v-heads and --l-dim of --l-heads");
+    bool known = false;
+    for (const char* s : STAGES) known |= o->stage == s;
+    if (!known) FATAL("--stage must be clip, lm, align, instruct, e2e, eval or infer, got '%s'", o->stage.c_str());
+    if (o->patch < 1 || o->v_layers < 1 || o->v_dim < 1 || o->v_heads < 1 || o->l_layers < 1 || o->l_dim < 1 || o->l_heads < 1 ||
+        o->t_layers < 1 || o->t_dim < 1 || o->t_heads < 1 || o->clip_dim < 1)
+        FATAL("model sizes (--patch, --v-*, --l-*, --t-*, --clip-dim) must be >= 1");
+    if (o->v_dim % o->v_heads || o->l_dim % o->l_heads || o->t_dim % o->t_heads) FATAL("each width must be a multiple of its head count");
     if (o->projector != "linear" && o->projector != "mlp") FATAL("--projector must be linear or mlp, got '%s'", o->projector.c_str());
-    if (o->task != "caption" && o->task != "qa" && o->task != "mix") FATAL("--task must be caption, qa or mix, got '%s'", o->task.c_str());
     if (o->batch < 1) FATAL("--batch must be >= 1");
+    if (o->stage == "clip" && o->batch < 2) FATAL("--stage clip needs --batch >= 2 (a contrastive loss over one pair is 0)");
     train_options_validate(&o->train);
     if (o->eval_interval < 0 || o->eval_records < 0) FATAL("--eval-interval and --eval-records must be >= 0");
-    if (!o->image.empty() != !o->question.empty()) FATAL("--image and --question go together");
-    if (!o->image.empty() && o->train.resume.empty()) FATAL("--image/--question need --resume CHECKPOINT");
+    if (o->stage == "infer" && (o->image.empty() || o->question.empty())) FATAL("--stage infer needs --image FILE and --question TEXT");
+    if (o->stage != "infer" && (!o->image.empty() || !o->question.empty())) FATAL("--image and --question belong to --stage infer");
+    if ((o->stage == "infer" || o->stage == "eval") && o->train.resume.empty() && o->init.empty())
+        FATAL("--stage %s needs a model: --init CHECKPOINT", o->stage.c_str());
+    if (!o->init.empty() && !o->train.resume.empty()) FATAL("--init and --resume exclude each other (resume continues a stage; init starts one)");
 }
 
-// one image file as (H, W, 3) floats in [0, 1], resized or FATAL when its size differs
-static std::vector<float> load_image(const char* path, int H, bool resize) {
-    VlmDataset ds; ds.H = H; ds.W = H; ds.n_images = 0;
-    vlm_add_image(&ds, path, resize, "--image", 0);
-    std::vector<float> img(ds.images.size());
-    for (size_t i = 0; i < img.size(); i++) img[i] = ds.images[i] * (1.0f / 255.0f);
-    return img;
+// what each stage does not train (no gradient, no optimizer state)
+static std::vector<std::string> frozen_for(const std::string& stage) {
+    if (stage == "clip") return {"proj.", "lm."};
+    if (stage == "lm") return {"vision.", "proj.", "text.", "clip."};
+    if (stage == "align") return {"vision.", "lm.", "text.", "clip."};
+    if (stage == "instruct") return {"vision.", "text.", "clip."};
+    return {"text.", "clip.", "vision.ln_f", "vision.proj"};  // e2e: LLaVA's parts, the encoder included
 }
+
+// ---------------------------------------------------------------------------
+// data
+
+static bool file_exists(const std::string& p) { FILE* f = fopen(p.c_str(), "rb"); if (f) fclose(f); return f != nullptr; }
 
 // train.vlm / test.vlm when they exist (vocabulary inside), else the JSONL files
 // (vocabulary built from train.jsonl)
-static bool file_exists(const std::string& p) { FILE* f = fopen(p.c_str(), "rb"); if (f) fclose(f); return f != nullptr; }
 static void load_data(const Options& o, VlmDataset* train, VlmDataset* test) {
     std::string tb = o.data_dir + "/train.vlm", vb = o.data_dir + "/test.vlm";
     if (file_exists(tb)) {
@@ -98,36 +123,58 @@ static void load_data(const Options& o, VlmDataset* train, VlmDataset* test) {
     if (train->H != train->W) FATAL("images are %dx%d: this ViT takes square images (resize them)", train->H, train->W);
 }
 
-// the checkpoint records the vocabulary with the model config: one line, words separated by spaces
-static ConfigKV checkpoint_config(const VlmConfig& c, const Vocab& v) {
+// one image file as (H, W, 3) floats in [0, 1], resized or FATAL when its size differs
+static std::vector<float> load_image(const char* path, int H, bool resize) {
+    VlmDataset ds; ds.H = H; ds.W = H; ds.n_images = 0;
+    vlm_add_image(&ds, path, resize, "--image", 0);
+    std::vector<float> img(ds.images.size());
+    for (size_t i = 0; i < img.size(); i++) img[i] = ds.images[i] * (1.0f / 255.0f);
+    return img;
+}
+
+// the checkpoint records the vocabulary and the stage with the model config
+static ConfigKV checkpoint_config(const VlmConfig& c, const Vocab& v, const std::string& stage) {
     ConfigKV kv = vlm_config_kv(c);
     std::string words;
     for (const std::string& w : v.words) words += (words.empty() ? "" : " ") + w;
     kv.push_back({"vocab_words", words});
+    kv.push_back({"stage", stage});
     return kv;
 }
 
-// Exact-match accuracy on up to n test questions, by question type, and the
-// mean loss. Greedy decoding gets an answer exactly right iff the argmax at
-// every answer position (and at <eos>) is the target given the right prefix,
-// so one teacher-forced forward per batch measures greedy exact match.
+static Vocab vocab_from_checkpoint(const CheckpointInfo& info, const char* path) {
+    const std::string* words = config_get(info.config, "vocab_words");
+    if (!words) FATAL("checkpoint %s has no vocabulary", path);
+    std::string text = *words + "\n";
+    for (char& ch : text) if (ch == ' ') ch = '\n';
+    Vocab v; vocab_from_text(&v, text, path);
+    return v;
+}
+
+// ---------------------------------------------------------------------------
+// evaluation
+
+// Exact match on up to n test questions by type, and the mean loss of the answer
+// tokens. Greedy decoding gets an answer exactly right iff the argmax at every
+// answer position (and at <eos>) is the target given the right prefix, so one
+// teacher-forced forward per batch measures greedy exact match.
 typedef struct { double loss; int correct[VLM_NUM_QTYPES], total[VLM_NUM_QTYPES]; } EvalResult;
-static EvalResult evaluate(VlmModel* m, const VlmDataset* ds, int n, int B) {
+static EvalResult evaluate_qa(VlmModel* m, const VlmDataset* ds, int n, int B, bool text_only) {
     EvalResult r = {0, {0}, {0}};
     std::vector<int> qa = vlm_record_ids(ds, VLM_QA);
     const VlmConfig& c = m->cfg;
-    int T = c.max_text, V = c.vocab, Tl = m->Tl, H = c.image_size;
-    int total = (int)qa.size();
-    n = n > 0 ? std::min(n, total) : total;
-    std::vector<float> images((size_t)B * H * H * 3), logits((size_t)B * Tl * V);
+    int T = c.max_text, V = c.vocab, H = c.image_size;
+    n = n > 0 ? std::min(n, (int)qa.size()) : (int)qa.size();
+    std::vector<float> images((size_t)B * H * H * 3), logits((size_t)B * m->Tl * V);
     std::vector<int> tokens((size_t)B * T), targets((size_t)B * T), lengths(B), types(B), ids(B);
     double loss_sum = 0; long loss_n = 0;
     for (int start = 0; start < n; start += B) {
         int b = std::min(B, n - start);
         for (int i = 0; i < b; i++) ids[i] = qa[start + i];
         vlm_get_batch(ds, VLM_QA, ids.data(), b, T, images.data(), tokens.data(), targets.data(), lengths.data(), types.data());
-        vlm_forward(m, images.data(), tokens.data(), nullptr, lengths.data(), b);
-        vlm_build_sequences(m, tokens.data(), targets.data(), lengths.data(), b);  // the LM targets, for scoring
+        if (text_only) vlm_forward_text(m, tokens.data(), nullptr, lengths.data(), b);
+        else vlm_forward(m, images.data(), tokens.data(), nullptr, lengths.data(), b);
+        int Tl = vlm_build_sequences(m, tokens.data(), targets.data(), lengths.data(), b, !text_only);  // the targets, for scoring
         backend_copy(m->on_gpu, logits.data(), m->logits, (size_t)b * Tl * V * sizeof(floatX), false);
         for (int i = 0; i < b; i++) {
             bool right = true;
@@ -135,11 +182,10 @@ static EvalResult evaluate(VlmModel* m, const VlmDataset* ds, int n, int B) {
                 int tgt = m->lm_targets[(size_t)i * Tl + t];
                 if (tgt < 0) continue;
                 const float* row = &logits[((size_t)i * Tl + t) * V];
-                int best = 0; float mx = row[0];
-                for (int v = 1; v < V; v++) if (row[v] > mx) { mx = row[v]; best = v; }
+                int best = (int)(std::max_element(row, row + V) - row);
                 double z = 0;
-                for (int v = 0; v < V; v++) z += exp((double)row[v] - mx);
-                loss_sum += mx + log(z) - row[tgt]; loss_n++;
+                for (int v = 0; v < V; v++) z += exp((double)row[v] - row[best]);
+                loss_sum += row[best] + log(z) - row[tgt]; loss_n++;
                 right &= best == tgt;
             }
             int ty = types[i] >= 0 && types[i] < VLM_NUM_QTYPES ? types[i] : VLM_Q_OTHER;
@@ -150,47 +196,147 @@ static EvalResult evaluate(VlmModel* m, const VlmDataset* ds, int n, int B) {
     return r;
 }
 
-// greedy answer to one question about one image
-static std::string answer(VlmModel* m, const Vocab& vocab, const float* image, const std::string& question) {
-    const VlmConfig& c = m->cfg;
-    int T = c.max_text, V = c.vocab;
-    std::vector<int> tok = {VOCAB_BOS, VOCAB_IMAGE};
-    for (int id : vocab_encode(&vocab, question)) tok.push_back(id);
-    tok.push_back(VOCAB_SEP);
-    std::vector<int> out;
-    std::vector<float> logits(V);
-    while ((int)tok.size() < T) {
-        std::vector<int> padded(tok); padded.resize(T, VOCAB_PAD);
-        int len = (int)tok.size();
-        vlm_forward(m, image, padded.data(), nullptr, &len, 1);
-        size_t last = (size_t)(len + m->P - 2);  // the LM position of the last text token
-        backend_copy(m->on_gpu, logits.data(), m->logits + last * V, V * sizeof(floatX), false);
-        int best = (int)(std::max_element(logits.begin(), logits.end()) - logits.begin());
-        if (best == VOCAB_EOS) break;
-        out.push_back(best); tok.push_back(best);
+// L2-normalised rows of a (n, E) host matrix
+static void normalize_rows(std::vector<float>& x, int n, int E) {
+    for (int i = 0; i < n; i++) {
+        double s = 0;
+        for (int e = 0; e < E; e++) s += (double)x[(size_t)i * E + e] * x[(size_t)i * E + e];
+        float inv = (float)(1.0 / sqrt(s + 1e-12));
+        for (int e = 0; e < E; e++) x[(size_t)i * E + e] *= inv;
     }
+}
+
+// CLIP embeddings (normalised, host) of the given caption records' images or texts
+static std::vector<float> clip_embed(VlmModel* m, const VlmDataset* ds, const std::vector<int>& ids, int B, bool images_side) {
+    const VlmConfig& c = m->cfg;
+    int T = c.max_text, H = c.image_size, E = c.clip_dim, n = (int)ids.size();
+    std::vector<float> out((size_t)n * E), images((size_t)B * H * H * 3);
+    std::vector<int> tokens((size_t)B * T), targets((size_t)B * T), lengths(B);
+    for (int start = 0; start < n; start += B) {
+        int b = std::min(B, n - start);
+        vlm_get_batch(ds, VLM_CAPTION, ids.data() + start, b, T, images.data(), tokens.data(), targets.data(), lengths.data(), nullptr);
+        if (images_side) vlm_clip_image_embed(m, images.data(), b);
+        else vlm_clip_text_embed(m, tokens.data(), lengths.data(), b);
+        backend_copy(m->on_gpu, out.data() + (size_t)start * E, images_side ? m->img_emb : m->txt_emb, (size_t)b * E * sizeof(floatX), false);
+    }
+    normalize_rows(out, n, E);
+    return out;
+}
+
+static const char* FMNIST_CLASSES[] = {"t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"};
+static const char* SCENE_COLOURS[] = {"red", "green", "blue", "yellow", "magenta", "cyan"};
+static const char* SCENE_CELLS[] = {"top left", "top right", "bottom left", "bottom right"};
+
+// CLIP's two scores on the test split: image -> caption recall@1 over up to n
+// scenes, and zero-shot classification of the single-item test scenes: each
+// class's text embedding is the mean of the prompts "a {colour} {class} {cell}"
+// over every colour and cell (a prompt ensemble, as CLIP's), and an image takes
+// the class of the nearest. Returns false (scores NaN) on data without those words.
+static void evaluate_clip(VlmModel* m, const VlmDataset* ds, int n, int B, double* recall, double* zero_shot) {
+    const VlmConfig& c = m->cfg;
+    int E = c.clip_dim, T = c.max_text;
+    std::vector<int> caps = vlm_record_ids(ds, VLM_CAPTION);
+    if (n > 0 && (int)caps.size() > n) caps.resize(n);
+    std::vector<float> ie = clip_embed(m, ds, caps, B, true), te = clip_embed(m, ds, caps, B, false);
+    int hits = 0, N = (int)caps.size();
+    for (int i = 0; i < N; i++) {
+        int best = 0; float best_s = -INFINITY;
+        for (int j = 0; j < N; j++) {
+            float s = 0;
+            for (int e = 0; e < E; e++) s += ie[(size_t)i * E + e] * te[(size_t)j * E + e];
+            if (s > best_s) { best_s = s; best = j; }
+        }
+        hits += ds->records[caps[best]].caption == ds->records[caps[i]].caption;  // a twin caption counts
+    }
+    *recall = N ? (double)hits / N : NAN;
+    // zero-shot: prompts of every class, as [<bos> <image> words <eos>] batches
+    *zero_shot = NAN;
+    const Vocab& v = ds->vocab;
+    std::vector<int> single, truth;
+    for (int id : vlm_record_ids(ds, VLM_CAPTION)) {
+        const VlmRecord& r = ds->records[id];
+        int cls = -1, classes = 0;
+        for (int w : r.caption)
+            for (int k = 0; k < 10; k++)
+                if (v.words[w] == FMNIST_CLASSES[k]) { cls = k; classes++; }
+        if (classes == 1) { single.push_back(id); truth.push_back(cls); }
+    }
+    if (single.empty()) return;
+    std::vector<float> class_emb(10 * (size_t)E, 0.0f);
+    std::vector<int> tokens((size_t)B * T, 0), lengths(B);
+    for (int k = 0; k < 10; k++) {
+        std::vector<std::vector<int>> prompts;
+        for (const char* col : SCENE_COLOURS)
+            for (const char* cell : SCENE_CELLS) {
+                std::vector<int> ids = vocab_encode(&v, std::string("a ") + col + " " + FMNIST_CLASSES[k] + " " + cell);
+                if (std::find(ids.begin(), ids.end(), (int)VOCAB_UNK) != ids.end()) return;  // not the scenes' words
+                ids.insert(ids.begin(), {VOCAB_BOS, VOCAB_IMAGE});
+                ids.push_back(VOCAB_EOS);
+                if ((int)ids.size() > T) return;
+                prompts.push_back(ids);
+            }
+        for (size_t s = 0; s < prompts.size(); s += B) {
+            int b = (int)std::min((size_t)B, prompts.size() - s);
+            std::fill(tokens.begin(), tokens.end(), 0);
+            for (int i = 0; i < b; i++) {
+                std::copy(prompts[s + i].begin(), prompts[s + i].end(), tokens.begin() + (size_t)i * T);
+                lengths[i] = (int)prompts[s + i].size();
+            }
+            vlm_clip_text_embed(m, tokens.data(), lengths.data(), b);
+            std::vector<float> e((size_t)b * E);
+            backend_copy(m->on_gpu, e.data(), m->txt_emb, e.size() * sizeof(floatX), false);
+            normalize_rows(e, b, E);
+            for (size_t i = 0; i < e.size(); i++) class_emb[(size_t)k * E + i % E] += e[i];
+        }
+    }
+    normalize_rows(class_emb, 10, E);
+    std::vector<float> se = clip_embed(m, ds, single, B, true);
+    int right = 0;
+    for (size_t i = 0; i < single.size(); i++) {
+        int best = 0; float best_s = -INFINITY;
+        for (int k = 0; k < 10; k++) {
+            float s = 0;
+            for (int e = 0; e < E; e++) s += se[i * E + e] * class_emb[(size_t)k * E + e];
+            if (s > best_s) { best_s = s; best = k; }
+        }
+        right += best == truth[i];
+    }
+    *zero_shot = (double)right / single.size();
+}
+
+// greedy answer to one question about one image (KV-cache generation)
+static std::string answer(VlmModel* m, const Vocab& vocab, const float* image, const std::string& question) {
+    std::vector<int> prompt = {VOCAB_BOS, VOCAB_IMAGE};
+    for (int id : vocab_encode(&vocab, question)) prompt.push_back(id);
+    prompt.push_back(VOCAB_SEP);
+    int room = m->cfg.max_text - (int)prompt.size();
+    if (room < 1) FATAL("the question is %zu tokens: longer than the model's text length %d allows", prompt.size(), m->cfg.max_text);
+    std::vector<int> out = vlm_generate(m, image, prompt, room, VOCAB_EOS);
+    if (!out.empty() && out.back() == VOCAB_EOS) out.pop_back();
     return vocab_decode(&vocab, out.data(), (int)out.size());
 }
 
+// ---------------------------------------------------------------------------
+
 int main(int argc, char** argv) {
     Options o;
-    options_parse(argc, argv, option_table(&o), "usage: train_vlm [options]\n\nTrains a tiny LLaVA (ViT + projector + GPT) end to end (GPU if present, else the CPU reference).\n");
+    options_parse(argc, argv, option_table(&o),
+                  "usage: train_vlm --stage clip|lm|align|instruct|e2e|eval|infer [options]\n\n"
+                  "Trains a tiny LLaVA (ViT + projector + GPT) in stages (GPU if present, else the CPU reference).\n");
     validate(&o);
     const TrainOptions& t = o.train;
     bool on_gpu = device_pick(t.device);
     train_set_math_mode(on_gpu, t);
+    bool training = o.stage != "eval" && o.stage != "infer";
+    std::string from = !t.resume.empty() ? t.resume : o.init;
 
-    // --image/--question: config and vocabulary from the checkpoint
-    if (!o.image.empty()) {
-        CheckpointInfo info = checkpoint_read_info(t.resume.c_str());
-        VlmConfig cfg = vlm_config_from_kv(info.config, t.resume.c_str());
-        const std::string* words = config_get(info.config, "vocab_words");
-        if (!words) FATAL("checkpoint %s has no vocabulary", t.resume.c_str());
-        Vocab vocab; std::string text = *words + "\n";
-        for (char& ch : text) if (ch == ' ') ch = '\n';
-        vocab_from_text(&vocab, text, t.resume.c_str());
+    // infer: everything from the checkpoint
+    if (o.stage == "infer") {
+        CheckpointInfo info = checkpoint_read_info(from.c_str());
+        VlmConfig cfg = vlm_config_from_kv(info.config, from.c_str());
+        Vocab vocab = vocab_from_checkpoint(info, from.c_str());
         VlmModel m; vlm_build(&m, cfg, 1, on_gpu, false);
-        checkpoint_load(t.resume.c_str(), "vlm", checkpoint_config(cfg, vocab), &m.params, false);
+        checkpoint_load(from.c_str(), "vlm", checkpoint_config(cfg, vocab, *config_get(info.config, "stage")), &m.params, false);
         std::vector<float> img = load_image(o.image.c_str(), cfg.image_size, o.resize);
         printf("%s\n", answer(&m, vocab, img.data(), o.question).c_str());
         vlm_free(&m);
@@ -203,48 +349,68 @@ int main(int argc, char** argv) {
     int H = train.H;
     int max_text = std::max(std::max(vlm_max_text_len(&train, VLM_CAPTION), vlm_max_text_len(&train, VLM_QA)),
                             std::max(vlm_max_text_len(&test, VLM_CAPTION), vlm_max_text_len(&test, VLM_QA)));
-    if (H % o.patch) FATAL("image size %d is not a multiple of --patch %d", H, o.patch);
-
     VlmConfig cfg = {H, o.patch, o.v_layers, o.v_dim, o.v_heads, o.projector == "mlp", vocab_size(&vocab),
-                     o.l_layers, o.l_dim, o.l_heads, max_text};
+                     o.l_layers, o.l_dim, o.l_heads, max_text, o.t_layers, o.t_dim, o.t_heads, o.clip_dim};
+    if (!o.init.empty()) {  // a new stage takes the model's shape from the checkpoint (--resume checks the flags instead)
+        CheckpointInfo info = checkpoint_read_info(from.c_str());
+        cfg = vlm_config_from_kv(info.config, from.c_str());
+        Vocab theirs = vocab_from_checkpoint(info, from.c_str());
+        if (!vocab_equal(&theirs, &vocab)) FATAL("%s was trained with another vocabulary than %s's", from.c_str(), o.data_dir.c_str());
+        if (cfg.image_size != H) FATAL("%s takes %dx%d images, %s holds %dx%d", from.c_str(), cfg.image_size, cfg.image_size, o.data_dir.c_str(), H, H);
+        if (cfg.max_text < max_text) FATAL("%s takes texts of %d tokens, %s needs %d", from.c_str(), cfg.max_text, o.data_dir.c_str(), max_text);
+    }
+    if (H % cfg.patch) FATAL("image size %d is not a multiple of --patch %d", H, cfg.patch);
     int B = o.batch;
     VlmModel m;
-    vlm_build(&m, cfg, B, on_gpu);
+    vlm_build(&m, cfg, B, on_gpu, training, training ? frozen_for(o.stage) : std::vector<std::string>{});
     vlm_init_params(&m, t.seed);
-    ConfigKV ckpt_cfg = checkpoint_config(cfg, vocab);
+    ConfigKV ckpt_cfg = checkpoint_config(cfg, vocab, o.stage);
     TrainState st = {0, 0, 0};
     Rng rng; rng_seed(&rng, t.seed + 1);
     if (!t.resume.empty()) {
         st = checkpoint_load(t.resume.c_str(), "vlm", ckpt_cfg, &m.params);
         rng.state = st.rng;
-        printf("resumed from %s at step %d\n", t.resume.c_str(), st.step);
+        printf("resumed %s from %s at step %d\n", o.stage.c_str(), t.resume.c_str(), st.step);
+    } else if (!o.init.empty()) {
+        CheckpointInfo info = checkpoint_read_info(o.init.c_str());
+        checkpoint_load(o.init.c_str(), "vlm", checkpoint_config(cfg, vocab, *config_get(info.config, "stage")), &m.params, false);
+        printf("%s starts from the weights of %s (stage %s)\n", o.stage.c_str(), o.init.c_str(), config_get(info.config, "stage")->c_str());
     }
     std::vector<int> train_ids[2] = {vlm_record_ids(&train, VLM_CAPTION), vlm_record_ids(&train, VLM_QA)};
-    if (o.task != "qa" && train_ids[VLM_CAPTION].empty()) FATAL("--task %s: the training data has no captions", o.task.c_str());
-    if (o.task != "caption" && train_ids[VLM_QA].empty()) FATAL("--task %s: the training data has no questions", o.task.c_str());
+    bool uses_captions = o.stage != "eval", uses_qa = o.stage == "lm" || o.stage == "instruct" || o.stage == "e2e" || o.stage == "eval";
+    if (uses_captions && train_ids[VLM_CAPTION].empty()) FATAL("--stage %s: the training data has no captions", o.stage.c_str());
+    if (uses_qa && train_ids[VLM_QA].empty()) FATAL("--stage %s: the data has no questions", o.stage.c_str());
     printf("data: %s: %zu train captions, %zu train and %zu test questions, images %dx%d, vocabulary %d words, text up to %d tokens\n",
            o.data_dir.c_str(), train_ids[0].size(), train_ids[1].size(), vlm_record_ids(&test, VLM_QA).size(), H, H, vocab_size(&vocab), max_text);
-    printf("model: ViT %d x %d (%d heads, patch %d: %d patches), %s projector, GPT %d x %d (%d heads), LM sequence %d: %.2fM parameters\n",
-           cfg.v_layers, cfg.v_dim, cfg.v_heads, cfg.patch, m.P, o.projector.c_str(), cfg.l_layers, cfg.l_dim, cfg.l_heads, m.Tl,
-           m.params.num_params / 1e6);
-    printf("device: %s; activations %.1f MiB, scratch %.1f MiB, parameters+grads+AdamW %.1f MiB\n", device_name(on_gpu).c_str(),
-           m.acts_bytes / 1048576.0, m.scratch_bytes / 1048576.0, (params_bytes(&m.params) + params_grad_and_moment_bytes(&m.params)) / 1048576.0);
+    printf("model: ViT %d x %d (%d heads, patch %d: %d patches), %s projector, GPT %d x %d (%d heads), LM sequence %d; "
+           "CLIP text encoder %d x %d, embedding %d: %.2fM parameters, %.2fM trained in stage %s\n",
+           cfg.v_layers, cfg.v_dim, cfg.v_heads, cfg.patch, m.P, cfg.proj_mlp ? "mlp" : "linear", cfg.l_layers, cfg.l_dim, cfg.l_heads, m.Tl,
+           cfg.t_layers, cfg.t_dim, cfg.clip_dim, m.params.num_params / 1e6, m.params.num_trainable / 1e6, o.stage.c_str());
+    printf("device: %s; activations %.1f MiB, scratch %.1f MiB, parameters %.1f MiB, grads+AdamW %.1f MiB\n", device_name(on_gpu).c_str(),
+           m.acts_bytes / 1048576.0, m.scratch_bytes / 1048576.0, params_bytes(&m.params) / 1048576.0,
+           params_grad_and_moment_bytes(&m.params) / 1048576.0);
 
     Logger log; logger_open(&log, t.log_path, t.resume.empty() ? -1 : st.step);
-    std::vector<float> images((size_t)B * H * H * 3);
-    std::vector<int> tokens((size_t)B * max_text), targets((size_t)B * max_text), lengths(B), types(B), ids(B);
-
     auto run_eval = [&](int step) {
-        EvalResult r = evaluate(&m, &test, o.eval_records, B);
-        int c = 0, t = 0;
-        for (int i = 0; i < VLM_NUM_QTYPES; i++) { c += r.correct[i]; t += r.total[i]; }
-        printf("step %5d | test loss %.4f | exact match %.1f%% (", step, r.loss, 100.0 * c / std::max(1, t));
-        JsonLine j; j.integer("step", step).num("val_loss", r.loss).num("accuracy", (double)c / std::max(1, t));
-        for (int i = 0; i < VLM_NUM_QTYPES; i++) {
+        JsonLine j; j.integer("step", step);
+        if (o.stage == "clip") {
+            double recall, zs;
+            evaluate_clip(&m, &test, o.eval_records, B, &recall, &zs);
+            printf("step %5d | CLIP image->caption recall@1 %.1f%% | zero-shot Fashion-MNIST %.1f%%\n", step, 100 * recall, 100 * zs);
+            logger_write(&log, j.num("recall_at_1", recall).num("zero_shot", zs));
+            return;
+        }
+        EvalResult r = evaluate_qa(&m, &test, o.eval_records, B, o.stage == "lm");
+        int c = 0, n = 0;
+        for (int i = 0; i < VLM_NUM_QTYPES; i++) { c += r.correct[i]; n += r.total[i]; }
+        printf("step %5d | test answer loss %.4f | exact match %.1f%% (", step, r.loss, 100.0 * c / std::max(1, n));
+        j.num("val_loss", r.loss).num("accuracy", (double)c / std::max(1, n));
+        for (int i = 0, first = 1; i < VLM_NUM_QTYPES; i++) {
             if (!r.total[i]) continue;
             double acc = (double)r.correct[i] / r.total[i];
-            printf("%s%s %.1f%%", i ? ", " : "", VLM_QTYPE_NAMES[i], 100 * acc);
+            printf("%s%s %.1f%%", first ? "" : ", ", VLM_QTYPE_NAMES[i], 100 * acc);
             j.num((std::string("acc_") + VLM_QTYPE_NAMES[i]).c_str(), acc);
+            first = 0;
         }
         printf(")\n");
         logger_write(&log, j);
@@ -255,47 +421,61 @@ int main(int argc, char** argv) {
         printf("saved checkpoint %s (step %d)\n", t.checkpoint.c_str(), step);
     };
 
-    double t_start = wall_ms(), step_ms_sum = 0;
-    int timed = 0, step = st.step;
-    for (; step < t.steps; step++) {
-        if (train_should_stop(t, step, wall_ms() - t_start)) break;
-        if (o.eval_interval > 0 && step % o.eval_interval == 0) run_eval(step);
-        g_prof.on = t.profile > 0 && step >= st.step + 1 && step < st.step + 1 + t.profile;
-        double t0 = wall_ms();
-        VlmKind kind = o.task == "caption" ? VLM_CAPTION : o.task == "qa" ? VLM_QA : (step % 2 ? VLM_QA : VLM_CAPTION);
-        const std::vector<int>& pool = train_ids[kind];
-        for (int i = 0; i < B; i++) ids[i] = pool[rng_u32(&rng) % pool.size()];
-        vlm_get_batch(&train, kind, ids.data(), B, max_text, images.data(), tokens.data(), targets.data(), lengths.data(), types.data());
-        float loss = vlm_forward(&m, images.data(), tokens.data(), targets.data(), lengths.data(), B);
-        vlm_zero_grad(&m);
-        if (std::isfinite(loss)) vlm_backward(&m);
-        StepStats ss = optimizer_step(&m.params, t, step, loss, &log);
-        double ms = wall_ms() - t0, mib = device_memory_mib(on_gpu);
-        if (step > st.step) { step_ms_sum += ms; timed++; }
-        double avg = timed ? step_ms_sum / timed : ms;
-        if (step % t.log_every == 0 || step == t.steps - 1) {
-            printf("step %5d/%d | %-7s loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f seq/s | %s | mem %.0f MiB\n", step + 1, t.steps,
-                   kind == VLM_QA ? "qa" : "caption", loss, ss.lr, ss.grad_norm, ms, B / (avg / 1000.0),
-                   eta_string(t.steps - step - 1, avg).c_str(), mib);
-            fflush(stdout);
+    int step = st.step, T = max_text;
+    if (training) {
+        std::vector<float> images((size_t)B * H * H * 3);
+        std::vector<int> tokens((size_t)B * cfg.max_text), targets((size_t)B * cfg.max_text), lengths(B), ids(B);
+        double t_start = wall_ms(), step_ms_sum = 0;
+        int timed = 0;
+        T = cfg.max_text;
+        for (; step < t.steps; step++) {
+            if (train_should_stop(t, step, wall_ms() - t_start)) break;
+            if (o.eval_interval > 0 && step % o.eval_interval == 0) run_eval(step);
+            g_prof.on = t.profile > 0 && step >= st.step + 1 && step < st.step + 1 + t.profile;
+            double t0 = wall_ms();
+            // clip and align read captions; lm, instruct and e2e alternate captions and questions
+            VlmKind kind = (o.stage == "clip" || o.stage == "align") ? VLM_CAPTION : (step % 2 ? VLM_QA : VLM_CAPTION);
+            const std::vector<int>& pool = train_ids[kind];
+            for (int i = 0; i < B; i++) ids[i] = pool[rng_u32(&rng) % pool.size()];
+            vlm_get_batch(&train, kind, ids.data(), B, T, images.data(), tokens.data(), targets.data(), lengths.data(), nullptr);
+            float loss = o.stage == "clip" ? vlm_clip_forward(&m, images.data(), tokens.data(), lengths.data(), B)
+                       : o.stage == "lm"   ? vlm_forward_text(&m, tokens.data(), targets.data(), lengths.data(), B)
+                                           : vlm_forward(&m, images.data(), tokens.data(), targets.data(), lengths.data(), B);
+            vlm_zero_grad(&m);
+            if (std::isfinite(loss)) vlm_backward(&m);
+            StepStats ss = optimizer_step(&m.params, t, step, loss, &log);
+            double ms = wall_ms() - t0, mib = device_memory_mib(on_gpu);
+            if (step > st.step) { step_ms_sum += ms; timed++; }
+            double avg = timed ? step_ms_sum / timed : ms;
+            const char* what = o.stage == "clip" ? "clip" : kind == VLM_QA ? "qa" : "caption";
+            if (step % t.log_every == 0 || step == t.steps - 1) {
+                printf("step %5d/%d | %-7s loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f seq/s | %s | mem %.0f MiB\n", step + 1,
+                       t.steps, what, loss, ss.lr, ss.grad_norm, ms, B / (avg / 1000.0), eta_string(t.steps - step - 1, avg).c_str(), mib);
+                fflush(stdout);
+            }
+            JsonLine j; j.integer("step", step + 1).num("loss", loss).text("task", what).num("lr", ss.lr).num("grad_norm", ss.grad_norm)
+                          .num("step_ms", ms).num("seq_per_s", B / (ms / 1000.0)).num("mem_mib", mib);
+            if (o.stage == "clip") j.num("logit_scale", clip_scale_of(&m));
+            logger_write(&log, j);
+            if (t.checkpoint_interval > 0 && (step + 1) % t.checkpoint_interval == 0) save(step + 1);
         }
-        logger_write(&log, JsonLine().integer("step", step + 1).num("loss", loss).text("task", kind == VLM_QA ? "qa" : "caption")
-                               .num("lr", ss.lr).num("grad_norm", ss.grad_norm).num("step_ms", ms).num("seq_per_s", B / (ms / 1000.0)).num("mem_mib", mib));
-        if (t.checkpoint_interval > 0 && (step + 1) % t.checkpoint_interval == 0) save(step + 1);
+        if (timed) printf("summary: %.1f ms/step, %.0f sequences/s\n", step_ms_sum / timed, B / (step_ms_sum / timed / 1000.0));
+        if (t.profile > 0) prof_print(std::min(t.profile, std::max(0, step - st.step - 1)));
     }
     run_eval(step);
-    save(step);
-    if (timed) printf("summary: %.1f ms/step, %.0f sequences/s\n", step_ms_sum / timed, B / (step_ms_sum / timed / 1000.0));
-    if (t.profile > 0) prof_print(std::min(t.profile, std::max(0, step - st.step - 1)));
-    // a few answers to read
-    std::vector<int> test_qa = vlm_record_ids(&test, VLM_QA);
-    for (int i = 0; i < 5 && i < (int)test_qa.size(); i++) {
-        int id = test_qa[i * 37 % test_qa.size()];
-        vlm_get_batch(&test, VLM_QA, &id, 1, max_text, images.data(), tokens.data(), targets.data(), lengths.data(), types.data());
-        const VlmRecord& rec = test.records[id];
-        std::string q = vocab_decode(&vocab, rec.question.data(), (int)rec.question.size());
-        std::string a = vocab_decode(&vocab, rec.answer.data(), (int)rec.answer.size());
-        printf("Q: %s | model: %s | truth: %s\n", q.c_str(), answer(&m, vocab, images.data(), q).c_str(), a.c_str());
+    if (training) save(step);
+    if (o.stage != "clip" && o.stage != "lm") {  // a few answers to read
+        std::vector<int> test_qa = vlm_record_ids(&test, VLM_QA);
+        std::vector<float> image((size_t)H * H * 3);
+        std::vector<int> tok(T), tgt(T), len(1);
+        for (int i = 0; i < 5 && i < (int)test_qa.size(); i++) {
+            int id = test_qa[i * 37 % test_qa.size()];
+            vlm_get_batch(&test, VLM_QA, &id, 1, T, image.data(), tok.data(), tgt.data(), len.data(), nullptr);
+            const VlmRecord& rec = test.records[id];
+            std::string q = vocab_decode(&vocab, rec.question.data(), (int)rec.question.size());
+            std::string a = vocab_decode(&vocab, rec.answer.data(), (int)rec.answer.size());
+            printf("Q: %s | model: %s | truth: %s\n", q.c_str(), answer(&m, vocab, image.data(), q).c_str(), a.c_str());
+        }
     }
     logger_close(&log);
     vlm_free(&m);

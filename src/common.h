@@ -178,6 +178,14 @@ static inline void backend_copy_device(bool on_gpu, void* dst, const void* src, 
     memcpy(dst, src, bytes);
 }
 
+// copy `height` rows of `width` bytes within one backend, rows `spitch` / `dpitch` bytes apart
+static inline void backend_copy_2d(bool on_gpu, void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height) {
+#ifdef __CUDACC__
+    if (on_gpu) { cudaCheck(cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, cudaMemcpyDeviceToDevice)); return; }
+#endif
+    for (size_t r = 0; r < height; r++) memcpy((char*)dst + r * dpitch, (const char*)src + r * spitch, width);
+}
+
 // copy between host and either backend (dir: to_backend true = host -> backend)
 static inline void backend_copy(bool on_gpu, void* dst, const void* src, size_t bytes, bool to_backend) {
 #ifdef __CUDACC__

@@ -69,7 +69,9 @@ static void embedding_forward(bool on_gpu, floatX* out, const int* tokens, const
     if (on_gpu) GPU_CALL(embedding_forward_cuda(out, tokens, wte, BT, C));
     else embedding_forward_cpu(out, tokens, wte, BT, C);
 }
+// dwte NULL: a frozen table, nothing to do
 static void embedding_backward(bool on_gpu, float* dwte, const floatX* dout, const int* tokens, int BT, int C) {
+    if (!dwte) return;
     if (on_gpu) GPU_CALL(embedding_backward_cuda(dwte, dout, tokens, BT, C));
     else embedding_backward_cpu(dwte, dout, tokens, BT, C);
 }

@@ -48,6 +48,7 @@ static void layernorm_backward_cpu(floatX* dx, float* dweight, float* dbias, con
             dxr[c] = (floatX)((float)dxr[c] + r * ((float)gr[c] * weight[c] - mg - xhat * mgx));
         }
     }
+    if (!dweight) return;  // frozen (no gradient buffers): dx only
     // dweight, dbias: threads split the columns, each column is summed over the rows in order,
     // so the result is the same bits for any number of threads
     const int CB = 16;  // columns per task
@@ -168,6 +169,7 @@ static void layernorm_backward_cuda(floatX* dx, float* dweight, float* dbias, co
     const int block = 256, rows = block / 32;
     layernorm_backward_dx_kernel<<<ceil_div(N, rows), block>>>(dx, dout, x, weight, mean, rstd, N, C);
     cudaCheckLaunch();
+    if (!dweight) return;  // frozen (no gradient buffers): dx only
     const int rows_per_block = 256;
     int slabs = ceil_div(N, rows_per_block);
     static float* part = nullptr;

@@ -85,7 +85,8 @@ static void linear_forward_cpu(floatX* out, const floatX* inp, const float* weig
     linear_matmul_nt_cpu(out, inp, weight, bias, N, IC, OC, false);
 }
 
-// dinp += dout @ weight (skipped if dinp NULL); dweight += dout^T @ inp; dbias += sum_rows dout (if bias)
+// dinp += dout @ weight (skipped if dinp NULL); dweight += dout^T @ inp; dbias += sum_rows dout (if bias).
+// dweight NULL: a frozen weight (no gradient buffer), only dinp is computed.
 static void linear_backward_cpu(floatX* dinp, float* dweight, float* dbias, const floatX* dout,
                                 const floatX* inp, const float* weight, int N, int IC, int OC) {
     if (dinp) {
@@ -95,12 +96,13 @@ static void linear_backward_cpu(floatX* dinp, float* dweight, float* dbias, cons
         linear_matmul_nt_cpu(dinp, dout, wT, (const float*)nullptr, N, OC, IC, true);
         free(wT);
     }
+    if (!dweight && !dbias) return;
     // dweight[o,i] += sum_n dout^T[o,n] * inp^T[i,n]
     float* doutT = (float*)malloc_check((size_t)OC * N * sizeof(float));
     float* inpT = (float*)malloc_check((size_t)IC * N * sizeof(float));
     linear_transpose_cpu(doutT, dout, N, OC);
     linear_transpose_cpu(inpT, inp, N, IC);
-    linear_matmul_nt_cpu(dweight, doutT, inpT, (const float*)nullptr, OC, N, IC, true);
+    if (dweight) linear_matmul_nt_cpu(dweight, doutT, inpT, (const float*)nullptr, OC, N, IC, true);
     if (dbias) {  // one thread per output column, summed in row order
 #pragma omp parallel for
         for (int o = 0; o < OC; o++) {
@@ -168,8 +170,9 @@ static void linear_backward_cuda(floatX* dinp, float* dweight, float* dbias, con
                                 weight, IC, dout, OC, &one, dinp, IC));
     }
     // dweight^T (IC x OC) += inp^T (IC x N) * dout (N x OC; dout stored col-major OC x N -> op T)
-    cublasCheck(cublasSgemm(cublas_handle(), CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, &one,
-                            inp, IC, dout, OC, &one, dweight, IC));
+    if (dweight)
+        cublasCheck(cublasSgemm(cublas_handle(), CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, &one,
+                                inp, IC, dout, OC, &one, dweight, IC));
     if (dbias) {
         const int rows_per_block = 256;
         dim3 grid(ceil_div(OC, 32), ceil_div(N, rows_per_block));

@@ -7,9 +7,12 @@
 //   image_splice:  x[b, 1 + p] = img[b, p] for p < P, x[b, t] = tok[b, t] elsewhere
 //                  x, tok: (B, T, C), img: (B, P, C) — the LLaVA sequence: <bos>, then the
 //                  P projected patch features where the <image> placeholder was, then the text
+//   row_gather:    out[i] = in[idx[i]]                   in: (rows, C), out: (N, C), idx: (N) distinct rows
+//                  (CLIP's [CLS] and end-of-text features)
 //
 // Backwards accumulate (+=). Sums over the batch (dpos, dcls) run in batch
-// order on the CPU, so results do not depend on the number of threads.
+// order, so results do not depend on the number of threads. A null parameter
+// gradient (dpos, dcls) is a frozen parameter: skipped.
 #pragma once
 #include <algorithm>
 #include "common.h"
@@ -35,7 +38,7 @@ static void cls_prepend_forward_cpu(floatX* out, const floatX* in, const float* 
     }
 }
 static void cls_prepend_backward_cpu(floatX* din, float* dcls, const floatX* dout, int B, int P, int C) {
-    for (int b = 0; b < B; b++)
+    for (int b = 0; b < B && dcls; b++)
         for (int c = 0; c < C; c++) dcls[c] += (float)dout[(size_t)b * (P + 1) * C + c];
 #pragma omp parallel for
     for (int b = 0; b < B; b++)
@@ -77,7 +80,32 @@ static void image_splice_backward_cpu(floatX* dtok, floatX* dimg, const floatX* 
         }
 }
 
+static void row_gather_forward_cpu(floatX* out, const floatX* in, const int* idx, int N, int C) {
+    for (int i = 0; i < N; i++) memcpy(out + (size_t)i * C, in + (size_t)idx[i] * C, C * sizeof(floatX));
+}
+static void row_gather_backward_cpu(floatX* din, const floatX* dout, const int* idx, int N, int C) {
+    for (int i = 0; i < N; i++)
+        for (int c = 0; c < C; c++) din[(size_t)idx[i] * C + c] += dout[(size_t)i * C + c];
+}
+
 #ifdef __CUDACC__
+// rows are distinct, so the backward's += has no race
+__global__ void row_gather_kernel(floatX* a, floatX* b, const int* idx, int N, int C, bool backward) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)N * C) return;
+    size_t row = i / C, c = i % C, j = (size_t)idx[row] * C + c;
+    if (backward) a[j] += b[i];  // a: din, b: dout
+    else a[i] = b[j];            // a: out, b: in
+}
+static void row_gather_forward_cuda(floatX* out, const floatX* in, const int* idx, int N, int C) {
+    row_gather_kernel<<<(unsigned)(((size_t)N * C + 255) / 256), 256>>>(out, (floatX*)in, idx, N, C, false);
+    cudaCheckLaunch();
+}
+static void row_gather_backward_cuda(floatX* din, const floatX* dout, const int* idx, int N, int C) {
+    row_gather_kernel<<<(unsigned)(((size_t)N * C + 255) / 256), 256>>>(din, (floatX*)dout, idx, N, C, true);
+    cudaCheckLaunch();
+}
+
 // one thread per element; the batch sums (dpos, dcls) loop over b in order
 __global__ void position_add_forward_kernel(floatX* x, const float* pos, size_t n, size_t TC) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -102,7 +130,7 @@ __global__ void cls_prepend_backward_kernel(floatX* din, float* dcls, const floa
         int c = i % C; size_t row = i / C; int p = row % P; size_t b = row / P;
         din[i] += dout[(b * (P + 1) + 1 + p) * C + c];
     }
-    if (i < (size_t)C) {
+    if (i < (size_t)C && dcls) {
         float s = 0.0f;
         for (int b = 0; b < B; b++) s += (float)dout[(size_t)b * (P + 1) * C + i];
         dcls[i] += s;
@@ -172,6 +200,7 @@ static void position_add_forward(bool on_gpu, floatX* x, const float* pos, int B
     else position_add_forward_cpu(x, pos, B, T, C);
 }
 static void position_add_backward(bool on_gpu, float* dpos, const floatX* dx, int B, int T, int C) {
+    if (!dpos) return;
     if (on_gpu) GPU_CALL(position_add_backward_cuda(dpos, dx, B, T, C));
     else position_add_backward_cpu(dpos, dx, B, T, C);
 }
@@ -198,4 +227,12 @@ static void image_splice_forward(bool on_gpu, floatX* x, const floatX* tok, cons
 static void image_splice_backward(bool on_gpu, floatX* dtok, floatX* dimg, const floatX* dx, int B, int T, int P, int C) {
     if (on_gpu) GPU_CALL(image_splice_backward_cuda(dtok, dimg, dx, B, T, P, C));
     else image_splice_backward_cpu(dtok, dimg, dx, B, T, P, C);
+}
+static void row_gather_forward(bool on_gpu, floatX* out, const floatX* in, const int* idx, int N, int C) {
+    if (on_gpu) GPU_CALL(row_gather_forward_cuda(out, in, idx, N, C));
+    else row_gather_forward_cpu(out, in, idx, N, C);
+}
+static void row_gather_backward(bool on_gpu, floatX* din, const floatX* dout, const int* idx, int N, int C) {
+    if (on_gpu) GPU_CALL(row_gather_backward_cuda(din, dout, idx, N, C));
+    else row_gather_backward_cpu(din, dout, idx, N, C);
 }

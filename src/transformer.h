@@ -188,15 +188,15 @@ static void transformer_forward(Transformer* t, bool on_gpu, const int* lengths,
 
 // dresid: (B, T, C), in: dloss/d(output of block from_layer - 1), out: dloss/d(stack input).
 // Runs blocks from_layer - 1 .. 0 (from_layer = n_layer: the whole stack).
-// Weight gradients accumulate; the stack must have gradients (a frozen stack is
-// not run backward at all). scratch: BlockScratch memory, zeroed here per block.
+// Weight gradients accumulate; a frozen stack (null gradient views) passes the
+// gradient through to its input without weight gradients (LLaVA's stage 1 trains
+// the projector through the frozen LM). Scratch is zeroed here per block.
 static void transformer_backward(Transformer* t, bool on_gpu, floatX* dresid, const int* lengths, int B, int T, int from_layer) {
     int C = t->cfg.d_model, NH = t->cfg.n_head, BT = B * T;
     BlockScratch& s = t->scratch;
     for (int l = from_layer - 1; l >= 0; l--) {
         BlockParams& p = t->p[l];
         BlockParams& dp = t->dp[l];
-        if (!dp.qkv_w) FATAL("transformer_backward: block %d has no gradients (frozen or inference-only)", l);
         BlockActs& a = t->acts[l];
         backend_memset0(on_gpu, s.dln, t->scratch_bytes);  // the scratch views are contiguous from dln
         // MLP branch; dresid holds dloss/d(block output) and flows straight to resid2

@@ -12,13 +12,26 @@
 // Text positions map to LM positions as: token 0 -> 0, token 1 (<image>) -> P
 // (the last image feature predicts what follows <image>), token t >= 2 -> t + P - 1.
 //
-// The interface, as the Mamba LM's: vlm_build / vlm_init_params / vlm_forward /
+// Three forward passes share the parameters, one per kind of training:
+//   vlm_forward        the LLaVA path above (stages align, instruct, e2e)
+//   vlm_forward_text   the LM alone on text, <image> dropped (stage lm)
+//   vlm_clip_forward   CLIP (stage clip): image embedding = proj(LN(ViT output at [CLS])),
+//                      text embedding = proj(LN(text encoder output at <eos>)), a causal
+//                      transformer of its own; contrastive loss with a learned scale
+// vlm_backward runs the backward of whichever came last. Frozen tensors (a stage's
+// vlm_build(..., frozen prefixes)) get no gradient or optimizer memory; the
+// gradient still flows through them to what trains (align trains the projector
+// through the frozen LM).
+//
+// The interface, as the Mamba LM's: vlm_build / vlm_init_params / vlm_forward* /
 // vlm_zero_grad / vlm_backward / params_adamw_step / vlm_free, vlm_config_kv.
 #pragma once
+#include <algorithm>
 #include <string>
 #include <vector>
 #include "common.h"
 #include "checkpoint.h"
+#include "clip_loss.h"
 #include "cross_entropy.h"
 #include "embedding.h"
 #include "params.h"
@@ -34,6 +47,8 @@ typedef struct {
     int proj_mlp;                          // 0: linear projector, 1: Linear-GELU-Linear
     int vocab, l_layers, l_dim, l_heads;   // language model
     int max_text;                          // text tokens per sequence (with <bos> and <image>)
+    int t_layers, t_dim, t_heads;          // CLIP's text encoder
+    int clip_dim;                          // CLIP's joint embedding width
 } VlmConfig;
 
 static int vlm_num_patches(const VlmConfig& c) { return (c.image_size / c.patch) * (c.image_size / c.patch); }
@@ -46,13 +61,15 @@ static ConfigKV vlm_config_kv(const VlmConfig& c) {
     return {{"image_size", s(c.image_size)}, {"patch", s(c.patch)},     {"v_layers", s(c.v_layers)},
             {"v_dim", s(c.v_dim)},           {"v_heads", s(c.v_heads)}, {"proj_mlp", s(c.proj_mlp)},
             {"vocab", s(c.vocab)},           {"l_layers", s(c.l_layers)}, {"l_dim", s(c.l_dim)},
-            {"l_heads", s(c.l_heads)},       {"max_text", s(c.max_text)}};
+            {"l_heads", s(c.l_heads)},       {"max_text", s(c.max_text)}, {"t_layers", s(c.t_layers)},
+            {"t_dim", s(c.t_dim)},           {"t_heads", s(c.t_heads)},   {"clip_dim", s(c.clip_dim)}};
 }
 
 static VlmConfig vlm_config_from_kv(const ConfigKV& kv, const char* path) {
     VlmConfig c = {};
     int* fields[] = {&c.image_size, &c.patch, &c.v_layers, &c.v_dim, &c.v_heads, &c.proj_mlp,
-                     &c.vocab, &c.l_layers, &c.l_dim, &c.l_heads, &c.max_text};
+                     &c.vocab, &c.l_layers, &c.l_dim, &c.l_heads, &c.max_text, &c.t_layers, &c.t_dim,
+                     &c.t_heads, &c.clip_dim};
     ConfigKV names = vlm_config_kv(c);
     for (size_t i = 0; i < names.size(); i++) {
         const std::string* v = config_get(kv, names[i].first);
@@ -62,15 +79,21 @@ static VlmConfig vlm_config_from_kv(const ConfigKV& kv, const char* path) {
     return c;
 }
 
+typedef enum { VLM_PASS_IMAGE, VLM_PASS_TEXT, VLM_PASS_CLIP } VlmPass;
+
 typedef struct {
     VlmConfig cfg;
     bool on_gpu;
+    VlmPass pass;          // the kind of the last forward (what vlm_backward undoes)
+    int cur_T;             // the LM sequence length of the last forward
     int B;                 // the largest batch the activations hold
     int P, K, Tl;          // patches, patch vector length, LM sequence length
     ParamStore params;
-    Transformer vit, lm;
+    Transformer vit, lm, txt;
     // parameter indices
     int patch_w, patch_b, cls, vpos, p1_w, p1_b, p2_w, p2_b, wte, wpe, lnf_w, lnf_b;
+    int vlnf_w, vlnf_b, vproj, t_wte, t_wpe, tlnf_w, tlnf_b, tproj, log_scale;
+    int Tt;                // the text encoder's sequence: max_text - 1 (no <image>)
     // activations
     float* images;         // (B, H, W, 3)
     floatX* patches;       // (B, P, K)
@@ -84,6 +107,20 @@ typedef struct {
     float *lnf_mean, *lnf_rstd;  // (B, Tl)
     floatX* logits;        // (B, Tl, V); after a forward with targets: dloss/dlogits
     float* losses;         // (B, Tl)
+    // CLIP
+    floatX* vln;           // (B, P+1, Dv) final LN of the ViT
+    float *vln_mean, *vln_rstd;
+    floatX* vcls;          // (B, Dv) the [CLS] rows of vln
+    floatX* img_emb;       // (B, E)
+    floatX* ttok;          // (B, Tt, Dt) text encoder input before positions (embedding)
+    floatX* tln;           // (B, Tt, Dt) final LN of the text encoder
+    float *tln_mean, *tln_rstd;
+    floatX* teot;          // (B, Dt) the <eos> rows of tln
+    floatX* txt_emb;       // (B, E)
+    float* clip_cache;
+    floatX *dimg_emb, *dtxt_emb, *dvcls, *dvln, *dvout, *dteot, *dtln, *dtresid;
+    std::vector<int> cls_rows, eot_rows;
+    int *d_cls_rows, *d_eot_rows;
     // backward scratch
     floatX *dresid, *dlnf, *dtok, *dimg, *dproj_g, *dproj_h, *dfeats, *dvresid, *dpatch;
     void* acts_memory; size_t acts_bytes;
@@ -108,6 +145,21 @@ static void vlm_declare_params(VlmModel* m) {
     m->vpos = params_add(ps, "pos", {m->P + 1, Dv}, false);
     params_set_prefix(ps, "");
     transformer_declare(&m->vit, ps, "vision.", {c.v_layers, Dv, c.v_heads, false});
+    params_set_prefix(ps, "vision.");
+    m->vlnf_w = params_add(ps, "ln_f.weight", {Dv}, false);
+    m->vlnf_b = params_add(ps, "ln_f.bias", {Dv}, false);
+    m->vproj = params_add(ps, "proj.weight", {c.clip_dim, Dv}, true);
+    params_set_prefix(ps, "text.");
+    m->t_wte = params_add(ps, "wte", {c.vocab, c.t_dim}, true);
+    m->t_wpe = params_add(ps, "wpe", {m->Tt, c.t_dim}, false);
+    params_set_prefix(ps, "");
+    transformer_declare(&m->txt, ps, "text.", {c.t_layers, c.t_dim, c.t_heads, true});
+    params_set_prefix(ps, "text.");
+    m->tlnf_w = params_add(ps, "ln_f.weight", {c.t_dim}, false);
+    m->tlnf_b = params_add(ps, "ln_f.bias", {c.t_dim}, false);
+    m->tproj = params_add(ps, "proj.weight", {c.clip_dim, c.t_dim}, true);
+    params_set_prefix(ps, "clip.");
+    m->log_scale = params_add(ps, "log_scale", {1}, false);
     params_set_prefix(ps, "proj.");
     m->p1_w = params_add(ps, "fc1.weight", {Dl, Dv}, true);
     m->p1_b = params_add(ps, "fc1.bias", {Dl}, false);
@@ -145,7 +197,30 @@ static void vlm_layout(VlmModel* m, Arena* acts, Arena* scratch) {
     m->lnf_rstd = arena_take<float>(acts, B * Tl);
     m->logits = arena_take<floatX>(acts, B * Tl * V);
     m->losses = arena_take<float>(acts, B * Tl);
+    size_t E = m->cfg.clip_dim, Dt = m->cfg.t_dim, Tt = m->Tt;
+    m->vln = arena_take<floatX>(acts, B * (P + 1) * Dv);
+    m->vln_mean = arena_take<float>(acts, B * (P + 1));
+    m->vln_rstd = arena_take<float>(acts, B * (P + 1));
+    m->vcls = arena_take<floatX>(acts, B * Dv);
+    m->img_emb = arena_take<floatX>(acts, B * E);
+    m->ttok = arena_take<floatX>(acts, B * Tt * Dt);
+    transformer_layout_acts(&m->txt, acts, (int)B, (int)Tt);
+    m->tln = arena_take<floatX>(acts, B * Tt * Dt);
+    m->tln_mean = arena_take<float>(acts, B * Tt);
+    m->tln_rstd = arena_take<float>(acts, B * Tt);
+    m->teot = arena_take<floatX>(acts, B * Dt);
+    m->txt_emb = arena_take<floatX>(acts, B * E);
+    m->clip_cache = arena_take<float>(acts, clip_loss_cache_floats((int)B, (int)E));
     if (!scratch) return;
+    m->dimg_emb = arena_take<floatX>(scratch, B * E);
+    m->dtxt_emb = arena_take<floatX>(scratch, B * E);
+    m->dvcls = arena_take<floatX>(scratch, B * Dv);
+    m->dvln = arena_take<floatX>(scratch, B * (P + 1) * Dv);
+    m->dvout = arena_take<floatX>(scratch, B * (P + 1) * Dv);
+    m->dteot = arena_take<floatX>(scratch, B * Dt);
+    m->dtln = arena_take<floatX>(scratch, B * Tt * Dt);
+    m->dtresid = arena_take<floatX>(scratch, B * Tt * Dt);
+    transformer_layout_scratch(&m->txt, scratch);
     m->dresid = arena_take<floatX>(scratch, B * Tl * Dl);
     m->dlnf = arena_take<floatX>(scratch, B * Tl * Dl);
     m->dtok = arena_take<floatX>(scratch, B * Tl * Dl);
@@ -159,19 +234,25 @@ static void vlm_layout(VlmModel* m, Arena* acts, Arena* scratch) {
     transformer_layout_scratch(&m->lm, scratch);
 }
 
-static void vlm_build(VlmModel* m, const VlmConfig& cfg, int B, bool on_gpu, bool with_grads = true) {
+// frozen: name prefixes of the tensors this run does not train ("vision.", "lm.", ...)
+static void vlm_build(VlmModel* m, const VlmConfig& cfg, int B, bool on_gpu, bool with_grads = true,
+                      const std::vector<std::string>& frozen = {}) {
     const VlmConfig& c = cfg;
     if (c.image_size < 1 || c.patch < 1 || c.image_size % c.patch) FATAL("image size %d must be a multiple of the patch size %d", c.image_size, c.patch);
     if (c.v_layers < 1 || c.l_layers < 1 || c.v_dim % c.v_heads || c.l_dim % c.l_heads)
         FATAL("invalid VLM config: layers >= 1, widths multiples of their head counts");
-    if (c.max_text < 2 || c.vocab <= VLM_IMAGE_TOKEN) FATAL("invalid VLM config: max_text >= 2, vocab > %d", VLM_IMAGE_TOKEN);
+    if (c.max_text < 3 || c.vocab <= VLM_IMAGE_TOKEN) FATAL("invalid VLM config: max_text >= 3, vocab > %d", VLM_IMAGE_TOKEN);
+    if (c.t_layers < 1 || c.t_dim % c.t_heads || c.clip_dim < 1) FATAL("invalid VLM config: text encoder layers >= 1, width a multiple of its heads, clip_dim >= 1");
     m->cfg = cfg; m->on_gpu = on_gpu; m->B = B;
-    m->P = vlm_num_patches(c); m->K = c.patch * c.patch * 3; m->Tl = vlm_lm_len(c);
+    m->P = vlm_num_patches(c); m->K = c.patch * c.patch * 3; m->Tl = vlm_lm_len(c); m->Tt = c.max_text - 1;
     params_init(&m->params);
     vlm_declare_params(m);
+    for (const std::string& prefix : frozen)
+        if (params_set_trainable(&m->params, prefix, false) == 0) FATAL("vlm_build: no tensor starts with '%s'", prefix.c_str());
     params_allocate(&m->params, on_gpu, with_grads);
     transformer_resolve(&m->vit, &m->params);
     transformer_resolve(&m->lm, &m->params);
+    transformer_resolve(&m->txt, &m->params);
     Arena count_a = {nullptr, 0}, count_s = {nullptr, 0};
     vlm_layout(m, &count_a, &count_s);
     m->acts_bytes = count_a.used;
@@ -187,6 +268,11 @@ static void vlm_build(VlmModel* m, const VlmConfig& cfg, int B, bool on_gpu, boo
     m->d_lengths = (int*)backend_malloc(on_gpu, B * sizeof(int));
     m->host_losses.assign(BT, 0.0f);
     m->cur_B = 0; m->have_targets = false; m->n_targets = 0;
+    m->cls_rows.assign(B, 0); m->eot_rows.assign(B, 0);
+    m->d_cls_rows = (int*)backend_malloc(on_gpu, B * sizeof(int));
+    m->d_eot_rows = (int*)backend_malloc(on_gpu, B * sizeof(int));
+    for (int b = 0; b < B; b++) m->cls_rows[b] = b * (m->P + 1);
+    backend_copy(on_gpu, m->d_cls_rows, m->cls_rows.data(), B * sizeof(int), true);
 }
 
 static void vlm_free(VlmModel* m) {
@@ -195,6 +281,7 @@ static void vlm_free(VlmModel* m) {
     backend_free(on_gpu, m->acts_memory);
     if (m->scratch_memory) backend_free(on_gpu, m->scratch_memory);
     backend_free(on_gpu, m->d_tokens); backend_free(on_gpu, m->d_targets); backend_free(on_gpu, m->d_lengths);
+    backend_free(on_gpu, m->d_cls_rows); backend_free(on_gpu, m->d_eot_rows);
 }
 
 // ViT and GPT: GPT-2's N(0, 0.02); the patch embedding and projector as nn.Linear's
@@ -216,6 +303,14 @@ static void vlm_init_params(VlmModel* m, uint64_t seed) {
     normal(m->wte, 0.02f); normal(m->wpe, 0.02f);
     transformer_init(&m->lm, ps, h.data(), &rng);
     for (size_t i = 0; i < numel(m->lnf_w); i++) T(m->lnf_w)[i] = 1.0f;
+    // CLIP: LayerNorms 1 and 0, projections N(0, width^-1/2) as CLIP, the logit scale 1/0.07
+    for (size_t i = 0; i < numel(m->vlnf_w); i++) T(m->vlnf_w)[i] = 1.0f;
+    for (size_t i = 0; i < numel(m->tlnf_w); i++) T(m->tlnf_w)[i] = 1.0f;
+    normal(m->vproj, 1.0f / sqrtf((float)c.v_dim));
+    normal(m->tproj, 1.0f / sqrtf((float)c.t_dim));
+    normal(m->t_wte, 0.02f); normal(m->t_wpe, 0.01f);
+    transformer_init(&m->txt, ps, h.data(), &rng);
+    T(m->log_scale)[0] = logf(1.0f / 0.07f);
     backend_copy(m->on_gpu, ps->params, h.data(), ps->num_params * sizeof(float), true);
 }
 
@@ -224,52 +319,105 @@ static float* vlm_grad(const VlmModel* m, int k) { return param_grad(&m->params,
 
 // Builds the LM's token, target and length arrays from the text batch (host).
 // text_tokens, text_targets: (B, max_text); text_lengths: (B); token 1 must be <image>.
-static void vlm_build_sequences(VlmModel* m, const int* text_tokens, const int* text_targets, const int* text_lengths, int B) {
-    int Tt = m->cfg.max_text, Tl = m->Tl, P = m->P;
+// with_image: P image rows take <image>'s place (see the top); without, <image> is
+// dropped and token t >= 2 goes to position t - 1 (what follows <image> is then
+// predicted from <bos>). Returns the LM sequence length used.
+static int vlm_build_sequences(VlmModel* m, const int* text_tokens, const int* text_targets, const int* text_lengths, int B,
+                               bool with_image = true) {
+    int Tt = m->cfg.max_text, P = with_image ? m->P : 0;
+    int Tl = with_image ? m->Tl : Tt - 1;  // rows of the LM's buffers used, packed as (B, Tl)
     for (int b = 0; b < B; b++) {
         const int* tok = text_tokens + (size_t)b * Tt;
         const int* tgt = text_targets ? text_targets + (size_t)b * Tt : nullptr;
         int len = text_lengths[b];
-        if (len < 2 || len > Tt) FATAL("text length %d of row %d is outside [2, %d]", len, b, Tt);
+        if (len < 3 || len > Tt) FATAL("text length %d of row %d is outside [3, %d]", len, b, Tt);
         if (tok[1] != VLM_IMAGE_TOKEN) FATAL("row %d: text token 1 is %d, not <image> (%d)", b, tok[1], VLM_IMAGE_TOKEN);
         int* lt = &m->lm_tokens[(size_t)b * Tl];
         int* lg = &m->lm_targets[(size_t)b * Tl];
         for (int i = 0; i < Tl; i++) { lt[i] = 0; lg[i] = -1; }
         for (int t = 0; t < Tt; t++) {
+            // text token t's LM position; <image> (t = 1) sits at the last image row, or shares <bos>'s
             int pos = t == 0 ? 0 : (t == 1 ? P : t + P - 1);
-            if (t != 1) lt[pos] = t < len ? tok[t] : 0;  // the image rows keep the <pad> id; their embedding is replaced
-            if (tgt && t < len) lg[pos] = tgt[t];
+            if (t != 1) lt[pos] = t < len ? tok[t] : 0;  // image rows keep the <pad> id: their embedding is replaced
+            if (tgt && t < len && (t != 0 || with_image)) lg[pos] = tgt[t];
         }
         m->lm_lengths[b] = len + P - 1;
     }
+    return Tl;
 }
 
-// images: (B, H, W, 3) host floats in [0, 1]; text arrays as vlm_build_sequences.
-// Returns the mean loss over the marked tokens (0 without targets). Without
-// targets the logits stay in m->logits.
-static float vlm_forward(VlmModel* m, const float* images, const int* text_tokens, const int* text_targets,
-                         const int* text_lengths, int B) {
+// the LM from its input rows (lm.acts[0].resid) to the loss; returns the mean
+// loss over the marked tokens (0 without targets: then the logits stay)
+static float vlm_lm_head_and_loss(VlmModel* m, int B, int Tl, bool have_targets) {
     const VlmConfig& c = m->cfg;
     bool on_gpu = m->on_gpu;
-    if (B < 1 || B > m->B) FATAL("vlm_forward: batch %d outside [1, %d]", B, m->B);
-    int P = m->P, Dv = c.v_dim, Dl = c.l_dim, Tl = m->Tl, V = c.vocab, BT = B * Tl, H = c.image_size;
-    for (int i = 0; i < B * c.max_text; i++)
-        if (text_tokens[i] < 0 || text_tokens[i] >= V) FATAL("text token %d out of range [0, %d)", text_tokens[i], V);
-    vlm_build_sequences(m, text_tokens, text_targets, text_lengths, B);
+    int Dl = c.l_dim, V = c.vocab, BT = B * Tl;
+    transformer_forward(&m->lm, on_gpu, m->d_lengths, B, Tl, c.l_layers);
+    PROF(on_gpu, "layernorm", layernorm_forward(on_gpu, m->lnf, m->lnf_mean, m->lnf_rstd, m->lm.out, vlm_param(m, m->lnf_w),
+                                                vlm_param(m, m->lnf_b), BT, Dl));
+    PROF(on_gpu, "lm_head", linear_forward(on_gpu, m->logits, m->lnf, vlm_param(m, m->wte), (const float*)nullptr, BT, Dl, V));
+    if (!have_targets) return 0.0f;
+    int n = 0;
+    for (int i = 0; i < BT; i++) n += m->lm_targets[i] >= 0;
+    if (n == 0) FATAL("vlm: the batch has no target token");
+    m->n_targets = (float)n;
+    backend_copy(on_gpu, m->d_targets, m->lm_targets.data(), BT * sizeof(int), true);
+    PROF(on_gpu, "cross_entropy", cross_entropy(on_gpu, m->losses, m->logits, m->d_targets, BT, V, 1.0f / n, true));
+    backend_copy(on_gpu, m->host_losses.data(), m->losses, BT * sizeof(float), false);
+    double sum = 0;
+    for (int i = 0; i < BT; i++) sum += m->host_losses[i];
+    return (float)(sum / n);
+}
+
+static void vlm_check_batch(const VlmModel* m, const int* text_tokens, int B) {
+    if (B < 1 || B > m->B) FATAL("vlm: batch %d outside [1, %d]", B, m->B);
+    for (int i = 0; i < B * m->cfg.max_text; i++)
+        if (text_tokens[i] < 0 || text_tokens[i] >= m->cfg.vocab) FATAL("text token %d out of range [0, %d)", text_tokens[i], m->cfg.vocab);
+}
+
+// the vision encoder: patches, [CLS], positions, blocks 0 .. n_blocks - 1
+static void vlm_vision_forward(VlmModel* m, const float* images, int B, int n_blocks) {
+    const VlmConfig& c = m->cfg;
+    bool on_gpu = m->on_gpu;
+    int P = m->P, Dv = c.v_dim, H = c.image_size;
     backend_copy(on_gpu, m->images, images, (size_t)B * H * H * 3 * sizeof(float), true);
-    backend_copy(on_gpu, m->d_tokens, m->lm_tokens.data(), BT * sizeof(int), true);
-    backend_copy(on_gpu, m->d_lengths, m->lm_lengths.data(), B * sizeof(int), true);
-    m->cur_B = B; m->have_targets = text_targets != nullptr;
-    // vision encoder up to the feature layer
     PROF(on_gpu, "patch_embed", patch_embed_forward(on_gpu, m->patch_emb, m->patches, m->images, vlm_param(m, m->patch_w),
                                                     vlm_param(m, m->patch_b), B, H, H, c.patch, Dv));
     floatX* vin = m->vit.acts[0].resid;
     PROF(on_gpu, "vit_embed", cls_prepend_forward(on_gpu, vin, m->patch_emb, vlm_param(m, m->cls), B, P, Dv);
                               position_add_forward(on_gpu, vin, vlm_param(m, m->vpos), B, P + 1, Dv));
+    transformer_forward(&m->vit, on_gpu, nullptr, B, P + 1, n_blocks);
+}
+
+static void vlm_vision_backward(VlmModel* m, floatX* dvresid, int B, int from_layer) {
+    const VlmConfig& c = m->cfg;
+    bool on_gpu = m->on_gpu;
+    int P = m->P, Dv = c.v_dim;
+    if (!vlm_grad(m, m->patch_w)) return;  // a frozen encoder: nothing below needs the gradient
+    transformer_backward(&m->vit, on_gpu, dvresid, nullptr, B, P + 1, from_layer);
+    PROF(on_gpu, "vit_embed", position_add_backward(on_gpu, vlm_grad(m, m->vpos), dvresid, B, P + 1, Dv);
+                              cls_prepend_backward(on_gpu, m->dpatch, vlm_grad(m, m->cls), dvresid, B, P, Dv));
+    PROF(on_gpu, "patch_embed", patch_embed_backward(on_gpu, vlm_grad(m, m->patch_w), vlm_grad(m, m->patch_b), m->dpatch, m->patches,
+                                                     B, P, m->K, Dv));
+}
+
+// images: (B, H, W, 3) host floats in [0, 1]; text arrays as vlm_build_sequences.
+// Returns the mean loss over the marked tokens (0 without targets). Without
+// targets the logits stay in m->logits, as (B, Tl, V).
+static float vlm_forward(VlmModel* m, const float* images, const int* text_tokens, const int* text_targets,
+                         const int* text_lengths, int B) {
+    const VlmConfig& c = m->cfg;
+    bool on_gpu = m->on_gpu;
+    vlm_check_batch(m, text_tokens, B);
+    int P = m->P, Dv = c.v_dim, Dl = c.l_dim;
+    int Tl = vlm_build_sequences(m, text_tokens, text_targets, text_lengths, B, true), BT = B * Tl;
+    backend_copy(on_gpu, m->d_tokens, m->lm_tokens.data(), BT * sizeof(int), true);
+    backend_copy(on_gpu, m->d_lengths, m->lm_lengths.data(), B * sizeof(int), true);
+    m->cur_B = B; m->cur_T = Tl; m->have_targets = text_targets != nullptr; m->pass = VLM_PASS_IMAGE;
+    // vision encoder up to the feature layer, [CLS] dropped
     int fl = vlm_feature_layer(c);
-    transformer_forward(&m->vit, on_gpu, nullptr, B, P + 1, fl);
-    floatX* vfeat = fl < c.v_layers ? m->vit.acts[fl].resid : m->vit.out;
-    cls_drop_forward(on_gpu, m->feats, vfeat, B, P, Dv);
+    vlm_vision_forward(m, images, B, fl);
+    cls_drop_forward(on_gpu, m->feats, fl < c.v_layers ? m->vit.acts[fl].resid : m->vit.out, B, P, Dv);
     // projector
     PROF(on_gpu, "projector", linear_forward(on_gpu, m->proj_h, m->feats, vlm_param(m, m->p1_w), vlm_param(m, m->p1_b), B * P, Dv, Dl);
          if (c.proj_mlp) {
@@ -283,41 +431,125 @@ static float vlm_forward(VlmModel* m, const float* images, const int* text_token
     PROF(on_gpu, "lm_embed", embedding_forward(on_gpu, m->tok_emb, m->d_tokens, vlm_param(m, m->wte), BT, Dl);
                              image_splice_forward(on_gpu, lin, m->tok_emb, m->img_tok, B, Tl, P, Dl);
                              position_add_forward(on_gpu, lin, vlm_param(m, m->wpe), B, Tl, Dl));
-    transformer_forward(&m->lm, on_gpu, m->d_lengths, B, Tl, c.l_layers);
-    PROF(on_gpu, "layernorm", layernorm_forward(on_gpu, m->lnf, m->lnf_mean, m->lnf_rstd, m->lm.out, vlm_param(m, m->lnf_w),
-                                                vlm_param(m, m->lnf_b), BT, Dl));
-    PROF(on_gpu, "lm_head", linear_forward(on_gpu, m->logits, m->lnf, vlm_param(m, m->wte), (const float*)nullptr, BT, Dl, V));
-    if (!text_targets) return 0.0f;
-    int n = 0;
-    for (int i = 0; i < BT; i++) n += m->lm_targets[i] >= 0;
-    if (n == 0) FATAL("vlm_forward: the batch has no target token");
-    m->n_targets = (float)n;
-    backend_copy(on_gpu, m->d_targets, m->lm_targets.data(), BT * sizeof(int), true);
-    PROF(on_gpu, "cross_entropy", cross_entropy(on_gpu, m->losses, m->logits, m->d_targets, BT, V, 1.0f / n, true));
-    backend_copy(on_gpu, m->host_losses.data(), m->losses, BT * sizeof(float), false);
-    double sum = 0;
-    for (int i = 0; i < BT; i++) sum += m->host_losses[i];
-    return (float)(sum / n);
+    return vlm_lm_head_and_loss(m, B, Tl, text_targets != nullptr);
+}
+
+// the LM alone on the text (<image> dropped): stage lm. Logits as (B, max_text - 1, V).
+static float vlm_forward_text(VlmModel* m, const int* text_tokens, const int* text_targets, const int* text_lengths, int B) {
+    bool on_gpu = m->on_gpu;
+    vlm_check_batch(m, text_tokens, B);
+    int Dl = m->cfg.l_dim;
+    int Tl = vlm_build_sequences(m, text_tokens, text_targets, text_lengths, B, false), BT = B * Tl;
+    backend_copy(on_gpu, m->d_tokens, m->lm_tokens.data(), BT * sizeof(int), true);
+    backend_copy(on_gpu, m->d_lengths, m->lm_lengths.data(), B * sizeof(int), true);
+    m->cur_B = B; m->cur_T = Tl; m->have_targets = text_targets != nullptr; m->pass = VLM_PASS_TEXT;
+    floatX* lin = m->lm.acts[0].resid;
+    PROF(on_gpu, "lm_embed", embedding_forward(on_gpu, lin, m->d_tokens, vlm_param(m, m->wte), BT, Dl);
+                             position_add_forward(on_gpu, lin, vlm_param(m, m->wpe), B, Tl, Dl));
+    return vlm_lm_head_and_loss(m, B, Tl, text_targets != nullptr);
+}
+
+// CLIP embeddings (not normalised) of B images -> m->img_emb (B, E)
+static void vlm_clip_image_embed(VlmModel* m, const float* images, int B) {
+    const VlmConfig& c = m->cfg;
+    bool on_gpu = m->on_gpu;
+    int P = m->P, Dv = c.v_dim;
+    vlm_vision_forward(m, images, B, c.v_layers);
+    PROF(on_gpu, "clip_head", layernorm_forward(on_gpu, m->vln, m->vln_mean, m->vln_rstd, m->vit.out, vlm_param(m, m->vlnf_w),
+                                                vlm_param(m, m->vlnf_b), B * (P + 1), Dv);
+                              row_gather_forward(on_gpu, m->vcls, m->vln, m->d_cls_rows, B, Dv);
+                              linear_forward(on_gpu, m->img_emb, m->vcls, vlm_param(m, m->vproj), (const float*)nullptr, B, Dv, c.clip_dim));
+}
+
+// CLIP embeddings of B captions (text batches as vlm_get_batch's VLM_CAPTION: [<bos> <image> caption <eos>];
+// the text encoder reads them without <image>, the feature is at <eos>) -> m->txt_emb (B, E)
+static void vlm_clip_text_embed(VlmModel* m, const int* text_tokens, const int* text_lengths, int B) {
+    const VlmConfig& c = m->cfg;
+    bool on_gpu = m->on_gpu;
+    int Tt = m->Tt, Dt = c.t_dim, BT = B * Tt;
+    vlm_check_batch(m, text_tokens, B);
+    vlm_build_sequences(m, text_tokens, nullptr, text_lengths, B, false);  // same packing as the text-only LM
+    for (int b = 0; b < B; b++) m->eot_rows[b] = b * Tt + m->lm_lengths[b] - 1;
+    backend_copy(on_gpu, m->d_tokens, m->lm_tokens.data(), BT * sizeof(int), true);
+    backend_copy(on_gpu, m->d_lengths, m->lm_lengths.data(), B * sizeof(int), true);
+    backend_copy(on_gpu, m->d_eot_rows, m->eot_rows.data(), B * sizeof(int), true);
+    floatX* tin = m->txt.acts[0].resid;
+    PROF(on_gpu, "text_embed", embedding_forward(on_gpu, tin, m->d_tokens, vlm_param(m, m->t_wte), BT, Dt);
+                               position_add_forward(on_gpu, tin, vlm_param(m, m->t_wpe), B, Tt, Dt));
+    transformer_forward(&m->txt, on_gpu, m->d_lengths, B, Tt, c.t_layers);
+    PROF(on_gpu, "clip_head", layernorm_forward(on_gpu, m->tln, m->tln_mean, m->tln_rstd, m->txt.out, vlm_param(m, m->tlnf_w),
+                                                vlm_param(m, m->tlnf_b), BT, Dt);
+                              row_gather_forward(on_gpu, m->teot, m->tln, m->d_eot_rows, B, Dt);
+                              linear_forward(on_gpu, m->txt_emb, m->teot, vlm_param(m, m->tproj), (const float*)nullptr, B, Dt, c.clip_dim));
+}
+
+// stage clip: B matched (image, caption) pairs -> the symmetric contrastive loss
+static float vlm_clip_forward(VlmModel* m, const float* images, const int* text_tokens, const int* text_lengths, int B) {
+    vlm_clip_image_embed(m, images, B);
+    vlm_clip_text_embed(m, text_tokens, text_lengths, B);
+    m->cur_B = B; m->have_targets = true; m->pass = VLM_PASS_CLIP;
+    float loss;
+    PROF(m->on_gpu, "clip_loss", loss = clip_loss_forward(m->on_gpu, m->clip_cache, m->img_emb, m->txt_emb,
+                                                          vlm_param(m, m->log_scale), B, m->cfg.clip_dim));
+    return loss;
 }
 
 static void vlm_zero_grad(VlmModel* m) { params_zero_grad(&m->params); }
+
+// CLIP's logit scale now (clamped), for the log
+static float clip_scale_of(const VlmModel* m) {
+    float ls;
+    backend_copy(m->on_gpu, &ls, vlm_param(m, m->log_scale), sizeof(float), false);
+    return clip_scale(ls);
+}
+
+static void vlm_clip_backward(VlmModel* m) {
+    const VlmConfig& c = m->cfg;
+    bool on_gpu = m->on_gpu;
+    int B = m->cur_B, P = m->P, Dv = c.v_dim, Dt = c.t_dim, Tt = m->Tt, E = c.clip_dim;
+    PROF(on_gpu, "clip_loss", clip_loss_backward(on_gpu, m->dimg_emb, m->dtxt_emb, vlm_grad(m, m->log_scale), m->clip_cache,
+                                                 m->img_emb, m->txt_emb, vlm_param(m, m->log_scale), B, E));
+    // text tower
+    if (vlm_grad(m, m->t_wte)) {
+        PROF(on_gpu, "clip_head", linear_backward(on_gpu, m->dteot, vlm_grad(m, m->tproj), nullptr, m->dtxt_emb, m->teot, vlm_param(m, m->tproj), B, Dt, E);
+                                  row_gather_backward(on_gpu, m->dtln, m->dteot, m->d_eot_rows, B, Dt);
+                                  layernorm_backward(on_gpu, m->dtresid, vlm_grad(m, m->tlnf_w), vlm_grad(m, m->tlnf_b), m->dtln, m->txt.out,
+                                                     vlm_param(m, m->tlnf_w), m->tln_mean, m->tln_rstd, B * Tt, Dt));
+        transformer_backward(&m->txt, on_gpu, m->dtresid, m->d_lengths, B, Tt, c.t_layers);
+        PROF(on_gpu, "text_embed", position_add_backward(on_gpu, vlm_grad(m, m->t_wpe), m->dtresid, B, Tt, Dt);
+                                   embedding_backward(on_gpu, vlm_grad(m, m->t_wte), m->dtresid, m->d_tokens, B * Tt, Dt));
+    }
+    // image tower
+    PROF(on_gpu, "clip_head", linear_backward(on_gpu, m->dvcls, vlm_grad(m, m->vproj), nullptr, m->dimg_emb, m->vcls, vlm_param(m, m->vproj), B, Dv, E);
+                              row_gather_backward(on_gpu, m->dvln, m->dvcls, m->d_cls_rows, B, Dv);
+                              layernorm_backward(on_gpu, m->dvout, vlm_grad(m, m->vlnf_w), vlm_grad(m, m->vlnf_b), m->dvln, m->vit.out,
+                                                 vlm_param(m, m->vlnf_w), m->vln_mean, m->vln_rstd, B * (P + 1), Dv));
+    vlm_vision_backward(m, m->dvout, B, c.v_layers);
+}
 
 static void vlm_backward(VlmModel* m) {
     const VlmConfig& c = m->cfg;
     if (!m->have_targets) FATAL("vlm_backward needs a forward pass with targets");
     if (!m->params.with_grads) FATAL("vlm_backward: the model was built for inference (no gradients)");
     bool on_gpu = m->on_gpu;
-    int B = m->cur_B, P = m->P, Dv = c.v_dim, Dl = c.l_dim, Tl = m->Tl, V = c.vocab, BT = B * Tl, H = c.image_size;
     backend_memset0(on_gpu, m->scratch_memory, m->scratch_bytes);
+    if (m->pass == VLM_PASS_CLIP) { vlm_clip_backward(m); return; }
+    int B = m->cur_B, P = m->P, Dv = c.v_dim, Dl = c.l_dim, Tl = m->cur_T, V = c.vocab, BT = B * Tl;
     // head and final norm (m->logits holds dloss/dlogits)
     PROF(on_gpu, "lm_head", linear_backward(on_gpu, m->dlnf, vlm_grad(m, m->wte), nullptr, m->logits, m->lnf, vlm_param(m, m->wte), BT, Dl, V));
     PROF(on_gpu, "layernorm", layernorm_backward(on_gpu, m->dresid, vlm_grad(m, m->lnf_w), vlm_grad(m, m->lnf_b), m->dlnf, m->lm.out,
                                                  vlm_param(m, m->lnf_w), m->lnf_mean, m->lnf_rstd, BT, Dl));
     transformer_backward(&m->lm, on_gpu, m->dresid, m->d_lengths, B, Tl, c.l_layers);
+    if (m->pass == VLM_PASS_TEXT) {
+        PROF(on_gpu, "lm_embed", position_add_backward(on_gpu, vlm_grad(m, m->wpe), m->dresid, B, Tl, Dl);
+                                 embedding_backward(on_gpu, vlm_grad(m, m->wte), m->dresid, m->d_tokens, BT, Dl));
+        return;
+    }
     PROF(on_gpu, "lm_embed", position_add_backward(on_gpu, vlm_grad(m, m->wpe), m->dresid, B, Tl, Dl);
                              image_splice_backward(on_gpu, m->dtok, m->dimg, m->dresid, B, Tl, P, Dl);
                              embedding_backward(on_gpu, vlm_grad(m, m->wte), m->dtok, m->d_tokens, BT, Dl));
-    // projector
+    // projector (dfeats only when the encoder trains)
+    bool vision_trains = vlm_grad(m, m->patch_w) != nullptr;
     PROF(on_gpu, "projector",
          if (c.proj_mlp) {
              linear_backward(on_gpu, m->dproj_g, vlm_grad(m, m->p2_w), vlm_grad(m, m->p2_b), m->dimg, m->proj_g, vlm_param(m, m->p2_w), B * P, Dl, Dl);
@@ -325,14 +557,83 @@ static void vlm_backward(VlmModel* m) {
          } else {
              backend_copy_device(on_gpu, m->dproj_h, m->dimg, (size_t)B * P * Dl * sizeof(floatX));
          }
-         linear_backward(on_gpu, m->dfeats, vlm_grad(m, m->p1_w), vlm_grad(m, m->p1_b), m->dproj_h, m->feats, vlm_param(m, m->p1_w), B * P, Dv, Dl));
-    // vision encoder from the feature layer down
+         linear_backward(on_gpu, vision_trains ? m->dfeats : nullptr, vlm_grad(m, m->p1_w), vlm_grad(m, m->p1_b), m->dproj_h, m->feats,
+                         vlm_param(m, m->p1_w), B * P, Dv, Dl));
+    if (!vision_trains) return;
     int fl = vlm_feature_layer(c);
     cls_drop_backward(on_gpu, m->dvresid, m->dfeats, B, P, Dv);
-    transformer_backward(&m->vit, on_gpu, m->dvresid, nullptr, B, P + 1, fl);
-    PROF(on_gpu, "vit_embed", position_add_backward(on_gpu, vlm_grad(m, m->vpos), m->dvresid, B, P + 1, Dv);
-                              cls_prepend_backward(on_gpu, m->dpatch, vlm_grad(m, m->cls), m->dvresid, B, P, Dv));
-    PROF(on_gpu, "patch_embed", patch_embed_backward(on_gpu, vlm_grad(m, m->patch_w), vlm_grad(m, m->patch_b), m->dpatch, m->patches,
-                                                     B, P, m->K, Dv));
-    (void)H;
+    vlm_vision_backward(m, m->dvresid, B, fl);
+}
+
+// ---------------------------------------------------------------------------
+// generation with a KV cache, on either backend: the prompt runs through the
+// parallel forward once (prefill), its keys and values are kept per layer,
+// then every new token costs one row through each block (attention_step
+// against the cache) instead of a forward over the whole sequence.
+
+typedef struct {
+    std::vector<floatX*> k, v;  // per LM layer: (Tl, C) on the backend
+    int n;                      // positions filled
+} VlmKVCache;
+
+// image: (H, W, 3) host floats; prompt: text tokens [<bos> <image> ...] (host);
+// greedy: up to max_new tokens, stopping after <eos> (eos_token). Returns the new tokens.
+// step_logits (optional, host): the logits that chose each new token, (n_new, V).
+static std::vector<int> vlm_generate(VlmModel* m, const float* image, const std::vector<int>& prompt, int max_new, int eos_token,
+                                     std::vector<float>* step_logits = nullptr) {
+    const VlmConfig& c = m->cfg;
+    bool on_gpu = m->on_gpu;
+    int C = c.l_dim, NH = c.l_heads, V = c.vocab, Tl = m->Tl, L = c.l_layers;
+    int len = (int)prompt.size();
+    if (len < 2 || len > c.max_text) FATAL("vlm_generate: prompt of %d tokens outside [2, %d]", len, c.max_text);
+    std::vector<int> padded(prompt); padded.resize(c.max_text, 0);
+    vlm_forward(m, image, padded.data(), nullptr, &len, 1);
+    int n = len + m->P - 1;  // LM positions filled by the prompt
+    VlmKVCache kv;
+    for (int l = 0; l < L; l++) {
+        kv.k.push_back((floatX*)backend_malloc(on_gpu, (size_t)Tl * C * sizeof(floatX)));
+        kv.v.push_back((floatX*)backend_malloc(on_gpu, (size_t)Tl * C * sizeof(floatX)));
+        const floatX* qkv = m->lm.acts[l].qkv;  // (1, Tl, 3C) rows [q | k | v]
+        backend_copy_2d(on_gpu, kv.k[l], C * sizeof(floatX), qkv + C, 3 * C * sizeof(floatX), C * sizeof(floatX), n);
+        backend_copy_2d(on_gpu, kv.v[l], C * sizeof(floatX), qkv + 2 * C, 3 * C * sizeof(floatX), C * sizeof(floatX), n);
+    }
+    kv.n = n;
+    std::vector<float> logits(V);
+    std::vector<int> out;
+    backend_copy(on_gpu, logits.data(), m->logits + (size_t)(n - 1) * V, V * sizeof(floatX), false);
+    // one-row scratch: the first rows of the LM's activations (the prefill's are no longer needed)
+    floatX* x = m->lm.acts[0].resid;
+    int* d_tok = m->d_tokens;
+    for (int i = 0; i < max_new; i++) {
+        int best = (int)(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        if (step_logits) step_logits->insert(step_logits->end(), logits.begin(), logits.end());
+        out.push_back(best);
+        if (best == eos_token || kv.n >= Tl || len + i + 1 >= c.max_text) break;
+        int pos = kv.n;
+        backend_copy(on_gpu, d_tok, &best, sizeof(int), true);
+        embedding_forward(on_gpu, x, d_tok, vlm_param(m, m->wte), 1, C);
+        position_add_forward(on_gpu, x, vlm_param(m, m->wpe) + (size_t)pos * C, 1, 1, C);
+        for (int l = 0; l < L; l++) {
+            BlockParams& p = m->lm.p[l];
+            BlockActs& a = m->lm.acts[l];
+            layernorm_forward(on_gpu, a.ln1, a.ln1_mean, a.ln1_rstd, x, p.ln1_w, p.ln1_b, 1, C);
+            linear_forward(on_gpu, a.qkv, a.ln1, p.qkv_w, p.qkv_b, 1, C, 3 * C);
+            backend_copy_device(on_gpu, kv.k[l] + (size_t)pos * C, a.qkv + C, C * sizeof(floatX));
+            backend_copy_device(on_gpu, kv.v[l] + (size_t)pos * C, a.qkv + 2 * C, C * sizeof(floatX));
+            attention_step(on_gpu, a.atty, a.qkv, kv.k[l], kv.v[l], 1, pos + 1, Tl, C, NH);
+            linear_forward(on_gpu, a.resid2, a.atty, p.attn_proj_w, p.attn_proj_b, 1, C, C);
+            add_inplace(on_gpu, a.resid2, x, C);
+            layernorm_forward(on_gpu, a.ln2, a.ln2_mean, a.ln2_rstd, a.resid2, p.ln2_w, p.ln2_b, 1, C);
+            linear_forward(on_gpu, a.fch, a.ln2, p.fc_w, p.fc_b, 1, C, 4 * C);
+            gelu_forward(on_gpu, a.fch_gelu, a.fch, 4 * C);
+            linear_forward(on_gpu, x, a.fch_gelu, p.fc_proj_w, p.fc_proj_b, 1, 4 * C, C);
+            add_inplace(on_gpu, x, a.resid2, C);
+        }
+        layernorm_forward(on_gpu, m->lnf, m->lnf_mean, m->lnf_rstd, x, vlm_param(m, m->lnf_w), vlm_param(m, m->lnf_b), 1, C);
+        linear_forward(on_gpu, m->logits, m->lnf, vlm_param(m, m->wte), (const float*)nullptr, 1, C, V);
+        backend_copy(on_gpu, logits.data(), m->logits, V * sizeof(floatX), false);
+        kv.n++;
+    }
+    for (int l = 0; l < L; l++) { backend_free(on_gpu, kv.k[l]); backend_free(on_gpu, kv.v[l]); }
+    return out;
 }

@@ -44,8 +44,9 @@ PY
 
 # 3. a question about an image, from the checkpoint
 img=$(ls "$tmp"/scenes/images/*.png | tail -1)
-out=$($BIN --resume "$tmp/full.ckpt" --image "$img" --question "how many items are there?" 2>&1)
-[ $? -eq 0 ] && [ -n "$out" ] && pass "--image/--question answers ('$out')" || fail "--image/--question answers" "$out"
+INFER="--stage infer --init $tmp/full.ckpt"
+out=$($BIN $INFER --image "$img" --question "how many items are there?" 2>&1)
+[ $? -eq 0 ] && pass "--stage infer answers ('$out')" || fail "--stage infer answers" "$out"
 
 # 4. a user's folder (JSONL + PNG, no shards) trains the same way
 mkdir -p "$tmp/own"; cp -r "$tmp/scenes/images" "$tmp/scenes/train.jsonl" "$tmp/scenes/test.jsonl" "$tmp/own/"
@@ -56,7 +57,9 @@ $BIN ${ARGS//$tmp\/scenes/$tmp/own} --steps 3 > "$tmp/own.out" 2>&1 && grep -q "
 expect_error "unknown flag rejected" "unknown option '--bogus'" $BIN --bogus 1
 expect_error "bad projector rejected" "linear or mlp" $BIN --projector conv
 expect_error "missing data folder" "cannot" $BIN --data-dir "$tmp/nowhere"
-expect_error "--image needs --resume" "need --resume" $BIN --image "$img" --question "is there a bag?"
+expect_error "infer needs a model" "needs a model" $BIN --stage infer --image "$img" --question "is there a bag?"
+expect_error "--image outside infer" "belong to --stage infer" $BIN --image "$img" --question "is there a bag?"
+expect_error "unknown stage" "--stage must be" $BIN --stage pretrain
 expect_error "config mismatch on resume" "v_dim=16 but this run has v_dim=32" $BIN ${ARGS/--v-dim 16/--v-dim 32} --resume "$tmp/full.ckpt"
 expect_error "patch size must divide the image" "multiple of --patch" $BIN ${ARGS/--patch 16/--patch 24}
 /usr/bin/python3 -c "
@@ -66,9 +69,9 @@ def png(path, w, h):
     chunk = lambda t, d: struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d))
     open(path, 'wb').write(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0)) + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))
 png(sys.argv[1], 48, 40)" "$tmp/small.png"
-expect_error "an image of another size is an error without --resize" "is 40x48" $BIN --resume "$tmp/full.ckpt" --image "$tmp/small.png" --question "is there a bag?"
-out=$($BIN --resume "$tmp/full.ckpt" --image "$tmp/small.png" --question "is there a bag?" --resize 2>&1)
+expect_error "an image of another size is an error without --resize" "is 40x48" $BIN $INFER --image "$tmp/small.png" --question "is there a bag?"
+out=$($BIN $INFER --image "$tmp/small.png" --question "is there a bag?" --resize 2>&1)
 [ $? -eq 0 ] && pass "--resize answers about an image of another size" || fail "--resize answers about an image of another size" "$out"
 echo "not a png" > "$tmp/bad.png"
-expect_error "an unreadable image is named" "bad.png" $BIN --resume "$tmp/full.ckpt" --image "$tmp/bad.png" --question "is there a bag?"
+expect_error "an unreadable image is named" "bad.png" $BIN $INFER --image "$tmp/bad.png" --question "is there a bag?"
 finish

@@ -4,8 +4,12 @@
 //     tokens into the text
 //   - the backward accumulates (two passes give twice the gradient)
 //   - the text -> LM sequence mapping: image rows, targets, lengths
-//   - the loss counts only the marked tokens (changing an unmarked target
-//     changes nothing; changing the image changes the loss)
+//   - the loss counts only the marked tokens; the image changes the loss
+//   - the text-only LM pass (stage lm) and the CLIP pass (stage clip): finite
+//     differences of every tensor they train, zero gradient for the rest
+//   - frozen tensors (stage align): no gradient buffer, bit-identical after a
+//     step, and the projector's gradient through the frozen LM equals the one
+//     of the unfrozen model
 #include "../src/vlm_model.h"
 #include "test_util.h"
 
@@ -16,6 +20,7 @@ static VlmConfig tiny_config(int proj_mlp) {
     c.proj_mlp = proj_mlp;
     c.vocab = 13; c.l_layers = 2; c.l_dim = 8; c.l_heads = 2;
     c.max_text = 7;                           // LM length 7 - 1 + 4 = 10
+    c.t_layers = 2; c.t_dim = 8; c.t_heads = 2; c.clip_dim = 6;
     return c;
 }
 
@@ -65,9 +70,10 @@ static void test_gradients(int proj_mlp) {
     int fl = vlm_feature_layer(c);
     for (size_t i = 0; i < ps.tensors.size(); i++) {
         const ParamTensor& t = ps.tensors[i];
-        // blocks at and above the feature layer do not reach the loss
+        // blocks at and above the feature layer, and the CLIP parts, do not reach the loss
         std::string unused = "vision.blocks." + std::to_string(fl) + ".";
-        if (t.name.compare(0, unused.size(), unused) == 0) {
+        auto starts = [&](const std::string& p) { return t.name.compare(0, p.size(), p) == 0; };
+        if (starts(unused) || starts("text.") || starts("clip.") || starts("vision.ln_f") || starts("vision.proj")) {
             double s = 0; for (size_t j = 0; j < t.numel; j++) s += fabs(grads[t.offset + j]);
             char name[160]; snprintf(name, sizeof name, "vlm proj_mlp=%d: %s (above the feature layer) has zero gradient", proj_mlp, t.name.c_str());
             report(s == 0, name, "sum |g| = %g", s);
@@ -124,7 +130,128 @@ static void test_sequences_and_loss_mask() {
     vlm_free(&m);
 }
 
+enum Pass { IMAGE, TEXT, CLIP };
+static float run_pass(VlmModel* m, Pass pass, Batch& b, int B) {
+    if (pass == IMAGE) return vlm_forward(m, b.images.data(), b.tokens.data(), b.targets.data(), b.lengths.data(), B);
+    if (pass == TEXT) return vlm_forward_text(m, b.tokens.data(), b.targets.data(), b.lengths.data(), B);
+    return vlm_clip_forward(m, b.images.data(), b.tokens.data(), b.lengths.data(), B);
+}
+
+// every tensor a pass trains passes finite differences; the others get exactly zero
+static void test_pass_gradients(Pass pass, const char* label, const std::vector<std::string>& trained) {
+    VlmConfig c = tiny_config(1);
+    int B = 3;
+    VlmModel m; vlm_build(&m, c, B, false);
+    vlm_init_params(&m, 21);
+    jitter(&m, 22);
+    if (pass == CLIP) m.params.params[m.params.tensors[m.log_scale].offset] = logf(3.0f);  // below the clamp
+    Rng r; rng_seed(&r, 23);
+    Batch b = make_batch(c, B, &r);
+    auto loss = [&]() -> double { return run_pass(&m, pass, b, B); };
+    double l0 = loss();
+    vlm_zero_grad(&m); vlm_backward(&m);
+    const ParamStore& ps = m.params;
+    std::vector<float> grads(ps.grads, ps.grads + ps.num_trainable);
+    for (size_t i = 0; i < ps.tensors.size(); i++) {
+        const ParamTensor& t = ps.tensors[i];
+        bool trains = false;
+        for (const std::string& p : trained) trains |= t.name.compare(0, p.size(), p) == 0;
+        char name[160];
+        if (!trains) {
+            double sum = 0; for (size_t j = 0; j < t.numel; j++) sum += fabs(grads[t.offset + j]);
+            snprintf(name, sizeof name, "%s: %s gets no gradient", label, t.name.c_str());
+            report(sum == 0, name, "sum |g| %g", sum);
+            continue;
+        }
+        snprintf(name, sizeof name, "%s %s", label, t.name.c_str());
+        const float eps = 1e-2f;
+        grad_check(name, ps.params + t.offset, grads.data() + t.offset, t.numel, loss, 3e-2, eps, 10, 31 + i, 2.4e-7 * fabs(l0) / (2 * eps));
+    }
+    vlm_free(&m);
+}
+
+// stage align: only the projector trains, through the frozen LM
+static void test_frozen() {
+    VlmConfig c = tiny_config(1);
+    int B = 2;
+    std::vector<std::string> frozen = {"vision.", "lm.", "text.", "clip."};
+    VlmModel full, align;
+    vlm_build(&full, c, B, false);
+    vlm_build(&align, c, B, false, true, frozen);
+    vlm_init_params(&full, 41); jitter(&full, 42);
+    // by name: freezing changes the layout (frozen tensors go last)
+    for (const ParamTensor& t : align.params.tensors) {
+        const ParamTensor& f = full.params.tensors[params_find(&full.params, t.name)];
+        memcpy(align.params.params + t.offset, full.params.params + f.offset, t.numel * sizeof(float));
+    }
+    const ParamStore& pa = align.params;
+    size_t proj = 0;
+    for (const ParamTensor& t : pa.tensors) if (t.name.compare(0, 5, "proj.") == 0) proj += t.numel;
+    report(pa.num_trainable == proj, "frozen: grads and AdamW moments hold the projector only", "%zu vs %zu", pa.num_trainable, proj);
+    bool null_views = true;
+    for (size_t i = 0; i < pa.tensors.size(); i++)
+        if (pa.tensors[i].name.compare(0, 5, "proj.") != 0) null_views &= param_grad(&pa, (int)i) == nullptr;
+    report(null_views, "frozen: no gradient view for any frozen tensor");
+    Rng r; rng_seed(&r, 43);
+    Batch b = make_batch(c, B, &r);
+    for (VlmModel* m : {&full, &align}) {
+        vlm_forward(m, b.images.data(), b.tokens.data(), b.targets.data(), b.lengths.data(), B);
+        vlm_zero_grad(m); vlm_backward(m);
+    }
+    const ParamStore& pf = full.params;
+    double worst = 0;
+    for (const ParamTensor& t : pa.tensors) {
+        if (t.name.compare(0, 5, "proj.") != 0) continue;
+        int fi = params_find(&pf, t.name);
+        worst = fmax(worst, rel_err(pa.grads + t.offset, pf.grads + pf.tensors[fi].offset, t.numel));
+    }
+    report(worst < 1e-6, "frozen: the projector's gradient through the frozen LM = the unfrozen model's", "rel err %.2e", worst);
+    std::vector<float> before(pa.params, pa.params + pa.num_params);
+    params_adamw_step(&align.params, AdamWConfig{0.9f, 0.95f, 1e-8f, 0.1f}, 1e-2f, 1, 1.0f);
+    bool same = true, moved = false;
+    for (const ParamTensor& t : pa.tensors) {
+        bool eq = memcmp(pa.params + t.offset, before.data() + t.offset, t.numel * sizeof(float)) == 0;
+        if (t.name.compare(0, 5, "proj.") == 0) moved |= !eq; else same &= eq;
+    }
+    report(same, "frozen: every frozen tensor is bit-identical after a step");
+    report(moved, "frozen: the projector moves");
+    vlm_free(&full); vlm_free(&align);
+}
+
+// KV-cache generation == the parallel forward recomputed over the growing sequence
+static void test_generation_matches_forward() {
+    VlmConfig c = tiny_config(1);
+    c.max_text = 9;
+    VlmModel m; vlm_build(&m, c, 2, false, false);
+    vlm_init_params(&m, 51); jitter(&m, 52);
+    Rng r; rng_seed(&r, 53);
+    std::vector<float> image = random_vec((size_t)c.image_size * c.image_size * 3, &r, 0, 1);
+    std::vector<int> prompt = {1, VLM_IMAGE_TOKEN, 7, 9};
+    std::vector<float> step_logits;
+    std::vector<int> gen = vlm_generate(&m, image.data(), prompt, 5, -1, &step_logits);  // eos -1: never stops early
+    std::vector<int> seq = prompt;
+    double worst = 0; bool same = true;
+    int V = c.vocab;
+    for (size_t i = 0; i < gen.size(); i++) {
+        std::vector<int> padded(seq); padded.resize(c.max_text, 0);
+        int len = (int)seq.size();
+        vlm_forward(&m, image.data(), padded.data(), nullptr, &len, 1);
+        const floatX* row = m.logits + (size_t)(len + m.P - 2) * V;
+        int best = (int)(std::max_element(row, row + V) - row);
+        same &= best == gen[i];
+        worst = fmax(worst, rel_err(step_logits.data() + i * V, row, V));
+        seq.push_back(gen[i]);
+    }
+    report(gen.size() == 5 && same, "generation: KV-cache greedy tokens = the recomputed forward's", "%zu tokens", gen.size());
+    report(worst < 1e-5, "generation: KV-cache logits = the recomputed forward's", "rel err %.2e", worst);
+    vlm_free(&m);
+}
+
 int main() {
+    test_generation_matches_forward();
+    test_pass_gradients(TEXT, "lm stage", {"lm."});
+    test_pass_gradients(CLIP, "clip stage", {"vision.patch", "vision.cls", "vision.pos", "vision.blocks", "vision.ln_f", "vision.proj", "text.", "clip."});
+    test_frozen();
     test_sequences_and_loss_mask();
     test_gradients(0);
     test_gradients(1);
