@@ -5,6 +5,7 @@
 # configuration that finishes in about 15 minutes on 2 cores). The last lines
 # are the accuracy table. Extra arguments go to every train_vlm stage.
 #   OUT=out/vlm: logs, checkpoints, plots;  SCENES=data/scenes: the data
+#   N_TRAIN=30000: training scenes;  STEPS="8000 2000 1500 20000": steps of clip, lm, align, instruct
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/vlm}; SCENES=${SCENES:-data/scenes}
@@ -18,12 +19,14 @@ if [ $gpu = 1 ]; then
     RUN="--batch 64 --eval-records 1000"
     steps=(3000 2000 1500 6000)
 else
-    # CPU: 16x16 patches (16 tokens an image) and 32-wide models keep a step in milliseconds
+    # CPU: 16x16 patches (16 tokens an image) and 48-wide models keep a step in tens of milliseconds
     n_train=4000
     MODEL="--patch 16 --v-layers 2 --v-dim 48 --v-heads 4 --l-layers 2 --l-dim 48 --l-heads 4 --t-layers 1 --t-dim 48 --t-heads 4 --clip-dim 48"
     RUN="--batch 32 --eval-records 500 --device cpu"
-    steps=(1500 1000 600 3000)
+    steps=(600 400 300 2000)
 fi
+n_train=${N_TRAIN:-$n_train}
+[ -n "${STEPS:-}" ] && read -r -a steps <<<"$STEPS"
 [ -s "$SCENES/train.vlm" ] && [ -s "$SCENES/test.vlm" ] || ./build/make_scenes --out "$SCENES" --n-train $n_train --n-test 1000
 stages=(clip lm align instruct)
 lrs=(1e-3 1e-3 2e-3 1e-3)

@@ -34,6 +34,7 @@ import math
 import statistics
 import struct
 import sys
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -99,7 +100,7 @@ def key_mask(lengths, B, T, causal, device):
     m = j.view(1, 1, 1, T) < torch.tensor(lengths, device=device).view(B, 1, 1, 1)
     if causal:
         m = m & (j.view(1, 1, 1, T) <= j.view(1, 1, T, 1))
-    return m.expand(B, 1, T, T)
+    return m.expand(B, 1, T, T).contiguous()
 
 
 def split_qkv(qkv, NH):
@@ -312,6 +313,8 @@ def main():
     if not torch.cuda.is_available():
         sys.exit("attention_torch.py: needs a CUDA GPU (torch.cuda.is_available() is False)")
     torch.backends.cuda.matmul.allow_tf32 = False  # the math backend's fp32 matmuls stay fp32
+    # a forced backend that cannot run a case warns why before raising: the "not run" line says it once
+    warnings.simplefilter("ignore", UserWarning)
     backends = [b for b in args.backends.split(",") if b]
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     print("# %s, torch %s, CUDA %s" % (torch.cuda.get_device_name(), torch.__version__, torch.version.cuda))

@@ -51,7 +51,7 @@ typedef struct {
     float *ln1_mean, *ln1_rstd;    // (B, T)
     floatX* ln1;                   // (B, T, C)
     floatX* qkv;                   // (B, T, 3C)
-    float* att;                    // (B, NH, T, T) softmax probabilities
+    float* lse;                    // (B, NH, T) attention log-sum-exp (saved for the backward)
     floatX* atty;                  // (B, T, C) attention output, heads concatenated
     floatX* resid2;                // (B, T, C) after the attention residual
     float *ln2_mean, *ln2_rstd;    // (B, T)
@@ -62,6 +62,7 @@ typedef struct {
 
 typedef struct {
     floatX *dln, *dqkv, *datty, *dfch, *dfch_gelu;  // shared by every block's backward
+    float* D;                                        // (B, NH, T) attention backward scratch
 } BlockScratch;
 
 typedef struct {
@@ -120,7 +121,7 @@ static void transformer_layout_acts(Transformer* t, Arena* a, int B, int T) {
         x.ln1_mean = arena_take<float>(a, BT); x.ln1_rstd = arena_take<float>(a, BT);
         x.ln1 = arena_take<floatX>(a, BT * C);
         x.qkv = arena_take<floatX>(a, BT * 3 * C);
-        x.att = arena_take<float>(a, (size_t)B * NH * T * T);
+        x.lse = arena_take<float>(a, (size_t)B * NH * T);
         x.atty = arena_take<floatX>(a, BT * C);
         x.resid2 = arena_take<floatX>(a, BT * C);
         x.ln2_mean = arena_take<float>(a, BT); x.ln2_rstd = arena_take<float>(a, BT);
@@ -140,6 +141,7 @@ static void transformer_layout_scratch(Transformer* t, Arena* a) {
     s.datty = arena_take<floatX>(a, BT * C);
     s.dfch = arena_take<floatX>(a, BT * 4 * C);
     s.dfch_gelu = arena_take<floatX>(a, BT * 4 * C);
+    s.D = arena_take<float>(a, BT * t->cfg.n_head);
     t->scratch_bytes = a->used - start;
 }
 
@@ -175,7 +177,7 @@ static void transformer_forward(Transformer* t, bool on_gpu, const int* lengths,
         floatX* block_out = l + 1 < t->cfg.n_layer ? t->acts[l + 1].resid : t->out;
         PROF(on_gpu, "layernorm", layernorm_forward(on_gpu, a.ln1, a.ln1_mean, a.ln1_rstd, a.resid, p.ln1_w, p.ln1_b, BT, C));
         PROF(on_gpu, "qkv", linear_forward(on_gpu, a.qkv, a.ln1, p.qkv_w, p.qkv_b, BT, C, 3 * C));
-        PROF(on_gpu, "attention", attention_forward(on_gpu, a.atty, a.att, a.qkv, lengths, B, T, C, NH, t->cfg.causal));
+        PROF(on_gpu, "attention", attention_forward(on_gpu, a.atty, a.lse, a.qkv, lengths, B, T, C, NH, t->cfg.causal));
         PROF(on_gpu, "attn_proj", linear_forward(on_gpu, a.resid2, a.atty, p.attn_proj_w, p.attn_proj_b, BT, C, C);
                                   add_inplace(on_gpu, a.resid2, a.resid, (size_t)BT * C));
         PROF(on_gpu, "layernorm", layernorm_forward(on_gpu, a.ln2, a.ln2_mean, a.ln2_rstd, a.resid2, p.ln2_w, p.ln2_b, BT, C));
@@ -207,7 +209,7 @@ static void transformer_backward(Transformer* t, bool on_gpu, floatX* dresid, co
         // attention branch; dresid now holds dloss/d(resid2)
         backend_memset0(on_gpu, s.dln, (size_t)BT * C * sizeof(floatX));
         PROF(on_gpu, "attn_proj", linear_backward(on_gpu, s.datty, dp.attn_proj_w, dp.attn_proj_b, dresid, a.atty, p.attn_proj_w, BT, C, C));
-        PROF(on_gpu, "attention", attention_backward(on_gpu, s.dqkv, s.datty, a.qkv, a.att, lengths, B, T, C, NH, t->cfg.causal));
+        PROF(on_gpu, "attention", attention_backward(on_gpu, s.dqkv, s.D, s.datty, a.qkv, a.atty, a.lse, lengths, B, T, C, NH, t->cfg.causal));
         PROF(on_gpu, "qkv", linear_backward(on_gpu, s.dln, dp.qkv_w, dp.qkv_b, s.dqkv, a.ln1, p.qkv_w, BT, C, 3 * C));
         PROF(on_gpu, "layernorm", layernorm_backward(on_gpu, dresid, dp.ln1_w, dp.ln1_b, s.dln, a.resid, p.ln1_w, a.ln1_mean, a.ln1_rstd, BT, C));
     }

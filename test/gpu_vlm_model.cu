@@ -45,15 +45,17 @@ static void test_one_step(VlmConfig c, int B, uint64_t seed, Pass pass = IMAGE) 
     for (const ParamTensor& t : pc.tensors) {
         if (pass == IMAGE && fl < c.v_layers && t.name.compare(0, unused.size(), unused) == 0) continue;  // above the feature layer: no gradient
         snprintf(name, sizeof name, "%s step B=%d proj_mlp=%d: grad %s", PASS_NAMES[pass], B, c.proj_mlp, t.name.c_str());
-        check_close(name, g.data() + t.offset, pc.grads + t.offset, t.numel, 2e-4);
+        // the GPU's attention runs on TF32 tensor cores (src/attention.h: ~1e-3 relative
+        // error per kernel against the fp32 CPU reference); the matmuls here are exact fp32
+        check_close(name, g.data() + t.offset, pc.grads + t.offset, t.numel, 3e-3);
     }
     AdamWConfig adamw = {0.9f, 0.95f, 1e-8f, 0.1f};
     for (VlmModel* m : {&cpu, &gpu}) params_adamw_step(&m->params, adamw, 1e-3f, 1, 0.5f);
     std::vector<float> p = from_device(pg.params, pg.num_params);
     snprintf(name, sizeof name, "%s step B=%d proj_mlp=%d: params after AdamW", PASS_NAMES[pass], B, c.proj_mlp);
     // Adam's first step moves each weight by about lr * sign(g): a gradient within
-    // rounding of zero may take either sign, so allow a few such weights
-    check_close(name, p.data(), pc.params, pc.num_params, 2e-5);
+    // rounding (TF32 attention) of zero may take either sign, so allow a few such weights
+    check_close(name, p.data(), pc.params, pc.num_params, 5e-4);
     vlm_free(&cpu); vlm_free(&gpu);
 }
 
@@ -71,7 +73,7 @@ static void test_generation(VlmConfig c) {
     std::vector<int> a = vlm_generate(&cpu, image.data(), prompt, 6, -1, &lc);
     std::vector<int> b = vlm_generate(&gpu, image.data(), prompt, 6, -1, &lg);
     report(a == b && a.size() == 6, "KV-cache generation: GPU tokens == CPU tokens", "%zu vs %zu tokens", a.size(), b.size());
-    check_close("KV-cache generation: GPU step logits == CPU", lg.data(), lc.data(), lc.size(), 1e-4);
+    check_close("KV-cache generation: GPU step logits == CPU (TF32 attention in the prefill)", lg.data(), lc.data(), lc.size(), 3e-3);
     vlm_free(&cpu); vlm_free(&gpu);
 }
 

@@ -7,7 +7,8 @@ older than its sources), then recomputes every output and gradient in float64 fr
 inputs and compares each tensor by relative error ||ours - ref|| / ||ref||:
   - layernorm: F.layer_norm (eps 1e-5); gelu: F.gelu(approximate='tanh')
   - attention: written here from the equations (scores, explicit causal and key-padding masks,
-    softmax with the max subtracted, rows without a visible key = 0), and torch's scaled dot-product
+    softmax with the max subtracted, rows without a visible key = 0; lse = log sum exp of the visible
+    scores, +inf without one), and torch's scaled dot-product
     attention as a second reference on the sequences that have a visible key in every row
   - the decode step: the causal attention above, row by row
   - patch embedding: F.conv2d with kernel = stride = p on the image (the weight's (py, px, c)
@@ -70,7 +71,8 @@ def split_heads(qkv, NH):
 
 
 def ref_attention(qkv, NH, lengths, causal):
-    """softmax(q k^T / sqrt(hd)) over the visible keys, 0 elsewhere; out (B, T, C), att (B, NH, T, T)."""
+    """softmax(q k^T / sqrt(hd)) over the visible keys, 0 elsewhere; out (B, T, C), att (B, NH, T, T),
+    lse (B, NH, T) (+inf for a row without a visible key)."""
     B, T, _ = qkv.shape
     q, k, v = split_heads(qkv, NH)
     s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
@@ -82,7 +84,9 @@ def ref_attention(qkv, NH, lengths, causal):
     z = e.sum(-1, keepdim=True)
     att = e / torch.where(z > 0, z, torch.ones_like(z))
     out = (att @ v).transpose(1, 2).reshape(B, T, -1)
-    return out, att
+    lse = torch.where(z > 0, m + torch.log(torch.where(z > 0, z, torch.ones_like(z))),
+                      torch.full_like(z, float("inf"))).squeeze(-1).detach()
+    return out, att, lse
 
 
 def sdpa(q, k, v, mask):
@@ -122,9 +126,12 @@ def case_attention(d, p):
     lengths = d(p + "lengths").long() if has_len else None
     qkv = leaf(d(p + "qkv"))
     dout = d(p + "dout")
-    out, att = ref_attention(qkv, NH, lengths, bool(causal))
+    out, _, lse = ref_attention(qkv, NH, lengths, bool(causal))
     compare(p + "out", d(p + "out"), out)
-    compare(p + "att", d(p + "att"), att)
+    ours = d(p + "lse")
+    empty = torch.isinf(lse)
+    report(bool((ours[empty] == lse[empty].to(ours.dtype)).all()), p + "lse (empty rows +inf)", "not +inf")
+    compare(p + "lse", ours[~empty], lse[~empty])
     (dqkv,) = grads(out, [qkv], dout)
     compare(p + "dqkv", d(p + "dqkv"), dqkv)
     # the second reference: torch's attention, on the sequences whose every row sees a key
@@ -135,11 +142,9 @@ def case_attention(d, p):
     q, k, v = split_heads(qkv2, NH)
     vis = visible_mask(len(keep), T, None if lengths is None else lengths[keep], bool(causal))
     mask = torch.zeros(vis.shape, dtype=DT).masked_fill(~vis, float("-inf"))
-    o2, att2 = sdpa(q, k, v, mask)
+    o2, _ = sdpa(q, k, v, mask)
     o2 = o2.transpose(1, 2).reshape(len(keep), T, C)
     compare(p + "out (sdpa)", d(p + "out")[keep], o2)
-    if att2 is not None:
-        compare(p + "att (sdpa)", d(p + "att")[keep], att2)
     (g2,) = grads(o2, [qkv2], dout[keep])
     compare(p + "dqkv (sdpa)", d(p + "dqkv")[keep], g2)
 
@@ -147,7 +152,7 @@ def case_attention(d, p):
 def case_attention_step(d, p):
     p = p + "."
     B, T, C, NH = [int(v) for v in d(p + "config").tolist()]
-    out, _ = ref_attention(d(p + "qkv"), NH, None, True)
+    out = ref_attention(d(p + "qkv"), NH, None, True)[0]
     compare(p + "out", d(p + "out"), out)
 
 

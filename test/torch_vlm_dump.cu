@@ -62,16 +62,17 @@ static void dump_attention(TensorFile& tf, const std::string& name, int B, int T
                            std::vector<int> lengths) {
     std::string p = name + ".";
     const int* len = lengths.empty() ? nullptr : lengths.data();
-    Vec qkv = rnd((size_t)B * T * 3 * C, -1.5f, 1.5f), out((size_t)B * T * C), att((size_t)B * NH * T * T);
-    attention_forward_cpu(out.data(), att.data(), qkv.data(), len, B, T, C, NH, causal);
-    Vec dout = rnd(out.size()), dqkv(qkv.size(), 0.0f);
-    attention_backward_cpu(dqkv.data(), dout.data(), qkv.data(), att.data(), len, B, T, C, NH, causal);
+    Vec qkv = rnd((size_t)B * T * 3 * C, -1.5f, 1.5f), out((size_t)B * T * C), lse((size_t)B * NH * T);
+    attention_forward_cpu(out.data(), lse.data(), qkv.data(), len, B, T, C, NH, causal);
+    Vec dout = rnd(out.size()), dqkv(qkv.size(), 0.0f), D(lse.size());
+    attention_backward_cpu(dqkv.data(), D.data(), dout.data(), qkv.data(), out.data(), lse.data(), len, B, T, C, NH,
+                           causal);
     float cfg[6] = {(float)B, (float)T, (float)C, (float)NH, (float)causal, (float)(len != nullptr)};
     tf.add(p + "config", cfg, {6});
     if (len) tf.add_ints(p + "lengths", len, {B});
     tf.add(p + "qkv", qkv, {B, T, 3 * C});
     tf.add(p + "out", out, {B, T, C});
-    tf.add(p + "att", att, {B, NH, T, T});
+    tf.add(p + "lse", lse, {B, NH, T});
     tf.add(p + "dout", dout, {B, T, C});
     tf.add(p + "dqkv", dqkv, {B, T, 3 * C});
 }
