@@ -1,9 +1,25 @@
 #!/usr/bin/env python3
-"""PyTorch baseline for train_vlm: the same tiny LLaVA as src/vlm_model.h, timed per training step.
+"""PyTorch baseline for train_vlm: the same tiny LLaVA as src/vlm_model.h, timed per training step of each stage.
 
-    python3 dev/vlm_torch_bench.py                                   # GPU, train_vlm's default sizes
+    python3 dev/vlm_torch_bench.py                                   # GPU, train_vlm's default sizes, every stage
     python3 dev/vlm_torch_bench.py --ours ./train_vlm --data-dir data/scenes   # ours in the same table
+    python3 dev/vlm_torch_bench.py --stages e2e,clip --modes eager-tf32,compile-tf32
     python3 dev/vlm_torch_bench.py --device cpu --batch 4 --steps 3 --warmup 1 --image-size 16
+
+Stages (--stages, default all), as train_vlm --stage: the loss its step computes, and what it trains;
+the rest is frozen as frozen_for() in train_vlm.cu (requires_grad_(False), not in the optimizer, not
+in the gradient clip; gradients still flow through a frozen LM to the projector in align):
+  clip      CLIP: image embedding = proj(LN(ViT over all its blocks, [CLS] row)), text embedding =
+            proj(LN(causal text encoder over [<bos> caption <eos>] without <image>, at <eos>)),
+            symmetric CE over the L2-normalised embeddings x min(exp(log_scale), 100);
+            trains vision.*, text.*, clip.* (projector and LM frozen)
+  lm        the GPT alone on the text, <image> dropped; trains lm.*
+  align     the LLaVA loss below; trains proj.* only
+  instruct  the LLaVA loss; trains proj.* and lm.* (ViT frozen)
+  e2e       the LLaVA loss; trains vision.* (not its CLIP head ln_f / proj), proj.*, lm.*
+The CLIP parts (VLM built from a cfg with t_layers, t_dim, t_heads, clip_dim) have ours' shapes and
+names but are not checked numerically against ours; the benchmark's text rows are full length, so
+<eos> is the last position.
 
 The model (VLM below; test/torch_vlm_model_check.py loads our parameters into it in float64 and
 compares the loss and every gradient with our CPU reference):
@@ -29,11 +45,13 @@ copied to the device each step, as train_vlm copies its batch. Modes:
   eager-bf16    bf16 autocast
   compile-tf32  torch.compile of the model (forward + loss; the backward through AOTAutograd)
   compile-bf16  torch.compile under bf16 autocast
-Each: --warmup steps, then --steps timed steps (CUDA events on the GPU); prints median ms/step,
-sequences/s, LM tokens/s (B * LM length per step) and peak memory (torch.cuda.max_memory_allocated),
-one line a mode, then a markdown table. --ours BINARY --data-dir DIR also runs train_vlm (ours)
-with the same sizes and adds its summary line ("summary: X ms/step, ...": the mean wall time of
-its steps after the first) to the table, with each row's speed relative to torch.compile tf32.
+Each stage x mode: --warmup steps, then --steps timed steps (CUDA events on the GPU); prints median
+ms/step, sequences/s and peak memory (torch.cuda.max_memory_allocated), one line each, then one
+markdown table (stage, impl, mode, ms/step, seq/s, peak, speed relative to that stage's torch
+compile tf32). --ours BINARY --data-dir DIR also runs train_vlm (ours) once per stage with the same
+sizes (--stage S ... --eval-interval 0 --eval-records 64, --ours-args appended) and adds its summary
+line ("summary: X ms/step, Y sequences/s": the mean wall time of its steps after the first) to the
+table, then ours / torch compile tf32 per stage.
 """
 import argparse
 import contextlib
@@ -116,17 +134,28 @@ class Vision(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg["v_dim"], cfg["v_heads"], False) for _ in range(cfg["v_layers"]))
         # LLaVA reads the penultimate layer: the input of the last block (the output of a single one)
         self.n_run = cfg["v_layers"] - 1 if cfg["v_layers"] > 1 else 1
+        if "clip_dim" in cfg:   # CLIP's image head: final LN at [CLS], projection (no bias)
+            self.ln_f = nn.LayerNorm(cfg["v_dim"], eps=LN_EPS)
+            self.proj = nn.Linear(cfg["v_dim"], cfg["clip_dim"], bias=False)
 
-    def forward(self, images):
-        """images (B, H, H, 3) -> features (B, P, Dv), [CLS] dropped."""
+    def encode(self, images, n_blocks):
+        """images (B, H, H, 3) -> (B, P+1, Dv) after the first n_blocks blocks, [CLS] first."""
         B, H, W, _ = images.shape
         p = self.patch_size
         patches = images.reshape(B, H // p, p, W // p, p, 3).permute(0, 1, 3, 2, 4, 5).reshape(B, -1, p * p * 3)
         x = self.patch(patches)
         x = torch.cat([self.cls.to(x.dtype).expand(B, 1, -1), x], 1) + self.pos
-        for blk in self.blocks[: self.n_run]:
+        for blk in self.blocks[:n_blocks]:
             x = blk(x)
-        return x[:, 1:]
+        return x
+
+    def forward(self, images):
+        """images (B, H, H, 3) -> features (B, P, Dv), [CLS] dropped."""
+        return self.encode(images, self.n_run)[:, 1:]
+
+    def clip_embed(self, images):
+        """CLIP's image embedding (B, E), not normalised: every block, LN of the [CLS] row, projection."""
+        return self.proj(self.ln_f(self.encode(images, len(self.blocks))[:, 0]))
 
 
 class Projector(nn.Module):
@@ -149,6 +178,32 @@ class LM(nn.Module):
         self.ln_f = nn.LayerNorm(cfg["l_dim"], eps=LN_EPS)
 
 
+class TextEncoder(nn.Module):
+    """CLIP's text tower: a causal transformer over [<bos> caption <eos>] (<image> dropped, length
+    max_text - 1) with its own token and position embeddings, final LN at <eos>, projection."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.wte = nn.Parameter(torch.zeros(cfg["vocab"], cfg["t_dim"]))
+        self.wpe = nn.Parameter(torch.zeros(cfg["max_text"] - 1, cfg["t_dim"]))
+        self.blocks = nn.ModuleList(Block(cfg["t_dim"], cfg["t_heads"], True) for _ in range(cfg["t_layers"]))
+        self.ln_f = nn.LayerNorm(cfg["t_dim"], eps=LN_EPS)
+        self.proj = nn.Linear(cfg["t_dim"], cfg["clip_dim"], bias=False)
+
+    def forward(self, tokens):
+        """tokens (B, max_text) as the LM's text batches -> (B, E). The benchmark's rows are full length,
+        so <eos> is the last position."""
+        x = F.embedding(text_only(tokens), self.wte) + self.wpe
+        for blk in self.blocks:
+            x = blk(x)
+        return self.proj(self.ln_f(x[:, -1]))
+
+
+def text_only(t):
+    """the text without its <image> (position 1), as vlm_build_sequences(with_image = false)."""
+    return torch.cat([t[:, :1], t[:, 2:]], 1)
+
+
 def lm_length(cfg):
     return cfg["max_text"] - 1 + (cfg["image_size"] // cfg["patch"]) ** 2
 
@@ -164,12 +219,17 @@ class VLM(nn.Module):
         self.vision = Vision(cfg)
         self.proj = Projector(cfg)
         self.lm = LM(cfg, lm_length(cfg))
+        self.has_clip = "clip_dim" in cfg   # cfg with t_layers, t_dim, t_heads, clip_dim: CLIP's parts too
+        if self.has_clip:
+            self.text = TextEncoder(cfg)
+            self.clip = nn.Module()
+            self.clip.log_scale = nn.Parameter(torch.zeros(1))
         self.reset_parameters()
 
     def reset_parameters(self):
         """As vlm_init_params: blocks GPT-2's (N(0, 0.02), residual projections / sqrt(2 L), biases 0,
         norms 1, 0); patch embedding and projector nn.Linear's default; [CLS], positions, wte N(0, 0.02)."""
-        for stack in (self.vision.blocks, self.lm.blocks):
+        for stack in (self.vision.blocks, self.lm.blocks) + ((self.text.blocks,) if self.has_clip else ()):
             for blk in stack:
                 for lin in (blk.attn.qkv, blk.attn.proj, blk.mlp.fc, blk.mlp.proj):
                     nn.init.normal_(lin.weight, std=0.02)
@@ -178,6 +238,13 @@ class VLM(nn.Module):
                     nn.init.normal_(lin.weight, std=0.02 / math.sqrt(2 * len(stack)))
         for p in (self.vision.cls, self.vision.pos, self.lm.wte, self.lm.wpe):
             nn.init.normal_(p, std=0.02)
+        if self.has_clip:   # as ours: projections N(0, width^-1/2), text wte 0.02, wpe 0.01, scale 1/0.07
+            nn.init.normal_(self.vision.proj.weight, std=self.cfg["v_dim"] ** -0.5)
+            nn.init.normal_(self.text.proj.weight, std=self.cfg["t_dim"] ** -0.5)
+            nn.init.normal_(self.text.wte, std=0.02)
+            nn.init.normal_(self.text.wpe, std=0.01)
+            with torch.no_grad():
+                self.clip.log_scale.fill_(math.log(1 / 0.07))
 
     def set_sdpa(self, on):
         """on: F.scaled_dot_product_attention where torch has it; off: the explicit softmax."""
@@ -188,7 +255,7 @@ class VLM(nn.Module):
     def decay_names(self):
         """the tensors AdamW decays: our matrices (weights of the linear maps and wte; not the
         positions, [CLS], norms or biases)."""
-        return {n for n, p in self.named_parameters() if (n.endswith(".weight") and p.dim() == 2) or n == "lm.wte"}
+        return {n for n, p in self.named_parameters() if (n.endswith(".weight") and p.dim() == 2) or n in ("lm.wte", "text.wte")}
 
     def forward(self, images, tokens, targets=None):
         """images (B, H, H, 3); tokens, targets (B, max_text) text ids, token 1 = <image>, targets -1
@@ -206,6 +273,60 @@ class VLM(nn.Module):
         # text position 0 -> 0, 1 (<image>) -> P (the last image row), t >= 2 -> t + P - 1
         lm_targets = torch.cat([targets[:, :1], targets.new_full((B, self.P - 1), -1), targets[:, 1:]], 1)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), lm_targets.reshape(-1), ignore_index=-1)
+
+
+    def forward_text(self, tokens, targets):
+        """stage lm: the GPT alone on the text, <image> dropped (LM length max_text - 1); the target of
+        <image>'s position moves to <bos>'s (vlm_build_sequences(with_image = false))."""
+        x = F.embedding(text_only(tokens), self.lm.wte)
+        x = x + self.lm.wpe[: x.shape[1]]
+        for blk in self.lm.blocks:
+            x = blk(x)
+        logits = F.linear(self.lm.ln_f(x), self.lm.wte)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[:, 1:].reshape(-1), ignore_index=-1)
+
+    def forward_clip(self, images, tokens):
+        """stage clip: symmetric cross-entropy over the scaled cosines of B matched (image, caption) pairs."""
+        img = F.normalize(self.vision.clip_embed(images).float(), dim=-1)
+        txt = F.normalize(self.text(tokens).float(), dim=-1)
+        logits = self.clip.log_scale.exp().clamp(max=100.0) * (img @ txt.t())
+        labels = torch.arange(logits.shape[0], device=logits.device)
+        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+
+# train_vlm.cu's frozen_for(): the parameter-name prefixes each stage freezes (no grad, no optimizer state)
+STAGES = ("clip", "lm", "align", "instruct", "e2e")
+FROZEN = {"clip": ("proj.", "lm."),
+          "lm": ("vision.", "proj.", "text.", "clip."),
+          "align": ("vision.", "lm.", "text.", "clip."),
+          "instruct": ("vision.", "text.", "clip."),
+          "e2e": ("text.", "clip.", "vision.ln_f", "vision.proj")}
+
+
+class StageLoss(nn.Module):
+    """one stage's training loss, as train_vlm's step: clip -> vlm_clip_forward, lm -> vlm_forward_text,
+    align / instruct / e2e -> vlm_forward (torch.compile compiles this module)."""
+
+    def __init__(self, model, stage):
+        super().__init__()
+        self.model, self.stage = model, stage
+
+    def forward(self, images, tokens, targets):
+        if self.stage == "clip":
+            return self.model.forward_clip(images, tokens)
+        if self.stage == "lm":
+            return self.model.forward_text(tokens, targets)
+        return self.model(images, tokens, targets)
+
+
+def freeze_for(model, stage):
+    """requires_grad_(False) on what the stage freezes; -> the names of the trained tensors."""
+    trained = set()
+    for n, p in model.named_parameters():
+        p.requires_grad_(not n.startswith(FROZEN[stage]))
+        if p.requires_grad:
+            trained.add(n)
+    return trained
 
 
 def make_lm_batch(tokens, targets, lengths):
@@ -232,7 +353,8 @@ REFERENCE_MODE = "compile-tf32"   # the ratio column is relative to this one
 def config_from_args(a):
     return {"image_size": a.image_size, "patch": a.patch, "v_layers": a.v_layers, "v_dim": a.v_dim,
             "v_heads": a.v_heads, "proj_mlp": int(a.projector == "mlp"), "vocab": a.vocab,
-            "l_layers": a.l_layers, "l_dim": a.l_dim, "l_heads": a.l_heads, "max_text": a.text_len}
+            "l_layers": a.l_layers, "l_dim": a.l_dim, "l_heads": a.l_heads, "max_text": a.text_len,
+            "t_layers": a.t_layers, "t_dim": a.t_dim, "t_heads": a.t_heads, "clip_dim": a.clip_dim}
 
 
 def random_batches(cfg, B, n, answer_len, gen, pin):
@@ -252,10 +374,10 @@ def random_batches(cfg, B, n, answer_len, gen, pin):
     return out
 
 
-def make_optimizer(model, a, device):
+def make_optimizer(model, a, device, trained):
     decay = model.decay_names()
-    groups = [{"params": [p for n, p in model.named_parameters() if n in decay], "weight_decay": a.weight_decay},
-              {"params": [p for n, p in model.named_parameters() if n not in decay], "weight_decay": 0.0}]
+    groups = [{"params": [p for n, p in model.named_parameters() if n in trained and n in decay], "weight_decay": a.weight_decay},
+              {"params": [p for n, p in model.named_parameters() if n in trained and n not in decay], "weight_decay": 0.0}]
     kw = dict(lr=a.lr, betas=(0.9, 0.95), eps=1e-8)
     if device.type == "cuda":
         try:
@@ -270,7 +392,7 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def run_mode(mode, cfg, a, device, batches):
+def run_mode(mode, stage, cfg, a, device, batches):
     """-> dict(ms, peak_mib, first_s, loss0, loss1) or raises."""
     use_compile, amp, tf32 = MODES[mode]
     if use_compile and not hasattr(torch, "compile"):
@@ -284,11 +406,12 @@ def run_mode(mode, cfg, a, device, batches):
         torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(a.seed)
     model = VLM(cfg).to(device)
-    params = list(model.parameters())
-    opt = make_optimizer(model, a, device)
-    fn = model
+    trained = freeze_for(model, stage)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(model, a, device, trained)
+    fn = StageLoss(model, stage)
     if use_compile:
-        fn = torch.compile(model, mode=None if a.compile_mode == "default" else a.compile_mode)
+        fn = torch.compile(fn, mode=None if a.compile_mode == "default" else a.compile_mode)
     amp_ctx = (lambda: torch.autocast(device.type, dtype=amp)) if amp is not None else contextlib.nullcontext
 
     def step(i):
@@ -327,18 +450,19 @@ def run_mode(mode, cfg, a, device, batches):
     return {"ms": statistics.median(times), "peak_mib": peak, "first_s": first_s, "loss0": loss0, "loss1": loss1}
 
 
-def run_ours(a, cfg, device):
-    """Runs train_vlm with the same sizes; -> dict(ms, mem_mib, data) or raises. data: what its
-    "data:" line says of the images and the text (the torch model takes the same sizes)."""
+def run_ours(a, cfg, device, stage):
+    """Runs train_vlm --stage STAGE with the same sizes; -> dict(ms, mem_mib, data) or raises. data: what
+    its "data:" line says of the images and the text (the torch model takes the same sizes)."""
     steps = a.ours_steps or a.warmup + a.steps
-    cmd = [a.ours, "--data-dir", a.data_dir, "--steps", str(steps), "--batch", str(a.batch),
-           "--eval-interval", "0", "--eval-records", "64", "--log-every", str(max(1, steps - 1)),
+    cmd = [a.ours, "--stage", stage, "--data-dir", a.data_dir, "--steps", str(steps), "--batch", str(a.batch),
+           "--eval-interval", "0", "--eval-records", "64", "--log-every", str(steps),
            "--patch", str(cfg["patch"]), "--v-layers", str(cfg["v_layers"]), "--v-dim", str(cfg["v_dim"]),
            "--v-heads", str(cfg["v_heads"]), "--projector", a.projector, "--l-layers", str(cfg["l_layers"]),
-           "--l-dim", str(cfg["l_dim"]), "--l-heads", str(cfg["l_heads"]), "--lr", str(a.lr),
-           "--weight-decay", str(a.weight_decay), "--grad-clip", str(a.grad_clip),
+           "--l-dim", str(cfg["l_dim"]), "--l-heads", str(cfg["l_heads"]), "--t-layers", str(cfg["t_layers"]),
+           "--t-dim", str(cfg["t_dim"]), "--t-heads", str(cfg["t_heads"]), "--clip-dim", str(cfg["clip_dim"]),
+           "--lr", str(a.lr), "--weight-decay", str(a.weight_decay), "--grad-clip", str(a.grad_clip),
            "--device", "cuda" if device.type == "cuda" else "cpu"]
-    cmd += (["--stage", a.ours_stage] if a.ours_stage else []) + shlex.split(a.ours_args)
+    cmd += shlex.split(a.ours_args)
     print("# ours: " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     r = subprocess.run(cmd, capture_output=True, text=True)
     out = r.stdout + r.stderr
@@ -352,17 +476,14 @@ def run_ours(a, cfg, device):
     d = re.search(r"images (\d+)x\d+, vocabulary (\d+) words, text up to (\d+) tokens", out)
     if d:
         data = {"image_size": int(d.group(1)), "vocab": int(d.group(2)), "max_text": int(d.group(3))}
-    return {"ms": float(m.group(1)), "mem_mib": float(mem[-1]) if mem else None, "data": data}
-
-
-def fmt_tok(x):
-    return f"{x / 1e6:.2f}M" if x >= 1e7 else f"{x / 1e3:.0f}k" if x >= 1e4 else f"{x:.0f}"
+    return {"ms": float(m.group(1)), "seq_s": float(m.group(2)), "mem_mib": float(mem[-1]) if mem else None, "data": data}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--device", default="auto", help="auto | cuda | cpu")
+    ap.add_argument("--stages", default=",".join(STAGES), help="comma list of train_vlm's stages: " + ", ".join(STAGES))
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=50, help="timed steps per mode")
     ap.add_argument("--warmup", type=int, default=10, help="untimed steps per mode first (compilation happens here)")
@@ -377,6 +498,10 @@ def main():
     ap.add_argument("--l-layers", type=int, default=4)
     ap.add_argument("--l-dim", type=int, default=128)
     ap.add_argument("--l-heads", type=int, default=4)
+    ap.add_argument("--t-layers", type=int, default=2, help="CLIP text encoder blocks")
+    ap.add_argument("--t-dim", type=int, default=128, help="CLIP text encoder width")
+    ap.add_argument("--t-heads", type=int, default=4, help="CLIP text encoder heads")
+    ap.add_argument("--clip-dim", type=int, default=128, help="CLIP joint embedding width")
     ap.add_argument("--vocab", type=int, default=48)
     ap.add_argument("--text-len", type=int, default=27, help="text tokens per sequence (max_text, with <bos> and <image>)")
     ap.add_argument("--answer-len", type=int, default=4, help="target tokens per sequence (then <eos>)")
@@ -384,10 +509,9 @@ def main():
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--grad-clip", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=1337)
-    ap.add_argument("--ours", default="", help="our train_vlm binary: run it too, with the same sizes")
+    ap.add_argument("--ours", default="", help="our train_vlm binary: run it too (once per stage), with the same sizes")
     ap.add_argument("--data-dir", default="", help="with --ours: its data folder (./build/make_scenes --out DIR)")
     ap.add_argument("--ours-steps", type=int, default=0, help="with --ours: its --steps (0: warmup + steps)")
-    ap.add_argument("--ours-stage", default="e2e", help="with --ours: its --stage (e2e trains what the torch model has; '' passes none)")
     ap.add_argument("--ours-args", default="", help="with --ours: more arguments for it, one string")
     a = ap.parse_args()
     if a.ours and not a.data_dir:
@@ -396,73 +520,85 @@ def main():
     for m in modes:
         if m not in MODES:
             ap.error(f"unknown mode {m!r}: one of {', '.join(MODES)}")
+    stages = [x.strip() for x in a.stages.split(",") if x.strip()]
+    for x in stages:
+        if x not in STAGES:
+            ap.error(f"unknown stage {x!r}: one of {', '.join(STAGES)}")
     if a.steps < 1 or a.warmup < 1 or a.batch < 1:
         ap.error("--steps, --warmup and --batch must be >= 1")
+    if "clip" in stages and a.batch < 2:
+        ap.error("stage clip needs --batch >= 2")
     device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if a.device == "auto" else a.device))
     cfg = config_from_args(a)
+    B = a.batch
 
-    rows = []   # (impl, mode label, ms, peak text)
+    rows = []   # (stage, impl, mode label, ms, peak text)
     if a.ours:   # first: its data fixes the image size, vocabulary and text length
-        try:
-            r = run_ours(a, cfg, device)
-            for k, v in r["data"].items():
-                if cfg[k] != v:
-                    print(f"# the data has {k} {v}: the torch model takes it too (not {cfg[k]})")
-                    cfg[k] = v
-            rows.append(("ours", "train_vlm", r["ms"], "-" if r["mem_mib"] is None else f"{r['mem_mib']:.0f} MiB*"))
-        except Exception as exc:
-            print(f"ours train_vlm | failed: {exc}")
-    if cfg["image_size"] % cfg["patch"] or cfg["v_dim"] % cfg["v_heads"] or cfg["l_dim"] % cfg["l_heads"]:
+        for stage in stages:
+            try:
+                r = run_ours(a, cfg, device, stage)
+                for k, v in r["data"].items():
+                    if cfg[k] != v:
+                        print(f"# the data has {k} {v}: the torch model takes it too (not {cfg[k]})")
+                        cfg[k] = v
+                rows.append((stage, "ours", "train_vlm", r["ms"], "-" if r["mem_mib"] is None else f"{r['mem_mib']:.0f} MiB*"))
+                print(f"{stage} | ours train_vlm | {r['ms']:.2f} ms/step | {B / r['ms'] * 1e3:.0f} seq/s", flush=True)
+            except Exception as exc:
+                print(f"{stage} | ours train_vlm | failed: {exc}", flush=True)
+    if cfg["image_size"] % cfg["patch"] or cfg["v_dim"] % cfg["v_heads"] or cfg["l_dim"] % cfg["l_heads"] or cfg["t_dim"] % cfg["t_heads"]:
         sys.exit("image size must be a multiple of the patch, widths multiples of their head counts")
     if cfg["max_text"] < 3 or cfg["vocab"] <= 4:
         sys.exit("--text-len must be >= 3 and --vocab > 4")
-    Tl = lm_length(cfg)
-    B = a.batch
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"# device {name}, torch {torch.__version__}; batch {B}, images {cfg['image_size']}px / patch {cfg['patch']} "
           f"({(cfg['image_size'] // cfg['patch']) ** 2} patches), ViT {cfg['v_layers']}x{cfg['v_dim']} ({cfg['v_heads']} heads), "
           f"{a.projector} projector, GPT {cfg['l_layers']}x{cfg['l_dim']} ({cfg['l_heads']} heads), vocab {cfg['vocab']}, "
-          f"text {cfg['max_text']}, LM sequence {Tl}; {a.warmup} warm-up + {a.steps} timed steps a mode", flush=True)
+          f"text {cfg['max_text']}, LM sequence {lm_length(cfg)}; CLIP text encoder {cfg['t_layers']}x{cfg['t_dim']} "
+          f"({cfg['t_heads']} heads), embedding {cfg['clip_dim']}; {a.warmup} warm-up + {a.steps} timed steps a mode", flush=True)
 
     gen = torch.Generator().manual_seed(a.seed)
     batches = random_batches(cfg, B, 4, a.answer_len, gen, pin=device.type == "cuda")
 
-    def line(impl, label, ms, peak):
-        print(f"{impl} {label} | {ms:.2f} ms/step | {B / ms * 1e3:.0f} seq/s | {fmt_tok(B * Tl / ms * 1e3)} tok/s | {peak}", flush=True)
+    for stage in stages:
+        for mode in modes:
+            label = mode.replace("-", " ")
+            try:
+                r = run_mode(mode, stage, cfg, a, device, batches)
+            except Exception as exc:
+                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                print(f"{stage} | torch {label} | skipped: {type(exc).__name__}: {msg}", flush=True)
+                continue
+            peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.0f} MiB"
+            print(f"{stage} | torch {label} | {r['ms']:.2f} ms/step | {B / r['ms'] * 1e3:.0f} seq/s | {peak} | first step "
+                  f"{r['first_s']:.1f} s; loss {r['loss0']:.4f} first, {r['loss1']:.4f} last"
+                  + ("" if math.isfinite(r["loss1"]) else "  (NOT FINITE)"), flush=True)
+            rows.append((stage, "torch", label, r["ms"], peak))
 
-    for impl, label, ms, peak in rows:
-        line(impl, label, ms, peak)
-    for mode in modes:
-        label = mode.replace("-", " ")
-        try:
-            r = run_mode(mode, cfg, a, device, batches)
-        except Exception as exc:
-            print(f"torch {label} | skipped: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}", flush=True)
-            continue
-        peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.0f} MiB"
-        line("torch", label, r["ms"], peak)
-        print(f"#   first step {r['first_s']:.1f} s; loss {r['loss0']:.4f} at the first step, {r['loss1']:.4f} at the last"
-              + ("" if math.isfinite(r["loss1"]) else "  (NOT FINITE)"), flush=True)
-        rows.append(("torch", label, r["ms"], peak))
-
-    ref = next((ms for impl, label, ms, _ in rows if impl == "torch" and label == REFERENCE_MODE.replace("-", " ")), None)
-    ref_name = "torch " + REFERENCE_MODE.replace("-", " ")
+    ref_label = REFERENCE_MODE.replace("-", " ")
+    ref_name = "torch " + ref_label
+    refs = {st: ms for st, impl, label, ms, _ in rows if impl == "torch" and label == ref_label}
     print()
-    print(f"| impl | mode | ms/step | seq/s | LM tok/s | peak mem | speed vs {ref_name} |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for impl, label, ms, peak in rows:
-        ratio = f"{ref / ms:.2f}x" if ref else "-"
-        print(f"| {impl} | {label} | {ms:.2f} | {B / ms * 1e3:.0f} | {fmt_tok(B * Tl / ms * 1e3)} | {peak} | {ratio} |")
+    print(f"| stage | impl | mode | ms/step | seq/s | peak mem | speed vs {ref_name} |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for stage in stages:
+        for st, impl, label, ms, peak in rows:
+            if st == stage:
+                ratio = f"{refs[st] / ms:.2f}x" if st in refs else "-"
+                print(f"| {st} | {impl} | {label} | {ms:.2f} | {B / ms * 1e3:.0f} | {peak} | {ratio} |")
     print()
     print("torch: median of the timed steps (CUDA events on the GPU), peak = torch.cuda.max_memory_allocated;")
     if a.ours:
         print("ours: train_vlm's summary (mean wall time of its steps after the first, with its host-side batch"
               " assembly); * its last logged 'mem': " + ("device memory in use (cudaMemGetInfo, CUDA context included)."
                                                        if device.type == "cuda" else "the process's resident memory."))
-        ours = next((ms for impl, _, ms, _ in rows if impl == "ours"), None)
-        if ours and ref:
-            print(f"ours vs {ref_name}: {ref / ours:.2f}x the throughput ({ours:.2f} vs {ref:.2f} ms/step)")
+        for stage in stages:
+            ours = next((ms for st, impl, _, ms, _ in rows if st == stage and impl == "ours"), None)
+            if ours and stage in refs:
+                print(f"{stage}: ours / {ref_name} = {refs[stage] / ours:.2f}x the throughput "
+                      f"({ours:.2f} vs {refs[stage]:.2f} ms/step)")
+            else:
+                print(f"{stage}: ours / {ref_name}: - (" + ("ours failed" if not ours else f"no {ref_name} row") + ")")
 
 
 if __name__ == "__main__":
