@@ -479,6 +479,6 @@ int main(int argc, char** argv) {
     }
     logger_close(&log);
     vlm_free(&m);
-    vlm_free(&train); vlm_free(&test);
+    vlm_dataset_free(&train); vlm_dataset_free(&test);
     return 0;
 }

@@ -310,7 +310,7 @@ static int pack(const char* jsonl, const Vocab* vocab, int size, bool resize, co
            unk ? "" : " (every word in the vocabulary)");
     if (unk) printf("  note: %ld words of %s are not in the vocabulary and became <unk>\n", unk, jsonl);
     int n = vlm_num_records(&ds);
-    vlm_free(&ds);
+    vlm_dataset_free(&ds);
     return n;
 }
 
@@ -328,7 +328,7 @@ static void shard_info(const char* path) {
     printf("  questions: %zu (", vlm_record_ids(&ds, VLM_QA).size());
     for (int t = 0; t < VLM_NUM_QTYPES; t++) printf("%s%s %d", t ? ", " : "", VLM_QTYPE_NAMES[t], per_type[t]);
     printf("), longest sequence %d tokens\n", vlm_max_text_len(&ds, VLM_QA));
-    vlm_free(&ds);
+    vlm_dataset_free(&ds);
 }
 
 int main(int argc, char** argv) {

@@ -43,14 +43,7 @@ static void ce_cpu(float* losses, float* logits, const int* targets, int BT, int
 // device helpers (blockDim.x a multiple of 32; every thread gets the result; sh: 32 floats
 // each; the leading barrier lets a kernel reuse sh)
 
-__device__ __forceinline__ float warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
+// warp_max, warp_sum: src/common.h
 __device__ __forceinline__ float block_max(float v, float* sh) {
     v = warp_max(v);
     int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;

@@ -60,10 +60,7 @@ static void rms_bwd_cpu(float* dres, float* dw, const float* dout, const float* 
 // ---------------------------------------------------------------------------
 // device helpers
 
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
+// warp_sum: src/common.h
 // sum over the block (blockDim.x a multiple of 32); every thread gets the total. sh: 32 floats.
 // The leading barrier lets callers reuse sh in a loop.
 __device__ __forceinline__ float block_sum(float v, float* sh) {

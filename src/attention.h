@@ -173,14 +173,6 @@ static void attention_step_cpu(floatX* out, const floatX* q, const floatX* k_cac
 // CUDA, plain kernels: any head dim (the fallback of attention_forward_cuda / attention_backward_cuda)
 // and the decode step
 
-__device__ __forceinline__ float attention_warp_sum(float v) {
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-    return v;
-}
-__device__ __forceinline__ float attention_warp_max(float v) {
-    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
-    return v;
-}
 __device__ __forceinline__ float attention_dot_dev(const floatX* a, const floatX* b, int n) {
     float s = 0.0f;
     for (int d = 0; d < n; d++) s += to_f32(a[d]) * to_f32(b[d]);
@@ -198,10 +190,10 @@ __device__ float attention_row_warp(floatX* out, float* p, const floatX* q, cons
         p[j] = s;
         mx = fmaxf(mx, s);
     }
-    mx = attention_warp_max(mx);
+    mx = warp_max(mx);
     float sum = 0.0f;
     for (int j = lane; j < lim; j += 32) { float e = expf(p[j] - mx); p[j] = e; sum += e; }
-    sum = attention_warp_sum(sum);
+    sum = warp_sum(sum);
     float inv = lim > 0 ? 1.0f / sum : 0.0f;
     for (int j = lane; j < len; j += 32) p[j] = j < lim ? p[j] * inv : 0.0f;
     __syncwarp();  // every lane reads every p_j below
@@ -247,7 +239,7 @@ __global__ void attention_backward_rows_kernel(floatX* dqkv, float* D, float* P,
     const floatX* g = dout + orow;
     float Di = 0.0f;
     for (int d = lane; d < hd; d += 32) Di += to_f32(g[d]) * to_f32(out[orow + d]);
-    Di = attention_warp_sum(Di);
+    Di = warp_sum(Di);
     if (lane == 0) D[r] = Di;
     const float lse_i = lse[r];
     for (int j = lane; j < lim; j += 32) {
@@ -298,14 +290,8 @@ __global__ void attention_step_kernel(floatX* out, float* p, const floatX* q, co
 
 // a device buffer of at least `floats` floats, kept for the process and grown on demand
 static float* attention_scratch(size_t floats) {
-    static float* buf = nullptr;
-    static size_t cap = 0;
-    if (floats > cap) {
-        if (buf) cudaCheck(cudaFree(buf));  // cudaFree waits for the device: no kernel still reads it
-        cudaCheck(cudaMalloc(&buf, floats * sizeof(float)));
-        cap = floats;
-    }
-    return buf;
+    static DeviceScratch scratch;
+    return scratch.get(floats);
 }
 
 // the plain forward / backward (any head dim): the interface of attention_forward_cuda /

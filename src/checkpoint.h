@@ -196,6 +196,19 @@ static const std::string* config_get(const ConfigKV& kv, const std::string& key)
     return nullptr;
 }
 
+// reads integer config values back: names[i] (a model's own config_kv, for its keys and
+// order) -> *fields[i]; a missing key or a value that is not an integer is a clear error
+static void config_read_ints(const ConfigKV& kv, const ConfigKV& names, int* const* fields, const char* path) {
+    for (size_t i = 0; i < names.size(); i++) {
+        const std::string* v = config_get(kv, names[i].first);
+        if (!v) FATAL("checkpoint %s has no config key %s", path, names[i].first.c_str());
+        char* end = nullptr;
+        long x = strtol(v->c_str(), &end, 10);
+        if (v->empty() || *end) FATAL("checkpoint %s: config %s=%s is not an integer", path, names[i].first.c_str(), v->c_str());
+        *fields[i] = (int)x;
+    }
+}
+
 // the run's config must equal the checkpoint's, key by key
 static void checkpoint_check_config(const char* path, const CheckpointInfo& info, const char* kind, const ConfigKV& config) {
     if (info.kind != kind)

@@ -31,9 +31,6 @@
 #pragma once
 #include "common.h"
 #include "linear.h"  // the CPU products: linear_matmul_nt_cpu, linear_transpose_cpu
-#ifdef __CUDACC__
-#include "attention.h"  // attention_scratch (the process's cached device buffer), warp reductions
-#endif
 
 #define CLIP_MAX_SCALE 100.0f
 #define CLIP_NORM_EPS 1e-12f
@@ -224,7 +221,6 @@ static void clip_loss_backward_cpu(floatX* dimg, floatX* dtxt, float* dlog_scale
 // CUDA
 
 #ifdef __CUDACC__
-// warp reductions: attention_warp_sum, attention_warp_max (attention.h)
 
 // rn[r] = 1 / max(||x_r||, eps): one warp per row
 __global__ void clip_rnorm_kernel(float* rn, const floatX* x, int rows, int E) {
@@ -234,7 +230,7 @@ __global__ void clip_rnorm_kernel(float* rn, const floatX* x, int rows, int E) {
     const floatX* xr = x + (size_t)r * E;
     float ss = 0.0f;
     for (int e = lane; e < E; e += 32) { float v = to_f32(xr[e]); ss += v * v; }
-    ss = attention_warp_sum(ss);
+    ss = warp_sum(ss);
     if (lane == 0) rn[r] = clip_rnorm(sqrtf(ss));
 }
 
@@ -308,10 +304,10 @@ __global__ void clip_lse_rows_kernel(float* lse, const float* L, int N) {
     const float* row = L + (size_t)i * N;
     float mx = -INFINITY;
     for (int j = lane; j < N; j += 32) mx = fmaxf(mx, row[j]);
-    mx = attention_warp_max(mx);
+    mx = warp_max(mx);
     float sum = 0.0f;
     for (int j = lane; j < N; j += 32) sum += expf(row[j] - mx);
-    sum = attention_warp_sum(sum);
+    sum = warp_sum(sum);
     if (lane == 0) lse[i] = mx + logf(sum);
 }
 
@@ -357,7 +353,7 @@ __global__ void clip_dlogits_kernel(float* L, float* term, float* gl_row, const 
         row[j] = g;
         acc += g * l;
     }
-    acc = attention_warp_sum(acc);
+    acc = warp_sum(acc);
     if (lane == 0) {
         term[i] = (lr - Lii) + (lse_col[i] - Lii);
         gl_row[i] = acc;
@@ -369,8 +365,8 @@ __global__ void clip_loss_sum_kernel(float* loss, float* gl, const float* term, 
     int lane = threadIdx.x;
     float a = 0.0f, b = 0.0f;
     for (int i = lane; i < N; i += 32) { a += term[i]; b += gl_row[i]; }
-    a = attention_warp_sum(a);
-    b = attention_warp_sum(b);
+    a = warp_sum(a);
+    b = warp_sum(b);
     if (lane == 0) { *loss = a * (0.5f / (float)N); *gl = b; }
 }
 
@@ -385,7 +381,7 @@ __global__ void clip_dnormalize_kernel(floatX* dx, const float* d, const floatX*
     float inv = rn[r];
     float dot = 0.0f;
     for (int e = lane; e < E; e += 32) dot += to_f32(xr[e]) * inv * dr[e];
-    dot = clip_norm_clamped(inv) ? 0.0f : attention_warp_sum(dot);
+    dot = clip_norm_clamped(inv) ? 0.0f : warp_sum(dot);
     for (int e = lane; e < E; e += 32)
         dxr[e] = from_f32<floatX>(to_f32(dxr[e]) + inv * (dr[e] - to_f32(xr[e]) * inv * dot));
 }
@@ -394,10 +390,16 @@ __global__ void clip_dscale_kernel(float* dlog_scale, const float* gl, const flo
     if (!clip_scale_clamped(*log_scale)) *dlog_scale += *gl;
 }
 
+// the process's cached device buffer for this file's temporaries (norms, du)
+static float* clip_scratch(size_t floats) {
+    static DeviceScratch scratch;
+    return scratch.get(floats);
+}
+
 static void clip_logits_cuda(float* logits, const floatX* img, const floatX* txt, const float* log_scale, int N, int M,
                              int E) {
     if (N <= 0 || M <= 0) return;
-    float* rn = attention_scratch((size_t)N + M);
+    float* rn = clip_scratch((size_t)N + M);
     clip_cosines_cuda(logits, rn, rn + N, img, txt, N, M, E, log_scale);
 }
 
@@ -425,7 +427,7 @@ static void clip_loss_backward_cuda(floatX* dimg, floatX* dtxt, float* dlog_scal
     ClipCache o = clip_cache_layout(N);
     const int block = 256, rows = block / 32;
     const float *G = cache + o.G, *rn_img = cache + o.rn_img, *rn_txt = cache + o.rn_txt;
-    float* du = attention_scratch((size_t)2 * N * E);
+    float* du = clip_scratch((size_t)2 * N * E);
     float* dv = du + (size_t)N * E;
     // du_i = s sum_j G_ij rn_j txt_j;  dv_j = s sum_i G_ij rn_i img_i  (A(j, i) = G[i*N + j])
     clip_matmul_cuda(du, G, (size_t)N, (size_t)1, txt, (size_t)E, (size_t)1, (const float*)nullptr,

@@ -101,6 +101,32 @@ template <typename T> __device__ __forceinline__ void store128cs(T* p, const Pac
 }
 static inline bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
 
+// sum / max over the 32 lanes of a warp, the result in every lane
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+    return v;
+}
+
+// a device buffer a kernel family keeps for the process and grows on demand:
+//   static DeviceScratch scratch;  float* p = scratch.get(n);
+// cudaFree waits for the device, so no kernel still reads a buffer that is replaced
+struct DeviceScratch {
+    float* ptr = nullptr;
+    size_t cap = 0;  // floats
+    float* get(size_t floats) {
+        if (floats > cap) {
+            if (ptr) cudaCheck(cudaFree(ptr));
+            cudaCheck(cudaMalloc(&ptr, floats * sizeof(float)));
+            cap = floats;
+        }
+        return ptr;
+    }
+};
+
 // dst[0..3] += v atomically: one 16-byte atomic on sm_90+, four float atomics
 // before (A100, RTX 30xx/40xx); dst must be 16-byte aligned
 __device__ __forceinline__ void atomic_add_float4(float* dst, float4 v) {

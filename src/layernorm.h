@@ -70,10 +70,6 @@ static void layernorm_backward_cpu(floatX* dx, float* dweight, float* dbias, con
 }
 
 #ifdef __CUDACC__
-__device__ __forceinline__ float layernorm_warp_sum(float v) {
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-    return v;
-}
 
 // one warp per row; lanes stride over channels
 __global__ void layernorm_forward_kernel(floatX* out, float* mean, float* rstd, const floatX* x,
@@ -84,10 +80,10 @@ __global__ void layernorm_forward_kernel(floatX* out, float* mean, float* rstd, 
     const floatX* xr = x + (size_t)n * C;
     float s = 0.0f;
     for (int c = lane; c < C; c += 32) s += to_f32(xr[c]);
-    float m = layernorm_warp_sum(s) / C;
+    float m = warp_sum(s) / C;
     float v = 0.0f;
     for (int c = lane; c < C; c += 32) { float d = to_f32(xr[c]) - m; v += d * d; }
-    float r = rsqrtf(layernorm_warp_sum(v) / C + LAYERNORM_EPS);
+    float r = rsqrtf(warp_sum(v) / C + LAYERNORM_EPS);
     if (lane == 0) { mean[n] = m; rstd[n] = r; }
     floatX* o = out + (size_t)n * C;
     for (int c = lane; c < C; c += 32) o[c] = from_f32<floatX>((to_f32(xr[c]) - m) * r * weight[c] + bias[c]);
@@ -109,7 +105,7 @@ __global__ void layernorm_backward_dx_kernel(floatX* dx, const floatX* dout, con
         sg += g;
         sgx += g * (to_f32(xr[c]) - m) * r;
     }
-    float mg = layernorm_warp_sum(sg) / C, mgx = layernorm_warp_sum(sgx) / C;
+    float mg = warp_sum(sg) / C, mgx = warp_sum(sgx) / C;
     for (int c = lane; c < C; c += 32) {
         float xhat = (to_f32(xr[c]) - m) * r;
         dxr[c] = from_f32<floatX>(to_f32(dxr[c]) + r * (to_f32(gr[c]) * weight[c] - mg - xhat * mgx));
@@ -172,15 +168,8 @@ static void layernorm_backward_cuda(floatX* dx, float* dweight, float* dbias, co
     if (!dweight) return;  // frozen (no gradient buffers): dx only
     const int rows_per_block = 256;
     int slabs = ceil_div(N, rows_per_block);
-    static float* part = nullptr;
-    static size_t part_cap = 0;  // floats
-    size_t need = (size_t)2 * slabs * C;
-    if (need > part_cap) {
-        // cudaFree waits for the device, so no kernel still reads the old buffer
-        if (part) cudaCheck(cudaFree(part));
-        cudaCheck(cudaMalloc(&part, need * sizeof(float)));
-        part_cap = need;
-    }
+    static DeviceScratch scratch;
+    float* part = scratch.get((size_t)2 * slabs * C);
     dim3 grid(ceil_div(C, 32), slabs);
     layernorm_dparams_partial_kernel<<<grid, dim3(32, 8)>>>(part, dout, x, mean, rstd, N, C, rows_per_block);
     cudaCheckLaunch();

@@ -60,12 +60,7 @@ static ConfigKV mamba_config_kv(const MambaConfig& c) {
 static MambaConfig mamba_config_from_kv(const ConfigKV& kv, const char* path) {
     MambaConfig c = {0, 0, 0, 0, 0, 0, 0, 0};
     int* fields[] = {&c.vocab_size, &c.d_model, &c.n_layer, &c.d_state, &c.d_conv, &c.expand, &c.dt_rank};
-    ConfigKV names = mamba_config_kv(c);
-    for (size_t i = 0; i < names.size(); i++) {
-        const std::string* v = config_get(kv, names[i].first);
-        if (!v) FATAL("checkpoint %s has no config key %s", path, names[i].first.c_str());
-        *fields[i] = atoi(v->c_str());
-    }
+    config_read_ints(kv, mamba_config_kv(c), fields, path);
     mamba_config_derive(&c);
     return c;
 }

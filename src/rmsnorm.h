@@ -51,10 +51,6 @@ static void rmsnorm_backward_cpu(floatX* dx, float* dweight, const floatX* dout,
 }
 
 #ifdef __CUDACC__
-__device__ __forceinline__ float rmsnorm_warp_sum(float v) {
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-    return v;
-}
 
 // one warp per row; lanes stride over channels
 __global__ void rmsnorm_forward_kernel(floatX* out, float* rstd, const floatX* x, const float* weight, int N, int C) {
@@ -65,7 +61,7 @@ __global__ void rmsnorm_forward_kernel(floatX* out, float* rstd, const floatX* x
     const floatX* xr = x + (size_t)n * C;
     float ss = 0.0f;
     for (int c = lane; c < C; c += 32) { float v = (float)xr[c]; ss += v * v; }
-    ss = rmsnorm_warp_sum(ss);
+    ss = warp_sum(ss);
     float r = rsqrtf(ss / C + RMSNORM_EPS);
     if (lane == 0) rstd[n] = r;
     floatX* o = out + (size_t)n * C;
@@ -88,7 +84,7 @@ __global__ void rmsnorm_backward_kernel(floatX* dx, float* dweight, const floatX
         float r = rstd[n];
         float dot = 0.0f;
         for (int c = lane; c < C; c += 32) dot += (float)gr[c] * weight[c] * (float)xr[c];
-        dot = rmsnorm_warp_sum(dot);
+        dot = warp_sum(dot);
         float k = r * r * dot / C;
         for (int c = lane; c < C; c += 32) {
             float xv = (float)xr[c], gv = (float)gr[c];
@@ -108,11 +104,11 @@ __global__ void rmsnorm_backward_kernel(floatX* dx, float* dweight, const floatX
 // block-wide sum, returned to every thread; the trailing barrier lets the caller reuse sh at once
 __device__ __forceinline__ float rmsnorm_block_sum(float v, float* sh) {
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
-    v = rmsnorm_warp_sum(v);
+    v = warp_sum(v);
     if (lane == 0) sh[warp] = v;
     __syncthreads();
     v = lane < nwarps ? sh[lane] : 0.0f;
-    v = rmsnorm_warp_sum(v);
+    v = warp_sum(v);
     __syncthreads();
     return v;
 }

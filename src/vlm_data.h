@@ -49,7 +49,7 @@
 //   std::vector<int> ids = vlm_record_ids(&ds, VLM_QA);     // the records a kind can use
 //   int T = vlm_max_text_len(&ds, VLM_QA);
 //   vlm_get_batch(&ds, VLM_QA, ids_of_this_batch, B, T, images, tokens, targets, lengths, types);
-//   vlm_free(&ds);
+//   vlm_dataset_free(&ds);
 //
 // stb_image's implementation is compiled here, its functions static: every program
 // of this project is one translation unit. A program that includes this file must
@@ -112,7 +112,7 @@ typedef struct {
 static int vlm_num_records(const VlmDataset* ds) { return (int)ds->records.size(); }
 static int vlm_num_images(const VlmDataset* ds) { return ds->n_images; }
 
-static void vlm_free(VlmDataset* ds) {
+static void vlm_dataset_free(VlmDataset* ds) {
     ds->images.clear(); ds->images.shrink_to_fit();
     ds->records.clear(); ds->records.shrink_to_fit();
     ds->vocab.words.clear(); ds->vocab.index.clear();

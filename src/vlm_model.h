@@ -70,12 +70,7 @@ static VlmConfig vlm_config_from_kv(const ConfigKV& kv, const char* path) {
     int* fields[] = {&c.image_size, &c.patch, &c.v_layers, &c.v_dim, &c.v_heads, &c.proj_mlp,
                      &c.vocab, &c.l_layers, &c.l_dim, &c.l_heads, &c.max_text, &c.t_layers, &c.t_dim,
                      &c.t_heads, &c.clip_dim};
-    ConfigKV names = vlm_config_kv(c);
-    for (size_t i = 0; i < names.size(); i++) {
-        const std::string* v = config_get(kv, names[i].first);
-        if (!v) FATAL("checkpoint %s has no config key %s", path, names[i].first.c_str());
-        *fields[i] = atoi(v->c_str());
-    }
+    config_read_ints(kv, vlm_config_kv(c), fields, path);
     return c;
 }
 

@@ -359,8 +359,8 @@ static void test_folder() {
     expect_fatal("folder: empty file", "holds no records", load("\n"));
     expect_fatal("folder: missing JSONL", ("cannot read " + dir + "/none.jsonl").c_str(),
                  [&] { VlmDataset x; vlm_dataset_from_jsonl(&x, (dir + "/none.jsonl").c_str(), &v, 8, 8, true); });
-    vlm_free(&ds);
-    report(vlm_num_records(&ds) == 0 && ds.images.empty(), "vlm_free empties the dataset");
+    vlm_dataset_free(&ds);
+    report(vlm_num_records(&ds) == 0 && ds.images.empty(), "vlm_dataset_free empties the dataset");
 }
 
 int main() {

@@ -10,6 +10,7 @@ each tensor by relative error ||ours - ref|| / ||ref||.
 Prints "PASS name" / "FAIL name: why" per tensor and last "N passed, N failed"; exits 1 on
 any failure, including a missing torch or a failing dump binary.
 """
+import glob
 import os
 import struct
 import subprocess
@@ -349,22 +350,35 @@ def case_model(d, name):
 
 # ---------------------------------------------------------------------------
 
-def main():
-    exe = os.path.join(ROOT, "build", "torch_dump")
-    if not os.path.exists(exe):
-        report(False, "torch_dump", f"{exe} not built")
-        finish()
+def load_dump(name):
+    """Builds build/NAME from test/NAME.cu when it is missing or older than its sources (the
+    Makefile's g++ command), runs it, and returns its tensors; a failure is one FAIL line, the
+    summary and exit 1. Every torch_*_check.py reads its dump this way."""
+    src = os.path.join(ROOT, "test", name + ".cu")
+    exe = os.path.join(ROOT, "build", name)
+    deps = [src] + glob.glob(os.path.join(ROOT, "test", "*.h")) + glob.glob(os.path.join(ROOT, "src", "*.h"))
+    steps = []
+    if not os.path.exists(exe) or os.path.getmtime(exe) < max(map(os.path.getmtime, deps)):
+        os.makedirs(os.path.dirname(exe), exist_ok=True)
+        steps.append(("build " + name, ["g++", "-O3", "-march=native", "-fopenmp", "-std=c++17", "-Wall",
+                                         "-Wno-unused-function", "-Wno-unknown-pragmas", "-x", "c++", src, "-o", exe, "-lm"]))
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "dump.bin")
-        r = subprocess.run([exe, path], capture_output=True, text=True)
-        if r.returncode != 0:
-            report(False, "torch_dump", f"exit {r.returncode}: {(r.stdout + r.stderr).strip()[-2000:]}")
-            finish()
+        steps.append((name, [exe, path]))
+        for label, cmd in steps:
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                report(False, label, f"exit {r.returncode}: {(r.stdout + r.stderr).strip()[-2000:]}")
+                finish()
         try:
-            d = Dump(read_tensor_file(path))
+            return Dump(read_tensor_file(path))
         except Exception as exc:
-            report(False, "torch_dump read", repr(exc))
+            report(False, name + " read", repr(exc))
             finish()
+
+
+def main():
+    d = load_dump("torch_dump")
 
     global SCAN_CHUNK
     if "scan.chunk" in d.t:

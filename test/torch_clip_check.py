@@ -12,12 +12,9 @@ Prints "PASS name" / "FAIL name: why" per tensor and last "N passed, N failed"; 
 failure, including a missing torch or a failing dump binary. The file reading and the comparison
 are those of test/torch_check.py.
 """
-import glob
 import math
 import os
-import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch_check as tc  # noqa: E402  (report, compare, tensor file reader; exits if torch is missing)
@@ -25,33 +22,6 @@ from torch_check import F, compare, finish, leaf, report, run_case, torch  # noq
 
 ROOT = tc.ROOT
 MAX_SCALE = 100.0
-NAME = "torch_clip_dump"
-EXE = os.path.join(ROOT, "build", NAME)
-SRC = os.path.join(ROOT, "test", NAME + ".cu")
-# the Makefile's command for build/torch_dump, applied to this dump
-BUILD = ["g++", "-O3", "-march=native", "-fopenmp", "-std=c++17", "-Wall", "-Wno-unused-function",
-         "-Wno-unknown-pragmas", "-x", "c++", SRC, "-o", EXE, "-lm"]
-
-
-def dump_tensors():
-    """Builds the dump when it is stale, runs it: its tensors, or a FAIL and None."""
-    deps = [SRC, os.path.join(ROOT, "test", "tensor_file.h"), os.path.join(ROOT, "test", "test_util.h")]
-    deps += glob.glob(os.path.join(ROOT, "src", "*.h"))
-    stale = not os.path.exists(EXE) or os.path.getmtime(EXE) < max(os.path.getmtime(p) for p in deps)
-    steps = ([("build " + NAME, BUILD)] if stale else [])
-    os.makedirs(os.path.dirname(EXE), exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "dump.bin")
-        for label, cmd in steps + [(NAME, [EXE, path])]:
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            if r.returncode != 0:
-                report(False, label, f"exit {r.returncode}: {(r.stdout + r.stderr).strip()[-2000:]}")
-                return None
-        try:
-            return tc.Dump(tc.read_tensor_file(path))
-        except Exception as exc:
-            report(False, NAME + " read", repr(exc))
-            return None
 
 
 # ---------------------------------------------------------------------------
@@ -98,9 +68,7 @@ def case_logits(d, p):
 
 
 def main():
-    d = dump_tensors()
-    if d is None:
-        finish()
+    d = tc.load_dump("torch_clip_dump")
     for name in ("clip.N1", "clip.N2", "clip.N7", "clip.N33", "clip.N33.shared", "clip.N9.init", "clip.N40.s2",
                  "clip.N7.clamp", "clip.N33.clamp", "clip.N2.clamp"):
         run_case(name, lambda name=name: case_loss(d, name))

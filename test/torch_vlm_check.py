@@ -17,12 +17,9 @@ Gradients come from autograd. Prints "PASS name" / "FAIL name: why" per tensor a
 "N passed, N failed"; exits 1 on any failure, including a missing torch or a failing dump binary.
 The file reading and the comparison are those of test/torch_check.py.
 """
-import glob
 import math
 import os
-import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch_check as tc  # noqa: E402  (report, compare, tensor file reader; exits if torch is missing)
@@ -30,23 +27,6 @@ from torch_check import DT, F, compare, finish, grads, leaf, report, run_case, t
 
 ROOT = tc.ROOT
 LN_EPS = 1e-5
-EXE = os.path.join(ROOT, "build", "torch_vlm_dump")
-SRC = os.path.join(ROOT, "test", "torch_vlm_dump.cu")
-# the Makefile's command for build/torch_dump, applied to this dump
-BUILD = ["g++", "-O3", "-march=native", "-fopenmp", "-std=c++17", "-Wall", "-Wno-unused-function",
-         "-Wno-unknown-pragmas", "-x", "c++", SRC, "-o", EXE, "-lm"]
-
-
-def ensure_built():
-    deps = [SRC, os.path.join(ROOT, "test", "tensor_file.h")] + glob.glob(os.path.join(ROOT, "src", "*.h"))
-    if os.path.exists(EXE) and os.path.getmtime(EXE) >= max(os.path.getmtime(p) for p in deps):
-        return True
-    os.makedirs(os.path.dirname(EXE), exist_ok=True)
-    r = subprocess.run(BUILD, capture_output=True, text=True)
-    if r.returncode != 0:
-        report(False, "build torch_vlm_dump", (r.stdout + r.stderr).strip()[-2000:])
-        return False
-    return True
 
 
 # ---------------------------------------------------------------------------
@@ -178,23 +158,8 @@ def case_patch_embed(d, p):
 
 # ---------------------------------------------------------------------------
 
-def load_dump():
-    """Builds and runs the dump; its tensors, or one FAIL and the summary (exit 1)."""
-    if ensure_built():
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "dump.bin")
-            try:
-                subprocess.run([EXE, path], capture_output=True, text=True, check=True)
-                return tc.Dump(tc.read_tensor_file(path))
-            except subprocess.CalledProcessError as exc:
-                report(False, "torch_vlm_dump", f"exit {exc.returncode}: {(exc.stdout + exc.stderr).strip()[-2000:]}")
-            except Exception as exc:
-                report(False, "torch_vlm_dump read", repr(exc))
-    finish()
-
-
 def main():
-    d = load_dump()
+    d = tc.load_dump("torch_vlm_dump")
     for name in ("ln.N9.C13", "ln.N1.C8", "ln.N6.C16.small"):
         run_case(name, lambda name=name: case_layernorm(d, name))
     run_case("gelu", lambda: case_gelu(d))

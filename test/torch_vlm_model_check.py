@@ -16,20 +16,15 @@ Where torch has F.scaled_dot_product_attention (>= 2.0) the loss, logits and gra
 compared through it (the path the benchmark times). Prints "PASS name" / "FAIL name: why" and last
 "N passed, N failed"; exits 1 on any failure.
 """
-import glob
 import importlib.util
 import os
-import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch_check as tc  # noqa: E402  (report, compare, the tensor file reader; exits if torch is missing)
 from torch_check import DT, F, compare, finish, report, run_case, torch  # noqa: E402
 
 ROOT = tc.ROOT
-DUMP_SRC = os.path.join(ROOT, "test", "torch_vlm_model_dump.cu")
-DUMP_EXE = os.path.join(ROOT, "build", "torch_vlm_model_dump")
 CONFIG_KEYS = ["image_size", "patch", "v_layers", "v_dim", "v_heads", "proj_mlp", "vocab", "l_layers", "l_dim",
                "l_heads", "max_text"]   # then B: the dump's "<case>.config"
 CASES = ("mlp", "linear", "vit1", "patch1")
@@ -40,29 +35,6 @@ def load_bench():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def run_dump():
-    """Builds the dump when stale and runs it: its tensors, or one FAIL and the summary (exit 1)."""
-    sources = [DUMP_SRC] + glob.glob(os.path.join(ROOT, "test", "*.h")) + glob.glob(os.path.join(ROOT, "src", "*.h"))
-    steps = []
-    if not os.path.exists(DUMP_EXE) or os.path.getmtime(DUMP_EXE) < max(map(os.path.getmtime, sources)):
-        os.makedirs(os.path.dirname(DUMP_EXE), exist_ok=True)
-        steps.append(("build torch_vlm_model_dump", ["g++", "-O3", "-march=native", "-fopenmp", "-std=c++17", "-Wall",
-                      "-Wno-unused-function", "-Wno-unknown-pragmas", "-x", "c++", DUMP_SRC, "-o", DUMP_EXE, "-lm"]))
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "model.bin")
-        steps.append(("torch_vlm_model_dump", [DUMP_EXE, out]))
-        for label, cmd in steps:
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            if r.returncode != 0:
-                report(False, label, f"exit {r.returncode}: {(r.stdout + r.stderr).strip()[-2000:]}")
-                finish()
-        try:
-            return tc.Dump(tc.read_tensor_file(out))
-        except Exception as exc:
-            report(False, "torch_vlm_model_dump read", repr(exc))
-            finish()
 
 
 def rel_err(ours, ref):
@@ -134,7 +106,7 @@ def main():
     except Exception as exc:
         report(False, "import dev/vlm_torch_bench.py", repr(exc))
         finish()
-    d = run_dump()
+    d = tc.load_dump("torch_vlm_model_dump")
     for name in CASES:
         run_case(name, lambda name=name: case(d, bench, name))
     finish()
