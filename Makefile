@@ -62,7 +62,7 @@ train_mamba: train_mamba.cu $(SRC_HEADERS) | $(ARCH_CHECK)
 # CPU tests are always built with g++: they test the CPU reference, build fast,
 # and need no CUDA on the CI machine.
 CPU_TESTS := $(patsubst test/%.cu,build/%,$(wildcard test/test_*.cu))
-build/test_%: test/test_%.cu $(SRC_HEADERS) test/test_util.h
+build/test_%: test/test_%.cu $(SRC_HEADERS) $(wildcard test/*.h)
 	@mkdir -p build
 	$(CXX) $(CPU_FLAGS) -x c++ $< -o $@ -lm
 
@@ -116,6 +116,11 @@ build/make_scenes: data_scripts/make_scenes.cpp $(SRC_HEADERS)
 .PHONY: vlm
 vlm:
 	bash data_scripts/train_vlm.sh
+
+# the LoRA study: KJV pretraining, nine fine-tunings on the fortunes, table and plot
+.PHONY: lora-study
+lora-study:
+	bash data_scripts/lora_study.sh
 
 scenes: build/make_scenes
 	./build/make_scenes --out data/scenes

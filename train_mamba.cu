@@ -34,10 +34,14 @@ typedef struct {
     int top_k = 40;
     int sample_only = 0;  // generate this many tokens from --resume and exit
     std::string export_hf;
+    // fine-tuning: from --base, all weights or adapters on the frozen base (src/lora.h)
+    std::string base, adapter, also_eval;
+    LoraConfig lora;
 } Options;
 
 static std::vector<OptSpec> option_table(Options* o) {
     o->train.lr = 2e-3f;  // this trainer's defaults for the shared options
+    o->lora.targets = "all";
     std::vector<OptSpec> table = {
         {"--d-model", OPT_INT, &o->d_model, "model width D"},
         {"--n-layer", OPT_INT, &o->n_layer, "number of Mamba blocks"},
@@ -59,6 +63,14 @@ static std::vector<OptSpec> option_table(Options* o) {
         {"--top-k", OPT_INT, &o->top_k, "sample among the k most likely tokens (0: all)"},
         {"--sample", OPT_INT, &o->sample_only, "load --resume, generate this many tokens, exit"},
         {"--export-hf", OPT_STR, &o->export_hf, "load --resume, write DIR/model.safetensors + config.json (Hugging Face Mamba), exit"},
+        {"--base", OPT_STR, &o->base, "fine-tune this checkpoint (the model's shape comes from it): all weights, or with --lora-rank / --train-also only those on the frozen base"},
+        {"--lora-rank", OPT_INT, &o->lora.rank, "LoRA adapters of rank r on --lora-targets (0: off)"},
+        {"--lora-alpha", OPT_FLOAT, &o->lora.alpha, "LoRA alpha: the adapter's output is scaled by alpha / r"},
+        {"--lora-dropout", OPT_FLOAT, &o->lora.dropout, "dropout on the adapters' inputs while training"},
+        {"--lora-targets", OPT_STR, &o->lora.targets, "layers with adapters, comma-separated: in_proj, in_proj_x (its x half), x_proj, dt_proj, out_proj, or all"},
+        {"--train-also", OPT_STR, &o->lora.train_also, "with --base: also train these tensors, e.g. A_log,D,conv1d (the rest stays frozen)"},
+        {"--adapter", OPT_STR, &o->adapter, "with --base and --sample / --export-hf: this adapter file, merged into the base"},
+        {"--also-eval", OPT_STR, &o->also_eval, "also evaluate DIR/val.bin at each evaluation (e.g. the pretraining data: forgetting)"},
     };
     train_options_append(&table, &o->train);
     return table;
@@ -75,7 +87,15 @@ static void validate(const Options* o) {
     if (o->eval_interval < 0 || o->eval_batches < 1) FATAL("--eval-interval must be >= 0 and --eval-batches >= 1");
     if (o->sample_interval < 0 || o->sample_len < 1 || o->sample_only < 0) FATAL("--sample-interval >= 0, --sample-len >= 1, --sample >= 0");
     if (o->temperature < 0 || o->top_k < 0) FATAL("--temperature and --top-k must be >= 0");
-    if ((o->sample_only > 0 || !o->export_hf.empty()) && o->train.resume.empty()) FATAL("--sample and --export-hf need --resume CHECKPOINT");
+    bool inference = o->sample_only > 0 || !o->export_hf.empty();
+    if (inference && o->train.resume.empty() && o->adapter.empty())
+        FATAL("--sample and --export-hf need --resume CHECKPOINT (or --base CHECKPOINT --adapter FILE)");
+    if (!o->adapter.empty() && (o->base.empty() || !inference))
+        FATAL("--adapter FILE is for --sample / --export-hf with --base CHECKPOINT (to train on, pass --base and --resume FILE)");
+    bool peft = o->lora.rank > 0 || !o->lora.train_also.empty();
+    if (peft && o->base.empty() && !inference) FATAL("--lora-rank and --train-also fine-tune a trained model: pass --base CHECKPOINT");
+    if (o->lora.rank < 0 || !(o->lora.alpha > 0) || o->lora.dropout < 0 || o->lora.dropout >= 1)
+        FATAL("--lora-rank must be >= 0, --lora-alpha > 0, --lora-dropout in [0, 1)");
 }
 
 // text <-> tokens: bytes when the vocabulary is 256, token ids otherwise
@@ -101,17 +121,27 @@ int main(int argc, char** argv) {
 
     // --sample / --export-hf: the config comes from the checkpoint; no gradients, no AdamW moments
     if (o.sample_only > 0 || !o.export_hf.empty()) {
-        MambaConfig cfg = mamba_config_from_kv(checkpoint_read_info(t.resume.c_str()).config, t.resume.c_str());
-        MambaModel m; mamba_build(&m, cfg, 1, 1, on_gpu, /*with_grads=*/false);
-        checkpoint_load(t.resume.c_str(), "mamba", mamba_config_kv(m.cfg), &m.params, false);
+        MambaModel m;
+        if (!o.adapter.empty()) {  // base + adapter, merged: the step and the export read W only
+            LoraConfig lc = mamba_lora_config_from_kv(checkpoint_read_info(o.adapter.c_str()).config, o.adapter.c_str());
+            MambaConfig cfg = mamba_config_from_kv(checkpoint_read_info(o.base.c_str()).config, o.base.c_str());
+            mamba_build(&m, cfg, 1, 1, on_gpu, /*with_grads=*/false, lc);
+            mamba_load_base(&m, o.base.c_str());
+            mamba_load_adapter(&m, o.adapter.c_str(), false);
+            mamba_lora_merge(&m);
+        } else {
+            MambaConfig cfg = mamba_config_from_kv(checkpoint_read_info(t.resume.c_str()).config, t.resume.c_str());
+            mamba_build(&m, cfg, 1, 1, on_gpu, /*with_grads=*/false);
+            checkpoint_load(t.resume.c_str(), "mamba", mamba_config_kv(m.cfg), &m.params, false);
+        }
         if (!o.export_hf.empty()) { mamba_export_hf(&m, o.export_hf.c_str()); printf("exported %s to %s\n", t.resume.c_str(), o.export_hf.c_str()); }
         if (o.sample_only > 0) printf("%s\n", generate_text(&m, o, o.sample_only, t.seed).c_str());
         mamba_free(&m);
         return 0;
     }
 
-    DataLoader train_dl, val_dl;
-    bool have_val = false;
+    DataLoader train_dl, val_dl, also_dl;
+    bool have_val = false, have_also = false;
     if (!o.random_data) {
         std::string train_path = o.data_dir + "/train.bin", val_path = o.data_dir + "/val.bin";
         dataloader_open(&train_dl, train_path.c_str(), B, T);
@@ -125,6 +155,11 @@ int main(int argc, char** argv) {
                        rows ? ("fewer than one batch: validation uses " + std::to_string(rows) + " rows").c_str()
                             : "not one row of --seq-len + 1: validation is off (use a shorter --seq-len)");
         }
+        if (!o.also_eval.empty()) {
+            std::string also_path = o.also_eval + "/val.bin";
+            have_also = dataloader_open_eval(&also_dl, also_path.c_str(), B, T) > 0;
+            if (!have_also) FATAL("--also-eval: %s holds not one row of --seq-len + 1 tokens", also_path.c_str());
+        }
         int data_vocab = dataloader_vocab(&train_dl);
         if (o.vocab_size == 0) o.vocab_size = data_vocab;
         if (o.vocab_size < data_vocab) FATAL("--vocab %d is smaller than the data's vocab %d", o.vocab_size, data_vocab);
@@ -133,14 +168,23 @@ int main(int argc, char** argv) {
     }
 
     MambaConfig cfg = {o.vocab_size, o.d_model, o.n_layer, o.d_state, o.d_conv, o.expand, o.dt_rank, 0};
+    if (!o.base.empty()) {  // fine-tuning: the shape is the base's
+        cfg = mamba_config_from_kv(checkpoint_read_info(o.base.c_str()).config, o.base.c_str());
+        if (!o.random_data && cfg.vocab_size < dataloader_vocab(&train_dl))
+            FATAL("--base %s has vocab %d, smaller than the data's %d", o.base.c_str(), cfg.vocab_size, dataloader_vocab(&train_dl));
+    }
+    bool peft = o.lora.rank > 0 || !o.lora.train_also.empty();
+    double mem_before_model = device_memory_mib(on_gpu);
     MambaModel m;
-    mamba_build(&m, cfg, B, T, on_gpu);
+    mamba_build(&m, cfg, B, T, on_gpu, true, o.lora);
     mamba_init_params(&m, t.seed);
     cfg = m.cfg;
     TrainState st = {0, 0, 0};
     Rng data_rng; rng_seed(&data_rng, t.seed + 1);
+    if (peft) mamba_load_base(&m, o.base.c_str());  // adapters stay at their init (B = 0) unless resumed
+    else if (!o.base.empty() && t.resume.empty()) checkpoint_load(o.base.c_str(), "mamba", mamba_config_kv(cfg), &m.params, false);
     if (!t.resume.empty()) {
-        st = checkpoint_load(t.resume.c_str(), "mamba", mamba_config_kv(cfg), &m.params);
+        st = peft ? mamba_load_adapter(&m, t.resume.c_str(), true) : checkpoint_load(t.resume.c_str(), "mamba", mamba_config_kv(cfg), &m.params);
         data_rng.state = st.rng;
         if (!o.random_data) dataloader_seek(&train_dl, st.data_pos);
         printf("resumed from %s at step %d\n", t.resume.c_str(), st.step);
@@ -151,26 +195,42 @@ int main(int argc, char** argv) {
            device_name(on_gpu).c_str(), on_gpu ? (t.tf32 ? " (TF32 matmuls)" : " (FP32 matmuls)") : "");
     printf("activations %.1f MiB, backward scratch %.1f MiB, parameters %.1f MiB, grads+AdamW %.1f MiB\n", m.acts_bytes / 1048576.0,
            m.scratch_bytes / 1048576.0, params_bytes(&m.params) / 1048576.0, params_grad_and_moment_bytes(&m.params) / 1048576.0);
+    if (!o.base.empty())
+        printf("fine-tuning %s: %s, %zu of %zu parameters trainable (%.2f%%)\n", o.base.c_str(),
+               peft ? ("LoRA rank " + std::to_string(o.lora.rank) + " on " + o.lora.targets +
+                       (o.lora.train_also.empty() ? "" : " + " + o.lora.train_also)).c_str() : "all weights",
+               m.params.num_trainable, m.params.num_params, 100.0 * m.params.num_trainable / m.params.num_params);
 
     Logger log; logger_open(&log, t.log_path, t.resume.empty() ? -1 : st.step);
     std::vector<int> inputs((size_t)B * T), targets((size_t)B * T);
 
-    auto evaluate = [&](int step) {
-        dataloader_reset(&val_dl);
-        int n = std::max(1, std::min(o.eval_batches, (int)(dataloader_num_tokens(&val_dl) / ((size_t)val_dl.B * T))));
+    auto val_loss = [&](DataLoader* dl) {
+        dataloader_reset(dl);
+        int n = std::max(1, std::min(o.eval_batches, (int)(dataloader_num_tokens(dl) / ((size_t)dl->B * T))));
         double sum = 0;
         for (int i = 0; i < n; i++) {
-            dataloader_next_batch(&val_dl, inputs.data(), targets.data());
-            sum += mamba_forward(&m, inputs.data(), targets.data(), val_dl.B, T);
+            dataloader_next_batch(dl, inputs.data(), targets.data());
+            sum += mamba_forward(&m, inputs.data(), targets.data(), dl->B, T);
         }
-        printf("step %5d | val loss %.4f\n", step, sum / n);
-        logger_write(&log, JsonLine().integer("step", step).num("val_loss", sum / n));
+        return sum / n;
+    };
+    double last_val = NAN, last_also = NAN;
+    auto evaluate = [&](int step) {
+        mamba_set_training(&m, false, 0);
+        last_val = val_loss(&val_dl);
+        JsonLine line = JsonLine().integer("step", step).num("val_loss", last_val);
+        if (have_also) { last_also = val_loss(&also_dl); line.num("also_val_loss", last_also); }
+        printf("step %5d | val loss %.4f", step, last_val);
+        if (have_also) printf(" | %s val loss %.4f", o.also_eval.c_str(), last_also);
+        printf("\n");
+        logger_write(&log, line);
     };
     auto save = [&](int step) {
         if (t.checkpoint.empty()) return;
         TrainState cs = {step, o.random_data ? 0 : dataloader_position(&train_dl), data_rng.state};
-        checkpoint_save(t.checkpoint.c_str(), "mamba", mamba_config_kv(cfg), &m.params, cs);
-        printf("saved checkpoint %s (step %d)\n", t.checkpoint.c_str(), step);
+        if (peft) mamba_save_adapter(&m, t.checkpoint.c_str(), cs);  // the trainable tensors only
+        else checkpoint_save(t.checkpoint.c_str(), "mamba", mamba_config_kv(cfg), &m.params, cs);
+        printf("saved %s %s (step %d)\n", peft ? "adapter" : "checkpoint", t.checkpoint.c_str(), step);
     };
 
     double t_start = wall_ms(), step_ms_sum = 0, peak_mib = 0;
@@ -191,6 +251,7 @@ int main(int argc, char** argv) {
         } else {
             dataloader_next_batch(&train_dl, inputs.data(), targets.data());
         }
+        mamba_set_training(&m, true, t.seed * 1000003ull + step);  // adapter dropout: a new mask per step
         float loss = mamba_forward(&m, inputs.data(), targets.data(), B, T);
         mamba_zero_grad(&m);
         if (std::isfinite(loss)) mamba_backward(&m);
@@ -210,9 +271,16 @@ int main(int argc, char** argv) {
     }
     if (have_val) evaluate(step);
     save(step);
-    if (timed_steps > 0)
-        printf("summary: %.1f ms/step, %.0f tokens/s, peak memory %.0f MiB\n", step_ms_sum / timed_steps,
-               B * T / (step_ms_sum / timed_steps / 1000.0), peak_mib);
+    if (timed_steps > 0) {
+        double ms = step_ms_sum / timed_steps;
+        printf("summary: %.1f ms/step, %.0f tokens/s, peak memory %.0f MiB (%.0f MiB above the process before the model)\n", ms,
+               B * T / (ms / 1000.0), peak_mib, peak_mib - mem_before_model);
+        logger_write(&log, JsonLine().text("summary", "run").num("step_ms", ms).num("tok_per_s", B * T / (ms / 1000.0))
+                               .num("peak_mib", peak_mib).num("model_mib", peak_mib - mem_before_model)
+                               .integer("params", (long long)m.params.num_params).integer("trainable", (long long)m.params.num_trainable)
+                               .integer("optimizer_bytes", (long long)(2 * m.params.num_trainable * sizeof(float)))
+                               .num("final_val_loss", last_val).num("final_also_val_loss", last_also));
+    }
     if (t.profile > 0) prof_print(std::min(t.profile, std::max(0, step - st.step - 1)));
     if (o.sample_interval > 0) printf("---- final sample ----\n%s\n----\n", generate_text(&m, o, o.sample_len, t.seed + step).c_str());
     logger_close(&log);

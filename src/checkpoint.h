@@ -27,6 +27,7 @@
 #pragma once
 #include <cerrno>
 #include <fcntl.h>
+#include <functional>
 #include <map>
 #include <string>
 #include <unistd.h>
@@ -72,9 +73,14 @@ static void fsync_directory_of(const std::string& path) {
     if (fd >= 0) { fsync(fd); close(fd); }
 }
 
-// with_optimizer: also store AdamW's moments (needed to resume training exactly)
+// which tensors a file holds or a load reads: all of them, or a part (a LoRA
+// adapter file holds the trainable tensors only; its base is every other one)
+typedef std::function<bool(const ParamTensor&)> TensorFilter;
+
+// with_optimizer: also store AdamW's moments (needed to resume training exactly).
+// which: the tensors to store (nullptr: all)
 static void checkpoint_save(const char* path, const char* kind, const ConfigKV& config, const ParamStore* ps,
-                            const TrainState& st, bool with_optimizer = true) {
+                            const TrainState& st, bool with_optimizer = true, const TensorFilter& which = nullptr) {
     with_optimizer = with_optimizer && ps->with_grads;
     // header text and the data layout
     std::string h;
@@ -90,6 +96,7 @@ static void checkpoint_save(const char* path, const char* kind, const ConfigKV& 
     for (int r = 0; r < (with_optimizer ? 3 : 1); r++) {
         for (const ParamTensor& t : ps->tensors) {
             if (r > 0 && !t.trainable) continue;  // frozen tensors have no moments
+            if (which && !which(t)) continue;
             const float* base = r == 0 ? ps->params : (r == 1 ? ps->adam_m : ps->adam_v);
             h += std::string("tensor=") + roles[r] + " " + t.name + " f32 " + std::to_string(off) + " " + ckpt_shape(t) + "\n";
             pieces.push_back({base + t.offset, t.numel});
@@ -227,8 +234,10 @@ static void checkpoint_check_config(const char* path, const CheckpointInfo& info
 
 // loads every parameter (and, when with_optimizer and the store has them, the
 // AdamW moments) by name; returns the train state. Config and kind are checked.
+// which: the model's tensors to read (nullptr: all); each must be in the file,
+// and the file may hold no tensor the model lacks.
 static TrainState checkpoint_load(const char* path, const char* kind, const ConfigKV& config, ParamStore* ps,
-                                  bool with_optimizer = true) {
+                                  bool with_optimizer = true, const TensorFilter& which = nullptr) {
     CheckpointInfo info = checkpoint_read_info(path);
     checkpoint_check_config(path, info, kind, config);
     std::map<std::string, const CheckpointInfo::Entry*> by_key;
@@ -244,6 +253,7 @@ static TrainState checkpoint_load(const char* path, const char* kind, const Conf
     for (int r = 0; r < (with_optimizer ? 3 : 1); r++) {
         for (const ParamTensor& t : ps->tensors) {
             if (r > 0 && !t.trainable) continue;
+            if (which && !which(t)) continue;
             auto it = by_key.find(std::string(roles[r]) + " " + t.name);
             if (it == by_key.end()) {
                 if (r == 0) FATAL("checkpoint %s has no tensor %s", path, t.name.c_str());

@@ -23,6 +23,12 @@
 //   mamba_free(m)
 // plus mamba_config_kv (the checkpoint's config) and the recurrent step for
 // generation (mamba_step_init / mamba_step).
+//
+// LoRA (lora.h): mamba_build with a LoraConfig adds adapters to the chosen
+// linear layers and freezes everything else (except --train-also tensors).
+// Frozen matrices get no gradient and their dW GEMMs are skipped; the small
+// frozen vectors whose kernels always write a gradient (norms, conv, A_log, D,
+// dt bias) write into one shared, discarded "sink" of a layer's size.
 #pragma once
 #include <algorithm>
 #include <string>
@@ -36,6 +42,7 @@
 #include "cross_entropy.h"
 #include "embedding.h"
 #include "linear.h"
+#include "lora.h"
 #include "rmsnorm.h"
 #include "selective_scan.h"
 
@@ -65,6 +72,34 @@ static MambaConfig mamba_config_from_kv(const ConfigKV& kv, const char* path) {
     return c;
 }
 
+// an adapter file's config: the base model's, the adapters', and a checksum of
+// the frozen base tensors (lora_base_checksum) so a wrong base is caught
+static ConfigKV mamba_lora_config_kv(const MambaConfig& c, const LoraConfig& lora, uint64_t base_checksum) {
+    ConfigKV kv = mamba_config_kv(c);
+    char alpha[32]; snprintf(alpha, sizeof alpha, "%.9g", lora.alpha);
+    kv.push_back({"lora_rank", std::to_string(lora.rank)});
+    kv.push_back({"lora_alpha", alpha});
+    kv.push_back({"lora_targets", lora.targets});
+    kv.push_back({"train_also", lora.train_also});
+    kv.push_back({"base_checksum", std::to_string(base_checksum)});
+    return kv;
+}
+
+// the adapters' config back from an adapter file (for --sample / --export-hf)
+static LoraConfig mamba_lora_config_from_kv(const ConfigKV& kv, const char* path) {
+    auto get = [&](const char* key) {
+        const std::string* v = config_get(kv, key);
+        if (!v) FATAL("%s is not an adapter file (no config key %s)", path, key);
+        return *v;
+    };
+    LoraConfig c;
+    c.rank = atoi(get("lora_rank").c_str());
+    c.alpha = (float)atof(get("lora_alpha").c_str());
+    c.targets = get("lora_targets");
+    c.train_also = get("train_also");
+    return c;
+}
+
 // indices of one layer's tensors in the ParamStore
 typedef struct {
     int norm_w, in_proj_w, conv_w, conv_b, x_proj_w, dt_proj_w, dt_proj_b, A_log, D, out_proj_w;
@@ -84,6 +119,15 @@ typedef struct {
     float *out_proj_w;  // (D, E)
 } LayerParams;
 
+// a layer's adapters (lora.h); in_proj's adapts all 2E rows ("in_proj") or only
+// the x half ("in_proj_x": MambaPEFT's LoRAp(X), out_features E)
+typedef struct {
+    LoraAdapter in_proj, x_proj, dt_proj, out_proj;
+} LayerLora;
+
+// the adapter targets a Mamba layer offers; "all" is every linear layer
+static const char* const MAMBA_LORA_TARGETS = "in_proj, in_proj_x, x_proj, dt_proj, out_proj (or all)";
+
 // activations one layer saves for its backward pass
 typedef struct {
     floatX* resid;   // (BT, D) layer input (residual stream)
@@ -98,6 +142,7 @@ typedef struct {
     floatX* delta;   // (BT, E) before bias and softplus
     float* hs;       // (B, n_chunks, E, N) scan states at chunk starts
     floatX* y;       // (BT, E) gated scan output
+    floatX *h_in_proj, *h_x_proj, *h_dt_proj, *h_out_proj;  // (BT, r) LoRA bottlenecks (nullptr: no adapter)
 } LayerActs;
 
 // backward scratch, reused by every layer
@@ -107,6 +152,7 @@ typedef struct {
     floatX *dBm, *dCm;                              // (BT, N)
     floatX *dxn;                                    // (BT, D)
     floatX *dxdbl;                                  // (BT, R+2N) [ddt_low | dBm | dCm]
+    floatX *dh_lora;                                // (BT, r) an adapter's bottleneck gradient
 } LayerScratch;
 
 typedef struct MambaModel {
@@ -137,6 +183,15 @@ typedef struct MambaModel {
     std::vector<float> host_losses;  // (BT)
     int cur_B, cur_T;            // shape of the last forward
     bool have_targets;
+    // LoRA
+    LoraConfig lora;
+    float lora_scale;
+    std::vector<LayerLora> lora_layers;
+    bool lora_merged;            // adapters folded into the base weights: the forward skips them
+    bool training;               // adapter dropout on (mamba_set_training)
+    uint64_t dropout_seed;
+    floatX* lora_xd;             // (BT, max(D, E, R)) dropout scratch (only with dropout)
+    float* frozen_grad_sink;     // discarded gradients of frozen vectors (see the top)
 } MambaModel;
 
 // ---------------------------------------------------------------------------
@@ -165,14 +220,58 @@ static void mamba_declare_params(MambaModel* m) {
         li.out_proj_w = params_add(ps, p + "out_proj.weight", {D, E}, decay);
     }
     m->norm_f_index = params_add(ps, "norm_f.weight", {D}, no_decay);
+    // LoRA adapters after the base tensors, then freeze the base
+    const LoraConfig& lc = m->lora;
+    m->lora_layers.assign(c.n_layer, LayerLora{});
+    if (lc.rank > 0) {
+        std::vector<std::string> targets = lora_split_list(lc.targets);
+        if (targets.size() == 1 && targets[0] == "all") targets = {"in_proj", "x_proj", "dt_proj", "out_proj"};
+        if (targets.empty()) FATAL("--lora-targets is empty: name some of %s", MAMBA_LORA_TARGETS);
+        bool has_in = false, has_in_x = false;
+        for (const std::string& t : targets) {
+            if (t != "in_proj" && t != "in_proj_x" && t != "x_proj" && t != "dt_proj" && t != "out_proj")
+                FATAL("--lora-targets: a Mamba layer has no '%s'; it has %s", t.c_str(), MAMBA_LORA_TARGETS);
+            has_in |= t == "in_proj"; has_in_x |= t == "in_proj_x";
+        }
+        if (has_in && has_in_x) FATAL("--lora-targets: in_proj (all 2E rows) and in_proj_x (the x half) exclude each other");
+        auto wants = [&](const char* name) { return std::find(targets.begin(), targets.end(), name) != targets.end(); };
+        int r = lc.rank;
+        for (int l = 0; l < c.n_layer; l++) {
+            std::string p = "layers." + std::to_string(l) + ".";
+            LayerLora& ll = m->lora_layers[l];
+            if (has_in) ll.in_proj = lora_declare(ps, p + "in_proj", D, 2 * E, r);
+            if (has_in_x) ll.in_proj = lora_declare(ps, p + "in_proj_x", D, E, r);
+            if (wants("x_proj")) ll.x_proj = lora_declare(ps, p + "x_proj", E, R + 2 * N, r);
+            if (wants("dt_proj")) ll.dt_proj = lora_declare(ps, p + "dt_proj", R, E, r);
+            if (wants("out_proj")) ll.out_proj = lora_declare(ps, p + "out_proj", E, D, r);
+        }
+    }
+    if (lc.rank > 0 || !lc.train_also.empty()) lora_freeze_base(ps, lc.train_also);
 }
 
+// the tensors an adapter file holds: the trainable ones (adapters, --train-also)
+static bool mamba_is_peft(const MambaModel* m) { return m->lora.rank > 0 || !m->lora.train_also.empty(); }
+
 // one layer's views into a buffer laid out like params.params (base) — the
-// parameters, their gradients, or a host copy
+// parameters or a host copy
 static LayerParams layer_views(const ParamStore* ps, float* base, const LayerIndex& li) {
     auto at = [&](int i) { return base + ps->tensors[i].offset; };
     return {at(li.norm_w), at(li.in_proj_w), at(li.conv_w), at(li.conv_b), at(li.x_proj_w),
             at(li.dt_proj_w), at(li.dt_proj_b), at(li.A_log), at(li.D), at(li.out_proj_w)};
+}
+
+// one layer's gradient views: nullptr for a frozen matrix (its dW GEMM is
+// skipped), the shared sink for a frozen vector (its kernel writes a gradient anyway)
+static LayerParams layer_grad_views(const ParamStore* ps, const LayerIndex& li, float* sink) {
+    auto g = [&](int i, bool sink_if_frozen) { float* p = param_grad(ps, i); return p ? p : (sink_if_frozen ? sink : nullptr); };
+    return {g(li.norm_w, true), g(li.in_proj_w, false), g(li.conv_w, true), g(li.conv_b, true), g(li.x_proj_w, false),
+            g(li.dt_proj_w, false), g(li.dt_proj_b, true), g(li.A_log, true), g(li.D, true), g(li.out_proj_w, false)};
+}
+
+// floats the sink needs: the largest frozen vector of a layer (conv weight, A_log, ...)
+static size_t mamba_sink_floats(const MambaConfig& c) {
+    size_t E = c.d_inner;
+    return std::max({(size_t)c.d_model, E * c.d_conv, E * c.d_state, E});
 }
 
 // activations for (m->B, m->T), carved from one arena (see params.h)
@@ -188,7 +287,14 @@ static void mamba_layout_acts(MambaModel* m, Arena* a) {
         x.dt_low = arena_take<floatX>(a, BT * R); x.Bm = arena_take<floatX>(a, BT * N);
         x.Cm = arena_take<floatX>(a, BT * N);     x.delta = arena_take<floatX>(a, BT * E);
         x.hs = arena_take<float>(a, hs);          x.y = arena_take<floatX>(a, BT * E);
+        const LayerLora& ll = m->lora_layers[l];
+        size_t r = m->lora.rank;
+        x.h_in_proj = lora_active(ll.in_proj) ? arena_take<floatX>(a, BT * r) : nullptr;
+        x.h_x_proj = lora_active(ll.x_proj) ? arena_take<floatX>(a, BT * r) : nullptr;
+        x.h_dt_proj = lora_active(ll.dt_proj) ? arena_take<floatX>(a, BT * r) : nullptr;
+        x.h_out_proj = lora_active(ll.out_proj) ? arena_take<floatX>(a, BT * r) : nullptr;
     }
+    m->lora_xd = (m->lora.rank > 0 && m->lora.dropout > 0) ? arena_take<floatX>(a, BT * std::max({D, E, R})) : nullptr;
     m->resid_out = arena_take<floatX>(a, BT * D); m->rstd_f = arena_take<float>(a, BT);
     m->xf = arena_take<floatX>(a, BT * D);        m->logits = arena_take<floatX>(a, BT * c.vocab_size);
     m->losses = arena_take<float>(a, BT);         m->xdbl = arena_take<floatX>(a, BT * (R + 2 * N));
@@ -208,24 +314,35 @@ static void mamba_layout_scratch(MambaModel* m, Arena* a) {
     s.dxin = arena_take<floatX>(a, BT * E);    s.ddt_low = arena_take<floatX>(a, BT * R);
     s.dBm = arena_take<floatX>(a, BT * N);     s.dCm = arena_take<floatX>(a, BT * N);
     s.dxn = arena_take<floatX>(a, BT * D);     s.dxdbl = arena_take<floatX>(a, BT * (R + 2 * N));
+    s.dh_lora = m->lora.rank > 0 ? arena_take<floatX>(a, BT * m->lora.rank) : nullptr;
 }
 
-// with_grads false: inference only (no gradients, no AdamW moments, no backward scratch)
-static void mamba_build(MambaModel* m, MambaConfig cfg, int B, int T, bool on_gpu, bool with_grads = true) {
+// with_grads false: inference only (no gradients, no AdamW moments, no backward scratch).
+// lora: adapters and the frozen base (rank 0 and no train_also: plain training)
+static void mamba_build(MambaModel* m, MambaConfig cfg, int B, int T, bool on_gpu, bool with_grads = true,
+                        const LoraConfig& lora = LoraConfig()) {
     mamba_config_derive(&cfg);
     if (cfg.vocab_size < 2 || cfg.d_model < 1 || cfg.n_layer < 1 || cfg.d_state < 1 || cfg.d_conv < 1 || cfg.expand < 1)
         FATAL("invalid model config");
     m->cfg = cfg; m->on_gpu = on_gpu; m->B = B; m->T = T;
+    if (lora.rank < 0 || (lora.rank > 0 && !(lora.alpha > 0)) || lora.dropout < 0 || lora.dropout >= 1)
+        FATAL("LoRA needs rank >= 0, alpha > 0 and dropout in [0, 1)");
+    m->lora = lora; m->lora_scale = lora_scale(lora);
+    m->lora_merged = false; m->training = false; m->dropout_seed = 0;
     params_init(&m->params);
     mamba_declare_params(m);
     params_allocate(&m->params, on_gpu, with_grads);
     ParamStore* ps = &m->params;
     m->wte = param_data(ps, m->wte_index);   m->dwte = param_grad(ps, m->wte_index);
     m->norm_f_w = param_data(ps, m->norm_f_index); m->dnorm_f_w = param_grad(ps, m->norm_f_index);
+    m->frozen_grad_sink = with_grads ? (float*)backend_malloc(on_gpu, mamba_sink_floats(cfg) * sizeof(float)) : nullptr;
+    if (with_grads && !m->dnorm_f_w) m->dnorm_f_w = m->frozen_grad_sink;
     m->layers.resize(cfg.n_layer); m->dlayers.resize(cfg.n_layer);
     for (int l = 0; l < cfg.n_layer; l++) {
         m->layers[l] = layer_views(ps, ps->params, m->layer_index[l]);
-        m->dlayers[l] = with_grads ? layer_views(ps, ps->grads, m->layer_index[l]) : LayerParams{};
+        m->dlayers[l] = with_grads ? layer_grad_views(ps, m->layer_index[l], m->frozen_grad_sink) : LayerParams{};
+        LayerLora& ll = m->lora_layers[l];
+        for (LoraAdapter* a : {&ll.in_proj, &ll.x_proj, &ll.dt_proj, &ll.out_proj}) lora_resolve(a, ps);
     }
     m->acts.resize(cfg.n_layer);
     Arena count = {nullptr, 0};
@@ -255,6 +372,7 @@ static void mamba_free(MambaModel* m) {
     params_free(&m->params);
     backend_free(on_gpu, m->acts_memory);
     if (m->scratch_memory) backend_free(on_gpu, m->scratch_memory);
+    if (m->frozen_grad_sink) backend_free(on_gpu, m->frozen_grad_sink);
     backend_free(on_gpu, m->tokens); backend_free(on_gpu, m->targets);
 }
 
@@ -300,7 +418,110 @@ static void mamba_init_params(MambaModel* m, uint64_t seed) {
     }
     float* nf = T(m->norm_f_index);
     for (int i = 0; i < D; i++) nf[i] = 1.0f;
+    for (const LayerLora& ll : m->lora_layers)
+        for (const LoraAdapter* a : {&ll.in_proj, &ll.x_proj, &ll.dt_proj, &ll.out_proj}) lora_init(*a, ps, h.data(), &rng);
     backend_copy(m->on_gpu, ps->params, h.data(), ps->num_params * sizeof(float), true);
+}
+
+// ---------------------------------------------------------------------------
+// LoRA: an adapter's forward and backward inside a layer (lora.h), merging
+
+// dropout is on between mamba_set_training(m, true, seed) and (m, false, ...);
+// seed: a new one per step (the trainer passes seed + step, so a resume repeats it)
+static void mamba_set_training(MambaModel* m, bool training, uint64_t seed) { m->training = training; m->dropout_seed = seed; }
+
+static uint64_t mamba_lora_seed(const MambaModel* m, int layer, int which) {
+    return m->dropout_seed * 0x100000001B3ull + (uint64_t)layer * 4 + which;
+}
+
+// y += s * drop(x) A^T B^T. y2: the second half of the output rows goes there
+// (in_proj's adapter: rows [0, E) -> xin, [E, 2E) -> z). h: (BT, r) saved
+static void mamba_lora_forward(MambaModel* m, const LoraAdapter& ad, floatX* h, const floatX* x, floatX* y, floatX* y2,
+                               int BT, uint64_t seed) {
+    float drop = m->training ? m->lora.dropout : 0.0f;
+    int r = ad.rank, OC = y2 ? ad.out_features / 2 : ad.out_features;
+    lora_down_forward(m->on_gpu, h, m->lora_xd, x, ad.A, BT, ad.in_features, r, drop, seed);
+    lora_up_forward(m->on_gpu, y, h, ad.B, BT, r, OC, m->lora_scale);
+    if (y2) lora_up_forward(m->on_gpu, y2, h, ad.B + (size_t)OC * r, BT, r, OC, m->lora_scale);
+}
+
+// dA, dB += ...; dx += the adapter's input gradient (dy2: as y2 above)
+static void mamba_lora_backward(MambaModel* m, const LoraAdapter& ad, const floatX* h, const floatX* x, floatX* dx,
+                                const floatX* dy, const floatX* dy2, int BT, uint64_t seed) {
+    float drop = m->training ? m->lora.dropout : 0.0f;
+    int r = ad.rank, OC = dy2 ? ad.out_features / 2 : ad.out_features;
+    floatX* dh = m->scratch.dh_lora;
+    backend_memset0(m->on_gpu, dh, (size_t)BT * r * sizeof(floatX));
+    lora_up_backward(m->on_gpu, dh, ad.dB, dy, h, ad.B, BT, r, OC, m->lora_scale);
+    if (dy2) lora_up_backward(m->on_gpu, dh, ad.dB ? ad.dB + (size_t)OC * r : nullptr, dy2, h, ad.B + (size_t)OC * r, BT, r, OC, m->lora_scale);
+    lora_down_backward(m->on_gpu, dx, ad.dA, dh, m->lora_xd, x, ad.A, BT, ad.in_features, r, drop, seed);
+}
+
+// W += sign * s * B A for every adapter, in a buffer laid out like params.params
+// (the parameters themselves, or a host copy for generation)
+static void mamba_lora_fold(const MambaModel* m, float* base, bool on_gpu, float sign) {
+    const ParamStore* ps = &m->params;
+    auto at = [&](int i) { return base + ps->tensors[i].offset; };
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        const LayerLora& ll = m->lora_layers[l];
+        const LayerIndex& li = m->layer_index[l];
+        const std::pair<const LoraAdapter*, int> pairs[] = {
+            {&ll.in_proj, li.in_proj_w}, {&ll.x_proj, li.x_proj_w}, {&ll.dt_proj, li.dt_proj_w}, {&ll.out_proj, li.out_proj_w}};
+        for (auto& [ad, w] : pairs)
+            if (lora_active(*ad))  // in_proj_x: B has E rows, the x half of W comes first
+                lora_merge(on_gpu, at(w), at(ad->A_index), at(ad->B_index), ad->out_features, ad->in_features, ad->rank,
+                           m->lora_scale, sign);
+    }
+}
+
+// inference: fold the adapters into the base weights (the forward then skips
+// them), or take them out again. Unmerging restores W up to float rounding.
+static void mamba_lora_merge(MambaModel* m) {
+    if (m->lora.rank == 0 || m->lora_merged) return;
+    mamba_lora_fold(m, m->params.params, m->on_gpu, +1.0f);
+    m->lora_merged = true;
+}
+static void mamba_lora_unmerge(MambaModel* m) {
+    if (!m->lora_merged) return;
+    mamba_lora_fold(m, m->params.params, m->on_gpu, -1.0f);
+    m->lora_merged = false;
+}
+
+// ---------------------------------------------------------------------------
+// checkpoints with a frozen base: the base is a full "mamba" checkpoint, the
+// adapter file ("mamba-lora") holds only the trainable tensors (adapters and
+// --train-also ones) with their AdamW moments
+
+static const char* const MAMBA_ADAPTER_KIND = "mamba-lora";
+
+// every tensor but the adapters, from a full checkpoint (no optimizer state)
+static void mamba_load_base(MambaModel* m, const char* path) {
+    CheckpointInfo info = checkpoint_read_info(path);
+    if (info.kind == MAMBA_ADAPTER_KIND)
+        FATAL("%s is an adapter file; --base takes the full checkpoint the adapter was trained on", path);
+    checkpoint_load(path, "mamba", mamba_config_kv(m->cfg), &m->params, false,
+                    [](const ParamTensor& t) { return !lora_is_adapter(t.name); });
+}
+
+static void mamba_save_adapter(const MambaModel* m, const char* path, const TrainState& st) {
+    checkpoint_save(path, MAMBA_ADAPTER_KIND, mamba_lora_config_kv(m->cfg, m->lora, lora_base_checksum(&m->params)), &m->params,
+                    st, true, [](const ParamTensor& t) { return t.trainable; });
+}
+
+// after mamba_load_base: the trainable tensors (and their moments when
+// with_optimizer); a file trained on another base, or with other flags, is refused
+static TrainState mamba_load_adapter(MambaModel* m, const char* path, bool with_optimizer) {
+    CheckpointInfo info = checkpoint_read_info(path);
+    if (info.kind != MAMBA_ADAPTER_KIND)
+        FATAL("%s holds a full %s model, not an adapter (%s): pass it as --base, or the adapter file as --adapter/--resume",
+              path, info.kind.c_str(), MAMBA_ADAPTER_KIND);
+    uint64_t ours = lora_base_checksum(&m->params);
+    const std::string* theirs = config_get(info.config, "base_checksum");
+    if (theirs && *theirs != std::to_string(ours))
+        FATAL("adapter %s was trained on another base (its base checksum %s, this --base's %llu): pass the base it was trained on",
+              path, theirs->c_str(), (unsigned long long)ours);
+    return checkpoint_load(path, MAMBA_ADAPTER_KIND, mamba_lora_config_kv(m->cfg, m->lora, ours), &m->params, with_optimizer,
+                           [](const ParamTensor& t) { return t.trainable; });
 }
 
 // ---------------------------------------------------------------------------
@@ -312,18 +533,29 @@ static void mamba_layer_forward(MambaModel* m, int l, floatX* layer_out, int B, 
     bool on_gpu = m->on_gpu;
     LayerParams& p = m->layers[l];
     LayerActs& a = m->acts[l];
+    const LayerLora& ll = m->lora_layers[l];
+    bool lora = m->lora.rank > 0 && !m->lora_merged;
     PROF(on_gpu, "rmsnorm", rmsnorm_forward(on_gpu, a.xn, a.rstd, a.resid, p.norm_w, BT, D));
     PROF(on_gpu, "in_proj", linear_forward(on_gpu, a.xin, a.xn, p.in_proj_w, (const float*)nullptr, BT, D, E);
                        linear_forward(on_gpu, a.z, a.xn, p.in_proj_w + (size_t)E * D, (const float*)nullptr, BT, D, E));
+    if (lora && lora_active(ll.in_proj))
+        PROF(on_gpu, "lora", mamba_lora_forward(m, ll.in_proj, a.h_in_proj, a.xn, a.xin, ll.in_proj.out_features == 2 * E ? a.z : nullptr,
+                                                BT, mamba_lora_seed(m, l, 0)));
     PROF(on_gpu, "conv1d+silu", conv1d_silu_forward(on_gpu, a.u, a.xin, p.conv_w, p.conv_b, B, T, E, K));
     // one GEMM for all three projections (three skinny ones cost ~3x), then split
-    PROF(on_gpu, "x_proj", linear_forward(on_gpu, m->xdbl, a.u, p.x_proj_w, (const float*)nullptr, BT, E, R + 2 * N);
-                      split_columns(on_gpu, a.dt_low, a.Bm, a.Cm, m->xdbl, BT, R, N, N));
+    PROF(on_gpu, "x_proj", linear_forward(on_gpu, m->xdbl, a.u, p.x_proj_w, (const float*)nullptr, BT, E, R + 2 * N));
+    if (lora && lora_active(ll.x_proj))
+        PROF(on_gpu, "lora", mamba_lora_forward(m, ll.x_proj, a.h_x_proj, a.u, m->xdbl, nullptr, BT, mamba_lora_seed(m, l, 1)));
+    PROF(on_gpu, "x_proj", split_columns(on_gpu, a.dt_low, a.Bm, a.Cm, m->xdbl, BT, R, N, N));
     PROF(on_gpu, "dt_proj", linear_forward(on_gpu, a.delta, a.dt_low, p.dt_proj_w, (const float*)nullptr, BT, R, E));
+    if (lora && lora_active(ll.dt_proj))
+        PROF(on_gpu, "lora", mamba_lora_forward(m, ll.dt_proj, a.h_dt_proj, a.dt_low, a.delta, nullptr, BT, mamba_lora_seed(m, l, 2)));
     PROF(on_gpu, "scan", selective_scan_forward(on_gpu, a.y, a.hs, a.u, a.delta, p.A_log, a.Bm, a.Cm, p.D, a.z,
                              p.dt_proj_b, B, T, E, N));
-    PROF(on_gpu, "out_proj", linear_forward(on_gpu, layer_out, a.y, p.out_proj_w, (const float*)nullptr, BT, E, D);
-                        add_inplace(on_gpu, layer_out, a.resid, (size_t)BT * D));
+    PROF(on_gpu, "out_proj", linear_forward(on_gpu, layer_out, a.y, p.out_proj_w, (const float*)nullptr, BT, E, D));
+    if (lora && lora_active(ll.out_proj))
+        PROF(on_gpu, "lora", mamba_lora_forward(m, ll.out_proj, a.h_out_proj, a.y, layer_out, nullptr, BT, mamba_lora_seed(m, l, 3)));
+    PROF(on_gpu, "out_proj", add_inplace(on_gpu, layer_out, a.resid, (size_t)BT * D));
 }
 
 // tokens/targets: host arrays (B*T). Returns the mean loss (0 without targets).
@@ -367,17 +599,29 @@ static void mamba_layer_backward(MambaModel* m, int l, int B, int T) {
     LayerParams& dp = m->dlayers[l];
     LayerActs& a = m->acts[l];
     LayerScratch& s = m->scratch;
+    const LayerLora& ll = m->lora_layers[l];
+    bool lora = m->lora.rank > 0;  // (a merged model is for inference: mamba_backward refuses it)
+    float* din_proj_z = dp.in_proj_w ? dp.in_proj_w + (size_t)E * D : nullptr;
     backend_memset0(on_gpu, (char*)m->scratch_memory + m->layer_scratch_start, m->scratch_bytes - m->layer_scratch_start);
     // m->dresid holds dloss/d(layer output); the residual branch passes it through unchanged
     PROF(on_gpu, "out_proj", linear_backward(on_gpu, s.dy, dp.out_proj_w, (float*)nullptr, m->dresid, a.y, p.out_proj_w, BT, E, D));
+    if (lora && lora_active(ll.out_proj))
+        PROF(on_gpu, "lora", mamba_lora_backward(m, ll.out_proj, a.h_out_proj, a.y, s.dy, m->dresid, nullptr, BT, mamba_lora_seed(m, l, 3)));
     PROF(on_gpu, "scan", selective_scan_backward(on_gpu, s.du, s.ddelta, dp.A_log, s.dBm, s.dCm, dp.D, s.dz, dp.dt_proj_b,
                              s.dy, a.u, a.delta, p.A_log, a.Bm, a.Cm, p.D, a.z, p.dt_proj_b, a.hs, B, T, E, N));
     PROF(on_gpu, "dt_proj", linear_backward(on_gpu, s.ddt_low, dp.dt_proj_w, (float*)nullptr, s.ddelta, a.dt_low, p.dt_proj_w, BT, R, E));
+    if (lora && lora_active(ll.dt_proj))
+        PROF(on_gpu, "lora", mamba_lora_backward(m, ll.dt_proj, a.h_dt_proj, a.dt_low, s.ddt_low, s.ddelta, nullptr, BT, mamba_lora_seed(m, l, 2)));
     PROF(on_gpu, "x_proj", concat_columns(on_gpu, s.dxdbl, s.ddt_low, s.dBm, s.dCm, BT, R, N, N);
                       linear_backward(on_gpu, s.du, dp.x_proj_w, (float*)nullptr, s.dxdbl, a.u, p.x_proj_w, BT, E, R + 2 * N));
+    if (lora && lora_active(ll.x_proj))
+        PROF(on_gpu, "lora", mamba_lora_backward(m, ll.x_proj, a.h_x_proj, a.u, s.du, s.dxdbl, nullptr, BT, mamba_lora_seed(m, l, 1)));
     PROF(on_gpu, "conv1d+silu", conv1d_silu_backward(on_gpu, s.dxin, dp.conv_w, dp.conv_b, s.du, a.xin, p.conv_w, p.conv_b, B, T, E, K));
     PROF(on_gpu, "in_proj", linear_backward(on_gpu, s.dxn, dp.in_proj_w, (float*)nullptr, s.dxin, a.xn, p.in_proj_w, BT, D, E);
-                       linear_backward(on_gpu, s.dxn, dp.in_proj_w + (size_t)E * D, (float*)nullptr, s.dz, a.xn, p.in_proj_w + (size_t)E * D, BT, D, E));
+                       linear_backward(on_gpu, s.dxn, din_proj_z, (float*)nullptr, s.dz, a.xn, p.in_proj_w + (size_t)E * D, BT, D, E));
+    if (lora && lora_active(ll.in_proj))
+        PROF(on_gpu, "lora", mamba_lora_backward(m, ll.in_proj, a.h_in_proj, a.xn, s.dxn, s.dxin,
+                                                 ll.in_proj.out_features == 2 * E ? s.dz : nullptr, BT, mamba_lora_seed(m, l, 0)));
     // dresid += d(norm branch): dresid now holds dloss/d(layer input)
     PROF(on_gpu, "rmsnorm", rmsnorm_backward(on_gpu, m->dresid, dp.norm_w, s.dxn, a.resid, p.norm_w, a.rstd, BT, D));
 }
@@ -386,6 +630,7 @@ static void mamba_backward(MambaModel* m) {
     const MambaConfig& c = m->cfg;
     if (!m->have_targets) FATAL("mamba_backward needs a forward pass with targets");
     if (!m->params.with_grads) FATAL("mamba_backward: the model was built for inference (no gradients)");
+    if (m->lora_merged) FATAL("mamba_backward: the adapters are merged into the base (unmerge to train)");
     int B = m->cur_B, T = m->cur_T, BT = B * T, D = c.d_model, V = c.vocab_size;
     bool on_gpu = m->on_gpu;
     backend_memset0(on_gpu, m->dresid, (size_t)BT * D * sizeof(floatX));
@@ -455,6 +700,7 @@ static std::vector<int> mamba_generate(const MambaModel* m, const std::vector<in
     const ParamStore* ps = &m->params;
     std::vector<float> host(ps->num_params);
     backend_copy(m->on_gpu, host.data(), ps->params, ps->num_params * sizeof(float), false);
+    if (m->lora.rank > 0 && !m->lora_merged) mamba_lora_fold(m, host.data(), false, +1.0f);  // the step reads W only
     MambaStepState s; mamba_step_init(&s, m, host.data());
     std::vector<float> logits(m->cfg.vocab_size);
     Rng rng; rng_seed(&rng, seed);

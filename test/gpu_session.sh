@@ -2,7 +2,7 @@
 # One call on the GPU machine: run what is asked, log everything under $OUT
 # (or out/), print a short table last. Binaries are built beforehand (make
 # train_mamba test-gpu dev) so no device time goes to compiling.
-#   bash test/gpu_session.sh tests bench130m kjv=4 hf dev
+#   bash test/gpu_session.sh tests bench130m kjv=4 hf lora dev
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}; mkdir -p "$OUT"
@@ -39,6 +39,11 @@ for task in "$@"; do
         python3 test/hf_check.py /tmp/hf/out /tmp/hf/m.ckpt ./train_mamba "12 the quick" > "$OUT/hf_check.log" 2>&1
         grep -E "^FAIL|passed" "$OUT/hf_check.log"
         summary+=("transformers check: $(tail -1 "$OUT/hf_check.log")") ;;
+    lora)
+        # the LoRA study (make lora-study): KJV pretraining, nine fine-tunings on the fortunes
+        OUT="$OUT/lora_study" bash data_scripts/lora_study.sh > "$OUT/lora_study.log" 2>&1
+        tail -16 "$OUT/lora_study.log"
+        summary+=("lora-study: $(grep -c '^| LoRA\|^| full' "$OUT/lora_study/results.md" 2>/dev/null) rows in lora_study/results.md") ;;
     dev)
         bash dev/run_all.sh > "$OUT/dev.log" 2>&1
         summary+=("dev: see dev.log") ; cat "$OUT/dev.log" | tail -60 ;;

@@ -5,28 +5,12 @@
 //   - mamba_backward accumulates: two backward passes give twice the gradient
 #include "../src/mamba_model.h"
 #include "test_util.h"
+#include "mamba_test_util.h"
 
 static MambaConfig tiny_config() {
     MambaConfig c = {11, 8, 2, 4, 4, 2, 0, 0};  // vocab, D, layers, N, K, expand, dt_rank (auto)
     mamba_config_derive(&c);
     return c;
-}
-
-// perturb the freshly initialised parameters so no tensor sits at a special
-// value (D = 1, norms = 1, zero biases) that could hide a wrong gradient. The
-// standard init makes dt ~ 1e-3..0.1 and embeddings ~0.02, which leaves the
-// scan's gradients too small for float32 finite differences: raise both.
-static void jitter_params(MambaModel* m, uint64_t seed) {
-    Rng r; rng_seed(&r, seed);
-    ParamStore* ps = &m->params;
-    for (size_t i = 0; i < ps->num_params; i++) ps->params[i] += 0.5f * (2.0f * rng_uniform(&r) - 1.0f);
-    for (const ParamTensor& t : ps->tensors) {
-        float* p = ps->params + t.offset;
-        if (strstr(t.name.c_str(), "dt_proj.bias"))
-            for (size_t j = 0; j < t.numel; j++) p[j] = -1.5f + 2.0f * rng_uniform(&r);  // dt ~ 0.2..1
-        if (t.name == "embedding.weight")
-            for (size_t j = 0; j < t.numel; j++) p[j] = rng_normal(&r);
-    }
 }
 
 static void test_gradients(int B, int T) {

@@ -2,7 +2,8 @@
 CLI tests: a numbered pangram, vocab 256, in the shard format of
 src/dataloader.h (256 int32 header: magic, version, count, vocab; uint16 tokens).
 
-usage: tiny_shards.py DIR [VAL_LINES]   (VAL_LINES: lines in val.bin, default 60)
+usage: tiny_shards.py DIR [VAL_LINES] [LINE]   (VAL_LINES: lines in val.bin, default 60;
+       LINE: the line template, "{}" becomes the line number; default the pangram)
 """
 import os
 import struct
@@ -20,7 +21,7 @@ def main():
     d = sys.argv[1]
     val_lines = int(sys.argv[2]) if len(sys.argv) > 2 else 60
     os.makedirs(d)
-    line = "{} the quick brown fox jumps over the lazy dog.\n"
+    line = (sys.argv[3] if len(sys.argv) > 3 else "{} the quick brown fox jumps over the lazy dog.") + "\n"
     shard(f"{d}/train.bin", "".join(line.format(i) for i in range(400)))
     shard(f"{d}/val.bin", "".join(line.format(i) for i in range(400, 400 + val_lines)))
 
