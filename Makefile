@@ -71,6 +71,12 @@ build/torch_dump: test/torch_dump.cu test/tensor_file.h $(SRC_HEADERS)
 	@mkdir -p build
 	$(CXX) $(CPU_FLAGS) -x c++ $< -o $@ -lm
 
+# the SSD oracle (test/torch_ssd_check.py) compares against what this dumps
+build/torch_ssd_dump: test/torch_ssd_dump.cu test/tensor_file.h test/test_util.h $(SRC_HEADERS)
+	@mkdir -p build
+	$(CXX) $(CPU_FLAGS) -x c++ $< -o $@ -lm
+test: build/torch_ssd_dump
+
 test: $(CPU_TESTS) build/torch_dump train_mamba_cpu train_vlm_cpu
 	@bash test/run_tests.sh cpu
 

@@ -123,7 +123,9 @@ int main(int argc, char** argv) {
     if (o.sample_only > 0 || !o.export_hf.empty()) {
         MambaModel m;
         if (!o.adapter.empty()) {  // base + adapter, merged: the step and the export read W only
-            LoraConfig lc = mamba_lora_config_from_kv(checkpoint_read_info(o.adapter.c_str()).config, o.adapter.c_str());
+            CheckpointInfo info = checkpoint_read_info(o.adapter.c_str());
+            if (info.kind != MAMBA_ADAPTER_KIND) FATAL("%s holds a full %s model, not an adapter (%s)", o.adapter.c_str(), info.kind.c_str(), MAMBA_ADAPTER_KIND);
+            LoraConfig lc = lora_config_read(info.config, "");
             MambaConfig cfg = mamba_config_from_kv(checkpoint_read_info(o.base.c_str()).config, o.base.c_str());
             mamba_build(&m, cfg, 1, 1, on_gpu, /*with_grads=*/false, lc);
             mamba_load_base(&m, o.base.c_str());

@@ -38,10 +38,12 @@ typedef struct {
     TrainOptions train;  // optimisation, stopping, log, checkpoints, device (src/train_common.h)
     int eval_interval = 250, eval_records = 1000;
     std::string image, question;  // infer
+    LoraConfig lora;  // adapters on the GPT (src/lora.h), its base frozen
 } Options;
 
 static std::vector<OptSpec> option_table(Options* o) {
     o->train.steps = 3000;  // this trainer's defaults for the shared options
+    o->lora.targets = "all";
     std::vector<OptSpec> table = {
         {"--stage", OPT_STR, &o->stage, "clip | lm | align | instruct | e2e | eval | infer (see the top of train_vlm.cu)"},
         {"--data-dir", OPT_STR, &o->data_dir, "folder with train.vlm + test.vlm (shards), or train.jsonl + test.jsonl ({image, caption, question, answer} lines)"},
@@ -64,6 +66,10 @@ static std::vector<OptSpec> option_table(Options* o) {
         {"--eval-records", OPT_INT, &o->eval_records, "test items per evaluation (0: all)"},
         {"--image", OPT_STR, &o->image, "--stage infer: the image file"},
         {"--question", OPT_STR, &o->question, "--stage infer: the question"},
+        {"--lora-rank", OPT_INT, &o->lora.rank, "stages lm, instruct, e2e: LoRA adapters of rank r on the GPT, its base frozen (0: off)"},
+        {"--lora-alpha", OPT_FLOAT, &o->lora.alpha, "LoRA alpha: the adapter's output is scaled by alpha / r"},
+        {"--lora-dropout", OPT_FLOAT, &o->lora.dropout, "dropout on the adapters' inputs while training"},
+        {"--lora-targets", OPT_STR, &o->lora.targets, "GPT layers with adapters, comma-separated: qkv, attn_proj, fc, fc_proj, or all"},
     };
     train_options_append(&table, &o->train);
     return table;
@@ -89,6 +95,10 @@ static void validate(const Options* o) {
     if ((o->stage == "infer" || o->stage == "eval") && o->train.resume.empty() && o->init.empty())
         FATAL("--stage %s needs a model: --init CHECKPOINT", o->stage.c_str());
     if (!o->init.empty() && !o->train.resume.empty()) FATAL("--init and --resume exclude each other (resume continues a stage; init starts one)");
+    if (o->lora.rank < 0 || !(o->lora.alpha > 0) || o->lora.dropout < 0 || o->lora.dropout >= 1)
+        FATAL("--lora-rank must be >= 0, --lora-alpha > 0, --lora-dropout in [0, 1)");
+    if (o->lora.rank > 0 && o->stage != "lm" && o->stage != "instruct" && o->stage != "e2e")
+        FATAL("--lora-rank adapts the GPT while it trains: stages lm, instruct and e2e (eval and infer read the adapters from the checkpoint)");
 }
 
 // what each stage does not train (no gradient, no optimizer state)
@@ -132,13 +142,14 @@ static std::vector<float> load_image(const char* path, int H, bool resize) {
     return img;
 }
 
-// the checkpoint records the vocabulary and the stage with the model config
-static ConfigKV checkpoint_config(const VlmConfig& c, const Vocab& v, const std::string& stage) {
+// the checkpoint records the vocabulary, the stage and the GPT's adapters with the model config
+static ConfigKV checkpoint_config(const VlmConfig& c, const Vocab& v, const std::string& stage, const LoraConfig& lora) {
     ConfigKV kv = vlm_config_kv(c);
     std::string words;
     for (const std::string& w : v.words) words += (words.empty() ? "" : " ") + w;
     kv.push_back({"vocab_words", words});
     kv.push_back({"stage", stage});
+    if (lora.rank > 0) lora_config_append(&kv, lora, "lm_");  // absent: no adapters (older checkpoints too)
     return kv;
 }
 
@@ -335,8 +346,10 @@ int main(int argc, char** argv) {
         CheckpointInfo info = checkpoint_read_info(from.c_str());
         VlmConfig cfg = vlm_config_from_kv(info.config, from.c_str());
         Vocab vocab = vocab_from_checkpoint(info, from.c_str());
-        VlmModel m; vlm_build(&m, cfg, 1, on_gpu, false);
-        checkpoint_load(from.c_str(), "vlm", checkpoint_config(cfg, vocab, *config_get(info.config, "stage")), &m.params, false);
+        LoraConfig lora = lora_config_read(info.config, "lm_");
+        VlmModel m; vlm_build(&m, cfg, 1, on_gpu, false, {}, lora);
+        checkpoint_load(from.c_str(), "vlm", checkpoint_config(cfg, vocab, *config_get(info.config, "stage"), lora), &m.params, false);
+        transformer_lora_merge(&m.lm, &m.params, true);  // generation reads the merged weights
         std::vector<float> img = load_image(o.image.c_str(), cfg.image_size, o.resize);
         printf("%s\n", answer(&m, vocab, img.data(), o.question).c_str());
         vlm_free(&m);
@@ -351,8 +364,14 @@ int main(int argc, char** argv) {
                             std::max(vlm_max_text_len(&test, VLM_CAPTION), vlm_max_text_len(&test, VLM_QA)));
     VlmConfig cfg = {H, o.patch, o.v_layers, o.v_dim, o.v_heads, o.projector == "mlp", vocab_size(&vocab),
                      o.l_layers, o.l_dim, o.l_heads, max_text, o.t_layers, o.t_dim, o.t_heads, o.clip_dim};
+    LoraConfig lora = o.lora, init_lora;
     if (!o.init.empty()) {  // a new stage takes the model's shape from the checkpoint (--resume checks the flags instead)
         CheckpointInfo info = checkpoint_read_info(from.c_str());
+        init_lora = lora_config_read(info.config, "lm_");
+        if (!training) lora = init_lora;  // eval: the checkpoint's adapters
+        else if (init_lora.rank > 0)
+            FATAL("%s has LoRA adapters on its GPT: evaluate it with --stage eval; a new stage starts from a model without them",
+                  from.c_str());
         cfg = vlm_config_from_kv(info.config, from.c_str());
         Vocab theirs = vocab_from_checkpoint(info, from.c_str());
         if (!vocab_equal(&theirs, &vocab)) FATAL("%s was trained with another vocabulary than %s's", from.c_str(), o.data_dir.c_str());
@@ -362,9 +381,9 @@ int main(int argc, char** argv) {
     if (H % cfg.patch) FATAL("image size %d is not a multiple of --patch %d", H, cfg.patch);
     int B = o.batch;
     VlmModel m;
-    vlm_build(&m, cfg, B, on_gpu, training, training ? frozen_for(o.stage) : std::vector<std::string>{});
+    vlm_build(&m, cfg, B, on_gpu, training, training ? frozen_for(o.stage) : std::vector<std::string>{}, lora);
     vlm_init_params(&m, t.seed);
-    ConfigKV ckpt_cfg = checkpoint_config(cfg, vocab, o.stage);
+    ConfigKV ckpt_cfg = checkpoint_config(cfg, vocab, o.stage, lora);
     TrainState st = {0, 0, 0};
     Rng rng; rng_seed(&rng, t.seed + 1);
     if (!t.resume.empty()) {
@@ -373,7 +392,9 @@ int main(int argc, char** argv) {
         printf("resumed %s from %s at step %d\n", o.stage.c_str(), t.resume.c_str(), st.step);
     } else if (!o.init.empty()) {
         CheckpointInfo info = checkpoint_read_info(o.init.c_str());
-        checkpoint_load(o.init.c_str(), "vlm", checkpoint_config(cfg, vocab, *config_get(info.config, "stage")), &m.params, false);
+        // a base without adapters under a LoRA run: the adapters keep their init (B = 0)
+        checkpoint_load(o.init.c_str(), "vlm", checkpoint_config(cfg, vocab, *config_get(info.config, "stage"), init_lora), &m.params,
+                        false, [](const ParamTensor& t) { return !lora_is_adapter(t.name); });
         printf("%s starts from the weights of %s (stage %s)\n", o.stage.c_str(), o.init.c_str(), config_get(info.config, "stage")->c_str());
     }
     std::vector<int> train_ids[2] = {vlm_record_ids(&train, VLM_CAPTION), vlm_record_ids(&train, VLM_QA)};
@@ -392,6 +413,7 @@ int main(int argc, char** argv) {
 
     Logger log; logger_open(&log, t.log_path, t.resume.empty() ? -1 : st.step);
     auto run_eval = [&](int step) {
+        transformer_set_training(&m.lm, false, 0);
         JsonLine j; j.integer("step", step);
         if (o.stage == "clip") {
             double recall, zs;
@@ -436,6 +458,7 @@ int main(int argc, char** argv) {
             // clip and align read captions; lm, instruct and e2e alternate captions and questions
             VlmKind kind = (o.stage == "clip" || o.stage == "align") ? VLM_CAPTION : (step % 2 ? VLM_QA : VLM_CAPTION);
             const std::vector<int>& pool = train_ids[kind];
+            transformer_set_training(&m.lm, true, t.seed * 1000003ull + step);  // adapter dropout: a new mask per step
             for (int i = 0; i < B; i++) ids[i] = pool[rng_u32(&rng) % pool.size()];
             vlm_get_batch(&train, kind, ids.data(), B, T, images.data(), tokens.data(), targets.data(), lengths.data(), nullptr);
             float loss = o.stage == "clip" ? vlm_clip_forward(&m, images.data(), tokens.data(), lengths.data(), B)
@@ -464,6 +487,7 @@ int main(int argc, char** argv) {
     }
     run_eval(step);
     if (training) save(step);
+    transformer_lora_merge(&m.lm, &m.params, true);  // the samples below generate from the merged weights
     if (o.stage != "clip" && o.stage != "lm") {  // a few answers to read
         std::vector<int> test_qa = vlm_record_ids(&test, VLM_QA);
         std::vector<float> image((size_t)H * H * 3);

@@ -24,8 +24,10 @@
 //
 // Merge for inference: W' = W + s * B A (unmerge subtracts it again).
 #pragma once
+#include <algorithm>
 #include <string>
 #include <vector>
+#include "checkpoint.h"
 #include "common.h"
 #include "params.h"
 
@@ -38,6 +40,29 @@ typedef struct {
 } LoraConfig;
 
 static inline float lora_scale(const LoraConfig& c) { return c.rank > 0 ? c.alpha / (float)c.rank : 0.0f; }
+
+// a checkpoint's record of the adapters: prefix + lora_rank, lora_alpha,
+// lora_targets, train_also ("lm_" for the VLM's GPT, "" for the Mamba LM)
+static void lora_config_append(ConfigKV* kv, const LoraConfig& c, const std::string& prefix) {
+    char alpha[32]; snprintf(alpha, sizeof alpha, "%.9g", c.alpha);
+    kv->push_back({prefix + "lora_rank", std::to_string(c.rank)});
+    kv->push_back({prefix + "lora_alpha", alpha});
+    kv->push_back({prefix + "lora_targets", c.targets});
+    kv->push_back({prefix + "train_also", c.train_also});
+}
+
+// reads it back; a checkpoint without the keys has no adapters (rank 0)
+static LoraConfig lora_config_read(const ConfigKV& kv, const std::string& prefix) {
+    LoraConfig c;
+    const std::string* rank = config_get(kv, prefix + "lora_rank");
+    if (!rank) return c;
+    c.rank = atoi(rank->c_str());
+    if (const std::string* v = config_get(kv, prefix + "lora_alpha")) c.alpha = (float)atof(v->c_str());
+    if (const std::string* v = config_get(kv, prefix + "lora_targets")) c.targets = *v;
+    if (const std::string* v = config_get(kv, prefix + "train_also")) c.train_also = *v;
+    return c;
+}
+
 
 // "a,b,,c" -> {"a", "b", "c"}
 static std::vector<std::string> lora_split_list(const std::string& s) {
@@ -290,6 +315,52 @@ static void lora_init(const LoraAdapter& a, const ParamStore* ps, float* host, R
     const ParamTensor& tB = ps->tensors[a.B_index];
     for (size_t i = 0; i < tA.numel; i++) host[tA.offset + i] = bound * (2.0f * rng_uniform(rng) - 1.0f);
     for (size_t i = 0; i < tB.numel; i++) host[tB.offset + i] = 0.0f;
+}
+
+// what applying an adapter needs besides its weights: the scale, the dropout
+// (0 outside training) and its seed, and two scratch buffers of the model's:
+// xd (N, in_features), used with dropout on the GPU, and dh (N, rank)
+typedef struct {
+    float scale, dropout;
+    uint64_t seed;
+    floatX* xd;
+    floatX* dh;
+} LoraRun;
+
+// y += s * drop(x) A^T B^T for x: (N, in). h: (N, r), saved for the backward.
+// y2: when given, the output rows [OC/2, OC) of B go there and [0, OC/2) to y
+// (Mamba's in_proj writes x and z into separate buffers).
+static void lora_forward(bool on_gpu, const LoraAdapter& ad, const LoraRun& run, floatX* h, const floatX* x, floatX* y,
+                         floatX* y2, int N) {
+    int r = ad.rank, OC = y2 ? ad.out_features / 2 : ad.out_features;
+    lora_down_forward(on_gpu, h, run.xd, x, ad.A, N, ad.in_features, r, run.dropout, run.seed);
+    lora_up_forward(on_gpu, y, h, ad.B, N, r, OC, run.scale);
+    if (y2) lora_up_forward(on_gpu, y2, h, ad.B + (size_t)OC * r, N, r, OC, run.scale);
+}
+
+// dA, dB += ... (skipped where nullptr); dx += the adapter's input gradient. dy2: as y2 above
+static void lora_backward(bool on_gpu, const LoraAdapter& ad, const LoraRun& run, const floatX* h, const floatX* x, floatX* dx,
+                          const floatX* dy, const floatX* dy2, int N) {
+    int r = ad.rank, OC = dy2 ? ad.out_features / 2 : ad.out_features;
+    backend_memset0(on_gpu, run.dh, (size_t)N * r * sizeof(floatX));
+    lora_up_backward(on_gpu, run.dh, ad.dB, dy, h, ad.B, N, r, OC, run.scale);
+    if (dy2) lora_up_backward(on_gpu, run.dh, ad.dB ? ad.dB + (size_t)OC * r : nullptr, dy2, h, ad.B + (size_t)OC * r, N, r, OC, run.scale);
+    lora_down_backward(on_gpu, dx, ad.dA, run.dh, run.xd, x, ad.A, N, ad.in_features, r, run.dropout, run.seed);
+}
+
+// parses a comma-separated target list against the names a model offers
+// ("all": every one of all_targets); an unknown name is a clear error
+static std::vector<std::string> lora_parse_targets(const std::string& targets, const std::vector<std::string>& offered,
+                                                   const std::vector<std::string>& all_targets, const char* model) {
+    std::vector<std::string> t = lora_split_list(targets);
+    if (t.size() == 1 && t[0] == "all") t = all_targets;
+    std::string names;
+    for (const std::string& o : offered) names += (names.empty() ? "" : ", ") + o;
+    if (t.empty()) FATAL("--lora-targets is empty: name some of %s (or all)", names.c_str());
+    for (const std::string& x : t)
+        if (std::find(offered.begin(), offered.end(), x) == offered.end())
+            FATAL("--lora-targets: a %s layer has no '%s'; it has %s (or all)", model, x.c_str(), names.c_str());
+    return t;
 }
 
 static bool lora_is_adapter(const std::string& name) {

@@ -76,28 +76,9 @@ static MambaConfig mamba_config_from_kv(const ConfigKV& kv, const char* path) {
 // the frozen base tensors (lora_base_checksum) so a wrong base is caught
 static ConfigKV mamba_lora_config_kv(const MambaConfig& c, const LoraConfig& lora, uint64_t base_checksum) {
     ConfigKV kv = mamba_config_kv(c);
-    char alpha[32]; snprintf(alpha, sizeof alpha, "%.9g", lora.alpha);
-    kv.push_back({"lora_rank", std::to_string(lora.rank)});
-    kv.push_back({"lora_alpha", alpha});
-    kv.push_back({"lora_targets", lora.targets});
-    kv.push_back({"train_also", lora.train_also});
+    lora_config_append(&kv, lora, "");
     kv.push_back({"base_checksum", std::to_string(base_checksum)});
     return kv;
-}
-
-// the adapters' config back from an adapter file (for --sample / --export-hf)
-static LoraConfig mamba_lora_config_from_kv(const ConfigKV& kv, const char* path) {
-    auto get = [&](const char* key) {
-        const std::string* v = config_get(kv, key);
-        if (!v) FATAL("%s is not an adapter file (no config key %s)", path, key);
-        return *v;
-    };
-    LoraConfig c;
-    c.rank = atoi(get("lora_rank").c_str());
-    c.alpha = (float)atof(get("lora_alpha").c_str());
-    c.targets = get("lora_targets");
-    c.train_also = get("train_also");
-    return c;
 }
 
 // indices of one layer's tensors in the ParamStore
@@ -124,9 +105,6 @@ typedef struct {
 typedef struct {
     LoraAdapter in_proj, x_proj, dt_proj, out_proj;
 } LayerLora;
-
-// the adapter targets a Mamba layer offers; "all" is every linear layer
-static const char* const MAMBA_LORA_TARGETS = "in_proj, in_proj_x, x_proj, dt_proj, out_proj (or all)";
 
 // activations one layer saves for its backward pass
 typedef struct {
@@ -224,17 +202,11 @@ static void mamba_declare_params(MambaModel* m) {
     const LoraConfig& lc = m->lora;
     m->lora_layers.assign(c.n_layer, LayerLora{});
     if (lc.rank > 0) {
-        std::vector<std::string> targets = lora_split_list(lc.targets);
-        if (targets.size() == 1 && targets[0] == "all") targets = {"in_proj", "x_proj", "dt_proj", "out_proj"};
-        if (targets.empty()) FATAL("--lora-targets is empty: name some of %s", MAMBA_LORA_TARGETS);
-        bool has_in = false, has_in_x = false;
-        for (const std::string& t : targets) {
-            if (t != "in_proj" && t != "in_proj_x" && t != "x_proj" && t != "dt_proj" && t != "out_proj")
-                FATAL("--lora-targets: a Mamba layer has no '%s'; it has %s", t.c_str(), MAMBA_LORA_TARGETS);
-            has_in |= t == "in_proj"; has_in_x |= t == "in_proj_x";
-        }
-        if (has_in && has_in_x) FATAL("--lora-targets: in_proj (all 2E rows) and in_proj_x (the x half) exclude each other");
+        std::vector<std::string> targets = lora_parse_targets(lc.targets, {"in_proj", "in_proj_x", "x_proj", "dt_proj", "out_proj"},
+                                                              {"in_proj", "x_proj", "dt_proj", "out_proj"}, "Mamba");
         auto wants = [&](const char* name) { return std::find(targets.begin(), targets.end(), name) != targets.end(); };
+        bool has_in = wants("in_proj"), has_in_x = wants("in_proj_x");
+        if (has_in && has_in_x) FATAL("--lora-targets: in_proj (all 2E rows) and in_proj_x (the x half) exclude each other");
         int r = lc.rank;
         for (int l = 0; l < c.n_layer; l++) {
             std::string p = "layers." + std::to_string(l) + ".";
@@ -430,31 +402,10 @@ static void mamba_init_params(MambaModel* m, uint64_t seed) {
 // seed: a new one per step (the trainer passes seed + step, so a resume repeats it)
 static void mamba_set_training(MambaModel* m, bool training, uint64_t seed) { m->training = training; m->dropout_seed = seed; }
 
-static uint64_t mamba_lora_seed(const MambaModel* m, int layer, int which) {
-    return m->dropout_seed * 0x100000001B3ull + (uint64_t)layer * 4 + which;
-}
-
-// y += s * drop(x) A^T B^T. y2: the second half of the output rows goes there
-// (in_proj's adapter: rows [0, E) -> xin, [E, 2E) -> z). h: (BT, r) saved
-static void mamba_lora_forward(MambaModel* m, const LoraAdapter& ad, floatX* h, const floatX* x, floatX* y, floatX* y2,
-                               int BT, uint64_t seed) {
-    float drop = m->training ? m->lora.dropout : 0.0f;
-    int r = ad.rank, OC = y2 ? ad.out_features / 2 : ad.out_features;
-    lora_down_forward(m->on_gpu, h, m->lora_xd, x, ad.A, BT, ad.in_features, r, drop, seed);
-    lora_up_forward(m->on_gpu, y, h, ad.B, BT, r, OC, m->lora_scale);
-    if (y2) lora_up_forward(m->on_gpu, y2, h, ad.B + (size_t)OC * r, BT, r, OC, m->lora_scale);
-}
-
-// dA, dB += ...; dx += the adapter's input gradient (dy2: as y2 above)
-static void mamba_lora_backward(MambaModel* m, const LoraAdapter& ad, const floatX* h, const floatX* x, floatX* dx,
-                                const floatX* dy, const floatX* dy2, int BT, uint64_t seed) {
-    float drop = m->training ? m->lora.dropout : 0.0f;
-    int r = ad.rank, OC = dy2 ? ad.out_features / 2 : ad.out_features;
-    floatX* dh = m->scratch.dh_lora;
-    backend_memset0(m->on_gpu, dh, (size_t)BT * r * sizeof(floatX));
-    lora_up_backward(m->on_gpu, dh, ad.dB, dy, h, ad.B, BT, r, OC, m->lora_scale);
-    if (dy2) lora_up_backward(m->on_gpu, dh, ad.dB ? ad.dB + (size_t)OC * r : nullptr, dy2, h, ad.B + (size_t)OC * r, BT, r, OC, m->lora_scale);
-    lora_down_backward(m->on_gpu, dx, ad.dA, dh, m->lora_xd, x, ad.A, BT, ad.in_features, r, drop, seed);
+// adapter `which` (0 in_proj, 1 x_proj, 2 dt_proj, 3 out_proj) of layer l: its own dropout mask
+static LoraRun mamba_lora_run(const MambaModel* m, int l, int which) {
+    return {m->lora_scale, m->training ? m->lora.dropout : 0.0f, m->dropout_seed * 0x100000001B3ull + (uint64_t)l * 4 + which,
+            m->lora_xd, m->scratch.dh_lora};
 }
 
 // W += sign * s * B A for every adapter, in a buffer laid out like params.params
@@ -539,22 +490,22 @@ static void mamba_layer_forward(MambaModel* m, int l, floatX* layer_out, int B, 
     PROF(on_gpu, "in_proj", linear_forward(on_gpu, a.xin, a.xn, p.in_proj_w, (const float*)nullptr, BT, D, E);
                        linear_forward(on_gpu, a.z, a.xn, p.in_proj_w + (size_t)E * D, (const float*)nullptr, BT, D, E));
     if (lora && lora_active(ll.in_proj))
-        PROF(on_gpu, "lora", mamba_lora_forward(m, ll.in_proj, a.h_in_proj, a.xn, a.xin, ll.in_proj.out_features == 2 * E ? a.z : nullptr,
-                                                BT, mamba_lora_seed(m, l, 0)));
+        PROF(on_gpu, "lora", lora_forward(on_gpu, ll.in_proj, mamba_lora_run(m, l, 0), a.h_in_proj, a.xn, a.xin,
+                                          ll.in_proj.out_features == 2 * E ? a.z : nullptr, BT));
     PROF(on_gpu, "conv1d+silu", conv1d_silu_forward(on_gpu, a.u, a.xin, p.conv_w, p.conv_b, B, T, E, K));
     // one GEMM for all three projections (three skinny ones cost ~3x), then split
     PROF(on_gpu, "x_proj", linear_forward(on_gpu, m->xdbl, a.u, p.x_proj_w, (const float*)nullptr, BT, E, R + 2 * N));
     if (lora && lora_active(ll.x_proj))
-        PROF(on_gpu, "lora", mamba_lora_forward(m, ll.x_proj, a.h_x_proj, a.u, m->xdbl, nullptr, BT, mamba_lora_seed(m, l, 1)));
+        PROF(on_gpu, "lora", lora_forward(on_gpu, ll.x_proj, mamba_lora_run(m, l, 1), a.h_x_proj, a.u, m->xdbl, nullptr, BT));
     PROF(on_gpu, "x_proj", split_columns(on_gpu, a.dt_low, a.Bm, a.Cm, m->xdbl, BT, R, N, N));
     PROF(on_gpu, "dt_proj", linear_forward(on_gpu, a.delta, a.dt_low, p.dt_proj_w, (const float*)nullptr, BT, R, E));
     if (lora && lora_active(ll.dt_proj))
-        PROF(on_gpu, "lora", mamba_lora_forward(m, ll.dt_proj, a.h_dt_proj, a.dt_low, a.delta, nullptr, BT, mamba_lora_seed(m, l, 2)));
+        PROF(on_gpu, "lora", lora_forward(on_gpu, ll.dt_proj, mamba_lora_run(m, l, 2), a.h_dt_proj, a.dt_low, a.delta, nullptr, BT));
     PROF(on_gpu, "scan", selective_scan_forward(on_gpu, a.y, a.hs, a.u, a.delta, p.A_log, a.Bm, a.Cm, p.D, a.z,
                              p.dt_proj_b, B, T, E, N));
     PROF(on_gpu, "out_proj", linear_forward(on_gpu, layer_out, a.y, p.out_proj_w, (const float*)nullptr, BT, E, D));
     if (lora && lora_active(ll.out_proj))
-        PROF(on_gpu, "lora", mamba_lora_forward(m, ll.out_proj, a.h_out_proj, a.y, layer_out, nullptr, BT, mamba_lora_seed(m, l, 3)));
+        PROF(on_gpu, "lora", lora_forward(on_gpu, ll.out_proj, mamba_lora_run(m, l, 3), a.h_out_proj, a.y, layer_out, nullptr, BT));
     PROF(on_gpu, "out_proj", add_inplace(on_gpu, layer_out, a.resid, (size_t)BT * D));
 }
 
@@ -606,22 +557,22 @@ static void mamba_layer_backward(MambaModel* m, int l, int B, int T) {
     // m->dresid holds dloss/d(layer output); the residual branch passes it through unchanged
     PROF(on_gpu, "out_proj", linear_backward(on_gpu, s.dy, dp.out_proj_w, (float*)nullptr, m->dresid, a.y, p.out_proj_w, BT, E, D));
     if (lora && lora_active(ll.out_proj))
-        PROF(on_gpu, "lora", mamba_lora_backward(m, ll.out_proj, a.h_out_proj, a.y, s.dy, m->dresid, nullptr, BT, mamba_lora_seed(m, l, 3)));
+        PROF(on_gpu, "lora", lora_backward(on_gpu, ll.out_proj, mamba_lora_run(m, l, 3), a.h_out_proj, a.y, s.dy, m->dresid, nullptr, BT));
     PROF(on_gpu, "scan", selective_scan_backward(on_gpu, s.du, s.ddelta, dp.A_log, s.dBm, s.dCm, dp.D, s.dz, dp.dt_proj_b,
                              s.dy, a.u, a.delta, p.A_log, a.Bm, a.Cm, p.D, a.z, p.dt_proj_b, a.hs, B, T, E, N));
     PROF(on_gpu, "dt_proj", linear_backward(on_gpu, s.ddt_low, dp.dt_proj_w, (float*)nullptr, s.ddelta, a.dt_low, p.dt_proj_w, BT, R, E));
     if (lora && lora_active(ll.dt_proj))
-        PROF(on_gpu, "lora", mamba_lora_backward(m, ll.dt_proj, a.h_dt_proj, a.dt_low, s.ddt_low, s.ddelta, nullptr, BT, mamba_lora_seed(m, l, 2)));
+        PROF(on_gpu, "lora", lora_backward(on_gpu, ll.dt_proj, mamba_lora_run(m, l, 2), a.h_dt_proj, a.dt_low, s.ddt_low, s.ddelta, nullptr, BT));
     PROF(on_gpu, "x_proj", concat_columns(on_gpu, s.dxdbl, s.ddt_low, s.dBm, s.dCm, BT, R, N, N);
                       linear_backward(on_gpu, s.du, dp.x_proj_w, (float*)nullptr, s.dxdbl, a.u, p.x_proj_w, BT, E, R + 2 * N));
     if (lora && lora_active(ll.x_proj))
-        PROF(on_gpu, "lora", mamba_lora_backward(m, ll.x_proj, a.h_x_proj, a.u, s.du, s.dxdbl, nullptr, BT, mamba_lora_seed(m, l, 1)));
+        PROF(on_gpu, "lora", lora_backward(on_gpu, ll.x_proj, mamba_lora_run(m, l, 1), a.h_x_proj, a.u, s.du, s.dxdbl, nullptr, BT));
     PROF(on_gpu, "conv1d+silu", conv1d_silu_backward(on_gpu, s.dxin, dp.conv_w, dp.conv_b, s.du, a.xin, p.conv_w, p.conv_b, B, T, E, K));
     PROF(on_gpu, "in_proj", linear_backward(on_gpu, s.dxn, dp.in_proj_w, (float*)nullptr, s.dxin, a.xn, p.in_proj_w, BT, D, E);
                        linear_backward(on_gpu, s.dxn, din_proj_z, (float*)nullptr, s.dz, a.xn, p.in_proj_w + (size_t)E * D, BT, D, E));
     if (lora && lora_active(ll.in_proj))
-        PROF(on_gpu, "lora", mamba_lora_backward(m, ll.in_proj, a.h_in_proj, a.xn, s.dxn, s.dxin,
-                                                 ll.in_proj.out_features == 2 * E ? s.dz : nullptr, BT, mamba_lora_seed(m, l, 0)));
+        PROF(on_gpu, "lora", lora_backward(on_gpu, ll.in_proj, mamba_lora_run(m, l, 0), a.h_in_proj, a.xn, s.dxn, s.dxin,
+                                           ll.in_proj.out_features == 2 * E ? s.dz : nullptr, BT));
     // dresid += d(norm branch): dresid now holds dloss/d(layer input)
     PROF(on_gpu, "rmsnorm", rmsnorm_backward(on_gpu, m->dresid, dp.norm_w, s.dxn, a.resid, p.norm_w, a.rstd, BT, D));
 }

@@ -16,6 +16,10 @@
 // Parameters live in the model's ParamStore under a prefix ("vision.", "lm.").
 // Initialisation as GPT-2: weights N(0, 0.02), the two residual projections
 // N(0, 0.02 / sqrt(2 n_layer)), biases 0, LayerNorm weight 1 and bias 0.
+//
+// LoRA (lora.h): transformer_declare with a LoraConfig adds adapters to the
+// chosen linear layers of every block (qkv, attn_proj, fc, fc_proj); freezing
+// the base is the caller's (the VLM freezes "lm." but the adapters).
 #pragma once
 #include <string>
 #include <vector>
@@ -24,6 +28,7 @@
 #include "attention.h"
 #include "layernorm.h"
 #include "linear.h"
+#include "lora.h"
 #include "params.h"
 #include "profiler.h"
 
@@ -58,11 +63,18 @@ typedef struct {
     floatX* ln2;                   // (B, T, C)
     floatX* fch;                   // (B, T, 4C) before GELU
     floatX* fch_gelu;              // (B, T, 4C)
+    floatX *h_qkv, *h_attn_proj, *h_fc, *h_fc_proj;  // (B, T, r) LoRA bottlenecks (nullptr: no adapter)
 } BlockActs;
+
+// a block's adapters, in the order of its linear layers
+typedef struct {
+    LoraAdapter qkv, attn_proj, fc, fc_proj;
+} BlockLora;
 
 typedef struct {
     floatX *dln, *dqkv, *datty, *dfch, *dfch_gelu;  // shared by every block's backward
     float* D;                                        // (B, NH, T) attention backward scratch
+    floatX* lora_dh;                                 // (B, T, r) an adapter's bottleneck gradient
 } BlockScratch;
 
 typedef struct {
@@ -74,11 +86,22 @@ typedef struct {
     BlockScratch scratch;
     size_t scratch_bytes;
     int B, T;             // the largest batch the activations hold
+    // LoRA
+    LoraConfig lora;
+    float lora_scale;
+    std::vector<BlockLora> lora_blocks;
+    bool lora_merged;     // folded into the base weights: the passes skip the adapters
+    bool training;        // adapter dropout on (transformer_set_training)
+    uint64_t dropout_seed;
+    floatX* lora_xd;      // (B, T, 4C) dropout scratch (only with dropout)
 } Transformer;
 
-static void transformer_declare(Transformer* t, ParamStore* ps, const std::string& prefix, TransformerConfig cfg) {
+static void transformer_declare(Transformer* t, ParamStore* ps, const std::string& prefix, TransformerConfig cfg,
+                                const LoraConfig& lora = LoraConfig()) {
     if (cfg.d_model % cfg.n_head != 0) FATAL("%s: d_model %d is not a multiple of n_head %d", prefix.c_str(), cfg.d_model, cfg.n_head);
     t->cfg = cfg;
+    t->lora = lora; t->lora_scale = lora_scale(lora);
+    t->lora_merged = false; t->training = false; t->dropout_seed = 0;
     int C = cfg.d_model;
     t->index.resize(cfg.n_layer);
     for (int l = 0; l < cfg.n_layer; l++) {
@@ -97,6 +120,20 @@ static void transformer_declare(Transformer* t, ParamStore* ps, const std::strin
         i.fc_proj_w = params_add(ps, p + "mlp.proj.weight", {C, 4 * C}, true);
         i.fc_proj_b = params_add(ps, p + "mlp.proj.bias", {C}, false);
     }
+    t->lora_blocks.assign(cfg.n_layer, BlockLora{});
+    if (lora.rank > 0) {
+        std::vector<std::string> targets = lora_parse_targets(lora.targets, {"qkv", "attn_proj", "fc", "fc_proj"},
+                                                              {"qkv", "attn_proj", "fc", "fc_proj"}, "transformer");
+        auto wants = [&](const char* name) { return std::find(targets.begin(), targets.end(), name) != targets.end(); };
+        for (int l = 0; l < cfg.n_layer; l++) {
+            std::string p = prefix + "blocks." + std::to_string(l) + ".";
+            BlockLora& bl = t->lora_blocks[l];
+            if (wants("qkv")) bl.qkv = lora_declare(ps, p + "attn.qkv", C, 3 * C, lora.rank);
+            if (wants("attn_proj")) bl.attn_proj = lora_declare(ps, p + "attn.proj", C, C, lora.rank);
+            if (wants("fc")) bl.fc = lora_declare(ps, p + "mlp.fc", C, 4 * C, lora.rank);
+            if (wants("fc_proj")) bl.fc_proj = lora_declare(ps, p + "mlp.proj", 4 * C, C, lora.rank);
+        }
+    }
 }
 
 static BlockParams block_views(const ParamStore* ps, const BlockIndex& i, bool grads) {
@@ -109,7 +146,42 @@ static BlockParams block_views(const ParamStore* ps, const BlockIndex& i, bool g
 static void transformer_resolve(Transformer* t, const ParamStore* ps) {
     int L = t->cfg.n_layer;
     t->p.resize(L); t->dp.resize(L);
-    for (int l = 0; l < L; l++) { t->p[l] = block_views(ps, t->index[l], false); t->dp[l] = block_views(ps, t->index[l], true); }
+    for (int l = 0; l < L; l++) {
+        t->p[l] = block_views(ps, t->index[l], false); t->dp[l] = block_views(ps, t->index[l], true);
+        BlockLora& bl = t->lora_blocks[l];
+        for (LoraAdapter* a : {&bl.qkv, &bl.attn_proj, &bl.fc, &bl.fc_proj}) lora_resolve(a, ps);
+    }
+}
+
+// dropout on between transformer_set_training(t, true, seed) and (t, false, ...)
+static void transformer_set_training(Transformer* t, bool training, uint64_t seed) { t->training = training; t->dropout_seed = seed; }
+
+// adapter `which` (0 qkv, 1 attn_proj, 2 fc, 3 fc_proj) of block l: its own dropout mask
+static LoraRun transformer_lora_run(const Transformer* t, int l, int which) {
+    return {t->lora_scale, t->training ? t->lora.dropout : 0.0f, t->dropout_seed * 0x100000001B3ull + (uint64_t)l * 4 + which,
+            t->lora_xd, t->scratch.lora_dh};
+}
+
+// W += sign * s * B A for every adapter, in a buffer laid out like ps->params
+static void transformer_lora_fold(const Transformer* t, const ParamStore* ps, float* base, bool on_gpu, float sign) {
+    auto at = [&](int i) { return base + ps->tensors[i].offset; };
+    for (int l = 0; l < t->cfg.n_layer; l++) {
+        const BlockLora& bl = t->lora_blocks[l];
+        const BlockIndex& bi = t->index[l];
+        const std::pair<const LoraAdapter*, int> pairs[] = {
+            {&bl.qkv, bi.qkv_w}, {&bl.attn_proj, bi.attn_proj_w}, {&bl.fc, bi.fc_w}, {&bl.fc_proj, bi.fc_proj_w}};
+        for (auto& [ad, w] : pairs)
+            if (lora_active(*ad))
+                lora_merge(on_gpu, at(w), at(ad->A_index), at(ad->B_index), ad->out_features, ad->in_features, ad->rank,
+                           t->lora_scale, sign);
+    }
+}
+
+// inference: fold the adapters into the weights (the passes then skip them), or take them out
+static void transformer_lora_merge(Transformer* t, ParamStore* ps, bool merge) {
+    if (t->lora.rank == 0 || t->lora_merged == merge) return;
+    transformer_lora_fold(t, ps, ps->params, ps->on_gpu, merge ? 1.0f : -1.0f);
+    t->lora_merged = merge;
 }
 
 static void transformer_layout_acts(Transformer* t, Arena* a, int B, int T) {
@@ -129,6 +201,16 @@ static void transformer_layout_acts(Transformer* t, Arena* a, int B, int T) {
         x.fch = arena_take<floatX>(a, BT * 4 * C);
         x.fch_gelu = arena_take<floatX>(a, BT * 4 * C);
     }
+    size_t r = t->lora.rank;
+    for (int l = 0; l < t->cfg.n_layer; l++) {
+        const BlockLora& bl = t->lora_blocks[l];
+        BlockActs& x = t->acts[l];
+        x.h_qkv = lora_active(bl.qkv) ? arena_take<floatX>(a, BT * r) : nullptr;
+        x.h_attn_proj = lora_active(bl.attn_proj) ? arena_take<floatX>(a, BT * r) : nullptr;
+        x.h_fc = lora_active(bl.fc) ? arena_take<floatX>(a, BT * r) : nullptr;
+        x.h_fc_proj = lora_active(bl.fc_proj) ? arena_take<floatX>(a, BT * r) : nullptr;
+    }
+    t->lora_xd = (r > 0 && t->lora.dropout > 0) ? arena_take<floatX>(a, BT * 4 * C) : nullptr;
     t->out = arena_take<floatX>(a, BT * C);
 }
 
@@ -142,6 +224,7 @@ static void transformer_layout_scratch(Transformer* t, Arena* a) {
     s.dfch = arena_take<floatX>(a, BT * 4 * C);
     s.dfch_gelu = arena_take<floatX>(a, BT * 4 * C);
     s.D = arena_take<float>(a, BT * t->cfg.n_head);
+    s.lora_dh = t->lora.rank > 0 ? arena_take<floatX>(a, BT * t->lora.rank) : nullptr;
     t->scratch_bytes = a->used - start;
 }
 
@@ -171,20 +254,30 @@ static void transformer_init(const Transformer* t, const ParamStore* ps, float* 
 static void transformer_forward(Transformer* t, bool on_gpu, const int* lengths, int B, int T, int n_blocks) {
     int C = t->cfg.d_model, NH = t->cfg.n_head, L = n_blocks, BT = B * T;
     if (B > t->B || T > t->T) FATAL("transformer_forward: shape (%d, %d) exceeds the built (%d, %d)", B, T, t->B, t->T);
+    bool lora = t->lora.rank > 0 && !t->lora_merged;
     for (int l = 0; l < L; l++) {
         BlockParams& p = t->p[l];
         BlockActs& a = t->acts[l];
+        const BlockLora& bl = t->lora_blocks[l];
         floatX* block_out = l + 1 < t->cfg.n_layer ? t->acts[l + 1].resid : t->out;
         PROF(on_gpu, "layernorm", layernorm_forward(on_gpu, a.ln1, a.ln1_mean, a.ln1_rstd, a.resid, p.ln1_w, p.ln1_b, BT, C));
         PROF(on_gpu, "qkv", linear_forward(on_gpu, a.qkv, a.ln1, p.qkv_w, p.qkv_b, BT, C, 3 * C));
+        if (lora && lora_active(bl.qkv))
+            PROF(on_gpu, "lora", lora_forward(on_gpu, bl.qkv, transformer_lora_run(t, l, 0), a.h_qkv, a.ln1, a.qkv, nullptr, BT));
         PROF(on_gpu, "attention", attention_forward(on_gpu, a.atty, a.lse, a.qkv, lengths, B, T, C, NH, t->cfg.causal));
-        PROF(on_gpu, "attn_proj", linear_forward(on_gpu, a.resid2, a.atty, p.attn_proj_w, p.attn_proj_b, BT, C, C);
-                                  add_inplace(on_gpu, a.resid2, a.resid, (size_t)BT * C));
+        PROF(on_gpu, "attn_proj", linear_forward(on_gpu, a.resid2, a.atty, p.attn_proj_w, p.attn_proj_b, BT, C, C));
+        if (lora && lora_active(bl.attn_proj))
+            PROF(on_gpu, "lora", lora_forward(on_gpu, bl.attn_proj, transformer_lora_run(t, l, 1), a.h_attn_proj, a.atty, a.resid2, nullptr, BT));
+        PROF(on_gpu, "attn_proj", add_inplace(on_gpu, a.resid2, a.resid, (size_t)BT * C));
         PROF(on_gpu, "layernorm", layernorm_forward(on_gpu, a.ln2, a.ln2_mean, a.ln2_rstd, a.resid2, p.ln2_w, p.ln2_b, BT, C));
-        PROF(on_gpu, "mlp", linear_forward(on_gpu, a.fch, a.ln2, p.fc_w, p.fc_b, BT, C, 4 * C);
-                            gelu_forward(on_gpu, a.fch_gelu, a.fch, (size_t)BT * 4 * C);
-                            linear_forward(on_gpu, block_out, a.fch_gelu, p.fc_proj_w, p.fc_proj_b, BT, 4 * C, C);
-                            add_inplace(on_gpu, block_out, a.resid2, (size_t)BT * C));
+        PROF(on_gpu, "mlp", linear_forward(on_gpu, a.fch, a.ln2, p.fc_w, p.fc_b, BT, C, 4 * C));
+        if (lora && lora_active(bl.fc))
+            PROF(on_gpu, "lora", lora_forward(on_gpu, bl.fc, transformer_lora_run(t, l, 2), a.h_fc, a.ln2, a.fch, nullptr, BT));
+        PROF(on_gpu, "mlp", gelu_forward(on_gpu, a.fch_gelu, a.fch, (size_t)BT * 4 * C);
+                            linear_forward(on_gpu, block_out, a.fch_gelu, p.fc_proj_w, p.fc_proj_b, BT, 4 * C, C));
+        if (lora && lora_active(bl.fc_proj))
+            PROF(on_gpu, "lora", lora_forward(on_gpu, bl.fc_proj, transformer_lora_run(t, l, 3), a.h_fc_proj, a.fch_gelu, block_out, nullptr, BT));
+        PROF(on_gpu, "mlp", add_inplace(on_gpu, block_out, a.resid2, (size_t)BT * C));
     }
 }
 
@@ -196,21 +289,32 @@ static void transformer_forward(Transformer* t, bool on_gpu, const int* lengths,
 static void transformer_backward(Transformer* t, bool on_gpu, floatX* dresid, const int* lengths, int B, int T, int from_layer) {
     int C = t->cfg.d_model, NH = t->cfg.n_head, BT = B * T;
     BlockScratch& s = t->scratch;
+    bool lora = t->lora.rank > 0;
+    if (lora && t->lora_merged) FATAL("transformer_backward: the adapters are merged into the base (unmerge to train)");
     for (int l = from_layer - 1; l >= 0; l--) {
         BlockParams& p = t->p[l];
         BlockParams& dp = t->dp[l];
         BlockActs& a = t->acts[l];
+        const BlockLora& bl = t->lora_blocks[l];
         backend_memset0(on_gpu, s.dln, t->scratch_bytes);  // the scratch views are contiguous from dln
         // MLP branch; dresid holds dloss/d(block output) and flows straight to resid2
-        PROF(on_gpu, "mlp", linear_backward(on_gpu, s.dfch_gelu, dp.fc_proj_w, dp.fc_proj_b, dresid, a.fch_gelu, p.fc_proj_w, BT, 4 * C, C);
-                            gelu_backward(on_gpu, s.dfch, s.dfch_gelu, a.fch, (size_t)BT * 4 * C);
+        PROF(on_gpu, "mlp", linear_backward(on_gpu, s.dfch_gelu, dp.fc_proj_w, dp.fc_proj_b, dresid, a.fch_gelu, p.fc_proj_w, BT, 4 * C, C));
+        if (lora && lora_active(bl.fc_proj))
+            PROF(on_gpu, "lora", lora_backward(on_gpu, bl.fc_proj, transformer_lora_run(t, l, 3), a.h_fc_proj, a.fch_gelu, s.dfch_gelu, dresid, nullptr, BT));
+        PROF(on_gpu, "mlp", gelu_backward(on_gpu, s.dfch, s.dfch_gelu, a.fch, (size_t)BT * 4 * C);
                             linear_backward(on_gpu, s.dln, dp.fc_w, dp.fc_b, s.dfch, a.ln2, p.fc_w, BT, C, 4 * C));
+        if (lora && lora_active(bl.fc))
+            PROF(on_gpu, "lora", lora_backward(on_gpu, bl.fc, transformer_lora_run(t, l, 2), a.h_fc, a.ln2, s.dln, s.dfch, nullptr, BT));
         PROF(on_gpu, "layernorm", layernorm_backward(on_gpu, dresid, dp.ln2_w, dp.ln2_b, s.dln, a.resid2, p.ln2_w, a.ln2_mean, a.ln2_rstd, BT, C));
         // attention branch; dresid now holds dloss/d(resid2)
         backend_memset0(on_gpu, s.dln, (size_t)BT * C * sizeof(floatX));
         PROF(on_gpu, "attn_proj", linear_backward(on_gpu, s.datty, dp.attn_proj_w, dp.attn_proj_b, dresid, a.atty, p.attn_proj_w, BT, C, C));
+        if (lora && lora_active(bl.attn_proj))
+            PROF(on_gpu, "lora", lora_backward(on_gpu, bl.attn_proj, transformer_lora_run(t, l, 1), a.h_attn_proj, a.atty, s.datty, dresid, nullptr, BT));
         PROF(on_gpu, "attention", attention_backward(on_gpu, s.dqkv, s.D, s.datty, a.qkv, a.atty, a.lse, lengths, B, T, C, NH, t->cfg.causal));
         PROF(on_gpu, "qkv", linear_backward(on_gpu, s.dln, dp.qkv_w, dp.qkv_b, s.dqkv, a.ln1, p.qkv_w, BT, C, 3 * C));
+        if (lora && lora_active(bl.qkv))
+            PROF(on_gpu, "lora", lora_backward(on_gpu, bl.qkv, transformer_lora_run(t, l, 0), a.h_qkv, a.ln1, s.dln, s.dqkv, nullptr, BT));
         PROF(on_gpu, "layernorm", layernorm_backward(on_gpu, dresid, dp.ln1_w, dp.ln1_b, s.dln, a.resid, p.ln1_w, a.ln1_mean, a.ln1_rstd, BT, C));
     }
 }

@@ -85,6 +85,7 @@ typedef struct {
     int P, K, Tl;          // patches, patch vector length, LM sequence length
     ParamStore params;
     Transformer vit, lm, txt;
+    LoraConfig lm_lora;    // adapters on the GPT (rank 0: none); its base is then frozen
     // parameter indices
     int patch_w, patch_b, cls, vpos, p1_w, p1_b, p2_w, p2_b, wte, wpe, lnf_w, lnf_b;
     int vlnf_w, vlnf_b, vproj, t_wte, t_wpe, tlnf_w, tlnf_b, tproj, log_scale;
@@ -167,7 +168,7 @@ static void vlm_declare_params(VlmModel* m) {
     m->wte = params_add(ps, "wte", {c.vocab, Dl}, true);
     m->wpe = params_add(ps, "wpe", {m->Tl, Dl}, false);
     params_set_prefix(ps, "");
-    transformer_declare(&m->lm, ps, "lm.", {c.l_layers, Dl, c.l_heads, true});
+    transformer_declare(&m->lm, ps, "lm.", {c.l_layers, Dl, c.l_heads, true}, m->lm_lora);
     params_set_prefix(ps, "lm.");
     m->lnf_w = params_add(ps, "ln_f.weight", {Dl}, false);
     m->lnf_b = params_add(ps, "ln_f.bias", {Dl}, false);
@@ -229,9 +230,11 @@ static void vlm_layout(VlmModel* m, Arena* acts, Arena* scratch) {
     transformer_layout_scratch(&m->lm, scratch);
 }
 
-// frozen: name prefixes of the tensors this run does not train ("vision.", "lm.", ...)
+// frozen: name prefixes of the tensors this run does not train ("vision.", "lm.", ...).
+// lm_lora: LoRA adapters on the GPT's linear layers (transformer.h); the rest of
+// the GPT is then frozen, the adapters train unless "lm." is in `frozen`.
 static void vlm_build(VlmModel* m, const VlmConfig& cfg, int B, bool on_gpu, bool with_grads = true,
-                      const std::vector<std::string>& frozen = {}) {
+                      const std::vector<std::string>& frozen = {}, const LoraConfig& lm_lora = LoraConfig()) {
     const VlmConfig& c = cfg;
     if (c.image_size < 1 || c.patch < 1 || c.image_size % c.patch) FATAL("image size %d must be a multiple of the patch size %d", c.image_size, c.patch);
     if (c.v_layers < 1 || c.l_layers < 1 || c.v_dim % c.v_heads || c.l_dim % c.l_heads)
@@ -240,8 +243,17 @@ static void vlm_build(VlmModel* m, const VlmConfig& cfg, int B, bool on_gpu, boo
     if (c.t_layers < 1 || c.t_dim % c.t_heads || c.clip_dim < 1) FATAL("invalid VLM config: text encoder layers >= 1, width a multiple of its heads, clip_dim >= 1");
     m->cfg = cfg; m->on_gpu = on_gpu; m->B = B;
     m->P = vlm_num_patches(c); m->K = c.patch * c.patch * 3; m->Tl = vlm_lm_len(c); m->Tt = c.max_text - 1;
+    if (lm_lora.rank < 0 || (lm_lora.rank > 0 && !(lm_lora.alpha > 0)) || lm_lora.dropout < 0 || lm_lora.dropout >= 1)
+        FATAL("LoRA needs rank >= 0, alpha > 0 and dropout in [0, 1)");
+    m->lm_lora = lm_lora;
     params_init(&m->params);
     vlm_declare_params(m);
+    bool lm_frozen = std::find(frozen.begin(), frozen.end(), std::string("lm.")) != frozen.end();
+    if (lm_lora.rank > 0 && !lm_frozen) {  // the GPT's base frozen, its adapters trained
+        params_set_trainable(&m->params, "lm.", false);
+        for (ParamTensor& t : m->params.tensors)
+            if (lora_is_adapter(t.name)) t.trainable = true;
+    }
     for (const std::string& prefix : frozen)
         if (params_set_trainable(&m->params, prefix, false) == 0) FATAL("vlm_build: no tensor starts with '%s'", prefix.c_str());
     params_allocate(&m->params, on_gpu, with_grads);
@@ -581,6 +593,8 @@ static std::vector<int> vlm_generate(VlmModel* m, const float* image, const std:
     int C = c.l_dim, NH = c.l_heads, V = c.vocab, Tl = m->Tl, L = c.l_layers;
     int len = (int)prompt.size();
     if (len < 2 || len > c.max_text) FATAL("vlm_generate: prompt of %d tokens outside [2, %d]", len, c.max_text);
+    // the decode step below reads the GPT's weights directly
+    if (m->lm.lora.rank > 0 && !m->lm.lora_merged) FATAL("vlm_generate: merge the GPT's adapters first (transformer_lora_merge)");
     std::vector<int> padded(prompt); padded.resize(c.max_text, 0);
     vlm_forward(m, image, padded.data(), nullptr, &len, 1);
     int n = len + m->P - 1;  // LM positions filled by the prompt

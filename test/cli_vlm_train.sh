@@ -53,7 +53,27 @@ mkdir -p "$tmp/own"; cp -r "$tmp/scenes/images" "$tmp/scenes/train.jsonl" "$tmp/
 $BIN ${ARGS//$tmp\/scenes/$tmp/own} --steps 3 > "$tmp/own.out" 2>&1 && grep -q "exact match" "$tmp/own.out" \
     && pass "trains from a JSONL folder of PNGs" || fail "trains from a JSONL folder of PNGs" "$(tail -3 "$tmp/own.out")"
 
-# 5. bad input: clear message, nonzero exit
+# 5. LoRA on the GPT (instruct from the trained model): the base frozen, the adapters in
+#    the checkpoint's config and tensors, eval and infer read them back
+LORA="--stage instruct --init $tmp/full.ckpt --lora-rank 2 --lora-alpha 4 --lora-dropout 0.1 --steps 6"
+$BIN $ARGS $LORA --checkpoint "$tmp/lora.ckpt" > "$tmp/lora.out" 2>&1 \
+    && pass "instruct with --lora-rank trains" || fail "instruct with --lora-rank trains" "$(tail -3 "$tmp/lora.out")"
+grep -a -q "lm_lora_rank=2" "$tmp/lora.ckpt" && grep -a -q "lm.blocks.0.attn.qkv.lora_A" "$tmp/lora.ckpt" \
+    && pass "the checkpoint records the adapters" || fail "the checkpoint records the adapters"
+/usr/bin/python3 - "$tmp/lora.out" <<'PY' && pass "LoRA trains far fewer parameters than the model" || fail "LoRA trains far fewer parameters than the model"
+import re, sys
+m = re.search(r"([0-9.]+)M parameters, ([0-9.]+)M trained", open(sys.argv[1]).read())
+assert m and float(m.group(2)) < float(m.group(1)) / 3, m and m.groups()
+PY
+$BIN --stage eval --init "$tmp/lora.ckpt" --data-dir "$tmp/scenes" --eval-records 20 > "$tmp/lora_eval.out" 2>&1 && grep -q "exact match" "$tmp/lora_eval.out" \
+    && pass "--stage eval reads the adapters" || fail "--stage eval reads the adapters" "$(tail -3 "$tmp/lora_eval.out")"
+out=$($BIN --stage infer --init "$tmp/lora.ckpt" --image "$img" --question "how many items are there?" 2>&1)
+[ $? -eq 0 ] && pass "--stage infer with adapters answers ('$out')" || fail "--stage infer with adapters answers" "$out"
+expect_error "--lora-rank outside the GPT's stages" "stages lm, instruct and e2e" $BIN $ARGS --stage align --lora-rank 2
+expect_error "a new stage from a LoRA checkpoint" "has LoRA adapters" $BIN $ARGS --stage instruct --init "$tmp/lora.ckpt"
+expect_error "unknown GPT target" "has no 'in_proj'" $BIN $ARGS $LORA --lora-targets in_proj
+
+# 6. bad input: clear message, nonzero exit
 expect_error "unknown flag rejected" "unknown option '--bogus'" $BIN --bogus 1
 expect_error "bad projector rejected" "linear or mlp" $BIN --projector conv
 expect_error "missing data folder" "cannot" $BIN --data-dir "$tmp/nowhere"

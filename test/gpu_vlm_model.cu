@@ -8,10 +8,14 @@
 enum Pass { IMAGE, TEXT, CLIP };
 static const char* PASS_NAMES[] = {"llava", "text-only lm", "clip"};
 
-static void test_one_step(VlmConfig c, int B, uint64_t seed, Pass pass = IMAGE) {
+// lora: adapters on the GPT (its base frozen, dropout on), as the instruct stage with --lora-rank
+static void test_one_step(VlmConfig c, int B, uint64_t seed, Pass pass = IMAGE, const LoraConfig& lora = LoraConfig()) {
     VlmModel cpu, gpu;
-    vlm_build(&cpu, c, B, false);
-    vlm_build(&gpu, c, B, true);
+    std::vector<std::string> frozen;
+    if (lora.rank > 0) frozen = {"vision.", "text.", "clip."};
+    vlm_build(&cpu, c, B, false, true, frozen, lora);
+    vlm_build(&gpu, c, B, true, true, frozen, lora);
+    for (VlmModel* m : {&cpu, &gpu}) transformer_set_training(&m->lm, true, seed);
     vlm_init_params(&cpu, seed);
     ParamStore& pc = cpu.params;
     ParamStore& pg = gpu.params;
@@ -37,12 +41,13 @@ static void test_one_step(VlmConfig c, int B, uint64_t seed, Pass pass = IMAGE) 
     vlm_zero_grad(&cpu); vlm_backward(&cpu);
     vlm_zero_grad(&gpu); vlm_backward(&gpu);
     char name[200];
-    snprintf(name, sizeof name, "%s step B=%d img %d/%d proj_mlp=%d: loss", PASS_NAMES[pass], B, H, c.patch, c.proj_mlp);
+    snprintf(name, sizeof name, "%s%s step B=%d img %d/%d proj_mlp=%d: loss", PASS_NAMES[pass], lora.rank ? " LoRA" : "", B, H, c.patch, c.proj_mlp);
     check_close(name, &lg, &lc, 1, 1e-5);
     std::vector<float> g = from_device(pg.grads, pg.num_trainable);
     int fl = vlm_feature_layer(c);
     std::string unused = "vision.blocks." + std::to_string(fl) + ".";
     for (const ParamTensor& t : pc.tensors) {
+        if (!t.trainable) continue;
         if (pass == IMAGE && fl < c.v_layers && t.name.compare(0, unused.size(), unused) == 0) continue;  // above the feature layer: no gradient
         snprintf(name, sizeof name, "%s step B=%d proj_mlp=%d: grad %s", PASS_NAMES[pass], B, c.proj_mlp, t.name.c_str());
         // the GPU's attention runs on TF32 tensor cores (src/attention.h: ~1e-3 relative
@@ -95,6 +100,11 @@ int main() {
     test_one_step(b, 3, 5, TEXT);
     test_one_step(a, 6, 6, CLIP);
     test_one_step(big, 7, 7, CLIP);
+    LoraConfig lora; lora.rank = 3; lora.alpha = 6; lora.targets = "all"; lora.dropout = 0.1f;
+    test_one_step(a, 3, 8, IMAGE, lora);
+    test_one_step(big, 4, 9, IMAGE, lora);
+    lora.targets = "qkv,fc_proj"; lora.dropout = 0.0f;
+    test_one_step(b, 3, 10, TEXT, lora);
     test_generation(a);
     test_generation(big);
     return test_summary();

@@ -10,6 +10,9 @@
 //   - frozen tensors (stage align): no gradient buffer, bit-identical after a
 //     step, and the projector's gradient through the frozen LM equals the one
 //     of the unfrozen model
+//   - LoRA on the GPT (stage instruct): finite differences of the projector and
+//     every adapter (dropout on), the GPT's base frozen; merged generation ==
+//     the unmerged forward
 #include "../src/vlm_model.h"
 #include "test_util.h"
 
@@ -247,7 +250,60 @@ static void test_generation_matches_forward() {
     vlm_free(&m);
 }
 
+static void test_lora() {
+    VlmConfig c = tiny_config(1);
+    int B = 2;
+    LoraConfig lora; lora.rank = 2; lora.alpha = 4; lora.targets = "all"; lora.dropout = 0.2f;
+    VlmModel m; vlm_build(&m, c, B, false, true, {"vision.", "text.", "clip."}, lora);
+    vlm_init_params(&m, 61);
+    jitter(&m, 62);  // B != 0: every adapter path is live
+    const ParamStore& ps = m.params;
+    size_t adapters = 0, lm_trainable = 0;
+    for (const ParamTensor& t : ps.tensors) {
+        adapters += lora_is_adapter(t.name) && t.trainable;
+        lm_trainable += t.name.compare(0, 3, "lm.") == 0 && t.trainable && !lora_is_adapter(t.name);
+    }
+    report(adapters == 2u * 4 * c.l_layers && lm_trainable == 0, "vlm LoRA: 4 adapters per GPT block train, the GPT's base is frozen",
+           "%zu adapters, %zu base tensors trainable", adapters, lm_trainable);
+    Rng r; rng_seed(&r, 63);
+    Batch b = make_batch(c, B, &r);
+    transformer_set_training(&m.lm, true, 5);
+    auto loss = [&]() -> double { return vlm_forward(&m, b.images.data(), b.tokens.data(), b.targets.data(), b.lengths.data(), B); };
+    double l0 = loss();
+    vlm_zero_grad(&m); vlm_backward(&m);
+    std::vector<float> grads(ps.grads, ps.grads + ps.num_trainable);
+    for (size_t i = 0; i < ps.tensors.size(); i++) {
+        const ParamTensor& t = ps.tensors[i];
+        if (!t.trainable) continue;
+        char name[160]; snprintf(name, sizeof name, "vlm LoRA (p 0.2) %s", t.name.c_str());
+        const float eps = 1e-2f;
+        grad_check(name, ps.params + t.offset, grads.data() + t.offset, t.numel, loss, 3e-2, eps, 10, 71 + i, 2.4e-7 * fabs(l0) / (2 * eps));
+    }
+    // inference: merged weights give the unmerged logits (dropout off)
+    transformer_set_training(&m.lm, false, 0);
+    int len = b.lengths[0];
+    vlm_forward(&m, b.images.data(), b.tokens.data(), nullptr, &len, 1);
+    std::vector<float> unmerged(m.logits, m.logits + (size_t)m.Tl * c.vocab);
+    transformer_lora_merge(&m.lm, &m.params, true);
+    vlm_forward(&m, b.images.data(), b.tokens.data(), nullptr, &len, 1);
+    check_close("vlm LoRA: merged forward == unmerged forward", m.logits, unmerged.data(), unmerged.size(), 1e-5);
+    std::vector<int> prompt(b.tokens.begin(), b.tokens.begin() + 3);
+    std::vector<int> gen = vlm_generate(&m, b.images.data(), prompt, 3, -1);
+    report(gen.size() == 3, "vlm LoRA: generation from the merged weights");
+    vlm_free(&m);
+    expect_fatal("vlm LoRA: generation refuses unmerged adapters", "merge the GPT's adapters", [&]() {
+        VlmModel x; vlm_build(&x, c, 1, false, false, {}, lora);
+        vlm_init_params(&x, 1);
+        vlm_generate(&x, b.images.data(), prompt, 2, -1);
+    });
+    expect_fatal("vlm LoRA: unknown target refused", "transformer layer has no 'in_proj'", [&]() {
+        LoraConfig bad = lora; bad.targets = "in_proj";
+        VlmModel x; vlm_build(&x, c, 1, false, true, {}, bad);
+    });
+}
+
 int main() {
+    test_lora();
     test_generation_matches_forward();
     test_pass_gradients(TEXT, "lm stage", {"lm."});
     test_pass_gradients(CLIP, "clip stage", {"vision.patch", "vision.cls", "vision.pos", "vision.blocks", "vision.ln_f", "vision.proj", "text.", "clip."});

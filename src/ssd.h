@@ -1,0 +1,457 @@
+// ssd.h: Mamba-2's SSD (structured state space duality): the scan whose decay is one scalar per
+// head, so the whole sequence map is a 1-semiseparable matrix. Forward (three CPU paths that
+// agree), backward, and one recurrent step for generation.
+//
+// Shapes (token-major, like every activation in this project):
+//   x, y: (B, L, H, P)        dt: (B, L, H)          A, D: (H)
+//   Bm, Cm: (B, L, G, N)      head h reads group g = h / (H / G)   (G divides H)
+//   h0, final_state: (B, H, P, N)   h0 == nullptr: zeros; final_state == nullptr: not written
+//
+// The caller does the parameterisation: dt > 0 already (softplus(dt_raw + dt_bias)) and
+// A = -exp(A_log) < 0, so the gradients here are dloss/ddt and dloss/dA.
+//
+// For every batch element b and head h (state (P, N), h_{-1} = h0):
+//   a_t = exp(dt_t A)                                   (scalar decay, 0 < a_t < 1)
+//   h_t = a_t h_{t-1} + dt_t x_t B_t^T                  (P, N)
+//   y_t = h_t C_t + D x_t                               (P)
+// Unrolled, with the 1-semiseparable mask M[t,s] = exp(sum_{k=s+1..t} dt_k A) for s <= t
+// (M[t,t] = 1, 0 above the diagonal):
+//   y = (M ∘ C B^T) (dt x) + diag(exp(sum_{k=0..t} dt_k A)) C h0^T + D x      ("quadratic" form)
+// The exponents are segment sums of dt A <= 0; they are summed directly (or as differences of
+// cumulative sums inside one chunk), so no exp of a large positive number is ever taken.
+//
+// Chunked algorithm (chunks of Q steps; cs[t] = sum of dt_k A from the chunk's first step to t):
+//   1. diagonal blocks:  y_t  = sum_{s in chunk, s<=t} exp(cs_t - cs_s) (C_t . B_s) dt_s x_s + D x_t
+//   2. chunk states:     S_c  = sum_{s in chunk c} exp(cs_last - cs_s) dt_s x_s B_s^T      (P, N)
+//   3. state passing:    H_0 = h0;  H_{c+1} = exp(cs_last(c)) H_c + S_c;  final_state = H_nc
+//   4. states to output: y_t += exp(cs_t) H_c C_t        (H_c: the state entering t's chunk)
+//
+// Backward (derived from the naive recurrence, walking t downwards; g_carry = d final_state or 0):
+//   g       = g_carry + dy_t C_t^T                      (dloss/dh_t, (P, N))
+//   dC_t   += h_t^T dy_t                                (summed over the heads of the group)
+//   dB_t   += dt_t g^T x_t                              (summed over the heads of the group)
+//   dx_t   += dt_t g B_t + D dy_t
+//   ddt_t  += sum_{p,n} g ∘ (A a_t h_{t-1} + x_t B_t^T)
+//   dA     += sum_{p,n} g ∘ (dt_t a_t h_{t-1})          (summed over t and b)
+//   dD     += dy_t . x_t                                (summed over t and b)
+//   g_carry = a_t g                                     (flows to h_{t-1});  dh0 += g_carry at t = 0
+// The states h_t are recomputed: the forward states entering every SSD_CPU_BWD_CHUNK steps are
+// kept, and each such stretch is recomputed before it is walked backwards.
+//
+// Determinism: every parallel loop runs over independent (b, h) or (b, h, chunk) tasks; every
+// output element has one writer summing in a fixed order, and the sums over heads (dBm, dCm) and
+// over b (dA, dD) go through per-task partial buffers added in order. The results are therefore
+// the same bits for any number of OpenMP threads.
+//
+// Contents: the CPU reference (naive, quadratic and chunked forwards, backward, recurrent step);
+// the place of the CUDA version; the backend wrappers (CPU only for now).
+#pragma once
+#include "common.h"
+
+#define SSD_CPU_BWD_CHUNK 64  // steps between the states the CPU backward keeps
+
+static void ssd_check_shape(const char* who, int B, int L, int H, int P, int G, int N) {
+    if (B < 0 || L < 0 || H <= 0 || P <= 0 || G <= 0 || N <= 0 || H % G != 0)
+        FATAL("%s: bad shape B=%d L=%d H=%d P=%d G=%d N=%d (G must divide H)", who, B, L, H, P, G, N);
+}
+
+// ---------------------------------------------------------------------------
+// CPU reference
+
+// One step of the recurrence for one (b, h): s (P, N) is updated in place, y (P) written.
+//   xt (P), Bt, Ct (N): this step's rows; dt, A, D: scalars
+static inline void ssd_step_head(floatX* y, float* s, const floatX* xt, float dt, float A, const floatX* Bt,
+                                 const floatX* Ct, float D, int P, int N) {
+    float a = expf(dt * A);
+    for (int p = 0; p < P; p++) {
+        float xp = (float)xt[p], dtx = dt * xp, acc = 0.0f;
+        float* sp = s + (size_t)p * N;
+        for (int n = 0; n < N; n++) {
+            sp[n] = a * sp[n] + dtx * (float)Bt[n];
+            acc += sp[n] * (float)Ct[n];
+        }
+        y[p] = (floatX)(acc + D * xp);
+    }
+}
+
+// 1. the recurrence, step by step (the definition)
+static void ssd_forward_naive_cpu(floatX* y, float* final_state, const floatX* x, const floatX* dt, const float* A,
+                                  const floatX* Bm, const floatX* Cm, const float* D, const float* h0,
+                                  int B, int L, int H, int P, int G, int N) {
+    ssd_check_shape("ssd_forward_naive", B, L, H, P, G, N);
+    int hpg = H / G;
+    size_t PN = (size_t)P * N;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < H; h++) {
+            int g = h / hpg;
+            std::vector<float> s(PN, 0.0f);
+            if (h0) for (size_t j = 0; j < PN; j++) s[j] = h0[((size_t)b * H + h) * PN + j];
+            for (int t = 0; t < L; t++) {
+                size_t bt = (size_t)b * L + t;
+                ssd_step_head(y + (bt * H + h) * P, s.data(), x + (bt * H + h) * P, (float)dt[bt * H + h], A[h],
+                              Bm + (bt * G + g) * N, Cm + (bt * G + g) * N, D[h], P, N);
+            }
+            if (final_state) for (size_t j = 0; j < PN; j++) final_state[((size_t)b * H + h) * PN + j] = s[j];
+        }
+    }
+}
+
+// 2. the quadratic (attention-like) form: per (b, h), the (L, L) matrix W = M ∘ C B^T times (dt x),
+// plus the decayed initial state read by C. The mask's exponents are direct sums: walking s from
+// t down to 0, seg = sum_{k=s+1..t} dt_k A is extended by one term per step.
+static void ssd_forward_quadratic_cpu(floatX* y, float* final_state, const floatX* x, const floatX* dt,
+                                      const float* A, const floatX* Bm, const floatX* Cm, const float* D,
+                                      const float* h0, int B, int L, int H, int P, int G, int N) {
+    ssd_check_shape("ssd_forward_quadratic", B, L, H, P, G, N);
+    int hpg = H / G;
+    size_t PN = (size_t)P * N;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < H; h++) {
+            int g = h / hpg;
+            auto X = [&](int t) { return x + (((size_t)b * L + t) * H + h) * P; };
+            auto DT = [&](int t) { return (float)dt[((size_t)b * L + t) * H + h]; };
+            auto Bs = [&](int t) { return Bm + (((size_t)b * L + t) * G + g) * N; };
+            auto Cs = [&](int t) { return Cm + (((size_t)b * L + t) * G + g) * N; };
+            const float* hb0 = h0 ? h0 + ((size_t)b * H + h) * PN : nullptr;
+            // W[t, s] = M[t, s] (C_t . B_s) for s <= t (0 above); decay0[t] = exp(sum_{k=0..t} dt_k A)
+            std::vector<float> W((size_t)L * L, 0.0f), decay0(L);
+            for (int t = 0; t < L; t++) {
+                float seg = 0.0f;  // sum_{k=s+1..t} dt_k A
+                for (int s = t; s >= 0; s--) {
+                    float cb = 0.0f;
+                    for (int n = 0; n < N; n++) cb += (float)Cs(t)[n] * (float)Bs(s)[n];
+                    W[(size_t)t * L + s] = expf(seg) * cb;
+                    seg += DT(s) * A[h];
+                }
+                decay0[t] = expf(seg);  // seg = sum_{k=0..t} dt_k A
+            }
+            // y = W (dt x) + decay0 (h0 C) + D x
+            for (int t = 0; t < L; t++) {
+                floatX* yt = y + (((size_t)b * L + t) * H + h) * P;
+                for (int p = 0; p < P; p++) {
+                    float acc = 0.0f;
+                    for (int s = 0; s <= t; s++) acc += W[(size_t)t * L + s] * DT(s) * (float)X(s)[p];
+                    if (hb0) {
+                        float hc = 0.0f;
+                        for (int n = 0; n < N; n++) hc += hb0[(size_t)p * N + n] * (float)Cs(t)[n];
+                        acc += decay0[t] * hc;
+                    }
+                    yt[p] = (floatX)(acc + D[h] * (float)X(t)[p]);
+                }
+            }
+            // final state = sum_s M[L-1, s] dt_s x_s B_s^T + decay0[L-1] h0 (the last row of the mask)
+            if (final_state) {
+                float* fs = final_state + ((size_t)b * H + h) * PN;
+                for (size_t j = 0; j < PN; j++) fs[j] = 0.0f;
+                float seg = 0.0f;  // sum_{k=s+1..L-1} dt_k A
+                for (int s = L - 1; s >= 0; s--) {
+                    float w = expf(seg) * DT(s);
+                    for (int p = 0; p < P; p++) {
+                        float wx = w * (float)X(s)[p];
+                        for (int n = 0; n < N; n++) fs[(size_t)p * N + n] += wx * (float)Bs(s)[n];
+                    }
+                    seg += DT(s) * A[h];
+                }
+                if (hb0) {
+                    float d0 = expf(seg);
+                    for (size_t j = 0; j < PN; j++) fs[j] += d0 * hb0[j];
+                }
+            }
+        }
+    }
+}
+
+// 3. the chunked algorithm (chunks of `chunk` steps, the last one possibly shorter), in its four
+// steps with the intermediate tensors in between:
+//   cs: (B, H, L)            cumulative sum of dt A within each chunk
+//   S:  (B, H, nc, P, N)     step 2: each chunk's final state from its own inputs
+//   Hin:(B, H, nc, P, N)     step 3: the state entering each chunk
+static void ssd_forward_chunked_cpu(floatX* y, float* final_state, const floatX* x, const floatX* dt,
+                                    const float* A, const floatX* Bm, const floatX* Cm, const float* D,
+                                    const float* h0, int B, int L, int H, int P, int G, int N, int chunk) {
+    ssd_check_shape("ssd_forward_chunked", B, L, H, P, G, N);
+    if (chunk <= 0) FATAL("ssd_forward_chunked: chunk=%d must be positive", chunk);
+    int hpg = H / G;
+    int nc = (L + chunk - 1) / chunk;
+    size_t PN = (size_t)P * N;
+    std::vector<float> cs((size_t)B * H * L), S((size_t)B * H * nc * PN), Hin((size_t)B * H * nc * PN);
+    auto xrow = [&](int b, int t, int h) { return x + (((size_t)b * L + t) * H + h) * P; };
+    auto dtv = [&](int b, int t, int h) { return (float)dt[((size_t)b * L + t) * H + h]; };
+    auto Brow = [&](int b, int t, int h) { return Bm + (((size_t)b * L + t) * G + h / hpg) * N; };
+    auto Crow = [&](int b, int t, int h) { return Cm + (((size_t)b * L + t) * G + h / hpg) * N; };
+
+    // 0. cumulative sums of dt A, restarted at every chunk
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            float* c = cs.data() + ((size_t)b * H + h) * L;
+            float acc = 0.0f;
+            for (int t = 0; t < L; t++) {
+                if (t % chunk == 0) acc = 0.0f;
+                acc += dtv(b, t, h) * A[h];
+                c[t] = acc;
+            }
+        }
+
+    // 1. diagonal blocks and 2. chunk states: independent per (b, h, chunk)
+    #pragma omp parallel for collapse(3) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int c = 0; c < nc; c++) {
+                int t0 = c * chunk, len = L - t0 < chunk ? L - t0 : chunk;
+                const float* csb = cs.data() + ((size_t)b * H + h) * L;
+                // 1. y_t = sum_{s<=t in chunk} exp(cs_t - cs_s) (C_t . B_s) dt_s x_s + D x_t
+                std::vector<float> w(len);
+                for (int i = 0; i < len; i++) {
+                    int t = t0 + i;
+                    const floatX* Ct = Crow(b, t, h);
+                    for (int j = 0; j <= i; j++) {
+                        int s = t0 + j;
+                        const floatX* Bs = Brow(b, s, h);
+                        float cb = 0.0f;
+                        for (int n = 0; n < N; n++) cb += (float)Ct[n] * (float)Bs[n];
+                        w[j] = expf(csb[t] - csb[s]) * cb * dtv(b, s, h);
+                    }
+                    floatX* yt = y + (((size_t)b * L + t) * H + h) * P;
+                    const floatX* xt = xrow(b, t, h);
+                    for (int p = 0; p < P; p++) {
+                        float acc = 0.0f;
+                        for (int j = 0; j <= i; j++) acc += w[j] * (float)xrow(b, t0 + j, h)[p];
+                        yt[p] = (floatX)(acc + D[h] * (float)xt[p]);
+                    }
+                }
+                // 2. S_c = sum_{s in chunk} exp(cs_last - cs_s) dt_s x_s B_s^T
+                float* Sc = S.data() + (((size_t)b * H + h) * nc + c) * PN;
+                for (size_t j = 0; j < PN; j++) Sc[j] = 0.0f;
+                float cs_last = csb[t0 + len - 1];
+                for (int j = 0; j < len; j++) {
+                    int s = t0 + j;
+                    float wdt = expf(cs_last - csb[s]) * dtv(b, s, h);
+                    const floatX* xs = xrow(b, s, h);
+                    const floatX* Bs = Brow(b, s, h);
+                    for (int p = 0; p < P; p++) {
+                        float wx = wdt * (float)xs[p];
+                        for (int n = 0; n < N; n++) Sc[(size_t)p * N + n] += wx * (float)Bs[n];
+                    }
+                }
+            }
+
+    // 3. state passing: H_0 = h0, H_{c+1} = exp(cs_last(c)) H_c + S_c, sequential over chunks
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            const float* csb = cs.data() + ((size_t)b * H + h) * L;
+            std::vector<float> st(PN, 0.0f);
+            if (h0) for (size_t j = 0; j < PN; j++) st[j] = h0[((size_t)b * H + h) * PN + j];
+            for (int c = 0; c < nc; c++) {
+                size_t off = (((size_t)b * H + h) * nc + c) * PN;
+                int last = (c + 1) * chunk < L ? (c + 1) * chunk - 1 : L - 1;
+                float decay = expf(csb[last]);  // the whole chunk's decay
+                for (size_t j = 0; j < PN; j++) {
+                    Hin[off + j] = st[j];
+                    st[j] = decay * st[j] + S[off + j];
+                }
+            }
+            if (final_state) for (size_t j = 0; j < PN; j++) final_state[((size_t)b * H + h) * PN + j] = st[j];
+        }
+
+    // 4. states to outputs: y_t += exp(cs_t) H_c C_t
+    #pragma omp parallel for collapse(3) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int c = 0; c < nc; c++) {
+                if (c == 0 && !h0) continue;  // nothing enters the first chunk
+                int t0 = c * chunk, len = L - t0 < chunk ? L - t0 : chunk;
+                const float* csb = cs.data() + ((size_t)b * H + h) * L;
+                const float* Hc = Hin.data() + (((size_t)b * H + h) * nc + c) * PN;
+                for (int i = 0; i < len; i++) {
+                    int t = t0 + i;
+                    float decay = expf(csb[t]);
+                    const floatX* Ct = Crow(b, t, h);
+                    floatX* yt = y + (((size_t)b * L + t) * H + h) * P;
+                    for (int p = 0; p < P; p++) {
+                        float hc = 0.0f;
+                        for (int n = 0; n < N; n++) hc += Hc[(size_t)p * N + n] * (float)Ct[n];
+                        yt[p] = (floatX)((float)yt[p] + decay * hc);
+                    }
+                }
+            }
+}
+
+// Backward of all three forwards (they compute the same function), written from the naive
+// recurrence (see the top of the file). dy: (B, L, H, P); dfinal_state: (B, H, P, N) or nullptr
+// (no gradient reaches the final state). Every gradient is ACCUMULATED (+=); any gradient pointer
+// may be nullptr to skip it. The forward states are recomputed from the inputs here.
+static void ssd_backward_cpu(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm, float* dD, float* dh0,
+                             const floatX* dy, const float* dfinal_state, const floatX* x, const floatX* dt,
+                             const float* A, const floatX* Bm, const floatX* Cm, const float* D, const float* h0,
+                             int B, int L, int H, int P, int G, int N) {
+    ssd_check_shape("ssd_backward", B, L, H, P, G, N);
+    int hpg = H / G;
+    size_t PN = (size_t)P * N, LN = (size_t)L * N;
+    int nck = (L + SSD_CPU_BWD_CHUNK - 1) / SSD_CPU_BWD_CHUNK;
+    // per-(b, h) partial sums: dB, dC over (L, N) (summed over the group's heads below), dA, dD
+    std::vector<float> dB_part(dBm ? (size_t)B * H * LN : 0, 0.0f), dC_part(dCm ? (size_t)B * H * LN : 0, 0.0f);
+    std::vector<float> dA_part((size_t)B * H, 0.0f), dD_part((size_t)B * H, 0.0f);
+
+    #pragma omp parallel for collapse(2) schedule(dynamic)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < H; h++) {
+            int g = h / hpg;
+            size_t bh = (size_t)b * H + h;
+            float Ah = A[h], Dh = D[h];
+            auto xrow = [&](int t) { return x + (((size_t)b * L + t) * H + h) * P; };
+            auto Brow = [&](int t) { return Bm + (((size_t)b * L + t) * G + g) * N; };
+            auto Crow = [&](int t) { return Cm + (((size_t)b * L + t) * G + g) * N; };
+            auto DT = [&](int t) { return (float)dt[((size_t)b * L + t) * H + h]; };
+            // forward: keep the state entering every SSD_CPU_BWD_CHUNK steps
+            std::vector<float> ck((size_t)nck * PN), s(PN, 0.0f);
+            if (h0) for (size_t j = 0; j < PN; j++) s[j] = h0[bh * PN + j];
+            for (int t = 0; t < L; t++) {
+                if (t % SSD_CPU_BWD_CHUNK == 0)
+                    for (size_t j = 0; j < PN; j++) ck[(size_t)(t / SSD_CPU_BWD_CHUNK) * PN + j] = s[j];
+                float a = expf(DT(t) * Ah);
+                const floatX* xt = xrow(t);
+                const floatX* Bt = Brow(t);
+                for (int p = 0; p < P; p++) {
+                    float dtx = DT(t) * (float)xt[p];
+                    for (int n = 0; n < N; n++) s[(size_t)p * N + n] = a * s[(size_t)p * N + n] + dtx * (float)Bt[n];
+                }
+            }
+            // reverse: g_carry = dloss/dh_t from later steps
+            std::vector<float> carry(PN, 0.0f), hist((size_t)(SSD_CPU_BWD_CHUNK + 1) * PN);
+            if (dfinal_state) for (size_t j = 0; j < PN; j++) carry[j] = dfinal_state[bh * PN + j];
+            float dA_acc = 0.0f, dD_acc = 0.0f;
+            for (int c = nck - 1; c >= 0; c--) {
+                int t0 = c * SSD_CPU_BWD_CHUNK;
+                int len = L - t0 < SSD_CPU_BWD_CHUNK ? L - t0 : SSD_CPU_BWD_CHUNK;
+                // recompute this stretch's states: hist row k = h_{t0+k-1} (row 0: the state entering)
+                for (size_t j = 0; j < PN; j++) hist[j] = ck[(size_t)c * PN + j];
+                for (int k = 0; k < len; k++) {
+                    int t = t0 + k;
+                    float a = expf(DT(t) * Ah);
+                    const floatX* xt = xrow(t);
+                    const floatX* Bt = Brow(t);
+                    const float* hp = &hist[(size_t)k * PN];
+                    float* hn = &hist[(size_t)(k + 1) * PN];
+                    for (int p = 0; p < P; p++) {
+                        float dtx = DT(t) * (float)xt[p];
+                        for (int n = 0; n < N; n++) hn[(size_t)p * N + n] = a * hp[(size_t)p * N + n] + dtx * (float)Bt[n];
+                    }
+                }
+                for (int k = len - 1; k >= 0; k--) {
+                    int t = t0 + k;
+                    size_t bt = (size_t)b * L + t;
+                    float dtt = DT(t), a = expf(dtt * Ah);
+                    const float* hp = &hist[(size_t)k * PN];        // h_{t-1}
+                    const float* ht = &hist[(size_t)(k + 1) * PN];  // h_t
+                    const floatX* xt = xrow(t);
+                    const floatX* Bt = Brow(t);
+                    const floatX* Ct = Crow(t);
+                    const floatX* dyt = dy + (bt * H + h) * P;
+                    float* dBt = dBm ? &dB_part[bh * LN + (size_t)t * N] : nullptr;
+                    float* dCt = dCm ? &dC_part[bh * LN + (size_t)t * N] : nullptr;
+                    float q = 0.0f;   // sum g ∘ a h_{t-1}
+                    float xb = 0.0f;  // sum g ∘ x B^T
+                    for (int p = 0; p < P; p++) {
+                        float dyp = (float)dyt[p], xp = (float)xt[p];
+                        float gB = 0.0f;  // sum_n g[p, n] B[n]
+                        for (int n = 0; n < N; n++) {
+                            size_t j = (size_t)p * N + n;
+                            float gj = carry[j] + dyp * (float)Ct[n];  // dloss/dh_t
+                            if (dCt) dCt[n] += dyp * ht[j];
+                            if (dBt) dBt[n] += gj * dtt * xp;
+                            gB += gj * (float)Bt[n];
+                            q += gj * a * hp[j];
+                            carry[j] = a * gj;  // flows to h_{t-1}
+                        }
+                        xb += gB * xp;
+                        if (dx) dx[(bt * H + h) * P + p] = (floatX)((float)dx[(bt * H + h) * P + p] + dtt * gB + Dh * dyp);
+                        dD_acc += dyp * xp;
+                    }
+                    if (ddt) ddt[bt * H + h] = (floatX)((float)ddt[bt * H + h] + Ah * q + xb);
+                    dA_acc += dtt * q;
+                }
+            }
+            if (dh0) for (size_t j = 0; j < PN; j++) dh0[bh * PN + j] += carry[j];
+            dA_part[bh] = dA_acc;
+            dD_part[bh] = dD_acc;
+        }
+    }
+    // dBm, dCm += the sums over the group's heads, in head order
+    if (dBm || dCm) {
+        #pragma omp parallel for collapse(3) schedule(static)
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < L; t++)
+                for (int g = 0; g < G; g++)
+                    for (int n = 0; n < N; n++) {
+                        size_t o = (((size_t)b * L + t) * G + g) * N + n;
+                        float sb = 0.0f, sc = 0.0f;
+                        for (int h = g * hpg; h < (g + 1) * hpg; h++) {
+                            size_t j = ((size_t)b * H + h) * LN + (size_t)t * N + n;
+                            if (dBm) sb += dB_part[j];
+                            if (dCm) sc += dC_part[j];
+                        }
+                        if (dBm) dBm[o] = (floatX)((float)dBm[o] + sb);
+                        if (dCm) dCm[o] = (floatX)((float)dCm[o] + sc);
+                    }
+    }
+    // dA, dD += the sums over the batch, in batch order
+    for (int h = 0; h < H; h++) {
+        float sa = 0.0f, sd = 0.0f;
+        for (int b = 0; b < B; b++) { sa += dA_part[(size_t)b * H + h]; sd += dD_part[(size_t)b * H + h]; }
+        if (dA) dA[h] += sa;
+        if (dD) dD[h] += sd;
+    }
+}
+
+// one recurrent step for generation (one step of the naive recurrence, the same arithmetic):
+//   y, x: (B, H, P)   dt: (B, H)   Bm, Cm: (B, G, N)   state: (B, H, P, N), updated in place
+static void ssd_step_cpu(floatX* y, float* state, const floatX* x, const floatX* dt, const float* A,
+                         const floatX* Bm, const floatX* Cm, const float* D, int B, int H, int P, int G, int N) {
+    ssd_check_shape("ssd_step", B, 1, H, P, G, N);
+    int hpg = H / G;
+    size_t PN = (size_t)P * N;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            size_t bh = (size_t)b * H + h;
+            ssd_step_head(y + bh * P, state + bh * PN, x + bh * P, (float)dt[bh], A[h],
+                          Bm + ((size_t)b * G + h / hpg) * N, Cm + ((size_t)b * G + h / hpg) * N, D[h], P, N);
+        }
+}
+
+// ---------------------------------------------------------------------------
+// CUDA
+
+#ifdef __CUDACC__
+// The CUDA version (ssd_forward_cuda / ssd_backward_cuda / ssd_step_cuda, same arguments as the
+// CPU functions above) goes here: the chunked algorithm's four steps as kernels (diagonal blocks
+// and chunk states as batched matmuls per chunk, a short scan over chunks, states to outputs).
+#endif  // __CUDACC__
+
+// ---------------------------------------------------------------------------
+// backend wrappers (common.h): what a model calls. The forward is the chunked algorithm.
+
+static void ssd_forward(bool on_gpu, floatX* y, float* final_state, const floatX* x, const floatX* dt,
+                        const float* A, const floatX* Bm, const floatX* Cm, const float* D, const float* h0,
+                        int B, int L, int H, int P, int G, int N, int chunk) {
+    if (on_gpu) FATAL("SSD has no CUDA version yet");
+    ssd_forward_chunked_cpu(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G, N, chunk);
+}
+
+static void ssd_backward(bool on_gpu, floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm, float* dD,
+                         float* dh0, const floatX* dy, const float* dfinal_state, const floatX* x, const floatX* dt,
+                         const float* A, const floatX* Bm, const floatX* Cm, const float* D, const float* h0,
+                         int B, int L, int H, int P, int G, int N) {
+    if (on_gpu) FATAL("SSD has no CUDA version yet");
+    ssd_backward_cpu(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G, N);
+}
+
+static void ssd_step(bool on_gpu, floatX* y, float* state, const floatX* x, const floatX* dt, const float* A,
+                     const floatX* Bm, const floatX* Cm, const float* D, int B, int H, int P, int G, int N) {
+    if (on_gpu) FATAL("SSD has no CUDA version yet");
+    ssd_step_cpu(y, state, x, dt, A, Bm, Cm, D, B, H, P, G, N);
+}
