@@ -73,16 +73,19 @@ def main():
         print("(matplotlib missing: no plot; apt-get install python3-matplotlib)")
         return
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5))
+    # each run's path through (learning, forgetting): one point per evaluation, from the base model
     for r in results:
-        marker = "*" if r["run"] == "full" else ("o" if r["rank"] == "4" else "s")
-        a1.scatter(r["fortunes_val_loss"], r["kjv_val_loss_after"], marker=marker, s=90 if marker == "*" else 45)
-        a1.annotate(r["run"], (r["fortunes_val_loss"], r["kjv_val_loss_after"]), fontsize=8,
-                    xytext=(4, 3), textcoords="offset points")
+        _, evals = read_log(os.path.join(out, r["run"] + ".jsonl"))
+        xs = [e["val_loss"] for e in evals if e.get("also_val_loss") is not None]
+        ys = [e["also_val_loss"] for e in evals if e.get("also_val_loss") is not None]
+        style = "-" if r["run"] == "full" else ("--" if r["rank"] == "4" else ":")
+        line, = a1.plot(xs, ys, style, marker="o", ms=3, lw=1.2)
+        a1.annotate(r["run"], (xs[-1], ys[-1]), fontsize=8, xytext=(4, 3), textcoords="offset points", color=line.get_color())
     a1.axhline(base_old, ls="--", c="gray", lw=1)
     a1.text(a1.get_xlim()[0], base_old, " KJV loss before fine-tuning", va="bottom", fontsize=8, color="gray")
     a1.set_xlabel("fortunes val loss after fine-tuning (learning)")
     a1.set_ylabel("KJV val loss after fine-tuning (forgetting)")
-    a1.set_title("learning vs forgetting (lower-left is better)")
+    a1.set_title("learning vs forgetting during fine-tuning (lower-left is better)")
     names = [r["run"] for r in results]
     a2.barh(names, [r["trainable_params"] for r in results], color="tab:blue")
     a2.set_xscale("log")

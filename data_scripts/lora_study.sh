@@ -31,7 +31,7 @@ if [ $gpu = 1 ]; then
     MODEL="--d-model 512 --n-layer 8"
     DATA="--batch 16 --seq-len 512"
     PRE="--lr 1.5e-3 --warmup 200 --steps 2000 --eval-interval 500"
-    FT_STEPS="--steps 600 --warmup 50 --eval-interval 200 --eval-batches 16"
+    FT_STEPS="--steps 600 --warmup 50 --eval-interval 100 --eval-batches 16"
 else
     MODEL="--d-model 64 --n-layer 2 --device cpu"
     DATA="--batch 8 --seq-len 128"
