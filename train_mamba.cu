@@ -13,6 +13,7 @@
 #include "src/device.h"
 #include "src/logger.h"
 #include "src/mamba_export.h"
+#include "src/mamba_generate.h"
 #include "src/mamba_model.h"
 #include "src/options.h"
 #include "src/train_common.h"
@@ -33,6 +34,7 @@ typedef struct {
     float temperature = 0.8f;
     int top_k = 40;
     int sample_only = 0;  // generate this many tokens from --resume and exit
+    bool bench_generate = false;  // time GPU generation (µs/token at batch 1, 8, 64) for --resume and exit
     std::string export_hf;
     // fine-tuning: from --base, all weights or adapters on the frozen base (src/lora.h)
     std::string base, adapter, also_eval;
@@ -62,6 +64,7 @@ static std::vector<OptSpec> option_table(Options* o) {
         {"--temperature", OPT_FLOAT, &o->temperature, "sampling temperature (0: greedy)"},
         {"--top-k", OPT_INT, &o->top_k, "sample among the k most likely tokens (0: all)"},
         {"--sample", OPT_INT, &o->sample_only, "load --resume, generate this many tokens, exit"},
+        {"--bench-generate", OPT_FLAG, &o->bench_generate, "load --resume, time GPU generation (us/token at batch 1, 8, 64) against the weight-read floor, exit"},
         {"--export-hf", OPT_STR, &o->export_hf, "load --resume, write DIR/model.safetensors + config.json (Hugging Face Mamba), exit"},
         {"--base", OPT_STR, &o->base, "fine-tune this checkpoint (the model's shape comes from it): all weights, or with --lora-rank / --train-also only those on the frozen base"},
         {"--lora-rank", OPT_INT, &o->lora.rank, "LoRA adapters of rank r on --lora-targets (0: off)"},
@@ -87,28 +90,66 @@ static void validate(const Options* o) {
     if (o->eval_interval < 0 || o->eval_batches < 1) FATAL("--eval-interval must be >= 0 and --eval-batches >= 1");
     if (o->sample_interval < 0 || o->sample_len < 1 || o->sample_only < 0) FATAL("--sample-interval >= 0, --sample-len >= 1, --sample >= 0");
     if (o->temperature < 0 || o->top_k < 0) FATAL("--temperature and --top-k must be >= 0");
-    bool inference = o->sample_only > 0 || !o->export_hf.empty();
+    bool inference = o->sample_only > 0 || !o->export_hf.empty() || o->bench_generate;
     if (inference && o->train.resume.empty() && o->adapter.empty())
-        FATAL("--sample and --export-hf need --resume CHECKPOINT (or --base CHECKPOINT --adapter FILE)");
+        FATAL("--sample, --export-hf and --bench-generate need --resume CHECKPOINT (or --base CHECKPOINT --adapter FILE)");
     if (!o->adapter.empty() && (o->base.empty() || !inference))
-        FATAL("--adapter FILE is for --sample / --export-hf with --base CHECKPOINT (to train on, pass --base and --resume FILE)");
+        FATAL("--adapter FILE is for --sample / --export-hf / --bench-generate with --base CHECKPOINT (to train on, pass --base and --resume FILE)");
     bool peft = o->lora.rank > 0 || !o->lora.train_also.empty();
     if (peft && o->base.empty() && !inference) FATAL("--lora-rank and --train-also fine-tune a trained model: pass --base CHECKPOINT");
     if (o->lora.rank < 0 || !(o->lora.alpha > 0) || o->lora.dropout < 0 || o->lora.dropout >= 1)
         FATAL("--lora-rank must be >= 0, --lora-alpha > 0, --lora-dropout in [0, 1)");
 }
 
-// text <-> tokens: bytes when the vocabulary is 256, token ids otherwise
+// text <-> tokens: bytes when the vocabulary is 256, token ids otherwise. A model on the GPU
+// generates there (src/mamba_generate.h: the recurrent step on the device weights, in a CUDA
+// graph), unless it has unmerged LoRA adapters (a LoRA run's periodic samples): the CPU step
+// folds those into a host copy of the weights, the GPU decoder reads the weights as they are.
 static std::string generate_text(const MambaModel* m, const Options& o, int n, uint64_t seed) {
     bool bytes = m->cfg.vocab_size == 256;
     std::vector<int> prompt;
     if (bytes) for (unsigned char ch : o.prompt) prompt.push_back(ch);
     if (prompt.empty()) prompt.push_back(bytes ? '\n' : 0);
     std::string text = bytes ? o.prompt : "";
-    for (int t : mamba_generate(m, prompt, n, o.temperature, o.top_k, seed))
-        text += bytes ? std::string(1, (char)t) : " " + std::to_string(t);
+    std::vector<int> tokens;
+    bool gpu_decoder = m->on_gpu && !(m->lora.rank > 0 && !m->lora_merged);
+    if (gpu_decoder) GPU_CALL(tokens = mamba_generate_gpu(m, {prompt}, n, o.temperature, o.top_k, seed, /*use_graph=*/true)[0]);
+    else tokens = mamba_generate(m, prompt, n, o.temperature, o.top_k, seed);
+    for (int t : tokens) text += bytes ? std::string(1, (char)t) : " " + std::to_string(t);
     return text;
 }
+
+#ifdef __CUDACC__
+// --bench-generate: µs per decode step (one new token for each sequence) at batch 1, 8, 64,
+// plain launches and the CUDA graph, greedy and with --temperature / --top-k, against the
+// weight-read floor: the bytes of the weights one step reads / the peak memory bandwidth
+static void bench_generate(const MambaModel* m, const Options& o) {
+    int bus_bits = 0, clock_khz = 0;
+    double bw = gpu_peak_bandwidth(&bus_bits, &clock_khz);
+    size_t wbytes = mamba_decoder_weight_bytes(m);
+    double floor_us = wbytes / bw * 1e6;
+    const MambaConfig& c = m->cfg;
+    printf("generation benchmark on %s (%s matmuls): %.2fM parameters (%.1f MiB of fp32 weights read per step)\n",
+           device_name(true).c_str(), o.train.tf32 ? "TF32" : "FP32", wbytes / 4 / 1e6, wbytes / 1048576.0);
+    printf("peak memory bandwidth %.0f GB/s (bus %d bits, memory clock %d MHz, double data rate)\n", bw / 1e9, bus_bits, clock_khz / 1000);
+    printf("weight-read floor: %.1f us per step (weights / bandwidth)\n", floor_us);
+    printf("us per step = per token of each sequence (median of 7 runs of 64 steps, CUDA events; step + sampling)\n");
+    printf("%6s %14s %14s %22s %14s %12s %14s\n", "batch", "plain greedy", "graph greedy", "graph sampled", "tokens/s", "x floor",
+           "state floor");
+    for (int batch : {1, 8, 64}) {
+        double plain = mamba_bench_generate(m, batch, false, 0.0f, 0);
+        double graph = mamba_bench_generate(m, batch, true, 0.0f, 0);
+        double sampled = mamba_bench_generate(m, batch, true, o.temperature, o.top_k);
+        // the recurrent state is read and written once per step too: conv (E, K-1) + SSM (E, N) per layer and sequence
+        double state_bytes = 2.0 * 4.0 * batch * c.n_layer * (double)c.d_inner * (c.d_conv - 1 + c.d_state);
+        double state_floor_us = (wbytes + state_bytes) / bw * 1e6;
+        printf("%6d %11.1f us %11.1f us %19.1f us %14.0f %11.2fx %11.1f us\n", batch, plain, graph, sampled, batch / (graph * 1e-6),
+               graph / floor_us, state_floor_us);
+    }
+    printf("(sampled: temperature %g, top-k %d; tokens/s and x floor: graph greedy; state floor: weights + the state read and written)\n",
+           o.temperature, o.top_k);
+}
+#endif
 
 int main(int argc, char** argv) {
     Options o;
@@ -119,8 +160,8 @@ int main(int argc, char** argv) {
     train_set_math_mode(on_gpu, t);
     int B = o.batch, T = o.seq_len;
 
-    // --sample / --export-hf: the config comes from the checkpoint; no gradients, no AdamW moments
-    if (o.sample_only > 0 || !o.export_hf.empty()) {
+    // --sample / --export-hf / --bench-generate: the config comes from the checkpoint; no gradients, no AdamW moments
+    if (o.sample_only > 0 || !o.export_hf.empty() || o.bench_generate) {
         MambaModel m;
         if (!o.adapter.empty()) {  // base + adapter, merged: the step and the export read W only
             CheckpointInfo info = checkpoint_read_info(o.adapter.c_str());
@@ -138,6 +179,10 @@ int main(int argc, char** argv) {
         }
         if (!o.export_hf.empty()) { mamba_export_hf(&m, o.export_hf.c_str()); printf("exported %s to %s\n", t.resume.c_str(), o.export_hf.c_str()); }
         if (o.sample_only > 0) printf("%s\n", generate_text(&m, o, o.sample_only, t.seed).c_str());
+        if (o.bench_generate) {
+            if (!on_gpu) FATAL("--bench-generate times GPU generation: it needs a CUDA build and a GPU (--device auto or cuda)");
+            GPU_CALL(bench_generate(&m, o));
+        }
         mamba_free(&m);
         return 0;
     }
@@ -195,8 +240,13 @@ int main(int argc, char** argv) {
            cfg.vocab_size, cfg.d_model, cfg.n_layer, cfg.d_state, cfg.d_conv, cfg.expand, cfg.d_inner, cfg.dt_rank, m.params.num_params / 1e6);
     printf("data: %s, batch %d x %d tokens; device: %s%s\n", o.random_data ? "random tokens" : o.data_dir.c_str(), B, T,
            device_name(on_gpu).c_str(), on_gpu ? (t.tf32 ? " (TF32 matmuls)" : " (FP32 matmuls)") : "");
-    printf("activations %.1f MiB, backward scratch %.1f MiB, parameters %.1f MiB, grads+AdamW %.1f MiB\n", m.acts_bytes / 1048576.0,
-           m.scratch_bytes / 1048576.0, params_bytes(&m.params) / 1048576.0, params_grad_and_moment_bytes(&m.params) / 1048576.0);
+    // where the memory goes: the arena lays the layers out one after another
+    double layer_mib = cfg.n_layer > 1 ? ((char*)m.acts[1].resid - (char*)m.acts[0].resid) / 1048576.0 : 0;
+    printf("memory: parameters %.1f MiB, grads+AdamW %.1f MiB, activations %.1f MiB (%s%.1f MiB shared: head chunk of %d rows, "
+           "recomputed xn and u), backward scratch %.1f MiB\n", params_bytes(&m.params) / 1048576.0,
+           params_grad_and_moment_bytes(&m.params) / 1048576.0, m.acts_bytes / 1048576.0,
+           layer_mib > 0 ? (std::to_string(cfg.n_layer) + " layers x " + std::to_string(layer_mib).substr(0, 6) + " MiB + ").c_str() : "",
+           m.acts_bytes / 1048576.0 - cfg.n_layer * layer_mib, m.chunk_rows, m.scratch_bytes / 1048576.0);
     if (!o.base.empty())
         printf("fine-tuning %s: %s, %zu of %zu parameters trainable (%.2f%%)\n", o.base.c_str(),
                peft ? ("LoRA rank " + std::to_string(o.lora.rank) + " on " + o.lora.targets +

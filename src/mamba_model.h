@@ -50,6 +50,10 @@ typedef struct {
     int vocab_size, d_model, n_layer, d_state, d_conv, expand, dt_rank, d_inner;
 } MambaConfig;
 
+// the head's logits are computed at most this many at a time while training
+// (32M: 128 MiB in fp32); tests lower it to exercise the chunking
+static size_t g_logits_chunk_floats = (size_t)32 << 20;
+
 static void mamba_config_derive(MambaConfig* c) {
     c->d_inner = c->expand * c->d_model;
     if (c->dt_rank <= 0) c->dt_rank = (c->d_model + 15) / 16;  // ceil(D/16)
@@ -110,10 +114,8 @@ typedef struct {
 typedef struct {
     floatX* resid;   // (BT, D) layer input (residual stream)
     float* rstd;     // (BT)
-    floatX* xn;      // (BT, D) RMSNorm(resid)
     floatX* xin;     // (BT, E) conv input
     floatX* z;       // (BT, E) gate
-    floatX* u;       // (BT, E) silu(conv1d(xin)): the scan input (the backward recomputes the conv)
     floatX* dt_low;  // (BT, R)
     floatX* Bm;      // (BT, N)
     floatX* Cm;      // (BT, N)
@@ -151,9 +153,19 @@ typedef struct MambaModel {
     floatX* resid_out;  // (BT, D) output of the last layer
     float* rstd_f;      // (BT)
     floatX* xf;         // (BT, D) final RMSNorm output
-    floatX* logits;     // (BT, V); after a forward with targets it holds dloss/dlogits
+    // the head's logits are never all kept while training: a forward with targets
+    // computes them LOGITS_CHUNK rows at a time for the loss, the backward
+    // recomputes each chunk (one extra head GEMM; at the 130m shape the full
+    // (BT, V) fp32 logits would be 1.6 GB)
+    floatX* logits_chunk;  // (chunk_rows, V)
+    int chunk_rows;
+    floatX* logits;     // (BT, V) after a forward without targets (allocated on first use), else nullptr
     float* losses;      // (BT)
     floatX* xdbl;       // (BT, R+2N) x_proj's output before it is split into dt_low | Bm | Cm
+    // cheap to recompute, so not kept per layer: the forward writes them here and
+    // the backward of each layer recomputes them (one RMSNorm, one conv1d+SiLU)
+    floatX* xn;         // (BT, D) RMSNorm(resid)
+    floatX* u;          // (BT, E) silu(conv1d(xin)): the scan's input
     floatX* dresid;     // (BT, D) gradient of the residual stream
     floatX* dxf;        // (BT, D)
     LayerScratch scratch;
@@ -254,8 +266,7 @@ static void mamba_layout_acts(MambaModel* m, Arena* a) {
     for (int l = 0; l < c.n_layer; l++) {
         LayerActs& x = m->acts[l];
         x.resid = arena_take<floatX>(a, BT * D);  x.rstd = arena_take<float>(a, BT);
-        x.xn = arena_take<floatX>(a, BT * D);     x.xin = arena_take<floatX>(a, BT * E);
-        x.z = arena_take<floatX>(a, BT * E);      x.u = arena_take<floatX>(a, BT * E);
+        x.xin = arena_take<floatX>(a, BT * E);    x.z = arena_take<floatX>(a, BT * E);
         x.dt_low = arena_take<floatX>(a, BT * R); x.Bm = arena_take<floatX>(a, BT * N);
         x.Cm = arena_take<floatX>(a, BT * N);     x.delta = arena_take<floatX>(a, BT * E);
         x.hs = arena_take<float>(a, hs);          x.y = arena_take<floatX>(a, BT * E);
@@ -268,8 +279,10 @@ static void mamba_layout_acts(MambaModel* m, Arena* a) {
     }
     m->lora_xd = (m->lora.rank > 0 && m->lora.dropout > 0) ? arena_take<floatX>(a, BT * std::max({D, E, R})) : nullptr;
     m->resid_out = arena_take<floatX>(a, BT * D); m->rstd_f = arena_take<float>(a, BT);
-    m->xf = arena_take<floatX>(a, BT * D);        m->logits = arena_take<floatX>(a, BT * c.vocab_size);
+    m->xf = arena_take<floatX>(a, BT * D);
+    m->logits_chunk = arena_take<floatX>(a, (size_t)m->chunk_rows * c.vocab_size);
     m->losses = arena_take<float>(a, BT);         m->xdbl = arena_take<floatX>(a, BT * (R + 2 * N));
+    m->xn = arena_take<floatX>(a, BT * D);        m->u = arena_take<floatX>(a, BT * E);
 }
 
 // backward scratch shared by all layers (zeroed before each layer's backward),
@@ -317,6 +330,9 @@ static void mamba_build(MambaModel* m, MambaConfig cfg, int B, int T, bool on_gp
         for (LoraAdapter* a : {&ll.in_proj, &ll.x_proj, &ll.dt_proj, &ll.out_proj}) lora_resolve(a, ps);
     }
     m->acts.resize(cfg.n_layer);
+    // chunks of at most g_logits_chunk_floats logits: all BT rows at once for small vocabularies
+    m->chunk_rows = (int)std::max<size_t>(1, std::min<size_t>((size_t)B * T, g_logits_chunk_floats / cfg.vocab_size));
+    m->logits = nullptr;
     Arena count = {nullptr, 0};
     mamba_layout_acts(m, &count);
     m->acts_bytes = count.used;
@@ -343,6 +359,7 @@ static void mamba_free(MambaModel* m) {
     bool on_gpu = m->on_gpu;
     params_free(&m->params);
     backend_free(on_gpu, m->acts_memory);
+    if (m->logits) backend_free(on_gpu, m->logits);
     if (m->scratch_memory) backend_free(on_gpu, m->scratch_memory);
     if (m->frozen_grad_sink) backend_free(on_gpu, m->frozen_grad_sink);
     backend_free(on_gpu, m->tokens); backend_free(on_gpu, m->targets);
@@ -486,22 +503,22 @@ static void mamba_layer_forward(MambaModel* m, int l, floatX* layer_out, int B, 
     LayerActs& a = m->acts[l];
     const LayerLora& ll = m->lora_layers[l];
     bool lora = m->lora.rank > 0 && !m->lora_merged;
-    PROF(on_gpu, "rmsnorm", rmsnorm_forward(on_gpu, a.xn, a.rstd, a.resid, p.norm_w, BT, D));
-    PROF(on_gpu, "in_proj", linear_forward(on_gpu, a.xin, a.xn, p.in_proj_w, (const float*)nullptr, BT, D, E);
-                       linear_forward(on_gpu, a.z, a.xn, p.in_proj_w + (size_t)E * D, (const float*)nullptr, BT, D, E));
+    PROF(on_gpu, "rmsnorm", rmsnorm_forward(on_gpu, m->xn, a.rstd, a.resid, p.norm_w, BT, D));
+    PROF(on_gpu, "in_proj", linear_forward(on_gpu, a.xin, m->xn, p.in_proj_w, (const float*)nullptr, BT, D, E);
+                       linear_forward(on_gpu, a.z, m->xn, p.in_proj_w + (size_t)E * D, (const float*)nullptr, BT, D, E));
     if (lora && lora_active(ll.in_proj))
-        PROF(on_gpu, "lora", lora_forward(on_gpu, ll.in_proj, mamba_lora_run(m, l, 0), a.h_in_proj, a.xn, a.xin,
+        PROF(on_gpu, "lora", lora_forward(on_gpu, ll.in_proj, mamba_lora_run(m, l, 0), a.h_in_proj, m->xn, a.xin,
                                           ll.in_proj.out_features == 2 * E ? a.z : nullptr, BT));
-    PROF(on_gpu, "conv1d+silu", conv1d_silu_forward(on_gpu, a.u, a.xin, p.conv_w, p.conv_b, B, T, E, K));
+    PROF(on_gpu, "conv1d+silu", conv1d_silu_forward(on_gpu, m->u, a.xin, p.conv_w, p.conv_b, B, T, E, K));
     // one GEMM for all three projections (three skinny ones cost ~3x), then split
-    PROF(on_gpu, "x_proj", linear_forward(on_gpu, m->xdbl, a.u, p.x_proj_w, (const float*)nullptr, BT, E, R + 2 * N));
+    PROF(on_gpu, "x_proj", linear_forward(on_gpu, m->xdbl, m->u, p.x_proj_w, (const float*)nullptr, BT, E, R + 2 * N));
     if (lora && lora_active(ll.x_proj))
-        PROF(on_gpu, "lora", lora_forward(on_gpu, ll.x_proj, mamba_lora_run(m, l, 1), a.h_x_proj, a.u, m->xdbl, nullptr, BT));
+        PROF(on_gpu, "lora", lora_forward(on_gpu, ll.x_proj, mamba_lora_run(m, l, 1), a.h_x_proj, m->u, m->xdbl, nullptr, BT));
     PROF(on_gpu, "x_proj", split_columns(on_gpu, a.dt_low, a.Bm, a.Cm, m->xdbl, BT, R, N, N));
     PROF(on_gpu, "dt_proj", linear_forward(on_gpu, a.delta, a.dt_low, p.dt_proj_w, (const float*)nullptr, BT, R, E));
     if (lora && lora_active(ll.dt_proj))
         PROF(on_gpu, "lora", lora_forward(on_gpu, ll.dt_proj, mamba_lora_run(m, l, 2), a.h_dt_proj, a.dt_low, a.delta, nullptr, BT));
-    PROF(on_gpu, "scan", selective_scan_forward(on_gpu, a.y, a.hs, a.u, a.delta, p.A_log, a.Bm, a.Cm, p.D, a.z,
+    PROF(on_gpu, "scan", selective_scan_forward(on_gpu, a.y, a.hs, m->u, a.delta, p.A_log, a.Bm, a.Cm, p.D, a.z,
                              p.dt_proj_b, B, T, E, N));
     PROF(on_gpu, "out_proj", linear_forward(on_gpu, layer_out, a.y, p.out_proj_w, (const float*)nullptr, BT, E, D));
     if (lora && lora_active(ll.out_proj))
@@ -510,7 +527,7 @@ static void mamba_layer_forward(MambaModel* m, int l, floatX* layer_out, int B, 
 }
 
 // tokens/targets: host arrays (B*T). Returns the mean loss (0 without targets).
-// With targets, m->logits is left holding dloss/dlogits for mamba_backward.
+// Without targets m->logits holds the (B*T, V) logits afterwards.
 static float mamba_forward(MambaModel* m, const int* tokens, const int* targets, int B, int T) {
     const MambaConfig& c = m->cfg;
     if (B > m->B || T > m->T || B < 1 || T < 1) FATAL("forward shape (%d, %d) exceeds the built (%d, %d)", B, T, m->B, m->T);
@@ -527,10 +544,17 @@ static float mamba_forward(MambaModel* m, const int* tokens, const int* targets,
         mamba_layer_forward(m, l, out, B, T);
     }
     PROF(on_gpu, "rmsnorm", rmsnorm_forward(on_gpu, m->xf, m->rstd_f, m->resid_out, m->norm_f_w, BT, D));
-    PROF(on_gpu, "lm_head", linear_forward(on_gpu, m->logits, m->xf, m->wte, (const float*)nullptr, BT, D, V));
-    if (!targets) return 0.0f;
+    if (!targets) {
+        if (!m->logits) m->logits = (floatX*)backend_malloc(on_gpu, (size_t)m->B * m->T * V * sizeof(floatX));
+        PROF(on_gpu, "lm_head", linear_forward(on_gpu, m->logits, m->xf, m->wte, (const float*)nullptr, BT, D, V));
+        return 0.0f;
+    }
     backend_copy(on_gpu, m->targets, targets, BT * sizeof(int), true);
-    PROF(on_gpu, "cross_entropy", cross_entropy(on_gpu, m->losses, m->logits, m->targets, BT, V, 1.0f / BT, true));
+    for (int r0 = 0; r0 < BT; r0 += m->chunk_rows) {  // losses only: the backward recomputes the chunk
+        int rows = std::min(m->chunk_rows, BT - r0);
+        PROF(on_gpu, "lm_head", linear_forward(on_gpu, m->logits_chunk, m->xf + (size_t)r0 * D, m->wte, (const float*)nullptr, rows, D, V));
+        PROF(on_gpu, "cross_entropy", cross_entropy(on_gpu, m->losses + r0, m->logits_chunk, m->targets + r0, rows, V, 1.0f / BT, false));
+    }
     backend_copy(on_gpu, m->host_losses.data(), m->losses, BT * sizeof(float), false);
     double sum = 0;
     for (int i = 0; i < BT; i++) sum += m->host_losses[i];
@@ -554,24 +578,27 @@ static void mamba_layer_backward(MambaModel* m, int l, int B, int T) {
     bool lora = m->lora.rank > 0;  // (a merged model is for inference: mamba_backward refuses it)
     float* din_proj_z = dp.in_proj_w ? dp.in_proj_w + (size_t)E * D : nullptr;
     backend_memset0(on_gpu, (char*)m->scratch_memory + m->layer_scratch_start, m->scratch_bytes - m->layer_scratch_start);
+    // recompute what the forward did not keep (bit-identical to the forward's values)
+    PROF(on_gpu, "recompute", rmsnorm_forward(on_gpu, m->xn, a.rstd, a.resid, p.norm_w, BT, D);
+                              conv1d_silu_forward(on_gpu, m->u, a.xin, p.conv_w, p.conv_b, B, T, E, K));
     // m->dresid holds dloss/d(layer output); the residual branch passes it through unchanged
     PROF(on_gpu, "out_proj", linear_backward(on_gpu, s.dy, dp.out_proj_w, (float*)nullptr, m->dresid, a.y, p.out_proj_w, BT, E, D));
     if (lora && lora_active(ll.out_proj))
         PROF(on_gpu, "lora", lora_backward(on_gpu, ll.out_proj, mamba_lora_run(m, l, 3), a.h_out_proj, a.y, s.dy, m->dresid, nullptr, BT));
     PROF(on_gpu, "scan", selective_scan_backward(on_gpu, s.du, s.ddelta, dp.A_log, s.dBm, s.dCm, dp.D, s.dz, dp.dt_proj_b,
-                             s.dy, a.u, a.delta, p.A_log, a.Bm, a.Cm, p.D, a.z, p.dt_proj_b, a.hs, B, T, E, N));
+                             s.dy, m->u, a.delta, p.A_log, a.Bm, a.Cm, p.D, a.z, p.dt_proj_b, a.hs, B, T, E, N));
     PROF(on_gpu, "dt_proj", linear_backward(on_gpu, s.ddt_low, dp.dt_proj_w, (float*)nullptr, s.ddelta, a.dt_low, p.dt_proj_w, BT, R, E));
     if (lora && lora_active(ll.dt_proj))
         PROF(on_gpu, "lora", lora_backward(on_gpu, ll.dt_proj, mamba_lora_run(m, l, 2), a.h_dt_proj, a.dt_low, s.ddt_low, s.ddelta, nullptr, BT));
     PROF(on_gpu, "x_proj", concat_columns(on_gpu, s.dxdbl, s.ddt_low, s.dBm, s.dCm, BT, R, N, N);
-                      linear_backward(on_gpu, s.du, dp.x_proj_w, (float*)nullptr, s.dxdbl, a.u, p.x_proj_w, BT, E, R + 2 * N));
+                      linear_backward(on_gpu, s.du, dp.x_proj_w, (float*)nullptr, s.dxdbl, m->u, p.x_proj_w, BT, E, R + 2 * N));
     if (lora && lora_active(ll.x_proj))
-        PROF(on_gpu, "lora", lora_backward(on_gpu, ll.x_proj, mamba_lora_run(m, l, 1), a.h_x_proj, a.u, s.du, s.dxdbl, nullptr, BT));
+        PROF(on_gpu, "lora", lora_backward(on_gpu, ll.x_proj, mamba_lora_run(m, l, 1), a.h_x_proj, m->u, s.du, s.dxdbl, nullptr, BT));
     PROF(on_gpu, "conv1d+silu", conv1d_silu_backward(on_gpu, s.dxin, dp.conv_w, dp.conv_b, s.du, a.xin, p.conv_w, p.conv_b, B, T, E, K));
-    PROF(on_gpu, "in_proj", linear_backward(on_gpu, s.dxn, dp.in_proj_w, (float*)nullptr, s.dxin, a.xn, p.in_proj_w, BT, D, E);
-                       linear_backward(on_gpu, s.dxn, din_proj_z, (float*)nullptr, s.dz, a.xn, p.in_proj_w + (size_t)E * D, BT, D, E));
+    PROF(on_gpu, "in_proj", linear_backward(on_gpu, s.dxn, dp.in_proj_w, (float*)nullptr, s.dxin, m->xn, p.in_proj_w, BT, D, E);
+                       linear_backward(on_gpu, s.dxn, din_proj_z, (float*)nullptr, s.dz, m->xn, p.in_proj_w + (size_t)E * D, BT, D, E));
     if (lora && lora_active(ll.in_proj))
-        PROF(on_gpu, "lora", lora_backward(on_gpu, ll.in_proj, mamba_lora_run(m, l, 0), a.h_in_proj, a.xn, s.dxn, s.dxin,
+        PROF(on_gpu, "lora", lora_backward(on_gpu, ll.in_proj, mamba_lora_run(m, l, 0), a.h_in_proj, m->xn, s.dxn, s.dxin,
                                            ll.in_proj.out_features == 2 * E ? s.dz : nullptr, BT));
     // dresid += d(norm branch): dresid now holds dloss/d(layer input)
     PROF(on_gpu, "rmsnorm", rmsnorm_backward(on_gpu, m->dresid, dp.norm_w, s.dxn, a.resid, p.norm_w, a.rstd, BT, D));
@@ -586,8 +613,15 @@ static void mamba_backward(MambaModel* m) {
     bool on_gpu = m->on_gpu;
     backend_memset0(on_gpu, m->dresid, (size_t)BT * D * sizeof(floatX));
     backend_memset0(on_gpu, m->dxf, (size_t)BT * D * sizeof(floatX));
-    // m->logits holds dloss/dlogits (written in place by the fused cross-entropy)
-    PROF(on_gpu, "lm_head", linear_backward(on_gpu, m->dxf, m->dwte, (float*)nullptr, m->logits, m->xf, m->wte, BT, D, V));
+    // the head, chunk by chunk: logits again, dloss/dlogits in place (the fused
+    // cross-entropy), then dxf += dlogits wte and dwte += dlogits^T xf
+    for (int r0 = 0; r0 < BT; r0 += m->chunk_rows) {
+        int rows = std::min(m->chunk_rows, BT - r0);
+        const floatX* xf = m->xf + (size_t)r0 * D;
+        PROF(on_gpu, "lm_head", linear_forward(on_gpu, m->logits_chunk, xf, m->wte, (const float*)nullptr, rows, D, V));
+        PROF(on_gpu, "cross_entropy", cross_entropy(on_gpu, m->losses + r0, m->logits_chunk, m->targets + r0, rows, V, 1.0f / BT, true));
+        PROF(on_gpu, "lm_head", linear_backward(on_gpu, m->dxf + (size_t)r0 * D, m->dwte, (float*)nullptr, m->logits_chunk, xf, m->wte, rows, D, V));
+    }
     PROF(on_gpu, "rmsnorm", rmsnorm_backward(on_gpu, m->dresid, m->dnorm_f_w, m->dxf, m->resid_out, m->norm_f_w, m->rstd_f, BT, D));
     for (int l = c.n_layer - 1; l >= 0; l--) mamba_layer_backward(m, l, B, T);
     PROF(on_gpu, "embedding", embedding_backward(on_gpu, m->dwte, m->dresid, m->tokens, BT, D));
