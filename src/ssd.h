@@ -44,7 +44,7 @@
 // the same bits for any number of OpenMP threads.
 //
 // Contents: the CPU reference (naive, quadratic and chunked forwards, backward, recurrent step);
-// the place of the CUDA version; the backend wrappers (CPU only for now).
+// the CUDA version (chunked, v1 SIMT); the backend wrappers.
 #pragma once
 #include "common.h"
 
@@ -427,9 +427,375 @@ static void ssd_step_cpu(floatX* y, float* state, const floatX* x, const floatX*
 // CUDA
 
 #ifdef __CUDACC__
-// The CUDA version (ssd_forward_cuda / ssd_backward_cuda / ssd_step_cuda, same arguments as the
-// CPU functions above) goes here: the chunked algorithm's four steps as kernels (diagonal blocks
-// and chunk states as batched matmuls per chunk, a short scan over chunks, states to outputs).
+// The chunked algorithm on the GPU (v1: SIMT fp32, one thread block per (chunk, head, batch);
+// dev/ssd.cu times it against the floor and the official Triton kernels). The kernels use
+// chunks of SSD_CUDA_CHUNK steps whatever `chunk` the caller passes (the result does not
+// depend on it). Per chunk c of (b, h), cs[t] = sum of dt_k A from the chunk's first step to t
+// (computed serially by one thread, in the same order in every kernel), cl = cs[last]:
+//   forward:  1. S_c = sum_s exp(cl - cs_s) dt_s x_s B_s^T                  ssd_outer_kernel
+//             2. H_0 = h0, H_{c+1} = exp(cl_c) H_c + S_c (in place: S_c -> H_c)  ssd_pass_kernel
+//             3. y_t = sum_{s<=t} exp(cs_t - cs_s) (C_t.B_s) dt_s x_s
+//                      + exp(cs_t) H_c C_t + D x_t                            ssd_out_kernel
+//   backward (the states H_c recomputed by 1 and 2):
+//             4. L_c = sum_t exp(cs_t) dy_t C_t^T  (dloss/dH_c through chunk c's outputs)
+//             5. G_nc = dfinal; dS_c = G_{c+1}; G_c = L_c + exp(cl_c) G_{c+1};
+//                dcl_c = exp(cl_c) <G_{c+1}, H_c>; dh0 = G_0                 ssd_pass_backward_kernel
+//             6. per chunk: dX_s = d(dt_s x_s) (intra-chunk and through S_c), dx, ddt,
+//                dC (intra + exp(cs_t) dy_t H_c), dB (intra + through S_c), dD, and
+//                d(cs_t), turned into ddt and dA by a reverse cumulative sum   ssd_chunk_backward_kernel
+// dBm, dCm (shared by the heads of a group), dA and dD (summed over b) use float atomics.
+#define SSD_CUDA_CHUNK 64
+
+// cs[0..Qc) and dts[0..Qc) of chunk (b, h, t0); thread 0, then a barrier
+__device__ static void ssd_chunk_cumsum(float* cs, float* dts, const floatX* dt, float A, int b, int h, int t0, int Qc, int L, int H) {
+    if (threadIdx.x == 0) {
+        float run = 0.0f;
+        for (int i = 0; i < Qc; i++) {
+            float d = (float)dt[((size_t)b * L + t0 + i) * H + h];
+            dts[i] = d; run += d * A; cs[i] = run;
+        }
+    }
+    __syncthreads();
+}
+
+// out (P, N) = sum_s w_s u_s v_s^T over one chunk. mode 0 (chunk state): u = x, v = B,
+// w = exp(cl - cs_s) dt_s. mode 1 (step 4): u = dy, v = C, w = exp(cs_s).
+// grid (nc, H, B); out: (B, nc, H, P, N)
+__global__ void ssd_outer_kernel(float* out, const floatX* u, const floatX* dt, const float* A, const floatX* v,
+                                 int B, int L, int H, int P, int G, int N, int mode) {
+    extern __shared__ float sm[];
+    const int Q = SSD_CUDA_CHUNK;
+    int c = blockIdx.x, h = blockIdx.y, b = blockIdx.z, nc = gridDim.x, g = h / (H / G);
+    int t0 = c * Q, Qc = min(Q, L - t0);
+    float *cs = sm, *dts = cs + Q, *w = dts + Q, *us = w + Q, *vs = us + Q * P;
+    ssd_chunk_cumsum(cs, dts, dt, A[h], b, h, t0, Qc, L, H);
+    for (int i = threadIdx.x; i < Qc; i += blockDim.x)
+        w[i] = mode == 0 ? expf(cs[Qc - 1] - cs[i]) * dts[i] : expf(cs[i]);
+    for (int i = threadIdx.x; i < Qc * P; i += blockDim.x) {
+        int s = i / P, p = i % P;
+        us[i] = (float)u[(((size_t)b * L + t0 + s) * H + h) * P + p];
+    }
+    for (int i = threadIdx.x; i < Qc * N; i += blockDim.x) {
+        int s = i / N, n = i % N;
+        vs[i] = (float)v[(((size_t)b * L + t0 + s) * G + g) * N + n];
+    }
+    __syncthreads();
+    float* o = out + (((size_t)b * nc + c) * H + h) * P * N;
+    for (int i = threadIdx.x; i < P * N; i += blockDim.x) {
+        int p = i / N, n = i % N;
+        float acc = 0.0f;
+        for (int s = 0; s < Qc; s++) acc += w[s] * us[s * P + p] * vs[s * N + n];
+        o[i] = acc;
+    }
+}
+
+// sum of dt A over each chunk (the same serial order as ssd_chunk_cumsum), into cl[0..nc)
+__device__ static void ssd_chunk_totals(float* cl, const floatX* dt, float A, int b, int h, int L, int H, int nc) {
+    for (int c = threadIdx.x; c < nc; c += blockDim.x) {
+        int t0 = c * SSD_CUDA_CHUNK, Qc = min(SSD_CUDA_CHUNK, L - t0);
+        float run = 0.0f;
+        for (int i = 0; i < Qc; i++) run += (float)dt[((size_t)b * L + t0 + i) * H + h] * A;
+        cl[c] = run;
+    }
+    __syncthreads();
+}
+
+// step 2, in place: S (B, nc, H, P, N) becomes the states entering each chunk; grid (H, B)
+__global__ void ssd_pass_kernel(float* S, float* final_state, const float* h0, const floatX* dt, const float* A,
+                                int L, int H, int P, int N, int nc) {
+    extern __shared__ float cl[];
+    int h = blockIdx.x, b = blockIdx.y;
+    ssd_chunk_totals(cl, dt, A[h], b, h, L, H, nc);
+    size_t PN = (size_t)P * N;
+    for (size_t i = threadIdx.x; i < PN; i += blockDim.x) {
+        float st = h0 ? h0[((size_t)b * H + h) * PN + i] : 0.0f;
+        for (int c = 0; c < nc; c++) {
+            float* s = S + (((size_t)b * nc + c) * H + h) * PN + i;
+            float chunk_state = *s;
+            *s = st;
+            st = expf(cl[c]) * st + chunk_state;
+        }
+        if (final_state) final_state[((size_t)b * H + h) * PN + i] = st;
+    }
+}
+
+// step 3: y for one chunk; grid (nc, H, B)
+__global__ void ssd_out_kernel(floatX* y, const floatX* x, const floatX* dt, const float* A, const floatX* Bm,
+                               const floatX* Cm, const float* D, const float* Hin, int B, int L, int H, int P, int G,
+                               int N) {
+    extern __shared__ float sm[];
+    const int Q = SSD_CUDA_CHUNK;
+    int c = blockIdx.x, h = blockIdx.y, b = blockIdx.z, nc = gridDim.x, g = h / (H / G);
+    int t0 = c * Q, Qc = min(Q, L - t0);
+    // rows of N padded to NS = N + 1 floats: a warp reading one column of different rows
+    // (B_s[n] for 32 values of s, H[p][n] for 32 values of p) hits 32 different banks
+    const int NS = N + 1;
+    float *cs = sm, *dts = cs + Q, *Bs = dts + Q, *Cs = Bs + Q * NS, *Xs = Cs + Q * NS, *Gm = Xs + Q * P, *Hs = Gm + Q * Q;
+    ssd_chunk_cumsum(cs, dts, dt, A[h], b, h, t0, Qc, L, H);
+    for (int i = threadIdx.x; i < Qc * N; i += blockDim.x) {
+        int s = i / N, n = i % N;
+        size_t at = (((size_t)b * L + t0 + s) * G + g) * N + n;
+        Bs[s * NS + n] = (float)Bm[at]; Cs[s * NS + n] = (float)Cm[at];
+    }
+    for (int i = threadIdx.x; i < Qc * P; i += blockDim.x) {
+        int s = i / P, p = i % P;
+        Xs[i] = dts[s] * (float)x[(((size_t)b * L + t0 + s) * H + h) * P + p];
+    }
+    const float* Hc = Hin + (((size_t)b * nc + c) * H + h) * P * N;
+    for (int i = threadIdx.x; i < P * N; i += blockDim.x) Hs[(i / N) * NS + i % N] = Hc[i];
+    __syncthreads();
+    // Gm[t][s] = exp(cs_t - cs_s) C_t . B_s for s <= t
+    for (int i = threadIdx.x; i < Qc * Qc; i += blockDim.x) {
+        int t = i / Qc, s = i % Qc;
+        float acc = 0.0f;
+        if (s <= t) {
+            for (int n = 0; n < N; n++) acc += Cs[t * NS + n] * Bs[s * NS + n];
+            acc *= expf(cs[t] - cs[s]);
+        }
+        Gm[t * Q + s] = acc;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < Qc * P; i += blockDim.x) {
+        int t = i / P, p = i % P;
+        float acc = 0.0f, inter = 0.0f;
+        for (int s = 0; s <= t; s++) acc += Gm[t * Q + s] * Xs[s * P + p];
+        for (int n = 0; n < N; n++) inter += Hs[p * NS + n] * Cs[t * NS + n];
+        size_t at = (((size_t)b * L + t0 + t) * H + h) * P + p;
+        y[at] = (floatX)(acc + expf(cs[t]) * inter + D[h] * (float)x[at]);
+    }
+}
+
+// step 5, in place: dS (B, nc, H, P, N) holds L_c on entry, dS_c = G_{c+1} on exit; dcl (B, nc, H)
+__global__ void ssd_pass_backward_kernel(float* dS, float* dcl, float* dh0, const float* dfinal, const float* Hin,
+                                         const floatX* dt, const float* A, int L, int H, int P, int N, int nc) {
+    extern __shared__ float sm[];
+    float *cl = sm, *dcl_s = sm + nc;
+    int h = blockIdx.x, b = blockIdx.y;
+    for (int c = threadIdx.x; c < nc; c += blockDim.x) dcl_s[c] = 0.0f;
+    ssd_chunk_totals(cl, dt, A[h], b, h, L, H, nc);
+    size_t PN = (size_t)P * N;
+    for (size_t i = threadIdx.x; i < PN; i += blockDim.x) {
+        float G = dfinal ? dfinal[((size_t)b * H + h) * PN + i] : 0.0f;
+        for (int c = nc - 1; c >= 0; c--) {
+            size_t at = (((size_t)b * nc + c) * H + h) * PN + i;
+            float local = dS[at], e = expf(cl[c]);
+            dS[at] = G;
+            atomicAdd(&dcl_s[c], e * G * Hin[at]);
+            G = local + e * G;
+        }
+        if (dh0) dh0[((size_t)b * H + h) * PN + i] += G;
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < nc; c += blockDim.x) dcl[((size_t)b * nc + c) * H + h] = dcl_s[c];
+}
+
+// step 6 for one chunk; grid (nc, H, B)
+__global__ void ssd_chunk_backward_kernel(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm, float* dD,
+                                          const floatX* dy, const floatX* x, const floatX* dt, const float* A,
+                                          const floatX* Bm, const floatX* Cm, const float* D, const float* Hin,
+                                          const float* dS, const float* dcl, int B, int L, int H, int P, int G, int N) {
+    extern __shared__ float sm[];
+    const int Q = SSD_CUDA_CHUNK;
+    int c = blockIdx.x, h = blockIdx.y, b = blockIdx.z, nc = gridDim.x, g = h / (H / G);
+    int t0 = c * Q, Qc = min(Q, L - t0), last = Qc - 1;
+    // padded rows (see ssd_out_kernel): N -> NS for B, C, H, dS; P -> PS for x
+    const int NS = N + 1, PS = P + 1;
+    float *cs = sm, *dts = cs + Q, *da = dts + Q, *ddt_s = da + Q, *red = ddt_s + Q;
+    float *Bs = red + 2, *Cs = Bs + Q * NS, *Xr = Cs + Q * NS, *dY = Xr + Q * PS, *Gm = dY + Q * P;
+    float *Hs = Gm + Q * Q, *dSs = Hs + P * NS;
+    ssd_chunk_cumsum(cs, dts, dt, A[h], b, h, t0, Qc, L, H);
+    for (int i = threadIdx.x; i < Q; i += blockDim.x) { da[i] = 0.0f; ddt_s[i] = 0.0f; }
+    if (threadIdx.x == 0) { red[0] = 0.0f; red[1] = 0.0f; }
+    for (int i = threadIdx.x; i < Qc * N; i += blockDim.x) {
+        int s = i / N, n = i % N;
+        size_t at = (((size_t)b * L + t0 + s) * G + g) * N + n;
+        Bs[s * NS + n] = (float)Bm[at]; Cs[s * NS + n] = (float)Cm[at];
+    }
+    for (int i = threadIdx.x; i < Qc * P; i += blockDim.x) {
+        int s = i / P, p = i % P;
+        size_t at = (((size_t)b * L + t0 + s) * H + h) * P + p;
+        Xr[s * PS + p] = (float)x[at]; dY[i] = (float)dy[at];
+    }
+    size_t off = (((size_t)b * nc + c) * H + h) * P * N;
+    for (int i = threadIdx.x; i < P * N; i += blockDim.x) {
+        int p = i / N, n = i % N;
+        Hs[p * NS + n] = Hin[off + i]; dSs[p * NS + n] = dS[off + i];
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) da[last] += dcl[((size_t)b * nc + c) * H + h];  // through the state passing
+    // Gm[t][s] = exp(cs_t - cs_s) C_t . B_s (s <= t)
+    for (int i = threadIdx.x; i < Qc * Qc; i += blockDim.x) {
+        int t = i / Qc, s = i % Qc;
+        float acc = 0.0f;
+        if (s <= t) {
+            for (int n = 0; n < N; n++) acc += Cs[t * NS + n] * Bs[s * NS + n];
+            acc *= expf(cs[t] - cs[s]);
+        }
+        Gm[t * Q + s] = acc;
+    }
+    __syncthreads();
+    // dX_s[p] (X = dt x): intra-chunk outputs and the chunk state; then dx, ddt's direct part
+    for (int i = threadIdx.x; i < Qc * P; i += blockDim.x) {
+        int s = i / P, p = i % P;
+        float acc = 0.0f, via_state = 0.0f;
+        for (int t = s; t < Qc; t++) acc += Gm[t * Q + s] * dY[t * P + p];
+        for (int n = 0; n < N; n++) via_state += dSs[p * NS + n] * Bs[s * NS + n];
+        float dX = acc + expf(cs[last] - cs[s]) * via_state, xv = Xr[s * PS + p];
+        size_t at = (((size_t)b * L + t0 + s) * H + h) * P + p;
+        dx[at] = (floatX)((float)dx[at] + dts[s] * dX + D[h] * dY[i]);
+        atomicAdd(&ddt_s[s], xv * dX);
+        atomicAdd(&red[0], dY[i] * xv);  // dD
+    }
+    __syncthreads();
+    // dG[t][s] = exp(cs_t - cs_s) dy_t . (dt_s x_s), replacing Gm; d(cs) from the mask's exponent:
+    // the coefficient of exp(cs_t - cs_s) is dG * (C_t . B_s) = dt_s (dy_t . x_s) Gm[t][s]
+    for (int i = threadIdx.x; i < Qc * Qc; i += blockDim.x) {
+        int t = i / Qc, s = i % Qc;
+        if (s > t) continue;
+        float dot = 0.0f;
+        for (int p = 0; p < P; p++) dot += dY[t * P + p] * Xr[s * PS + p];
+        dot *= dts[s];
+        if (s < t) { float m = dot * Gm[t * Q + s]; atomicAdd(&da[t], m); atomicAdd(&da[s], -m); }
+        Gm[t * Q + s] = expf(cs[t] - cs[s]) * dot;
+    }
+    __syncthreads();
+    // dC_t = sum_{s<=t} dG[t][s] B_s + exp(cs_t) H_c^T dy_t;  d(cs_t) from the state read
+    for (int i = threadIdx.x; i < Qc * N; i += blockDim.x) {
+        int t = i / N, n = i % N;
+        float intra = 0.0f, inter = 0.0f;
+        for (int s = 0; s <= t; s++) intra += Gm[t * Q + s] * Bs[s * NS + n];
+        for (int p = 0; p < P; p++) inter += dY[t * P + p] * Hs[p * NS + n];
+        inter *= expf(cs[t]);
+        atomicAdd(&dCm[(((size_t)b * L + t0 + t) * G + g) * N + n], intra + inter);
+        atomicAdd(&da[t], Cs[t * NS + n] * inter);
+    }
+    // dB_s = sum_{t>=s} dG[t][s] C_t + exp(cl - cs_s) dt_s dS_c^T x_s;  d(cs) from the chunk state
+    for (int i = threadIdx.x; i < Qc * N; i += blockDim.x) {
+        int s = i / N, n = i % N;
+        float intra = 0.0f, via_state = 0.0f;
+        for (int t = s; t < Qc; t++) intra += Gm[t * Q + s] * Cs[t * NS + n];
+        for (int p = 0; p < P; p++) via_state += dSs[p * NS + n] * Xr[s * PS + p];
+        float w = expf(cs[last] - cs[s]) * dts[s] * via_state;
+        atomicAdd(&dBm[(((size_t)b * L + t0 + s) * G + g) * N + n], intra + w);
+        if (s < last) { float k = Bs[s * NS + n] * w; atomicAdd(&da[last], k); atomicAdd(&da[s], -k); }
+    }
+    __syncthreads();
+    // cs_t = sum_{k<=t} dt_k A: ddt_k += A sum_{t>=k} d(cs_t), dA += sum_k dt_k sum_{t>=k} d(cs_t)
+    if (threadIdx.x == 0) {
+        float run = 0.0f, a_acc = 0.0f;
+        for (int k = last; k >= 0; k--) { run += da[k]; ddt_s[k] += A[h] * run; a_acc += dts[k] * run; }
+        atomicAdd(&dA[h], a_acc);
+        atomicAdd(&dD[h], red[0]);
+    }
+    __syncthreads();
+    for (int k = threadIdx.x; k < Qc; k += blockDim.x) {
+        size_t at = ((size_t)b * L + t0 + k) * H + h;
+        ddt[at] = (floatX)((float)ddt[at] + ddt_s[k]);
+    }
+}
+
+// shared memory of each kernel, in floats
+static size_t ssd_smem_outer(int P, int N) { return 3 * SSD_CUDA_CHUNK + (size_t)SSD_CUDA_CHUNK * (P + N); }
+static size_t ssd_smem_out(int P, int N) {
+    size_t Q = SSD_CUDA_CHUNK;
+    return 2 * Q + 2 * Q * (N + 1) + Q * P + Q * Q + (size_t)P * (N + 1);
+}
+static size_t ssd_smem_chunk_backward(int P, int N) {
+    size_t Q = SSD_CUDA_CHUNK;
+    return 4 * Q + 2 + 2 * Q * (N + 1) + Q * (P + 1) + Q * P + Q * Q + 2 * (size_t)P * (N + 1);
+}
+
+static void ssd_set_smem(const void* kernel, size_t floats, const char* who) {
+    int dev = 0, max_optin = 0;
+    cudaCheck(cudaGetDevice(&dev));
+    cudaCheck(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    if (floats * sizeof(float) > (size_t)max_optin)
+        FATAL("%s: needs %zu bytes of shared memory per block, the GPU has %d (reduce P x N)", who, floats * sizeof(float), max_optin);
+    cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(floats * sizeof(float))));
+}
+
+// the states entering each chunk, (B, nc, H, P, N), into `states` (steps 1 and 2)
+static void ssd_chunk_states_cuda(float* states, float* final_state, const floatX* x, const floatX* dt, const float* A,
+                                  const floatX* Bm, const float* h0, int B, int L, int H, int P, int G, int N) {
+    int nc = ceil_div(L, SSD_CUDA_CHUNK);
+    size_t sm1 = ssd_smem_outer(P, N);
+    ssd_set_smem((const void*)ssd_outer_kernel, sm1, "ssd (chunk states)");
+    ssd_outer_kernel<<<dim3(nc, H, B), 256, sm1 * sizeof(float)>>>(states, x, dt, A, Bm, B, L, H, P, G, N, 0);
+    cudaCheckLaunch();
+    ssd_pass_kernel<<<dim3(H, B), 256, nc * sizeof(float)>>>(states, final_state, h0, dt, A, L, H, P, N, nc);
+    cudaCheckLaunch();
+}
+
+// `chunk`: the CPU's; the kernels use SSD_CUDA_CHUNK
+static void ssd_forward_cuda(floatX* y, float* final_state, const floatX* x, const floatX* dt, const float* A,
+                             const floatX* Bm, const floatX* Cm, const float* D, const float* h0, int B, int L, int H,
+                             int P, int G, int N, int chunk) {
+    ssd_check_shape("ssd_forward", B, L, H, P, G, N);
+    (void)chunk;
+    if (B == 0 || L == 0) return;
+    static DeviceScratch states_buf;
+    int nc = ceil_div(L, SSD_CUDA_CHUNK);
+    float* states = states_buf.get((size_t)B * nc * H * P * N);
+    ssd_chunk_states_cuda(states, final_state, x, dt, A, Bm, h0, B, L, H, P, G, N);
+    size_t sm3 = ssd_smem_out(P, N);
+    ssd_set_smem((const void*)ssd_out_kernel, sm3, "ssd_forward");
+    ssd_out_kernel<<<dim3(nc, H, B), 256, sm3 * sizeof(float)>>>(y, x, dt, A, Bm, Cm, D, states, B, L, H, P, G, N);
+    cudaCheckLaunch();
+}
+
+// every gradient accumulates (+=); dx, ddt, dBm, dCm must not be nullptr here
+static void ssd_backward_cuda(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm, float* dD, float* dh0,
+                              const floatX* dy, const float* dfinal_state, const floatX* x, const floatX* dt,
+                              const float* A, const floatX* Bm, const floatX* Cm, const float* D, const float* h0,
+                              int B, int L, int H, int P, int G, int N) {
+    ssd_check_shape("ssd_backward", B, L, H, P, G, N);
+    if (!dx || !ddt || !dBm || !dCm || !dA || !dD) FATAL("ssd_backward_cuda: dx, ddt, dA, dBm, dCm and dD are required");
+    if (B == 0 || L == 0) return;
+    static DeviceScratch states_buf, dS_buf, dcl_buf;
+    int nc = ceil_div(L, SSD_CUDA_CHUNK);
+    size_t n_states = (size_t)B * nc * H * P * N;
+    float* states = states_buf.get(n_states);
+    float* dS = dS_buf.get(n_states);
+    float* dcl = dcl_buf.get((size_t)B * nc * H);
+    ssd_chunk_states_cuda(states, nullptr, x, dt, A, Bm, h0, B, L, H, P, G, N);  // recomputed
+    size_t sm1 = ssd_smem_outer(P, N);
+    ssd_outer_kernel<<<dim3(nc, H, B), 256, sm1 * sizeof(float)>>>(dS, dy, dt, A, Cm, B, L, H, P, G, N, 1);
+    cudaCheckLaunch();
+    ssd_pass_backward_kernel<<<dim3(H, B), 256, 2 * nc * sizeof(float)>>>(dS, dcl, dh0, dfinal_state, states, dt, A, L, H, P, N, nc);
+    cudaCheckLaunch();
+    size_t sm6 = ssd_smem_chunk_backward(P, N);
+    ssd_set_smem((const void*)ssd_chunk_backward_kernel, sm6, "ssd_backward");
+    ssd_chunk_backward_kernel<<<dim3(nc, H, B), 256, sm6 * sizeof(float)>>>(dx, ddt, dA, dBm, dCm, dD, dy, x, dt, A, Bm, Cm, D,
+                                                                             states, dS, dcl, B, L, H, P, G, N);
+    cudaCheckLaunch();
+}
+
+// one token: y, x (B, H, P); dt (B, H); Bm, Cm (B, G, N); state (B, H, P, N) in place.
+// One thread per (b, h, p), looping over N.
+__global__ void ssd_step_kernel(floatX* y, float* state, const floatX* x, const floatX* dt, const float* A,
+                                const floatX* Bm, const floatX* Cm, const float* D, int B, int H, int P, int G, int N) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= B * H * P) return;
+    int h = (i / P) % H, b = i / (P * H), g = h / (H / G);  // p = i % P: x, y and state rows are indexed by i
+    float d = (float)dt[(size_t)b * H + h], a = expf(d * A[h]), xp = (float)x[i], acc = 0.0f;
+    const floatX* Bt = Bm + ((size_t)b * G + g) * N;
+    const floatX* Ct = Cm + ((size_t)b * G + g) * N;
+    float* s = state + (size_t)i * N;
+    for (int n = 0; n < N; n++) {
+        s[n] = a * s[n] + d * xp * (float)Bt[n];
+        acc += s[n] * (float)Ct[n];
+    }
+    y[i] = (floatX)(acc + D[h] * xp);
+}
+
+static void ssd_step_cuda(floatX* y, float* state, const floatX* x, const floatX* dt, const float* A,
+                          const floatX* Bm, const floatX* Cm, const float* D, int B, int H, int P, int G, int N) {
+    ssd_check_shape("ssd_step", B, 1, H, P, G, N);
+    int n = B * H * P;
+    if (n == 0) return;
+    ssd_step_kernel<<<ceil_div(n, 128), 128>>>(y, state, x, dt, A, Bm, Cm, D, B, H, P, G, N);
+    cudaCheckLaunch();
+}
 #endif  // __CUDACC__
 
 // ---------------------------------------------------------------------------
@@ -438,20 +804,20 @@ static void ssd_step_cpu(floatX* y, float* state, const floatX* x, const floatX*
 static void ssd_forward(bool on_gpu, floatX* y, float* final_state, const floatX* x, const floatX* dt,
                         const float* A, const floatX* Bm, const floatX* Cm, const float* D, const float* h0,
                         int B, int L, int H, int P, int G, int N, int chunk) {
-    if (on_gpu) FATAL("SSD has no CUDA version yet");
-    ssd_forward_chunked_cpu(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G, N, chunk);
+    if (on_gpu) GPU_CALL(ssd_forward_cuda(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G, N, chunk));
+    else ssd_forward_chunked_cpu(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G, N, chunk);
 }
 
 static void ssd_backward(bool on_gpu, floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm, float* dD,
                          float* dh0, const floatX* dy, const float* dfinal_state, const floatX* x, const floatX* dt,
                          const float* A, const floatX* Bm, const floatX* Cm, const float* D, const float* h0,
                          int B, int L, int H, int P, int G, int N) {
-    if (on_gpu) FATAL("SSD has no CUDA version yet");
-    ssd_backward_cpu(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G, N);
+    if (on_gpu) GPU_CALL(ssd_backward_cuda(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G, N));
+    else ssd_backward_cpu(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G, N);
 }
 
 static void ssd_step(bool on_gpu, floatX* y, float* state, const floatX* x, const floatX* dt, const float* A,
                      const floatX* Bm, const floatX* Cm, const float* D, int B, int H, int P, int G, int N) {
-    if (on_gpu) FATAL("SSD has no CUDA version yet");
-    ssd_step_cpu(y, state, x, dt, A, Bm, Cm, D, B, H, P, G, N);
+    if (on_gpu) GPU_CALL(ssd_step_cuda(y, state, x, dt, A, Bm, Cm, D, B, H, P, G, N));
+    else ssd_step_cpu(y, state, x, dt, A, Bm, Cm, D, B, H, P, G, N);
 }

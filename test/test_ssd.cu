@@ -310,16 +310,16 @@ static void test_wrappers() {
     bool same = memcmp(y.data(), y2.data(), y.size() * sizeof(float)) == 0 &&
                 memcmp(fs.data(), f2.data(), fs.size() * sizeof(float)) == 0;
     report(same, "wrapper ssd_forward(cpu) == chunked", "differs");
-    expect_fatal("wrapper ssd_forward(on_gpu) FATALs", "SSD has no CUDA version yet", [&] {
+    expect_fatal("wrapper ssd_forward(on_gpu) FATALs in a CPU build", "built without CUDA", [&] {
         ssd_forward(true, y.data(), fs.data(), p.x.data(), p.dt.data(), p.A.data(), p.Bm.data(), p.Cm.data(),
                     p.D.data(), p.h0.data(), p.B, p.L, p.H, p.P, p.G, p.N, 16);
     });
-    expect_fatal("wrapper ssd_backward(on_gpu) FATALs", "SSD has no CUDA version yet", [&] {
+    expect_fatal("wrapper ssd_backward(on_gpu) FATALs in a CPU build", "built without CUDA", [&] {
         ssd_backward(true, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, p.wy.data(), nullptr,
                      p.x.data(), p.dt.data(), p.A.data(), p.Bm.data(), p.Cm.data(), p.D.data(), p.h0.data(), p.B,
                      p.L, p.H, p.P, p.G, p.N);
     });
-    expect_fatal("wrapper ssd_step(on_gpu) FATALs", "SSD has no CUDA version yet", [&] {
+    expect_fatal("wrapper ssd_step(on_gpu) FATALs in a CPU build", "built without CUDA", [&] {
         ssd_step(true, y.data(), fs.data(), p.x.data(), p.dt.data(), p.A.data(), p.Bm.data(), p.Cm.data(),
                  p.D.data(), p.B, p.H, p.P, p.G, p.N);
     });

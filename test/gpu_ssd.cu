@@ -1,0 +1,90 @@
+// gpu_ssd.cu: Mamba-2's SSD on the GPU (src/ssd.h, chunked v1) against the CPU reference:
+// forward (y, final state), backward (every gradient, accumulating onto pre-filled buffers,
+// with and without an initial state and a final-state gradient), and the recurrent step, at
+// shapes with one chunk, several chunks, a partial last chunk, L = 1, 1 and 2 groups, and the
+// Mamba-2 head shape (P 64, N 128). Outputs are poisoned (NaN) before the kernels write them.
+#include "../src/ssd.h"
+#include "test_util.h"
+
+typedef std::vector<float> Vec;
+
+static void test_shape(int B, int L, int H, int P, int G, int N, bool with_h0, bool with_dfinal, uint64_t seed) {
+    Rng r; rng_seed(&r, seed);
+    size_t BLHP = (size_t)B * L * H * P, BLGN = (size_t)B * L * G * N, BHPN = (size_t)B * H * P * N, BLH = (size_t)B * L * H;
+    Vec x = random_vec(BLHP, &r, -1.5f, 1.5f), Bm = random_vec(BLGN, &r), Cm = random_vec(BLGN, &r), D = random_vec(H, &r);
+    Vec dt(BLH), A(H);
+    for (auto& v : dt) v = softplus_f(-6.9f + 4.6f * rng_uniform(&r));  // ~[0.001, 0.095], as Mamba-2's init
+    for (auto& v : A) v = -expf(-1.0f + 3.0f * rng_uniform(&r));
+    Vec h0 = random_vec(BHPN, &r), dy = random_vec(BLHP, &r), dfin = random_vec(BHPN, &r);
+    const float* h0p = with_h0 ? h0.data() : nullptr;
+    const float* dfp = with_dfinal ? dfin.data() : nullptr;
+    char name[200];
+    auto label = [&](const char* what) {
+        snprintf(name, sizeof name, "ssd %s B%d L%d H%d P%d G%d N%d%s%s", what, B, L, H, P, G, N, with_h0 ? " h0" : "", with_dfinal ? " dfinal" : "");
+        return name;
+    };
+    // CPU
+    Vec y(BLHP), fs(BHPN);
+    ssd_forward_chunked_cpu(y.data(), fs.data(), x.data(), dt.data(), A.data(), Bm.data(), Cm.data(), D.data(), h0p, B, L, H, P, G, N, 16);
+    Vec dx = random_vec(BLHP, &r), ddt = random_vec(BLH, &r), dA = random_vec(H, &r), dB = random_vec(BLGN, &r);
+    Vec dC = random_vec(BLGN, &r), dD = random_vec(H, &r), dh0 = random_vec(BHPN, &r);
+    Vec gdx0 = dx, gddt0 = ddt, gdA0 = dA, gdB0 = dB, gdC0 = dC, gdD0 = dD, gdh00 = dh0;  // the GPU starts from the same
+    ssd_backward_cpu(dx.data(), ddt.data(), dA.data(), dB.data(), dC.data(), dD.data(), dh0.data(), dy.data(), dfp, x.data(),
+                     dt.data(), A.data(), Bm.data(), Cm.data(), D.data(), h0p, B, L, H, P, G, N);
+    // GPU
+    float *gx = to_device(x), *gdt = to_device(dt), *gA = to_device(A), *gB = to_device(Bm), *gC = to_device(Cm), *gD = to_device(D);
+    float *gh0 = with_h0 ? to_device(h0) : nullptr, *gdy = to_device(dy), *gdf = with_dfinal ? to_device(dfin) : nullptr;
+    float *gy = device_poisoned(BLHP), *gfs = device_poisoned(BHPN);
+    ssd_forward_cuda(gy, gfs, gx, gdt, gA, gB, gC, gD, gh0, B, L, H, P, G, N, 16);
+    check_close(label("forward y"), from_device(gy, BLHP).data(), y.data(), BLHP, 1e-5);
+    check_close(label("forward final state"), from_device(gfs, BHPN).data(), fs.data(), BHPN, 1e-5);
+    float *gdx = to_device(gdx0), *gddt = to_device(gddt0), *gdA = to_device(gdA0), *gdB = to_device(gdB0), *gdC = to_device(gdC0);
+    float *gdD = to_device(gdD0), *gdh0 = to_device(gdh00);
+    ssd_backward_cuda(gdx, gddt, gdA, gdB, gdC, gdD, gdh0, gdy, gdf, gx, gdt, gA, gB, gC, gD, gh0, B, L, H, P, G, N);
+    check_close(label("dx"), from_device(gdx, BLHP).data(), dx.data(), BLHP, 1e-4);
+    check_close(label("ddt"), from_device(gddt, BLH).data(), ddt.data(), BLH, 1e-4);
+    check_close(label("dA"), from_device(gdA, H).data(), dA.data(), H, 1e-4);
+    check_close(label("dB"), from_device(gdB, BLGN).data(), dB.data(), BLGN, 1e-4);
+    check_close(label("dC"), from_device(gdC, BLGN).data(), dC.data(), BLGN, 1e-4);
+    check_close(label("dD"), from_device(gdD, H).data(), dD.data(), H, 1e-4);
+    check_close(label("dh0"), from_device(gdh0, BHPN).data(), dh0.data(), BHPN, 1e-4);
+    for (float* p : {gx, gdt, gA, gB, gC, gD, gh0, gdy, gdf, gy, gfs, gdx, gddt, gdA, gdB, gdC, gdD, gdh0})
+        if (p) cudaCheck(cudaFree(p));
+}
+
+// the recurrent step: a few tokens in a row, GPU state == CPU state
+static void test_step(int B, int H, int P, int G, int N) {
+    Rng r; rng_seed(&r, 99 + N);
+    size_t BHP = (size_t)B * H * P, BGN = (size_t)B * G * N, BHPN = BHP * N;
+    Vec A(H), D = random_vec(H, &r), state = random_vec(BHPN, &r);
+    for (auto& v : A) v = -expf(-1.0f + 3.0f * rng_uniform(&r));
+    float *gA = to_device(A), *gD = to_device(D), *gs = to_device(state);
+    double worst = 0;
+    for (int step = 0; step < 4; step++) {
+        Vec x = random_vec(BHP, &r), Bm = random_vec(BGN, &r), Cm = random_vec(BGN, &r), dt((size_t)B * H), y(BHP);
+        for (auto& v : dt) v = softplus_f(-4.0f + 3.0f * rng_uniform(&r));
+        ssd_step_cpu(y.data(), state.data(), x.data(), dt.data(), A.data(), Bm.data(), Cm.data(), D.data(), B, H, P, G, N);
+        float *gx = to_device(x), *gdt = to_device(dt), *gB = to_device(Bm), *gC = to_device(Cm), *gy = device_poisoned(BHP);
+        ssd_step_cuda(gy, gs, gx, gdt, gA, gB, gC, gD, B, H, P, G, N);
+        worst = fmax(worst, rel_err(from_device(gy, BHP).data(), y.data(), BHP));
+        for (float* p : {gx, gdt, gB, gC, gy}) cudaCheck(cudaFree(p));
+    }
+    char name[120];
+    snprintf(name, sizeof name, "ssd step x4 B%d H%d P%d G%d N%d: y", B, H, P, G, N);
+    report(worst < 1e-5, name, "rel err %.2e", worst);
+    snprintf(name, sizeof name, "ssd step x4 B%d H%d P%d G%d N%d: state", B, H, P, G, N);
+    check_close(name, from_device(gs, BHPN).data(), state.data(), BHPN, 1e-5);
+    for (float* p : {gA, gD, gs}) cudaCheck(cudaFree(p));
+}
+
+int main() {
+    test_shape(2, 1, 4, 4, 2, 8, true, true, 1);      // L = 1
+    test_shape(2, 7, 4, 4, 1, 8, false, false, 2);    // one partial chunk
+    test_shape(1, 64, 2, 8, 2, 16, true, false, 3);   // exactly one chunk
+    test_shape(2, 70, 4, 5, 2, 6, false, true, 4);    // a full and a partial chunk, odd P and N
+    test_shape(1, 200, 3, 16, 1, 32, true, true, 5);  // four chunks, the last partial
+    test_shape(1, 130, 2, 64, 1, 128, true, true, 6); // Mamba-2's head shape
+    test_step(2, 4, 5, 2, 6);
+    test_step(1, 3, 64, 1, 128);
+    return test_summary();
+}
