@@ -123,6 +123,11 @@ build/make_scenes: data_scripts/make_scenes.cpp $(SRC_HEADERS)
 vlm:
 	bash data_scripts/train_vlm.sh
 
+# the speed benchmark (GPU): the mamba-130m training step and generation beside the anchors
+.PHONY: bench
+bench:
+	bash data_scripts/bench.sh
+
 # the LoRA study: KJV pretraining, nine fine-tunings on the fortunes, table and plot
 .PHONY: lora-study
 lora-study:

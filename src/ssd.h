@@ -443,7 +443,8 @@ static void ssd_step_cpu(floatX* y, float* state, const floatX* x, const floatX*
 //             6. per chunk: dX_s = d(dt_s x_s) (intra-chunk and through S_c), dx, ddt,
 //                dC (intra + exp(cs_t) dy_t H_c), dB (intra + through S_c), dD, and
 //                d(cs_t), turned into ddt and dA by a reverse cumulative sum   ssd_chunk_backward_kernel
-// dBm, dCm (shared by the heads of a group), dA and dD (summed over b) use float atomics.
+// dBm, dCm (shared by the heads of a group) are summed from per-head parts; dA and dD (summed
+// over chunks and b) use one float atomic per block.
 #define SSD_CUDA_CHUNK 64
 
 // cs[0..Qc) and dts[0..Qc) of chunk (b, h, t0); thread 0, then a barrier
@@ -590,7 +591,10 @@ __global__ void ssd_pass_backward_kernel(float* dS, float* dcl, float* dh0, cons
 }
 
 // step 6 for one chunk; grid (nc, H, B)
-__global__ void ssd_chunk_backward_kernel(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm, float* dD,
+// dBh, dCh: (B, L, H, N) per-head parts of dB and dC (ssd_group_sum_kernel adds them up per
+// group: the 24 heads of a group adding into one row with atomics serialised in v2).
+// Reductions over a warp's lanes use shuffles where a warp shares the index (rows of 32k).
+__global__ void ssd_chunk_backward_kernel(floatX* dx, floatX* ddt, float* dA, float* dBh, float* dCh, float* dD,
                                           const floatX* dy, const floatX* x, const floatX* dt, const float* A,
                                           const floatX* Bm, const floatX* Cm, const float* D, const float* Hin,
                                           const float* dS, const float* dcl, int B, int L, int H, int P, int G, int N) {
@@ -635,6 +639,8 @@ __global__ void ssd_chunk_backward_kernel(floatX* dx, floatX* ddt, float* dA, fl
     }
     __syncthreads();
     // dX_s[p] (X = dt x): intra-chunk outputs and the chunk state; then dx, ddt's direct part
+    float dD_local = 0.0f, dcl_local = 0.0f;  // this thread's share of dD and of d(cs_last)
+    const bool warp_rows_P = P % 32 == 0, warp_rows_N = N % 32 == 0, warp_rows_Q = Qc % 32 == 0;
     for (int i = threadIdx.x; i < Qc * P; i += blockDim.x) {
         int s = i / P, p = i % P;
         float acc = 0.0f, via_state = 0.0f;
@@ -643,20 +649,34 @@ __global__ void ssd_chunk_backward_kernel(floatX* dx, floatX* ddt, float* dA, fl
         float dX = acc + expf(cs[last] - cs[s]) * via_state, xv = Xr[s * PS + p];
         size_t at = (((size_t)b * L + t0 + s) * H + h) * P + p;
         dx[at] = (floatX)((float)dx[at] + dts[s] * dX + D[h] * dY[i]);
-        atomicAdd(&ddt_s[s], xv * dX);
-        atomicAdd(&red[0], dY[i] * xv);  // dD
+        dD_local += dY[i] * xv;
+        if (warp_rows_P) {  // the warp's 32 lanes share s
+            float v = warp_sum(xv * dX);
+            if ((threadIdx.x & 31) == 0) atomicAdd(&ddt_s[s], v);
+        } else {
+            atomicAdd(&ddt_s[s], xv * dX);
+        }
     }
     __syncthreads();
     // dG[t][s] = exp(cs_t - cs_s) dy_t . (dt_s x_s), replacing Gm; d(cs) from the mask's exponent:
     // the coefficient of exp(cs_t - cs_s) is dG * (C_t . B_s) = dt_s (dy_t . x_s) Gm[t][s]
     for (int i = threadIdx.x; i < Qc * Qc; i += blockDim.x) {
         int t = i / Qc, s = i % Qc;
-        if (s > t) continue;
-        float dot = 0.0f;
-        for (int p = 0; p < P; p++) dot += dY[t * P + p] * Xr[s * PS + p];
-        dot *= dts[s];
-        if (s < t) { float m = dot * Gm[t * Q + s]; atomicAdd(&da[t], m); atomicAdd(&da[s], -m); }
-        Gm[t * Q + s] = expf(cs[t] - cs[s]) * dot;
+        float m = 0.0f;
+        if (s <= t) {
+            float dot = 0.0f;
+            for (int p = 0; p < P; p++) dot += dY[t * P + p] * Xr[s * PS + p];
+            dot *= dts[s];
+            if (s < t) m = dot * Gm[t * Q + s];
+            Gm[t * Q + s] = expf(cs[t] - cs[s]) * dot;
+        }
+        if (m != 0.0f) atomicAdd(&da[s], -m);  // different s per lane
+        if (warp_rows_Q) {                     // the warp shares t
+            float v = warp_sum(m);
+            if ((threadIdx.x & 31) == 0) atomicAdd(&da[t], v);
+        } else if (m != 0.0f) {
+            atomicAdd(&da[t], m);
+        }
     }
     __syncthreads();
     // dC_t = sum_{s<=t} dG[t][s] B_s + exp(cs_t) H_c^T dy_t;  d(cs_t) from the state read
@@ -666,8 +686,14 @@ __global__ void ssd_chunk_backward_kernel(floatX* dx, floatX* ddt, float* dA, fl
         for (int s = 0; s <= t; s++) intra += Gm[t * Q + s] * Bs[s * NS + n];
         for (int p = 0; p < P; p++) inter += dY[t * P + p] * Hs[p * NS + n];
         inter *= expf(cs[t]);
-        atomicAdd(&dCm[(((size_t)b * L + t0 + t) * G + g) * N + n], intra + inter);
-        atomicAdd(&da[t], Cs[t * NS + n] * inter);
+        dCh[(((size_t)b * L + t0 + t) * H + h) * N + n] = intra + inter;
+        float m = Cs[t * NS + n] * inter;
+        if (warp_rows_N) {  // the warp shares t
+            m = warp_sum(m);
+            if ((threadIdx.x & 31) == 0) atomicAdd(&da[t], m);
+        } else {
+            atomicAdd(&da[t], m);
+        }
     }
     // dB_s = sum_{t>=s} dG[t][s] C_t + exp(cl - cs_s) dt_s dS_c^T x_s;  d(cs) from the chunk state
     for (int i = threadIdx.x; i < Qc * N; i += blockDim.x) {
@@ -676,9 +702,20 @@ __global__ void ssd_chunk_backward_kernel(floatX* dx, floatX* ddt, float* dA, fl
         for (int t = s; t < Qc; t++) intra += Gm[t * Q + s] * Cs[t * NS + n];
         for (int p = 0; p < P; p++) via_state += dSs[p * NS + n] * Xr[s * PS + p];
         float w = expf(cs[last] - cs[s]) * dts[s] * via_state;
-        atomicAdd(&dBm[(((size_t)b * L + t0 + s) * G + g) * N + n], intra + w);
-        if (s < last) { float k = Bs[s * NS + n] * w; atomicAdd(&da[last], k); atomicAdd(&da[s], -k); }
+        dBh[(((size_t)b * L + t0 + s) * H + h) * N + n] = intra + w;
+        float k = s < last ? Bs[s * NS + n] * w : 0.0f;
+        dcl_local += k;
+        if (warp_rows_N) {  // the warp shares s
+            k = warp_sum(k);
+            if ((threadIdx.x & 31) == 0) atomicAdd(&da[s], -k);
+        } else {
+            atomicAdd(&da[s], -k);
+        }
     }
+    // the block's sums of dD and d(cs_last): one shuffle reduction per warp, then shared atomics
+    dD_local = warp_sum(dD_local);
+    dcl_local = warp_sum(dcl_local);
+    if ((threadIdx.x & 31) == 0) { atomicAdd(&red[0], dD_local); atomicAdd(&da[last], dcl_local); }
     __syncthreads();
     // cs_t = sum_{k<=t} dt_k A: ddt_k += A sum_{t>=k} d(cs_t), dA += sum_k dt_k sum_{t>=k} d(cs_t)
     if (threadIdx.x == 0) {
@@ -692,6 +729,18 @@ __global__ void ssd_chunk_backward_kernel(floatX* dx, floatX* ddt, float* dA, fl
         size_t at = ((size_t)b * L + t0 + k) * H + h;
         ddt[at] = (floatX)((float)ddt[at] + ddt_s[k]);
     }
+}
+
+// dBm[b, t, g, n] += sum of dBh[b, t, h, n] over the heads h of group g (the same for dC)
+__global__ void ssd_group_sum_kernel(floatX* out, const float* per_head, int B, int L, int H, int G, int N) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)B * L * G * N) return;
+    int n = (int)(i % N), g = (int)((i / N) % G);
+    size_t bt = i / ((size_t)N * G);
+    int hpg = H / G;
+    float acc = 0.0f;
+    for (int h = g * hpg; h < (g + 1) * hpg; h++) acc += per_head[(bt * H + h) * N + n];
+    out[i] = (floatX)((float)out[i] + acc);
 }
 
 // shared memory of each kernel, in floats
@@ -751,12 +800,14 @@ static void ssd_backward_cuda(floatX* dx, floatX* ddt, float* dA, floatX* dBm, f
     ssd_check_shape("ssd_backward", B, L, H, P, G, N);
     if (!dx || !ddt || !dBm || !dCm || !dA || !dD) FATAL("ssd_backward_cuda: dx, ddt, dA, dBm, dCm and dD are required");
     if (B == 0 || L == 0) return;
-    static DeviceScratch states_buf, dS_buf, dcl_buf;
+    static DeviceScratch states_buf, dS_buf, dcl_buf, dBh_buf, dCh_buf;
     int nc = ceil_div(L, SSD_CUDA_CHUNK);
-    size_t n_states = (size_t)B * nc * H * P * N;
+    size_t n_states = (size_t)B * nc * H * P * N, n_heads = (size_t)B * L * H * N;
     float* states = states_buf.get(n_states);
     float* dS = dS_buf.get(n_states);
     float* dcl = dcl_buf.get((size_t)B * nc * H);
+    float* dBh = dBh_buf.get(n_heads);
+    float* dCh = dCh_buf.get(n_heads);
     ssd_chunk_states_cuda(states, nullptr, x, dt, A, Bm, h0, B, L, H, P, G, N);  // recomputed
     size_t sm1 = ssd_smem_outer(P, N);
     ssd_outer_kernel<<<dim3(nc, H, B), 256, sm1 * sizeof(float)>>>(dS, dy, dt, A, Cm, B, L, H, P, G, N, 1);
@@ -765,8 +816,13 @@ static void ssd_backward_cuda(floatX* dx, floatX* ddt, float* dA, floatX* dBm, f
     cudaCheckLaunch();
     size_t sm6 = ssd_smem_chunk_backward(P, N);
     ssd_set_smem((const void*)ssd_chunk_backward_kernel, sm6, "ssd_backward");
-    ssd_chunk_backward_kernel<<<dim3(nc, H, B), 256, sm6 * sizeof(float)>>>(dx, ddt, dA, dBm, dCm, dD, dy, x, dt, A, Bm, Cm, D,
+    ssd_chunk_backward_kernel<<<dim3(nc, H, B), 256, sm6 * sizeof(float)>>>(dx, ddt, dA, dBh, dCh, dD, dy, x, dt, A, Bm, Cm, D,
                                                                              states, dS, dcl, B, L, H, P, G, N);
+    cudaCheckLaunch();
+    size_t n_groups = (size_t)B * L * G * N;
+    unsigned grid = (unsigned)((n_groups + 255) / 256);
+    ssd_group_sum_kernel<<<grid, 256>>>(dBm, dBh, B, L, H, G, N);
+    ssd_group_sum_kernel<<<grid, 256>>>(dCm, dCh, B, L, H, G, N);
     cudaCheckLaunch();
 }
 

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# make bench: the mamba-130m shape on this GPU, beside the figures it is compared to.
+#   training step (batch 8 x 1024, vocab 50280, random tokens): tokens/s, ms/step, peak
+#   memory, the memory breakdown, and the per-component time (--profile)
+#   generation: us/token at batch 1, 8, 64 against the weight-read floor (--bench-generate)
+# Logs under $OUT (default out/bench); the table is printed last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out/bench}; mkdir -p "$OUT"
+make train_mamba >/dev/null || exit 1
+if ! (command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 && ldd ./train_mamba | grep -q cublas); then
+    echo "make bench needs a GPU and a CUDA build of train_mamba" >&2; exit 1
+fi
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+M130="--random-data --vocab 50280 --d-model 768 --n-layer 24 --batch 8 --seq-len 1024 --eval-interval 0 --log-every 5"
+./train_mamba $M130 --steps 15 > "$OUT/step.log" 2>&1
+./train_mamba $M130 --steps 4 --profile 3 > "$OUT/profile.log" 2>&1
+# generation from a 130m-shaped checkpoint (weights after one step: the speed does not depend on them)
+./train_mamba $M130 --steps 1 --checkpoint /tmp/bench130m.ckpt > /dev/null 2>&1
+./train_mamba --resume /tmp/bench130m.ckpt --bench-generate > "$OUT/generate.log" 2>&1 || echo "(generation benchmark failed: $OUT/generate.log)"
+rm -f /tmp/bench130m.ckpt
+/usr/bin/python3 - "$GPU" "$OUT" <<'PY'
+import re, sys
+gpu, out = sys.argv[1], sys.argv[2]
+step = open(out + "/step.log").read()
+m = re.search(r"summary: ([0-9.]+) ms/step, ([0-9]+) tokens/s, peak memory ([0-9]+) MiB", step)
+mem = re.search(r"memory: (.*)", step)
+print(f"\n== make bench on {gpu}\n")
+print("mamba-130m training step, batch 8 x 1024 (fp32 activations, TF32 matmuls; bf16 is not implemented yet)")
+print("| | tokens/s | ms/step | peak memory |\n|---|---|---|---|")
+if m:
+    print(f"| this project ({gpu}) | {int(m.group(2)) / 1000:.1f}k | {float(m.group(1)):.1f} | {int(m.group(3)) / 1024:.2f} GiB |")
+else:
+    print("| this project | (failed: see step.log) | | |")
+print("| official mamba_ssm + causal_conv1d, bf16 (H100, anchors) | 122k | 67 | 10.3 GB |")
+print("| official mamba_ssm + causal_conv1d, bf16 (H200, anchors) | 115.3k | 71.1 | 9.27 GiB |")
+if mem:
+    print("\n" + mem.group(0))
+prof = open(out + "/profile.log").read()
+i = prof.find("per-component")
+if i >= 0:
+    print("\n" + prof[i:].strip())
+gen = open(out + "/generate.log").read().strip()
+print("\ngeneration (anchors: official generate with CUDA graphs 1.60 ms/token at batch 1, H100, bf16; "
+      "weight-read floor 87 us in bf16, twice that for fp32 weights)")
+print(gen if gen else "(no output)")
+PY

@@ -1,0 +1,457 @@
+// gpu_generate.cu: generation on the GPU (src/mamba_generate.h) against the CPU reference.
+//   - the refusals (unmerged LoRA adapters, a CPU model), checked before CUDA starts
+//   - the conv1d+SiLU and selective-scan step kernels against conv1d_step_cpu and
+//     dt_proj + selective_scan_step_cpu, several steps in a row (outputs and states)
+//   - the sampling kernel against sample_token on random logits (ties included) for many
+//     random numbers, temperatures and top-k values
+//   - one decoder step == mamba_step's logits (rel err < 1e-5, exact FP32 matmuls) for several
+//     tokens in a row, batch 1 and 3 (each row its own tokens), plain and CUDA graph; the graph's
+//     logits equal the plain path's bit for bit; a new start() resets the state
+//   - greedy generation: GPU (plain and graph) == CPU mamba_generate == the argmax of the
+//     parallel forward (mamba_forward without targets), batch 1 and 4
+//   - sampled generation: batch 1 == mamba_generate with the same seed; batch 3 == a CPU
+//     loop drawing the same uniforms (step-major, rows in order); graph == plain
+//   - a merged LoRA model generates what mamba_generate gives with the unmerged adapters
+//   - the benchmark helper returns a positive time
+#include "../src/mamba_generate.h"
+#include "mamba_test_util.h"
+#include "test_util.h"
+
+static LoraConfig lora_cfg(int rank, const char* targets) {
+    LoraConfig c; c.rank = rank; c.alpha = 4.0f; c.targets = targets; return c;
+}
+
+// a CPU model with perturbed parameters, and the same parameters in a GPU model. jitter:
+// jitter_params (every parameter +-0.5, embeddings N(0, 1), dt 0.2..1: logits well spread, so
+// greedy choices are far from ties, but the network is far from its trained regime and
+// amplifies float rounding); else the standard init plus N(0, 0.05) noise (as gpu_model.cu)
+static void build_pair(MambaModel* cpu, MambaModel* gpu, MambaConfig c, int B, int T, uint64_t seed,
+                       const LoraConfig& lc = LoraConfig(), bool jitter = true) {
+    mamba_build(cpu, c, B, T, false, false, lc);
+    mamba_build(gpu, c, B, T, true, false, lc);
+    mamba_init_params(cpu, seed);
+    if (jitter) jitter_params(cpu, seed + 1);
+    else {
+        Rng r; rng_seed(&r, seed + 1);
+        for (size_t i = 0; i < cpu->params.num_params; i++) cpu->params.params[i] += 0.05f * rng_normal(&r);
+    }
+    cudaCheck(cudaMemcpy(gpu->params.params, cpu->params.params, cpu->params.num_params * sizeof(float), cudaMemcpyHostToDevice));
+}
+
+static std::vector<int> random_tokens(Rng* r, int n, int V) {
+    std::vector<int> t(n);
+    for (int& x : t) x = rng_u32(r) % V;
+    return t;
+}
+
+static std::vector<int> ints_from_device(const int* d, size_t n) {
+    std::vector<int> h(n);
+    cudaCheck(cudaDeviceSynchronize());
+    cudaCheck(cudaMemcpy(h.data(), d, n * sizeof(int), cudaMemcpyDeviceToHost));
+    return h;
+}
+
+// ---------------------------------------------------------------------------
+// the step kernels alone
+
+static void test_conv_step(int B, int E, int K) {
+    Rng r; rng_seed(&r, 100 + K);
+    int ldx = 2 * E, steps = 5;
+    std::vector<float> w = random_vec((size_t)E * K, &r), bias = random_vec(E, &r);
+    std::vector<float> state_c((size_t)B * E * (K - 1));
+    fill_uniform(state_c.data(), state_c.size(), &r, -1, 1);  // a state that is not zero
+    float *gw = to_device(w), *gb = to_device(bias), *gstate = to_device(state_c.data(), state_c.size());
+    float* gu = device_poisoned((size_t)B * E);
+    double worst_u = 0, worst_s = 0;
+    for (int s = 0; s < steps; s++) {
+        std::vector<float> xz = random_vec((size_t)B * ldx, &r, -2, 2);  // the z half is never read
+        std::vector<float> x((size_t)B * E), u((size_t)B * E);
+        for (int b = 0; b < B; b++)
+            for (int e = 0; e < E; e++) x[(size_t)b * E + e] = xz[(size_t)b * ldx + e];
+        conv1d_step_cpu(u.data(), state_c.data(), x.data(), w.data(), bias.data(), B, E, K);
+        silu_forward_cpu(u.data(), u.data(), u.size());
+        float* gxz = to_device(xz);
+        cudaCheck(cudaMemset(gu, 0xFF, (size_t)B * E * sizeof(float)));
+        decode_conv1d_silu_step_kernel<<<ceil_div(B * E, 256), 256>>>(gu, gstate, gxz, ldx, gw, gb, B, E, K);
+        cudaCheckLaunch();
+        std::vector<float> hu = from_device(gu, (size_t)B * E), hs = from_device(gstate, state_c.size());
+        worst_u = std::max(worst_u, rel_err(hu.data(), u.data(), u.size()));
+        if (K > 1) worst_s = std::max(worst_s, rel_err(hs.data(), state_c.data(), state_c.size()));
+        cudaCheck(cudaFree(gxz));
+    }
+    char name[128];
+    snprintf(name, sizeof name, "conv1d+silu step B=%d E=%d K=%d, %d steps: output", B, E, K, steps);
+    report(worst_u < 1e-6, name, "worst rel err %.3e", worst_u);
+    snprintf(name, sizeof name, "conv1d+silu step B=%d E=%d K=%d, %d steps: state", B, E, K, steps);
+    report(worst_s == 0.0, name, "worst rel err %.3e (the state is a copy: expected exact)", worst_s);
+    for (float* p : {gw, gb, gstate, gu}) cudaCheck(cudaFree(p));
+}
+
+// the scan step kernel computes delta = dt_low @ dt_proj_w^T itself: the CPU side runs
+// linear_forward_cpu for it, then selective_scan_step_cpu
+static void test_scan_step(int B, int E, int N, int R) {
+    Rng r; rng_seed(&r, 200 + N);
+    int XD = R + 2 * N, steps = 5;
+    std::vector<float> A_log = random_vec((size_t)E * N, &r, -1, 1.5f), Dp = random_vec(E, &r), dtb = random_vec(E, &r, -2, 0.5f);
+    std::vector<float> dtw = random_vec((size_t)E * R, &r, -0.5f, 0.5f);
+    std::vector<float> h_c((size_t)B * E * N);
+    fill_uniform(h_c.data(), h_c.size(), &r, -1, 1);
+    float *gA = to_device(A_log), *gD = to_device(Dp), *gdtb = to_device(dtb), *gdtw = to_device(dtw);
+    float* gh = to_device(h_c.data(), h_c.size());
+    float* gy = device_poisoned((size_t)B * E);
+    double worst_y = 0, worst_h = 0;
+    for (int s = 0; s < steps; s++) {
+        std::vector<float> u = random_vec((size_t)B * E, &r, -2, 2);
+        std::vector<float> xdbl = random_vec((size_t)B * XD, &r, -1, 1), xz = random_vec((size_t)B * 2 * E, &r, -3, 3);
+        std::vector<float> dt_low((size_t)B * R), delta((size_t)B * E);
+        std::vector<float> Bm((size_t)B * N), Cm((size_t)B * N), z((size_t)B * E), y((size_t)B * E);
+        for (int b = 0; b < B; b++) {
+            for (int q = 0; q < R; q++) dt_low[(size_t)b * R + q] = xdbl[(size_t)b * XD + q];
+            for (int n = 0; n < N; n++) {
+                Bm[(size_t)b * N + n] = xdbl[(size_t)b * XD + R + n];
+                Cm[(size_t)b * N + n] = xdbl[(size_t)b * XD + R + N + n];
+            }
+            for (int e = 0; e < E; e++) z[(size_t)b * E + e] = xz[(size_t)b * 2 * E + E + e];
+        }
+        linear_forward_cpu(delta.data(), dt_low.data(), dtw.data(), nullptr, B, R, E);
+        selective_scan_step_cpu(y.data(), h_c.data(), u.data(), delta.data(), A_log.data(), Bm.data(), Cm.data(), Dp.data(),
+                                z.data(), dtb.data(), B, E, N);
+        float *gu = to_device(u), *gxdbl = to_device(xdbl), *gxz = to_device(xz);
+        cudaCheck(cudaMemset(gy, 0xFF, (size_t)B * E * sizeof(float)));
+        decode_scan_step_kernel<<<ceil_div(B * E, 8), 256>>>(gy, gh, gu, gxdbl, XD, R, gdtw, gdtb, gA, gD, gxz + E, 2 * E, B, E, N);
+        cudaCheckLaunch();
+        std::vector<float> hy = from_device(gy, y.size()), hh = from_device(gh, h_c.size());
+        worst_y = std::max(worst_y, rel_err(hy.data(), y.data(), y.size()));
+        worst_h = std::max(worst_h, rel_err(hh.data(), h_c.data(), h_c.size()));
+        for (float* p : {gu, gxdbl, gxz}) cudaCheck(cudaFree(p));
+    }
+    char name[128];
+    snprintf(name, sizeof name, "scan step (+dt_proj) B=%d E=%d N=%d R=%d, %d steps: output", B, E, N, R, steps);
+    report(worst_y < 1e-5, name, "worst rel err %.3e", worst_y);
+    snprintf(name, sizeof name, "scan step (+dt_proj) B=%d E=%d N=%d R=%d, %d steps: state", B, E, N, R, steps);
+    report(worst_h < 1e-5, name, "worst rel err %.3e", worst_h);
+    for (float* p : {gA, gD, gdtb, gdtw, gh, gy}) cudaCheck(cudaFree(p));
+}
+
+// ---------------------------------------------------------------------------
+// the sampling kernel against sample_token
+
+enum LogitKind { LOGITS_NORMAL, LOGITS_TIES, LOGITS_EQUAL, LOGITS_SIGNED_ZERO };
+
+static void fill_logits(float* x, int V, LogitKind kind, Rng* r) {
+    for (int i = 0; i < V; i++) {
+        switch (kind) {
+            case LOGITS_NORMAL: x[i] = 3.0f * rng_normal(r); break;
+            case LOGITS_TIES: x[i] = (float)(rng_u32(r) % 4); break;        // many exact ties
+            case LOGITS_EQUAL: x[i] = 1.5f; break;                           // all tied
+            case LOGITS_SIGNED_ZERO: {                                       // -0 and +0 tie, a few negatives
+                uint32_t k = rng_u32(r) % 3;
+                x[i] = k == 0 ? 0.0f : k == 1 ? -0.0f : -1.0f - rng_uniform(r);
+                break;
+            }
+        }
+    }
+}
+
+static void test_sampler(int V, LogitKind kind, const char* kind_name) {
+    const int rows = 48;
+    Rng r; rng_seed(&r, 300 + V + 17 * kind);
+    std::vector<float> logits((size_t)rows * V);
+    for (int b = 0; b < rows; b++) fill_logits(logits.data() + (size_t)b * V, V, kind, &r);
+    float* glogits = to_device(logits);
+    int* gout = (int*)device_poisoned(rows);
+    int* gout2 = (int*)device_poisoned(rows);
+    float* guni = device_poisoned(rows);
+    const float temps[] = {0.0f, 1e-30f, 0.3f, 1.0f, 2.5f};
+    std::vector<int> ks = {0, 1, 3, 40, V - 1, V, V + 5};
+    if (V > SAMPLE_SMALL_K + 1) { ks.push_back(SAMPLE_SMALL_K); ks.push_back(SAMPLE_SMALL_K + 1); }  // both sides of the small-k path
+    int draws = 0, mismatches = 0, copy_bad = 0;
+    char first[256] = "";
+    for (float temp : temps)
+        for (int k : ks) {
+            if (k < 0) continue;
+            std::vector<float> u(rows);
+            for (int b = 0; b < rows; b++) u[b] = rng_uniform(&r);
+            u[0] = 0.0f;                         // the edges of [0, 1)
+            u[1] = 1.0f - 1.0f / 16777216.0f;
+            cudaCheck(cudaMemcpy(guni, u.data(), rows * sizeof(float), cudaMemcpyHostToDevice));
+            cudaCheck(cudaMemset(gout, 0xFF, rows * sizeof(int)));
+            cudaCheck(cudaMemset(gout2, 0xFF, rows * sizeof(int)));
+            sample_rows_cuda(gout, gout2, glogits, rows, V, temp, k, guni);
+            std::vector<int> got = ints_from_device(gout, rows), got2 = ints_from_device(gout2, rows);
+            for (int b = 0; b < rows; b++) {
+                int want = sample_token(logits.data() + (size_t)b * V, V, temp, k, u[b]);
+                draws++;
+                if (got[b] != want) {
+                    if (mismatches++ == 0)
+                        snprintf(first, sizeof first, "first: row %d t=%g top_k=%d u=%.9g: got %d, sample_token %d", b, temp, k,
+                                 u[b], got[b], want);
+                }
+                if (got2[b] != got[b]) copy_bad++;
+            }
+        }
+    char name[128];
+    snprintf(name, sizeof name, "sampler V=%d %s logits: %d draws equal sample_token's", V, kind_name, draws);
+    report(mismatches == 0, name, "%d mismatches; %s", mismatches, first);
+    snprintf(name, sizeof name, "sampler V=%d %s logits: the second output holds the same tokens", V, kind_name);
+    report(copy_bad == 0, name, "%d differ", copy_bad);
+    cudaCheck(cudaFree(glogits)); cudaCheck(cudaFree(gout)); cudaCheck(cudaFree(gout2)); cudaCheck(cudaFree(guni));
+}
+
+// ---------------------------------------------------------------------------
+// the decoder step against mamba_step
+
+// tol: 1e-5 for the standard-init model; the jittered one amplifies rounding (the diagnostic
+// line prints how far the GPU's own parallel forward is from the CPU step on it, for scale)
+static void test_step_logits(MambaConfig c, int B, const char* label, bool jitter, double tol) {
+    const int steps = 6;
+    MambaModel cpu, gpu;
+    build_pair(&cpu, &gpu, c, B, steps, 21, LoraConfig(), jitter);
+    int V = c.vocab_size;
+    Rng r; rng_seed(&r, 22);
+    std::vector<std::vector<int>> toks(B);
+    for (int b = 0; b < B; b++) toks[b] = random_tokens(&r, steps, V);
+    // CPU: one recurrent state per row
+    std::vector<MambaStepState> st(B);
+    for (int b = 0; b < B; b++) mamba_step_init(&st[b], &cpu, cpu.params.params);
+    MambaGpuDecoder plain, graph;
+    mamba_decoder_init(&plain, &gpu, B + 1, false);  // one row more than used: rows < max_batch works
+    mamba_decoder_init(&graph, &gpu, B + 1, true);
+    mamba_decoder_start(&plain, B);
+    mamba_decoder_start(&graph, B);
+    double worst = 0;
+    bool graph_same = true;
+    std::vector<float> first_logits;
+    std::vector<float> ref((size_t)B * V), cpu_all((size_t)B * steps * V);  // cpu_all: (B, steps, V)
+    for (int s = 0; s < steps; s++) {
+        std::vector<int> in(B);
+        for (int b = 0; b < B; b++) {
+            in[b] = toks[b][s];
+            mamba_step(&st[b], in[b], ref.data() + (size_t)b * V);
+            memcpy(cpu_all.data() + ((size_t)b * steps + s) * V, ref.data() + (size_t)b * V, V * sizeof(float));
+        }
+        mamba_decoder_feed(&plain, in.data());
+        mamba_decoder_feed(&graph, in.data());
+        std::vector<float> gp = from_device(plain.logits, (size_t)B * V), gg = from_device(graph.logits, (size_t)B * V);
+        for (int b = 0; b < B; b++) worst = std::max(worst, rel_err(gp.data() + (size_t)b * V, ref.data() + (size_t)b * V, V));
+        if (memcmp(gp.data(), gg.data(), gp.size() * sizeof(float)) != 0) graph_same = false;
+        if (s == 0) first_logits = gp;
+    }
+    // for scale: the GPU parallel forward (the training path) on the same tokens against the CPU step
+    std::vector<int> seq((size_t)B * steps);
+    for (int b = 0; b < B; b++)
+        for (int s = 0; s < steps; s++) seq[(size_t)b * steps + s] = toks[b][s];
+    mamba_forward(&gpu, seq.data(), nullptr, B, steps);
+    std::vector<float> fwd = from_device(gpu.logits, (size_t)B * steps * V);
+    double fwd_worst = 0;
+    for (size_t row = 0; row < (size_t)B * steps; row++)
+        fwd_worst = std::max(fwd_worst, rel_err(fwd.data() + row * V, cpu_all.data() + row * V, V));
+    printf("  %s%s batch %d: decoder vs CPU step %.2e, GPU parallel forward vs CPU step %.2e (worst row)\n", label,
+           jitter ? " jittered" : "", B, worst, fwd_worst);
+    char name[160];
+    snprintf(name, sizeof name, "decoder step %s%s batch %d: logits == mamba_step for %d tokens in a row", label,
+             jitter ? " (jittered)" : "", B, steps);
+    report(worst < tol, name, "worst rel err %.3e > %.0e", worst, tol);
+    snprintf(name, sizeof name, "decoder step %s batch %d: CUDA graph logits == plain, bit for bit", label, B);
+    report(graph_same, name, "they differ");
+    // a new batch starts from zero states: the first step's logits again
+    mamba_decoder_start(&plain, B);
+    std::vector<int> in0(B);
+    for (int b = 0; b < B; b++) in0[b] = toks[b][0];
+    mamba_decoder_feed(&plain, in0.data());
+    std::vector<float> again = from_device(plain.logits, (size_t)B * V);
+    snprintf(name, sizeof name, "decoder step %s batch %d: start() resets the states", label, B);
+    report(memcmp(again.data(), first_logits.data(), again.size() * sizeof(float)) == 0, name, "first-step logits differ");
+    mamba_decoder_free(&plain); mamba_decoder_free(&graph);
+    mamba_free(&cpu); mamba_free(&gpu);
+}
+
+// ---------------------------------------------------------------------------
+// generation
+
+// "" when equal, else where they first differ
+static std::string diff_tokens(const std::vector<int>& a, const std::vector<int>& b) {
+    if (a == b) return "";
+    size_t i = 0;
+    while (i < a.size() && i < b.size() && a[i] == b[i]) i++;
+    char buf[128];
+    snprintf(buf, sizeof buf, "first difference at token %zu of %zu/%zu: %d vs %d", i, a.size(), b.size(),
+             i < a.size() ? a[i] : -1, i < b.size() ? b[i] : -1);
+    return buf;
+}
+
+// the gap between the two largest logits (how close a greedy choice was)
+static float top2_gap(const float* x, int V) {
+    float a = -INFINITY, b = -INFINITY;
+    for (int i = 0; i < V; i++) {
+        if (x[i] > a) { b = a; a = x[i]; }
+        else if (x[i] > b) b = x[i];
+    }
+    return a - b;
+}
+
+// CPU batch generation with generate's random-number contract: one Rng, for each new token
+// one uniform per row, rows in order (at batch 1: mamba_generate)
+static std::vector<std::vector<int>> cpu_generate_batch(const MambaModel* cpu, const std::vector<std::vector<int>>& prompts, int n,
+                                                        float temperature, int top_k, uint64_t seed) {
+    int B = (int)prompts.size(), V = cpu->cfg.vocab_size;
+    std::vector<MambaStepState> st(B);
+    std::vector<std::vector<float>> logits(B, std::vector<float>(V));
+    for (int b = 0; b < B; b++) {
+        mamba_step_init(&st[b], cpu, cpu->params.params);
+        for (int t : prompts[b]) mamba_step(&st[b], t, logits[b].data());
+    }
+    Rng rng; rng_seed(&rng, seed);
+    std::vector<std::vector<int>> out(B);
+    for (int i = 0; i < n; i++)
+        for (int b = 0; b < B; b++) {
+            int t = sample_token(logits[b].data(), V, temperature, top_k, rng_uniform(&rng));
+            out[b].push_back(t);
+            if (i + 1 < n) mamba_step(&st[b], t, logits[b].data());
+        }
+    return out;
+}
+
+static void test_greedy(MambaConfig c, int B, const char* label) {
+    const int P = 5, n = 24, T = P + n - 1;
+    MambaModel cpu, gpu;
+    build_pair(&cpu, &gpu, c, B, T, 31);
+    int V = c.vocab_size;
+    Rng r; rng_seed(&r, 32 + B);
+    std::vector<std::vector<int>> prompts(B);
+    for (int b = 0; b < B; b++) prompts[b] = random_tokens(&r, P, V);
+    auto plain = mamba_generate_gpu(&gpu, prompts, n, 0.0f, 0, 7, false);
+    auto graph = mamba_generate_gpu(&gpu, prompts, n, 0.0f, 0, 7, true);
+    // the parallel forward over prompt + generated tokens (teacher forcing, GPU)
+    std::vector<int> seq((size_t)B * T);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) seq[(size_t)b * T + t] = t < P ? prompts[b][t] : plain[b][t - P];
+    mamba_forward(&gpu, seq.data(), nullptr, B, T);
+    std::vector<float> fl = from_device(gpu.logits, (size_t)B * T * V);
+    char name[160];
+    for (int b = 0; b < B; b++) {
+        std::vector<int> cpu_tokens = mamba_generate(&cpu, prompts[b], n, 0.0f, 0, 7);
+        std::vector<int> fwd(n);
+        float min_gap = INFINITY;
+        for (int i = 0; i < n; i++) {
+            const float* row = fl.data() + ((size_t)b * T + P - 1 + i) * V;
+            fwd[i] = argmax_token(row, V);
+            min_gap = std::min(min_gap, top2_gap(row, V));
+        }
+        snprintf(name, sizeof name, "greedy %s batch %d row %d: GPU == CPU mamba_generate (%d tokens)", label, B, b, n);
+        report(plain[b] == cpu_tokens, name, "%s (smallest top-2 logit gap %.2e)", diff_tokens(plain[b], cpu_tokens).c_str(), min_gap);
+        snprintf(name, sizeof name, "greedy %s batch %d row %d: GPU == argmax of the parallel forward", label, B, b);
+        report(plain[b] == fwd, name, "%s (smallest top-2 logit gap %.2e)", diff_tokens(plain[b], fwd).c_str(), min_gap);
+        snprintf(name, sizeof name, "greedy %s batch %d row %d: CUDA graph == plain", label, B, b);
+        report(graph[b] == plain[b], name, "%s", diff_tokens(graph[b], plain[b]).c_str());
+    }
+    mamba_free(&cpu); mamba_free(&gpu);
+}
+
+static void test_sampled(MambaConfig c, int B, float temperature, int top_k) {
+    const int P = 4, n = 32;
+    MambaModel cpu, gpu;
+    build_pair(&cpu, &gpu, c, 1, 1, 41);
+    int V = c.vocab_size;
+    Rng r; rng_seed(&r, 42 + B);
+    std::vector<std::vector<int>> prompts(B);
+    for (int b = 0; b < B; b++) prompts[b] = random_tokens(&r, P, V);
+    uint64_t seed = 1234 + B;
+    auto plain = mamba_generate_gpu(&gpu, prompts, n, temperature, top_k, seed, false);
+    auto graph = mamba_generate_gpu(&gpu, prompts, n, temperature, top_k, seed, true);
+    auto ref = cpu_generate_batch(&cpu, prompts, n, temperature, top_k, seed);
+    char name[160];
+    if (B == 1) {
+        std::vector<int> direct = mamba_generate(&cpu, prompts[0], n, temperature, top_k, seed);
+        snprintf(name, sizeof name, "sampled t=%g top_k=%d batch 1: GPU == CPU mamba_generate, same seed", temperature, top_k);
+        report(plain[0] == direct, name, "%s", diff_tokens(plain[0], direct).c_str());
+    }
+    for (int b = 0; b < B; b++) {
+        snprintf(name, sizeof name, "sampled t=%g top_k=%d batch %d row %d: GPU == CPU (uniforms step-major, rows in order)",
+                 temperature, top_k, B, b);
+        report(plain[b] == ref[b], name, "%s", diff_tokens(plain[b], ref[b]).c_str());
+        snprintf(name, sizeof name, "sampled t=%g top_k=%d batch %d row %d: CUDA graph == plain", temperature, top_k, B, b);
+        report(graph[b] == plain[b], name, "%s", diff_tokens(graph[b], plain[b]).c_str());
+    }
+    mamba_free(&cpu); mamba_free(&gpu);
+}
+
+// adapters merged on the GPU: the same tokens as the CPU step with the adapters folded into a host copy
+static void test_lora_merged() {
+    MambaConfig c = {61, 32, 2, 8, 4, 2, 0, 0};
+    MambaModel cpu, gpu;
+    build_pair(&cpu, &gpu, c, 1, 1, 51, lora_cfg(2, "all"));  // jitter makes the adapters' B nonzero
+    mamba_lora_merge(&gpu);
+    Rng r; rng_seed(&r, 52);
+    std::vector<int> prompt = random_tokens(&r, 4, c.vocab_size);
+    std::vector<int> want = mamba_generate(&cpu, prompt, 20, 0.0f, 0, 3);  // folds the unmerged adapters on the host
+    std::vector<int> got = mamba_generate_gpu(&gpu, {prompt}, 20, 0.0f, 0, 3)[0];
+    report(got == want, "merged LoRA model: GPU greedy == CPU mamba_generate with the adapters", "%s", diff_tokens(got, want).c_str());
+    mamba_free(&cpu); mamba_free(&gpu);
+}
+
+static void test_bench() {
+    MambaConfig c = {64, 32, 2, 16, 4, 2, 0, 0};
+    MambaModel m;
+    mamba_build(&m, c, 1, 1, true, false);
+    mamba_init_params(&m, 61);
+    double plain = mamba_bench_generate(&m, 2, false, 0.0f, 0, 8, 3);
+    double graph = mamba_bench_generate(&m, 2, true, 0.8f, 10, 8, 3);
+    report(plain > 0 && graph > 0 && std::isfinite(plain) && std::isfinite(graph), "benchmark helper: positive times",
+           "plain %.3f us, graph %.3f us", plain, graph);
+    printf("  (tiny model, batch 2: %.1f us/step plain greedy, %.1f us/step graph sampled)\n", plain, graph);
+    mamba_free(&m);
+}
+
+int main() {
+    // the refusals first, before any CUDA call (expect_fatal forks; a child must not inherit a CUDA context in use)
+    {
+        MambaConfig c = {50, 32, 2, 8, 4, 2, 0, 0};
+        MambaModel lora, plain_cpu;
+        mamba_build(&lora, c, 1, 1, false, false, lora_cfg(2, "all"));
+        mamba_build(&plain_cpu, c, 1, 1, false, false);
+        expect_fatal("GPU decoder refuses unmerged LoRA adapters", "unmerged LoRA adapters",
+                     [&] { mamba_generate_gpu(&lora, {{1, 2}}, 4, 0.0f, 0, 1); });
+        expect_fatal("GPU decoder refuses a CPU model", "needs a model on the GPU",
+                     [&] { mamba_generate_gpu(&plain_cpu, {{1, 2}}, 4, 0.0f, 0, 1); });
+        mamba_free(&lora); mamba_free(&plain_cpu);
+    }
+    cublasCheck(cublasSetMathMode(cublas_handle(), CUBLAS_DEFAULT_MATH));  // exact FP32 for comparisons (decoders copy it)
+
+    test_conv_step(3, 80, 4);
+    test_conv_step(2, 37, 3);
+    test_conv_step(2, 16, 1);
+    test_scan_step(3, 80, 16, 5);
+    test_scan_step(2, 37, 8, 3);
+    test_scan_step(2, 24, 40, 37);  // N and R above 32: lanes loop
+
+    for (int V : {2, 7, 256, 1000, 50280}) {
+        test_sampler(V, LOGITS_NORMAL, "normal");
+        test_sampler(V, LOGITS_TIES, "tied");
+    }
+    test_sampler(1500, LOGITS_TIES, "tied");  // top_k 0: more than SAMPLE_SMALL_K candidates with ties
+    test_sampler(300, LOGITS_EQUAL, "all-equal");
+    test_sampler(300, LOGITS_SIGNED_ZERO, "signed-zero");
+
+    MambaConfig small = {50, 32, 2, 16, 4, 2, 0, 0};
+    MambaConfig odd = {257, 40, 3, 8, 3, 2, 0, 0};  // E = 80, dt_rank 3, d_conv 3
+    for (bool jitter : {false, true}) {
+        double tol = jitter ? 5e-5 : 1e-5;
+        test_step_logits(small, 1, "small", jitter, tol);
+        test_step_logits(small, 3, "small", jitter, tol);
+        test_step_logits(odd, 1, "odd", jitter, tol);
+        test_step_logits(odd, 3, "odd", jitter, tol);
+    }
+
+    test_greedy(small, 1, "small");
+    test_greedy(small, 4, "small");
+    test_greedy(odd, 4, "odd");
+
+    test_sampled(small, 1, 0.8f, 10);
+    test_sampled(small, 1, 1.0f, 0);
+    test_sampled(odd, 3, 0.7f, 40);
+
+    test_lora_merged();
+    test_bench();
+    return test_summary();
+}
