@@ -51,8 +51,8 @@ typedef struct {
 } MambaConfig;
 
 // the head's logits are computed at most this many at a time while training
-// (32M: 128 MiB in fp32); tests lower it to exercise the chunking
-static size_t g_logits_chunk_floats = (size_t)32 << 20;
+// (64M: 256 MiB in fp32); tests lower it to exercise the chunking
+static size_t g_logits_chunk_floats = (size_t)64 << 20;
 
 static void mamba_config_derive(MambaConfig* c) {
     c->d_inner = c->expand * c->d_model;
