@@ -11,6 +11,14 @@
 //   --stage e2e       everything at once from scratch (ViT through the GPT), on Q/A and captions
 //   --stage eval      exact match per question type on the test split
 //   --stage infer     an image file and a question -> the answer (--image, --question)
+//   --stage profile   where the inference time goes: vision encoder, projector, LM prefill, time to
+//                     first token, decode step (median of --profile-iters runs) and the analytic
+//                     FLOPs of each, at batch 1 and --batch; a table, a CSV and a JSON
+//                     (src/vlm_profile.h; data_scripts/vlm_profile_plot.py draws them)
+//
+// Visual-token reduction at inference (stages eval, infer, profile; src/token_reduction.h):
+// --reduce pool|random|uniform --reduce-ratio R keeps P' = round(P (1 - R)) of the P patch
+// features (pool: 2x2 average pooling, R = 0.75 only) before the projector.
 //
 // A stage starts from the previous one's checkpoint with --init (weights only,
 // fresh optimizer); --resume continues a stage exactly. The model is
@@ -24,6 +32,7 @@
 #include "src/train_common.h"
 #include "src/vlm_data.h"
 #include "src/vlm_model.h"
+#include "src/vlm_profile.h"
 
 typedef struct {
     std::string stage = "e2e";
@@ -39,13 +48,17 @@ typedef struct {
     int eval_interval = 250, eval_records = 1000;
     std::string image, question;  // infer
     LoraConfig lora;  // adapters on the GPT (src/lora.h), its base frozen
+    std::string reduce = "none";  // visual-token reduction at inference (src/token_reduction.h)
+    float reduce_ratio = -1;      // -1: not given (0.75 for a reduction)
+    int profile_iters = 50, profile_warmup = 5;
+    std::string profile_out = "out/vlm_profile.csv";
 } Options;
 
 static std::vector<OptSpec> option_table(Options* o) {
     o->train.steps = 3000;  // this trainer's defaults for the shared options
     o->lora.targets = "all";
     std::vector<OptSpec> table = {
-        {"--stage", OPT_STR, &o->stage, "clip | lm | align | instruct | e2e | eval | infer (see the top of train_vlm.cu)"},
+        {"--stage", OPT_STR, &o->stage, "clip | lm | align | instruct | e2e | eval | infer | profile (see the top of train_vlm.cu)"},
         {"--data-dir", OPT_STR, &o->data_dir, "folder with train.vlm + test.vlm (shards), or train.jsonl + test.jsonl ({image, caption, question, answer} lines)"},
         {"--resize", OPT_FLAG, &o->resize, "resize images of another size (default: a clear error)"},
         {"--init", OPT_STR, &o->init, "start from this checkpoint's weights (an earlier stage), with a fresh optimizer"},
@@ -70,17 +83,24 @@ static std::vector<OptSpec> option_table(Options* o) {
         {"--lora-alpha", OPT_FLOAT, &o->lora.alpha, "LoRA alpha: the adapter's output is scaled by alpha / r"},
         {"--lora-dropout", OPT_FLOAT, &o->lora.dropout, "dropout on the adapters' inputs while training"},
         {"--lora-targets", OPT_STR, &o->lora.targets, "GPT layers with adapters, comma-separated: qkv, attn_proj, fc, fc_proj, or all"},
+        {"--reduce", OPT_STR, &o->reduce, "stages eval, infer, profile: visual-token reduction before the projector: none | pool (2x2 average) | "
+                                          "random (seeded by --seed and the image) | uniform (an even spatial grid)"},
+        {"--reduce-ratio", OPT_FLOAT, &o->reduce_ratio, "fraction R of the image tokens dropped, in [0, 1): P' = max(1, round(P (1 - R))); "
+                                                        "pool takes 0.75 only; not given: 0.75"},
+        {"--profile-iters", OPT_INT, &o->profile_iters, "--stage profile: timed runs per component (the median is reported)"},
+        {"--profile-warmup", OPT_INT, &o->profile_warmup, "--stage profile: untimed runs before them"},
+        {"--profile-out", OPT_STR, &o->profile_out, "--stage profile: the CSV to write (and the same name with .json)"},
     };
     train_options_append(&table, &o->train);
     return table;
 }
 
-static const char* STAGES[] = {"clip", "lm", "align", "instruct", "e2e", "eval", "infer"};
+static const char* STAGES[] = {"clip", "lm", "align", "instruct", "e2e", "eval", "infer", "profile"};
 
 static void validate(const Options* o) {
     bool known = false;
     for (const char* s : STAGES) known |= o->stage == s;
-    if (!known) FATAL("--stage must be clip, lm, align, instruct, e2e, eval or infer, got '%s'", o->stage.c_str());
+    if (!known) FATAL("--stage must be clip, lm, align, instruct, e2e, eval, infer or profile, got '%s'", o->stage.c_str());
     if (o->patch < 1 || o->v_layers < 1 || o->v_dim < 1 || o->v_heads < 1 || o->l_layers < 1 || o->l_dim < 1 || o->l_heads < 1 ||
         o->t_layers < 1 || o->t_dim < 1 || o->t_heads < 1 || o->clip_dim < 1)
         FATAL("model sizes (--patch, --v-*, --l-*, --t-*, --clip-dim) must be >= 1");
@@ -92,13 +112,34 @@ static void validate(const Options* o) {
     if (o->eval_interval < 0 || o->eval_records < 0) FATAL("--eval-interval and --eval-records must be >= 0");
     if (o->stage == "infer" && (o->image.empty() || o->question.empty())) FATAL("--stage infer needs --image FILE and --question TEXT");
     if (o->stage != "infer" && (!o->image.empty() || !o->question.empty())) FATAL("--image and --question belong to --stage infer");
-    if ((o->stage == "infer" || o->stage == "eval") && o->train.resume.empty() && o->init.empty())
+    if ((o->stage == "infer" || o->stage == "eval" || o->stage == "profile") && o->train.resume.empty() && o->init.empty())
         FATAL("--stage %s needs a model: --init CHECKPOINT", o->stage.c_str());
     if (!o->init.empty() && !o->train.resume.empty()) FATAL("--init and --resume exclude each other (resume continues a stage; init starts one)");
     if (o->lora.rank < 0 || !(o->lora.alpha > 0) || o->lora.dropout < 0 || o->lora.dropout >= 1)
         FATAL("--lora-rank must be >= 0, --lora-alpha > 0, --lora-dropout in [0, 1)");
     if (o->lora.rank > 0 && o->stage != "lm" && o->stage != "instruct" && o->stage != "e2e")
         FATAL("--lora-rank adapts the GPT while it trains: stages lm, instruct and e2e (eval and infer read the adapters from the checkpoint)");
+    ReduceMethod method;
+    if (!token_reduction_parse(o->reduce, &method)) FATAL("--reduce must be none, pool, random or uniform, got '%s'", o->reduce.c_str());
+    bool inference = o->stage == "eval" || o->stage == "infer" || o->stage == "profile";
+    if (method != REDUCE_NONE && !inference)
+        FATAL("--reduce applies at inference: stages eval, infer and profile (training keeps every image token)");
+    if (o->reduce_ratio != -1) {
+        if (method == REDUCE_NONE) FATAL("--reduce-ratio needs --reduce pool, random or uniform");
+        std::string err = token_reduction_check(method, o->reduce_ratio);
+        if (!err.empty()) FATAL("--reduce-ratio: %s", err.c_str());
+    }
+    if (o->stage == "profile" && (o->profile_iters < 1 || o->profile_warmup < 0)) FATAL("--profile-iters must be >= 1 and --profile-warmup >= 0");
+    if (o->stage == "profile" && o->profile_out.empty()) FATAL("--profile-out needs a file name");
+}
+
+// the --reduce flags as a TokenReduction (validated above); the random draw's seed is --seed
+static TokenReduction reduction_of(const Options& o) {
+    TokenReduction r = token_reduction_none();
+    token_reduction_parse(o.reduce, &r.method);
+    if (r.method != REDUCE_NONE) r.ratio = o.reduce_ratio == -1 ? 0.75f : o.reduce_ratio;
+    r.seed = o.train.seed;
+    return r;
 }
 
 // what each stage does not train (no gradient, no optimizer state)
@@ -177,14 +218,14 @@ static EvalResult evaluate_qa(VlmModel* m, const VlmDataset* ds, int n, int B, b
     int T = c.max_text, V = c.vocab, H = c.image_size;
     n = n > 0 ? std::min(n, (int)qa.size()) : (int)qa.size();
     std::vector<float> images((size_t)B * H * H * 3), logits((size_t)B * m->Tl * V);
-    std::vector<int> tokens((size_t)B * T), targets((size_t)B * T), lengths(B), types(B), ids(B);
+    std::vector<int> tokens((size_t)B * T), targets((size_t)B * T), lengths(B), types(B), ids(B), keys(B);
     double loss_sum = 0; long loss_n = 0;
     for (int start = 0; start < n; start += B) {
         int b = std::min(B, n - start);
-        for (int i = 0; i < b; i++) ids[i] = qa[start + i];
+        for (int i = 0; i < b; i++) ids[i] = qa[start + i], keys[i] = ds->records[ids[i]].image;  // a random reduction's key: the image
         vlm_get_batch(ds, VLM_QA, ids.data(), b, T, images.data(), tokens.data(), targets.data(), lengths.data(), types.data());
         if (text_only) vlm_forward_text(m, tokens.data(), nullptr, lengths.data(), b);
-        else vlm_forward(m, images.data(), tokens.data(), nullptr, lengths.data(), b);
+        else vlm_forward(m, images.data(), tokens.data(), nullptr, lengths.data(), b, keys.data());
         int Tl = vlm_build_sequences(m, tokens.data(), targets.data(), lengths.data(), b, !text_only);  // the targets, for scoring
         backend_copy(m->on_gpu, logits.data(), m->logits, (size_t)b * Tl * V * sizeof(floatX), false);
         for (int i = 0; i < b; i++) {
@@ -316,15 +357,55 @@ static void evaluate_clip(VlmModel* m, const VlmDataset* ds, int n, int B, doubl
 }
 
 // greedy answer to one question about one image (KV-cache generation)
-static std::string answer(VlmModel* m, const Vocab& vocab, const float* image, const std::string& question) {
+static std::string answer(VlmModel* m, const Vocab& vocab, const float* image, const std::string& question, int image_key = 0) {
     std::vector<int> prompt = {VOCAB_BOS, VOCAB_IMAGE};
     for (int id : vocab_encode(&vocab, question)) prompt.push_back(id);
     prompt.push_back(VOCAB_SEP);
     int room = m->cfg.max_text - (int)prompt.size();
     if (room < 1) FATAL("the question is %zu tokens: longer than the model's text length %d allows", prompt.size(), m->cfg.max_text);
-    std::vector<int> out = vlm_generate(m, image, prompt, room, VOCAB_EOS);
+    std::vector<int> out = vlm_generate(m, image, prompt, room, VOCAB_EOS, nullptr, image_key);
     if (!out.empty() && out.back() == VOCAB_EOS) out.pop_back();
     return vocab_decode(&vocab, out.data(), (int)out.size());
+}
+
+// --stage profile: batch 1 (the first test question about its image) and the eval batch (B
+// distinct test images, that question about each: one prompt length, so the batched decode
+// step is exact); table, CSV and JSON (src/vlm_profile.h)
+static void run_profile(VlmModel* m, const Options& o, const VlmDataset& test, int B) {
+    std::vector<int> qa = vlm_record_ids(&test, VLM_QA);
+    if (qa.empty()) FATAL("--stage profile: the test data has no questions");
+    const VlmConfig& c = m->cfg;
+    std::vector<int> prompt = {VOCAB_BOS, VOCAB_IMAGE};
+    const VlmRecord& first = test.records[qa[0]];
+    prompt.insert(prompt.end(), first.question.begin(), first.question.end());
+    prompt.push_back(VOCAB_SEP);
+    if ((int)prompt.size() >= c.max_text) FATAL("--stage profile: the first test question leaves no room to answer");
+    std::vector<int> ids, seen;  // one record per distinct image, wrapping around when there are fewer than B
+    for (int id : qa)
+        if ((int)ids.size() < B && std::find(seen.begin(), seen.end(), test.records[id].image) == seen.end()) {
+            ids.push_back(id); seen.push_back(test.records[id].image);
+        }
+    for (size_t i = 0; (int)ids.size() < B; i++) ids.push_back(ids[i]);
+    int H = c.image_size, T = c.max_text;
+    std::vector<float> images((size_t)B * H * H * 3);
+    std::vector<int> tokens((size_t)B * T), targets((size_t)B * T), keys(B);
+    vlm_get_batch(&test, VLM_QA, ids.data(), B, T, images.data(), tokens.data(), targets.data(), nullptr, nullptr);
+    for (int b = 0; b < B; b++) keys[b] = test.records[ids[b]].image;
+    std::string device = device_name(m->on_gpu);
+    printf("profile on %s: %s; FLOPs: one multiply-add = 2 FLOPs, matmuls and attention only (src/vlm_profile.h)\n", device.c_str(),
+           m->on_gpu ? "CUDA events" : "wall time");
+    std::vector<VlmProfile> runs;
+    std::vector<int> sizes = {1};
+    if (B > 1) sizes.push_back(B);
+    for (int b : sizes) {
+        runs.push_back(vlm_profile(m, images.data(), prompt, keys.data(), b, o.profile_warmup, o.profile_iters));
+        vlm_profile_print(runs.back());
+    }
+    std::string json = o.profile_out;
+    if (json.size() > 4 && json.compare(json.size() - 4, 4, ".csv") == 0) json.resize(json.size() - 4);
+    json += ".json";
+    vlm_profile_write(runs, o.profile_out, json, device, c);
+    printf("wrote %s and %s\n", o.profile_out.c_str(), json.c_str());
 }
 
 // ---------------------------------------------------------------------------
@@ -332,13 +413,14 @@ static std::string answer(VlmModel* m, const Vocab& vocab, const float* image, c
 int main(int argc, char** argv) {
     Options o;
     options_parse(argc, argv, option_table(&o),
-                  "usage: train_vlm --stage clip|lm|align|instruct|e2e|eval|infer [options]\n\n"
+                  "usage: train_vlm --stage clip|lm|align|instruct|e2e|eval|infer|profile [options]\n\n"
                   "Trains a tiny LLaVA (ViT + projector + GPT) in stages (GPU if present, else the CPU reference).\n");
     validate(&o);
     const TrainOptions& t = o.train;
     bool on_gpu = device_pick(t.device);
     train_set_math_mode(on_gpu, t);
-    bool training = o.stage != "eval" && o.stage != "infer";
+    bool training = o.stage != "eval" && o.stage != "infer" && o.stage != "profile";
+    TokenReduction reduction = reduction_of(o);
     std::string from = !t.resume.empty() ? t.resume : o.init;
 
     // infer: everything from the checkpoint
@@ -350,6 +432,7 @@ int main(int argc, char** argv) {
         VlmModel m; vlm_build(&m, cfg, 1, on_gpu, false, {}, lora);
         checkpoint_load(from.c_str(), "vlm", checkpoint_config(cfg, vocab, *config_get(info.config, "stage"), lora), &m.params, false);
         transformer_lora_merge(&m.lm, &m.params, true);  // generation reads the merged weights
+        vlm_set_reduction(&m, reduction);
         std::vector<float> img = load_image(o.image.c_str(), cfg.image_size, o.resize);
         printf("%s\n", answer(&m, vocab, img.data(), o.question).c_str());
         vlm_free(&m);
@@ -398,7 +481,7 @@ int main(int argc, char** argv) {
         printf("%s starts from the weights of %s (stage %s)\n", o.stage.c_str(), o.init.c_str(), config_get(info.config, "stage")->c_str());
     }
     std::vector<int> train_ids[2] = {vlm_record_ids(&train, VLM_CAPTION), vlm_record_ids(&train, VLM_QA)};
-    bool uses_captions = o.stage != "eval", uses_qa = o.stage == "lm" || o.stage == "instruct" || o.stage == "e2e" || o.stage == "eval";
+    bool uses_captions = o.stage != "eval" && o.stage != "profile", uses_qa = o.stage == "lm" || o.stage == "instruct" || o.stage == "e2e" || o.stage == "eval";
     if (uses_captions && train_ids[VLM_CAPTION].empty()) FATAL("--stage %s: the training data has no captions", o.stage.c_str());
     if (uses_qa && train_ids[VLM_QA].empty()) FATAL("--stage %s: the data has no questions", o.stage.c_str());
     printf("data: %s: %zu train captions, %zu train and %zu test questions, images %dx%d, vocabulary %d words, text up to %d tokens\n",
@@ -410,11 +493,23 @@ int main(int argc, char** argv) {
     printf("device: %s; activations %.1f MiB, scratch %.1f MiB, parameters %.1f MiB, grads+AdamW %.1f MiB\n", device_name(on_gpu).c_str(),
            m.acts_bytes / 1048576.0, m.scratch_bytes / 1048576.0, params_bytes(&m.params) / 1048576.0,
            params_grad_and_moment_bytes(&m.params) / 1048576.0);
+    vlm_set_reduction(&m, reduction);  // none while training (validate)
+    if (reduction.method != REDUCE_NONE)
+        printf("token reduction: %s, ratio %g: the LM sees %d of %d image tokens (LM sequence %d)\n", REDUCE_NAMES[reduction.method],
+               reduction.ratio, m.Pi, m.P, vlm_lm_len(cfg, m.Pi));
+    if (o.stage == "profile") {
+        transformer_lora_merge(&m.lm, &m.params, true);  // as generation runs
+        run_profile(&m, o, test, B);
+        vlm_free(&m);
+        vlm_dataset_free(&train); vlm_dataset_free(&test);
+        return 0;
+    }
 
     Logger log; logger_open(&log, t.log_path, t.resume.empty() ? -1 : st.step);
     auto run_eval = [&](int step) {
         transformer_set_training(&m.lm, false, 0);
         JsonLine j; j.integer("step", step);
+        if (reduction.method != REDUCE_NONE) j.text("reduce", REDUCE_NAMES[reduction.method]).num("reduce_ratio", reduction.ratio).integer("image_tokens", m.Pi);
         if (o.stage == "clip") {
             double recall, zs;
             evaluate_clip(&m, &test, o.eval_records, B, &recall, &zs);
@@ -498,7 +593,7 @@ int main(int argc, char** argv) {
             const VlmRecord& rec = test.records[id];
             std::string q = vocab_decode(&vocab, rec.question.data(), (int)rec.question.size());
             std::string a = vocab_decode(&vocab, rec.answer.data(), (int)rec.answer.size());
-            printf("Q: %s | model: %s | truth: %s\n", q.c_str(), answer(&m, vocab, image.data(), q).c_str(), a.c_str());
+            printf("Q: %s | model: %s | truth: %s\n", q.c_str(), answer(&m, vocab, image.data(), q, rec.image).c_str(), a.c_str());
         }
     }
     logger_close(&log);

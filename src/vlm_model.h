@@ -12,6 +12,17 @@
 // Text positions map to LM positions as: token 0 -> 0, token 1 (<image>) -> P
 // (the last image feature predicts what follows <image>), token t >= 2 -> t + P - 1.
 //
+// Visual-token reduction (inference only, src/token_reduction.h; vlm_set_reduction):
+// the P features become P' <= P rows before the projector (pooled, or a subset in
+// raster order), and the LM sequence is built with P' image rows: <bos> at 0, the
+// kept tokens at 1..P' (image slots 0..P'-1, whatever patches they came from),
+// <image> -> P', text token t >= 2 -> t + P' - 1. So the text sits right after the
+// image tokens, at positions P - P' lower than in training (the learned position
+// embeddings of those slots are reused; the sequence is P - P' rows shorter).
+// vlm_forward's stages can also be run one by one (the profiler times them):
+// vlm_encode_images -> vlm_reduce_tokens -> vlm_project -> vlm_prepare_sequences +
+// vlm_lm_forward; generation: vlm_kv_from_prefill, then vlm_decode_step per token.
+//
 // Three forward passes share the parameters, one per kind of training:
 //   vlm_forward        the LLaVA path above (stages align, instruct, e2e)
 //   vlm_forward_text   the LM alone on text, <image> dropped (stage lm)
@@ -37,6 +48,7 @@
 #include "params.h"
 #include "patch_embed.h"
 #include "sequence_ops.h"
+#include "token_reduction.h"
 #include "transformer.h"
 
 #define VLM_IMAGE_TOKEN 3  // the <image> placeholder's id (src/tokenizer.h)
@@ -53,6 +65,8 @@ typedef struct {
 
 static int vlm_num_patches(const VlmConfig& c) { return (c.image_size / c.patch) * (c.image_size / c.patch); }
 static int vlm_lm_len(const VlmConfig& c) { return c.max_text - 1 + vlm_num_patches(c); }
+// the LM sequence with n_image image tokens (P' after a reduction)
+static int vlm_lm_len(const VlmConfig& c, int n_image) { return c.max_text - 1 + n_image; }
 // LLaVA reads the penultimate block: the input of the last one (the whole stack when it has one block)
 static int vlm_feature_layer(const VlmConfig& c) { return c.v_layers > 1 ? c.v_layers - 1 : 1; }
 
@@ -82,7 +96,15 @@ typedef struct {
     VlmPass pass;          // the kind of the last forward (what vlm_backward undoes)
     int cur_T;             // the LM sequence length of the last forward
     int B;                 // the largest batch the activations hold
-    int P, K, Tl;          // patches, patch vector length, LM sequence length
+    int P, K, Tl;          // patches, patch vector length, LM sequence length (the largest: P image tokens)
+    // visual-token reduction (vlm_set_reduction; none by default)
+    TokenReduction reduce;
+    int Pi;                // image tokens the LM sees: P' (= P without a reduction)
+    int cur_Pi;            // ... in the last LLaVA forward (what vlm_backward checks)
+    int grid;              // the patch grid's side: P = grid * grid
+    std::vector<int> keep; // (B, Pi) kept patch indices (random, uniform)
+    int* d_keep;
+    floatX* img_feats;     // what the projector reads: feats, or feats_red after a reduction
     ParamStore params;
     Transformer vit, lm, txt;
     LoraConfig lm_lora;    // adapters on the GPT (rank 0: none); its base is then frozen
@@ -95,6 +117,7 @@ typedef struct {
     floatX* patches;       // (B, P, K)
     floatX* patch_emb;     // (B, P, Dv)
     floatX* feats;         // (B, P, Dv) vision features, [CLS] dropped
+    floatX* feats_red;     // (B, P', Dv) the reduced features (room for P)
     floatX* proj_h;        // (B, P, Dl) first projector layer (before GELU)
     floatX* proj_g;        // (B, P, Dl) after GELU (MLP projector only)
     floatX* img_tok;       // (B, P, Dl) the projected image tokens
@@ -183,6 +206,7 @@ static void vlm_layout(VlmModel* m, Arena* acts, Arena* scratch) {
     m->patch_emb = arena_take<floatX>(acts, B * P * Dv);
     transformer_layout_acts(&m->vit, acts, (int)B, (int)P + 1);
     m->feats = arena_take<floatX>(acts, B * P * Dv);
+    m->feats_red = arena_take<floatX>(acts, B * P * Dv);
     m->proj_h = arena_take<floatX>(acts, B * P * Dl);
     m->proj_g = arena_take<floatX>(acts, B * P * Dl);
     m->img_tok = arena_take<floatX>(acts, B * P * Dl);
@@ -243,6 +267,7 @@ static void vlm_build(VlmModel* m, const VlmConfig& cfg, int B, bool on_gpu, boo
     if (c.t_layers < 1 || c.t_dim % c.t_heads || c.clip_dim < 1) FATAL("invalid VLM config: text encoder layers >= 1, width a multiple of its heads, clip_dim >= 1");
     m->cfg = cfg; m->on_gpu = on_gpu; m->B = B;
     m->P = vlm_num_patches(c); m->K = c.patch * c.patch * 3; m->Tl = vlm_lm_len(c); m->Tt = c.max_text - 1;
+    m->reduce = token_reduction_none(); m->Pi = m->cur_Pi = m->P; m->grid = c.image_size / c.patch;
     if (lm_lora.rank < 0 || (lm_lora.rank > 0 && !(lm_lora.alpha > 0)) || lm_lora.dropout < 0 || lm_lora.dropout >= 1)
         FATAL("LoRA needs rank >= 0, alpha > 0 and dropout in [0, 1)");
     m->lm_lora = lm_lora;
@@ -273,6 +298,9 @@ static void vlm_build(VlmModel* m, const VlmConfig& cfg, int B, bool on_gpu, boo
     m->d_tokens = (int*)backend_malloc(on_gpu, BT * sizeof(int));
     m->d_targets = (int*)backend_malloc(on_gpu, BT * sizeof(int));
     m->d_lengths = (int*)backend_malloc(on_gpu, B * sizeof(int));
+    m->keep.assign((size_t)B * m->P, 0);
+    m->d_keep = (int*)backend_malloc(on_gpu, (size_t)B * m->P * sizeof(int));
+    m->img_feats = m->feats;
     m->host_losses.assign(BT, 0.0f);
     m->cur_B = 0; m->have_targets = false; m->n_targets = 0;
     m->cls_rows.assign(B, 0); m->eot_rows.assign(B, 0);
@@ -289,7 +317,17 @@ static void vlm_free(VlmModel* m) {
     if (m->scratch_memory) backend_free(on_gpu, m->scratch_memory);
     backend_free(on_gpu, m->d_tokens); backend_free(on_gpu, m->d_targets); backend_free(on_gpu, m->d_lengths);
     backend_free(on_gpu, m->d_cls_rows); backend_free(on_gpu, m->d_eot_rows);
+    backend_free(on_gpu, m->d_keep);
 }
+
+// visual-token reduction for the next forwards (src/token_reduction.h; inference:
+// vlm_backward refuses a reduced forward). Sets m->Pi = P'. A ratio of 0 (or none)
+// keeps all P tokens and runs nothing, so the model is exactly the unreduced one.
+static void vlm_set_reduction(VlmModel* m, const TokenReduction& r) {
+    m->reduce = r;
+    m->Pi = token_reduction_count(r, m->grid, m->grid);
+}
+static bool vlm_reduces(const VlmModel* m) { return m->Pi < m->P; }
 
 // ViT and GPT: GPT-2's N(0, 0.02); the patch embedding and projector as nn.Linear's
 // default U(+-1/sqrt(fan_in)); [CLS] and positions N(0, 0.02); LayerNorms 1 and 0
@@ -326,13 +364,13 @@ static float* vlm_grad(const VlmModel* m, int k) { return param_grad(&m->params,
 
 // Builds the LM's token, target and length arrays from the text batch (host).
 // text_tokens, text_targets: (B, max_text); text_lengths: (B); token 1 must be <image>.
-// with_image: P image rows take <image>'s place (see the top); without, <image> is
-// dropped and token t >= 2 goes to position t - 1 (what follows <image> is then
-// predicted from <bos>). Returns the LM sequence length used.
+// with_image: m->Pi image rows (P, or P' after a reduction) take <image>'s place (see
+// the top); without, <image> is dropped and token t >= 2 goes to position t - 1 (what
+// follows <image> is then predicted from <bos>). Returns the LM sequence length used.
 static int vlm_build_sequences(VlmModel* m, const int* text_tokens, const int* text_targets, const int* text_lengths, int B,
                                bool with_image = true) {
-    int Tt = m->cfg.max_text, P = with_image ? m->P : 0;
-    int Tl = with_image ? m->Tl : Tt - 1;  // rows of the LM's buffers used, packed as (B, Tl)
+    int Tt = m->cfg.max_text, P = with_image ? m->Pi : 0;
+    int Tl = with_image ? vlm_lm_len(m->cfg, P) : Tt - 1;  // rows of the LM's buffers used, packed as (B, Tl)
     for (int b = 0; b < B; b++) {
         const int* tok = text_tokens + (size_t)b * Tt;
         const int* tgt = text_targets ? text_targets + (size_t)b * Tt : nullptr;
@@ -408,37 +446,80 @@ static void vlm_vision_backward(VlmModel* m, floatX* dvresid, int B, int from_la
                                                      B, P, m->K, Dv));
 }
 
-// images: (B, H, W, 3) host floats in [0, 1]; text arrays as vlm_build_sequences.
-// Returns the mean loss over the marked tokens (0 without targets). Without
-// targets the logits stay in m->logits, as (B, Tl, V).
-static float vlm_forward(VlmModel* m, const float* images, const int* text_tokens, const int* text_targets,
-                         const int* text_lengths, int B) {
-    const VlmConfig& c = m->cfg;
-    bool on_gpu = m->on_gpu;
+// --- the stages of vlm_forward, in order (each callable alone: the profiler times them)
+
+// the LM's sequences (host, vlm_build_sequences) to the backend; returns the LM length
+static int vlm_prepare_sequences(VlmModel* m, const int* text_tokens, const int* text_targets, const int* text_lengths, int B) {
     vlm_check_batch(m, text_tokens, B);
-    int P = m->P, Dv = c.v_dim, Dl = c.l_dim;
     int Tl = vlm_build_sequences(m, text_tokens, text_targets, text_lengths, B, true), BT = B * Tl;
-    backend_copy(on_gpu, m->d_tokens, m->lm_tokens.data(), BT * sizeof(int), true);
-    backend_copy(on_gpu, m->d_lengths, m->lm_lengths.data(), B * sizeof(int), true);
-    m->cur_B = B; m->cur_T = Tl; m->have_targets = text_targets != nullptr; m->pass = VLM_PASS_IMAGE;
-    // vision encoder up to the feature layer, [CLS] dropped
+    backend_copy(m->on_gpu, m->d_tokens, m->lm_tokens.data(), BT * sizeof(int), true);
+    backend_copy(m->on_gpu, m->d_lengths, m->lm_lengths.data(), B * sizeof(int), true);
+    return Tl;
+}
+
+// the vision encoder up to the feature layer, [CLS] dropped: images (B, H, W, 3) host -> m->feats (B, P, Dv)
+static void vlm_encode_images(VlmModel* m, const float* images, int B) {
+    const VlmConfig& c = m->cfg;
     int fl = vlm_feature_layer(c);
     vlm_vision_forward(m, images, B, fl);
-    cls_drop_forward(on_gpu, m->feats, fl < c.v_layers ? m->vit.acts[fl].resid : m->vit.out, B, P, Dv);
-    // projector
-    PROF(on_gpu, "projector", linear_forward(on_gpu, m->proj_h, m->feats, vlm_param(m, m->p1_w), vlm_param(m, m->p1_b), B * P, Dv, Dl);
+    cls_drop_forward(m->on_gpu, m->feats, fl < c.v_layers ? m->vit.acts[fl].resid : m->vit.out, B, m->P, c.v_dim);
+}
+
+// the reduction (if any): m->feats (B, P, Dv) -> m->img_feats (B, Pi, Dv). image_keys (B, host):
+// what the random draw depends on besides the seed (the dataset's image index), nullptr: the row
+static void vlm_reduce_tokens(VlmModel* m, int B, const int* image_keys = nullptr) {
+    bool on_gpu = m->on_gpu;
+    int P = m->P, Pi = m->Pi, Dv = m->cfg.v_dim;
+    m->img_feats = m->feats;
+    if (!vlm_reduces(m)) return;
+    if (m->reduce.method == REDUCE_POOL) {
+        token_pool2x2(on_gpu, m->feats_red, m->feats, B, m->grid, m->grid, Dv);
+    } else {
+        token_select(m->keep.data(), m->reduce, m->grid, m->grid, Pi, B, image_keys);
+        backend_copy(on_gpu, m->d_keep, m->keep.data(), (size_t)B * Pi * sizeof(int), true);
+        token_gather(on_gpu, m->feats_red, m->feats, m->d_keep, B, P, Pi, Dv);
+    }
+    m->img_feats = m->feats_red;
+}
+
+// the projector: m->img_feats (B, Pi, Dv) -> m->img_tok (B, Pi, Dl)
+static void vlm_project(VlmModel* m, int B) {
+    const VlmConfig& c = m->cfg;
+    bool on_gpu = m->on_gpu;
+    int N = B * m->Pi, Dv = c.v_dim, Dl = c.l_dim;
+    PROF(on_gpu, "projector", linear_forward(on_gpu, m->proj_h, m->img_feats, vlm_param(m, m->p1_w), vlm_param(m, m->p1_b), N, Dv, Dl);
          if (c.proj_mlp) {
-             gelu_forward(on_gpu, m->proj_g, m->proj_h, (size_t)B * P * Dl);
-             linear_forward(on_gpu, m->img_tok, m->proj_g, vlm_param(m, m->p2_w), vlm_param(m, m->p2_b), B * P, Dl, Dl);
+             gelu_forward(on_gpu, m->proj_g, m->proj_h, (size_t)N * Dl);
+             linear_forward(on_gpu, m->img_tok, m->proj_g, vlm_param(m, m->p2_w), vlm_param(m, m->p2_b), N, Dl, Dl);
          } else {
-             backend_copy_device(on_gpu, m->img_tok, m->proj_h, (size_t)B * P * Dl * sizeof(floatX));
+             backend_copy_device(on_gpu, m->img_tok, m->proj_h, (size_t)N * Dl * sizeof(floatX));
          });
-    // the LM over <bos>, image tokens, text
+}
+
+// the LM over <bos>, the Pi image tokens (m->img_tok), the text (the sequences of
+// vlm_prepare_sequences): embedding, splice, blocks, head (and the loss with targets)
+static float vlm_lm_forward(VlmModel* m, int B, int Tl, bool have_targets) {
+    bool on_gpu = m->on_gpu;
+    int Dl = m->cfg.l_dim, BT = B * Tl;
+    m->cur_B = B; m->cur_T = Tl; m->have_targets = have_targets; m->pass = VLM_PASS_IMAGE; m->cur_Pi = m->Pi;
     floatX* lin = m->lm.acts[0].resid;
     PROF(on_gpu, "lm_embed", embedding_forward(on_gpu, m->tok_emb, m->d_tokens, vlm_param(m, m->wte), BT, Dl);
-                             image_splice_forward(on_gpu, lin, m->tok_emb, m->img_tok, B, Tl, P, Dl);
+                             image_splice_forward(on_gpu, lin, m->tok_emb, m->img_tok, B, Tl, m->Pi, Dl);
                              position_add_forward(on_gpu, lin, vlm_param(m, m->wpe), B, Tl, Dl));
-    return vlm_lm_head_and_loss(m, B, Tl, text_targets != nullptr);
+    return vlm_lm_head_and_loss(m, B, Tl, have_targets);
+}
+
+// images: (B, H, W, 3) host floats in [0, 1]; text arrays as vlm_build_sequences.
+// Returns the mean loss over the marked tokens (0 without targets). Without
+// targets the logits stay in m->logits, as (B, Tl, V), Tl = vlm_lm_len(cfg, m->Pi).
+// image_keys (optional, host, (B)): the images' keys for a random token reduction.
+static float vlm_forward(VlmModel* m, const float* images, const int* text_tokens, const int* text_targets,
+                         const int* text_lengths, int B, const int* image_keys = nullptr) {
+    int Tl = vlm_prepare_sequences(m, text_tokens, text_targets, text_lengths, B);
+    vlm_encode_images(m, images, B);
+    vlm_reduce_tokens(m, B, image_keys);
+    vlm_project(m, B);
+    return vlm_lm_forward(m, B, Tl, text_targets != nullptr);
 }
 
 // the LM alone on the text (<image> dropped): stage lm. Logits as (B, max_text - 1, V).
@@ -541,6 +622,9 @@ static void vlm_backward(VlmModel* m) {
     bool on_gpu = m->on_gpu;
     backend_memset0(on_gpu, m->scratch_memory, m->scratch_bytes);
     if (m->pass == VLM_PASS_CLIP) { vlm_clip_backward(m); return; }
+    if (m->pass == VLM_PASS_IMAGE && m->cur_Pi != m->P)
+        FATAL("vlm_backward: the forward reduced the image tokens (%s, %d of %d): reduction is for inference, training keeps them all",
+              REDUCE_NAMES[m->reduce.method], m->cur_Pi, m->P);
     int B = m->cur_B, P = m->P, Dv = c.v_dim, Dl = c.l_dim, Tl = m->cur_T, V = c.vocab, BT = B * Tl;
     // head and final norm (m->logits holds dloss/dlogits)
     PROF(on_gpu, "lm_head", linear_backward(on_gpu, m->dlnf, vlm_grad(m, m->wte), nullptr, m->logits, m->lnf, vlm_param(m, m->wte), BT, Dl, V));
@@ -579,70 +663,104 @@ static void vlm_backward(VlmModel* m) {
 // against the cache) instead of a forward over the whole sequence.
 
 typedef struct {
-    std::vector<floatX*> k, v;  // per LM layer: (Tl, C) on the backend
-    int n;                      // positions filled
+    std::vector<floatX*> k, v;  // per LM layer: (B, Tl, C) on the backend
+    int n;                      // positions filled (the same in every row)
+    int B;
 } VlmKVCache;
+
+// after a forward of B sequences whose first n LM positions are the prompt (the same n in
+// every row): their keys and values into a new cache
+static void vlm_kv_from_prefill(VlmModel* m, VlmKVCache* kv, int B, int n) {
+    bool on_gpu = m->on_gpu;
+    int C = m->cfg.l_dim, Tl = m->Tl, Tf = m->cur_T;  // the cache holds Tl rows; the forward's rows are Tf apart
+    if (n < 1 || n > Tf || B > m->cur_B) FATAL("vlm_kv_from_prefill: %d rows of %d positions after a forward of (%d, %d)", B, n, m->cur_B, Tf);
+    kv->k.clear(); kv->v.clear();
+    for (int l = 0; l < m->cfg.l_layers; l++) {
+        kv->k.push_back((floatX*)backend_malloc(on_gpu, (size_t)B * Tl * C * sizeof(floatX)));
+        kv->v.push_back((floatX*)backend_malloc(on_gpu, (size_t)B * Tl * C * sizeof(floatX)));
+        for (int b = 0; b < B; b++) {
+            const floatX* qkv = m->lm.acts[l].qkv + (size_t)b * Tf * 3 * C;  // (Tf, 3C) rows [q | k | v]
+            backend_copy_2d(on_gpu, kv->k[l] + (size_t)b * Tl * C, C * sizeof(floatX), qkv + C, 3 * C * sizeof(floatX), C * sizeof(floatX), n);
+            backend_copy_2d(on_gpu, kv->v[l] + (size_t)b * Tl * C, C * sizeof(floatX), qkv + 2 * C, 3 * C * sizeof(floatX), C * sizeof(floatX), n);
+        }
+    }
+    kv->n = n; kv->B = B;
+}
+
+static void vlm_kv_free(VlmModel* m, VlmKVCache* kv) {
+    for (size_t l = 0; l < kv->k.size(); l++) { backend_free(m->on_gpu, kv->k[l]); backend_free(m->on_gpu, kv->v[l]); }
+    kv->k.clear(); kv->v.clear();
+}
+
+// one decode step: tokens (host, kv->B) at position kv->n of every row -> m->logits (B, V) on
+// the backend; kv->n grows by one. Reads the GPT's weights directly (LoRA merged).
+static void vlm_decode_step(VlmModel* m, VlmKVCache* kv, const int* tokens) {
+    const VlmConfig& c = m->cfg;
+    bool on_gpu = m->on_gpu;
+    int C = c.l_dim, NH = c.l_heads, V = c.vocab, Tl = m->Tl, B = kv->B, pos = kv->n;
+    if (pos >= Tl) FATAL("vlm_decode_step: the cache is full (%d positions)", Tl);
+    // B-row scratch: the first rows of the LM's activations (the prefill's are no longer needed)
+    floatX* x = m->lm.acts[0].resid;
+    int* d_tok = m->d_tokens;
+    backend_copy(on_gpu, d_tok, tokens, B * sizeof(int), true);
+    embedding_forward(on_gpu, x, d_tok, vlm_param(m, m->wte), B, C);
+    position_add_forward(on_gpu, x, vlm_param(m, m->wpe) + (size_t)pos * C, B, 1, C);
+    for (int l = 0; l < c.l_layers; l++) {
+        BlockParams& p = m->lm.p[l];
+        BlockActs& a = m->lm.acts[l];
+        layernorm_forward(on_gpu, a.ln1, a.ln1_mean, a.ln1_rstd, x, p.ln1_w, p.ln1_b, B, C);
+        linear_forward(on_gpu, a.qkv, a.ln1, p.qkv_w, p.qkv_b, B, C, 3 * C);
+        // rows [q | k | v]: k and v to the cache; q as (B, C) rows for attention_step
+        backend_copy_2d(on_gpu, kv->k[l] + (size_t)pos * C, (size_t)Tl * C * sizeof(floatX), a.qkv + C, 3 * C * sizeof(floatX), C * sizeof(floatX), B);
+        backend_copy_2d(on_gpu, kv->v[l] + (size_t)pos * C, (size_t)Tl * C * sizeof(floatX), a.qkv + 2 * C, 3 * C * sizeof(floatX), C * sizeof(floatX), B);
+        const floatX* q = a.qkv;
+        if (B > 1) {
+            backend_copy_2d(on_gpu, m->lnf, C * sizeof(floatX), a.qkv, 3 * C * sizeof(floatX), C * sizeof(floatX), B);
+            q = m->lnf;
+        }
+        attention_step(on_gpu, a.atty, q, kv->k[l], kv->v[l], B, pos + 1, Tl, C, NH);
+        linear_forward(on_gpu, a.resid2, a.atty, p.attn_proj_w, p.attn_proj_b, B, C, C);
+        add_inplace(on_gpu, a.resid2, x, (size_t)B * C);
+        layernorm_forward(on_gpu, a.ln2, a.ln2_mean, a.ln2_rstd, a.resid2, p.ln2_w, p.ln2_b, B, C);
+        linear_forward(on_gpu, a.fch, a.ln2, p.fc_w, p.fc_b, B, C, 4 * C);
+        gelu_forward(on_gpu, a.fch_gelu, a.fch, (size_t)B * 4 * C);
+        linear_forward(on_gpu, x, a.fch_gelu, p.fc_proj_w, p.fc_proj_b, B, 4 * C, C);
+        add_inplace(on_gpu, x, a.resid2, (size_t)B * C);
+    }
+    layernorm_forward(on_gpu, m->lnf, m->lnf_mean, m->lnf_rstd, x, vlm_param(m, m->lnf_w), vlm_param(m, m->lnf_b), B, C);
+    linear_forward(on_gpu, m->logits, m->lnf, vlm_param(m, m->wte), (const float*)nullptr, B, C, V);
+    kv->n++;
+}
 
 // image: (H, W, 3) host floats; prompt: text tokens [<bos> <image> ...] (host);
 // greedy: up to max_new tokens, stopping after <eos> (eos_token). Returns the new tokens.
 // step_logits (optional, host): the logits that chose each new token, (n_new, V).
+// image_key: the image's key for a random token reduction (the dataset's image index).
 static std::vector<int> vlm_generate(VlmModel* m, const float* image, const std::vector<int>& prompt, int max_new, int eos_token,
-                                     std::vector<float>* step_logits = nullptr) {
+                                     std::vector<float>* step_logits = nullptr, int image_key = 0) {
     const VlmConfig& c = m->cfg;
     bool on_gpu = m->on_gpu;
-    int C = c.l_dim, NH = c.l_heads, V = c.vocab, Tl = m->Tl, L = c.l_layers;
+    int V = c.vocab, Tl = m->Tl;
     int len = (int)prompt.size();
     if (len < 2 || len > c.max_text) FATAL("vlm_generate: prompt of %d tokens outside [2, %d]", len, c.max_text);
     // the decode step below reads the GPT's weights directly
     if (m->lm.lora.rank > 0 && !m->lm.lora_merged) FATAL("vlm_generate: merge the GPT's adapters first (transformer_lora_merge)");
     std::vector<int> padded(prompt); padded.resize(c.max_text, 0);
-    vlm_forward(m, image, padded.data(), nullptr, &len, 1);
-    int n = len + m->P - 1;  // LM positions filled by the prompt
+    vlm_forward(m, image, padded.data(), nullptr, &len, 1, &image_key);
+    int n = len + m->Pi - 1;  // LM positions filled by the prompt
     VlmKVCache kv;
-    for (int l = 0; l < L; l++) {
-        kv.k.push_back((floatX*)backend_malloc(on_gpu, (size_t)Tl * C * sizeof(floatX)));
-        kv.v.push_back((floatX*)backend_malloc(on_gpu, (size_t)Tl * C * sizeof(floatX)));
-        const floatX* qkv = m->lm.acts[l].qkv;  // (1, Tl, 3C) rows [q | k | v]
-        backend_copy_2d(on_gpu, kv.k[l], C * sizeof(floatX), qkv + C, 3 * C * sizeof(floatX), C * sizeof(floatX), n);
-        backend_copy_2d(on_gpu, kv.v[l], C * sizeof(floatX), qkv + 2 * C, 3 * C * sizeof(floatX), C * sizeof(floatX), n);
-    }
-    kv.n = n;
+    vlm_kv_from_prefill(m, &kv, 1, n);
     std::vector<float> logits(V);
     std::vector<int> out;
     backend_copy(on_gpu, logits.data(), m->logits + (size_t)(n - 1) * V, V * sizeof(floatX), false);
-    // one-row scratch: the first rows of the LM's activations (the prefill's are no longer needed)
-    floatX* x = m->lm.acts[0].resid;
-    int* d_tok = m->d_tokens;
     for (int i = 0; i < max_new; i++) {
         int best = (int)(std::max_element(logits.begin(), logits.end()) - logits.begin());
         if (step_logits) step_logits->insert(step_logits->end(), logits.begin(), logits.end());
         out.push_back(best);
         if (best == eos_token || kv.n >= Tl || len + i + 1 >= c.max_text) break;
-        int pos = kv.n;
-        backend_copy(on_gpu, d_tok, &best, sizeof(int), true);
-        embedding_forward(on_gpu, x, d_tok, vlm_param(m, m->wte), 1, C);
-        position_add_forward(on_gpu, x, vlm_param(m, m->wpe) + (size_t)pos * C, 1, 1, C);
-        for (int l = 0; l < L; l++) {
-            BlockParams& p = m->lm.p[l];
-            BlockActs& a = m->lm.acts[l];
-            layernorm_forward(on_gpu, a.ln1, a.ln1_mean, a.ln1_rstd, x, p.ln1_w, p.ln1_b, 1, C);
-            linear_forward(on_gpu, a.qkv, a.ln1, p.qkv_w, p.qkv_b, 1, C, 3 * C);
-            backend_copy_device(on_gpu, kv.k[l] + (size_t)pos * C, a.qkv + C, C * sizeof(floatX));
-            backend_copy_device(on_gpu, kv.v[l] + (size_t)pos * C, a.qkv + 2 * C, C * sizeof(floatX));
-            attention_step(on_gpu, a.atty, a.qkv, kv.k[l], kv.v[l], 1, pos + 1, Tl, C, NH);
-            linear_forward(on_gpu, a.resid2, a.atty, p.attn_proj_w, p.attn_proj_b, 1, C, C);
-            add_inplace(on_gpu, a.resid2, x, C);
-            layernorm_forward(on_gpu, a.ln2, a.ln2_mean, a.ln2_rstd, a.resid2, p.ln2_w, p.ln2_b, 1, C);
-            linear_forward(on_gpu, a.fch, a.ln2, p.fc_w, p.fc_b, 1, C, 4 * C);
-            gelu_forward(on_gpu, a.fch_gelu, a.fch, 4 * C);
-            linear_forward(on_gpu, x, a.fch_gelu, p.fc_proj_w, p.fc_proj_b, 1, 4 * C, C);
-            add_inplace(on_gpu, x, a.resid2, C);
-        }
-        layernorm_forward(on_gpu, m->lnf, m->lnf_mean, m->lnf_rstd, x, vlm_param(m, m->lnf_w), vlm_param(m, m->lnf_b), 1, C);
-        linear_forward(on_gpu, m->logits, m->lnf, vlm_param(m, m->wte), (const float*)nullptr, 1, C, V);
+        vlm_decode_step(m, &kv, &best);
         backend_copy(on_gpu, logits.data(), m->logits, V * sizeof(floatX), false);
-        kv.n++;
     }
-    for (int l = 0; l < L; l++) { backend_free(on_gpu, kv.k[l]); backend_free(on_gpu, kv.v[l]); }
+    vlm_kv_free(m, &kv);
     return out;
 }
