@@ -123,6 +123,11 @@ build/make_scenes: data_scripts/make_scenes.cpp $(SRC_HEADERS)
 vlm:
 	bash data_scripts/train_vlm.sh
 
+# the VLM efficiency study: visual-token reduction methods x ratios, accuracy, KL, FLOPs, latency
+.PHONY: vlm-study
+vlm-study:
+	bash data_scripts/vlm_study.sh
+
 # the speed benchmark (GPU): the mamba-130m training step and generation beside the anchors
 .PHONY: bench
 bench:

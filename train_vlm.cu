@@ -18,7 +18,12 @@
 //
 // Visual-token reduction at inference (stages eval, infer, profile; src/token_reduction.h):
 // --reduce pool|random|uniform --reduce-ratio R keeps P' = round(P (1 - R)) of the P patch
-// features (pool: 2x2 average pooling, R = 0.75 only) before the projector.
+// features (pool: 2x2 average pooling, R = 0.75 only) before the projector; --reduce salient (ours:
+// pixel saliency with a round robin over the 2x2 cells) too; --reduce fastv --fastv-layer L' keeps
+// all P to the LM and prunes them inside it, after block L' - 1, by block L''s attention from the
+// last prompt token. --dump-answer-logits FILE (stage eval) writes the logits of every answer
+// position (int32 V, then float32 rows of V, in question order): data_scripts/vlm_study.py
+// compares them across reductions (KL, top-1 agreement).
 //
 // A stage starts from the previous one's checkpoint with --init (weights only,
 // fresh optimizer); --resume continues a stage exactly. The model is
@@ -50,6 +55,8 @@ typedef struct {
     LoraConfig lora;  // adapters on the GPT (src/lora.h), its base frozen
     std::string reduce = "none";  // visual-token reduction at inference (src/token_reduction.h)
     float reduce_ratio = -1;      // -1: not given (0.75 for a reduction)
+    int fastv_layer = -1;         // -1: not given (1)
+    std::string dump_logits;      // --stage eval: the answer positions' logits
     int profile_iters = 50, profile_warmup = 5;
     std::string profile_out = "out/vlm_profile.csv";
 } Options;
@@ -84,7 +91,11 @@ static std::vector<OptSpec> option_table(Options* o) {
         {"--lora-dropout", OPT_FLOAT, &o->lora.dropout, "dropout on the adapters' inputs while training"},
         {"--lora-targets", OPT_STR, &o->lora.targets, "GPT layers with adapters, comma-separated: qkv, attn_proj, fc, fc_proj, or all"},
         {"--reduce", OPT_STR, &o->reduce, "stages eval, infer, profile: visual-token reduction before the projector: none | pool (2x2 average) | "
-                                          "random (seeded by --seed and the image) | uniform (an even spatial grid)"},
+                                          "random (seeded by --seed and the image) | uniform (an even spatial grid) | salient (pixel saliency, "
+                                          "a round robin over the 2x2 cells) | fastv (inside the LM: see --fastv-layer)"},
+        {"--fastv-layer", OPT_INT, &o->fastv_layer, "--reduce fastv: blocks before this one see every image token; its attention from the "
+                                                    "last prompt token ranks them (default 1; 0 for a one-block GPT)"},
+        {"--dump-answer-logits", OPT_STR, &o->dump_logits, "--stage eval: write the logits of every answer position to this file"},
         {"--reduce-ratio", OPT_FLOAT, &o->reduce_ratio, "fraction R of the image tokens dropped, in [0, 1): P' = max(1, round(P (1 - R))); "
                                                         "pool takes 0.75 only; not given: 0.75"},
         {"--profile-iters", OPT_INT, &o->profile_iters, "--stage profile: timed runs per component (the median is reported)"},
@@ -120,12 +131,16 @@ static void validate(const Options* o) {
     if (o->lora.rank > 0 && o->stage != "lm" && o->stage != "instruct" && o->stage != "e2e")
         FATAL("--lora-rank adapts the GPT while it trains: stages lm, instruct and e2e (eval and infer read the adapters from the checkpoint)");
     ReduceMethod method;
-    if (!token_reduction_parse(o->reduce, &method)) FATAL("--reduce must be none, pool, random or uniform, got '%s'", o->reduce.c_str());
+    if (!token_reduction_parse(o->reduce, &method))
+        FATAL("--reduce must be none, pool, random, uniform, salient or fastv, got '%s'", o->reduce.c_str());
+    if (o->fastv_layer != -1 && method != REDUCE_FASTV) FATAL("--fastv-layer needs --reduce fastv");
+    if (o->fastv_layer < -1) FATAL("--fastv-layer must be >= 0, got %d", o->fastv_layer);
+    if (!o->dump_logits.empty() && o->stage != "eval") FATAL("--dump-answer-logits belongs to --stage eval");
     bool inference = o->stage == "eval" || o->stage == "infer" || o->stage == "profile";
     if (method != REDUCE_NONE && !inference)
         FATAL("--reduce applies at inference: stages eval, infer and profile (training keeps every image token)");
     if (o->reduce_ratio != -1) {
-        if (method == REDUCE_NONE) FATAL("--reduce-ratio needs --reduce pool, random or uniform");
+        if (method == REDUCE_NONE) FATAL("--reduce-ratio needs --reduce pool, random, uniform, salient or fastv");
         std::string err = token_reduction_check(method, o->reduce_ratio);
         if (!err.empty()) FATAL("--reduce-ratio: %s", err.c_str());
     }
@@ -139,6 +154,7 @@ static TokenReduction reduction_of(const Options& o) {
     token_reduction_parse(o.reduce, &r.method);
     if (r.method != REDUCE_NONE) r.ratio = o.reduce_ratio == -1 ? 0.75f : o.reduce_ratio;
     r.seed = o.train.seed;
+    r.layer = o.fastv_layer == -1 ? 1 : o.fastv_layer;
     return r;
 }
 
@@ -211,7 +227,7 @@ static Vocab vocab_from_checkpoint(const CheckpointInfo& info, const char* path)
 // answer position (and at <eos>) is the target given the right prefix, so one
 // teacher-forced forward per batch measures greedy exact match.
 typedef struct { double loss; int correct[VLM_NUM_QTYPES], total[VLM_NUM_QTYPES]; } EvalResult;
-static EvalResult evaluate_qa(VlmModel* m, const VlmDataset* ds, int n, int B, bool text_only) {
+static EvalResult evaluate_qa(VlmModel* m, const VlmDataset* ds, int n, int B, bool text_only, FILE* dump = nullptr) {
     EvalResult r = {0, {0}, {0}};
     std::vector<int> qa = vlm_record_ids(ds, VLM_QA);
     const VlmConfig& c = m->cfg;
@@ -226,7 +242,8 @@ static EvalResult evaluate_qa(VlmModel* m, const VlmDataset* ds, int n, int B, b
         vlm_get_batch(ds, VLM_QA, ids.data(), b, T, images.data(), tokens.data(), targets.data(), lengths.data(), types.data());
         if (text_only) vlm_forward_text(m, tokens.data(), nullptr, lengths.data(), b);
         else vlm_forward(m, images.data(), tokens.data(), nullptr, lengths.data(), b, keys.data());
-        int Tl = vlm_build_sequences(m, tokens.data(), targets.data(), lengths.data(), b, !text_only);  // the targets, for scoring
+        // the targets, for scoring, in the logits' layout (fastv: P' image rows)
+        int Tl = vlm_build_sequences(m, tokens.data(), targets.data(), lengths.data(), b, !text_only, text_only ? -1 : vlm_out_image_rows(m));
         backend_copy(m->on_gpu, logits.data(), m->logits, (size_t)b * Tl * V * sizeof(floatX), false);
         for (int i = 0; i < b; i++) {
             bool right = true;
@@ -234,6 +251,7 @@ static EvalResult evaluate_qa(VlmModel* m, const VlmDataset* ds, int n, int B, b
                 int tgt = m->lm_targets[(size_t)i * Tl + t];
                 if (tgt < 0) continue;
                 const float* row = &logits[((size_t)i * Tl + t) * V];
+                if (dump && fwrite(row, sizeof(float), V, dump) != (size_t)V) FATAL("--dump-answer-logits: write failed");
                 int best = (int)(std::max_element(row, row + V) - row);
                 double z = 0;
                 for (int v = 0; v < V; v++) z += exp((double)row[v] - row[best]);
@@ -432,6 +450,7 @@ int main(int argc, char** argv) {
         VlmModel m; vlm_build(&m, cfg, 1, on_gpu, false, {}, lora);
         checkpoint_load(from.c_str(), "vlm", checkpoint_config(cfg, vocab, *config_get(info.config, "stage"), lora), &m.params, false);
         transformer_lora_merge(&m.lm, &m.params, true);  // generation reads the merged weights
+        if (reduction.method == REDUCE_FASTV && o.fastv_layer == -1) reduction.layer = std::min(1, cfg.l_layers - 1);
         vlm_set_reduction(&m, reduction);
         std::vector<float> img = load_image(o.image.c_str(), cfg.image_size, o.resize);
         printf("%s\n", answer(&m, vocab, img.data(), o.question).c_str());
@@ -493,8 +512,12 @@ int main(int argc, char** argv) {
     printf("device: %s; activations %.1f MiB, scratch %.1f MiB, parameters %.1f MiB, grads+AdamW %.1f MiB\n", device_name(on_gpu).c_str(),
            m.acts_bytes / 1048576.0, m.scratch_bytes / 1048576.0, params_bytes(&m.params) / 1048576.0,
            params_grad_and_moment_bytes(&m.params) / 1048576.0);
+    if (reduction.method == REDUCE_FASTV && o.fastv_layer == -1) reduction.layer = std::min(1, cfg.l_layers - 1);  // a one-block GPT: 0
     vlm_set_reduction(&m, reduction);  // none while training (validate)
-    if (reduction.method != REDUCE_NONE)
+    if (reduction.method == REDUCE_FASTV)
+        printf("token reduction: fastv, ratio %g: the LM keeps %d of %d image tokens from block %d on (LM sequence %d, then %d)\n",
+               reduction.ratio, m.Pf, m.P, reduction.layer, m.Tl, vlm_lm_len(cfg, m.Pf));
+    else if (reduction.method != REDUCE_NONE)
         printf("token reduction: %s, ratio %g: the LM sees %d of %d image tokens (LM sequence %d)\n", REDUCE_NAMES[reduction.method],
                reduction.ratio, m.Pi, m.P, vlm_lm_len(cfg, m.Pi));
     if (o.stage == "profile") {
@@ -509,7 +532,7 @@ int main(int argc, char** argv) {
     auto run_eval = [&](int step) {
         transformer_set_training(&m.lm, false, 0);
         JsonLine j; j.integer("step", step);
-        if (reduction.method != REDUCE_NONE) j.text("reduce", REDUCE_NAMES[reduction.method]).num("reduce_ratio", reduction.ratio).integer("image_tokens", m.Pi);
+        if (reduction.method != REDUCE_NONE) j.text("reduce", REDUCE_NAMES[reduction.method]).num("reduce_ratio", reduction.ratio).integer("image_tokens", m.Pf);
         if (o.stage == "clip") {
             double recall, zs;
             evaluate_clip(&m, &test, o.eval_records, B, &recall, &zs);
@@ -517,7 +540,15 @@ int main(int argc, char** argv) {
             logger_write(&log, j.num("recall_at_1", recall).num("zero_shot", zs));
             return;
         }
-        EvalResult r = evaluate_qa(&m, &test, o.eval_records, B, o.stage == "lm");
+        FILE* dump = nullptr;
+        if (!o.dump_logits.empty()) {
+            dump = fopen(o.dump_logits.c_str(), "wb");
+            if (!dump) FATAL("cannot open %s for writing", o.dump_logits.c_str());
+            int32_t V = cfg.vocab;
+            fwrite(&V, sizeof V, 1, dump);
+        }
+        EvalResult r = evaluate_qa(&m, &test, o.eval_records, B, o.stage == "lm", dump);
+        if (dump && fclose(dump) != 0) FATAL("--dump-answer-logits: cannot write %s", o.dump_logits.c_str());
         int c = 0, n = 0;
         for (int i = 0; i < VLM_NUM_QTYPES; i++) { c += r.correct[i]; n += r.total[i]; }
         printf("step %5d | test answer loss %.4f | exact match %.1f%% (", step, r.loss, 100.0 * c / std::max(1, n));

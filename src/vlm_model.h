@@ -19,6 +19,19 @@
 // <image> -> P', text token t >= 2 -> t + P' - 1. So the text sits right after the
 // image tokens, at positions P - P' lower than in training (the learned position
 // embeddings of those slots are reused; the sequence is P - P' rows shorter).
+// FastV (reduce fastv, inside the LM; the projector still reads all P): the sequence with all P
+// image tokens goes through blocks 0..L'-1 (L' = reduce.layer); block L''s attention from the query
+// row (the first <sep> after <image>, else the last valid row) ranks the image tokens
+// (fastv_image_scores, averaged over heads); the top P' (Pf) stay, in order, and the residual rows
+// [<bos>, kept image rows, every text row] are gathered into a sequence P - P' rows shorter that
+// runs through blocks L'..L-1, the final LN and the head. Positions were added at the input, so
+// every row keeps its original position. The logits and targets are laid out as a sequence with
+// P' image rows (vlm_out_image_rows: what vlm_build_sequences(..., n_image = P') builds; the target
+// of <image> sits at the last kept image row). KV cache: layers < L' hold all n prompt rows,
+// layers >= L' only the n - (P - P') kept ones (VlmKVCache::drop per layer); a decode step adds
+// one row to every layer at the position n (the embedding's) and the cache slot n - drop[l], so
+// it equals the forward of the longer sequence with the same pruning. m->fastv_force (tests):
+// the kept indices (B, P') to use instead of the ranking.
 // vlm_forward's stages can also be run one by one (the profiler times them):
 // vlm_encode_images -> vlm_reduce_tokens -> vlm_project -> vlm_prepare_sequences +
 // vlm_lm_forward; generation: vlm_kv_from_prefill, then vlm_decode_step per token.
@@ -52,6 +65,7 @@
 #include "transformer.h"
 
 #define VLM_IMAGE_TOKEN 3  // the <image> placeholder's id (src/tokenizer.h)
+#define VLM_SEP_TOKEN 5    // <sep>: the prompt's end (FastV's query row)
 
 typedef struct {
     int image_size, patch;                 // square RGB images, patch size p
@@ -101,6 +115,15 @@ typedef struct {
     TokenReduction reduce;
     int Pi;                // image tokens the LM sees: P' (= P without a reduction)
     int cur_Pi;            // ... in the last LLaVA forward (what vlm_backward checks)
+    int Pf;                // image rows from block reduce.layer on: P' with fastv, Pi otherwise
+    int cur_cut, cur_drop, cur_T_in;  // last forward: first pruned block (L: none), rows dropped, rows before
+    std::vector<int> fastv_keep;      // (B, Pf) the last fastv selection (host)
+    std::vector<int> fastv_force;     // tests: (B, Pf) kept indices to use instead of the ranking
+    std::vector<float> fastv_score;   // (B, P) the last ranking scores (host)
+    std::vector<int> fastv_rows;      // (B, T') the kept rows of each sequence
+    std::vector<int> fastv_query;     // (B) the query row of each sequence
+    int* d_fastv_rows;
+    std::vector<float> saliency;      // (B, P) salient: the last saliency (host)
     int grid;              // the patch grid's side: P = grid * grid
     std::vector<int> keep; // (B, Pi) kept patch indices (random, uniform)
     int* d_keep;
@@ -267,7 +290,8 @@ static void vlm_build(VlmModel* m, const VlmConfig& cfg, int B, bool on_gpu, boo
     if (c.t_layers < 1 || c.t_dim % c.t_heads || c.clip_dim < 1) FATAL("invalid VLM config: text encoder layers >= 1, width a multiple of its heads, clip_dim >= 1");
     m->cfg = cfg; m->on_gpu = on_gpu; m->B = B;
     m->P = vlm_num_patches(c); m->K = c.patch * c.patch * 3; m->Tl = vlm_lm_len(c); m->Tt = c.max_text - 1;
-    m->reduce = token_reduction_none(); m->Pi = m->cur_Pi = m->P; m->grid = c.image_size / c.patch;
+    m->reduce = token_reduction_none(); m->Pi = m->cur_Pi = m->Pf = m->P; m->grid = c.image_size / c.patch;
+    m->cur_cut = c.l_layers; m->cur_drop = 0; m->cur_T_in = 0;
     if (lm_lora.rank < 0 || (lm_lora.rank > 0 && !(lm_lora.alpha > 0)) || lm_lora.dropout < 0 || lm_lora.dropout >= 1)
         FATAL("LoRA needs rank >= 0, alpha > 0 and dropout in [0, 1)");
     m->lm_lora = lm_lora;
@@ -300,6 +324,7 @@ static void vlm_build(VlmModel* m, const VlmConfig& cfg, int B, bool on_gpu, boo
     m->d_lengths = (int*)backend_malloc(on_gpu, B * sizeof(int));
     m->keep.assign((size_t)B * m->P, 0);
     m->d_keep = (int*)backend_malloc(on_gpu, (size_t)B * m->P * sizeof(int));
+    m->d_fastv_rows = (int*)backend_malloc(on_gpu, BT * sizeof(int));
     m->img_feats = m->feats;
     m->host_losses.assign(BT, 0.0f);
     m->cur_B = 0; m->have_targets = false; m->n_targets = 0;
@@ -318,16 +343,26 @@ static void vlm_free(VlmModel* m) {
     backend_free(on_gpu, m->d_tokens); backend_free(on_gpu, m->d_targets); backend_free(on_gpu, m->d_lengths);
     backend_free(on_gpu, m->d_cls_rows); backend_free(on_gpu, m->d_eot_rows);
     backend_free(on_gpu, m->d_keep);
+    backend_free(on_gpu, m->d_fastv_rows);
 }
 
 // visual-token reduction for the next forwards (src/token_reduction.h; inference:
 // vlm_backward refuses a reduced forward). Sets m->Pi = P'. A ratio of 0 (or none)
 // keeps all P tokens and runs nothing, so the model is exactly the unreduced one.
+// fastv: the projector reads all P (Pi = P), the LM keeps Pf = P' from block r.layer on.
 static void vlm_set_reduction(VlmModel* m, const TokenReduction& r) {
+    int n = token_reduction_count(r, m->grid, m->grid);
+    if (r.method == REDUCE_FASTV && (r.layer < 0 || r.layer >= m->cfg.l_layers))
+        FATAL("fastv: the ranking layer must be in [0, %d] (the GPT has %d blocks), got %d", m->cfg.l_layers - 1, m->cfg.l_layers, r.layer);
     m->reduce = r;
-    m->Pi = token_reduction_count(r, m->grid, m->grid);
+    m->Pi = r.method == REDUCE_FASTV ? m->P : n;
+    m->Pf = n;
+    m->fastv_force.clear();
 }
 static bool vlm_reduces(const VlmModel* m) { return m->Pi < m->P; }
+static bool vlm_prunes(const VlmModel* m) { return m->Pf < m->Pi; }  // fastv with P' < P
+// the image rows of the logits' layout (P' with fastv)
+static int vlm_out_image_rows(const VlmModel* m) { return m->Pf; }
 
 // ViT and GPT: GPT-2's N(0, 0.02); the patch embedding and projector as nn.Linear's
 // default U(+-1/sqrt(fan_in)); [CLS] and positions N(0, 0.02); LayerNorms 1 and 0
@@ -367,9 +402,10 @@ static float* vlm_grad(const VlmModel* m, int k) { return param_grad(&m->params,
 // with_image: m->Pi image rows (P, or P' after a reduction) take <image>'s place (see
 // the top); without, <image> is dropped and token t >= 2 goes to position t - 1 (what
 // follows <image> is then predicted from <bos>). Returns the LM sequence length used.
+// n_image (>= 0): that many image rows instead of m->Pi (the layout of fastv's logits: P').
 static int vlm_build_sequences(VlmModel* m, const int* text_tokens, const int* text_targets, const int* text_lengths, int B,
-                               bool with_image = true) {
-    int Tt = m->cfg.max_text, P = with_image ? m->Pi : 0;
+                               bool with_image = true, int n_image = -1) {
+    int Tt = m->cfg.max_text, P = with_image ? (n_image >= 0 ? n_image : m->Pi) : 0;
     int Tl = with_image ? vlm_lm_len(m->cfg, P) : Tt - 1;  // rows of the LM's buffers used, packed as (B, Tl)
     for (int b = 0; b < B; b++) {
         const int* tok = text_tokens + (size_t)b * Tt;
@@ -393,11 +429,11 @@ static int vlm_build_sequences(VlmModel* m, const int* text_tokens, const int* t
 
 // the LM from its input rows (lm.acts[0].resid) to the loss; returns the mean
 // loss over the marked tokens (0 without targets: then the logits stay)
-static float vlm_lm_head_and_loss(VlmModel* m, int B, int Tl, bool have_targets) {
+static float vlm_lm_head_and_loss(VlmModel* m, int B, int Tl, bool have_targets, bool run_blocks = true) {
     const VlmConfig& c = m->cfg;
     bool on_gpu = m->on_gpu;
     int Dl = c.l_dim, V = c.vocab, BT = B * Tl;
-    transformer_forward(&m->lm, on_gpu, m->d_lengths, B, Tl, c.l_layers);
+    if (run_blocks) transformer_forward(&m->lm, on_gpu, m->d_lengths, B, Tl, c.l_layers);
     PROF(on_gpu, "layernorm", layernorm_forward(on_gpu, m->lnf, m->lnf_mean, m->lnf_rstd, m->lm.out, vlm_param(m, m->lnf_w),
                                                 vlm_param(m, m->lnf_b), BT, Dl));
     PROF(on_gpu, "lm_head", linear_forward(on_gpu, m->logits, m->lnf, vlm_param(m, m->wte), (const float*)nullptr, BT, Dl, V));
@@ -474,6 +510,14 @@ static void vlm_reduce_tokens(VlmModel* m, int B, const int* image_keys = nullpt
     if (!vlm_reduces(m)) return;
     if (m->reduce.method == REDUCE_POOL) {
         token_pool2x2(on_gpu, m->feats_red, m->feats, B, m->grid, m->grid, Dv);
+    } else if (m->reduce.method == REDUCE_SALIENT) {  // the raw images of vlm_encode_images (m->images)
+        int H = m->cfg.image_size;
+        m->saliency.resize((size_t)B * P);
+        token_saliency(on_gpu, m->saliency.data(), m->images, B, H, H, m->cfg.patch);
+        for (int b = 0; b < B; b++)
+            token_select_salient(m->keep.data() + (size_t)b * Pi, m->saliency.data() + (size_t)b * P, m->grid, m->grid, Pi);
+        backend_copy(on_gpu, m->d_keep, m->keep.data(), (size_t)B * Pi * sizeof(int), true);
+        token_gather(on_gpu, m->feats_red, m->feats, m->d_keep, B, P, Pi, Dv);
     } else {
         token_select(m->keep.data(), m->reduce, m->grid, m->grid, Pi, B, image_keys);
         backend_copy(on_gpu, m->d_keep, m->keep.data(), (size_t)B * Pi * sizeof(int), true);
@@ -496,17 +540,90 @@ static void vlm_project(VlmModel* m, int B) {
          });
 }
 
+// blocks l0 .. l0 + n - 1 of the GPT on its acts[l0].resid (the stack's output as transformer_forward's)
+static void vlm_lm_blocks_from(VlmModel* m, int l0, int B, int T) {
+    Transformer view = m->lm;  // the same parameters and activations, the first l0 blocks left out
+    view.index.erase(view.index.begin(), view.index.begin() + l0);
+    view.p.erase(view.p.begin(), view.p.begin() + l0);
+    view.dp.erase(view.dp.begin(), view.dp.begin() + l0);
+    view.acts.erase(view.acts.begin(), view.acts.begin() + l0);
+    view.lora_blocks.erase(view.lora_blocks.begin(), view.lora_blocks.begin() + l0);
+    view.cfg.n_layer -= l0;
+    transformer_forward(&view, m->on_gpu, m->d_lengths, B, T, view.cfg.n_layer);
+}
+
+// FastV (see the top), after the LM's input rows are in acts[0].resid as (B, Tl): blocks
+// 0..L'-1, the ranking, the gather, blocks L'..L-1. Returns T' = Tl - (P - P'), the rows of
+// the output (lm.out), laid out with P' image rows; the host targets and lengths follow.
+static int vlm_fastv_prune(VlmModel* m, int B, int Tl) {
+    const VlmConfig& c = m->cfg;
+    bool on_gpu = m->on_gpu;
+    int K = m->reduce.layer, P = m->Pi, Pf = m->Pf, C = c.l_dim, drop = P - Pf, T2 = Tl - drop;
+    transformer_forward(&m->lm, on_gpu, m->d_lengths, B, Tl, K);
+    // block K's queries and keys on the whole sequence (its LN1 and QKV; the block reruns on the kept rows)
+    BlockActs& a = m->lm.acts[K];
+    BlockParams& p = m->lm.p[K];
+    int BT = B * Tl;
+    PROF(on_gpu, "fastv_rank",
+         layernorm_forward(on_gpu, a.ln1, a.ln1_mean, a.ln1_rstd, a.resid, p.ln1_w, p.ln1_b, BT, C);
+         linear_forward(on_gpu, a.qkv, a.ln1, p.qkv_w, p.qkv_b, BT, C, 3 * C);
+         if (m->lm.lora.rank > 0 && !m->lm.lora_merged && lora_active(m->lm.lora_blocks[K].qkv))
+             lora_forward(on_gpu, m->lm.lora_blocks[K].qkv, transformer_lora_run(&m->lm, K, 0), a.h_qkv, a.ln1, a.qkv, nullptr, BT));
+    m->fastv_query.assign(B, 0);
+    for (int b = 0; b < B; b++) {  // the first <sep> after <image> (text rows start at P + 1), else the last row
+        int len = m->lm_lengths[b], q = len - 1;
+        for (int j = P + 1; j < len; j++)
+            if (m->lm_tokens[(size_t)b * Tl + j] == VLM_SEP_TOKEN) { q = j; break; }
+        m->fastv_query[b] = q;
+    }
+    m->fastv_keep.assign((size_t)B * Pf, 0);
+    if (!m->fastv_force.empty()) {
+        if (m->fastv_force.size() < (size_t)B * Pf) FATAL("fastv_force: %zu indices for (%d, %d)", m->fastv_force.size(), B, Pf);
+        std::copy(m->fastv_force.begin(), m->fastv_force.begin() + (size_t)B * Pf, m->fastv_keep.begin());
+    } else {
+        m->fastv_score.resize((size_t)B * P);
+        PROF(on_gpu, "fastv_rank", fastv_image_scores(on_gpu, m->fastv_score.data(), a.qkv, m->fastv_query.data(), B, Tl, C, c.l_heads, 1, P));
+        for (int b = 0; b < B; b++) token_select_top(m->fastv_keep.data() + (size_t)b * Pf, m->fastv_score.data() + (size_t)b * P, P, Pf);
+    }
+    // the kept rows: <bos>, the kept image rows, every text row
+    m->fastv_rows.assign((size_t)B * T2, 0);
+    for (int b = 0; b < B; b++) {
+        int* r = &m->fastv_rows[(size_t)b * T2];
+        r[0] = 0;
+        for (int i = 0; i < Pf; i++) r[1 + i] = 1 + m->fastv_keep[(size_t)b * Pf + i];
+        for (int j = P + 1; j < Tl; j++) r[j - drop] = j;
+    }
+    backend_copy(on_gpu, m->d_fastv_rows, m->fastv_rows.data(), (size_t)B * T2 * sizeof(int), true);
+    PROF(on_gpu, "fastv_gather", token_gather(on_gpu, m->lnf, a.resid, m->d_fastv_rows, B, Tl, T2, C);  // lnf: free scratch here
+                                 backend_copy_device(on_gpu, a.resid, m->lnf, (size_t)B * T2 * C * sizeof(floatX)));
+    // targets (the layout of P' image rows: <image>'s target at the last kept image row) and lengths
+    std::vector<int> tg((size_t)B * T2);
+    for (int b = 0; b < B; b++) {
+        for (int i = 0; i < T2; i++) tg[(size_t)b * T2 + i] = m->lm_targets[(size_t)b * Tl + m->fastv_rows[(size_t)b * T2 + i]];
+        tg[(size_t)b * T2 + Pf] = m->lm_targets[(size_t)b * Tl + P];
+        m->lm_lengths[b] -= drop;
+    }
+    std::copy(tg.begin(), tg.end(), m->lm_targets.begin());
+    backend_copy(on_gpu, m->d_lengths, m->lm_lengths.data(), B * sizeof(int), true);
+    vlm_lm_blocks_from(m, K, B, T2);
+    m->cur_T = T2; m->cur_T_in = Tl; m->cur_cut = K; m->cur_drop = drop;
+    return T2;
+}
+
 // the LM over <bos>, the Pi image tokens (m->img_tok), the text (the sequences of
 // vlm_prepare_sequences): embedding, splice, blocks, head (and the loss with targets)
 static float vlm_lm_forward(VlmModel* m, int B, int Tl, bool have_targets) {
     bool on_gpu = m->on_gpu;
     int Dl = m->cfg.l_dim, BT = B * Tl;
-    m->cur_B = B; m->cur_T = Tl; m->have_targets = have_targets; m->pass = VLM_PASS_IMAGE; m->cur_Pi = m->Pi;
+    m->cur_B = B; m->cur_T = m->cur_T_in = Tl; m->have_targets = have_targets; m->pass = VLM_PASS_IMAGE; m->cur_Pi = m->Pi;
+    m->cur_cut = m->cfg.l_layers; m->cur_drop = 0;
     floatX* lin = m->lm.acts[0].resid;
     PROF(on_gpu, "lm_embed", embedding_forward(on_gpu, m->tok_emb, m->d_tokens, vlm_param(m, m->wte), BT, Dl);
                              image_splice_forward(on_gpu, lin, m->tok_emb, m->img_tok, B, Tl, m->Pi, Dl);
                              position_add_forward(on_gpu, lin, vlm_param(m, m->wpe), B, Tl, Dl));
-    return vlm_lm_head_and_loss(m, B, Tl, have_targets);
+    if (!vlm_prunes(m)) return vlm_lm_head_and_loss(m, B, Tl, have_targets);
+    int T2 = vlm_fastv_prune(m, B, Tl);
+    return vlm_lm_head_and_loss(m, B, T2, have_targets, false);
 }
 
 // images: (B, H, W, 3) host floats in [0, 1]; text arrays as vlm_build_sequences.
@@ -530,7 +647,8 @@ static float vlm_forward_text(VlmModel* m, const int* text_tokens, const int* te
     int Tl = vlm_build_sequences(m, text_tokens, text_targets, text_lengths, B, false), BT = B * Tl;
     backend_copy(on_gpu, m->d_tokens, m->lm_tokens.data(), BT * sizeof(int), true);
     backend_copy(on_gpu, m->d_lengths, m->lm_lengths.data(), B * sizeof(int), true);
-    m->cur_B = B; m->cur_T = Tl; m->have_targets = text_targets != nullptr; m->pass = VLM_PASS_TEXT;
+    m->cur_B = B; m->cur_T = m->cur_T_in = Tl; m->have_targets = text_targets != nullptr; m->pass = VLM_PASS_TEXT;
+    m->cur_cut = m->cfg.l_layers; m->cur_drop = 0;
     floatX* lin = m->lm.acts[0].resid;
     PROF(on_gpu, "lm_embed", embedding_forward(on_gpu, lin, m->d_tokens, vlm_param(m, m->wte), BT, Dl);
                              position_add_forward(on_gpu, lin, vlm_param(m, m->wpe), B, Tl, Dl));
@@ -622,9 +740,9 @@ static void vlm_backward(VlmModel* m) {
     bool on_gpu = m->on_gpu;
     backend_memset0(on_gpu, m->scratch_memory, m->scratch_bytes);
     if (m->pass == VLM_PASS_CLIP) { vlm_clip_backward(m); return; }
-    if (m->pass == VLM_PASS_IMAGE && m->cur_Pi != m->P)
+    if (m->pass == VLM_PASS_IMAGE && (m->cur_Pi != m->P || m->cur_drop > 0))
         FATAL("vlm_backward: the forward reduced the image tokens (%s, %d of %d): reduction is for inference, training keeps them all",
-              REDUCE_NAMES[m->reduce.method], m->cur_Pi, m->P);
+              REDUCE_NAMES[m->reduce.method], m->cur_Pi - m->cur_drop, m->P);
     int B = m->cur_B, P = m->P, Dv = c.v_dim, Dl = c.l_dim, Tl = m->cur_T, V = c.vocab, BT = B * Tl;
     // head and final norm (m->logits holds dloss/dlogits)
     PROF(on_gpu, "lm_head", linear_backward(on_gpu, m->dlnf, vlm_grad(m, m->wte), nullptr, m->logits, m->lnf, vlm_param(m, m->wte), BT, Dl, V));
@@ -664,24 +782,31 @@ static void vlm_backward(VlmModel* m) {
 
 typedef struct {
     std::vector<floatX*> k, v;  // per LM layer: (B, Tl, C) on the backend
-    int n;                      // positions filled (the same in every row)
+    int n;                      // positions filled (the same in every row): the next token's position
     int B;
+    std::vector<int> drop;      // per layer: rows pruned (fastv: P - P' from block L' on, else 0); layer l
+                                // holds n - drop[l] rows, the next one goes to slot n - drop[l]
 } VlmKVCache;
 
 // after a forward of B sequences whose first n LM positions are the prompt (the same n in
 // every row): their keys and values into a new cache
+// (n: the prompt's positions in the full sequence; fastv's layers from L' on take the n - (P - P') kept)
 static void vlm_kv_from_prefill(VlmModel* m, VlmKVCache* kv, int B, int n) {
     bool on_gpu = m->on_gpu;
-    int C = m->cfg.l_dim, Tl = m->Tl, Tf = m->cur_T;  // the cache holds Tl rows; the forward's rows are Tf apart
-    if (n < 1 || n > Tf || B > m->cur_B) FATAL("vlm_kv_from_prefill: %d rows of %d positions after a forward of (%d, %d)", B, n, m->cur_B, Tf);
-    kv->k.clear(); kv->v.clear();
+    int C = m->cfg.l_dim, Tl = m->Tl;  // the cache holds Tl rows
+    if (n < 1 || n > m->cur_T_in || n - m->cur_drop < 1 || B > m->cur_B)
+        FATAL("vlm_kv_from_prefill: %d rows of %d positions after a forward of (%d, %d)", B, n, m->cur_B, m->cur_T_in);
+    kv->k.clear(); kv->v.clear(); kv->drop.assign(m->cfg.l_layers, 0);
     for (int l = 0; l < m->cfg.l_layers; l++) {
+        bool pruned = l >= m->cur_cut;
+        int Tf = pruned ? m->cur_T : m->cur_T_in, rows = pruned ? n - m->cur_drop : n;  // the forward's rows are Tf apart
+        kv->drop[l] = pruned ? m->cur_drop : 0;
         kv->k.push_back((floatX*)backend_malloc(on_gpu, (size_t)B * Tl * C * sizeof(floatX)));
         kv->v.push_back((floatX*)backend_malloc(on_gpu, (size_t)B * Tl * C * sizeof(floatX)));
         for (int b = 0; b < B; b++) {
             const floatX* qkv = m->lm.acts[l].qkv + (size_t)b * Tf * 3 * C;  // (Tf, 3C) rows [q | k | v]
-            backend_copy_2d(on_gpu, kv->k[l] + (size_t)b * Tl * C, C * sizeof(floatX), qkv + C, 3 * C * sizeof(floatX), C * sizeof(floatX), n);
-            backend_copy_2d(on_gpu, kv->v[l] + (size_t)b * Tl * C, C * sizeof(floatX), qkv + 2 * C, 3 * C * sizeof(floatX), C * sizeof(floatX), n);
+            backend_copy_2d(on_gpu, kv->k[l] + (size_t)b * Tl * C, C * sizeof(floatX), qkv + C, 3 * C * sizeof(floatX), C * sizeof(floatX), rows);
+            backend_copy_2d(on_gpu, kv->v[l] + (size_t)b * Tl * C, C * sizeof(floatX), qkv + 2 * C, 3 * C * sizeof(floatX), C * sizeof(floatX), rows);
         }
     }
     kv->n = n; kv->B = B;
@@ -699,6 +824,7 @@ static void vlm_decode_step(VlmModel* m, VlmKVCache* kv, const int* tokens) {
     bool on_gpu = m->on_gpu;
     int C = c.l_dim, NH = c.l_heads, V = c.vocab, Tl = m->Tl, B = kv->B, pos = kv->n;
     if (pos >= Tl) FATAL("vlm_decode_step: the cache is full (%d positions)", Tl);
+    if ((int)kv->drop.size() != c.l_layers) kv->drop.assign(c.l_layers, 0);
     // B-row scratch: the first rows of the LM's activations (the prefill's are no longer needed)
     floatX* x = m->lm.acts[0].resid;
     int* d_tok = m->d_tokens;
@@ -710,15 +836,16 @@ static void vlm_decode_step(VlmModel* m, VlmKVCache* kv, const int* tokens) {
         BlockActs& a = m->lm.acts[l];
         layernorm_forward(on_gpu, a.ln1, a.ln1_mean, a.ln1_rstd, x, p.ln1_w, p.ln1_b, B, C);
         linear_forward(on_gpu, a.qkv, a.ln1, p.qkv_w, p.qkv_b, B, C, 3 * C);
-        // rows [q | k | v]: k and v to the cache; q as (B, C) rows for attention_step
-        backend_copy_2d(on_gpu, kv->k[l] + (size_t)pos * C, (size_t)Tl * C * sizeof(floatX), a.qkv + C, 3 * C * sizeof(floatX), C * sizeof(floatX), B);
-        backend_copy_2d(on_gpu, kv->v[l] + (size_t)pos * C, (size_t)Tl * C * sizeof(floatX), a.qkv + 2 * C, 3 * C * sizeof(floatX), C * sizeof(floatX), B);
+        // rows [q | k | v]: k and v to the cache (slot pos - drop[l]); q as (B, C) rows for attention_step
+        int slot = pos - kv->drop[l];
+        backend_copy_2d(on_gpu, kv->k[l] + (size_t)slot * C, (size_t)Tl * C * sizeof(floatX), a.qkv + C, 3 * C * sizeof(floatX), C * sizeof(floatX), B);
+        backend_copy_2d(on_gpu, kv->v[l] + (size_t)slot * C, (size_t)Tl * C * sizeof(floatX), a.qkv + 2 * C, 3 * C * sizeof(floatX), C * sizeof(floatX), B);
         const floatX* q = a.qkv;
         if (B > 1) {
             backend_copy_2d(on_gpu, m->lnf, C * sizeof(floatX), a.qkv, 3 * C * sizeof(floatX), C * sizeof(floatX), B);
             q = m->lnf;
         }
-        attention_step(on_gpu, a.atty, q, kv->k[l], kv->v[l], B, pos + 1, Tl, C, NH);
+        attention_step(on_gpu, a.atty, q, kv->k[l], kv->v[l], B, slot + 1, Tl, C, NH);
         linear_forward(on_gpu, a.resid2, a.atty, p.attn_proj_w, p.attn_proj_b, B, C, C);
         add_inplace(on_gpu, a.resid2, x, (size_t)B * C);
         layernorm_forward(on_gpu, a.ln2, a.ln2_mean, a.ln2_rstd, a.resid2, p.ln2_w, p.ln2_b, B, C);
@@ -752,7 +879,8 @@ static std::vector<int> vlm_generate(VlmModel* m, const float* image, const std:
     vlm_kv_from_prefill(m, &kv, 1, n);
     std::vector<float> logits(V);
     std::vector<int> out;
-    backend_copy(on_gpu, logits.data(), m->logits + (size_t)(n - 1) * V, V * sizeof(floatX), false);
+    int last = n - m->cur_drop - 1;  // the prompt's last row in the logits (fastv: the kept layout)
+    backend_copy(on_gpu, logits.data(), m->logits + (size_t)last * V, V * sizeof(floatX), false);
     for (int i = 0; i < max_new; i++) {
         int best = (int)(std::max_element(logits.begin(), logits.end()) - logits.begin());
         if (step_logits) step_logits->insert(step_logits->end(), logits.begin(), logits.end());

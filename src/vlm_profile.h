@@ -43,6 +43,14 @@
 //   LM head          2 T Dl V (tied wte; the prefill computes it for all T rows)
 //   decode step      per block: QKV 2 C 3C, scores 2 n C, values 2 n C, out 2 C C, MLP 2 C 8C,
 //                    with n the keys attended (the cache and the new token); head 2 C V
+// FastV (reduce fastv, P' of P kept from block L' on; T' = T - (P - P'), n' = n - (P - P')):
+//   LM blocks        L' blocks over (T, n) + (L - L') blocks over (T', n')
+//   ranking          block L''s QKV over all T rows (2 T C 3C: computed once more on the full
+//                    sequence) + the query row's scores over its n keys (2 n C); counted in the prefill
+//   LM head          2 T' Dl V
+//   decode step      L' blocks over n + 1 keys, L - L' blocks over n' + 1
+// The token reduction row of the profile is empty for fastv (the ranking and the gather run inside
+// the LM prefill).
 // All per sequence, times B for a batch.
 #pragma once
 #include <algorithm>
@@ -81,7 +89,8 @@ typedef struct {
 // Pi: image tokens the LM sees (P'); prompt_len: text tokens of the prompt ([<bos> <image> ... <sep>]).
 // The decode step is the first after the prompt: it attends to n + 1 keys, n = prompt_len + Pi - 1
 // (the prompt's cached positions and the new token itself)
-static VlmFlops vlm_flops(const VlmConfig& c, int Pi, int prompt_len) {
+// Pf, cut (fastv): P' image rows kept from block `cut` on (Pf < 0 or Pf >= Pi: no pruning)
+static VlmFlops vlm_flops(const VlmConfig& c, int Pi, int prompt_len, int Pf = -1, int cut = 0) {
     VlmFlops f = {};
     int P = vlm_num_patches(c), K = c.patch * c.patch * 3, Dv = c.v_dim, Dl = c.l_dim, V = c.vocab;
     int Tv = P + 1, fl = vlm_feature_layer(c);
@@ -98,6 +107,15 @@ static VlmFlops vlm_flops(const VlmConfig& c, int Pi, int prompt_len) {
     f.ttft = f.vision + f.reduce + f.projector + f.prefill + f.first_token;
     int keys = n + 1;
     f.decode = c.l_layers * flops_block(1, Dl, keys) + flops_linear(1, Dl, V);
+    if (Pf >= 0 && Pf < Pi) {
+        int drop = Pi - Pf, T2 = T - drop, n2 = n - drop, L = c.l_layers;
+        f.lm_blocks = cut * flops_block(T, Dl, attention_pairs(T, n, true)) + (L - cut) * flops_block(T2, Dl, attention_pairs(T2, n2, true)) +
+                      flops_linear(T, Dl, 3 * Dl) + 2.0 * n * Dl;
+        f.lm_head = flops_linear(T2, Dl, V);
+        f.prefill = f.lm_blocks + f.lm_head;
+        f.ttft = f.vision + f.reduce + f.projector + f.prefill + f.first_token;
+        f.decode = cut * flops_block(1, Dl, n + 1) + (L - cut) * flops_block(1, Dl, n2 + 1) + flops_linear(1, Dl, V);
+    }
     return f;
 }
 
@@ -178,13 +196,14 @@ static VlmProfile vlm_profile(VlmModel* m, const float* images, const std::vecto
     std::vector<int> tokens((size_t)B * T, 0), lengths(B, len);
     for (int b = 0; b < B; b++) std::copy(prompt.begin(), prompt.end(), tokens.begin() + (size_t)b * T);
     int Tl = vlm_lm_len(c, m->Pi), n = len + m->Pi - 1;
+    int To = vlm_lm_len(c, m->Pf), no = len + m->Pf - 1;  // the logits' layout (fastv: P' image rows)
     std::vector<float> row(V), logits((size_t)B * V);
     std::vector<int> first(B), second(B);
     auto argmax = [](const float* x, int n) { return (int)(std::max_element(x, x + n) - x); };
     auto prefill = [&]() { int t = vlm_prepare_sequences(m, tokens.data(), nullptr, lengths.data(), B); vlm_lm_forward(m, B, t, false); };
     auto first_token = [&]() {
         for (int b = 0; b < B; b++) {
-            backend_copy(on_gpu, row.data(), m->logits + ((size_t)b * Tl + n - 1) * V, V * sizeof(floatX), false);
+            backend_copy(on_gpu, row.data(), m->logits + ((size_t)b * To + no - 1) * V, V * sizeof(floatX), false);
             first[b] = argmax(row.data(), V);
         }
     };
@@ -198,9 +217,10 @@ static VlmProfile vlm_profile(VlmModel* m, const float* images, const std::vecto
     };
     // the stages need their inputs: one whole run first, then each alone, in pipeline order
     whole();
-    VlmFlops f = vlm_flops(c, m->Pi, len);
+    bool fastv = m->reduce.method == REDUCE_FASTV && vlm_prunes(m);
+    VlmFlops f = vlm_flops(c, m->Pi, len, fastv ? m->Pf : -1, m->reduce.layer);
     VlmProfile p;
-    p.B = B; p.P = m->P; p.Pi = m->Pi; p.prompt_len = len; p.lm_rows = Tl; p.decode_keys = n + 1;
+    p.B = B; p.P = m->P; p.Pi = m->Pf; p.prompt_len = len; p.lm_rows = Tl; p.decode_keys = no + 1;
     p.reduce = REDUCE_NAMES[m->reduce.method]; p.ratio = m->reduce.ratio;
     auto add = [&](const char* name, const std::function<void()>& fn, double flops, bool in_ttft) {
         TimeStats t = time_runs(on_gpu, warmup, iters, fn);

@@ -7,6 +7,7 @@
 #   - --stage eval with --reduce pool / random / uniform runs and prints accuracy with
 #     fewer image tokens; random is reproducible; R = 0 equals no reduction
 #   - --stage infer and --stage profile take --reduce too
+#   - fastv and salient: eval, profile, infer, R = 0 == none, --dump-answer-logits
 #   - bad values give a clear message and a nonzero exit
 # Ends with "N passed, N failed".
 set -u
@@ -86,17 +87,57 @@ $BIN $EVAL --reduce uniform --reduce-ratio 0 > "$tmp/r0.out" 2>&1
 [ -n "$(grep 'exact match' "$tmp/eval_none.out")" ] && [ "$(grep 'test answer loss' "$tmp/r0.out")" = "$(grep 'test answer loss' "$tmp/eval_none.out")" ] \
     && pass "--reduce-ratio 0 gives the unreduced model's loss and accuracy exactly" || fail "--reduce-ratio 0 == no reduction" "$(grep 'exact' "$tmp/r0.out" "$tmp/eval_none.out")"
 
+# 2b. fastv (inside the LM) and salient (ours)
+for r in fastv salient; do
+    if $BIN $EVAL --reduce $r --reduce-ratio 0.5 > "$tmp/eval_$r.out" 2>&1 && grep -q "exact match" "$tmp/eval_$r.out" \
+        && grep -qE "token reduction: $r, ratio 0.5: the LM (sees|keeps) 8 of 16 image tokens" "$tmp/eval_$r.out"; then
+        pass "--stage eval --reduce $r --reduce-ratio 0.5: 8 of 16 tokens ($(grep -o 'exact match [0-9.]*%' "$tmp/eval_$r.out"))"
+    else fail "--stage eval --reduce $r" "$(tail -3 "$tmp/eval_$r.out")"; fi
+done
+grep -q "from block 0 on" "$tmp/eval_fastv.out" && pass "fastv's default layer on a one-block GPT is 0" || fail "fastv's default layer" "$(grep 'token reduction' "$tmp/eval_fastv.out")"
+for r in fastv salient; do
+    $BIN $EVAL --reduce $r --reduce-ratio 0 > "$tmp/${r}0.out" 2>&1
+    [ "$(grep 'test answer loss' "$tmp/${r}0.out")" = "$(grep 'test answer loss' "$tmp/eval_none.out")" ] \
+        && pass "--reduce $r --reduce-ratio 0 == no reduction, exactly" || fail "--reduce $r R=0 == no reduction" "$(grep 'exact' "$tmp/${r}0.out")"
+done
+if $BIN $PROF --reduce fastv --reduce-ratio 0.75 --profile-out "$tmp/out/fastv.csv" > "$tmp/prof_fastv.out" 2>&1 \
+    && grep -q "batch 4: 4 of 16 image tokens (reduce fastv" "$tmp/prof_fastv.out"; then pass "--stage profile --reduce fastv: 4 of 16 kept"
+else fail "--stage profile --reduce fastv" "$(tail -3 "$tmp/prof_fastv.out")"; fi
+/usr/bin/python3 - "$tmp/out/none.csv" "$tmp/out/fastv.csv" <<'PY' && pass "fastv: the encoder's and projector's FLOPs stay, the prefill's and decode's drop" || fail "fastv FLOPs"
+import csv, sys
+def g(p): return {(r["batch"], r["component"]): float(r["gflop"]) for r in csv.DictReader(open(p))}
+a, b = g(sys.argv[1]), g(sys.argv[2])
+for bt in ("1", "4"):
+    assert b[(bt, "vision encoder")] == a[(bt, "vision encoder")] and b[(bt, "projector")] == a[(bt, "projector")]
+    assert b[(bt, "LM prefill")] < a[(bt, "LM prefill")] and b[(bt, "decode step")] < a[(bt, "decode step")]
+PY
+$BIN $EVAL --dump-answer-logits "$tmp/none.bin" > /dev/null 2>&1
+$BIN $EVAL --reduce fastv --reduce-ratio 0.75 --dump-answer-logits "$tmp/fastv.bin" > /dev/null 2>&1
+/usr/bin/python3 - "$tmp/none.bin" "$tmp/fastv.bin" <<'PY' && pass "--dump-answer-logits: the same answer positions with and without a reduction" || fail "--dump-answer-logits"
+import sys, numpy as np
+a, b = (np.fromfile(p, dtype=np.int32, count=1)[0] for p in sys.argv[1:])
+x, y = (np.fromfile(p, dtype=np.float32, offset=4) for p in sys.argv[1:])
+assert a == b and x.size == y.size and x.size % a == 0 and x.size >= 40 * a and np.isfinite(x).all() and np.isfinite(y).all()
+PY
+
 # 3. infer with a reduction
 img=$(ls "$tmp"/scenes/images/*.png | tail -1)
 out=$($BIN --stage infer --init "$tmp/m.ckpt" --image "$img" --question "how many items are there?" --reduce uniform --reduce-ratio 0.5 2>&1)
 [ $? -eq 0 ] && [ -n "$out" ] && pass "--stage infer --reduce uniform answers ('$out')" || fail "--stage infer --reduce uniform answers" "$out"
+for r in fastv salient; do
+    out=$($BIN --stage infer --init "$tmp/m.ckpt" --image "$img" --question "how many items are there?" --reduce $r --reduce-ratio 0.75 2>&1)
+    [ $? -eq 0 ] && [ -n "$out" ] && pass "--stage infer --reduce $r answers ('$out')" || fail "--stage infer --reduce $r answers" "$out"
+done
 
 # 4. bad values
-expect_error "unknown --reduce" "must be none, pool, random or uniform" $BIN $EVAL --reduce median
+expect_error "unknown --reduce" "must be none, pool, random, uniform, salient or fastv" $BIN $EVAL --reduce median
 expect_error "pool takes ratio 0.75 only" "ratio 0.75 only" $BIN $EVAL --reduce pool --reduce-ratio 0.5
 expect_error "a ratio of 1" "in \[0, 1)" $BIN $EVAL --reduce random --reduce-ratio 1
 expect_error "a negative ratio" "in \[0, 1)" $BIN $EVAL --reduce uniform --reduce-ratio -0.5
-expect_error "--reduce-ratio without a reduction" "needs --reduce pool, random or uniform" $BIN $EVAL --reduce-ratio 0.5
+expect_error "--reduce-ratio without a reduction" "needs --reduce pool, random, uniform, salient or fastv" $BIN $EVAL --reduce-ratio 0.5
+expect_error "--fastv-layer without fastv" "needs --reduce fastv" $BIN $EVAL --reduce pool --fastv-layer 1
+expect_error "--fastv-layer past the GPT's blocks" "ranking layer must be in \[0, 0\]" $BIN $EVAL --reduce fastv --fastv-layer 1
+expect_error "--dump-answer-logits outside eval" "belongs to --stage eval" $BIN $PROF --dump-answer-logits "$tmp/x.bin"
 expect_error "--reduce while training" "applies at inference" $BIN $ARGS --stage instruct --init "$tmp/m.ckpt" --reduce pool
 expect_error "profile needs a model" "needs a model" $BIN --stage profile --data-dir "$tmp/scenes"
 expect_error "--profile-iters 0" "--profile-iters must be >= 1" $BIN $PROF --profile-iters 0

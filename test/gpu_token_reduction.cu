@@ -5,6 +5,9 @@
 //   - the VLM with each reduction: the forward's logits and loss GPU == CPU; KV-cache
 //     generation GPU == CPU; the batched decode step GPU == CPU
 //   - vlm_profile runs on the GPU (CUDA events): finite times, the CPU's tokens
+//   - fastv: the ranking GPU == CPU; the model's selection (but near ties), then with the CPU's
+//     selection: logits, loss, generation, the batched decode step; salient: the saliency bit for
+//     bit, and the model as the other reductions; the profile with fastv
 #include "../src/vlm_profile.h"
 #include "test_util.h"
 
@@ -123,6 +126,124 @@ static void test_model(VlmConfig c, const TokenReduction& red) {
     vlm_free(&cpu); vlm_free(&gpu);
 }
 
+// fastv's ranking and salient's saliency on the GPU == the CPU's
+static void test_new_ops() {
+    Rng r; rng_seed(&r, 3);
+    for (int NH : {1, 2, 4}) {
+        int B = 3, T = 45, C = 32, P = 25;
+        std::vector<float> qkv = random_vec((size_t)B * T * 3 * C, &r, -2, 2);
+        int q[3] = {44, 30, 26};
+        std::vector<float> ref((size_t)B * P), got((size_t)B * P);
+        fastv_image_scores_cpu(ref.data(), qkv.data(), q, B, T, C, NH, 1, P);
+        float* d_qkv = to_device(qkv);
+        fastv_image_scores(true, got.data(), d_qkv, q, B, T, C, NH, 1, P);
+        char name[120];
+        snprintf(name, sizeof name, "fastv ranking GPU == CPU: B 3, T 45, C 32, %d heads", NH);
+        check_close(name, got.data(), ref.data(), ref.size(), 1e-5);
+        cudaCheck(cudaFree(d_qkv));
+    }
+    for (int ps : {4, 8, 16}) {
+        int B = 2, H = 64;
+        std::vector<float> img = random_vec((size_t)B * H * H * 3, &r, 0, 1);
+        int P = (H / ps) * (H / ps);
+        std::vector<float> ref((size_t)B * P), got((size_t)B * P);
+        token_saliency_cpu(ref.data(), img.data(), B, H, H, ps);
+        float* d_img = to_device(img);
+        token_saliency(true, got.data(), d_img, B, H, H, ps);
+        char name[120];
+        snprintf(name, sizeof name, "salient saliency GPU == CPU bit for bit: 64x64 images, patch %d", ps);
+        report(memcmp(got.data(), ref.data(), ref.size() * sizeof(float)) == 0, name, "rel err %.2e", rel_err(got.data(), ref.data(), ref.size()));
+        cudaCheck(cudaFree(d_img));
+    }
+}
+
+// the GPU's selection == the CPU's, but for near ties (the TF32 attention of the blocks before
+// the ranking moves the scores by ~1e-3): every swapped pair's CPU scores within 1e-3 relative
+static bool same_or_near_tie(const std::vector<int>& a, const std::vector<int>& b, const std::vector<float>& score, int B, int P, int Pf) {
+    if (a.size() != b.size()) return false;
+    for (int r = 0; r < B; r++) {
+        std::vector<int> x(Pf), y(Pf);
+        for (int i = 0; i < Pf; i++) x[i] = a[(size_t)r * Pf + i], y[i] = b[(size_t)r * Pf + i];
+        if (x == y) continue;
+        float lo_kept = INFINITY, hi_other = -INFINITY;  // the CPU's weakest kept one and strongest the GPU kept instead
+        for (int i : x) lo_kept = fminf(lo_kept, score[(size_t)r * P + i]);
+        for (int i : y)
+            if (std::find(x.begin(), x.end(), i) == x.end()) hi_other = fmaxf(hi_other, score[(size_t)r * P + i]);
+        if (lo_kept - hi_other > 1e-3f * fabsf(lo_kept)) return false;
+    }
+    return true;
+}
+
+// fastv on the GPU == the CPU: the selection (but near ties), then with the CPU's selection forced:
+// logits, loss, generation and the batched decode step
+static void test_fastv_model(VlmConfig c, int K, float R) {
+    int B = 3, V = c.vocab, T = c.max_text, H = c.image_size;
+    VlmModel cpu, gpu;
+    vlm_build(&cpu, c, B, false, false);
+    vlm_build(&gpu, c, B, true, false);
+    vlm_init_params(&cpu, 5);
+    Rng r; rng_seed(&r, 16 + K);
+    for (size_t i = 0; i < cpu.params.num_params; i++) cpu.params.params[i] += 0.1f * rng_normal(&r);
+    copy_params(&gpu, &cpu);
+    TokenReduction red = {REDUCE_FASTV, R, 0, K};
+    vlm_set_reduction(&cpu, red); vlm_set_reduction(&gpu, red);
+    std::vector<float> images = random_vec((size_t)B * H * H * 3, &r, 0, 1);
+    std::vector<int> tok((size_t)B * T, 0), tgt((size_t)B * T, -1), len(B);
+    for (int b = 0; b < B; b++) {
+        int n = 4 + (int)(rng_u32(&r) % (T - 3));
+        tok[(size_t)b * T] = 1; tok[(size_t)b * T + 1] = VLM_IMAGE_TOKEN;
+        for (int t = 2; t < n; t++) tok[(size_t)b * T + t] = 6 + rng_u32(&r) % (V - 6);
+        tok[(size_t)b * T + n - 2] = VLM_SEP_TOKEN;  // the query
+        for (int t = 1; t < n - 1; t++) tgt[(size_t)b * T + t] = tok[(size_t)b * T + t + 1];
+        len[b] = n;
+    }
+    int Pf = cpu.Pf, P = cpu.P, T2 = vlm_lm_len(c, Pf);
+    char name[200];
+    vlm_forward(&cpu, images.data(), tok.data(), nullptr, len.data(), B);
+    vlm_forward(&gpu, images.data(), tok.data(), nullptr, len.data(), B);
+    snprintf(name, sizeof name, "fastv layer %d R=%g (%d of %d): the GPU's selection == the CPU's (but near ties)", K, R, Pf, P);
+    report(same_or_near_tie(cpu.fastv_keep, gpu.fastv_keep, cpu.fastv_score, B, P, Pf), name);
+    gpu.fastv_force = cpu.fastv_keep;
+    vlm_forward(&gpu, images.data(), tok.data(), nullptr, len.data(), B);
+    std::vector<float> logits = from_device(gpu.logits, (size_t)B * T2 * V);
+    snprintf(name, sizeof name, "fastv layer %d R=%g: logits GPU == CPU (the same selection)", K, R);
+    check_close(name, logits.data(), cpu.logits, logits.size(), 3e-3);
+    cpu.fastv_force = cpu.fastv_keep;
+    float lc = vlm_forward(&cpu, images.data(), tok.data(), tgt.data(), len.data(), B);
+    float lg = vlm_forward(&gpu, images.data(), tok.data(), tgt.data(), len.data(), B);
+    snprintf(name, sizeof name, "fastv layer %d R=%g: loss GPU == CPU", K, R);
+    check_close(name, &lg, &lc, 1, 1e-4);
+    // generation (one sequence) and the batched decode step, the CPU's selection on both
+    cpu.fastv_force.clear(); gpu.fastv_force.clear();
+    std::vector<int> prompt = {1, VLM_IMAGE_TOKEN, 6, 7, VLM_SEP_TOKEN};
+    std::vector<float> sc, sg;
+    std::vector<int> a = vlm_generate(&cpu, images.data(), prompt, 4, -1, &sc);
+    gpu.fastv_force = cpu.fastv_keep;
+    std::vector<int> g = vlm_generate(&gpu, images.data(), prompt, 4, -1, &sg);
+    snprintf(name, sizeof name, "fastv layer %d R=%g: KV-cache generation GPU == CPU", K, R);
+    report(a == g && rel_err(sg.data(), sc.data(), sc.size()) < 3e-3, name, "tokens %s, rel err %.2e", a == g ? "equal" : "differ",
+           rel_err(sg.data(), sc.data(), std::min(sc.size(), sg.size())));
+    cpu.fastv_force.clear(); gpu.fastv_force.clear();
+    std::vector<int> ptok((size_t)B * T, 0), plen(B, (int)prompt.size()), first(B);
+    for (int b = 0; b < B; b++) std::copy(prompt.begin(), prompt.end(), ptok.begin() + (size_t)b * T);
+    int n = (int)prompt.size() + P - 1, no = n - (P - Pf);
+    vlm_forward(&cpu, images.data(), ptok.data(), nullptr, plen.data(), B);
+    gpu.fastv_force = cpu.fastv_keep;
+    vlm_forward(&gpu, images.data(), ptok.data(), nullptr, plen.data(), B);
+    for (int b = 0; b < B; b++) {
+        const float* row = cpu.logits + ((size_t)b * T2 + no - 1) * V;
+        first[b] = (int)(std::max_element(row, row + V) - row);
+    }
+    VlmKVCache kc, kg;
+    vlm_kv_from_prefill(&cpu, &kc, B, n); vlm_kv_from_prefill(&gpu, &kg, B, n);
+    vlm_decode_step(&cpu, &kc, first.data()); vlm_decode_step(&gpu, &kg, first.data());
+    std::vector<float> dg = from_device(gpu.logits, (size_t)B * V);
+    snprintf(name, sizeof name, "fastv layer %d R=%g: decode step of %d sequences GPU == CPU", K, R, B);
+    check_close(name, dg.data(), cpu.logits, dg.size(), 3e-3);
+    vlm_kv_free(&cpu, &kc); vlm_kv_free(&gpu, &kg);
+    vlm_free(&cpu); vlm_free(&gpu);
+}
+
 static void test_profile() {
     VlmConfig c = config(40, 8, 1);  // a 5x5 grid
     int B = 4;
@@ -155,6 +276,16 @@ int main() {
         test_model(config(48, 12, 0), red);  // 4x4
     }
     test_model(config(24, 8, 1), TokenReduction{REDUCE_RANDOM, 0.95f, 1});  // 3x3 -> 1 token
+    test_new_ops();
+    for (const TokenReduction& red : {TokenReduction{REDUCE_SALIENT, 0.75f, 0, 0}, TokenReduction{REDUCE_SALIENT, 0.3f, 0, 0}}) {
+        test_model(config(40, 8, 1), red);
+        test_model(config(48, 12, 0), red);
+    }
+    for (int K : {0, 1}) {
+        test_fastv_model(config(40, 8, 1), K, 0.75f);
+        test_fastv_model(config(48, 12, 0), K, 0.5f);
+    }
+    test_fastv_model(config(40, 8, 1), 1, 0.99f);  // one image token left
     test_profile();
     return test_summary();
 }

@@ -12,6 +12,12 @@
 //   - the FLOP formulas == a brute-force count of every multiply-add for tiny configs
 //   - vlm_profile on the CPU: every component timed, the tokens it produces == generation's;
 //     the CSV and JSON it writes
+//   - fastv: the ranking == the head mean of the attention forward's probabilities; the pruned
+//     forward == the unreduced model's block-L' input with the rows picked by hand (a direct
+//     softmax), through the rest of the GPT; R = 0 == unreduced; KV-cache generation == the
+//     recomputed pruned forward (layers 0, 1, 2); its FLOPs == brute force; bad layer, backward
+//   - salient: the saliency by hand, the round robin over the cells, the forward == the
+//     hand-selected features' forward, R = 0 == unreduced, generation == recomputed
 #include "../src/vlm_profile.h"
 #include "../src/json.h"
 #include "test_util.h"
@@ -500,6 +506,294 @@ static void test_profile() {
     vlm_free(&m);
 }
 
+// ---------------------------------------------------------------------------
+// fastv (pruning inside the LM) and salient (ours)
+
+// the fastv ranking == the head-mean of the probabilities P = exp(s - lse) of the attention forward
+static void test_fastv_scores() {
+    Rng r; rng_seed(&r, 81);
+    int B = 3, T = 11, C = 12, NH = 3, img0 = 1, P = 6;
+    std::vector<float> qkv = random_vec((size_t)B * T * 3 * C, &r, -2, 2), out((size_t)B * T * C), lse((size_t)B * NH * T);
+    attention_forward_cpu(out.data(), lse.data(), qkv.data(), nullptr, B, T, C, NH, true);
+    int qrow[3] = {10, 7, 6};  // the last, a middle row, the first row after the images
+    std::vector<float> got((size_t)B * P);
+    fastv_image_scores_cpu(got.data(), qkv.data(), qrow, B, T, C, NH, img0, P);
+    double worst = 0;
+    int hd = C / NH;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < P; t++) {
+            double mean = 0;
+            int i = qrow[b], j = img0 + t;
+            for (int h = 0; h < NH; h++) {
+                double s = 0;
+                for (int e = 0; e < hd; e++) s += (double)qkv[((size_t)b * T + i) * 3 * C + h * hd + e] * qkv[((size_t)b * T + j) * 3 * C + C + h * hd + e];
+                mean += exp(s / sqrt((double)hd) - lse[((size_t)b * NH + h) * T + i]) / NH;
+            }
+            worst = fmax(worst, fabs(mean - got[(size_t)b * P + t]));
+        }
+    report(worst < 1e-6, "fastv ranking == the head mean of the attention forward's probabilities exp(s - lse) at the query row", "max abs err %.2e", worst);
+    // top k: the largest, ties to the lower index, in index order
+    float sc[6] = {0.1f, 0.5f, 0.2f, 0.5f, 0.05f, 0.3f};
+    int idx[3];
+    token_select_top(idx, sc, 6, 3);
+    report(idx[0] == 1 && idx[1] == 3 && idx[2] == 5, "top-k selection: the k largest scores in index order");
+    token_select_top(idx, sc, 6, 1);
+    report(idx[0] == 1, "top-1: ties go to the lower index");
+}
+
+// the query row of a sequence by hand: the first <sep> after the image rows, else the last row
+static int query_by_hand(const std::vector<int>& lm_tok, int b, int Tl, int P, int len) {
+    for (int j = P + 1; j < len; j++)
+        if (lm_tok[(size_t)b * Tl + j] == VLM_SEP_TOKEN) return j;
+    return len - 1;
+}
+
+// the pruned forward == the unreduced model's block-K input with the rows picked by hand,
+// through blocks K.. , the final LN and the head
+static void test_fastv_forward_by_hand(int K, float ratio) {
+    VlmConfig c = small_config(1);
+    c.l_layers = 3; c.max_text = 9;
+    int B = 3, V = c.vocab, C = c.l_dim, NH = c.l_heads, hd = C / NH;
+    Rng r; rng_seed(&r, 90 + K);
+    Batch bt = make_batch(c, B, &r);
+    bt.tokens[(size_t)0 * c.max_text + 3] = VLM_SEP_TOKEN;  // row 0: a <sep> inside; the others as drawn
+    VlmModel m, ref;
+    build(&m, c, B, 91); build(&ref, c, B, 91);
+    TokenReduction red = {REDUCE_FASTV, ratio, 0, K};
+    vlm_set_reduction(&m, red);
+    float loss = vlm_forward(&m, bt.images.data(), bt.tokens.data(), bt.targets.data(), bt.lengths.data(), B, bt.keys.data());
+    std::vector<int> m_targets = m.lm_targets;
+    vlm_forward(&m, bt.images.data(), bt.tokens.data(), nullptr, bt.lengths.data(), B, bt.keys.data());  // the logits (a forward
+    int P = m.P, Pf = m.Pf, Tl = vlm_lm_len(c, P), T2 = vlm_lm_len(c, Pf);                              // with targets leaves dloss/dlogits)
+    std::vector<float> got(m.logits, m.logits + (size_t)B * T2 * V);
+    // by hand: the unreduced forward; block K's qkv on the whole sequence is what fastv ranks with
+    vlm_forward(&ref, bt.images.data(), bt.tokens.data(), nullptr, bt.lengths.data(), B, bt.keys.data());
+    std::vector<int> lm_tok = ref.lm_tokens, lens = ref.lm_lengths;
+    const float* qkv = ref.lm.acts[K].qkv;
+    std::vector<float> rows_in((size_t)B * T2 * C);
+    std::vector<int> new_len(B), hand_keep;
+    for (int b = 0; b < B; b++) {
+        int q = query_by_hand(lm_tok, b, Tl, P, lens[b]);
+        std::vector<std::pair<double, int>> sc;
+        for (int t = 0; t < P; t++) {  // the probability, averaged over heads, by a direct softmax in double
+            double mean = 0;
+            for (int h = 0; h < NH; h++) {
+                std::vector<double> s(q + 1);
+                double mx = -1e300, z = 0;
+                for (int j = 0; j <= q; j++) {
+                    double d = 0;
+                    for (int e = 0; e < hd; e++) d += (double)qkv[((size_t)b * Tl + q) * 3 * C + h * hd + e] * qkv[((size_t)b * Tl + j) * 3 * C + C + h * hd + e];
+                    s[j] = d / sqrt((double)hd); mx = fmax(mx, s[j]);
+                }
+                for (int j = 0; j <= q; j++) z += exp(s[j] - mx);
+                mean += exp(s[1 + t] - mx) / z / NH;
+            }
+            sc.push_back({-mean, t});
+        }
+        std::sort(sc.begin(), sc.end());
+        std::vector<int> keep;
+        for (int i = 0; i < Pf; i++) keep.push_back(sc[i].second);
+        std::sort(keep.begin(), keep.end());
+        hand_keep.insert(hand_keep.end(), keep.begin(), keep.end());
+        std::vector<int> rows = {0};
+        for (int k : keep) rows.push_back(1 + k);
+        for (int j = P + 1; j < Tl; j++) rows.push_back(j);
+        for (int i = 0; i < T2; i++)
+            memcpy(&rows_in[((size_t)b * T2 + i) * C], ref.lm.acts[K].resid + ((size_t)b * Tl + rows[i]) * C, C * sizeof(float));
+        new_len[b] = lens[b] - (P - Pf);
+    }
+    memcpy(ref.lm.acts[K].resid, rows_in.data(), rows_in.size() * sizeof(float));
+    memcpy(ref.d_lengths, new_len.data(), B * sizeof(int));
+    vlm_lm_blocks_from(&ref, K, B, T2);
+    layernorm_forward(false, ref.lnf, ref.lnf_mean, ref.lnf_rstd, ref.lm.out, vlm_param(&ref, ref.lnf_w), vlm_param(&ref, ref.lnf_b), B * T2, C);
+    linear_forward(false, ref.logits, ref.lnf, vlm_param(&ref, ref.wte), (const float*)nullptr, B * T2, C, V);
+    // the targets: the layout of P' image rows
+    vlm_build_sequences(&ref, bt.tokens.data(), bt.targets.data(), bt.lengths.data(), B, true, Pf);
+    bool targets_ok = std::equal(ref.lm_targets.begin(), ref.lm_targets.begin() + (size_t)B * T2, m_targets.begin());
+    double hand_loss = 0; int nt = 0;
+    for (int i = 0; i < B * T2; i++) {
+        int tgt = ref.lm_targets[i];
+        if (tgt < 0) continue;
+        const float* row = ref.logits + (size_t)i * V;
+        double mx = *std::max_element(row, row + V), z = 0;
+        for (int v = 0; v < V; v++) z += exp((double)row[v] - mx);
+        hand_loss += mx + log(z) - row[tgt]; nt++;
+    }
+    hand_loss /= nt;
+    char name[200];
+    snprintf(name, sizeof name, "fastv layer %d R=%g (%d of %d kept): logits == the hand-picked rows through blocks %d..%d, same selection, targets, loss",
+             K, ratio, Pf, P, K, c.l_layers - 1);
+    bool same = hand_keep == m.fastv_keep && memcmp(got.data(), ref.logits, got.size() * sizeof(float)) == 0 && targets_ok &&
+                fabs(loss - hand_loss) < 1e-5 * fmax(1.0, fabs(hand_loss)) && m.cur_T == T2;
+    report(same, name, "logits rel err %.2e, selection %s, targets %s, loss %g vs %g", rel_err(got.data(), ref.logits, got.size()), hand_keep == m.fastv_keep ? "same" : "differs", targets_ok ? "same" : "differ",
+           loss, hand_loss);
+    vlm_free(&m); vlm_free(&ref);
+}
+
+static void test_fastv_ratio_zero_and_errors() {
+    VlmConfig c = small_config(1);
+    c.l_layers = 3;
+    int B = 2;
+    Rng r; rng_seed(&r, 95);
+    Batch b = make_batch(c, B, &r);
+    VlmModel base; build(&base, c, B, 96);
+    float l0 = vlm_forward(&base, b.images.data(), b.tokens.data(), b.targets.data(), b.lengths.data(), B, b.keys.data());
+    size_t n = (size_t)B * base.Tl * c.vocab;
+    for (int K = 0; K < 3; K++) {
+        VlmModel m; build(&m, c, B, 96);
+        vlm_set_reduction(&m, TokenReduction{REDUCE_FASTV, 0.0f, 0, K});
+        float l = vlm_forward(&m, b.images.data(), b.tokens.data(), b.targets.data(), b.lengths.data(), B, b.keys.data());
+        char name[120];
+        snprintf(name, sizeof name, "fastv R=0 (layer %d) == the unreduced model bit for bit", K);
+        report(m.Pf == m.P && l == l0 && memcmp(m.logits, base.logits, n * sizeof(float)) == 0, name);
+        vlm_free(&m);
+    }
+    expect_fatal("fastv: a ranking layer past the last block is refused", "ranking layer must be in [0, 2]",
+                 [&] { VlmModel m; vlm_build(&m, c, 1, false, false); vlm_set_reduction(&m, TokenReduction{REDUCE_FASTV, 0.5f, 0, 3}); });
+    VlmModel t; vlm_build(&t, c, 2, false, true);
+    vlm_init_params(&t, 3);
+    vlm_set_reduction(&t, TokenReduction{REDUCE_FASTV, 0.5f, 0, 1});
+    vlm_forward(&t, b.images.data(), b.tokens.data(), b.targets.data(), b.lengths.data(), B, b.keys.data());
+    expect_fatal("the backward refuses a fastv forward", "reduction is for inference", [&] { vlm_backward(&t); });
+    vlm_free(&t);
+    vlm_free(&base);
+}
+
+// generation with fastv (per-layer cache lengths) == the forward recomputed over the growing sequence
+static void test_fastv_generation() {
+    for (int K : {0, 1, 2}) {
+        VlmConfig c = small_config(1);
+        c.l_layers = 3; c.max_text = 10;
+        VlmModel m; build(&m, c, 2, 101);
+        vlm_set_reduction(&m, TokenReduction{REDUCE_FASTV, 0.7f, 0, K});
+        Rng r; rng_seed(&r, 102);
+        std::vector<float> image = random_vec((size_t)c.image_size * c.image_size * 3, &r, 0, 1);
+        std::vector<int> prompt = {1, VLM_IMAGE_TOKEN, 7, 9, VLM_SEP_TOKEN};
+        std::vector<float> step_logits;
+        std::vector<int> gen = vlm_generate(&m, image.data(), prompt, 5, -1, &step_logits, 0);
+        std::vector<int> keep = m.fastv_keep;  // the prefill's selection
+        std::vector<int> seq = prompt;
+        double worst = 0; bool same = true, same_keep = true;
+        int V = c.vocab;
+        for (size_t i = 0; i < gen.size(); i++) {
+            std::vector<int> padded(seq); padded.resize(c.max_text, 0);
+            int len = (int)seq.size();
+            vlm_forward(&m, image.data(), padded.data(), nullptr, &len, 1);
+            same_keep &= m.fastv_keep == keep;  // the query is the prompt's <sep>: the same ranking
+            const floatX* row = m.logits + (size_t)(len + m.Pf - 2) * V;
+            same &= (int)(std::max_element(row, row + V) - row) == gen[i];
+            worst = fmax(worst, rel_err(step_logits.data() + i * V, row, V));
+            seq.push_back(gen[i]);
+        }
+        char name[160];
+        snprintf(name, sizeof name, "fastv generation (layer %d, %d of 16 kept): KV-cache tokens and logits == the recomputed pruned forward's", K, m.Pf);
+        report(gen.size() == 5 && same && same_keep && worst < 1e-5, name, "%zu tokens, keep %s, rel err %.2e", gen.size(),
+               same_keep ? "same" : "differs", worst);
+        vlm_free(&m);
+    }
+}
+
+static void test_fastv_flops() {
+    VlmConfig c = small_config(1);
+    c.l_layers = 3;
+    int P = 16, Pf = 5, len = 5, K = 1, C = c.l_dim;
+    VlmFlops f = vlm_flops(c, P, len, Pf, K);
+    int T = c.max_text - 1 + P, n = len + P - 1, T2 = T - (P - Pf), n2 = n - (P - Pf);
+    double prefill = bf_linear(T2, C, c.vocab) + bf_linear(T, C, 3 * C) + 2.0 * n * C, decode = bf_linear(1, C, c.vocab);
+    for (int l = 0; l < c.l_layers; l++) {
+        prefill += l < K ? bf_block(T, C, c.l_heads, &n, true) : bf_block(T2, C, c.l_heads, &n2, true);
+        decode += bf_decode_block(C, c.l_heads, l < K ? n + 1 : n2 + 1);
+    }
+    report(f.prefill == prefill && f.decode == decode && f.ttft == f.vision + f.projector + f.prefill,
+           "fastv FLOPs == brute force (1 full block, 2 pruned, the ranking's QKV and scores)", "%.0f vs %.0f, %.0f vs %.0f", f.prefill, prefill,
+           f.decode, decode);
+}
+
+// salient: the saliency by hand; the round robin over the cells; the forward == hand-selected features
+static void test_salient() {
+    int H = 16, ps = 4, g = 4, P = 16;
+    std::vector<float> img((size_t)H * H * 3, 0.0f);
+    auto px = [&](int y, int x, int c) -> float& { return img[((size_t)y * H + x) * 3 + c]; };
+    for (int y = 1; y < 8; y++)  // a big bright item over the top-left cell's 4 patches (the corner pixel stays background)
+        for (int x = 1; x < 8; x++) px(y, x, 0) = 0.9f, px(y, x, 1) = 0.5f;
+    for (int y = 12; y < 15; y++)  // a small dim one in the bottom-right cell (patch 15; above 5% of the brightest patch)
+        for (int x = 12; x < 15; x++) px(y, x, 2) = 0.5f;
+    std::vector<float> sal(P);
+    token_saliency_cpu(sal.data(), img.data(), 1, H, H, ps);
+    bool ok = true;
+    for (int p = 0; p < P; p++) {
+        double s = 0;
+        for (int y = 0; y < ps; y++)
+            for (int x = 0; x < ps; x++)
+                for (int c = 0; c < 3; c++) { double d = px((p / g) * ps + y, (p % g) * ps + x, c); s += d * d; }  // background black
+        ok &= fabs(s - sal[p]) < 1e-4;
+    }
+    report(ok, "salient: the saliency == the sum of squared differences to the corners' colour, by hand");
+    std::vector<int> idx(2), top(2);
+    token_select_salient(idx.data(), sal.data(), g, g, 2);
+    token_select_top(top.data(), sal.data(), P, 2);
+    report(idx[0] <= 5 && idx[1] == 15 && top[1] != 15, "salient: 2 tokens go to the two items (round robin over the cells), not both to the bright one");
+    std::vector<int> all(P);
+    token_select_salient(all.data(), sal.data(), g, g, P);
+    bool ident = true;
+    for (int p = 0; p < P; p++) ident &= all[p] == p;
+    idx.resize(6);
+    token_select_salient(idx.data(), sal.data(), g, g, 6);
+    report(ident && valid_selection(idx, 6, P) && idx[0] <= 5 && idx[5] == 15, "salient: P' = P is the identity; 6 tokens: valid, both items kept");
+    // the model: the features of the selected patches reach the projector
+    VlmConfig c = small_config(1);
+    int B = 2;
+    Rng r; rng_seed(&r, 111);
+    Batch bt = make_batch(c, B, &r);
+    VlmModel m, ref;
+    build(&m, c, B, 112); build(&ref, c, B, 112);
+    vlm_set_reduction(&m, TokenReduction{REDUCE_SALIENT, 0.5f, 0, 0});
+    vlm_forward(&m, bt.images.data(), bt.tokens.data(), bt.targets.data(), bt.lengths.data(), B);
+    int Pi = m.Pi, Tl = vlm_lm_len(c, Pi);
+    vlm_encode_images(&ref, bt.images.data(), B);
+    std::vector<float> s2((size_t)B * P);
+    token_saliency_cpu(s2.data(), bt.images.data(), B, c.image_size, c.image_size, c.patch);
+    std::vector<int> keep((size_t)B * Pi);
+    for (int b = 0; b < B; b++) token_select_salient(keep.data() + (size_t)b * Pi, s2.data() + (size_t)b * P, 4, 4, Pi);
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < Pi; i++)
+            memcpy(ref.feats_red + ((size_t)b * Pi + i) * c.v_dim, ref.feats + ((size_t)b * P + keep[(size_t)b * Pi + i]) * c.v_dim, c.v_dim * sizeof(float));
+    ref.Pi = Pi; ref.img_feats = ref.feats_red;
+    vlm_project(&ref, B);
+    int Tr = vlm_prepare_sequences(&ref, bt.tokens.data(), bt.targets.data(), bt.lengths.data(), B);
+    vlm_lm_forward(&ref, B, Tr, true);
+    report(Pi == 8 && Tr == Tl && memcmp(m.logits, ref.logits, (size_t)B * Tl * c.vocab * sizeof(float)) == 0,
+           "salient R=0.5: 8 of 16 tokens, logits == the hand-selected features' forward");
+    vlm_set_reduction(&m, TokenReduction{REDUCE_SALIENT, 0.0f, 0, 0});
+    vlm_set_reduction(&ref, token_reduction_none());
+    vlm_forward(&m, bt.images.data(), bt.tokens.data(), nullptr, bt.lengths.data(), B);
+    vlm_forward(&ref, bt.images.data(), bt.tokens.data(), nullptr, bt.lengths.data(), B);
+    report(memcmp(m.logits, ref.logits, (size_t)B * ref.Tl * c.vocab * sizeof(float)) == 0, "salient R=0 == the unreduced model bit for bit");
+    // generation with salient == the recomputed forward
+    vlm_set_reduction(&m, TokenReduction{REDUCE_SALIENT, 0.75f, 0, 0});
+    std::vector<int> prompt = {1, VLM_IMAGE_TOKEN, 7, 5};
+    std::vector<float> steps;
+    std::vector<int> gen = vlm_generate(&m, bt.images.data(), prompt, 3, -1, &steps, 0);
+    std::vector<int> seq = prompt;
+    bool same = true;
+    double worst = 0;
+    for (size_t i = 0; i < gen.size(); i++) {
+        std::vector<int> padded(seq); padded.resize(c.max_text, 0);
+        int len = (int)seq.size();
+        vlm_forward(&m, bt.images.data(), padded.data(), nullptr, &len, 1);
+        const float* row = m.logits + (size_t)(len + m.Pi - 2) * c.vocab;
+        same &= (int)(std::max_element(row, row + c.vocab) - row) == gen[i];
+        worst = fmax(worst, rel_err(steps.data() + i * c.vocab, row, c.vocab));
+        seq.push_back(gen[i]);
+    }
+    report(gen.size() == 3 && same && worst < 1e-5, "generation with salient (4 of 16): KV-cache == the recomputed forward", "rel err %.2e", worst);
+    ReduceMethod meth;
+    report(token_reduction_parse("salient", &meth) && meth == REDUCE_SALIENT && token_reduction_parse("fastv", &meth) && meth == REDUCE_FASTV &&
+           token_reduction_count(TokenReduction{REDUCE_FASTV, 0.75f, 0, 1}, 8, 8) == 16 && token_reduction_count(TokenReduction{REDUCE_SALIENT, 0.875f, 0, 0}, 8, 8) == 8,
+           "parse and count fastv and salient");
+    vlm_free(&m); vlm_free(&ref);
+}
+
 int main() {
     test_pool_by_hand();
     test_counts();
@@ -519,5 +813,13 @@ int main() {
     test_flops(b, 9, 8);
     test_flops(b, 4, 3);
     test_profile();
+    test_fastv_scores();
+    for (int K : {0, 1, 2}) test_fastv_forward_by_hand(K, 0.75f);
+    test_fastv_forward_by_hand(1, 0.4f);
+    test_fastv_forward_by_hand(2, 0.99f);  // one image token left
+    test_fastv_ratio_zero_and_errors();
+    test_fastv_generation();
+    test_fastv_flops();
+    test_salient();
     return test_summary();
 }
