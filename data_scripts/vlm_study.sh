@@ -61,4 +61,6 @@ for m in $METHODS; do
             || { tail -3 "$OUT/runs/$name.profile.log" >&2; exit 1; }
     done
 done
-/usr/bin/python3 data_scripts/vlm_study.py "$OUT"
+# PYTHON: an interpreter with numpy and matplotlib (Debian's python3 with python3-numpy and
+# python3-matplotlib; on a machine where those live elsewhere, e.g. PYTHON=python3)
+${PYTHON:-/usr/bin/python3} data_scripts/vlm_study.py "$OUT"

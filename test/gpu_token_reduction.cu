@@ -94,7 +94,9 @@ static void test_model(VlmConfig c, const TokenReduction& red) {
     char name[200];
     snprintf(name, sizeof name, "%s R=%g, image %d/%d (%d of %d tokens), proj_mlp %d: loss GPU == CPU", REDUCE_NAMES[red.method], red.ratio, H,
              c.patch, cpu.Pi, cpu.P, c.proj_mlp);
-    check_close(name, &lg, &lc, 1, 1e-5);
+    // the GPU's attention is TF32 (~1e-3 per kernel, see gpu_vlm_model.cu): the mean loss agrees
+    // to ~1e-5 relative, 1.2e-5 seen once on an H100
+    check_close(name, &lg, &lc, 1, 1e-4);
     vlm_forward(&cpu, images.data(), tok.data(), nullptr, len.data(), B, keys.data());
     vlm_forward(&gpu, images.data(), tok.data(), nullptr, len.data(), B, keys.data());
     logits = from_device(gpu.logits, (size_t)B * Tl * V);
