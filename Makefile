@@ -5,6 +5,10 @@
 #   make test-gpu         CUDA vs CPU tests (needs a GPU)
 #   make dev              kernel workbench in dev/ (needs nvcc)
 #   make kjv              prepare the KJV data and train on it (the main job)
+#   make vlm              the VLM's stages on Fashion-MNIST scenes, the accuracy table
+#   make lora-study       KJV pretraining, nine fine-tunings on the fortunes (LoRA vs full)
+#   make vlm-study        visual-token reduction: methods x ratios, accuracy, FLOPs, latency (GPU)
+#   make bench            the mamba-130m step and generation beside the anchors (GPU)
 #   make GPU_ARCH=sm_80   build the CUDA code for another GPU than the one present
 #   make NVCC=            build CPU-only even where nvcc is installed
 
