@@ -168,7 +168,8 @@ static void test_model_gradients(const char* targets, const char* train_also, fl
         char name[200]; snprintf(name, sizeof name, "LoRA model [%s%s%s, p %.1f] %s", targets, *train_also ? " + " : "", train_also,
                                  dropout, t.name.c_str());
         const float eps = 3e-3f;  // jittered adapters make the loss curved: 3e-2 is too coarse for x_proj
-        double noise = 2.0 * 1.2e-7 * fabs(loss0) / (2.0 * eps);
+        // the loss is a float32 mean over B*T terms through many layers: allow ~8 ulps of it per difference
+        double noise = 8.0 * 1.2e-7 * fabs(loss0) / (2.0 * eps);
         grad_check(name, ps.params + t.offset, grads.data() + t.offset, t.numel, loss, 3e-2, eps, 12, 7 + i, noise);
         checked++;
     }

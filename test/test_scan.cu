@@ -5,6 +5,8 @@
 //     loss = sum(out * w), at lengths 1, 7, 70 (two chunks, partial last), 130
 //   - the backward accumulates (+=) into gradients
 //   - forward and backward give the same bits with 1, 2, 3 or 4 OpenMP threads
+//   - the CPU scan's own exp / log1p / softplus / sigmoid (scan_exp_cpu ...) against double over
+//     dense sweeps of their ranges, with their stated error bounds and special values
 #include <string>
 #include "test_util.h"
 #include "../src/selective_scan.h"
@@ -229,12 +231,179 @@ static void test_thread_count_invariance(int B, int L, int E, int N) {
 #endif
 }
 
+// ---------------------------------------------------------------------------
+// the CPU scan's vectorizable math (selective_scan.h: scan_exp_cpu, scan_log1p_cpu,
+// scan_softplus_cpu, scan_sigmoid_cpu) against double precision. Evaluated in `#pragma omp simd`
+// loops, as the scan calls them. The bounds are relative errors in units of 2^-24 (half an ulp at 1,
+// 5.96e-8); the maxima over every float of each range (dev/notes_scan.md) are exp 1.42, log1p 2.14,
+// softplus 2.99, sigmoid 2.48.
+
+// f over xs (a SIMD loop), returns the results
+template <typename F> static std::vector<float> simd_map(const std::vector<float>& xs, F f) {
+    std::vector<float> ys(xs.size());
+    const float* x = xs.data();
+    float* y = ys.data();
+    size_t n = xs.size();
+    #pragma omp simd
+    for (size_t i = 0; i < n; i++) y[i] = f(x[i]);
+    return ys;
+}
+
+// max relative error of got against ref(x) over xs (a NaN counts as infinite); *where = its x
+template <typename R>
+static double max_rel_err(const std::vector<float>& xs, const std::vector<float>& got, R ref, float* where) {
+    double worst = 0;
+    *where = 0;
+    for (size_t i = 0; i < xs.size(); i++) {
+        double r = ref((double)xs[i]);
+        double e = fabs((double)got[i] - r) / fabs(r);
+        if (!(e <= worst)) { worst = std::isnan(e) ? INFINITY : e; *where = xs[i]; }
+    }
+    return worst;
+}
+
+// n points evenly spaced over [lo, hi], both ends included
+static std::vector<float> linspace(double lo, double hi, size_t n) {
+    std::vector<float> v(n);
+    for (size_t i = 0; i < n; i++) v[i] = (float)(lo + (hi - lo) * (double)i / (double)(n - 1));
+    return v;
+}
+
+// every float from x upwards, count of them
+static std::vector<float> consecutive_floats(float x, size_t count) {
+    std::vector<float> v(count);
+    for (size_t i = 0; i < count; i++) { v[i] = x; x = nextafterf(x, INFINITY); }
+    return v;
+}
+
+static const double ULP_HALF = 1.0 / 16777216.0;  // 2^-24
+
+static void test_scan_exp() {
+    const float lo = -87.33654475f;  // ln(2^-126): below it the result is 0 or a subnormal
+    // dense sweep of what the scan takes (x = dt * A <= 0, down to the underflow threshold) and
+    // of the positive side (sigmoid), plus every float near 0 and near the threshold, plus tiny
+    // |x| on a log scale
+    std::vector<float> xs = linspace(lo, 0.0, 1 << 23);
+    std::vector<float> more = linspace(0.0, 88.37, 1 << 21);
+    xs.insert(xs.end(), more.begin(), more.end());
+    more = consecutive_floats(-1e-3f, 1 << 20);  // [-1e-3, ~-9e-4]
+    xs.insert(xs.end(), more.begin(), more.end());
+    more = consecutive_floats(lo, 1 << 20);  // the first floats above the threshold
+    xs.insert(xs.end(), more.begin(), more.end());
+    for (int k = -149; k <= 6; k++)  // +-2^k (1 + m/64) up to 87
+        for (int m = 0; m < 64; m++) {
+            float v = ldexpf(1.0f + m / 64.0f, k);
+            if (v > 87.0f) break;
+            xs.push_back(-v);
+            xs.push_back(v);
+        }
+    std::vector<float> ys = simd_map(xs, [](float x) { return scan_exp_cpu(x); });
+    float where;
+    double err = max_rel_err(xs, ys, [](double x) { return exp(x); }, &where);
+    char name[160];
+    snprintf(name, sizeof name,
+             "scan_exp_cpu: max rel err %.2f x 2^-24 over %zu points of [ln 2^-126, 88.37] (bound 2)", err / ULP_HALF,
+             xs.size());
+    report(err < 2 * ULP_HALF, name, "rel err %.3e at x = %.9g", err, where);
+    // exp(x) <= 1 for every x <= 0 (the decay dA = exp(dt * A) never exceeds 1)
+    bool le1 = true;
+    float bad = 0;
+    for (size_t i = 0; i < xs.size(); i++)
+        if (xs[i] <= 0.0f && !(ys[i] <= 1.0f)) { le1 = false; bad = xs[i]; }
+    report(le1, "scan_exp_cpu(x) <= 1 for x <= 0", "exp(%.9g) > 1", bad);
+
+    // special values, through the SIMD loop too
+    std::vector<float> sx = {0.0f, -0.0f, -88.0f, -100.0f, -1e4f, -3e38f, -INFINITY, NAN};
+    std::vector<float> sy = simd_map(sx, [](float x) { return scan_exp_cpu(x); });
+    report(sy[0] == 1.0f && sy[1] == 1.0f, "scan_exp_cpu(+-0) == 1 exactly", "%.9g %.9g", sy[0], sy[1]);
+    bool under = true;
+    for (int i = 2; i <= 6; i++) under &= sy[i] == 0.0f && !std::signbit(sy[i]);
+    report(under, "scan_exp_cpu(x) == +0 for x <= -88 (and -inf)", "%g %g %g %g %g", sy[2], sy[3], sy[4], sy[5],
+           sy[6]);
+    report(std::isnan(sy[7]), "scan_exp_cpu(NaN) is NaN", "%g", sy[7]);
+    // between -88 and ln(2^-126): 0 or a subnormal, within 2^-126.5 (8.31e-39, where k = -127 gives 0) of exp(x)
+    std::vector<float> ux = consecutive_floats(-88.0f, 1 << 20);
+    while (ux.back() < -87.3366f) {  // every float of (-88, -87.3366]: about 1.3M
+        std::vector<float> next = consecutive_floats(nextafterf(ux.back(), INFINITY), 1 << 18);
+        ux.insert(ux.end(), next.begin(), next.end());
+    }
+    std::vector<float> uy = simd_map(ux, [](float x) { return scan_exp_cpu(x); });
+    double worst_abs = 0;
+    bool nonneg = true;
+    for (size_t i = 0; i < ux.size(); i++) {
+        worst_abs = fmax(worst_abs, fabs((double)uy[i] - exp((double)ux[i])));
+        nonneg &= uy[i] >= 0.0f;
+    }
+    report(nonneg && worst_abs < 8.4e-39, "scan_exp_cpu underflow: within 8.4e-39 of exp(x) on (-88, -87.34)",
+           "max abs err %.3e", worst_abs);
+    // the scalar call gives the same values as the SIMD loop
+    bool same = true;
+    for (size_t i = 0; i < xs.size(); i += 97) same &= scan_exp_cpu(xs[i]) == ys[i];
+    report(same, "scan_exp_cpu scalar == SIMD");
+}
+
+static void test_scan_log1p_softplus() {
+    // log1p(a) for a = exp(x) of softplus: a in [0, 4.9e8], log-spaced (every exponent) plus a
+    // dense sweep of [0, 2] where the rounding of 1 + a matters
+    std::vector<float> as = linspace(0.0, 2.0, 1 << 22);
+    for (int k = -140; k <= 28; k++)
+        for (int m = 0; m < 512; m++) as.push_back(ldexpf(1.0f + m / 512.0f, k));
+    std::vector<float> ls = simd_map(as, [](float a) { return scan_log1p_cpu(a); });
+    std::vector<float> as_pos(as.begin() + 1, as.end()), ls_pos(ls.begin() + 1, ls.end());  // without a = 0
+    float where;
+    double err = max_rel_err(as_pos, ls_pos, [](double a) { return log1p(a); }, &where);
+    char name[160];
+    snprintf(name, sizeof name, "scan_log1p_cpu: max rel err %.2f x 2^-24 over %zu points of [0, 5e8] (bound 2.5)",
+             err / ULP_HALF, as.size());
+    report(err < 2.5 * ULP_HALF, name, "rel err %.3e at a = %.9g", err, where);
+    report(ls[0] == 0.0f, "scan_log1p_cpu(0) == 0 exactly", "%.9g", ls[0]);
+
+    // softplus over everything that is not the identity: x in [ln 2^-126, 20]
+    std::vector<float> xs = linspace(-87.33, 20.0, 1 << 23);
+    std::vector<float> more = consecutive_floats(-1e-3f, 1 << 20);
+    xs.insert(xs.end(), more.begin(), more.end());
+    std::vector<float> ys = simd_map(xs, [](float x) { return scan_softplus_cpu(x); });
+    err = max_rel_err(xs, ys, [](double x) { return log1p(exp(x)); }, &where);
+    snprintf(name, sizeof name,
+             "scan_softplus_cpu: max rel err %.2f x 2^-24 over %zu points of [-87.33, 20] (bound 3.5)", err / ULP_HALF,
+             xs.size());
+    report(err < 3.5 * ULP_HALF, name, "rel err %.3e at x = %.9g", err, where);
+    // the identity above 20 (as softplus_f); below ln(2^-126) 0 or a subnormal (true value < 1.2e-38)
+    std::vector<float> sx = {20.0001f, 25.0f, 1e6f, INFINITY, -87.34f, -87.5f, -88.0f, -100.0f, -INFINITY};
+    std::vector<float> sy = simd_map(sx, [](float x) { return scan_softplus_cpu(x); });
+    report(sy[0] == sx[0] && sy[1] == sx[1] && sy[2] == sx[2] && sy[3] == sx[3], "scan_softplus_cpu(x) == x above 20",
+           "%.9g %.9g %.9g %g", sy[0], sy[1], sy[2], sy[3]);
+    bool tiny = true;
+    for (int i = 4; i <= 8; i++) tiny &= sy[i] >= 0.0f && fabs((double)sy[i] - log1p(exp((double)sx[i]))) < 1.2e-38;
+    report(tiny && sy[6] == 0.0f && sy[7] == 0.0f && sy[8] == 0.0f, "scan_softplus_cpu underflow (0 from -88 down)",
+           "%g %g %g %g %g", sy[4], sy[5], sy[6], sy[7], sy[8]);
+
+    // sigmoid over [ln 2^-126, 88.37] (libm's 1 / (1 + expf(-x)): 2.48 x 2^-24 too); 1 / (1 + e^88)
+    // below -88, 1 at the top
+    xs = linspace(-87.33, 88.37, 1 << 23);
+    ys = simd_map(xs, [](float x) { return scan_sigmoid_cpu(x); });
+    err = max_rel_err(xs, ys, [](double x) { return 1.0 / (1.0 + exp(-x)); }, &where);
+    snprintf(name, sizeof name,
+             "scan_sigmoid_cpu: max rel err %.2f x 2^-24 over %zu points of [-87.33, 88.37] (bound 3)", err / ULP_HALF,
+             xs.size());
+    report(err < 3 * ULP_HALF, name, "rel err %.3e at x = %.9g", err, where);
+    sx = {-88.5f, -1e4f, -INFINITY, 1e4f, INFINITY};
+    sy = simd_map(sx, [](float x) { return scan_sigmoid_cpu(x); });
+    float floor88 = 1.0f / (1.0f + scan_exp_cpu(88.0f));  // ~6e-39
+    report(sy[0] == floor88 && sy[1] == floor88 && sy[2] == floor88 && sy[3] == 1.0f && sy[4] == 1.0f,
+           "scan_sigmoid_cpu ends", "%g %g %g %g %g", sy[0], sy[1], sy[2], sy[3], sy[4]);
+}
+
 int main() {
+    test_scan_exp();
+    test_scan_log1p_softplus();
+
     test_forward_vs_naive(1, 1, 5, 3);
     test_forward_vs_naive(2, 7, 5, 16);
     test_forward_vs_naive(2, 70, 5, 3);
     test_forward_vs_naive(2, 130, 7, 16);
     test_forward_vs_naive(1, 200, 3, 4);
+    test_forward_vs_naive(2, 70, 70, 16);  // three SIMD lane groups (SCAN_CPU_LANES 32), the last partial
 
     test_step_vs_forward(2, 1, 5, 3);
     test_step_vs_forward(2, 70, 5, 16);
@@ -245,10 +414,11 @@ int main() {
         test_gradients(2, L, 5, 3);
         test_gradients(2, L, 5, 16);
     }
+    test_gradients(2, 70, 40, 16);  // a full and a partial lane group
     test_accumulates(2, 130, 5, 16);
 
     test_thread_count_invariance(2, 70, 13, 5);
     test_thread_count_invariance(3, 129, 40, 16);
-    test_thread_count_invariance(2, 65, 100, 3);  // 4 channel blocks, the last one partial
+    test_thread_count_invariance(2, 65, 100, 3);  // 2 channel blocks, 4 lane groups, the last ones partial
     return test_summary();
 }
