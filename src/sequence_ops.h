@@ -23,6 +23,16 @@ static void position_add_forward_cpu(floatX* x, const float* pos, int B, int T, 
         for (int t = 0; t < T; t++)
             for (int c = 0; c < C; c++) x[((size_t)b * T + t) * C + c] += pos[(size_t)t * C + c];
 }
+// x[b, t, :] += pos[index[b, t], :]: each row its own position (forward only; a token
+// reduction keeps the kept tokens' original positions).  index: (B, T)
+static void position_add_indexed_cpu(floatX* x, const float* pos, const int* index, int B, int T, int C) {
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const float* p = pos + (size_t)index[(size_t)b * T + t] * C;
+            for (int c = 0; c < C; c++) x[((size_t)b * T + t) * C + c] += p[c];
+        }
+}
 static void position_add_backward_cpu(float* dpos, const floatX* dx, int B, int T, int C) {
 #pragma omp parallel for
     for (int t = 0; t < T; t++)
@@ -156,6 +166,18 @@ __global__ void image_splice_kernel(floatX* x, floatX* tok, floatX* img, int B, 
 
 static unsigned grid_for(size_t n) { return (unsigned)((n + 255) / 256); }
 
+__global__ void position_add_indexed_kernel(floatX* x, const float* pos, const int* index, size_t n, int C) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    size_t row = i / C;
+    x[i] = (floatX)((float)x[i] + pos[(size_t)index[row] * C + i % C]);
+}
+static void position_add_indexed_cuda(floatX* x, const float* pos, const int* index, int B, int T, int C) {
+    size_t n = (size_t)B * T * C;
+    if (n == 0) return;
+    position_add_indexed_kernel<<<grid_for(n), 256>>>(x, pos, index, n, C);
+    cudaCheckLaunch();
+}
 static void position_add_forward_cuda(floatX* x, const float* pos, int B, int T, int C) {
     size_t n = (size_t)B * T * C;
     position_add_forward_kernel<<<grid_for(n), 256>>>(x, pos, n, (size_t)T * C);
@@ -195,6 +217,10 @@ static void image_splice_backward_cuda(floatX* dtok, floatX* dimg, const floatX*
 // ---------------------------------------------------------------------------
 // backend wrappers
 
+static void position_add_indexed(bool on_gpu, floatX* x, const float* pos, const int* index, int B, int T, int C) {
+    if (on_gpu) GPU_CALL(position_add_indexed_cuda(x, pos, index, B, T, C));
+    else position_add_indexed_cpu(x, pos, index, B, T, C);
+}
 static void position_add_forward(bool on_gpu, floatX* x, const float* pos, int B, int T, int C) {
     if (on_gpu) GPU_CALL(position_add_forward_cuda(x, pos, B, T, C));
     else position_add_forward_cpu(x, pos, B, T, C);

@@ -127,6 +127,10 @@ typedef struct {
     int grid;              // the patch grid's side: P = grid * grid
     std::vector<int> keep; // (B, Pi) kept patch indices (random, uniform)
     int* d_keep;
+    // a reduction before the projector keeps each kept token's original position (and the
+    // text's): the LM's position index of every row, (B, Tl), host and backend
+    std::vector<int> pos_index;
+    int* d_pos_index;
     floatX* img_feats;     // what the projector reads: feats, or feats_red after a reduction
     ParamStore params;
     Transformer vit, lm, txt;
@@ -324,6 +328,7 @@ static void vlm_build(VlmModel* m, const VlmConfig& cfg, int B, bool on_gpu, boo
     m->d_lengths = (int*)backend_malloc(on_gpu, B * sizeof(int));
     m->keep.assign((size_t)B * m->P, 0);
     m->d_keep = (int*)backend_malloc(on_gpu, (size_t)B * m->P * sizeof(int));
+    m->d_pos_index = (int*)backend_malloc(on_gpu, (size_t)B * m->Tl * sizeof(int));
     m->d_fastv_rows = (int*)backend_malloc(on_gpu, BT * sizeof(int));
     m->img_feats = m->feats;
     m->host_losses.assign(BT, 0.0f);
@@ -343,6 +348,7 @@ static void vlm_free(VlmModel* m) {
     backend_free(on_gpu, m->d_tokens); backend_free(on_gpu, m->d_targets); backend_free(on_gpu, m->d_lengths);
     backend_free(on_gpu, m->d_cls_rows); backend_free(on_gpu, m->d_eot_rows);
     backend_free(on_gpu, m->d_keep);
+    backend_free(on_gpu, m->d_pos_index);
     backend_free(on_gpu, m->d_fastv_rows);
 }
 
@@ -610,6 +616,27 @@ static int vlm_fastv_prune(VlmModel* m, int B, int Tl) {
     return T2;
 }
 
+// the LM position of every row after a reduction before the projector: <bos> 0, the kept
+// image token of patch k at 1 + k (its slot in the unreduced sequence; a pooled 2x2 window
+// at its top-left patch's), the text after all P image slots, as in training. The GPT learned
+// absolute positions with P image tokens: packing the kept tokens into slots 1..P' and moving
+// the text P - P' positions earlier breaks it (every answer wrong in the study; measured).
+static void vlm_reduced_positions(VlmModel* m, int B, int Tl) {
+    int P = m->P, Pi = m->Pi, g = m->grid, gw2 = (g + 1) / 2;
+    m->pos_index.assign((size_t)B * Tl, 0);
+    for (int b = 0; b < B; b++) {
+        int* row = m->pos_index.data() + (size_t)b * Tl;
+        for (int t = 0; t < Tl; t++) {
+            if (t == 0) { row[t] = 0; continue; }
+            if (t > Pi) { row[t] = t + (P - Pi); continue; }
+            int j = t - 1;
+            int patch = m->reduce.method == REDUCE_POOL ? (j / gw2) * 2 * g + (j % gw2) * 2 : m->keep[(size_t)b * Pi + j];
+            row[t] = 1 + patch;
+        }
+    }
+    backend_copy(m->on_gpu, m->d_pos_index, m->pos_index.data(), (size_t)B * Tl * sizeof(int), true);
+}
+
 // the LM over <bos>, the Pi image tokens (m->img_tok), the text (the sequences of
 // vlm_prepare_sequences): embedding, splice, blocks, head (and the loss with targets)
 static float vlm_lm_forward(VlmModel* m, int B, int Tl, bool have_targets) {
@@ -619,8 +646,13 @@ static float vlm_lm_forward(VlmModel* m, int B, int Tl, bool have_targets) {
     m->cur_cut = m->cfg.l_layers; m->cur_drop = 0;
     floatX* lin = m->lm.acts[0].resid;
     PROF(on_gpu, "lm_embed", embedding_forward(on_gpu, m->tok_emb, m->d_tokens, vlm_param(m, m->wte), BT, Dl);
-                             image_splice_forward(on_gpu, lin, m->tok_emb, m->img_tok, B, Tl, m->Pi, Dl);
-                             position_add_forward(on_gpu, lin, vlm_param(m, m->wpe), B, Tl, Dl));
+                             image_splice_forward(on_gpu, lin, m->tok_emb, m->img_tok, B, Tl, m->Pi, Dl));
+    if (vlm_reduces(m)) {
+        vlm_reduced_positions(m, B, Tl);
+        PROF(on_gpu, "lm_embed", position_add_indexed(on_gpu, lin, vlm_param(m, m->wpe), m->d_pos_index, B, Tl, Dl));
+    } else {
+        PROF(on_gpu, "lm_embed", position_add_forward(on_gpu, lin, vlm_param(m, m->wpe), B, Tl, Dl));
+    }
     if (!vlm_prunes(m)) return vlm_lm_head_and_loss(m, B, Tl, have_targets);
     int T2 = vlm_fastv_prune(m, B, Tl);
     return vlm_lm_head_and_loss(m, B, T2, have_targets, false);
@@ -830,7 +862,8 @@ static void vlm_decode_step(VlmModel* m, VlmKVCache* kv, const int* tokens) {
     int* d_tok = m->d_tokens;
     backend_copy(on_gpu, d_tok, tokens, B * sizeof(int), true);
     embedding_forward(on_gpu, x, d_tok, vlm_param(m, m->wte), B, C);
-    position_add_forward(on_gpu, x, vlm_param(m, m->wpe) + (size_t)pos * C, B, 1, C);
+    int shift = vlm_reduces(m) ? m->P - m->Pi : 0;  // the text's positions as without the reduction
+    position_add_forward(on_gpu, x, vlm_param(m, m->wpe) + (size_t)(pos + shift) * C, B, 1, C);
     for (int l = 0; l < c.l_layers; l++) {
         BlockParams& p = m->lm.p[l];
         BlockActs& a = m->lm.acts[l];

@@ -199,7 +199,7 @@ static void build(VlmModel* m, const VlmConfig& c, int B, uint64_t seed) {
 
 // the reduction of the features by hand (host loops over the definitions at the top of token_reduction.h)
 static std::vector<float> reduce_by_hand(const std::vector<float>& feats, const TokenReduction& red, int B, int g, int C, const int* keys,
-                                         int* Pk) {
+                                         int* Pk, std::vector<int>* kept = nullptr) {
     int P = g * g;
     std::vector<float> out;
     if (red.method == REDUCE_POOL) {
@@ -221,10 +221,42 @@ static std::vector<float> reduce_by_hand(const std::vector<float>& feats, const 
         std::vector<int> idx(*Pk);
         if (red.method == REDUCE_RANDOM) token_select_random(idx.data(), P, *Pk, red.seed, keys[b]);
         else token_select_uniform(idx.data(), g, g, *Pk);
+        if (kept) kept->insert(kept->end(), idx.begin(), idx.end());
         for (int i : idx)
             for (int c = 0; c < C; c++) out.push_back(feats[((size_t)b * P + i) * C + c]);
     }
     return out;
+}
+
+// a reduction before the projector keeps the original positions: <bos> 0, the kept patch k at
+// 1 + k (a pooled window at its top-left patch's), the text after all P image slots
+static void test_reduced_positions() {
+    VlmConfig c = small_config(1);  // a 4x4 grid: P = 16
+    int B = 2;
+    Rng r; rng_seed(&r, 31);
+    Batch bt = make_batch(c, B, &r);
+    const TokenReduction cases[] = {{REDUCE_POOL, 0.75f, 0}, {REDUCE_RANDOM, 0.5f, 3}, {REDUCE_UNIFORM, 0.75f, 0}};
+    for (const TokenReduction& red : cases) {
+        VlmModel m; build(&m, c, B, 5);
+        vlm_set_reduction(&m, red);
+        vlm_forward(&m, bt.images.data(), bt.tokens.data(), bt.targets.data(), bt.lengths.data(), B, bt.keys.data());
+        int Pi = m.Pi, P = m.P, Tl = vlm_lm_len(c, Pi);
+        bool ok = (int)m.pos_index.size() == B * Tl;
+        for (int b = 0; ok && b < B; b++)
+            for (int t = 0; t < Tl; t++) {
+                int want;
+                if (t == 0) want = 0;
+                else if (t <= Pi) {
+                    int j = t - 1;
+                    want = 1 + (red.method == REDUCE_POOL ? (j / 2) * 8 + (j % 2) * 2 : m.keep[(size_t)b * Pi + j]);
+                } else want = P + (t - Pi);
+                ok &= m.pos_index[(size_t)b * Tl + t] == want;
+            }
+        char name[120];
+        snprintf(name, sizeof name, "%s R=%g: kept tokens and the text keep their original positions", REDUCE_NAMES[red.method], red.ratio);
+        report(ok, name);
+        vlm_free(&m);
+    }
 }
 
 static void test_forward_matches_hand_reduction(int proj_mlp) {
@@ -245,8 +277,10 @@ static void test_forward_matches_hand_reduction(int proj_mlp) {
         vlm_encode_images(&ref, bt.images.data(), B);
         std::vector<float> feats(ref.feats, ref.feats + (size_t)B * ref.P * c.v_dim);
         int Pk = 0;
-        std::vector<float> red_feats = reduce_by_hand(feats, red, B, c.image_size / c.patch, c.v_dim, bt.keys.data(), &Pk);
+        std::vector<int> kept;
+        std::vector<float> red_feats = reduce_by_hand(feats, red, B, c.image_size / c.patch, c.v_dim, bt.keys.data(), &Pk, &kept);
         ref.Pi = Pk;  // the LM's image rows (what vlm_set_reduction sets), the features put in place by hand
+        ref.reduce.method = red.method; ref.keep = kept;  // the kept patches' positions (test_reduced_positions checks the rule)
         memcpy(ref.feats_red, red_feats.data(), red_feats.size() * sizeof(float));
         ref.img_feats = ref.feats_red;
         vlm_project(&ref, B);
@@ -759,6 +793,7 @@ static void test_salient() {
         for (int i = 0; i < Pi; i++)
             memcpy(ref.feats_red + ((size_t)b * Pi + i) * c.v_dim, ref.feats + ((size_t)b * P + keep[(size_t)b * Pi + i]) * c.v_dim, c.v_dim * sizeof(float));
     ref.Pi = Pi; ref.img_feats = ref.feats_red;
+    ref.reduce.method = REDUCE_SALIENT; ref.keep = keep;
     vlm_project(&ref, B);
     int Tr = vlm_prepare_sequences(&ref, bt.tokens.data(), bt.targets.data(), bt.lengths.data(), B);
     vlm_lm_forward(&ref, B, Tr, true);
@@ -796,6 +831,7 @@ static void test_salient() {
 
 int main() {
     test_pool_by_hand();
+    test_reduced_positions();
     test_counts();
     test_selections();
     test_gather();
