@@ -15,10 +15,9 @@
 // Visual-token reduction (inference only, src/token_reduction.h; vlm_set_reduction):
 // the P features become P' <= P rows before the projector (pooled, or a subset in
 // raster order), and the LM sequence is built with P' image rows: <bos> at 0, the
-// kept tokens at 1..P' (image slots 0..P'-1, whatever patches they came from),
-// <image> -> P', text token t >= 2 -> t + P' - 1. So the text sits right after the
-// image tokens, at positions P - P' lower than in training (the learned position
-// embeddings of those slots are reused; the sequence is P - P' rows shorter).
+// kept tokens in rows 1..P', text token t >= 2 in row t + P' - 1 (P - P' rows shorter). Their
+// positions stay those of the unreduced sequence (vlm_reduced_positions): the kept patch k at
+// 1 + k (a pooled window at its top-left patch's), the text after all P image slots.
 // FastV (reduce fastv, inside the LM; the projector still reads all P): the sequence with all P
 // image tokens goes through blocks 0..L'-1 (L' = reduce.layer); block L''s attention from the query
 // row (the first <sep> after <image>, else the last valid row) ranks the image tokens
