@@ -21,6 +21,7 @@
 #include "../src/vlm_profile.h"
 #include "../src/json.h"
 #include "test_util.h"
+#include "vlm_test_util.h"
 
 // ---------------------------------------------------------------------------
 // the ops
@@ -168,27 +169,6 @@ static VlmConfig small_config(int proj_mlp) {
     return c;
 }
 
-struct Batch {
-    std::vector<float> images;
-    std::vector<int> tokens, targets, lengths, keys;
-};
-static Batch make_batch(const VlmConfig& c, int B, Rng* r) {
-    Batch b;
-    int H = c.image_size, T = c.max_text;
-    b.images = random_vec((size_t)B * H * H * 3, r, 0.0f, 1.0f);
-    b.tokens.assign((size_t)B * T, 0); b.targets.assign((size_t)B * T, -1); b.lengths.assign(B, 0);
-    for (int i = 0; i < B; i++) {
-        int len = 4 + (int)(rng_u32(r) % (T - 3));  // 4..T
-        int* tok = &b.tokens[(size_t)i * T];
-        tok[0] = 1; tok[1] = VLM_IMAGE_TOKEN;
-        for (int t = 2; t < len; t++) tok[t] = 5 + rng_u32(r) % (c.vocab - 5);
-        tok[len - 1] = 2;
-        for (int t = 1; t < len - 1; t++) b.targets[(size_t)i * T + t] = tok[t + 1];
-        b.lengths[i] = len;
-        b.keys.push_back(100 + 7 * i);
-    }
-    return b;
-}
 
 static void build(VlmModel* m, const VlmConfig& c, int B, uint64_t seed) {
     vlm_build(m, c, B, false, false);
@@ -234,7 +214,7 @@ static void test_reduced_positions() {
     VlmConfig c = small_config(1);  // a 4x4 grid: P = 16
     int B = 2;
     Rng r; rng_seed(&r, 31);
-    Batch bt = make_batch(c, B, &r);
+    Batch bt = make_batch(c, B, &r, 1);
     const TokenReduction cases[] = {{REDUCE_POOL, 0.75f, 0}, {REDUCE_RANDOM, 0.5f, 3}, {REDUCE_UNIFORM, 0.75f, 0}};
     for (const TokenReduction& red : cases) {
         VlmModel m; build(&m, c, B, 5);
@@ -263,7 +243,7 @@ static void test_forward_matches_hand_reduction(int proj_mlp) {
     VlmConfig c = small_config(proj_mlp);
     int B = 3, V = c.vocab;
     Rng r; rng_seed(&r, 11);
-    Batch bt = make_batch(c, B, &r);
+    Batch bt = make_batch(c, B, &r, 1);
     const TokenReduction cases[] = {{REDUCE_POOL, 0.75f, 0}, {REDUCE_RANDOM, 0.5f, 77}, {REDUCE_UNIFORM, 0.75f, 0}, {REDUCE_UNIFORM, 0.3f, 0},
                                     {REDUCE_RANDOM, 0.9f, 5}};
     for (const TokenReduction& red : cases) {
@@ -303,7 +283,7 @@ static void test_sequences_with_fewer_tokens() {
     vlm_set_reduction(&m, TokenReduction{REDUCE_UNIFORM, 0.75f, 0});
     int Pk = m.Pi;
     Rng r; rng_seed(&r, 32);
-    Batch b = make_batch(c, B, &r);
+    Batch b = make_batch(c, B, &r, 1);
     int Tl = vlm_build_sequences(&m, b.tokens.data(), b.targets.data(), b.lengths.data(), B);
     bool ok = Pk == 4 && Tl == T - 1 + Pk && Tl == vlm_lm_len(c, Pk);
     for (int i = 0; i < B; i++) {
@@ -339,7 +319,7 @@ static void test_ratio_zero_is_exact() {
     VlmConfig c = small_config(1);
     int B = 2;
     Rng r; rng_seed(&r, 41);
-    Batch b = make_batch(c, B, &r);
+    Batch b = make_batch(c, B, &r, 1);
     VlmModel base; build(&base, c, B, 42);
     float l_base = vlm_forward(&base, b.images.data(), b.tokens.data(), b.targets.data(), b.lengths.data(), B, b.keys.data());
     size_t n = (size_t)B * base.Tl * c.vocab;
@@ -589,7 +569,7 @@ static void test_fastv_forward_by_hand(int K, float ratio) {
     c.l_layers = 3; c.max_text = 9;
     int B = 3, V = c.vocab, C = c.l_dim, NH = c.l_heads, hd = C / NH;
     Rng r; rng_seed(&r, 90 + K);
-    Batch bt = make_batch(c, B, &r);
+    Batch bt = make_batch(c, B, &r, 1);
     bt.tokens[(size_t)0 * c.max_text + 3] = VLM_SEP_TOKEN;  // row 0: a <sep> inside; the others as drawn
     VlmModel m, ref;
     build(&m, c, B, 91); build(&ref, c, B, 91);
@@ -669,7 +649,7 @@ static void test_fastv_ratio_zero_and_errors() {
     c.l_layers = 3;
     int B = 2;
     Rng r; rng_seed(&r, 95);
-    Batch b = make_batch(c, B, &r);
+    Batch b = make_batch(c, B, &r, 1);
     VlmModel base; build(&base, c, B, 96);
     float l0 = vlm_forward(&base, b.images.data(), b.tokens.data(), b.targets.data(), b.lengths.data(), B, b.keys.data());
     size_t n = (size_t)B * base.Tl * c.vocab;
@@ -778,7 +758,7 @@ static void test_salient() {
     VlmConfig c = small_config(1);
     int B = 2;
     Rng r; rng_seed(&r, 111);
-    Batch bt = make_batch(c, B, &r);
+    Batch bt = make_batch(c, B, &r, 1);
     VlmModel m, ref;
     build(&m, c, B, 112); build(&ref, c, B, 112);
     vlm_set_reduction(&m, TokenReduction{REDUCE_SALIENT, 0.5f, 0, 0});

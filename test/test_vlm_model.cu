@@ -15,6 +15,7 @@
 //     the unmerged forward
 #include "../src/vlm_model.h"
 #include "test_util.h"
+#include "vlm_test_util.h"
 
 static VlmConfig tiny_config(int proj_mlp) {
     VlmConfig c = {};
@@ -27,27 +28,6 @@ static VlmConfig tiny_config(int proj_mlp) {
     return c;
 }
 
-// a batch: text [<bos>=1, <image>=3, words..., <eos>=2], targets on the last words only
-struct Batch {
-    std::vector<float> images;
-    std::vector<int> tokens, targets, lengths;
-};
-static Batch make_batch(const VlmConfig& c, int B, Rng* r) {
-    Batch b;
-    int H = c.image_size, T = c.max_text;
-    b.images = random_vec((size_t)B * H * H * 3, r, 0.0f, 1.0f);
-    b.tokens.assign((size_t)B * T, 0); b.targets.assign((size_t)B * T, -1); b.lengths.assign(B, 0);
-    for (int i = 0; i < B; i++) {
-        int len = 4 + (int)(rng_u32(r) % (T - 3));  // 4..T
-        int* tok = &b.tokens[(size_t)i * T];
-        tok[0] = 1; tok[1] = VLM_IMAGE_TOKEN;
-        for (int t = 2; t < len; t++) tok[t] = 5 + rng_u32(r) % (c.vocab - 5);
-        tok[len - 1] = 2;
-        for (int t = len / 2; t < len - 1; t++) b.targets[(size_t)i * T + t] = tok[t + 1];
-        b.lengths[i] = len;
-    }
-    return b;
-}
 
 // move every parameter off its init (zero biases, unit norms) and make the
 // tiny model's activations O(1) so float32 finite differences see every path
@@ -64,7 +44,7 @@ static void test_gradients(int proj_mlp) {
     vlm_init_params(&m, 1);
     jitter(&m, 2);
     Rng r; rng_seed(&r, 3);
-    Batch b = make_batch(c, B, &r);
+    Batch b = make_batch(c, B, &r, -1);
     auto loss = [&]() -> double { return vlm_forward(&m, b.images.data(), b.tokens.data(), b.targets.data(), b.lengths.data(), B); };
     double l0 = loss();
     vlm_zero_grad(&m); vlm_backward(&m);
@@ -101,7 +81,7 @@ static void test_sequences_and_loss_mask() {
     VlmModel m; vlm_build(&m, c, B, false);
     vlm_init_params(&m, 4);
     Rng r; rng_seed(&r, 5);
-    Batch b = make_batch(c, B, &r);
+    Batch b = make_batch(c, B, &r, -1);
     vlm_build_sequences(&m, b.tokens.data(), b.targets.data(), b.lengths.data(), B);
     bool ok = true;
     for (int i = 0; i < B; i++) {
@@ -149,7 +129,7 @@ static void test_pass_gradients(Pass pass, const char* label, const std::vector<
     jitter(&m, 22);
     if (pass == CLIP) m.params.params[m.params.tensors[m.log_scale].offset] = logf(3.0f);  // below the clamp
     Rng r; rng_seed(&r, 23);
-    Batch b = make_batch(c, B, &r);
+    Batch b = make_batch(c, B, &r, -1);
     auto loss = [&]() -> double { return run_pass(&m, pass, b, B); };
     double l0 = loss();
     vlm_zero_grad(&m); vlm_backward(&m);
@@ -196,7 +176,7 @@ static void test_frozen() {
         if (pa.tensors[i].name.compare(0, 5, "proj.") != 0) null_views &= param_grad(&pa, (int)i) == nullptr;
     report(null_views, "frozen: no gradient view for any frozen tensor");
     Rng r; rng_seed(&r, 43);
-    Batch b = make_batch(c, B, &r);
+    Batch b = make_batch(c, B, &r, -1);
     for (VlmModel* m : {&full, &align}) {
         vlm_forward(m, b.images.data(), b.tokens.data(), b.targets.data(), b.lengths.data(), B);
         vlm_zero_grad(m); vlm_backward(m);
@@ -266,7 +246,7 @@ static void test_lora() {
     report(adapters == 2u * 4 * c.l_layers && lm_trainable == 0, "vlm LoRA: 4 adapters per GPT block train, the GPT's base is frozen",
            "%zu adapters, %zu base tensors trainable", adapters, lm_trainable);
     Rng r; rng_seed(&r, 63);
-    Batch b = make_batch(c, B, &r);
+    Batch b = make_batch(c, B, &r, -1);
     transformer_set_training(&m.lm, true, 5);
     auto loss = [&]() -> double { return vlm_forward(&m, b.images.data(), b.tokens.data(), b.targets.data(), b.lengths.data(), B); };
     double l0 = loss();
