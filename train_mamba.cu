@@ -164,9 +164,8 @@ int main(int argc, char** argv) {
     if (o.sample_only > 0 || !o.export_hf.empty() || o.bench_generate) {
         MambaModel m;
         if (!o.adapter.empty()) {  // base + adapter, merged: the step and the export read W only
-            CheckpointInfo info = checkpoint_read_info(o.adapter.c_str());
-            if (info.kind != MAMBA_ADAPTER_KIND) FATAL("%s holds a full %s model, not an adapter (%s)", o.adapter.c_str(), info.kind.c_str(), MAMBA_ADAPTER_KIND);
-            LoraConfig lc = lora_config_read(info.config, "");
+            // (a file without LoRA keys reads as rank 0; mamba_load_adapter then names its kind)
+            LoraConfig lc = lora_config_read(checkpoint_read_info(o.adapter.c_str()).config, "");
             MambaConfig cfg = mamba_config_from_kv(checkpoint_read_info(o.base.c_str()).config, o.base.c_str());
             mamba_build(&m, cfg, 1, 1, on_gpu, /*with_grads=*/false, lc);
             mamba_load_base(&m, o.base.c_str());
