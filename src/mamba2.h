@@ -1,6 +1,7 @@
 // mamba2.h: the Mamba-2 mixer block (Dao & Gu 2024; the reference is state-spaces/mamba,
 // mamba_ssm/modules/mamba2.py) as a component: forward, hand-written backward and the recurrent
-// step for generation. CPU reference; the CUDA version has its place below (not written yet).
+// step for generation. One composition of the components (linear, conv1d + SiLU, ssd, the gated
+// RMSNorm) serves both backends: on_gpu picks each component's CPU reference or its CUDA version.
 //
 // Sizes (Mamba2Config): D = d_model, E = expand*D (d_inner), P = headdim, H = E/P (nheads),
 // G = ngroups, N = d_state, K = d_conv, C = E + 2GN (conv channels), Z = 2E + 2GN + H (in_proj
@@ -37,17 +38,23 @@
 // Activations (Mamba2Acts, what the backward reads; mamba2_layout_acts carves them from an Arena):
 //   z (BL, E), xBC (BL, C) the conv input, x (BL, E), Bm, Cm (BL, GN), dt_raw, dt (BL, H),
 //   y (BL, E) the SSD output, rstd (BL, NG), yn (BL, E) the out_proj input.
-// The backward recomputes the conv's pre-activation (conv1d_silu_backward_cpu), the SSD states
-// (ssd_backward_cpu), the gate g = y * silu(z) and A = -exp(A_log); the block input `inp` is
+// The backward recomputes the conv's pre-activation (conv1d_silu_backward), the SSD states
+// (ssd_backward), the gate g = y * silu(z) and A = -exp(A_log); the block input `inp` is
 // passed to the backward again (as to linear_backward), not kept.
 //
-// Recurrent step (mamba2_step_cpu), one token per batch row: conv_state (B, C, K-1) the last K-1
+// Scratch (Mamba2Scratch, mamba2_layout_scratch from an Arena): the temporaries of the forward,
+// backward and step (the conv output, A, the gradients between the components, partial column
+// sums, the step's activations). One scratch serves every layer; the caller never zeroes it.
+//
+// Recurrent step (mamba2_step), one token per batch row: conv_state (B, C, K-1) the last K-1
 // conv inputs, oldest first (conv1d_step_cpu's layout); ssm_state (B, H, P, N). Both start at zero;
 // the forward can write them after its last token (prefill, then step).
 //
 // Backward: every gradient is ACCUMULATED (+=), including dinp; any gradient pointer may be
-// nullptr (a frozen tensor: its gradient is not computed). Deterministic: every component used
-// sums in a fixed order, so the results are the same bits for any number of OpenMP threads.
+// nullptr (a frozen tensor: its gradient is not computed). CPU: every component sums in a fixed
+// order, so the results are the same bits for any number of OpenMP threads. GPU: this file's
+// sums (norm.weight, dt_bias) are per-row-block partials added in a fixed order, no atomics; the
+// CUDA conv1d backward (dweight, dbias) and SSD backward (dA, dD) add with float atomics.
 #pragma once
 #include <string>
 #include "common.h"
@@ -218,7 +225,67 @@ static size_t mamba2_acts_bytes(const Mamba2Config& c, int B, int L) {
 }
 
 // ---------------------------------------------------------------------------
-// CPU reference
+// scratch: the block's temporaries, carved from an arena like the activations (run twice: count,
+// then place). One Mamba2Scratch serves every layer of a model: each call overwrites what it
+// uses, and the block zeroes what it accumulates into, so the caller never clears it.
+
+#define MAMBA2_PARTIAL_ROWS 32  // rows per partial of a deterministic column sum (norm dw, dt_bias)
+
+typedef struct {
+    int B, L;            // the shape it was laid out for: forward and backward take B*L rows at
+                         // most, the step B rows at most
+    float* A;            // (H) -exp(A_log)
+    float* dA;           // (H) the SSD's dloss/dA
+    float* dD_sink;      // (H) the SSD's dD when D is frozen (never read)
+    float* dconv_w_sink; // (C, K) conv1d's weight gradient when frozen (never read)
+    float* dconv_b_sink; // (C) conv1d's bias gradient when frozen (never read)
+    float* col_partial;  // (ceil(BL / MAMBA2_PARTIAL_ROWS), E) partial column sums
+    floatX* xBCc;        // (BL, C) the conv output [x | B | C] (forward); its gradient (backward)
+    floatX* dxBC;        // (BL, C) d of the conv input
+    floatX* dyn;         // (BL, E) d of out_proj's input
+    floatX* dy;          // (BL, E) d of the SSD output
+    floatX* dz;          // (BL, E) d of the gate
+    floatX* dx;          // (BL, E) d of the SSD input
+    floatX* dBm;         // (BL, GN)
+    floatX* dCm;         // (BL, GN)
+    floatX* ddt;         // (BL, H) d of dt
+    floatX* ddt_raw;     // (BL, H) d of in_proj's dt columns
+    Mamba2Acts step;     // the recurrent step's activations, (B, 1)
+} Mamba2Scratch;
+
+// partials of a column sum over N rows
+static inline int mamba2_partial_count(int N) { return (N + MAMBA2_PARTIAL_ROWS - 1) / MAMBA2_PARTIAL_ROWS; }
+
+static void mamba2_layout_scratch(Mamba2Scratch* s, Arena* ar, const Mamba2Config& c, int B, int L) {
+    size_t BL = (size_t)B * L, E = c.d_inner, GN = (size_t)c.ngroups * c.d_state, H = c.nheads;
+    size_t C = c.conv_dim, K = c.d_conv;
+    s->B = B; s->L = L;
+    s->A = arena_take<float>(ar, H);
+    s->dA = arena_take<float>(ar, H);
+    s->dD_sink = arena_take<float>(ar, H);
+    s->dconv_w_sink = arena_take<float>(ar, C * K);
+    s->dconv_b_sink = arena_take<float>(ar, C);
+    s->col_partial = arena_take<float>(ar, (size_t)mamba2_partial_count((int)BL) * E);  // E >= H
+    s->xBCc = arena_take<floatX>(ar, BL * C);
+    s->dxBC = arena_take<floatX>(ar, BL * C);
+    s->dyn = arena_take<floatX>(ar, BL * E);
+    s->dy = arena_take<floatX>(ar, BL * E);
+    s->dz = arena_take<floatX>(ar, BL * E);
+    s->dx = arena_take<floatX>(ar, BL * E);
+    s->dBm = arena_take<floatX>(ar, BL * GN);
+    s->dCm = arena_take<floatX>(ar, BL * GN);
+    s->ddt = arena_take<floatX>(ar, BL * H);
+    s->ddt_raw = arena_take<floatX>(ar, BL * H);
+    mamba2_layout_acts(&s->step, ar, c, B, 1);
+}
+
+// bytes mamba2_layout_scratch takes for (B, L)
+static size_t mamba2_scratch_bytes(const Mamba2Config& c, int B, int L) {
+    Mamba2Scratch s;
+    Arena count = {nullptr, 0};
+    mamba2_layout_scratch(&s, &count, c, B, L);
+    return count.used;
+}
 
 static void mamba2_check_shape(const char* who, const Mamba2Config& c, int B, int L) {
     if (B < 1 || L < 1) FATAL("%s: bad shape B=%d L=%d", who, B, L);
@@ -226,6 +293,75 @@ static void mamba2_check_shape(const char* who, const Mamba2Config& c, int B, in
         c.conv_dim != c.d_inner + 2 * c.ngroups * c.d_state || c.d_in_proj != c.d_inner + c.conv_dim + c.nheads ||
         c.norm_groups < 1 || c.d_inner % c.norm_groups != 0 || c.chunk < 1)
         FATAL("%s: the config is not derived (call mamba2_config_derive)", who);
+}
+
+// the scratch must hold `rows` rows (B*L for the forward and backward) and `step_rows` step rows
+static void mamba2_check_scratch(const char* who, const Mamba2Scratch& s, size_t rows, int step_rows) {
+    if (!s.A || rows > (size_t)s.B * s.L || step_rows > s.B)
+        FATAL("%s: the scratch was laid out for B=%d L=%d (or not placed), too small here", who, s.B, s.L);
+}
+
+// ---------------------------------------------------------------------------
+// the block's own small kernels: CPU reference, then CUDA, same arguments
+
+// A = -exp(A_log): A, A_log (H)
+static void mamba2_A_forward_cpu(float* A, const float* A_log, int H) {
+    for (int h = 0; h < H; h++) A[h] = -expf(A_log[h]);
+}
+
+// dA_log += dA * A   (d(-exp(A_log))/dA_log = A)
+static void mamba2_A_backward_cpu(float* dA_log, const float* dA, const float* A, int H) {
+    for (int h = 0; h < H; h++) dA_log[h] += dA[h] * A[h];
+}
+
+// dt = softplus(dt_raw + dt_bias): dt, dt_raw (N, H); dt_bias (H)
+static void mamba2_dt_forward_cpu(floatX* dt, const floatX* dt_raw, const float* dt_bias, int N, int H) {
+#pragma omp parallel for
+    for (int i = 0; i < N; i++)
+        for (int h = 0; h < H; h++)
+            dt[(size_t)i * H + h] = (floatX)softplus_f((float)dt_raw[(size_t)i * H + h] + dt_bias[h]);
+}
+
+// out[c] += sum_r partial[r, c], r in order: partial (R, C); the second half of every column sum
+// here (the first: partial[r, c] = the sum of rows [r, r+1) * MAMBA2_PARTIAL_ROWS, in order), so
+// the result is the same bits for any number of threads
+static void mamba2_column_sums_add_cpu(float* out, const float* partial, int R, int C) {
+#pragma omp parallel for
+    for (int c = 0; c < C; c++) {
+        float s = 0.0f;
+        for (int r = 0; r < R; r++) s += partial[(size_t)r * C + c];
+        out[c] += s;
+    }
+}
+
+// dt's backward: v = ddt * softplus'(dt_raw + dt_bias);  ddt_raw += v;  ddt_bias += sum_rows v
+// ddt, dt_raw, ddt_raw (N, H); partial (ceil(N / MAMBA2_PARTIAL_ROWS), H). Either gradient may be nullptr.
+static void mamba2_dt_backward_cpu(floatX* ddt_raw, float* ddt_bias, float* partial, const floatX* ddt,
+                                   const floatX* dt_raw, const float* dt_bias, int N, int H) {
+    if (ddt_raw) {
+#pragma omp parallel for
+        for (int i = 0; i < N; i++)
+            for (int h = 0; h < H; h++) {
+                size_t j = (size_t)i * H + h;
+                float v = (float)ddt[j] * softplus_grad_f((float)dt_raw[j] + dt_bias[h]);
+                ddt_raw[j] = (floatX)((float)ddt_raw[j] + v);
+            }
+    }
+    if (!ddt_bias) return;
+    int R = mamba2_partial_count(N);
+#pragma omp parallel for
+    for (int r = 0; r < R; r++) {
+        int n1 = (r + 1) * MAMBA2_PARTIAL_ROWS < N ? (r + 1) * MAMBA2_PARTIAL_ROWS : N;
+        for (int h = 0; h < H; h++) {
+            float acc = 0.0f;
+            for (int i = r * MAMBA2_PARTIAL_ROWS; i < n1; i++) {
+                size_t j = (size_t)i * H + h;
+                acc += (float)ddt[j] * softplus_grad_f((float)dt_raw[j] + dt_bias[h]);
+            }
+            partial[(size_t)r * H + h] = acc;
+        }
+    }
+    mamba2_column_sums_add_cpu(ddt_bias, partial, R, H);
 }
 
 // Gated RMSNorm (norm_before_gate=False): g = y * silu(z); out = g * rstd * w, rstd per group of
@@ -254,10 +390,11 @@ static void mamba2_gated_rmsnorm_forward_cpu(floatX* out, float* rstd, const flo
 // Its backward (g recomputed from y and z): with a = dout * w,
 //   dg = rstd * (a - g * rstd^2 * mean_group(a * g));  dw += sum_n dout * g * rstd
 //   dy += dg * silu(z);  dz += dg * y * silu'(z)
+// partial: (ceil(N / MAMBA2_PARTIAL_ROWS), E), dw's column sums in a fixed order.
 // Every gradient accumulates; any may be nullptr.
-static void mamba2_gated_rmsnorm_backward_cpu(floatX* dy, floatX* dz, float* dw, const floatX* dout, const floatX* y,
-                                              const floatX* z, const float* w, const float* rstd, int N, int E,
-                                              int NG) {
+static void mamba2_gated_rmsnorm_backward_cpu(floatX* dy, floatX* dz, float* dw, float* partial, const floatX* dout,
+                                              const floatX* y, const floatX* z, const float* w, const float* rstd,
+                                              int N, int E, int NG) {
     int Eg = E / NG;
     if (dy || dz) {
 #pragma omp parallel for
@@ -278,185 +415,434 @@ static void mamba2_gated_rmsnorm_backward_cpu(floatX* dy, floatX* dz, float* dw,
             }
     }
     if (!dw) return;
-    // threads split the columns; each column is summed over the rows in order (same bits for any thread count)
-    const int CB = 16;
-#pragma omp parallel for schedule(static)
-    for (int c0 = 0; c0 < E; c0 += CB) {
-        int c1 = c0 + CB < E ? c0 + CB : E;
-        float acc[CB] = {0.0f};
-        for (int n = 0; n < N; n++)
-            for (int c = c0; c < c1; c++) {
+    int R = mamba2_partial_count(N);
+#pragma omp parallel for
+    for (int r = 0; r < R; r++) {
+        float* part = partial + (size_t)r * E;
+        for (int c = 0; c < E; c++) part[c] = 0.0f;
+        int n1 = (r + 1) * MAMBA2_PARTIAL_ROWS < N ? (r + 1) * MAMBA2_PARTIAL_ROWS : N;
+        for (int n = r * MAMBA2_PARTIAL_ROWS; n < n1; n++)
+            for (int c = 0; c < E; c++) {
                 size_t o = (size_t)n * E + c;
                 float g = (float)y[o] * silu_f((float)z[o]);
-                acc[c - c0] += (float)dout[o] * g * rstd[(size_t)n * NG + c / Eg];
+                part[c] += (float)dout[o] * g * rstd[(size_t)n * NG + c / Eg];
             }
-        for (int c = c0; c < c1; c++) dw[c] += acc[c - c0];
     }
+    mamba2_column_sums_add_cpu(dw, partial, R, E);
 }
 
-// A = -exp(A_log)
-static std::vector<float> mamba2_A(const float* A_log, int H) {
-    std::vector<float> A(H);
-    for (int h = 0; h < H; h++) A[h] = -expf(A_log[h]);
-    return A;
-}
-
-// inp, out: (B, L, D). The activations `a` are written (mamba2_layout_acts for (B, L)).
-// conv_state_out (B, C, K-1) and ssm_state_out (B, H, P, N), when not nullptr, receive the
-// recurrent state after the last token (the conv's last K-1 inputs, zeros before t = 0), so
-// mamba2_step_cpu can go on from there.
-static void mamba2_block_forward_cpu(floatX* out, const Mamba2Acts& a, const floatX* inp, const Mamba2Params& p,
-                                     const Mamba2Config& c, int B, int L, float* conv_state_out = nullptr,
-                                     float* ssm_state_out = nullptr) {
-    mamba2_check_shape("mamba2_block_forward", c, B, L);
-    int BL = B * L, D = c.d_model, E = c.d_inner, H = c.nheads, P = c.headdim, G = c.ngroups, N = c.d_state;
-    int C = c.conv_dim, K = c.d_conv, GN = G * N;
-    // in_proj as three GEMMs over contiguous row blocks of the weight: z, xBC, dt_raw
-    linear_forward_cpu(a.z, inp, p.in_proj_w, nullptr, BL, D, E);
-    linear_forward_cpu(a.xBC, inp, p.in_proj_w + (size_t)E * D, nullptr, BL, D, C);
-    linear_forward_cpu(a.dt_raw, inp, p.in_proj_w + (size_t)(E + C) * D, nullptr, BL, D, H);
-    // conv1d + SiLU over [x | B | C], then split into the SSD's contiguous inputs
-    std::vector<floatX> xBCc((size_t)BL * C);
-    conv1d_silu_forward_cpu(xBCc.data(), a.xBC, p.conv_w, p.conv_b, B, L, C, K);
-    split_columns_cpu(a.x, a.Bm, a.Cm, xBCc.data(), BL, E, GN, GN);
-    // dt = softplus(dt_raw + dt_bias)
-#pragma omp parallel for
-    for (int i = 0; i < BL; i++)
-        for (int h = 0; h < H; h++)
-            a.dt[(size_t)i * H + h] = (floatX)softplus_f((float)a.dt_raw[(size_t)i * H + h] + p.dt_bias[h]);
-    std::vector<float> A = mamba2_A(p.A_log, H);
-    ssd_forward_chunked_cpu(a.y, ssm_state_out, a.x, a.dt, A.data(), a.Bm, a.Cm, p.D, nullptr, B, L, H, P, G, N,
-                            c.chunk);
-    mamba2_gated_rmsnorm_forward_cpu(a.yn, a.rstd, a.y, a.z, p.norm_w, BL, E, c.norm_groups);
-    linear_forward_cpu(out, a.yn, p.out_proj_w, nullptr, BL, E, D);
-    if (conv_state_out)
-        for (int b = 0; b < B; b++)
-            for (int ch = 0; ch < C; ch++)
-                for (int k = 0; k < K - 1; k++) {
-                    int t = L - (K - 1) + k;
-                    conv_state_out[((size_t)b * C + ch) * (K - 1) + k] =
-                        t >= 0 ? (float)a.xBC[((size_t)b * L + t) * C + ch] : 0.0f;
-                }
-}
-
-// dout: (B, L, D); inp: the forward's input; a: the forward's activations. dinp (B, L, D) and
-// every parameter gradient in `d` ACCUMULATE (+=); any may be nullptr (skipped). The conv's
-// pre-activation, the SSD states and the gate are recomputed (see the top of the file).
-static void mamba2_block_backward_cpu(floatX* dinp, const Mamba2Params& d, const floatX* dout, const floatX* inp,
-                                      const Mamba2Params& p, const Mamba2Acts& a, const Mamba2Config& c, int B,
-                                      int L) {
-    mamba2_check_shape("mamba2_block_backward", c, B, L);
-    int BL = B * L, D = c.d_model, E = c.d_inner, H = c.nheads, P = c.headdim, G = c.ngroups, N = c.d_state;
-    int C = c.conv_dim, K = c.d_conv, GN = G * N;
-    size_t nE = (size_t)BL * E, nGN = (size_t)BL * GN, nH = (size_t)BL * H;
-    // out_proj
-    std::vector<floatX> dyn(nE, 0.0f);
-    linear_backward_cpu(dyn.data(), d.out_proj_w, nullptr, dout, a.yn, p.out_proj_w, BL, E, D);
-    // gated RMSNorm -> dy (the SSD output), dz
-    std::vector<floatX> dy(nE, 0.0f), dz(nE, 0.0f);
-    mamba2_gated_rmsnorm_backward_cpu(dy.data(), dz.data(), d.norm_w, dyn.data(), a.y, a.z, p.norm_w, a.rstd, BL, E,
-                                      c.norm_groups);
-    // SSD -> dx, ddt, dA, dBm, dCm, dD
-    std::vector<floatX> dx(nE, 0.0f), ddt(nH, 0.0f), dBm(nGN, 0.0f), dCm(nGN, 0.0f);
-    std::vector<float> A = mamba2_A(p.A_log, H), dA(H, 0.0f);
-    ssd_backward_cpu(dx.data(), ddt.data(), dA.data(), dBm.data(), dCm.data(), d.D, nullptr, dy.data(), nullptr, a.x,
-                     a.dt, A.data(), a.Bm, a.Cm, p.D, nullptr, B, L, H, P, G, N);
-    // A = -exp(A_log): dA_log = dA * A
-    if (d.A_log)
-        for (int h = 0; h < H; h++) d.A_log[h] += dA[h] * A[h];
-    // dt = softplus(dt_raw + dt_bias): ddt_raw = ddt * sigmoid(pre); dt_bias sums over the rows in order
-    std::vector<floatX> ddt_raw(nH);
-#pragma omp parallel for
-    for (int i = 0; i < BL; i++)
-        for (int h = 0; h < H; h++) {
-            size_t j = (size_t)i * H + h;
-            ddt_raw[j] = (floatX)((float)ddt[j] * softplus_grad_f((float)a.dt_raw[j] + p.dt_bias[h]));
-        }
-    if (d.dt_bias)
-        for (int h = 0; h < H; h++) {
-            float s = 0.0f;
-            for (int i = 0; i < BL; i++) s += (float)ddt_raw[(size_t)i * H + h];
-            d.dt_bias[h] += s;
-        }
-    // conv1d + SiLU (recomputes its pre-activation): d[x | B | C] -> dxBC
-    bool need_conv_in = dinp || d.in_proj_w;
-    std::vector<floatX> dxBC(need_conv_in ? (size_t)BL * C : 0, 0.0f);
-    if (need_conv_in || d.conv_w || d.conv_b) {
-        std::vector<floatX> dxBCc((size_t)BL * C);
-        concat_columns_cpu(dxBCc.data(), dx.data(), dBm.data(), dCm.data(), BL, E, GN, GN);
-        // conv1d_silu_backward_cpu writes every gradient: frozen ones (and an unused dxBC) go to sinks
-        std::vector<float> sink_w(d.conv_w ? 0 : (size_t)C * K), sink_b(d.conv_b ? 0 : (size_t)C);
-        std::vector<floatX> sink_x(need_conv_in ? 0 : (size_t)BL * C);
-        conv1d_silu_backward_cpu(need_conv_in ? dxBC.data() : sink_x.data(), d.conv_w ? d.conv_w : sink_w.data(),
-                                 d.conv_b ? d.conv_b : sink_b.data(), dxBCc.data(), a.xBC, p.conv_w, p.conv_b, B, L,
-                                 C, K);
-    }
-    // in_proj, the three row blocks: dinp accumulates all three
-    float* dW = d.in_proj_w;
-    linear_backward_cpu(dinp, dW, nullptr, dz.data(), inp, p.in_proj_w, BL, D, E);
-    linear_backward_cpu(dinp, dW ? dW + (size_t)E * D : nullptr, nullptr, need_conv_in ? dxBC.data() : nullptr, inp,
-                        p.in_proj_w + (size_t)E * D, BL, D, C);
-    linear_backward_cpu(dinp, dW ? dW + (size_t)(E + C) * D : nullptr, nullptr, ddt_raw.data(), inp,
-                        p.in_proj_w + (size_t)(E + C) * D, BL, D, H);
-}
-
-// One token per batch row: inp, out (B, D); conv_state (B, C, K-1) and ssm_state (B, H, P, N),
-// updated in place (zeros before the first token). The same arithmetic as the forward, one step:
-// conv1d_step_cpu, ssd_step_cpu.
-static void mamba2_step_cpu(floatX* out, float* conv_state, float* ssm_state, const floatX* inp,
-                            const Mamba2Params& p, const Mamba2Config& c, int B) {
-    mamba2_check_shape("mamba2_step", c, B, 1);
-    int D = c.d_model, E = c.d_inner, H = c.nheads, P = c.headdim, G = c.ngroups, N = c.d_state;
-    int C = c.conv_dim, K = c.d_conv, GN = G * N;
-    std::vector<floatX> z((size_t)B * E), xBC((size_t)B * C), dt_raw((size_t)B * H), xBCc((size_t)B * C);
-    std::vector<floatX> x((size_t)B * E), Bm((size_t)B * GN), Cm((size_t)B * GN), dt((size_t)B * H);
-    std::vector<floatX> y((size_t)B * E), yn((size_t)B * E);
-    std::vector<float> rstd((size_t)B * c.norm_groups);
-    linear_forward_cpu(z.data(), inp, p.in_proj_w, nullptr, B, D, E);
-    linear_forward_cpu(xBC.data(), inp, p.in_proj_w + (size_t)E * D, nullptr, B, D, C);
-    linear_forward_cpu(dt_raw.data(), inp, p.in_proj_w + (size_t)(E + C) * D, nullptr, B, D, H);
-    conv1d_step_cpu(xBCc.data(), conv_state, xBC.data(), p.conv_w, p.conv_b, B, C, K);
-    silu_forward_cpu(xBCc.data(), xBCc.data(), (size_t)B * C);
-    split_columns_cpu(x.data(), Bm.data(), Cm.data(), xBCc.data(), B, E, GN, GN);
+// the conv state after the last token: the last K-1 conv inputs, oldest first, zeros before t = 0.
+// conv_state (B, C, K-1); xBC (B, L, C)
+static void mamba2_conv_state_cpu(float* conv_state, const floatX* xBC, int B, int L, int C, int K) {
     for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++)
-            dt[(size_t)b * H + h] = (floatX)softplus_f((float)dt_raw[(size_t)b * H + h] + p.dt_bias[h]);
-    std::vector<float> A = mamba2_A(p.A_log, H);
-    ssd_step_cpu(y.data(), ssm_state, x.data(), dt.data(), A.data(), Bm.data(), Cm.data(), p.D, B, H, P, G, N);
-    mamba2_gated_rmsnorm_forward_cpu(yn.data(), rstd.data(), y.data(), z.data(), p.norm_w, B, E, c.norm_groups);
-    linear_forward_cpu(out, yn.data(), p.out_proj_w, nullptr, B, E, D);
+        for (int ch = 0; ch < C; ch++)
+            for (int k = 0; k < K - 1; k++) {
+                int t = L - (K - 1) + k;
+                conv_state[((size_t)b * C + ch) * (K - 1) + k] = t >= 0 ? (float)xBC[((size_t)b * L + t) * C + ch] : 0.0f;
+            }
+}
+
+// one token of conv1d + SiLU: out = silu(conv1d_step(xBC)), conv_state (B, C, K-1) updated in place
+// (conv1d_step_cpu's layout); xBC, out (B, C)
+static void mamba2_conv_step_silu_cpu(floatX* out, float* conv_state, const floatX* xBC, const float* conv_w,
+                                      const float* conv_b, int B, int C, int K) {
+    conv1d_step_cpu(out, conv_state, xBC, conv_w, conv_b, B, C, K);
+    silu_forward_cpu(out, out, (size_t)B * C);
+}
+
+#ifdef __CUDACC__
+// one thread per head
+__global__ void mamba2_A_forward_kernel(float* A, const float* A_log, int H) {
+    int h = blockIdx.x * blockDim.x + threadIdx.x;
+    if (h < H) A[h] = -expf(A_log[h]);
+}
+__global__ void mamba2_A_backward_kernel(float* dA_log, const float* dA, const float* A, int H) {
+    int h = blockIdx.x * blockDim.x + threadIdx.x;
+    if (h < H) dA_log[h] += dA[h] * A[h];
+}
+static void mamba2_A_forward_cuda(float* A, const float* A_log, int H) {
+    mamba2_A_forward_kernel<<<ceil_div(H, 128), 128>>>(A, A_log, H);
+    cudaCheckLaunch();
+}
+static void mamba2_A_backward_cuda(float* dA_log, const float* dA, const float* A, int H) {
+    mamba2_A_backward_kernel<<<ceil_div(H, 128), 128>>>(dA_log, dA, A, H);
+    cudaCheckLaunch();
+}
+
+// elementwise over (N, H), grid-stride
+__global__ void mamba2_dt_forward_kernel(floatX* dt, const floatX* dt_raw, const float* dt_bias, int N, int H) {
+    for (size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x; j < (size_t)N * H; j += (size_t)gridDim.x * blockDim.x)
+        dt[j] = (floatX)softplus_f((float)dt_raw[j] + dt_bias[j % H]);
+}
+static void mamba2_dt_forward_cuda(floatX* dt, const floatX* dt_raw, const float* dt_bias, int N, int H) {
+    size_t n = (size_t)N * H;
+    if (n == 0) return;
+    mamba2_dt_forward_kernel<<<activations_grid(n, 256), 256>>>(dt, dt_raw, dt_bias, N, H);
+    cudaCheckLaunch();
+}
+
+// out[c] += sum_r partial[r, c] in order: one thread per column (consecutive columns: coalesced)
+__global__ void mamba2_column_sums_add_kernel(float* out, const float* partial, int R, int C) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float s = 0.0f;
+    for (int r = 0; r < R; r++) s += partial[(size_t)r * C + c];
+    out[c] += s;
+}
+static void mamba2_column_sums_add_cuda(float* out, const float* partial, int R, int C) {
+    mamba2_column_sums_add_kernel<<<ceil_div(C, 256), 256>>>(out, partial, R, C);
+    cudaCheckLaunch();
+}
+
+__global__ void mamba2_dt_backward_kernel(floatX* ddt_raw, const floatX* ddt, const floatX* dt_raw,
+                                          const float* dt_bias, int N, int H) {
+    for (size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x; j < (size_t)N * H; j += (size_t)gridDim.x * blockDim.x) {
+        float v = (float)ddt[j] * softplus_grad_f((float)dt_raw[j] + dt_bias[j % H]);
+        ddt_raw[j] = (floatX)((float)ddt_raw[j] + v);
+    }
+}
+// partial[r, h] = sum of v over rows [r, r+1) * MAMBA2_PARTIAL_ROWS in order; block (r, column block)
+__global__ void mamba2_dt_bias_partial_kernel(float* partial, const floatX* ddt, const floatX* dt_raw,
+                                              const float* dt_bias, int N, int H) {
+    int r = blockIdx.x, h = blockIdx.y * blockDim.x + threadIdx.x;
+    if (h >= H) return;
+    int n1 = min(N, (r + 1) * MAMBA2_PARTIAL_ROWS);
+    float acc = 0.0f;
+    for (int i = r * MAMBA2_PARTIAL_ROWS; i < n1; i++) {
+        size_t j = (size_t)i * H + h;
+        acc += (float)ddt[j] * softplus_grad_f((float)dt_raw[j] + dt_bias[h]);
+    }
+    partial[(size_t)r * H + h] = acc;
+}
+static void mamba2_dt_backward_cuda(floatX* ddt_raw, float* ddt_bias, float* partial, const floatX* ddt,
+                                    const floatX* dt_raw, const float* dt_bias, int N, int H) {
+    size_t n = (size_t)N * H;
+    if (n == 0) return;
+    if (ddt_raw) {
+        mamba2_dt_backward_kernel<<<activations_grid(n, 256), 256>>>(ddt_raw, ddt, dt_raw, dt_bias, N, H);
+        cudaCheckLaunch();
+    }
+    if (!ddt_bias) return;
+    int R = mamba2_partial_count(N);
+    mamba2_dt_bias_partial_kernel<<<dim3(R, ceil_div(H, 128)), 128>>>(partial, ddt, dt_raw, dt_bias, N, H);
+    cudaCheckLaunch();
+    mamba2_column_sums_add_cuda(ddt_bias, partial, R, H);
+}
+
+// one warp per (row, group): the group's sum of g^2 by a warp reduction, then the outputs
+__global__ void mamba2_gated_rmsnorm_forward_kernel(floatX* out, float* rstd, const floatX* y, const floatX* z,
+                                                    const float* w, int N, int E, int NG) {
+    size_t task = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;  // n * NG + q
+    int lane = threadIdx.x % 32;
+    if (task >= (size_t)N * NG) return;
+    int Eg = E / NG, q = (int)(task % NG);
+    size_t o = (task / NG) * E + (size_t)q * Eg;
+    float ss = 0.0f;
+    for (int c = lane; c < Eg; c += 32) {
+        float g = (float)y[o + c] * silu_f((float)z[o + c]);
+        ss += g * g;
+    }
+    ss = warp_sum(ss);
+    float r = 1.0f / sqrtf(ss / Eg + RMSNORM_EPS);
+    if (lane == 0) rstd[task] = r;
+    for (int c = lane; c < Eg; c += 32) {
+        float g = (float)y[o + c] * silu_f((float)z[o + c]);
+        out[o + c] = (floatX)(g * r * w[q * Eg + c]);
+    }
+}
+static void mamba2_gated_rmsnorm_forward_cuda(floatX* out, float* rstd, const floatX* y, const floatX* z,
+                                              const float* w, int N, int E, int NG) {
+    size_t tasks = (size_t)N * NG;
+    if (tasks == 0) return;
+    mamba2_gated_rmsnorm_forward_kernel<<<(unsigned)((tasks + 7) / 8), 256>>>(out, rstd, y, z, w, N, E, NG);
+    cudaCheckLaunch();
+}
+
+// dy, dz: one warp per (row, group), as the forward
+__global__ void mamba2_gated_rmsnorm_backward_kernel(floatX* dy, floatX* dz, const floatX* dout, const floatX* y,
+                                                     const floatX* z, const float* w, const float* rstd, int N, int E,
+                                                     int NG) {
+    size_t task = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (task >= (size_t)N * NG) return;
+    int Eg = E / NG, q = (int)(task % NG);
+    size_t o = (task / NG) * E + (size_t)q * Eg;
+    const float* wg = w + (size_t)q * Eg;
+    float r = rstd[task], dot = 0.0f;  // sum_c a * g
+    for (int c = lane; c < Eg; c += 32)
+        dot += (float)dout[o + c] * wg[c] * (float)y[o + c] * silu_f((float)z[o + c]);
+    dot = warp_sum(dot);
+    float k = r * r * dot / Eg;
+    for (int c = lane; c < Eg; c += 32) {
+        float yv = (float)y[o + c], zv = (float)z[o + c], sz = silu_f(zv);
+        float dg = r * ((float)dout[o + c] * wg[c] - yv * sz * k);
+        if (dy) dy[o + c] = (floatX)((float)dy[o + c] + dg * sz);
+        if (dz) dz[o + c] = (floatX)((float)dz[o + c] + dg * yv * silu_grad_f(zv));
+    }
+}
+// dw partials: thread (r, c) sums rows [r, r+1) * MAMBA2_PARTIAL_ROWS of column c in order
+__global__ void mamba2_gated_rmsnorm_dw_partial_kernel(float* partial, const floatX* dout, const floatX* y,
+                                                       const floatX* z, const float* rstd, int N, int E, int NG) {
+    int r = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x;
+    if (c >= E) return;
+    int n1 = min(N, (r + 1) * MAMBA2_PARTIAL_ROWS), q = c / (E / NG);
+    float acc = 0.0f;
+    for (int n = r * MAMBA2_PARTIAL_ROWS; n < n1; n++) {
+        size_t o = (size_t)n * E + c;
+        float g = (float)y[o] * silu_f((float)z[o]);
+        acc += (float)dout[o] * g * rstd[(size_t)n * NG + q];
+    }
+    partial[(size_t)r * E + c] = acc;
+}
+static void mamba2_gated_rmsnorm_backward_cuda(floatX* dy, floatX* dz, float* dw, float* partial, const floatX* dout,
+                                               const floatX* y, const floatX* z, const float* w, const float* rstd,
+                                               int N, int E, int NG) {
+    size_t tasks = (size_t)N * NG;
+    if (tasks == 0) return;
+    if (dy || dz) {
+        mamba2_gated_rmsnorm_backward_kernel<<<(unsigned)((tasks + 7) / 8), 256>>>(dy, dz, dout, y, z, w, rstd, N, E, NG);
+        cudaCheckLaunch();
+    }
+    if (!dw) return;
+    int R = mamba2_partial_count(N);
+    mamba2_gated_rmsnorm_dw_partial_kernel<<<dim3(R, ceil_div(E, 128)), 128>>>(partial, dout, y, z, rstd, N, E, NG);
+    cudaCheckLaunch();
+    mamba2_column_sums_add_cuda(dw, partial, R, E);
+}
+
+// one thread per (b, ch, k) of the state
+__global__ void mamba2_conv_state_kernel(float* conv_state, const floatX* xBC, int B, int L, int C, int K) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)B * C * (K - 1)) return;
+    int k = (int)(i % (K - 1)), ch = (int)((i / (K - 1)) % C), b = (int)(i / ((size_t)(K - 1) * C));
+    int t = L - (K - 1) + k;
+    conv_state[i] = t >= 0 ? (float)xBC[((size_t)b * L + t) * C + ch] : 0.0f;
+}
+static void mamba2_conv_state_cuda(float* conv_state, const floatX* xBC, int B, int L, int C, int K) {
+    size_t n = (size_t)B * C * (K - 1);
+    if (n == 0) return;
+    mamba2_conv_state_kernel<<<(unsigned)((n + 255) / 256), 256>>>(conv_state, xBC, B, L, C, K);
+    cudaCheckLaunch();
+}
+
+// one thread per (b, ch): the same sum order as conv1d_step_cpu, then the shift and SiLU
+__global__ void mamba2_conv_step_silu_kernel(floatX* out, float* conv_state, const floatX* xBC, const float* conv_w,
+                                             const float* conv_b, int B, int C, int K) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= B * C) return;
+    int ch = i % C;
+    float* st = conv_state + (size_t)i * (K - 1);
+    const float* wc = conv_w + (size_t)ch * K;
+    float xv = (float)xBC[i];
+    float s = conv_b[ch] + wc[K - 1] * xv;
+    for (int k = 0; k < K - 1; k++) s += wc[k] * st[k];
+    for (int k = 0; k + 1 < K - 1; k++) st[k] = st[k + 1];  // shift out the oldest
+    if (K > 1) st[K - 2] = xv;
+    out[i] = (floatX)silu_f(s);
+}
+static void mamba2_conv_step_silu_cuda(floatX* out, float* conv_state, const floatX* xBC, const float* conv_w,
+                                       const float* conv_b, int B, int C, int K) {
+    if (B * C == 0) return;
+    mamba2_conv_step_silu_kernel<<<ceil_div(B * C, 256), 256>>>(out, conv_state, xBC, conv_w, conv_b, B, C, K);
+    cudaCheckLaunch();
+}
+#endif  // __CUDACC__
+
+// backend wrappers of the small kernels (the block below calls them)
+static void mamba2_A_forward(bool on_gpu, float* A, const float* A_log, int H) {
+    if (on_gpu) GPU_CALL(mamba2_A_forward_cuda(A, A_log, H));
+    else mamba2_A_forward_cpu(A, A_log, H);
+}
+static void mamba2_A_backward(bool on_gpu, float* dA_log, const float* dA, const float* A, int H) {
+    if (on_gpu) GPU_CALL(mamba2_A_backward_cuda(dA_log, dA, A, H));
+    else mamba2_A_backward_cpu(dA_log, dA, A, H);
+}
+static void mamba2_dt_forward(bool on_gpu, floatX* dt, const floatX* dt_raw, const float* dt_bias, int N, int H) {
+    if (on_gpu) GPU_CALL(mamba2_dt_forward_cuda(dt, dt_raw, dt_bias, N, H));
+    else mamba2_dt_forward_cpu(dt, dt_raw, dt_bias, N, H);
+}
+static void mamba2_dt_backward(bool on_gpu, floatX* ddt_raw, float* ddt_bias, float* partial, const floatX* ddt,
+                               const floatX* dt_raw, const float* dt_bias, int N, int H) {
+    if (on_gpu) GPU_CALL(mamba2_dt_backward_cuda(ddt_raw, ddt_bias, partial, ddt, dt_raw, dt_bias, N, H));
+    else mamba2_dt_backward_cpu(ddt_raw, ddt_bias, partial, ddt, dt_raw, dt_bias, N, H);
+}
+static void mamba2_gated_rmsnorm_forward(bool on_gpu, floatX* out, float* rstd, const floatX* y, const floatX* z,
+                                         const float* w, int N, int E, int NG) {
+    if (on_gpu) GPU_CALL(mamba2_gated_rmsnorm_forward_cuda(out, rstd, y, z, w, N, E, NG));
+    else mamba2_gated_rmsnorm_forward_cpu(out, rstd, y, z, w, N, E, NG);
+}
+static void mamba2_gated_rmsnorm_backward(bool on_gpu, floatX* dy, floatX* dz, float* dw, float* partial,
+                                          const floatX* dout, const floatX* y, const floatX* z, const float* w,
+                                          const float* rstd, int N, int E, int NG) {
+    if (on_gpu) GPU_CALL(mamba2_gated_rmsnorm_backward_cuda(dy, dz, dw, partial, dout, y, z, w, rstd, N, E, NG));
+    else mamba2_gated_rmsnorm_backward_cpu(dy, dz, dw, partial, dout, y, z, w, rstd, N, E, NG);
+}
+static void mamba2_conv_state(bool on_gpu, float* conv_state, const floatX* xBC, int B, int L, int C, int K) {
+    if (on_gpu) GPU_CALL(mamba2_conv_state_cuda(conv_state, xBC, B, L, C, K));
+    else mamba2_conv_state_cpu(conv_state, xBC, B, L, C, K);
+}
+static void mamba2_conv_step_silu(bool on_gpu, floatX* out, float* conv_state, const floatX* xBC, const float* conv_w,
+                                  const float* conv_b, int B, int C, int K) {
+    if (on_gpu) GPU_CALL(mamba2_conv_step_silu_cuda(out, conv_state, xBC, conv_w, conv_b, B, C, K));
+    else mamba2_conv_step_silu_cpu(out, conv_state, xBC, conv_w, conv_b, B, C, K);
 }
 
 // ---------------------------------------------------------------------------
-// CUDA
+// the block: one composition for both backends (on_gpu picks every component's CPU reference or
+// its CUDA version); mamba2_block_*_cpu / _cuda below are this with on_gpu false / true
+
+// inp, out: (B, L, D). The activations `a` are written (mamba2_layout_acts for (B, L)); `s` is
+// scratch (mamba2_layout_scratch for at least B*L rows). conv_state_out (B, C, K-1) and
+// ssm_state_out (B, H, P, N), when not nullptr, receive the recurrent state after the last token
+// (the conv's last K-1 inputs, zeros before t = 0), so mamba2_step can go on from there.
+static void mamba2_block_forward_on(bool on_gpu, floatX* out, const Mamba2Acts& a, const Mamba2Scratch& s,
+                                    const floatX* inp, const Mamba2Params& p, const Mamba2Config& c, int B, int L,
+                                    float* conv_state_out, float* ssm_state_out) {
+    mamba2_check_shape("mamba2_block_forward", c, B, L);
+    mamba2_check_scratch("mamba2_block_forward", s, (size_t)B * L, 0);
+    int BL = B * L, D = c.d_model, E = c.d_inner, H = c.nheads, P = c.headdim, G = c.ngroups, N = c.d_state;
+    int C = c.conv_dim, K = c.d_conv, GN = G * N;
+    // in_proj as three GEMMs over contiguous row blocks of the weight: z, xBC, dt_raw
+    linear_forward(on_gpu, a.z, inp, p.in_proj_w, nullptr, BL, D, E);
+    linear_forward(on_gpu, a.xBC, inp, p.in_proj_w + (size_t)E * D, nullptr, BL, D, C);
+    linear_forward(on_gpu, a.dt_raw, inp, p.in_proj_w + (size_t)(E + C) * D, nullptr, BL, D, H);
+    // conv1d + SiLU over [x | B | C], then split into the SSD's contiguous inputs
+    conv1d_silu_forward(on_gpu, s.xBCc, a.xBC, p.conv_w, p.conv_b, B, L, C, K);
+    split_columns(on_gpu, a.x, a.Bm, a.Cm, s.xBCc, BL, E, GN, GN);
+    mamba2_dt_forward(on_gpu, a.dt, a.dt_raw, p.dt_bias, BL, H);
+    mamba2_A_forward(on_gpu, s.A, p.A_log, H);
+    ssd_forward(on_gpu, a.y, ssm_state_out, a.x, a.dt, s.A, a.Bm, a.Cm, p.D, nullptr, B, L, H, P, G, N, c.chunk);
+    mamba2_gated_rmsnorm_forward(on_gpu, a.yn, a.rstd, a.y, a.z, p.norm_w, BL, E, c.norm_groups);
+    linear_forward(on_gpu, out, a.yn, p.out_proj_w, nullptr, BL, E, D);
+    if (conv_state_out) mamba2_conv_state(on_gpu, conv_state_out, a.xBC, B, L, C, K);
+}
+
+// dout: (B, L, D); inp: the forward's input; a: the forward's activations; s: scratch. dinp
+// (B, L, D) and every parameter gradient in `d` ACCUMULATE (+=); any may be nullptr (skipped). The
+// conv's pre-activation, the SSD states and the gate are recomputed (see the top of the file).
+static void mamba2_block_backward_on(bool on_gpu, floatX* dinp, const Mamba2Params& d, const Mamba2Scratch& s,
+                                     const floatX* dout, const floatX* inp, const Mamba2Params& p, const Mamba2Acts& a,
+                                     const Mamba2Config& c, int B, int L) {
+    mamba2_check_shape("mamba2_block_backward", c, B, L);
+    mamba2_check_scratch("mamba2_block_backward", s, (size_t)B * L, 0);
+    int BL = B * L, D = c.d_model, E = c.d_inner, H = c.nheads, P = c.headdim, G = c.ngroups, N = c.d_state;
+    int C = c.conv_dim, K = c.d_conv, GN = G * N;
+    size_t bE = (size_t)BL * E * sizeof(floatX), bGN = (size_t)BL * GN * sizeof(floatX);
+    size_t bH = (size_t)BL * H * sizeof(floatX), bC = (size_t)BL * C * sizeof(floatX);
+    // out_proj -> dyn
+    backend_memset0(on_gpu, s.dyn, bE);
+    linear_backward(on_gpu, s.dyn, d.out_proj_w, nullptr, dout, a.yn, p.out_proj_w, BL, E, D);
+    // gated RMSNorm -> dy (the SSD output), dz
+    backend_memset0(on_gpu, s.dy, bE);
+    backend_memset0(on_gpu, s.dz, bE);
+    mamba2_gated_rmsnorm_backward(on_gpu, s.dy, s.dz, d.norm_w, s.col_partial, s.dyn, a.y, a.z, p.norm_w, a.rstd, BL,
+                                  E, c.norm_groups);
+    // SSD -> dx, ddt, dA, dBm, dCm, dD (a frozen D's gradient goes to a sink)
+    backend_memset0(on_gpu, s.dx, bE);
+    backend_memset0(on_gpu, s.ddt, bH);
+    backend_memset0(on_gpu, s.dBm, bGN);
+    backend_memset0(on_gpu, s.dCm, bGN);
+    backend_memset0(on_gpu, s.dA, (size_t)H * sizeof(float));
+    mamba2_A_forward(on_gpu, s.A, p.A_log, H);
+    ssd_backward(on_gpu, s.dx, s.ddt, s.dA, s.dBm, s.dCm, d.D ? d.D : s.dD_sink, nullptr, s.dy, nullptr, a.x, a.dt,
+                 s.A, a.Bm, a.Cm, p.D, nullptr, B, L, H, P, G, N);
+    if (d.A_log) mamba2_A_backward(on_gpu, d.A_log, s.dA, s.A, H);
+    // dt = softplus(dt_raw + dt_bias) -> ddt_raw, dt_bias
+    backend_memset0(on_gpu, s.ddt_raw, bH);
+    mamba2_dt_backward(on_gpu, s.ddt_raw, d.dt_bias, s.col_partial, s.ddt, a.dt_raw, p.dt_bias, BL, H);
+    // conv1d + SiLU (recomputes its pre-activation): d[x | B | C] -> dxBC; frozen weights to sinks
+    bool need_conv_in = dinp || d.in_proj_w;
+    if (need_conv_in || d.conv_w || d.conv_b) {
+        concat_columns(on_gpu, s.xBCc, s.dx, s.dBm, s.dCm, BL, E, GN, GN);
+        backend_memset0(on_gpu, s.dxBC, bC);
+        conv1d_silu_backward(on_gpu, s.dxBC, d.conv_w ? d.conv_w : s.dconv_w_sink, d.conv_b ? d.conv_b : s.dconv_b_sink,
+                             s.xBCc, a.xBC, p.conv_w, p.conv_b, B, L, C, K);
+    }
+    // in_proj, the three row blocks: dinp accumulates all three (each call skips when it has
+    // neither dinp nor a weight gradient, so dxBC is read only when it was computed)
+    float* dW = d.in_proj_w;
+    linear_backward(on_gpu, dinp, dW, nullptr, s.dz, inp, p.in_proj_w, BL, D, E);
+    linear_backward(on_gpu, dinp, dW ? dW + (size_t)E * D : nullptr, nullptr, s.dxBC, inp, p.in_proj_w + (size_t)E * D,
+                    BL, D, C);
+    linear_backward(on_gpu, dinp, dW ? dW + (size_t)(E + C) * D : nullptr, nullptr, s.ddt_raw, inp,
+                    p.in_proj_w + (size_t)(E + C) * D, BL, D, H);
+}
+
+// One token per batch row: inp, out (B, D); conv_state (B, C, K-1) and ssm_state (B, H, P, N),
+// updated in place (zeros before the first token); s: scratch laid out for at least B rows (any
+// L). The same arithmetic as the forward, one step: the conv step, ssd_step.
+static void mamba2_step_on(bool on_gpu, floatX* out, float* conv_state, float* ssm_state, const Mamba2Scratch& s,
+                           const floatX* inp, const Mamba2Params& p, const Mamba2Config& c, int B) {
+    mamba2_check_shape("mamba2_step", c, B, 1);
+    mamba2_check_scratch("mamba2_step", s, (size_t)B, B);
+    int D = c.d_model, E = c.d_inner, H = c.nheads, P = c.headdim, G = c.ngroups, N = c.d_state;
+    int C = c.conv_dim, K = c.d_conv, GN = G * N;
+    const Mamba2Acts& t = s.step;  // this token's activations, (B, 1)
+    linear_forward(on_gpu, t.z, inp, p.in_proj_w, nullptr, B, D, E);
+    linear_forward(on_gpu, t.xBC, inp, p.in_proj_w + (size_t)E * D, nullptr, B, D, C);
+    linear_forward(on_gpu, t.dt_raw, inp, p.in_proj_w + (size_t)(E + C) * D, nullptr, B, D, H);
+    mamba2_conv_step_silu(on_gpu, s.xBCc, conv_state, t.xBC, p.conv_w, p.conv_b, B, C, K);
+    split_columns(on_gpu, t.x, t.Bm, t.Cm, s.xBCc, B, E, GN, GN);
+    mamba2_dt_forward(on_gpu, t.dt, t.dt_raw, p.dt_bias, B, H);
+    mamba2_A_forward(on_gpu, s.A, p.A_log, H);
+    ssd_step(on_gpu, t.y, ssm_state, t.x, t.dt, s.A, t.Bm, t.Cm, p.D, B, H, P, G, N);
+    mamba2_gated_rmsnorm_forward(on_gpu, t.yn, t.rstd, t.y, t.z, p.norm_w, B, E, c.norm_groups);
+    linear_forward(on_gpu, out, t.yn, p.out_proj_w, nullptr, B, E, D);
+}
+
+// CPU reference
+static void mamba2_block_forward_cpu(floatX* out, const Mamba2Acts& a, const Mamba2Scratch& s, const floatX* inp,
+                                     const Mamba2Params& p, const Mamba2Config& c, int B, int L,
+                                     float* conv_state_out = nullptr, float* ssm_state_out = nullptr) {
+    mamba2_block_forward_on(false, out, a, s, inp, p, c, B, L, conv_state_out, ssm_state_out);
+}
+static void mamba2_block_backward_cpu(floatX* dinp, const Mamba2Params& d, const Mamba2Scratch& s, const floatX* dout,
+                                      const floatX* inp, const Mamba2Params& p, const Mamba2Acts& a,
+                                      const Mamba2Config& c, int B, int L) {
+    mamba2_block_backward_on(false, dinp, d, s, dout, inp, p, a, c, B, L);
+}
+static void mamba2_step_cpu(floatX* out, float* conv_state, float* ssm_state, const Mamba2Scratch& s,
+                            const floatX* inp, const Mamba2Params& p, const Mamba2Config& c, int B) {
+    mamba2_step_on(false, out, conv_state, ssm_state, s, inp, p, c, B);
+}
 
 #ifdef __CUDACC__
-// The CUDA version (mamba2_block_forward_cuda / mamba2_block_backward_cuda / mamba2_step_cuda, the
-// same arguments as the CPU functions above, device pointers; the backward will take a device
-// workspace instead of its std::vector scratch) goes here: the linear, conv1d+SiLU and RMSNorm
-// kernels as they are, the SSD's CUDA version (ssd.h, not written yet), and small kernels for the
-// dt softplus and the gated RMSNorm. Not written yet: the wrappers below FATAL on the GPU.
+// CUDA: device pointers everywhere (parameters, gradients, activations, scratch, states)
+static void mamba2_block_forward_cuda(floatX* out, const Mamba2Acts& a, const Mamba2Scratch& s, const floatX* inp,
+                                      const Mamba2Params& p, const Mamba2Config& c, int B, int L,
+                                      float* conv_state_out = nullptr, float* ssm_state_out = nullptr) {
+    mamba2_block_forward_on(true, out, a, s, inp, p, c, B, L, conv_state_out, ssm_state_out);
+}
+static void mamba2_block_backward_cuda(floatX* dinp, const Mamba2Params& d, const Mamba2Scratch& s,
+                                       const floatX* dout, const floatX* inp, const Mamba2Params& p,
+                                       const Mamba2Acts& a, const Mamba2Config& c, int B, int L) {
+    mamba2_block_backward_on(true, dinp, d, s, dout, inp, p, a, c, B, L);
+}
+static void mamba2_step_cuda(floatX* out, float* conv_state, float* ssm_state, const Mamba2Scratch& s,
+                             const floatX* inp, const Mamba2Params& p, const Mamba2Config& c, int B) {
+    mamba2_step_on(true, out, conv_state, ssm_state, s, inp, p, c, B);
+}
 #endif  // __CUDACC__
 
 // ---------------------------------------------------------------------------
 // backend wrappers (common.h): what a model calls
 
-static void mamba2_block_forward(bool on_gpu, floatX* out, const Mamba2Acts& a, const floatX* inp,
-                                 const Mamba2Params& p, const Mamba2Config& c, int B, int L,
+static void mamba2_block_forward(bool on_gpu, floatX* out, const Mamba2Acts& a, const Mamba2Scratch& s,
+                                 const floatX* inp, const Mamba2Params& p, const Mamba2Config& c, int B, int L,
                                  float* conv_state_out = nullptr, float* ssm_state_out = nullptr) {
-    if (on_gpu) FATAL("the Mamba-2 block has no CUDA version yet");
-    mamba2_block_forward_cpu(out, a, inp, p, c, B, L, conv_state_out, ssm_state_out);
+    if (on_gpu) GPU_CALL(mamba2_block_forward_cuda(out, a, s, inp, p, c, B, L, conv_state_out, ssm_state_out));
+    else mamba2_block_forward_cpu(out, a, s, inp, p, c, B, L, conv_state_out, ssm_state_out);
 }
 
-static void mamba2_block_backward(bool on_gpu, floatX* dinp, const Mamba2Params& d, const floatX* dout,
-                                  const floatX* inp, const Mamba2Params& p, const Mamba2Acts& a,
+static void mamba2_block_backward(bool on_gpu, floatX* dinp, const Mamba2Params& d, const Mamba2Scratch& s,
+                                  const floatX* dout, const floatX* inp, const Mamba2Params& p, const Mamba2Acts& a,
                                   const Mamba2Config& c, int B, int L) {
-    if (on_gpu) FATAL("the Mamba-2 block has no CUDA version yet");
-    mamba2_block_backward_cpu(dinp, d, dout, inp, p, a, c, B, L);
+    if (on_gpu) GPU_CALL(mamba2_block_backward_cuda(dinp, d, s, dout, inp, p, a, c, B, L));
+    else mamba2_block_backward_cpu(dinp, d, s, dout, inp, p, a, c, B, L);
 }
 
-static void mamba2_step(bool on_gpu, floatX* out, float* conv_state, float* ssm_state, const floatX* inp,
-                        const Mamba2Params& p, const Mamba2Config& c, int B) {
-    if (on_gpu) FATAL("the Mamba-2 block has no CUDA version yet");
-    mamba2_step_cpu(out, conv_state, ssm_state, inp, p, c, B);
+static void mamba2_step(bool on_gpu, floatX* out, float* conv_state, float* ssm_state, const Mamba2Scratch& s,
+                        const floatX* inp, const Mamba2Params& p, const Mamba2Config& c, int B) {
+    if (on_gpu) GPU_CALL(mamba2_step_cuda(out, conv_state, ssm_state, s, inp, p, c, B));
+    else mamba2_step_cpu(out, conv_state, ssm_state, s, inp, p, c, B);
 }

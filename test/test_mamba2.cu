@@ -12,7 +12,9 @@
 //   - the same bits with 1 or 3 OpenMP threads
 //   - every init rule (A_log range and uniformity, dt_bias -> dt in [1e-3, 0.1] log-uniform,
 //     D = 1, norm = 1, the uniform bounds of in_proj, conv1d weight and bias, out_proj and its scale)
-//   - the backend wrappers: CPU == the reference; on_gpu FATALs (no CUDA version yet)
+//   - the scratch starts as NaN (the block writes or zeroes what it reads); a too small one FATALs
+//   - the backend wrappers: CPU == the reference; on_gpu FATALs in a CPU-only build
+//     (test/gpu_mamba2.cu tests the CUDA version against this reference)
 #include <algorithm>
 #include <string>
 #include "test_util.h"
@@ -34,8 +36,9 @@ struct Block {
     ParamStore ps;
     Mamba2Index ix;
     Mamba2Params p, d;
-    std::vector<float> acts_mem;
+    std::vector<float> acts_mem, scratch_mem;
     Mamba2Acts a;
+    Mamba2Scratch s;
     std::vector<float> inp, wout;
     Block(const Mamba2Config& cfg, int B_, int L_, uint64_t seed, bool random_params = true) : c(cfg), B(B_), L(L_) {
         params_init(&ps);
@@ -59,6 +62,10 @@ struct Block {
         acts_mem.assign(mamba2_acts_bytes(c, B, L) / sizeof(float) + 4, 0.0f);
         Arena ar = {(char*)acts_mem.data(), 0};
         mamba2_layout_acts(&a, &ar, c, B, L);
+        // the scratch starts as NaN: the block must write (or zero) everything it reads
+        scratch_mem.assign(mamba2_scratch_bytes(c, B, L) / sizeof(float) + 4, NAN);
+        Arena sar = {(char*)scratch_mem.data(), 0};
+        mamba2_layout_scratch(&s, &sar, c, B, L);
         inp = random_vec((size_t)B * L * c.d_model, &r);
         wout = random_vec((size_t)B * L * c.d_model, &r);
     }
@@ -66,7 +73,7 @@ struct Block {
     size_t nout() const { return (size_t)B * L * c.d_model; }
     std::vector<float> forward(float* conv_state = nullptr, float* ssm_state = nullptr) {
         std::vector<float> out(nout(), NAN);
-        mamba2_block_forward_cpu(out.data(), a, inp.data(), p, c, B, L, conv_state, ssm_state);
+        mamba2_block_forward_cpu(out.data(), a, s, inp.data(), p, c, B, L, conv_state, ssm_state);
         return out;
     }
     double loss() {
@@ -78,7 +85,7 @@ struct Block {
     // forward, then the backward of loss into dinp and the gradients `g`
     void backward(float* dinp, const Mamba2Params& g) {
         forward();
-        mamba2_block_backward_cpu(dinp, g, wout.data(), inp.data(), p, a, c, B, L);
+        mamba2_block_backward_cpu(dinp, g, s, wout.data(), inp.data(), p, a, c, B, L);
     }
     size_t conv_state_size() const { return (size_t)B * c.conv_dim * (c.d_conv - 1); }
     size_t ssm_state_size() const { return (size_t)B * c.nheads * c.headdim * c.d_state; }
@@ -185,7 +192,7 @@ static void run_steps(Block& blk, float* conv_state, float* ssm_state, int t0, i
     std::vector<float> xt((size_t)B * D), yt((size_t)B * D);
     for (int t = t0; t < t1; t++) {
         for (int b = 0; b < B; b++) memcpy(&xt[(size_t)b * D], &blk.inp[((size_t)b * L + t) * D], D * sizeof(float));
-        mamba2_step_cpu(yt.data(), conv_state, ssm_state, xt.data(), blk.p, blk.c, B);
+        mamba2_step_cpu(yt.data(), conv_state, ssm_state, blk.s, xt.data(), blk.p, blk.c, B);
         for (int b = 0; b < B; b++) memcpy(&(*out)[((size_t)b * L + t) * D], &yt[(size_t)b * D], D * sizeof(float));
     }
 }
@@ -401,17 +408,41 @@ static void test_init() {
 static void test_wrappers() {
     Block blk(small_config(2), 2, 9, 800);
     std::vector<float> ref = blk.forward(), out(ref.size());
-    mamba2_block_forward(false, out.data(), blk.a, blk.inp.data(), blk.p, blk.c, blk.B, blk.L);
+    mamba2_block_forward(false, out.data(), blk.a, blk.s, blk.inp.data(), blk.p, blk.c, blk.B, blk.L);
     report(out == ref, "wrapper mamba2_block_forward(cpu) == the CPU reference", "differs");
-    expect_fatal("wrapper mamba2_block_forward(on_gpu) FATALs", "no CUDA version yet", [&] {
-        mamba2_block_forward(true, out.data(), blk.a, blk.inp.data(), blk.p, blk.c, blk.B, blk.L);
+    // backward and step through the wrappers == the CPU functions (bitwise)
+    size_t ng = blk.ps.num_trainable, ni = blk.inp.size();
+    params_zero_grad(&blk.ps);
+    std::vector<float> dref(ni, 0.0f), dw(ni, 0.0f);
+    mamba2_block_backward_cpu(dref.data(), blk.d, blk.s, blk.wout.data(), blk.inp.data(), blk.p, blk.a, blk.c, blk.B, blk.L);
+    std::vector<float> gref(blk.ps.grads, blk.ps.grads + ng);
+    params_zero_grad(&blk.ps);
+    mamba2_block_backward(false, dw.data(), blk.d, blk.s, blk.wout.data(), blk.inp.data(), blk.p, blk.a, blk.c, blk.B, blk.L);
+    bool same = dw == dref && std::vector<float>(blk.ps.grads, blk.ps.grads + ng) == gref;
+    report(same, "wrapper mamba2_block_backward(cpu) == the CPU reference", "differs");
+    std::vector<float> cs(blk.conv_state_size(), 0.0f), ss(blk.ssm_state_size(), 0.0f), cs2 = cs, ss2 = ss;
+    std::vector<float> xt(blk.inp.begin(), blk.inp.begin() + (size_t)blk.B * blk.c.d_model), y1(xt.size()), y2(xt.size());
+    mamba2_step_cpu(y1.data(), cs.data(), ss.data(), blk.s, xt.data(), blk.p, blk.c, blk.B);
+    mamba2_step(false, y2.data(), cs2.data(), ss2.data(), blk.s, xt.data(), blk.p, blk.c, blk.B);
+    report(y1 == y2 && cs == cs2 && ss == ss2, "wrapper mamba2_step(cpu) == the CPU reference", "differs");
+#ifndef __CUDACC__
+    expect_fatal("wrapper mamba2_block_forward(on_gpu) FATALs in a CPU-only build", "built without CUDA", [&] {
+        mamba2_block_forward(true, out.data(), blk.a, blk.s, blk.inp.data(), blk.p, blk.c, blk.B, blk.L);
     });
-    expect_fatal("wrapper mamba2_block_backward(on_gpu) FATALs", "no CUDA version yet", [&] {
-        mamba2_block_backward(true, nullptr, blk.d, blk.wout.data(), blk.inp.data(), blk.p, blk.a, blk.c, blk.B, blk.L);
+    expect_fatal("wrapper mamba2_block_backward(on_gpu) FATALs in a CPU-only build", "built without CUDA", [&] {
+        mamba2_block_backward(true, nullptr, blk.d, blk.s, blk.wout.data(), blk.inp.data(), blk.p, blk.a, blk.c, blk.B, blk.L);
     });
-    std::vector<float> cs(blk.conv_state_size()), ss(blk.ssm_state_size());
-    expect_fatal("wrapper mamba2_step(on_gpu) FATALs", "no CUDA version yet", [&] {
-        mamba2_step(true, out.data(), cs.data(), ss.data(), blk.inp.data(), blk.p, blk.c, blk.B);
+    expect_fatal("wrapper mamba2_step(on_gpu) FATALs in a CPU-only build", "built without CUDA", [&] {
+        mamba2_step(true, out.data(), cs.data(), ss.data(), blk.s, blk.inp.data(), blk.p, blk.c, blk.B);
+    });
+#endif
+    // a scratch too small for the shape is refused
+    expect_fatal("forward refuses a scratch laid out for fewer rows", "scratch was laid out for B=1 L=4", [&] {
+        std::vector<float> mem(mamba2_scratch_bytes(blk.c, 1, 4) / sizeof(float) + 4);
+        Mamba2Scratch small;
+        Arena ar = {(char*)mem.data(), 0};
+        mamba2_layout_scratch(&small, &ar, blk.c, 1, 4);
+        mamba2_block_forward_cpu(out.data(), blk.a, small, blk.inp.data(), blk.p, blk.c, blk.B, blk.L);
     });
 }
 

@@ -52,21 +52,25 @@ static void dump_case(TensorFile& tf, const std::string& name, int B, int L, int
     Mamba2Acts a;
     Arena ar = {(char*)acts_mem.data(), 0};
     mamba2_layout_acts(&a, &ar, c, B, L);
+    Vec scratch_mem(mamba2_scratch_bytes(c, B, L) / sizeof(float) + 4);
+    Mamba2Scratch s;
+    Arena sar = {(char*)scratch_mem.data(), 0};
+    mamba2_layout_scratch(&s, &sar, c, B, L);
 
     Vec out(BLD), conv_state(CS), ssm_state(SS);
-    mamba2_block_forward_cpu(out.data(), a, inp.data(), p, c, B, L, conv_state.data(), ssm_state.data());
+    mamba2_block_forward_cpu(out.data(), a, s, inp.data(), p, c, B, L, conv_state.data(), ssm_state.data());
     // the generation path: L single steps from zero states
     Vec out_step(BLD), cs(CS, 0.0f), ss(SS, 0.0f), xt((size_t)B * D), yt((size_t)B * D);
     for (int t = 0; t < L; t++) {
         for (int b = 0; b < B; b++)
             for (int j = 0; j < D; j++) xt[(size_t)b * D + j] = inp[((size_t)b * L + t) * D + j];
-        mamba2_step_cpu(yt.data(), cs.data(), ss.data(), xt.data(), p, c, B);
+        mamba2_step_cpu(yt.data(), cs.data(), ss.data(), s, xt.data(), p, c, B);
         for (int b = 0; b < B; b++)
             for (int j = 0; j < D; j++) out_step[((size_t)b * L + t) * D + j] = yt[(size_t)b * D + j];
     }
     Vec dinp(BLD, 0.0f);
     params_zero_grad(&ps);
-    mamba2_block_backward_cpu(dinp.data(), d, dout.data(), inp.data(), p, a, c, B, L);
+    mamba2_block_backward_cpu(dinp.data(), d, s, dout.data(), inp.data(), p, a, c, B, L);
 
     Vec config = {(float)B, (float)L, (float)D, (float)expand, (float)P, (float)N, (float)G, (float)K,
                   (float)chunk, (float)NG};
