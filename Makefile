@@ -7,6 +7,7 @@
 #   make kjv              prepare the KJV data and train on it (the main job)
 #   make vlm              the VLM's stages on Fashion-MNIST scenes, the accuracy table
 #   make lora-study       KJV pretraining, nine fine-tunings on the fortunes (LoRA vs full)
+#   make arch-study       Mamba-1, Mamba-2, transformer and hybrid on KJV at matched size (GPU)
 #   make vlm-study        visual-token reduction: methods x ratios, accuracy, FLOPs, latency (GPU)
 #   make bench            the mamba-130m step and generation beside the anchors (GPU)
 #   make GPU_ARCH=sm_80   build the CUDA code for another GPU than the one present
@@ -141,6 +142,11 @@ bench:
 .PHONY: lora-study
 lora-study:
 	bash data_scripts/lora_study.sh
+
+# Mamba-1 vs Mamba-2 vs transformer vs hybrid on the KJV text: one table, one plot
+.PHONY: arch-study
+arch-study:
+	bash data_scripts/arch_study.sh
 
 scenes: build/make_scenes
 	./build/make_scenes --out data/scenes

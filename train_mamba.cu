@@ -1,5 +1,7 @@
 // train_mamba: trains a Mamba-1 language model on a token shard (or random
-// tokens), on the GPU when there is one and on the CPU reference otherwise.
+// tokens), on the GPU when there is one and on the CPU reference otherwise; or any
+// stack of Mamba-1, Mamba-2, attention and MLP blocks (--layers "M2,M2,A,F"): a
+// hybrid or a pure transformer is a configuration of the same program.
 //
 //   make train_mamba && ./train_mamba --help
 //
@@ -21,7 +23,9 @@
 typedef struct {
     // model
     int vocab_size = 0;  // 0: take it from the data (or 50280 with --random-data)
-    int d_model = 256, n_layer = 4, d_state = 16, expand = 2, d_conv = 4, dt_rank = 0;
+    int d_model = 256, n_layer = 0, d_state = 16, expand = 2, d_conv = 4, dt_rank = 0;  // n_layer 0: 4, or the pattern's
+    std::string layers;  // empty: n_layer Mamba-1 blocks
+    int m2_d_state = 0, m2_headdim = 0, m2_ngroups = 0, m2_chunk = 0, attn_heads = 0, mlp_mult = 0, max_seq = 0;  // 0: defaults
     // data
     std::string data_dir = "data/kjv";
     bool random_data = false;
@@ -46,8 +50,17 @@ static std::vector<OptSpec> option_table(Options* o) {
     o->lora.targets = "all";
     std::vector<OptSpec> table = {
         {"--d-model", OPT_INT, &o->d_model, "model width D"},
-        {"--n-layer", OPT_INT, &o->n_layer, "number of Mamba blocks"},
-        {"--d-state", OPT_INT, &o->d_state, "SSM state size N"},
+        {"--n-layer", OPT_INT, &o->n_layer, "number of Mamba-1 blocks (0: 4; with --layers: the pattern's length, or 0)"},
+        {"--layers", OPT_STR, &o->layers, "layer pattern, e.g. M2,M2,A,F or M2*6,A: M1 Mamba-1, M2 Mamba-2, A causal attention, "
+                                          "F MLP, each pre-norm residual (positions are learned when no layer is M1/M2)"},
+        {"--m2-d-state", OPT_INT, &o->m2_d_state, "M2 blocks: SSM state size (0: 128)"},
+        {"--m2-headdim", OPT_INT, &o->m2_headdim, "M2 blocks: head dimension P, heads = expand * d_model / P (0: 64)"},
+        {"--m2-ngroups", OPT_INT, &o->m2_ngroups, "M2 blocks: groups sharing B and C (0: 1)"},
+        {"--m2-chunk", OPT_INT, &o->m2_chunk, "M2 blocks: SSD chunk length on the CPU (0: 256; the GPU kernels pick their own)"},
+        {"--attn-heads", OPT_INT, &o->attn_heads, "A blocks: attention heads (0: d_model / 64, at least 1)"},
+        {"--mlp-mult", OPT_INT, &o->mlp_mult, "F blocks: hidden width = mlp-mult * d_model (0: 4)"},
+        {"--max-seq", OPT_INT, &o->max_seq, "patterns without M1/M2 layers: rows of the learned position table, the longest sequence (0: --seq-len)"},
+        {"--d-state", OPT_INT, &o->d_state, "M1 blocks: SSM state size N"},
         {"--expand", OPT_INT, &o->expand, "inner width E = expand * D"},
         {"--d-conv", OPT_INT, &o->d_conv, "causal conv width K"},
         {"--dt-rank", OPT_INT, &o->dt_rank, "rank of delta's projection (0: ceil(D/16))"},
@@ -81,8 +94,17 @@ static std::vector<OptSpec> option_table(Options* o) {
 
 // impossible values, each with its reason
 static void validate(const Options* o) {
-    if (o->d_model < 1 || o->n_layer < 1 || o->d_state < 1 || o->expand < 1 || o->d_conv < 1)
+    if (o->d_model < 1 || o->n_layer < 0 || o->d_state < 1 || o->expand < 1 || o->d_conv < 1)
         FATAL("--d-model, --n-layer, --d-state, --expand and --d-conv must be >= 1");
+    if (o->m2_d_state < 0 || o->m2_headdim < 0 || o->m2_ngroups < 0 || o->m2_chunk < 0 || o->attn_heads < 0 || o->mlp_mult < 0 || o->max_seq < 0)
+        FATAL("--m2-d-state, --m2-headdim, --m2-ngroups, --m2-chunk, --attn-heads, --mlp-mult and --max-seq must be >= 0 (0: the default)");
+    if (!o->layers.empty()) {
+        std::vector<LayerKind> kinds;
+        std::string err;
+        if (!mamba_parse_layers(o->layers, &kinds, &err)) FATAL("--layers %s: %s", o->layers.c_str(), err.c_str());
+        if (o->n_layer > 0 && o->n_layer != (int)kinds.size())
+            FATAL("--n-layer %d disagrees with --layers (%zu layers): the pattern sets the depth, drop --n-layer", o->n_layer, kinds.size());
+    }
     if (o->dt_rank < 0) FATAL("--dt-rank must be >= 0 (0 picks ceil(d_model/16))");
     if (o->vocab_size < 0 || o->vocab_size > 65536) FATAL("--vocab must be in [0, 65536] (tokens are stored as uint16)");
     if (o->batch < 1 || o->seq_len < 1) FATAL("--batch and --seq-len must be >= 1");
@@ -105,6 +127,7 @@ static void validate(const Options* o) {
 // generates there (src/mamba_generate.h: the recurrent step on the device weights, in a CUDA
 // graph), unless it has unmerged LoRA adapters (a LoRA run's periodic samples): the CPU step
 // folds those into a host copy of the weights, the GPU decoder reads the weights as they are.
+// A pattern with M2, A or F layers generates with the CPU step (the GPU decoder is Mamba-1's).
 static std::string generate_text(const MambaModel* m, const Options& o, int n, uint64_t seed) {
     bool bytes = m->cfg.vocab_size == 256;
     std::vector<int> prompt;
@@ -112,7 +135,7 @@ static std::string generate_text(const MambaModel* m, const Options& o, int n, u
     if (prompt.empty()) prompt.push_back(bytes ? '\n' : 0);
     std::string text = bytes ? o.prompt : "";
     std::vector<int> tokens;
-    bool gpu_decoder = m->on_gpu && !(m->lora.rank > 0 && !m->lora_merged);
+    bool gpu_decoder = m->on_gpu && !(m->lora.rank > 0 && !m->lora_merged) && mamba_is_pure_m1(m->cfg);
     if (gpu_decoder) GPU_CALL(tokens = mamba_generate_gpu(m, {prompt}, n, o.temperature, o.top_k, seed, /*use_graph=*/true)[0]);
     else tokens = mamba_generate(m, prompt, n, o.temperature, o.top_k, seed);
     for (int t : tokens) text += bytes ? std::string(1, (char)t) : " " + std::to_string(t);
@@ -153,7 +176,8 @@ static void bench_generate(const MambaModel* m, const Options& o) {
 
 int main(int argc, char** argv) {
     Options o;
-    options_parse(argc, argv, option_table(&o), "usage: train_mamba [options]\n\nTrains a Mamba-1 language model (GPU if present, else the CPU reference).\n");
+    options_parse(argc, argv, option_table(&o), "usage: train_mamba [options]\n\nTrains a Mamba-1 language model, or a stack of Mamba-1, Mamba-2, attention and MLP blocks "
+                  "(--layers), on the GPU if present, else on the CPU reference.\n");
     validate(&o);
     const TrainOptions& t = o.train;
     bool on_gpu = device_pick(t.device);
@@ -213,7 +237,9 @@ int main(int argc, char** argv) {
         o.vocab_size = 50280;
     }
 
-    MambaConfig cfg = {o.vocab_size, o.d_model, o.n_layer, o.d_state, o.d_conv, o.expand, o.dt_rank, 0};
+    MambaConfig cfg = {o.vocab_size, o.d_model, o.layers.empty() && o.n_layer == 0 ? 4 : o.n_layer, o.d_state, o.d_conv, o.expand,
+                       o.dt_rank, 0, o.layers, o.m2_d_state, o.m2_headdim, o.m2_ngroups, o.m2_chunk, o.attn_heads, o.mlp_mult,
+                       o.max_seq, 0};
     if (!o.base.empty()) {  // fine-tuning: the shape is the base's
         cfg = mamba_config_from_kv(checkpoint_read_info(o.base.c_str()).config, o.base.c_str());
         if (!o.random_data && cfg.vocab_size < dataloader_vocab(&train_dl))
@@ -235,17 +261,34 @@ int main(int argc, char** argv) {
         if (!o.random_data) dataloader_seek(&train_dl, st.data_pos);
         printf("resumed from %s at step %d\n", t.resume.c_str(), st.step);
     }
-    printf("model: vocab %d, d_model %d, n_layer %d, d_state %d, d_conv %d, expand %d (d_inner %d), dt_rank %d: %.2fM parameters\n",
-           cfg.vocab_size, cfg.d_model, cfg.n_layer, cfg.d_state, cfg.d_conv, cfg.expand, cfg.d_inner, cfg.dt_rank, m.params.num_params / 1e6);
+    if (mamba_is_pure_m1(cfg))
+        printf("model: vocab %d, d_model %d, n_layer %d, d_state %d, d_conv %d, expand %d (d_inner %d), dt_rank %d: %.2fM parameters\n",
+               cfg.vocab_size, cfg.d_model, cfg.n_layer, cfg.d_state, cfg.d_conv, cfg.expand, cfg.d_inner, cfg.dt_rank, m.params.num_params / 1e6);
+    else
+        printf("model: vocab %d, d_model %d, layers %s: %.2fM parameters%s%s%s%s\n", cfg.vocab_size, cfg.d_model, cfg.layers.c_str(),
+               m.params.num_params / 1e6, mamba_has_kind(cfg, LAYER_M1) ? (", M1: d_state " + std::to_string(cfg.d_state) + ", dt_rank " + std::to_string(cfg.dt_rank)).c_str() : "",
+               mamba_has_kind(cfg, LAYER_M2) ? (", M2: d_state " + std::to_string(cfg.m2_d_state) + ", headdim " + std::to_string(cfg.m2_headdim) +
+                                                " (" + std::to_string(m.m2cfg.nheads) + " heads), ngroups " + std::to_string(cfg.m2_ngroups)).c_str() : "",
+               mamba_has_kind(cfg, LAYER_ATTN) ? (", A: " + std::to_string(cfg.attn_heads) + " heads").c_str() : "",
+               cfg.pos_embed ? (", learned positions (" + std::to_string(cfg.max_seq) + ")").c_str() : "");
     printf("data: %s, batch %d x %d tokens; device: %s%s\n", o.random_data ? "random tokens" : o.data_dir.c_str(), B, T,
            device_name(on_gpu).c_str(), on_gpu ? (t.tf32 ? " (TF32 matmuls)" : " (FP32 matmuls)") : "");
-    // where the memory goes: the arena lays the layers out one after another
-    double layer_mib = cfg.n_layer > 1 ? ((char*)m.acts[1].resid - (char*)m.acts[0].resid) / 1048576.0 : 0;
-    printf("memory: parameters %.1f MiB, grads+AdamW %.1f MiB, activations %.1f MiB (%s%.1f MiB shared: head chunk of %d rows, "
-           "recomputed xn and u), backward scratch %.1f MiB\n", params_bytes(&m.params) / 1048576.0,
-           params_grad_and_moment_bytes(&m.params) / 1048576.0, m.acts_bytes / 1048576.0,
-           layer_mib > 0 ? (std::to_string(cfg.n_layer) + " layers x " + std::to_string(layer_mib).substr(0, 6) + " MiB + ").c_str() : "",
-           m.acts_bytes / 1048576.0 - cfg.n_layer * layer_mib, m.chunk_rows, m.scratch_bytes / 1048576.0);
+    // where the memory goes: each layer's activations (by kind), then what the layers share
+    double layers_mib = 0;
+    std::string per_kind;
+    std::vector<LayerKind> kinds = mamba_layer_kinds(cfg);
+    for (int k = 0; k < LAYER_NUM_KINDS; k++) {
+        int count = 0; double mib = 0;
+        for (int l = 0; l < cfg.n_layer; l++)
+            if (kinds[l] == k) { count++; mib = m.layer_act_bytes[l] / 1048576.0; }
+        if (count) per_kind += (per_kind.empty() ? "" : " + ") + std::to_string(count) + " " + LAYER_KIND_NAMES[k] + " x " +
+                               std::to_string(mib).substr(0, 6) + " MiB";
+        layers_mib += count * mib;
+    }
+    printf("memory: parameters %.1f MiB, grads+AdamW %.1f MiB, activations %.1f MiB (%s + %.1f MiB shared: head chunk of %d rows, "
+           "recomputed norms, conv outputs, GELUs), backward scratch %.1f MiB\n", params_bytes(&m.params) / 1048576.0,
+           params_grad_and_moment_bytes(&m.params) / 1048576.0, m.acts_bytes / 1048576.0, per_kind.c_str(),
+           m.acts_bytes / 1048576.0 - layers_mib, m.chunk_rows, m.scratch_bytes / 1048576.0);
     if (!o.base.empty())
         printf("fine-tuning %s: %s, %zu of %zu parameters trainable (%.2f%%)\n", o.base.c_str(),
                peft ? ("LoRA rank " + std::to_string(o.lora.rank) + " on " + o.lora.targets +

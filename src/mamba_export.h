@@ -132,6 +132,8 @@ static std::string mamba_hf_config_json(const MambaConfig& c) {
 // the export from a parameter store (host or GPU) laid out as the model
 // declares it: every tensor must be there with its shape, and nothing else
 static void mamba_export_hf_store(const ParamStore* ps, const MambaConfig& cfg, const char* dir) {
+    if (!mamba_is_pure_m1(cfg))
+        FATAL("export: Hugging Face's MambaForCausalLM holds Mamba-1 layers only; this model's pattern is %s", cfg.layers.c_str());
     std::vector<HfTensorName> names = mamba_hf_tensor_names(cfg);
     std::vector<int> index;
     for (const HfTensorName& n : names) {

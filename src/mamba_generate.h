@@ -409,6 +409,9 @@ static void mamba_decoder_check_model(const MambaModel* m) {
         FATAL("GPU generation reads the base weights only, and this model has unmerged LoRA adapters: "
               "merge them first (mamba_lora_merge, as --sample does) or generate with the CPU step (mamba_generate)");
     if (!m->on_gpu) FATAL("GPU generation needs a model on the GPU (this one is on the CPU: use mamba_generate)");
+    if (!mamba_is_pure_m1(m->cfg))
+        FATAL("the GPU decoder runs Mamba-1 models; this one's pattern is %s (generate with the CPU step, mamba_generate)",
+              m->cfg.layers.c_str());
 }
 
 static void mamba_decoder_init(MambaGpuDecoder* d, const MambaModel* m, int max_batch, bool use_graph) {

@@ -1,15 +1,26 @@
-// mamba_model.h: the Mamba-1 language model, one definition for both backends.
+// mamba_model.h: the language model of train_mamba, one definition for both backends:
+// Mamba-1 by default, or any stack of Mamba-1, Mamba-2, attention and MLP blocks (a layer
+// pattern, so a hybrid and a pure transformer are configurations of the same program).
 //
-//   tokens (B, T) -> embedding -> n_layer x [ x = x + Mixer(RMSNorm(x)) ] -> RMSNorm
-//   -> logits = x @ embedding^T (tied head) -> mean softmax cross-entropy
+//   tokens (B, T) -> embedding [+ learned positions] -> n_layer x [ x = x + Mixer_l(RMSNorm(x)) ]
+//   -> RMSNorm -> logits = x @ embedding^T (tied head) -> mean softmax cross-entropy
 //
-// Mixer (the Mamba block), E = expand*D, R = dt_rank, N = d_state, K = d_conv:
-//   xin, z  = in_proj(xn)                       (BT, E) each
-//   u       = silu(conv1d(xin))                 depthwise causal, width K
-//   dt_low, Bm, Cm = x_proj(u)                  (BT, R), (BT, N), (BT, N)
-//   delta   = dt_proj(dt_low)                   (BT, E), its bias goes inside the scan's softplus
-//   y       = selective_scan(u, delta, A, Bm, Cm, D, z)   gated by silu(z)
-//   out     = out_proj(y)                       (BT, D)
+// Mixer_l by the layer's kind (MambaConfig::layers, e.g. "M2,M2,A,F"; empty: n_layer M1):
+//   M1  the Mamba-1 block, E = expand*D, R = dt_rank, N = d_state, K = d_conv:
+//         xin, z  = in_proj(xn)                       (BT, E) each
+//         u       = silu(conv1d(xin))                 depthwise causal, width K
+//         dt_low, Bm, Cm = x_proj(u)                  (BT, R), (BT, N), (BT, N)
+//         delta   = dt_proj(dt_low)                   (BT, E), its bias goes inside the scan's softplus
+//         y       = selective_scan(u, delta, A, Bm, Cm, D, z)   gated by silu(z)
+//         out     = out_proj(y)                       (BT, D)
+//   M2  the Mamba-2 block (src/mamba2.h: SSD, heads of m2_headdim, state m2_d_state, gated RMSNorm),
+//       its parameters under "layers.l.mixer."
+//   A   causal multi-head attention, attn_heads heads, no biases:
+//         qkv = xn Wqkv^T (BT, 3D);  y = attention(qkv, causal);  out = y Wo^T
+//   F   MLP, hidden H = mlp_mult*D, no biases:  out = gelu(xn Wfc^T) Wproj^T
+// Learned absolute positions (pos_embed, max_seq rows) are added to the embedding only when no
+// layer is M1 or M2: the recurrent layers give a hybrid its sense of order (as Jamba's attention
+// layers go without positions), a pure transformer needs them.
 //
 // Every layer is a call of a component's backend wrapper (name(on_gpu, ...)),
 // so the same code runs on the CPU reference or on the GPU (m->on_gpu).
@@ -22,13 +33,15 @@
 //   params_adamw_step(&m->params, ...)              the optimizer, shared by every model
 //   mamba_free(m)
 // plus mamba_config_kv (the checkpoint's config) and the recurrent step for
-// generation (mamba_step_init / mamba_step).
+// generation (mamba_step_init / mamba_step; the GPU decoder of mamba_generate.h
+// takes pure Mamba-1 models).
 //
 // LoRA (lora.h): mamba_build with a LoraConfig adds adapters to the chosen
 // linear layers and freezes everything else (except --train-also tensors).
 // Frozen matrices get no gradient and their dW GEMMs are skipped; the small
 // frozen vectors whose kernels always write a gradient (norms, conv, A_log, D,
 // dt bias) write into one shared, discarded "sink" of a layer's size.
+// Adapters go on Mamba-1 layers: a pattern with other kinds refuses LoRA.
 #pragma once
 #include <algorithm>
 #include <string>
@@ -42,36 +55,153 @@
 #include "cross_entropy.h"
 #include "embedding.h"
 #include "linear.h"
+#include "attention.h"
 #include "lora.h"
+#include "mamba2.h"
 #include "rmsnorm.h"
 #include "selective_scan.h"
+#include "sequence_ops.h"
+
+// the layer kinds of a pattern
+typedef enum { LAYER_M1 = 0, LAYER_M2, LAYER_ATTN, LAYER_MLP, LAYER_NUM_KINDS } LayerKind;
+static const char* const LAYER_KIND_NAMES[] = {"M1", "M2", "A", "F"};
 
 typedef struct {
     int vocab_size, d_model, n_layer, d_state, d_conv, expand, dt_rank, d_inner;
+    // the layer pattern: kinds separated by commas, "M1,M2,A,F" (mamba_parse_layers: "KIND*N" repeats);
+    // empty: n_layer Mamba-1 blocks. mamba_config_derive writes it out in full.
+    std::string layers;
+    int m2_d_state, m2_headdim, m2_ngroups, m2_chunk;  // M2 blocks (0: the reference's 128, 64, 1, 256)
+    int attn_heads;  // A blocks (0: d_model / 64, at least 1)
+    int mlp_mult;    // F blocks: hidden width mlp_mult * d_model (0: 4)
+    int max_seq;     // rows of the position table when pos_embed (0: the built T)
+    int pos_embed;   // derived: 1 when no layer is M1 or M2
 } MambaConfig;
 
 // the head's logits are computed at most this many at a time while training
 // (64M: 256 MiB in fp32); tests lower it to exercise the chunking
 static size_t g_logits_chunk_floats = (size_t)64 << 20;
 
+// "M2*2,A,F" -> {M2, M2, A, F}; false with *err set on anything else
+static bool mamba_parse_layers(const std::string& spec, std::vector<LayerKind>* kinds, std::string* err) {
+    kinds->clear();
+    size_t pos = 0;
+    while (pos <= spec.size()) {
+        size_t comma = spec.find(',', pos);
+        std::string item = spec.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        pos = comma == std::string::npos ? spec.size() + 1 : comma + 1;
+        int repeat = 1;
+        size_t star = item.find('*');
+        if (star != std::string::npos) {
+            char* end = nullptr;
+            long r = strtol(item.c_str() + star + 1, &end, 10);
+            if (star + 1 == item.size() || *end || r < 1 || r > 4096) { *err = "bad repeat count in '" + item + "'"; return false; }
+            repeat = (int)r;
+            item = item.substr(0, star);
+        }
+        int kind = -1;
+        for (int k = 0; k < LAYER_NUM_KINDS; k++)
+            if (item == LAYER_KIND_NAMES[k]) kind = k;
+        if (kind < 0) { *err = "unknown layer kind '" + item + "' (M1, M2, A or F)"; return false; }
+        for (int i = 0; i < repeat; i++) kinds->push_back((LayerKind)kind);
+    }
+    if (kinds->empty()) { *err = "no layers"; return false; }
+    return true;
+}
+
+// the config's pattern as kinds (the config is derived: the pattern is valid)
+static std::vector<LayerKind> mamba_layer_kinds(const MambaConfig& c) {
+    std::vector<LayerKind> kinds;
+    std::string err;
+    if (!mamba_parse_layers(c.layers, &kinds, &err)) FATAL("layer pattern '%s': %s", c.layers.c_str(), err.c_str());
+    return kinds;
+}
+
+static bool mamba_has_kind(const MambaConfig& c, LayerKind kind) {
+    for (LayerKind k : mamba_layer_kinds(c)) if (k == kind) return true;
+    return false;
+}
+// every layer Mamba-1: the model of the HF export, the GPU decoder and LoRA
+static bool mamba_is_pure_m1(const MambaConfig& c) {
+    return !mamba_has_kind(c, LAYER_M2) && !mamba_has_kind(c, LAYER_ATTN) && !mamba_has_kind(c, LAYER_MLP);
+}
+
+// fills the defaults and derived fields; FATAL on a pattern or shape the model cannot take
 static void mamba_config_derive(MambaConfig* c) {
     c->d_inner = c->expand * c->d_model;
     if (c->dt_rank <= 0) c->dt_rank = (c->d_model + 15) / 16;  // ceil(D/16)
+    if (c->layers.empty()) {
+        for (int l = 0; l < c->n_layer; l++) c->layers += l ? ",M1" : "M1";
+        if (c->n_layer < 1) return;  // an empty config (mamba_config_from_kv fills it in)
+    }
+    std::vector<LayerKind> kinds;
+    std::string err;
+    if (!mamba_parse_layers(c->layers, &kinds, &err)) FATAL("layer pattern '%s': %s", c->layers.c_str(), err.c_str());
+    if (c->n_layer > 0 && c->n_layer != (int)kinds.size())
+        FATAL("the layer pattern has %zu layers but n_layer is %d (the pattern sets the depth)", kinds.size(), c->n_layer);
+    c->n_layer = (int)kinds.size();
+    c->layers.clear();
+    for (size_t l = 0; l < kinds.size(); l++) c->layers += std::string(l ? "," : "") + LAYER_KIND_NAMES[kinds[l]];
+    if (c->m2_d_state <= 0) c->m2_d_state = 128;
+    if (c->m2_headdim <= 0) c->m2_headdim = 64;
+    if (c->m2_ngroups <= 0) c->m2_ngroups = 1;
+    if (c->m2_chunk <= 0) c->m2_chunk = 256;
+    if (c->attn_heads <= 0) c->attn_heads = std::max(1, c->d_model / 64);
+    if (c->mlp_mult <= 0) c->mlp_mult = 4;
+    c->pos_embed = !mamba_has_kind(*c, LAYER_M1) && !mamba_has_kind(*c, LAYER_M2);
+    if (mamba_has_kind(*c, LAYER_ATTN) && c->d_model % c->attn_heads != 0)
+        FATAL("attention: %d heads do not divide d_model %d (pass --attn-heads)", c->attn_heads, c->d_model);
+}
+
+// the Mamba-2 blocks' config (src/mamba2.h); the gated norm over groups of E/G channels, as the reference
+static Mamba2Config mamba_m2_config(const MambaConfig& c) {
+    Mamba2Config m2 = {};
+    m2.d_model = c.d_model; m2.d_state = c.m2_d_state; m2.d_conv = c.d_conv; m2.expand = c.expand;
+    m2.headdim = c.m2_headdim; m2.ngroups = c.m2_ngroups; m2.chunk = c.m2_chunk; m2.norm_groups = c.m2_ngroups;
+    mamba2_config_derive(&m2);
+    return m2;
+}
+
+// the integer config keys in the checkpoint's order, each with its field. A pure Mamba-1
+// model stores exactly the keys it always did; a pattern adds "layers" (a string, see
+// mamba_config_kv) and the keys of the kinds it uses.
+static std::vector<std::pair<std::string, int*>> mamba_config_int_fields(MambaConfig* c) {
+    std::vector<std::pair<std::string, int*>> f = {
+        {"vocab_size", &c->vocab_size}, {"d_model", &c->d_model}, {"n_layer", &c->n_layer}, {"d_state", &c->d_state},
+        {"d_conv", &c->d_conv},         {"expand", &c->expand},   {"dt_rank", &c->dt_rank}};
+    if (c->layers.empty() || mamba_is_pure_m1(*c)) return f;
+    if (mamba_has_kind(*c, LAYER_M2))
+        f.insert(f.end(), {{"m2_d_state", &c->m2_d_state}, {"m2_headdim", &c->m2_headdim}, {"m2_ngroups", &c->m2_ngroups},
+                           {"m2_chunk", &c->m2_chunk}});
+    if (mamba_has_kind(*c, LAYER_ATTN)) f.push_back({"attn_heads", &c->attn_heads});
+    if (mamba_has_kind(*c, LAYER_MLP)) f.push_back({"mlp_mult", &c->mlp_mult});
+    if (!mamba_has_kind(*c, LAYER_M1) && !mamba_has_kind(*c, LAYER_M2)) f.push_back({"max_seq", &c->max_seq});
+    return f;
 }
 
 // the config as the checkpoint stores it (key=value, a fixed order)
 static ConfigKV mamba_config_kv(const MambaConfig& c) {
-    return {{"vocab_size", std::to_string(c.vocab_size)}, {"d_model", std::to_string(c.d_model)},
-            {"n_layer", std::to_string(c.n_layer)},       {"d_state", std::to_string(c.d_state)},
-            {"d_conv", std::to_string(c.d_conv)},         {"expand", std::to_string(c.expand)},
-            {"dt_rank", std::to_string(c.dt_rank)}};
+    MambaConfig copy = c;
+    ConfigKV kv;
+    for (auto& [key, field] : mamba_config_int_fields(&copy)) kv.push_back({key, std::to_string(*field)});
+    if (!c.layers.empty() && !mamba_is_pure_m1(c)) kv.insert(kv.begin() + 3, {"layers", c.layers});  // after n_layer
+    return kv;
 }
 
-// reads a config back from a checkpoint's key=value lines (for --sample, --export-hf)
+// reads a config back from a checkpoint's key=value lines (--sample, --export-hf, --base)
 static MambaConfig mamba_config_from_kv(const ConfigKV& kv, const char* path) {
-    MambaConfig c = {0, 0, 0, 0, 0, 0, 0, 0};
-    int* fields[] = {&c.vocab_size, &c.d_model, &c.n_layer, &c.d_state, &c.d_conv, &c.expand, &c.dt_rank};
-    config_read_ints(kv, mamba_config_kv(c), fields, path);
+    MambaConfig c = {};
+    const std::string* layers = config_get(kv, "layers");
+    if (layers) {
+        std::vector<LayerKind> kinds;
+        std::string err;
+        if (!mamba_parse_layers(*layers, &kinds, &err)) FATAL("checkpoint %s: layer pattern '%s': %s", path, layers->c_str(), err.c_str());
+        c.layers = *layers;
+    }
+    ConfigKV names;
+    std::vector<int*> fields;
+    for (auto& [key, field] : mamba_config_int_fields(&c)) { names.push_back({key, ""}); fields.push_back(field); }
+    config_read_ints(kv, names, fields.data(), path);
     mamba_config_derive(&c);
     return c;
 }
@@ -85,9 +215,14 @@ static ConfigKV mamba_lora_config_kv(const MambaConfig& c, const LoraConfig& lor
     return kv;
 }
 
-// indices of one layer's tensors in the ParamStore
+// indices of one layer's tensors in the ParamStore (-1: not of this layer's kind)
 typedef struct {
-    int norm_w, in_proj_w, conv_w, conv_b, x_proj_w, dt_proj_w, dt_proj_b, A_log, D, out_proj_w;
+    LayerKind kind;
+    int norm_w;  // every kind: the pre-norm
+    int in_proj_w, conv_w, conv_b, x_proj_w, dt_proj_w, dt_proj_b, A_log, D, out_proj_w;  // M1
+    Mamba2Index m2;                                                                      // M2
+    int qkv_w, attn_proj_w;                                                              // A
+    int fc_w, fc_proj_w;                                                                 // F
 } LayerIndex;
 
 // pointers of one layer's parameters (or their gradients) inside a flat buffer
@@ -102,6 +237,11 @@ typedef struct {
     float *A_log;       // (E, N)
     float *D;           // (E)
     float *out_proj_w;  // (D, E)
+    Mamba2Params m2;    // an M2 layer's mixer
+    float *qkv_w;       // (3D, D)   A
+    float *attn_proj_w; // (D, D)    A
+    float *fc_w;        // (H, D)    F, H = mlp_mult * D
+    float *fc_proj_w;   // (D, H)    F
 } LayerParams;
 
 // a layer's adapters (lora.h); in_proj's adapts all 2E rows ("in_proj") or only
@@ -123,6 +263,11 @@ typedef struct {
     float* hs;       // (B, n_chunks, E, N) scan states at chunk starts
     floatX* y;       // (BT, E) gated scan output
     floatX *h_in_proj, *h_x_proj, *h_dt_proj, *h_out_proj;  // (BT, r) LoRA bottlenecks (nullptr: no adapter)
+    Mamba2Acts m2;   // M2: the block's own (mamba2.h)
+    floatX* qkv;     // (BT, 3D)  A
+    float* lse;      // (B, heads, T) A: attention's log-sum-exp
+    floatX* atty;    // (BT, D)   A: attention output, heads concatenated
+    floatX* hpre;    // (BT, H)   F: fc output before GELU (the GELU is recomputed in the backward)
 } LayerActs;
 
 // backward scratch, reused by every layer
@@ -133,6 +278,10 @@ typedef struct {
     floatX *dxn;                                    // (BT, D)
     floatX *dxdbl;                                  // (BT, R+2N) [ddt_low | dBm | dCm]
     floatX *dh_lora;                                // (BT, r) an adapter's bottleneck gradient
+    floatX *dqkv;                                   // (BT, 3D) A
+    float *att_D;                                   // (B, heads, T) A: attention backward's row dots
+    floatX *datty;                                  // (BT, D) A
+    floatX *dh, *dhpre;                             // (BT, H) F
 } LayerScratch;
 
 typedef struct MambaModel {
@@ -166,6 +315,12 @@ typedef struct MambaModel {
     // the backward of each layer recomputes them (one RMSNorm, one conv1d+SiLU)
     floatX* xn;         // (BT, D) RMSNorm(resid)
     floatX* u;          // (BT, E) silu(conv1d(xin)): the scan's input
+    floatX* mlp_h;      // (BT, H) F layers: gelu(hpre), recomputed in the backward
+    Mamba2Config m2cfg;           // the M2 layers' block config
+    Mamba2Scratch m2_scratch;     // shared by the M2 layers (forward and backward)
+    std::vector<size_t> layer_act_bytes;  // activation bytes of each layer (the memory report)
+    int wpe_index;                // learned positions (cfg.pos_embed), else -1
+    float* wpe; float* dwpe;      // (max_seq, D)
     floatX* dresid;     // (BT, D) gradient of the residual stream
     floatX* dxf;        // (BT, D)
     LayerScratch scratch;
@@ -194,11 +349,25 @@ static void mamba_declare_params(MambaModel* m) {
     ParamStore* ps = &m->params;
     const bool decay = true, no_decay = false;  // AdamW decay on matrices only
     m->wte_index = params_add(ps, "embedding.weight", {V, D}, decay);
+    m->wpe_index = c.pos_embed ? params_add(ps, "position.weight", {c.max_seq, D}, decay) : -1;
+    std::vector<LayerKind> kinds = mamba_layer_kinds(c);
     m->layer_index.resize(c.n_layer);
     for (int l = 0; l < c.n_layer; l++) {
         std::string p = "layers." + std::to_string(l) + ".";
         LayerIndex& li = m->layer_index[l];
+        li = LayerIndex{kinds[l], -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, Mamba2Index{}, -1, -1, -1, -1};
         li.norm_w = params_add(ps, p + "norm.weight", {D}, no_decay);
+        if (li.kind == LAYER_M2) { li.m2 = mamba2_declare_params(ps, p + "mixer.", m->m2cfg); continue; }
+        if (li.kind == LAYER_ATTN) {
+            li.qkv_w = params_add(ps, p + "attn.qkv.weight", {3 * D, D}, decay);
+            li.attn_proj_w = params_add(ps, p + "attn.out_proj.weight", {D, D}, decay);
+            continue;
+        }
+        if (li.kind == LAYER_MLP) {
+            li.fc_w = params_add(ps, p + "mlp.fc.weight", {c.mlp_mult * D, D}, decay);
+            li.fc_proj_w = params_add(ps, p + "mlp.fc_proj.weight", {D, c.mlp_mult * D}, decay);
+            continue;
+        }
         li.in_proj_w = params_add(ps, p + "in_proj.weight", {2 * E, D}, decay);
         li.conv_w = params_add(ps, p + "conv1d.weight", {E, K}, decay);
         li.conv_b = params_add(ps, p + "conv1d.bias", {E}, no_decay);
@@ -213,6 +382,8 @@ static void mamba_declare_params(MambaModel* m) {
     // LoRA adapters after the base tensors, then freeze the base
     const LoraConfig& lc = m->lora;
     m->lora_layers.assign(c.n_layer, LayerLora{});
+    if (lc.rank > 0 && !mamba_is_pure_m1(c))
+        FATAL("LoRA adapts Mamba-1 layers; this model's pattern %s has other kinds", c.layers.c_str());
     if (lc.rank > 0) {
         std::vector<std::string> targets = lora_parse_targets(lc.targets, {"in_proj", "in_proj_x", "x_proj", "dt_proj", "out_proj"},
                                                               {"in_proj", "x_proj", "dt_proj", "out_proj"}, "Mamba");
@@ -239,17 +410,27 @@ static bool mamba_is_peft(const MambaModel* m) { return m->lora.rank > 0 || !m->
 // one layer's views into a buffer laid out like params.params (base) — the
 // parameters or a host copy
 static LayerParams layer_views(const ParamStore* ps, float* base, const LayerIndex& li) {
-    auto at = [&](int i) { return base + ps->tensors[i].offset; };
-    return {at(li.norm_w), at(li.in_proj_w), at(li.conv_w), at(li.conv_b), at(li.x_proj_w),
-            at(li.dt_proj_w), at(li.dt_proj_b), at(li.A_log), at(li.D), at(li.out_proj_w)};
+    auto at = [&](int i) { return i < 0 ? nullptr : base + ps->tensors[i].offset; };
+    LayerParams p = {at(li.norm_w), at(li.in_proj_w), at(li.conv_w), at(li.conv_b), at(li.x_proj_w),
+                     at(li.dt_proj_w), at(li.dt_proj_b), at(li.A_log), at(li.D), at(li.out_proj_w),
+                     Mamba2Params{}, at(li.qkv_w), at(li.attn_proj_w), at(li.fc_w), at(li.fc_proj_w)};
+    if (li.kind == LAYER_M2) p.m2 = mamba2_views(ps, base, li.m2);
+    return p;
 }
 
 // one layer's gradient views: nullptr for a frozen matrix (its dW GEMM is
 // skipped), the shared sink for a frozen vector (its kernel writes a gradient anyway)
 static LayerParams layer_grad_views(const ParamStore* ps, const LayerIndex& li, float* sink) {
-    auto g = [&](int i, bool sink_if_frozen) { float* p = param_grad(ps, i); return p ? p : (sink_if_frozen ? sink : nullptr); };
-    return {g(li.norm_w, true), g(li.in_proj_w, false), g(li.conv_w, true), g(li.conv_b, true), g(li.x_proj_w, false),
-            g(li.dt_proj_w, false), g(li.dt_proj_b, true), g(li.A_log, true), g(li.D, true), g(li.out_proj_w, false)};
+    auto g = [&](int i, bool sink_if_frozen) {
+        if (i < 0) return (float*)nullptr;
+        float* p = param_grad(ps, i);
+        return p ? p : (sink_if_frozen ? sink : nullptr);
+    };
+    LayerParams d = {g(li.norm_w, true), g(li.in_proj_w, false), g(li.conv_w, true), g(li.conv_b, true), g(li.x_proj_w, false),
+                     g(li.dt_proj_w, false), g(li.dt_proj_b, true), g(li.A_log, true), g(li.D, true), g(li.out_proj_w, false),
+                     Mamba2Params{}, g(li.qkv_w, false), g(li.attn_proj_w, false), g(li.fc_w, false), g(li.fc_proj_w, false)};
+    if (li.kind == LAYER_M2) d.m2 = mamba2_grad_views(ps, li.m2);  // nullptr where frozen (the block skips those)
+    return d;
 }
 
 // floats the sink needs: the largest frozen vector of a layer (conv weight, A_log, ...)
@@ -262,10 +443,23 @@ static size_t mamba_sink_floats(const MambaConfig& c) {
 static void mamba_layout_acts(MambaModel* m, Arena* a) {
     const MambaConfig& c = m->cfg;
     size_t BT = (size_t)m->B * m->T, D = c.d_model, E = c.d_inner, N = c.d_state, R = c.dt_rank;
-    size_t hs = (size_t)m->B * scan_n_chunks(m->T) * E * N;
+    size_t hs = (size_t)m->B * scan_n_chunks(m->T) * E * N, H = (size_t)c.mlp_mult * D;
+    bool has_m1 = mamba_has_kind(c, LAYER_M1);
+    m->layer_act_bytes.assign(c.n_layer, 0);
     for (int l = 0; l < c.n_layer; l++) {
+        size_t start = a->used;
         LayerActs& x = m->acts[l];
+        x = LayerActs{};
         x.resid = arena_take<floatX>(a, BT * D);  x.rstd = arena_take<float>(a, BT);
+        LayerKind kind = m->layer_index[l].kind;
+        if (kind == LAYER_M2) mamba2_layout_acts(&x.m2, a, m->m2cfg, m->B, m->T);
+        if (kind == LAYER_ATTN) {
+            x.qkv = arena_take<floatX>(a, BT * 3 * D);
+            x.lse = arena_take<float>(a, BT * c.attn_heads);
+            x.atty = arena_take<floatX>(a, BT * D);
+        }
+        if (kind == LAYER_MLP) x.hpre = arena_take<floatX>(a, BT * H);
+        if (kind != LAYER_M1) { m->layer_act_bytes[l] = a->used - start; continue; }
         x.xin = arena_take<floatX>(a, BT * E);    x.z = arena_take<floatX>(a, BT * E);
         x.dt_low = arena_take<floatX>(a, BT * R); x.Bm = arena_take<floatX>(a, BT * N);
         x.Cm = arena_take<floatX>(a, BT * N);     x.delta = arena_take<floatX>(a, BT * E);
@@ -276,13 +470,18 @@ static void mamba_layout_acts(MambaModel* m, Arena* a) {
         x.h_x_proj = lora_active(ll.x_proj) ? arena_take<floatX>(a, BT * r) : nullptr;
         x.h_dt_proj = lora_active(ll.dt_proj) ? arena_take<floatX>(a, BT * r) : nullptr;
         x.h_out_proj = lora_active(ll.out_proj) ? arena_take<floatX>(a, BT * r) : nullptr;
+        m->layer_act_bytes[l] = a->used - start;
     }
     m->lora_xd = (m->lora.rank > 0 && m->lora.dropout > 0) ? arena_take<floatX>(a, BT * std::max({D, E, R})) : nullptr;
     m->resid_out = arena_take<floatX>(a, BT * D); m->rstd_f = arena_take<float>(a, BT);
     m->xf = arena_take<floatX>(a, BT * D);
     m->logits_chunk = arena_take<floatX>(a, (size_t)m->chunk_rows * c.vocab_size);
-    m->losses = arena_take<float>(a, BT);         m->xdbl = arena_take<floatX>(a, BT * (R + 2 * N));
-    m->xn = arena_take<floatX>(a, BT * D);        m->u = arena_take<floatX>(a, BT * E);
+    m->losses = arena_take<float>(a, BT);         m->xn = arena_take<floatX>(a, BT * D);
+    m->xdbl = has_m1 ? arena_take<floatX>(a, BT * (R + 2 * N)) : nullptr;
+    m->u = has_m1 ? arena_take<floatX>(a, BT * E) : nullptr;
+    m->mlp_h = mamba_has_kind(c, LAYER_MLP) ? arena_take<floatX>(a, BT * H) : nullptr;
+    // the M2 layers' shared workspace sits with the activations: the forward needs it too
+    if (mamba_has_kind(c, LAYER_M2)) mamba2_layout_scratch(&m->m2_scratch, a, m->m2cfg, m->B, m->T);
 }
 
 // backward scratch shared by all layers (zeroed before each layer's backward),
@@ -294,12 +493,33 @@ static void mamba_layout_scratch(MambaModel* m, Arena* a) {
     m->dresid = arena_take<floatX>(a, BT * D);
     m->dxf = arena_take<floatX>(a, BT * D);
     m->layer_scratch_start = a->used;
-    s.dy = arena_take<floatX>(a, BT * E);      s.du = arena_take<floatX>(a, BT * E);
-    s.ddelta = arena_take<floatX>(a, BT * E);  s.dz = arena_take<floatX>(a, BT * E);
-    s.dxin = arena_take<floatX>(a, BT * E);    s.ddt_low = arena_take<floatX>(a, BT * R);
-    s.dBm = arena_take<floatX>(a, BT * N);     s.dCm = arena_take<floatX>(a, BT * N);
-    s.dxn = arena_take<floatX>(a, BT * D);     s.dxdbl = arena_take<floatX>(a, BT * (R + 2 * N));
-    s.dh_lora = m->lora.rank > 0 ? arena_take<floatX>(a, BT * m->lora.rank) : nullptr;
+    s = LayerScratch{};
+    s.dxn = arena_take<floatX>(a, BT * D);     // every kind
+    // the rest is per kind and one layer's at a time: the kinds share the bytes (a union)
+    size_t kinds_start = a->used, end = a->used;
+    if (mamba_has_kind(c, LAYER_M1)) {
+        s.dy = arena_take<floatX>(a, BT * E);      s.du = arena_take<floatX>(a, BT * E);
+        s.ddelta = arena_take<floatX>(a, BT * E);  s.dz = arena_take<floatX>(a, BT * E);
+        s.dxin = arena_take<floatX>(a, BT * E);    s.ddt_low = arena_take<floatX>(a, BT * R);
+        s.dBm = arena_take<floatX>(a, BT * N);     s.dCm = arena_take<floatX>(a, BT * N);
+        s.dxdbl = arena_take<floatX>(a, BT * (R + 2 * N));
+        s.dh_lora = m->lora.rank > 0 ? arena_take<floatX>(a, BT * m->lora.rank) : nullptr;
+        end = std::max(end, a->used);
+    }
+    if (mamba_has_kind(c, LAYER_ATTN)) {
+        a->used = kinds_start;
+        s.dqkv = arena_take<floatX>(a, BT * 3 * D);
+        s.att_D = arena_take<float>(a, BT * c.attn_heads);
+        s.datty = arena_take<floatX>(a, BT * D);
+        end = std::max(end, a->used);
+    }
+    if (mamba_has_kind(c, LAYER_MLP)) {
+        a->used = kinds_start;
+        s.dh = arena_take<floatX>(a, BT * c.mlp_mult * D);
+        s.dhpre = arena_take<floatX>(a, BT * c.mlp_mult * D);
+        end = std::max(end, a->used);
+    }
+    a->used = end;  // (M2's workspace is m->m2_scratch)
 }
 
 // with_grads false: inference only (no gradients, no AdamW moments, no backward scratch).
@@ -309,6 +529,10 @@ static void mamba_build(MambaModel* m, MambaConfig cfg, int B, int T, bool on_gp
     mamba_config_derive(&cfg);
     if (cfg.vocab_size < 2 || cfg.d_model < 1 || cfg.n_layer < 1 || cfg.d_state < 1 || cfg.d_conv < 1 || cfg.expand < 1)
         FATAL("invalid model config");
+    if (cfg.pos_embed && cfg.max_seq <= 0) cfg.max_seq = T;
+    if (cfg.pos_embed && T > cfg.max_seq)
+        FATAL("sequences of %d tokens exceed the model's %d learned positions (max_seq)", T, cfg.max_seq);
+    m->m2cfg = mamba_has_kind(cfg, LAYER_M2) ? mamba_m2_config(cfg) : Mamba2Config{};
     m->cfg = cfg; m->on_gpu = on_gpu; m->B = B; m->T = T;
     if (lora.rank < 0 || (lora.rank > 0 && !(lora.alpha > 0)) || lora.dropout < 0 || lora.dropout >= 1)
         FATAL("LoRA needs rank >= 0, alpha > 0 and dropout in [0, 1)");
@@ -320,8 +544,11 @@ static void mamba_build(MambaModel* m, MambaConfig cfg, int B, int T, bool on_gp
     ParamStore* ps = &m->params;
     m->wte = param_data(ps, m->wte_index);   m->dwte = param_grad(ps, m->wte_index);
     m->norm_f_w = param_data(ps, m->norm_f_index); m->dnorm_f_w = param_grad(ps, m->norm_f_index);
+    m->wpe = m->wpe_index >= 0 ? param_data(ps, m->wpe_index) : nullptr;
+    m->dwpe = m->wpe_index >= 0 ? param_grad(ps, m->wpe_index) : nullptr;
     m->frozen_grad_sink = with_grads ? (float*)backend_malloc(on_gpu, mamba_sink_floats(cfg) * sizeof(float)) : nullptr;
     if (with_grads && !m->dnorm_f_w) m->dnorm_f_w = m->frozen_grad_sink;
+    if (m->wpe && with_grads && !m->dwpe) FATAL("frozen position embeddings: not supported");  // (LoRA refuses such patterns)
     m->layers.resize(cfg.n_layer); m->dlayers.resize(cfg.n_layer);
     for (int l = 0; l < cfg.n_layer; l++) {
         m->layers[l] = layer_views(ps, ps->params, m->layer_index[l]);
@@ -378,8 +605,29 @@ static void mamba_init_params(MambaModel* m, uint64_t seed) {
     auto uniform = [&](float* p, size_t n, float bound) { for (size_t i = 0; i < n; i++) p[i] = bound * (2.0f * rng_uniform(&rng) - 1.0f); };
     float* wte = T(m->wte_index);
     for (size_t i = 0; i < (size_t)c.vocab_size * D; i++) wte[i] = 0.02f * rng_normal(&rng);
+    if (m->wpe_index >= 0) {
+        float* wpe = T(m->wpe_index);
+        for (size_t i = 0; i < (size_t)c.max_seq * D; i++) wpe[i] = 0.02f * rng_normal(&rng);
+    }
+    // each residual branch's output projection is scaled down by sqrt(n_layer) (below for M1),
+    // so the stream's variance stays put whatever the depth
+    float branch_scale = 1.0f / sqrtf((float)c.n_layer);
     for (int l = 0; l < c.n_layer; l++) {
         const LayerIndex& li = m->layer_index[l];
+        if (li.kind != LAYER_M1) {
+            float* norm = T(li.norm_w);
+            for (int i = 0; i < D; i++) norm[i] = 1.0f;
+        }
+        if (li.kind == LAYER_M2) {  // the reference Mamba-2's init (mamba2.h)
+            mamba2_init_params(mamba2_views(ps, h.data(), li.m2), m->m2cfg, &rng, branch_scale);
+            continue;
+        }
+        auto normal = [&](int index, float std) {
+            float* p = T(index);
+            for (size_t i = 0; i < ps->tensors[index].numel; i++) p[i] = std * rng_normal(&rng);
+        };
+        if (li.kind == LAYER_ATTN) { normal(li.qkv_w, 0.02f); normal(li.attn_proj_w, 0.02f * branch_scale); continue; }  // GPT-2's
+        if (li.kind == LAYER_MLP) { normal(li.fc_w, 0.02f); normal(li.fc_proj_w, 0.02f * branch_scale); continue; }
         // nn.Linear / nn.Conv1d defaults: U(+-1/sqrt(fan_in)), the conv's bias too
         uniform(T(li.in_proj_w), (size_t)2 * E * D, 1.0f / sqrtf((float)D));
         uniform(T(li.conv_w), (size_t)E * K, 1.0f / sqrtf((float)K));
@@ -526,6 +774,30 @@ static void mamba_layer_forward(MambaModel* m, int l, floatX* layer_out, int B, 
     PROF(on_gpu, "out_proj", add_inplace(on_gpu, layer_out, a.resid, (size_t)BT * D));
 }
 
+// an M2, A or F layer: layer_out = resid + Mixer(RMSNorm(resid))
+static void mamba_other_layer_forward(MambaModel* m, int l, floatX* layer_out, int B, int T) {
+    const MambaConfig& c = m->cfg;
+    int D = c.d_model, H = c.mlp_mult * c.d_model, BT = B * T;
+    bool on_gpu = m->on_gpu;
+    LayerParams& p = m->layers[l];
+    LayerActs& a = m->acts[l];
+    LayerKind kind = m->layer_index[l].kind;
+    PROF(on_gpu, "rmsnorm", rmsnorm_forward(on_gpu, m->xn, a.rstd, a.resid, p.norm_w, BT, D));
+    if (kind == LAYER_M2)
+        PROF(on_gpu, "mamba2", mamba2_block_forward(on_gpu, layer_out, a.m2, m->m2_scratch, m->xn, p.m2, m->m2cfg, B, T));
+    if (kind == LAYER_ATTN) {
+        PROF(on_gpu, "attn_qkv", linear_forward(on_gpu, a.qkv, m->xn, p.qkv_w, (const float*)nullptr, BT, D, 3 * D));
+        PROF(on_gpu, "attention", attention_forward(on_gpu, a.atty, a.lse, a.qkv, nullptr, B, T, D, c.attn_heads, true));
+        PROF(on_gpu, "attn_proj", linear_forward(on_gpu, layer_out, a.atty, p.attn_proj_w, (const float*)nullptr, BT, D, D));
+    }
+    if (kind == LAYER_MLP) {
+        PROF(on_gpu, "mlp_fc", linear_forward(on_gpu, a.hpre, m->xn, p.fc_w, (const float*)nullptr, BT, D, H);
+                               gelu_forward(on_gpu, m->mlp_h, a.hpre, (size_t)BT * H));
+        PROF(on_gpu, "mlp_proj", linear_forward(on_gpu, layer_out, m->mlp_h, p.fc_proj_w, (const float*)nullptr, BT, H, D));
+    }
+    PROF(on_gpu, "residual", add_inplace(on_gpu, layer_out, a.resid, (size_t)BT * D));
+}
+
 // tokens/targets: host arrays (B*T). Returns the mean loss (0 without targets).
 // Without targets m->logits holds the (B*T, V) logits afterwards.
 static float mamba_forward(MambaModel* m, const int* tokens, const int* targets, int B, int T) {
@@ -539,9 +811,11 @@ static float mamba_forward(MambaModel* m, const int* tokens, const int* targets,
     backend_copy(on_gpu, m->tokens, tokens, BT * sizeof(int), true);
     m->cur_B = B; m->cur_T = T; m->have_targets = targets != nullptr;
     PROF(on_gpu, "embedding", embedding_forward(on_gpu, m->acts[0].resid, m->tokens, m->wte, BT, D));
+    if (m->wpe) PROF(on_gpu, "embedding", position_add_forward(on_gpu, m->acts[0].resid, m->wpe, B, T, D));
     for (int l = 0; l < c.n_layer; l++) {
         floatX* out = (l + 1 < c.n_layer) ? m->acts[l + 1].resid : m->resid_out;
-        mamba_layer_forward(m, l, out, B, T);
+        if (m->layer_index[l].kind == LAYER_M1) mamba_layer_forward(m, l, out, B, T);
+        else mamba_other_layer_forward(m, l, out, B, T);
     }
     PROF(on_gpu, "rmsnorm", rmsnorm_forward(on_gpu, m->xf, m->rstd_f, m->resid_out, m->norm_f_w, BT, D));
     if (!targets) {
@@ -604,6 +878,38 @@ static void mamba_layer_backward(MambaModel* m, int l, int B, int T) {
     PROF(on_gpu, "rmsnorm", rmsnorm_backward(on_gpu, m->dresid, dp.norm_w, s.dxn, a.resid, p.norm_w, a.rstd, BT, D));
 }
 
+// an M2, A or F layer's backward: m->dresid holds dloss/d(layer output) on entry and
+// dloss/d(layer input) on return (the residual passes it through, the branch adds to it)
+static void mamba_other_layer_backward(MambaModel* m, int l, int B, int T) {
+    const MambaConfig& c = m->cfg;
+    int D = c.d_model, H = c.mlp_mult * c.d_model, BT = B * T;
+    bool on_gpu = m->on_gpu;
+    LayerParams& p = m->layers[l];
+    LayerParams& dp = m->dlayers[l];
+    LayerActs& a = m->acts[l];
+    LayerScratch& s = m->scratch;
+    LayerKind kind = m->layer_index[l].kind;
+    backend_memset0(on_gpu, (char*)m->scratch_memory + m->layer_scratch_start, m->scratch_bytes - m->layer_scratch_start);
+    PROF(on_gpu, "recompute", rmsnorm_forward(on_gpu, m->xn, a.rstd, a.resid, p.norm_w, BT, D));
+    if (kind == LAYER_M2)
+        PROF(on_gpu, "mamba2", mamba2_block_backward(on_gpu, s.dxn, dp.m2, m->m2_scratch, m->dresid, m->xn, p.m2, a.m2,
+                                                     m->m2cfg, B, T));
+    if (kind == LAYER_ATTN) {
+        PROF(on_gpu, "attn_proj", linear_backward(on_gpu, s.datty, dp.attn_proj_w, (float*)nullptr, m->dresid, a.atty,
+                                                  p.attn_proj_w, BT, D, D));
+        PROF(on_gpu, "attention", attention_backward(on_gpu, s.dqkv, s.att_D, s.datty, a.qkv, a.atty, a.lse, nullptr, B, T, D,
+                                                     c.attn_heads, true));
+        PROF(on_gpu, "attn_qkv", linear_backward(on_gpu, s.dxn, dp.qkv_w, (float*)nullptr, s.dqkv, m->xn, p.qkv_w, BT, D, 3 * D));
+    }
+    if (kind == LAYER_MLP) {
+        PROF(on_gpu, "recompute", gelu_forward(on_gpu, m->mlp_h, a.hpre, (size_t)BT * H));
+        PROF(on_gpu, "mlp_proj", linear_backward(on_gpu, s.dh, dp.fc_proj_w, (float*)nullptr, m->dresid, m->mlp_h, p.fc_proj_w, BT, H, D));
+        PROF(on_gpu, "mlp_fc", gelu_backward(on_gpu, s.dhpre, s.dh, a.hpre, (size_t)BT * H);
+                               linear_backward(on_gpu, s.dxn, dp.fc_w, (float*)nullptr, s.dhpre, m->xn, p.fc_w, BT, D, H));
+    }
+    PROF(on_gpu, "rmsnorm", rmsnorm_backward(on_gpu, m->dresid, dp.norm_w, s.dxn, a.resid, p.norm_w, a.rstd, BT, D));
+}
+
 static void mamba_backward(MambaModel* m) {
     const MambaConfig& c = m->cfg;
     if (!m->have_targets) FATAL("mamba_backward needs a forward pass with targets");
@@ -623,7 +929,11 @@ static void mamba_backward(MambaModel* m) {
         PROF(on_gpu, "lm_head", linear_backward(on_gpu, m->dxf + (size_t)r0 * D, m->dwte, (float*)nullptr, m->logits_chunk, xf, m->wte, rows, D, V));
     }
     PROF(on_gpu, "rmsnorm", rmsnorm_backward(on_gpu, m->dresid, m->dnorm_f_w, m->dxf, m->resid_out, m->norm_f_w, m->rstd_f, BT, D));
-    for (int l = c.n_layer - 1; l >= 0; l--) mamba_layer_backward(m, l, B, T);
+    for (int l = c.n_layer - 1; l >= 0; l--) {
+        if (m->layer_index[l].kind == LAYER_M1) mamba_layer_backward(m, l, B, T);
+        else mamba_other_layer_backward(m, l, B, T);
+    }
+    if (m->dwpe) PROF(on_gpu, "embedding", position_add_backward(on_gpu, m->dwpe, m->dresid, B, T, D));
     PROF(on_gpu, "embedding", embedding_backward(on_gpu, m->dwte, m->dresid, m->tokens, BT, D));
 }
 
@@ -634,9 +944,13 @@ static void mamba_backward(MambaModel* m) {
 typedef struct {
     const MambaModel* m;
     std::vector<LayerParams> layers;          // views into the host copy, resolved once
-    const float* wte; const float* norm_f_w;
-    std::vector<float> conv_state, ssm_state;  // (n_layer, E, K-1), (n_layer, E, N)
-    std::vector<float> x, xn, xz, u, xdbl, delta, y, out, xf;
+    const float* wte; const float* norm_f_w; const float* wpe;
+    std::vector<float> conv_state, ssm_state;  // M1: (n_layer, E, K-1), (n_layer, E, N)
+    std::vector<std::vector<float>> m2_conv, m2_ssm;  // M2 layer l: (C, K-1), (H, P, N)
+    std::vector<std::vector<float>> k_cache, v_cache; // A layer l: (pos, D) each, growing
+    std::vector<char> m2_work; Mamba2Scratch m2_scratch;  // the M2 step's workspace (one token)
+    int pos;                                   // tokens fed so far
+    std::vector<float> x, xn, xz, u, xdbl, delta, y, out, xf, qkv, hid;
 } MambaStepState;
 
 // host_params: a host copy of m->params.params (or the params themselves on the CPU)
@@ -649,33 +963,79 @@ static void mamba_step_init(MambaStepState* s, const MambaModel* m, const float*
     for (int l = 0; l < c.n_layer; l++) s->layers[l] = layer_views(&m->params, base, m->layer_index[l]);
     s->wte = base + m->params.tensors[m->wte_index].offset;
     s->norm_f_w = base + m->params.tensors[m->norm_f_index].offset;
+    s->wpe = m->wpe_index >= 0 ? base + m->params.tensors[m->wpe_index].offset : nullptr;
     s->conv_state.assign((size_t)c.n_layer * E * (K - 1), 0.0f);
     s->ssm_state.assign((size_t)c.n_layer * E * N, 0.0f);
+    const Mamba2Config& c2 = m->m2cfg;
+    s->m2_conv.assign(c.n_layer, {}); s->m2_ssm.assign(c.n_layer, {});
+    s->k_cache.assign(c.n_layer, {}); s->v_cache.assign(c.n_layer, {});
+    for (int l = 0; l < c.n_layer; l++)
+        if (m->layer_index[l].kind == LAYER_M2) {
+            s->m2_conv[l].assign((size_t)c2.conv_dim * (K - 1), 0.0f);
+            s->m2_ssm[l].assign((size_t)c2.nheads * c2.headdim * c2.d_state, 0.0f);
+        }
+    if (mamba_has_kind(c, LAYER_M2)) {
+        Arena count = {nullptr, 0};
+        mamba2_layout_scratch(&s->m2_scratch, &count, c2, 1, 1);
+        s->m2_work.assign(count.used + 16, 0);
+        Arena work = {(char*)(((uintptr_t)s->m2_work.data() + 15) & ~(uintptr_t)15), 0};
+        mamba2_layout_scratch(&s->m2_scratch, &work, c2, 1, 1);
+    }
+    s->pos = 0;
     s->x.resize(D); s->xn.resize(D); s->xz.resize(2 * E); s->u.resize(E);
     s->xdbl.resize(R + 2 * N); s->delta.resize(E); s->y.resize(E); s->out.resize(D); s->xf.resize(D);
+    s->qkv.resize(3 * D); s->hid.resize((size_t)c.mlp_mult * D);
 }
 
 // feed one token; logits: (V)
 static void mamba_step(MambaStepState* s, int token, float* logits) {
     const MambaConfig& c = s->m->cfg;
-    int D = c.d_model, E = c.d_inner, N = c.d_state, K = c.d_conv, R = c.dt_rank, V = c.vocab_size;
+    int D = c.d_model, E = c.d_inner, N = c.d_state, K = c.d_conv, R = c.dt_rank, V = c.vocab_size, H = c.mlp_mult * D;
+    if (s->wpe && s->pos >= c.max_seq) FATAL("generation past the model's %d learned positions (max_seq)", c.max_seq);
     float rstd;
     embedding_forward_cpu(s->x.data(), &token, s->wte, 1, D);
+    if (s->wpe) add_inplace_cpu(s->x.data(), s->wpe + (size_t)s->pos * D, D);
     for (int l = 0; l < c.n_layer; l++) {
         const LayerParams& p = s->layers[l];
         rmsnorm_forward_cpu(s->xn.data(), &rstd, s->x.data(), p.norm_w, 1, D);
-        linear_forward_cpu(s->xz.data(), s->xn.data(), p.in_proj_w, nullptr, 1, D, 2 * E);  // xz = [x | z]
-        conv1d_step_cpu(s->u.data(), s->conv_state.data() + (size_t)l * E * (K - 1), s->xz.data(), p.conv_w, p.conv_b, 1, E, K);
-        silu_forward_cpu(s->u.data(), s->u.data(), E);
-        linear_forward_cpu(s->xdbl.data(), s->u.data(), p.x_proj_w, nullptr, 1, E, R + 2 * N);
-        linear_forward_cpu(s->delta.data(), s->xdbl.data(), p.dt_proj_w, nullptr, 1, R, E);
-        selective_scan_step_cpu(s->y.data(), s->ssm_state.data() + (size_t)l * E * N, s->u.data(), s->delta.data(), p.A_log,
-                                s->xdbl.data() + R, s->xdbl.data() + R + N, p.D, s->xz.data() + E, p.dt_proj_b, 1, E, N);
-        linear_forward_cpu(s->out.data(), s->y.data(), p.out_proj_w, nullptr, 1, E, D);
+        switch (s->m->layer_index[l].kind) {
+        case LAYER_M1:
+            linear_forward_cpu(s->xz.data(), s->xn.data(), p.in_proj_w, nullptr, 1, D, 2 * E);  // xz = [x | z]
+            conv1d_step_cpu(s->u.data(), s->conv_state.data() + (size_t)l * E * (K - 1), s->xz.data(), p.conv_w, p.conv_b, 1, E, K);
+            silu_forward_cpu(s->u.data(), s->u.data(), E);
+            linear_forward_cpu(s->xdbl.data(), s->u.data(), p.x_proj_w, nullptr, 1, E, R + 2 * N);
+            linear_forward_cpu(s->delta.data(), s->xdbl.data(), p.dt_proj_w, nullptr, 1, R, E);
+            selective_scan_step_cpu(s->y.data(), s->ssm_state.data() + (size_t)l * E * N, s->u.data(), s->delta.data(), p.A_log,
+                                    s->xdbl.data() + R, s->xdbl.data() + R + N, p.D, s->xz.data() + E, p.dt_proj_b, 1, E, N);
+            linear_forward_cpu(s->out.data(), s->y.data(), p.out_proj_w, nullptr, 1, E, D);
+            break;
+        case LAYER_M2:
+            mamba2_step_cpu(s->out.data(), s->m2_conv[l].data(), s->m2_ssm[l].data(), s->m2_scratch, s->xn.data(), p.m2,
+                            s->m->m2cfg, 1);
+            break;
+        case LAYER_ATTN: {
+            // this token's k and v join the cache; its query attends to every cached position
+            linear_forward_cpu(s->qkv.data(), s->xn.data(), p.qkv_w, nullptr, 1, D, 3 * D);
+            std::vector<float>& kc = s->k_cache[l];
+            std::vector<float>& vc = s->v_cache[l];
+            kc.insert(kc.end(), s->qkv.begin() + D, s->qkv.begin() + 2 * D);
+            vc.insert(vc.end(), s->qkv.begin() + 2 * D, s->qkv.end());
+            attention_step_cpu(s->y.data(), s->qkv.data(), kc.data(), vc.data(), 1, s->pos + 1, s->pos + 1, D, c.attn_heads);
+            linear_forward_cpu(s->out.data(), s->y.data(), p.attn_proj_w, nullptr, 1, D, D);
+            break;
+        }
+        case LAYER_MLP:
+            linear_forward_cpu(s->hid.data(), s->xn.data(), p.fc_w, nullptr, 1, D, H);
+            gelu_forward_cpu(s->hid.data(), s->hid.data(), H);
+            linear_forward_cpu(s->out.data(), s->hid.data(), p.fc_proj_w, nullptr, 1, H, D);
+            break;
+        default: FATAL("unknown layer kind");
+        }
         add_inplace_cpu(s->x.data(), s->out.data(), D);
     }
     rmsnorm_forward_cpu(s->xf.data(), &rstd, s->x.data(), s->norm_f_w, 1, D);
     linear_forward_cpu(logits, s->xf.data(), s->wte, nullptr, 1, D, V);
+    s->pos++;
 }
 
 // generates n tokens after the prompt with the recurrent step (CPU reference;
@@ -687,6 +1047,12 @@ static std::vector<int> mamba_generate(const MambaModel* m, const std::vector<in
     backend_copy(m->on_gpu, host.data(), ps->params, ps->num_params * sizeof(float), false);
     if (m->lora.rank > 0 && !m->lora_merged) mamba_lora_fold(m, host.data(), false, +1.0f);  // the step reads W only
     MambaStepState s; mamba_step_init(&s, m, host.data());
+    if (m->cfg.pos_embed && (int)prompt.size() + n - 1 > m->cfg.max_seq) {  // learned positions end at max_seq
+        int fit = std::max(0, m->cfg.max_seq - (int)prompt.size() + 1);
+        fprintf(stderr, "note: %zu prompt + %d new tokens exceed the model's %d positions: generating %d\n", prompt.size(), n,
+                m->cfg.max_seq, fit);
+        n = fit;
+    }
     std::vector<float> logits(m->cfg.vocab_size);
     Rng rng; rng_seed(&rng, seed);
     for (int t : prompt) mamba_step(&s, t, logits.data());

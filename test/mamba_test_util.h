@@ -4,7 +4,7 @@
 
 // perturb the freshly initialised parameters so no tensor sits at a special
 // value (D = 1, norms = 1, zero biases) that could hide a wrong gradient. The
-// standard init makes dt ~ 1e-3..0.1 and embeddings ~0.02, which leaves the
+// standard init makes dt ~ 1e-3..0.1 (Mamba-1's dt_proj.bias, Mamba-2's mixer.dt_bias) and embeddings ~0.02, which leaves the
 // scan's gradients too small for float32 finite differences: raise both.
 static void jitter_params(MambaModel* m, uint64_t seed) {
     Rng r; rng_seed(&r, seed);
@@ -12,9 +12,124 @@ static void jitter_params(MambaModel* m, uint64_t seed) {
     for (size_t i = 0; i < ps->num_params; i++) ps->params[i] += 0.5f * (2.0f * rng_uniform(&r) - 1.0f);
     for (const ParamTensor& t : ps->tensors) {
         float* p = ps->params + t.offset;
-        if (strstr(t.name.c_str(), "dt_proj.bias"))
+        if (strstr(t.name.c_str(), "dt_proj.bias") || strstr(t.name.c_str(), "mixer.dt_bias"))
             for (size_t j = 0; j < t.numel; j++) p[j] = -1.5f + 2.0f * rng_uniform(&r);  // dt ~ 0.2..1
         if (t.name == "embedding.weight")
             for (size_t j = 0; j < t.numel; j++) p[j] = rng_normal(&r);
     }
 }
+
+static void random_tokens(std::vector<int>* v, size_t n, int V, Rng* r) {
+    v->resize(n);
+    for (auto& t : *v) t = rng_u32(r) % V;
+}
+
+// finite differences of every parameter tensor of the model (CPU), then: a second backward
+// without zeroing doubles every gradient
+static void model_gradient_check(const MambaConfig& c, int B, int T, const char* label) {
+    MambaModel m;
+    mamba_build(&m, c, B, T, false);
+    mamba_init_params(&m, 42);
+    jitter_params(&m, 43);
+    Rng r; rng_seed(&r, 100 + T);
+    std::vector<int> tok, tgt;
+    random_tokens(&tok, (size_t)B * T, c.vocab_size, &r); random_tokens(&tgt, (size_t)B * T, c.vocab_size, &r);
+    double loss0 = mamba_forward(&m, tok.data(), tgt.data(), B, T);
+    mamba_zero_grad(&m);
+    mamba_backward(&m);
+    const ParamStore& ps = m.params;
+    std::vector<float> grads(ps.grads, ps.grads + ps.num_trainable);
+    auto loss = [&]() -> double { return mamba_forward(&m, tok.data(), tgt.data(), B, T); };
+    for (size_t i = 0; i < ps.tensors.size(); i++) {
+        const ParamTensor& t = ps.tensors[i];
+        char name[192]; snprintf(name, sizeof name, "%s T=%d %s", label, T, t.name.c_str());
+        // a float32 loss is good to a few ulps; divided by 2*eps that is the
+        // smallest gradient a central difference can see
+        const float eps = 3e-2f;
+        double noise = 2.0 * 1.2e-7 * fabs(loss0) / (2.0 * eps);
+        grad_check(name, ps.params + t.offset, grads.data() + t.offset, t.numel, loss, 3e-2, eps, 12, 7 + i, noise);
+    }
+    mamba_forward(&m, tok.data(), tgt.data(), B, T);
+    mamba_backward(&m);
+    std::vector<float> twice(grads.size());
+    for (size_t i = 0; i < grads.size(); i++) twice[i] = 2.0f * grads[i];
+    char name[128]; snprintf(name, sizeof name, "%s T=%d backward accumulates", label, T);
+    check_close(name, ps.grads, twice.data(), grads.size(), 1e-5);
+    mamba_free(&m);
+}
+
+#ifdef __CUDACC__
+// one training step on both backends from the same parameters: the loss, every gradient
+// (the GPU's poisoned first: zero_grad must clear them all), the parameters after AdamW.
+// With attention layers the GPU's attention runs on TF32 tensor cores (src/attention.h: ~1e-3
+// relative error per kernel against the fp32 CPU reference), the matmuls are exact fp32: the
+// gradients within 3e-3; Adam's first step moves each weight by about lr * sign(g), and a
+// gradient within that rounding of zero may take either sign, so the parameters within 5e-4.
+static void model_gpu_step_check(const MambaConfig& c, int B, int T, const char* label) {
+    bool tf32_attention = mamba_has_kind(c, LAYER_ATTN);
+    double grad_tol = tf32_attention ? 3e-3 : 1e-4, param_tol = tf32_attention ? 5e-4 : 1e-6;
+    MambaModel cpu, gpu;
+    mamba_build(&cpu, c, B, T, false);
+    mamba_build(&gpu, c, B, T, true);
+    mamba_init_params(&cpu, 11);
+    Rng r; rng_seed(&r, 12);
+    ParamStore& pc = cpu.params;
+    ParamStore& pg = gpu.params;
+    for (size_t i = 0; i < pc.num_params; i++) pc.params[i] += 0.05f * rng_normal(&r);  // off the special init values
+    cudaCheck(cudaMemcpy(pg.params, pc.params, pc.num_params * sizeof(float), cudaMemcpyHostToDevice));
+    std::vector<int> tok, tgt;
+    random_tokens(&tok, (size_t)B * T, c.vocab_size, &r); random_tokens(&tgt, (size_t)B * T, c.vocab_size, &r);
+    float lc = mamba_forward(&cpu, tok.data(), tgt.data(), B, T);
+    float lg = mamba_forward(&gpu, tok.data(), tgt.data(), B, T);
+    mamba_zero_grad(&cpu); mamba_backward(&cpu);
+    cudaCheck(cudaMemset(pg.grads, 0xFF, pg.num_trainable * sizeof(float)));
+    mamba_zero_grad(&gpu); mamba_backward(&gpu);
+    char name[224];
+    snprintf(name, sizeof name, "%s B=%d T=%d: loss", label, B, T);
+    check_close(name, &lg, &lc, 1, 1e-5);
+    std::vector<float> g = from_device(pg.grads, pg.num_trainable);
+    for (const ParamTensor& t : pc.tensors) {
+        snprintf(name, sizeof name, "%s B=%d T=%d: grad %s", label, B, T, t.name.c_str());
+        check_close(name, g.data() + t.offset, pc.grads + t.offset, t.numel, grad_tol);
+    }
+    AdamWConfig adamw = {0.9f, 0.95f, 1e-8f, 0.1f};  // decay groups included
+    for (MambaModel* m : {&cpu, &gpu}) params_adamw_step(&m->params, adamw, 1e-3f, 1, 0.5f);
+    std::vector<float> p = from_device(pg.params, pg.num_params);
+    snprintf(name, sizeof name, "%s B=%d T=%d: params after AdamW", label, B, T);
+    check_close(name, p.data(), pc.params, pc.num_params, param_tol);
+    mamba_free(&cpu); mamba_free(&gpu);
+}
+
+// both backends trained side by side on the same learnable data: the loss falls and the GPU
+// curve follows the CPU one
+static void model_gpu_loss_curve(const MambaConfig& c, int B, int T, int steps, const char* label) {
+    MambaModel cpu, gpu;
+    mamba_build(&cpu, c, B, T, false);
+    mamba_build(&gpu, c, B, T, true);
+    mamba_init_params(&cpu, 3); mamba_init_params(&gpu, 3);
+    Rng r; rng_seed(&r, 4);
+    std::vector<int> tok(B * T), tgt(B * T);
+    double max_diff = 0; float first = 0, last = 0;
+    for (int s = 0; s < steps; s++) {
+        int x = rng_u32(&r) % c.vocab_size;  // each token the previous plus a small random step
+        for (int i = 0; i < B * T; i++) { tok[i] = x; x = (x + 1 + rng_u32(&r) % 3) % c.vocab_size; tgt[i] = x; }
+        float l[2];
+        for (MambaModel* m : {&cpu, &gpu}) {
+            float loss = mamba_forward(m, tok.data(), tgt.data(), B, T);
+            mamba_zero_grad(m); mamba_backward(m);
+            params_adamw_step(&m->params, AdamWConfig{0.9f, 0.95f, 1e-8f, 0.1f}, 3e-3f, s + 1, 1.0f);
+            l[m->on_gpu] = loss;
+        }
+        max_diff = fmax(max_diff, fabs(l[0] - l[1]) / l[0]);
+        if (s == 0) first = l[0];
+        last = l[0];
+        printf("  %s step %2d  cpu %.5f  gpu %.5f\n", label, s, l[0], l[1]);
+    }
+    char name[160];
+    snprintf(name, sizeof name, "%s %d-step run: the loss falls", label, steps);
+    report(last < first - 0.5f, name, "first %.3f last %.3f", first, last);
+    snprintf(name, sizeof name, "%s %d-step run: GPU loss curve follows the CPU one", label, steps);
+    report(max_diff < 1e-3, name, "max relative gap %.2e", max_diff);
+    mamba_free(&cpu); mamba_free(&gpu);
+}
+#endif

@@ -13,39 +13,6 @@ static MambaConfig tiny_config() {
     return c;
 }
 
-static void test_gradients(int B, int T) {
-    MambaModel m;
-    mamba_build(&m, tiny_config(), B, T, false);
-    mamba_init_params(&m, 42);
-    jitter_params(&m, 43);
-    Rng r; rng_seed(&r, 100 + T);
-    std::vector<int> tok(B * T), tgt(B * T);
-    for (int i = 0; i < B * T; i++) { tok[i] = rng_u32(&r) % 11; tgt[i] = rng_u32(&r) % 11; }
-    double loss0 = mamba_forward(&m, tok.data(), tgt.data(), B, T);
-    mamba_zero_grad(&m);
-    mamba_backward(&m);
-    const ParamStore& ps = m.params;
-    std::vector<float> grads(ps.grads, ps.grads + ps.num_trainable);
-    auto loss = [&]() -> double { return mamba_forward(&m, tok.data(), tgt.data(), B, T); };
-    for (size_t i = 0; i < ps.tensors.size(); i++) {
-        const ParamTensor& t = ps.tensors[i];
-        char name[128]; snprintf(name, sizeof name, "model T=%d %s", T, t.name.c_str());
-        // a float32 loss is good to a few ulps; divided by 2*eps that is the
-        // smallest gradient a central difference can see
-        const float eps = 3e-2f;
-        double noise = 2.0 * 1.2e-7 * fabs(loss0) / (2.0 * eps);
-        grad_check(name, ps.params + t.offset, grads.data() + t.offset, t.numel, loss, 3e-2, eps, 12, 7 + i, noise);
-    }
-    // accumulation: a second backward without zeroing doubles every gradient
-    mamba_forward(&m, tok.data(), tgt.data(), B, T);
-    mamba_backward(&m);
-    std::vector<float> twice(grads.size());
-    for (size_t i = 0; i < grads.size(); i++) twice[i] = 2.0f * grads[i];
-    char name[64]; snprintf(name, sizeof name, "model T=%d backward accumulates", T);
-    check_close(name, ps.grads, twice.data(), grads.size(), 1e-5);
-    mamba_free(&m);
-}
-
 static void test_recurrent_matches_parallel(int T) {
     MambaConfig c = {23, 16, 3, 8, 4, 2, 0, 0};
     mamba_config_derive(&c);
@@ -114,8 +81,8 @@ int main() {
     test_parameter_count();
     // T = 1 is left to the float64 PyTorch oracle (torch_check.py): with one
     // token per row the gradients through dt are below float32 finite differences
-    test_gradients(2, 7);
-    test_gradients(1, 70);
+    model_gradient_check(tiny_config(), 2, 7, "model");
+    model_gradient_check(tiny_config(), 1, 70, "model");
     test_recurrent_matches_parallel(1);
     test_recurrent_matches_parallel(77);
     return test_summary();
