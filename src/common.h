@@ -243,6 +243,15 @@ HOST_DEVICE float softplus_grad_f(float x) { return x > 20.0f ? 1.0f : sigmoid_f
 // ---------------------------------------------------------------------------
 // deterministic RNG (xorshift*), same stream on every machine
 
+// splitmix64 (Steele, Lea and Flood 2014): a stateless 64-bit hash, for draws that must not
+// depend on history (the data loader's windows, LoRA's dropout masks on both backends)
+HOST_DEVICE uint64_t splitmix64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
 typedef struct { uint64_t state; } Rng;
 static inline void rng_seed(Rng* r, uint64_t seed) { r->state = seed * 0x9E3779B97F4A7C15ull + 1; }
 static inline uint32_t rng_u32(Rng* r) {

@@ -127,13 +127,8 @@ static void dataloader_set_random(DataLoader* dl, uint64_t seed) {
     dl->random = true; dl->seed = seed; dl->pos = 0;
 }
 
-// splitmix64: a stateless hash, so window k of batch j never depends on history
-static uint64_t dataloader_hash(uint64_t x) {
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
+// a stateless hash, so window k of batch j never depends on history
+static uint64_t dataloader_hash(uint64_t x) { return splitmix64(x); }
 
 // inputs, targets: (B*T) host ints
 static void dataloader_next_batch(DataLoader* dl, int* inputs, int* targets) {

@@ -79,10 +79,7 @@ static std::vector<std::string> lora_split_list(const std::string& s) {
 
 // the dropout keep factor of element i: 0 or 1/(1-p) (splitmix64 of seed and i, top 24 bits)
 HOST_DEVICE float lora_keep(uint64_t seed, size_t i, float p) {
-    uint64_t z = seed + 0x9E3779B97F4A7C15ull * ((uint64_t)i + 1);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
+    uint64_t z = splitmix64(seed + 0x9E3779B97F4A7C15ull * (uint64_t)i);
     float u = (float)(z >> 40) * (1.0f / 16777216.0f);  // [0, 1)
     return u >= p ? 1.0f / (1.0f - p) : 0.0f;
 }
