@@ -3,6 +3,7 @@
 #   training step (batch 8 x 1024, vocab 50280, random tokens): tokens/s, ms/step, peak
 #   memory, the memory breakdown, and the per-component time (--profile)
 #   generation: us/token at batch 1, 8, 64 against the weight-read floor (--bench-generate)
+#   the mamba2-130m shape (24 Mamba-2 blocks, d_state 128, headdim 64): its training step
 # Logs under $OUT (default out/bench); the table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,8 @@ M130="--random-data --vocab 50280 --d-model 768 --n-layer 24 --batch 8 --seq-len
 ./train_mamba $M130 --steps 1 --checkpoint /tmp/bench130m.ckpt > /dev/null 2>&1
 ./train_mamba --resume /tmp/bench130m.ckpt --bench-generate > "$OUT/generate.log" 2>&1 || echo "(generation benchmark failed: $OUT/generate.log)"
 rm -f /tmp/bench130m.ckpt
+./train_mamba --random-data --vocab 50280 --d-model 768 --layers "M2*24" --batch 8 --seq-len 1024 --eval-interval 0 \
+    --log-every 5 --steps 10 > "$OUT/mamba2_step.log" 2>&1
 /usr/bin/python3 - "$GPU" "$OUT" <<'PY'
 import re, sys
 gpu, out = sys.argv[1], sys.argv[2]
@@ -40,6 +43,14 @@ prof = open(out + "/profile.log").read()
 i = prof.find("per-component")
 if i >= 0:
     print("\n" + prof[i:].strip())
+m2 = re.search(r"summary: ([0-9.]+) ms/step, ([0-9]+) tokens/s, peak memory ([0-9]+) MiB", open(out + "/mamba2_step.log").read())
+print("\nmamba2-130m training step, batch 8 x 1024 (24 Mamba-2 blocks, d_state 128, headdim 64; fp32, TF32 matmuls)")
+print("| | tokens/s | ms/step | peak memory |\n|---|---|---|---|")
+if m2:
+    print(f"| this project ({gpu}) | {int(m2.group(2)) / 1000:.1f}k | {float(m2.group(1)):.1f} | {int(m2.group(3)) / 1024:.2f} GiB |")
+else:
+    print("| this project | (failed: see mamba2_step.log) | | |")
+print("| official mamba_ssm Mamba-2 (Triton SSD), bf16 (H100, anchors) | 38.7k | 212 | 10.3 GB |")
 gen = open(out + "/generate.log").read().strip()
 print("\ngeneration (anchors: official generate with CUDA graphs 1.60 ms/token at batch 1, H100, bf16; "
       "weight-read floor 87 us in bf16, twice that for fp32 weights)")
