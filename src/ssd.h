@@ -44,8 +44,11 @@
 // the same bits for any number of OpenMP threads.
 //
 // Contents: the CPU reference (naive, quadratic and chunked forwards, backward, recurrent step);
-// the CUDA version (chunked, v1 SIMT); the backend wrappers.
+// the CUDA versions of the chunked algorithm (the plain SIMT kernels, for any shape; the tensor-core
+// kernels, for head dims P % 32 == 0 and d_state N of 64 or 128, the shapes of Mamba-2); the
+// recurrent step on the GPU; the backend wrappers.
 #pragma once
+#include <initializer_list>
 #include "common.h"
 
 #define SSD_CPU_BWD_CHUNK 64  // steps between the states the CPU backward keeps
@@ -427,8 +430,11 @@ static void ssd_step_cpu(floatX* y, float* state, const floatX* x, const floatX*
 // CUDA
 
 #ifdef __CUDACC__
-// The chunked algorithm on the GPU (v1: SIMT fp32, one thread block per (chunk, head, batch);
-// dev/ssd.cu times it against the floor and the official Triton kernels). The kernels use
+// ssd_forward_cuda / ssd_backward_cuda (bottom of this section) take the tensor-core kernels
+// (ssd_tc_*, after these) when the shape and the pointers allow it, else these plain ones.
+//
+// The plain kernels: the chunked algorithm in SIMT fp32, one thread block per (chunk, head, batch)
+// (dev/ssd.cu's v3; it times both paths against the floor and the official Triton kernels). The kernels use
 // chunks of SSD_CUDA_CHUNK steps whatever `chunk` the caller passes (the result does not
 // depend on it). Per chunk c of (b, h), cs[t] = sum of dt_k A from the chunk's first step to t
 // (computed serially by one thread, in the same order in every kernel), cl = cs[last]:
@@ -457,6 +463,21 @@ __device__ static void ssd_chunk_cumsum(float* cs, float* dts, const floatX* dt,
         }
     }
     __syncthreads();
+}
+
+// Gm[t][s] = exp(cs_t - cs_s) C_t . B_s for s <= t, 0 above the diagonal: the chunk's masked, decayed
+// C·Bᵀ (rows of SSD_CUDA_CHUNK floats; Cs, Bs rows of NS floats). The forward's outputs and the
+// backward use this one helper (the tensor-core path: ssd_tc_cb_kernel and ssd_tc_decay).
+__device__ static void ssd_masked_cb(float* Gm, const float* Cs, const float* Bs, const float* cs, int Qc, int NS, int N) {
+    for (int i = threadIdx.x; i < Qc * Qc; i += blockDim.x) {
+        int t = i / Qc, s = i % Qc;
+        float acc = 0.0f;
+        if (s <= t) {
+            for (int n = 0; n < N; n++) acc += Cs[t * NS + n] * Bs[s * NS + n];
+            acc *= expf(cs[t] - cs[s]);
+        }
+        Gm[t * SSD_CUDA_CHUNK + s] = acc;
+    }
 }
 
 // out (P, N) = sum_s w_s u_s v_s^T over one chunk. mode 0 (chunk state): u = x, v = B,
@@ -545,16 +566,7 @@ __global__ void ssd_out_kernel(floatX* y, const floatX* x, const floatX* dt, con
     const float* Hc = Hin + (((size_t)b * nc + c) * H + h) * P * N;
     for (int i = threadIdx.x; i < P * N; i += blockDim.x) Hs[(i / N) * NS + i % N] = Hc[i];
     __syncthreads();
-    // Gm[t][s] = exp(cs_t - cs_s) C_t . B_s for s <= t
-    for (int i = threadIdx.x; i < Qc * Qc; i += blockDim.x) {
-        int t = i / Qc, s = i % Qc;
-        float acc = 0.0f;
-        if (s <= t) {
-            for (int n = 0; n < N; n++) acc += Cs[t * NS + n] * Bs[s * NS + n];
-            acc *= expf(cs[t] - cs[s]);
-        }
-        Gm[t * Q + s] = acc;
-    }
+    ssd_masked_cb(Gm, Cs, Bs, cs, Qc, NS, N);
     __syncthreads();
     for (int i = threadIdx.x; i < Qc * P; i += blockDim.x) {
         int t = i / P, p = i % P;
@@ -627,16 +639,7 @@ __global__ void ssd_chunk_backward_kernel(floatX* dx, floatX* ddt, float* dA, fl
     }
     __syncthreads();
     if (threadIdx.x == 0) da[last] += dcl[((size_t)b * nc + c) * H + h];  // through the state passing
-    // Gm[t][s] = exp(cs_t - cs_s) C_t . B_s (s <= t)
-    for (int i = threadIdx.x; i < Qc * Qc; i += blockDim.x) {
-        int t = i / Qc, s = i % Qc;
-        float acc = 0.0f;
-        if (s <= t) {
-            for (int n = 0; n < N; n++) acc += Cs[t * NS + n] * Bs[s * NS + n];
-            acc *= expf(cs[t] - cs[s]);
-        }
-        Gm[t * Q + s] = acc;
-    }
+    ssd_masked_cb(Gm, Cs, Bs, cs, Qc, NS, N);
     __syncthreads();
     // dX_s[p] (X = dt x): intra-chunk outputs and the chunk state; then dx, ddt's direct part
     float dD_local = 0.0f, dcl_local = 0.0f;  // this thread's share of dD and of d(cs_last)
@@ -775,12 +778,10 @@ static void ssd_chunk_states_cuda(float* states, float* final_state, const float
     cudaCheckLaunch();
 }
 
-// `chunk`: the CPU's; the kernels use SSD_CUDA_CHUNK
-static void ssd_forward_cuda(floatX* y, float* final_state, const floatX* x, const floatX* dt, const float* A,
-                             const floatX* Bm, const floatX* Cm, const float* D, const float* h0, int B, int L, int H,
-                             int P, int G, int N, int chunk) {
-    ssd_check_shape("ssd_forward", B, L, H, P, G, N);
-    (void)chunk;
+// the plain forward (any shape); the kernels use chunks of SSD_CUDA_CHUNK
+static void ssd_forward_simt_cuda(floatX* y, float* final_state, const floatX* x, const floatX* dt, const float* A,
+                                  const floatX* Bm, const floatX* Cm, const float* D, const float* h0, int B, int L, int H,
+                                  int P, int G, int N) {
     if (B == 0 || L == 0) return;
     static DeviceScratch states_buf;
     int nc = ceil_div(L, SSD_CUDA_CHUNK);
@@ -792,13 +793,11 @@ static void ssd_forward_cuda(floatX* y, float* final_state, const floatX* x, con
     cudaCheckLaunch();
 }
 
-// every gradient accumulates (+=); dx, ddt, dBm, dCm must not be nullptr here
-static void ssd_backward_cuda(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm, float* dD, float* dh0,
-                              const floatX* dy, const float* dfinal_state, const floatX* x, const floatX* dt,
-                              const float* A, const floatX* Bm, const floatX* Cm, const float* D, const float* h0,
-                              int B, int L, int H, int P, int G, int N) {
-    ssd_check_shape("ssd_backward", B, L, H, P, G, N);
-    if (!dx || !ddt || !dBm || !dCm || !dA || !dD) FATAL("ssd_backward_cuda: dx, ddt, dA, dBm, dCm and dD are required");
+// the plain backward (any shape); every gradient accumulates (+=)
+static void ssd_backward_simt_cuda(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm, float* dD, float* dh0,
+                                   const floatX* dy, const float* dfinal_state, const floatX* x, const floatX* dt,
+                                   const float* A, const floatX* Bm, const floatX* Cm, const float* D, const float* h0,
+                                   int B, int L, int H, int P, int G, int N) {
     if (B == 0 || L == 0) return;
     static DeviceScratch states_buf, dS_buf, dcl_buf, dBh_buf, dCh_buf;
     int nc = ceil_div(L, SSD_CUDA_CHUNK);
@@ -825,6 +824,758 @@ static void ssd_backward_cuda(floatX* dx, floatX* ddt, float* dA, floatX* dBm, f
     ssd_group_sum_kernel<<<grid, 256>>>(dCm, dCh, B, L, H, G, N);
     cudaCheckLaunch();
 }
+
+// ---------------------------------------------------------------------------
+// CUDA, tensor cores: the chunked algorithm with its matrix products on TF32 mma.sync (m16n8k8,
+// fp32 accumulate). Inputs, outputs and every sum stay fp32; the operands of each product are rounded
+// to TF32 (10-bit mantissa): relative errors ~3e-4 - 7e-4 instead of ~1e-6. The backward's state
+// tensors are ssd_tc_state_t (bf16 by default: see the configuration after these kernels).
+//
+// Sequential kernels (one block per (p-slice of PT channels, head, batch) walks the chunks in
+// order and keeps its (PT x N) slice of the state in mma accumulators, so no state goes through
+// device memory in the forward):
+//   ssd_tc_cb_kernel         CB_c = C Bᵀ of each chunk (Q x Q), once per group (shared by its heads)
+//   ssd_tc_seq_kernel        forward:  y_t = sum_{s<=t} exp(cs_t - cs_s) CB[t,s] dt_s x_s
+//                                            + exp(cs_t) H_c C_t + D x_t;
+//                                      H_{c+1} = exp(cl) H_c + sum_s exp(cl - cs_s) dt_s x_s B_sᵀ
+//                            states:   the same recurrence, writing H_c (entering chunk c) instead of y
+//   ssd_tc_dstate_kernel     backward, chunks in reverse: G_{c+1} = dloss/dH_{c+1} written for each c,
+//                            G_c = exp(cl) G_{c+1} + sum_t exp(cs_t) dy_t C_tᵀ;  dh0 += G_0
+// One block per (chunk, group, batch), walking the group's heads (the head sums of dB and dC stay in
+// the block's accumulators), its inputs double-buffered with cp.async in slices of 32 channels:
+//   ssd_tc_chunk_bwd_kernel  dX_s = sum_{t>=s} W[t,s] dy_t + exp(cl - cs_s) G_{c+1} B_s  (X = dt x; W the
+//                            masked decayed CB) -> dx, ddt; dW = dY Xᵀ -> dCB = mask∘decay(dW) dt_s;
+//                            dC = sum_h [dCB_h B + exp(cs) dY_h H_c,h], dB = sum_h [dCB_hᵀ C + exp(cl-cs) dt X_h G_{c+1},h];
+//                            d(cs) (mask exponents, state read, chunk state, chunk decay) -> ddt, dA; dD
+// Shared-memory rows are padded so the fragment loads of each product hit 32 banks (row length
+// = 4 mod 32 floats where a warp reads 8 rows x 4 columns, 8 mod 32 where it reads 4 rows x 8).
+
+// x rounded to tf32 (nearest, ties away), the .b32 an mma operand takes
+__device__ __forceinline__ uint32_t ssd_tf32(float x) {
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+    return r;
+}
+// an operand already exact in tf32 (a bf16 state element widened to fp32): its bits go to the mma as they are
+struct SsdTf32Exact { float v; };
+__device__ __forceinline__ uint32_t ssd_tf32(SsdTf32Exact x) { return __float_as_uint(x.v); }
+// a state tensor's element as an mma operand: fp32 is rounded at the load, bf16 needs no rounding
+__device__ __forceinline__ float ssd_state_op(float v) { return v; }
+__device__ __forceinline__ SsdTf32Exact ssd_state_op(bf16 v) { return {__bfloat162float(v)}; }
+// d += a b: m16n8k8, tf32 operands, fp32 accumulators (PTX ISA fragment layouts; lane = 4 gid + tid4):
+// a[0] (gid, tid4), a[1] (gid+8, tid4), a[2] (gid, tid4+4), a[3] (gid+8, tid4+4); b0 (k tid4, n gid),
+// b1 (k tid4+4, n gid); d[0..1] (gid, 2 tid4 + 0..1), d[2..3] (gid+8, 2 tid4 + 0..1)
+__device__ __forceinline__ void ssd_mma_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// An (M x N) fp32 product held in the mma accumulators of W warps: WM x WN warps, each owning MT x NT
+// tiles of 16 x 8 starting at row m0, column n0. Operands come from functors A(m, k), B(k, n) (fp32
+// values, usually shared-memory reads; scales and masks folded in), rounded to tf32 at the load
+// (SsdTf32Exact values are passed as they are).
+template <int M, int N, int W> struct SsdTile {
+    static constexpr int WM = (M / 16 < W) ? M / 16 : W, WN = W / WM, MT = M / 16 / WM, NT = N / 8 / WN;
+    static_assert(WM * WN == W && MT * WM * 16 == M && NT * WN * 8 == N, "SsdTile: M x N does not split over W warps");
+    float acc[MT][NT][4];
+    int m0, n0, wm, wn;
+    __device__ __forceinline__ SsdTile() {
+        int w = threadIdx.x >> 5;
+        wm = w % WM; wn = w / WM; m0 = wm * MT * 16; n0 = wn * NT * 8;
+        zero();
+    }
+    __device__ __forceinline__ void zero() {
+#pragma unroll
+        for (int i = 0; i < MT; i++)
+#pragma unroll
+            for (int j = 0; j < NT; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
+    }
+    // row of acc[i][.][2h + .], first column of acc[.][j][.] (the pair col, col + 1)
+    __device__ __forceinline__ int row(int i, int h) const { return m0 + 16 * i + ((threadIdx.x & 31) >> 2) + 8 * h; }
+    __device__ __forceinline__ int col(int j) const { return n0 + 8 * j + 2 * (threadIdx.x & 3); }
+    // acc += sum over k in [0, K) of A(m, k) B(k, n). K is a compile-time multiple of 8 and the loop is
+    // unrolled, so the fragment loads of later k-steps overlap the mma of earlier ones (a causal product
+    // runs its full K: the masked entries are zeros)
+    template <int K, class FA, class FB> __device__ __forceinline__ void mma(FA A, FB Bv) {
+        const int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+#pragma unroll
+        for (int k = 0; k < K; k += 8) {
+            uint32_t a[MT][4], b[NT][2];
+#pragma unroll
+            for (int i = 0; i < MT; i++) {
+                int r = m0 + 16 * i + g;
+                a[i][0] = ssd_tf32(A(r, k + t));
+                a[i][1] = ssd_tf32(A(r + 8, k + t));
+                a[i][2] = ssd_tf32(A(r, k + t + 4));
+                a[i][3] = ssd_tf32(A(r + 8, k + t + 4));
+            }
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                int cn = n0 + 8 * j + g;
+                b[j][0] = ssd_tf32(Bv(k + t, cn));
+                b[j][1] = ssd_tf32(Bv(k + t + 4, cn));
+            }
+#pragma unroll
+            for (int i = 0; i < MT; i++)
+#pragma unroll
+                for (int j = 0; j < NT; j++) ssd_mma_tf32(acc[i][j], a[i], b[j][0], b[j][1]);
+        }
+    }
+    // f(row, col, v0, v1) on every pair of adjacent accumulators (columns col, col + 1)
+    template <class F> __device__ __forceinline__ void pairs(F f) {
+#pragma unroll
+        for (int i = 0; i < MT; i++)
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) f(row(i, h), col(j), acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+    }
+    // this thread's part of the row sums sum_n f(row, n, v): s[i][h] for row(i, h)
+    template <class F> __device__ __forceinline__ void row_part(float (&s)[MT][2], F f) const {
+#pragma unroll
+        for (int i = 0; i < MT; i++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                float v = 0.0f;
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+                    v += f(row(i, h), col(j), acc[i][j][2 * h]) + f(row(i, h), col(j) + 1, acc[i][j][2 * h + 1]);
+                s[i][h] = v;
+            }
+    }
+    // the quad's row parts summed: one value per (warp column, row) into part[wn * M + row]
+    __device__ __forceinline__ void row_store(float* part, const float (&s)[MT][2]) const {
+#pragma unroll
+        for (int i = 0; i < MT; i++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                float v = s[i][h];
+                v += __shfl_xor_sync(0xffffffffu, v, 1);
+                v += __shfl_xor_sync(0xffffffffu, v, 2);
+                if ((threadIdx.x & 3) == 0) part[wn * M + row(i, h)] = v;
+            }
+    }
+    // column sums of f(row, col, v) over the warp's rows: one value per (warp row, column) into part[wm * N + col]
+    template <class F> __device__ __forceinline__ void col_store(float* part, F f) const {
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+                float v = 0.0f;
+#pragma unroll
+                for (int i = 0; i < MT; i++)
+#pragma unroll
+                    for (int h = 0; h < 2; h++) v += f(row(i, h), col(j) + c, acc[i][j][2 * h + c]);
+                v += __shfl_xor_sync(0xffffffffu, v, 4);
+                v += __shfl_xor_sync(0xffffffffu, v, 8);
+                v += __shfl_xor_sync(0xffffffffu, v, 16);
+                if ((threadIdx.x & 31) < 4) part[wm * N + col(j) + c] = v;
+            }
+    }
+};
+
+// The masked, decayed C·Bᵀ entry of a chunk: W[t][s] = exp(cs_t - cs_s) CB[t][s] for s <= t, 0 above the
+// diagonal (the exponent is <= 0). The one place the mask is applied: the forward's outputs, the
+// backward's dX and its dCB (the same map applied to dW) all call it.
+__device__ __forceinline__ float ssd_tc_decay(float cb, const float* cs, int t, int s) {
+    return s <= t ? cb * __expf(cs[t] - cs[s]) : 0.0f;
+}
+
+// One warp: dts[i] = dt of the chunk's step i (0 past its end Qc), cs[i] = sum_{k<=i} dts[k] A for i < Q
+// (lane l scans steps [l E, l E + E), then a shuffle scan over the lanes); returns cs[Q-1] in every lane
+template <int Q>
+__device__ __forceinline__ float ssd_tc_cumsum(float* cs, float* dts, const floatX* dtp, size_t stride, int Qc, float A) {
+    constexpr int E = Q / 32;
+    const int lane = threadIdx.x & 31;
+    float v[E], run = 0.0f;
+#pragma unroll
+    for (int e = 0; e < E; e++) {
+        int i = lane * E + e;
+        float d = i < Qc ? (float)dtp[(size_t)i * stride] : 0.0f;
+        dts[i] = d;
+        run += d * A;
+        v[e] = run;
+    }
+    float incl = run;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        float u = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += u;
+    }
+#pragma unroll
+    for (int e = 0; e < E; e++) cs[lane * E + e] = incl - run + v[e];
+    __syncwarp();
+    return __shfl_sync(0xffffffffu, incl, 31);
+}
+
+// cp.async: global -> shared without registers; full = false reads nothing and zero-fills
+__device__ __forceinline__ void ssd_cp16(void* sdst, const void* gsrc, bool full) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(sdst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gsrc), "r"(full ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void ssd_cp4(void* sdst, const void* gsrc, bool full) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(sdst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gsrc), "r"(full ? 4 : 0) : "memory");
+}
+__device__ __forceinline__ void ssd_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void ssd_cp_wait1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }  // all but the last group
+__device__ __forceinline__ void ssd_cp_wait0() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+// rows [0, Q) of COLS floats (row r at src + r * stride) into shared rows of ld floats; rows from
+// `valid` on are zero-filled (their source clamped to row 0, which is never read)
+template <int Q, int COLS>
+__device__ __forceinline__ void ssd_cp_rows(float* dst, int ld, const floatX* src, size_t stride, int valid) {
+    constexpr int V = COLS / 4;
+    for (int i = threadIdx.x; i < Q * V; i += blockDim.x) {
+        int r = i / V, c = (i % V) * 4;
+        bool ok = r < valid;
+        ssd_cp16(dst + r * ld + c, src + (ok ? (size_t)r * stride : 0) + c, ok);
+    }
+}
+// dt of the chunk's steps [0, Q) of one head (zero past `valid`), 4-byte copies
+template <int Q>
+__device__ __forceinline__ void ssd_cp_dt(float* dst, const floatX* src, size_t stride, int valid) {
+    for (int i = threadIdx.x; i < Q; i += blockDim.x) ssd_cp4(dst + i, src + (i < valid ? (size_t)i * stride : 0), i < valid);
+}
+
+// two adjacent values: fp32 outputs, or a state tensor of ssd_tc_state_t (fp32 or bf16)
+__device__ __forceinline__ void ssd_st2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
+__device__ __forceinline__ void ssd_st2(bf16* p, float a, float b) { *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b); }
+
+// CB (B, nc, G, Q, Q) = C Bᵀ of every chunk; rows past L are zero. grid (nc, G, B), 128 threads
+template <int Q, int N>
+__global__ void __launch_bounds__(128) ssd_tc_cb_kernel(float* cb, const floatX* Bm, const floatX* Cm, int L, int G) {
+    constexpr int LD = N + 4;
+    extern __shared__ float sm[];
+    float *Cs = sm, *Bs = sm + Q * LD;
+    const int c = blockIdx.x, g = blockIdx.y, b = blockIdx.z, nc = gridDim.x, t0 = c * Q, Qc = min(Q, L - t0);
+    const size_t row0 = (((size_t)b * L + t0) * G + g) * N;
+    ssd_cp_rows<Q, N>(Cs, LD, Cm + row0, (size_t)G * N, Qc);
+    ssd_cp_rows<Q, N>(Bs, LD, Bm + row0, (size_t)G * N, Qc);
+    ssd_cp_commit();
+    ssd_cp_wait0();
+    __syncthreads();
+    SsdTile<Q, Q, 4> T;
+    T.mma<N>([&](int t, int n) { return Cs[t * LD + n]; }, [&](int n, int s) { return Bs[s * LD + n]; });
+    float* out = cb + (((size_t)b * nc + c) * G + g) * Q * Q;
+    T.pairs([&](int t, int s, float& v0, float& v1) { ssd_st2(out + t * Q + s, v0, v1); });
+}
+template <int Q, int N> static size_t ssd_tc_cb_smem() { return (size_t)2 * Q * (N + 4); }
+
+// The sequential forward (OUT: y and the final state) or the states entering every chunk (!OUT:
+// states (B, nc, H, P, N) of type ST). grid (P / PT, H, B), PT / 8 warps. Each chunk's inputs (x slice,
+// B, dt; C and C Bᵀ for OUT) are copied by cp.async into one of two stages while the previous chunk computes.
+template <int Q, int N, int PT, bool OUT> struct SsdSeqSmem {
+    static constexpr int LDB = N + 8, LDX = PT + 8, LDC = N + 4, LDCB = Q + 4, LDH = N + 4;
+    static constexpr int STAGE = Q * LDB + Q * LDX + (OUT ? Q * LDC + Q * LDCB : 0) + Q;  // B, x, [C, C Bᵀ], dt
+    static constexpr size_t floats = 2 * (size_t)STAGE + 3 * Q * (PT / 8) + (OUT ? PT * LDH : 0);  // + cs, dts, ws per warp
+};
+template <int Q, int N, int PT, bool OUT, typename ST>
+__global__ void __launch_bounds__(PT * 4) ssd_tc_seq_kernel(floatX* y, float* fstate, ST* states, const floatX* x, const floatX* dt,
+                                                        const float* A, const floatX* Bm, const floatX* Cm, const float* D,
+                                                        const float* h0, const float* cb, int L, int H, int P, int G) {
+    typedef SsdSeqSmem<Q, N, PT, OUT> S_;
+    constexpr int W = PT / 8, LDB = S_::LDB, LDX = S_::LDX, LDC = S_::LDC, LDCB = S_::LDCB, LDH = S_::LDH, STAGE = S_::STAGE;
+    extern __shared__ float sm[];
+    // each warp scans the chunk's decays itself (no barrier): its own cs, dts, ws
+    float *cs = sm + 2 * STAGE + 3 * Q * (threadIdx.x >> 5), *dts = cs + Q, *ws = dts + Q;
+    float* Hs = sm + 2 * STAGE + 3 * Q * W;  // OUT only
+    const int pt = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (H / G), p0 = pt * PT, nc = (L + Q - 1) / Q;
+    const float Ah = A[h];
+    const size_t PN = (size_t)P * N, bh = (size_t)b * H + h;
+    auto stage = [&](int c, float*& Bs, float*& Xs, float*& Cs, float*& CBs, float*& dtb) {
+        Bs = sm + (c & 1) * STAGE; Xs = Bs + Q * LDB; Cs = Xs + Q * LDX; CBs = Cs + Q * LDC;
+        dtb = OUT ? CBs + Q * LDCB : Cs;
+    };
+    auto issue = [&](int c) {
+        float *Bs, *Xs, *Cs, *CBs, *dtb;
+        stage(c, Bs, Xs, Cs, CBs, dtb);
+        const int t0 = c * Q, Qc = min(Q, L - t0);
+        const size_t row = ((size_t)b * L + t0) * G + g;
+        ssd_cp_rows<Q, PT>(Xs, LDX, x + (((size_t)b * L + t0) * H + h) * P + p0, (size_t)H * P, Qc);
+        ssd_cp_rows<Q, N>(Bs, LDB, Bm + row * N, (size_t)G * N, Qc);
+        if constexpr (OUT) {
+            ssd_cp_rows<Q, N>(Cs, LDC, Cm + row * N, (size_t)G * N, Qc);
+            ssd_cp_rows<Q, Q>(CBs, LDCB, cb + (((size_t)b * nc + c) * G + g) * Q * Q, Q, Q);
+        }
+        ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
+    };
+    issue(0);
+    ssd_cp_commit();
+    SsdTile<PT, N, W> S;  // the state slice [p][n] entering the current chunk
+    if (h0)
+        S.pairs([&](int p, int n, float& v0, float& v1) {
+            float2 u = *reinterpret_cast<const float2*>(h0 + bh * PN + (size_t)(p0 + p) * N + n);
+            v0 = u.x; v1 = u.y;
+        });
+    for (int c = 0; c < nc; c++) {
+        const int t0 = c * Q, Qc = min(Q, L - t0);
+        if (c + 1 < nc) issue(c + 1);
+        ssd_cp_commit();
+        if constexpr (OUT) S.pairs([&](int p, int n, float& v0, float& v1) { ssd_st2(Hs + p * LDH + n, v0, v1); });
+        else S.pairs([&](int p, int n, float& v0, float& v1) {
+            ssd_st2(states + (((size_t)b * nc + c) * H + h) * PN + (size_t)(p0 + p) * N + n, v0, v1);
+        });
+        float *Bs, *Xs, *Cs, *CBs, *dtb;
+        stage(c, Bs, Xs, Cs, CBs, dtb);
+        ssd_cp_wait1();
+        __syncthreads();
+        {
+            float cl = ssd_tc_cumsum<Q>(cs, dts, dtb, 1, Qc, Ah);
+            for (int i = threadIdx.x & 31; i < Q; i += 32) ws[i] = __expf(cl - cs[i]) * dts[i];
+            __syncwarp();
+        }
+        if constexpr (OUT) {
+            // y = exp(cs_t) C_t H_cᵀ (the state read) + W (dt x) (the diagonal block) + D x
+            SsdTile<Q, PT, W> Y;
+            Y.mma<N>([&](int t, int n) { return Cs[t * LDC + n]; }, [&](int n, int p) { return Hs[p * LDH + n]; });
+            Y.pairs([&](int t, int, float& v0, float& v1) { float e = __expf(cs[t]); v0 *= e; v1 *= e; });
+            Y.mma<Q>([&](int t, int s) { return ssd_tc_decay(CBs[t * LDCB + s], cs, t, s) * dts[s]; },
+                  [&](int s, int p) { return Xs[s * LDX + p]; });
+            const float Dh = D[h];
+            Y.pairs([&](int t, int p, float& v0, float& v1) {
+                if (t < Qc)
+                    ssd_st2(y + (((size_t)b * L + t0 + t) * H + h) * P + p0 + p, v0 + Dh * Xs[t * LDX + p], v1 + Dh * Xs[t * LDX + p + 1]);
+            });
+        }
+        // H_{c+1} = exp(cl) H_c + (w x)ᵀ B, w_s = exp(cl - cs_s) dt_s
+        const float el = __expf(cs[Q - 1]);
+        S.pairs([&](int, int, float& v0, float& v1) { v0 *= el; v1 *= el; });
+        S.mma<Q>([&](int p, int s) { return Xs[s * LDX + p] * ws[s]; }, [&](int s, int n) { return Bs[s * LDB + n]; });
+        __syncthreads();
+    }
+    if constexpr (OUT)
+        if (fstate) S.pairs([&](int p, int n, float& v0, float& v1) { ssd_st2(fstate + bh * PN + (size_t)(p0 + p) * N + n, v0, v1); });
+}
+
+// The state gradients, chunks in reverse: dstates[c] = G_{c+1} (B, nc, H, P, N) of type ST; dh0 += G_0.
+// grid (P / PT, H, B), PT / 8 warps; C, the dy slice and dt double-buffered like the forward's inputs
+template <int Q, int N, int PT> struct SsdDstateSmem {
+    static constexpr int LDC = N + 8, LDY = PT + 8, STAGE = Q * LDC + Q * LDY + Q;
+    static constexpr size_t floats = 2 * (size_t)STAGE + 3 * Q * (PT / 8);  // + cs, dts, ecs per warp
+};
+template <int Q, int N, int PT, typename ST>
+__global__ void __launch_bounds__(PT * 4) ssd_tc_dstate_kernel(ST* dstates, float* dh0, const float* dfinal, const floatX* dy,
+                                                           const floatX* dt, const float* A, const floatX* Cm, int L, int H, int P, int G) {
+    typedef SsdDstateSmem<Q, N, PT> S_;
+    constexpr int W = PT / 8, LDC = S_::LDC, LDY = S_::LDY, STAGE = S_::STAGE;
+    extern __shared__ float sm[];
+    float *cs = sm + 2 * STAGE + 3 * Q * (threadIdx.x >> 5), *dts = cs + Q, *ecs = dts + Q;  // this warp's
+    const int pt = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (H / G), p0 = pt * PT, nc = (L + Q - 1) / Q;
+    const float Ah = A[h];
+    const size_t PN = (size_t)P * N, bh = (size_t)b * H + h;
+    auto issue = [&](int c) {
+        float *Cs = sm + (c & 1) * STAGE, *DYs = Cs + Q * LDC, *dtb = DYs + Q * LDY;
+        const int t0 = c * Q, Qc = min(Q, L - t0);
+        ssd_cp_rows<Q, N>(Cs, LDC, Cm + (((size_t)b * L + t0) * G + g) * N, (size_t)G * N, Qc);
+        ssd_cp_rows<Q, PT>(DYs, LDY, dy + (((size_t)b * L + t0) * H + h) * P + p0, (size_t)H * P, Qc);
+        ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
+    };
+    issue(nc - 1);
+    ssd_cp_commit();
+    SsdTile<PT, N, W> Gt;  // G_{c+1}, [p][n]
+    if (dfinal)
+        Gt.pairs([&](int p, int n, float& v0, float& v1) {
+            float2 u = *reinterpret_cast<const float2*>(dfinal + bh * PN + (size_t)(p0 + p) * N + n);
+            v0 = u.x; v1 = u.y;
+        });
+    for (int c = nc - 1; c >= 0; c--) {
+        const int Qc = min(Q, L - c * Q);
+        if (c > 0) issue(c - 1);
+        ssd_cp_commit();
+        Gt.pairs([&](int p, int n, float& v0, float& v1) {
+            ssd_st2(dstates + (((size_t)b * nc + c) * H + h) * PN + (size_t)(p0 + p) * N + n, v0, v1);
+        });
+        float *Cs = sm + (c & 1) * STAGE, *DYs = Cs + Q * LDC, *dtb = DYs + Q * LDY;
+        ssd_cp_wait1();
+        __syncthreads();
+        ssd_tc_cumsum<Q>(cs, dts, dtb, 1, Qc, Ah);
+        for (int i = threadIdx.x & 31; i < Q; i += 32) ecs[i] = __expf(cs[i]);
+        __syncwarp();
+        const float el = __expf(cs[Q - 1]);
+        Gt.pairs([&](int, int, float& v0, float& v1) { v0 *= el; v1 *= el; });
+        Gt.mma<Q>([&](int p, int t) { return DYs[t * LDY + p] * ecs[t]; }, [&](int t, int n) { return Cs[t * LDC + n]; });
+        __syncthreads();
+    }
+    if (dh0)
+        Gt.pairs([&](int p, int n, float& v0, float& v1) {
+            float2* o = reinterpret_cast<float2*>(dh0 + bh * PN + (size_t)(p0 + p) * N + n);
+            float2 u = *o; u.x += v0; u.y += v1; *o = u;
+        });
+}
+
+// Every other gradient, per (chunk, group, batch): the group's heads one after another, each in
+// slices of PS = 32 channels (x, dy and dx (accumulated into): (Q x PS); H_c, G_{c+1}: (PS x N); dt, ddt)
+// double-buffered.
+// W warps (8 or 16); the whole block's shared memory is ~200 KB (Q 64, N 128): one block per SM.
+template <int Q, int N, typename ST, int W_ = 8> struct SsdChunkBwdSmem {
+    static constexpr int W = W_, PS = 32;
+    typedef SsdTile<Q, Q, W> TQ;   // dW, dCB: [t][s]
+    typedef SsdTile<Q, N, W> TN;   // dC, dB: [t][n]
+    typedef SsdTile<Q, PS, W> TX;  // dX slice: [s][p]
+    static constexpr int LDB = N + 4, LDC = N + 8, LDCB = Q + 8, LDX = PS + 4;
+    static constexpr int LDS = sizeof(ST) == 4 ? N + 8 : N + 16;  // state rows, in ST elements
+    static constexpr int STAGE = 3 * Q * LDX + (int)(2 * PS * LDS * sizeof(ST) / 4) + 2 * Q;  // floats
+    // per-row / per-column partial sums: one slot per warp column (rows) or warp row (columns)
+    static constexpr int ROWP = TQ::WN * Q, COLP = TQ::WM * Q, R12P = TN::WN * Q, DDP = TX::WN * Q;
+    // the head's masked decayed C·Bᵀ, computed once per head: only where it fits (bf16 state tiles)
+    static constexpr bool PREW = sizeof(ST) == 2;
+    static size_t floats(int P) {
+        return (size_t)Q * LDB + Q * LDC + Q * LDCB + 2 * STAGE + 5 * Q + ROWP + COLP + 2 * R12P + 2 * W + (size_t)(P / PS) * DDP +
+               (PREW ? (size_t)Q * LDCB : 0);
+    }
+};
+template <int Q, int N, typename ST, int W_ = 8>
+__global__ void __launch_bounds__(W_ * 32, 1) ssd_tc_chunk_bwd_kernel(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm,
+        float* dD, const floatX* dy, const floatX* x, const floatX* dt, const float* A, const floatX* Bm, const floatX* Cm,
+        const float* D, const float* cb, const ST* states, const ST* dstates, int L, int H, int P, int G) {
+    typedef SsdChunkBwdSmem<Q, N, ST, W_> S_;
+    constexpr int W = S_::W, PS = S_::PS, LDB = S_::LDB, LDC = S_::LDC, LDCB = S_::LDCB, LDX = S_::LDX, LDS = S_::LDS;
+    constexpr int STAGE = S_::STAGE;
+    typedef typename S_::TQ TQ;
+    typedef typename S_::TN TN;
+    typedef typename S_::TX TX;
+    extern __shared__ float sm[];
+    float *Bs = sm, *Cs = Bs + Q * LDB, *CBs = Cs + Q * LDC, *stage0 = CBs + Q * LDCB;
+    float *cs = stage0 + 2 * STAGE, *dts = cs + Q, *ecs = dts + Q, *est = ecs + Q, *wst = est + Q;  // the head's decays
+    float *rowp = wst + Q, *colp = rowp + S_::ROWP, *r1p = colp + S_::COLP, *r2p = r1p + S_::R12P, *red = r2p + S_::R12P;
+    float* ddp = red + 2 * W;
+    float* Wm = ddp + (size_t)(P / PS) * S_::DDP;  // PREW: W[t][s] = ssd_tc_decay(CB[t][s]) of the head
+    const int c = blockIdx.x, g = blockIdx.y, b = blockIdx.z, nc = gridDim.x, t0 = c * Q, Qc = min(Q, L - t0);
+    const int hpg = H / G, nps = P / PS, nst = hpg * nps, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const size_t PN = (size_t)P * N;
+    constexpr int SV = (int)(16 / sizeof(ST));  // state elements per 16-byte copy
+
+    // the chunk's B and C rows and its C·Bᵀ (with the first slice)
+    for (int i = threadIdx.x; i < Q * (N / 4); i += blockDim.x) {
+        int r = i / (N / 4), c4 = (i % (N / 4)) * 4;
+        bool ok = r < Qc;
+        size_t at = (((size_t)b * L + t0 + (ok ? r : 0)) * G + g) * N + c4;
+        ssd_cp16(Bs + r * LDB + c4, Bm + at, ok);
+        ssd_cp16(Cs + r * LDC + c4, Cm + at, ok);
+    }
+    const float* cbc = cb + (((size_t)b * nc + c) * G + g) * Q * Q;
+    for (int i = threadIdx.x; i < Q * (Q / 4); i += blockDim.x) {
+        int r = i / (Q / 4), c4 = (i % (Q / 4)) * 4;
+        ssd_cp16(CBs + r * LDCB + c4, cbc + r * Q + c4, true);
+    }
+    auto slice = [&](int st, float*& Xs, float*& DYs, float*& DXs, ST*& Hs, ST*& Gs, float*& dtb) {
+        float* sb = stage0 + (st & 1) * STAGE;
+        Xs = sb; DYs = Xs + Q * LDX; DXs = DYs + Q * LDX;
+        Hs = reinterpret_cast<ST*>(DXs + Q * LDX); Gs = Hs + PS * LDS;
+        dtb = reinterpret_cast<float*>(Gs + PS * LDS);  // dt, then ddt
+    };
+    auto issue = [&](int st) {
+        const int hh = st / nps, ps = st % nps, h = g * hpg + hh;
+        float *Xs, *DYs, *DXs, *dtb; ST *Hs, *Gs;
+        slice(st, Xs, DYs, DXs, Hs, Gs, dtb);
+        for (int i = threadIdx.x; i < Q * (PS / 4); i += blockDim.x) {
+            int r = i / (PS / 4), c4 = (i % (PS / 4)) * 4;
+            bool ok = r < Qc;
+            size_t at = (((size_t)b * L + t0 + (ok ? r : 0)) * H + h) * P + ps * PS + c4;
+            ssd_cp16(Xs + r * LDX + c4, x + at, ok);
+            ssd_cp16(DYs + r * LDX + c4, dy + at, ok);
+            ssd_cp16(DXs + r * LDX + c4, dx + at, ok);
+        }
+        const size_t so = (((size_t)b * nc + c) * H + h) * PN + (size_t)ps * PS * N;
+        for (int i = threadIdx.x; i < PS * (N / SV); i += blockDim.x) {
+            int r = i / (N / SV), c8 = (i % (N / SV)) * SV;
+            ssd_cp16(Hs + r * LDS + c8, states + so + (size_t)r * N + c8, true);
+            ssd_cp16(Gs + r * LDS + c8, dstates + so + (size_t)r * N + c8, true);
+        }
+        ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
+        if (ps == nps - 1) ssd_cp_dt<Q>(dtb + Q, ddt + ((size_t)b * L + t0) * H + h, H, Qc);
+    };
+    issue(0);
+    ssd_cp_commit();
+
+    TQ dW, dCB;               // this head's dY Xᵀ; the group's sum of dCB
+    TN dCt, dBt;              // the group's dC, dB (the state terms of every head so far)
+    float r1prev[TN::MT][2] = {}, r2prev[TN::MT][2] = {};  // C·dC, B·dB row parts before this head
+    float dD_acc = 0.0f, dcl_acc = 0.0f;
+    for (int st = 0; st < nst; st++) {
+        const int hh = st / nps, ps = st % nps, h = g * hpg + hh;
+        float *Xs, *DYs, *DXs, *dtb; ST *Hs, *Gs;
+        slice(st, Xs, DYs, DXs, Hs, Gs, dtb);
+        if (st + 1 < nst) issue(st + 1);
+        ssd_cp_commit();
+        ssd_cp_wait1();
+        __syncthreads();
+        const float Ah = A[h], Dh = D[h];
+        if (ps == 0) {  // a new head: its cumulative decays (and W)
+            if (warp == 0) {
+                float cl = ssd_tc_cumsum<Q>(cs, dts, dtb, 1, Qc, Ah);
+                for (int i = lane; i < Q; i += 32) {
+                    ecs[i] = __expf(cs[i]); est[i] = __expf(cl - cs[i]); wst[i] = est[i] * dts[i];
+                }
+            }
+            dW.zero(); dD_acc = 0.0f; dcl_acc = 0.0f;
+            __syncthreads();
+            if constexpr (S_::PREW) {
+                for (int i = threadIdx.x; i < Q * Q; i += blockDim.x) {
+                    int t = i / Q, s2 = i % Q;
+                    Wm[t * LDCB + s2] = ssd_tc_decay(CBs[t * LDCB + s2], cs, t, s2);
+                }
+                __syncthreads();
+            }
+        }
+        {   // dX (this slice) = exp(cl - cs_s) B_s G_{c+1}ᵀ + Wᵀ dY  -> dx, and x . dX (ddt's direct part)
+            TX X;
+            X.mma<N>([&](int s, int n) { return Bs[s * LDB + n]; }, [&](int n, int p) { return ssd_state_op(Gs[p * LDS + n]); });
+            X.pairs([&](int s, int, float& v0, float& v1) { v0 *= est[s]; v1 *= est[s]; });
+            X.mma<Q>([&](int s, int t) {
+                         if constexpr (S_::PREW) return Wm[t * LDCB + s];
+                         else return ssd_tc_decay(CBs[t * LDCB + s], cs, t, s);
+                     },
+                  [&](int t, int p) { return DYs[t * LDX + p]; });
+            X.pairs([&](int s, int p, float& v0, float& v1) {
+                float x0 = Xs[s * LDX + p], x1 = Xs[s * LDX + p + 1], y0 = DYs[s * LDX + p], y1 = DYs[s * LDX + p + 1];
+                dD_acc += y0 * x0 + y1 * x1;
+                if (s < Qc)
+                    ssd_st2(dx + (((size_t)b * L + t0 + s) * H + h) * P + ps * PS + p, DXs[s * LDX + p] + dts[s] * v0 + Dh * y0,
+                            DXs[s * LDX + p + 1] + dts[s] * v1 + Dh * y1);
+            });
+            float rs[TX::MT][2];
+            X.row_part(rs, [&](int s, int p, float v) { return Xs[s * LDX + p] * v; });
+            X.row_store(ddp + ps * S_::DDP, rs);
+        }
+        // dW += dY Xᵀ (raw x); dC += exp(cs_t) dY H_c; dB += exp(cl - cs_s) dt_s X G_{c+1}
+        dW.mma<PS>([&](int t, int p) { return DYs[t * LDX + p]; }, [&](int p, int s) { return Xs[s * LDX + p]; });
+        dCt.mma<PS>([&](int t, int p) { return DYs[t * LDX + p] * ecs[t]; }, [&](int p, int n) { return ssd_state_op(Hs[p * LDS + n]); });
+        dBt.mma<PS>([&](int s, int p) { return Xs[s * LDX + p] * wst[s]; }, [&](int p, int n) { return ssd_state_op(Gs[p * LDS + n]); });
+        for (int i = threadIdx.x; i < PS * N; i += blockDim.x) {  // <H_c, G_{c+1}> (the chunk decay's gradient)
+            int r = i / N, n = i % N;
+            dcl_acc += to_f32(Hs[r * LDS + n]) * to_f32(Gs[r * LDS + n]);
+        }
+        if (ps == nps - 1) {  // the head is complete
+            // dCB_h = mask∘decay(dW) dt_s; m = dCB_h ∘ CB below the diagonal: d(cs_t) += row sums, d(cs_s) -= column sums
+            dW.pairs([&](int t, int s, float& v0, float& v1) {
+                v0 = ssd_tc_decay(v0, cs, t, s) * dts[s];
+                v1 = ssd_tc_decay(v1, cs, t, s + 1) * dts[s + 1];
+            });
+            auto m = [&](int t, int s, float v) { return s < t ? v * CBs[t * LDCB + s] : 0.0f; };
+            float rs[TQ::MT][2];
+            dW.row_part(rs, m);
+            dW.row_store(rowp, rs);
+            dW.col_store(colp, m);
+#pragma unroll
+            for (int i = 0; i < TQ::MT; i++)
+#pragma unroll
+                for (int j = 0; j < TQ::NT; j++)
+#pragma unroll
+                    for (int r = 0; r < 4; r++) dCB.acc[i][j][r] += dW.acc[i][j][r];
+            // r1_t = C_t . (this head's dC_t), r2_s = B_s . (this head's dB_s): differences of the running row parts
+            float n1[TN::MT][2], n2[TN::MT][2];
+            dCt.row_part(n1, [&](int t, int n, float v) { return Cs[t * LDC + n] * v; });
+            dBt.row_part(n2, [&](int s, int n, float v) { return Bs[s * LDB + n] * v; });
+#pragma unroll
+            for (int i = 0; i < TN::MT; i++)
+#pragma unroll
+                for (int hh2 = 0; hh2 < 2; hh2++) {
+                    float a1 = n1[i][hh2], a2 = n2[i][hh2];
+                    n1[i][hh2] = a1 - r1prev[i][hh2]; r1prev[i][hh2] = a1;
+                    n2[i][hh2] = a2 - r2prev[i][hh2]; r2prev[i][hh2] = a2;
+                }
+            dCt.row_store(r1p, n1);
+            dBt.row_store(r2p, n2);
+            float wsum = warp_sum(dcl_acc), wd = warp_sum(dD_acc);
+            if (lane == 0) { red[warp] = wsum; red[W + warp] = wd; }
+            __syncthreads();
+            if (warp == 0) {
+                // d(cs_t) = mask rows - mask columns + r1_t - r2_t; the last step also gets sum_s r2_s
+                // (the chunk state's exp(cl)) and exp(cl) <H_c, G_{c+1}> (the chunk decay)
+                constexpr int E = Q / 32;
+                float dcs[E], dd[E], r2s = 0.0f;
+#pragma unroll
+                for (int e = 0; e < E; e++) {
+                    const int t = lane * E + e;
+                    float v = 0.0f, r2 = 0.0f, d = 0.0f;
+                    for (int w = 0; w < TQ::WN; w++) v += rowp[w * Q + t];
+                    for (int w = 0; w < TQ::WM; w++) v -= colp[w * Q + t];
+                    for (int w = 0; w < TN::WN; w++) { v += r1p[w * Q + t]; r2 += r2p[w * Q + t]; }
+                    for (int q = 0; q < nps; q++)
+                        for (int w = 0; w < TX::WN; w++) d += ddp[q * S_::DDP + w * Q + t];
+                    dcs[e] = v - r2; r2s += r2; dd[e] = d;
+                }
+                r2s = warp_sum(r2s);
+                float dcl = 0.0f, dDh = 0.0f;
+                for (int w = 0; w < W; w++) { dcl += red[w]; dDh += red[W + w]; }
+                if (lane == 31) dcs[E - 1] += r2s + __expf(cs[Q - 1]) * dcl;
+                // cs_t = sum_{k<=t} dt_k A: ddt_k += A sum_{t>=k} d(cs_t), dA += sum_k dt_k sum_{t>=k} d(cs_t)
+                float loc[E], run = 0.0f;
+#pragma unroll
+                for (int e = E - 1; e >= 0; e--) { run += dcs[e]; loc[e] = run; }
+                float incl = run;
+#pragma unroll
+                for (int o = 1; o < 32; o <<= 1) {
+                    float u = __shfl_down_sync(0xffffffffu, incl, o);
+                    if (lane + o < 32) incl += u;
+                }
+                const float above = incl - run;  // the lanes after this one
+                float dAp = 0.0f;
+#pragma unroll
+                for (int e = 0; e < E; e++) {
+                    const int t = lane * E + e;
+                    const float cum = loc[e] + above;
+                    dAp += dts[t] * cum;
+                    if (t < Qc) ddt[((size_t)b * L + t0 + t) * H + h] = (floatX)(dtb[Q + t] + Ah * cum + dd[e]);
+                }
+                dAp = warp_sum(dAp);
+                if (lane == 0) { atomicAdd(&dA[h], dAp); atomicAdd(&dD[h], dDh); }
+            }
+        }
+        __syncthreads();
+    }
+    // dC += dCB B, dB += dCBᵀ C, with the group's summed dCB (lower triangular)
+    dCB.pairs([&](int t, int s, float& v0, float& v1) { ssd_st2(CBs + t * LDCB + s, v0, v1); });
+    __syncthreads();
+    dCt.mma<Q>([&](int t, int s) { return CBs[t * LDCB + s]; }, [&](int s, int n) { return Bs[s * LDB + n]; });
+    dBt.mma<Q>([&](int s, int t) { return CBs[t * LDCB + s]; }, [&](int t, int n) { return Cs[t * LDC + n]; });
+    auto add_rows = [&](floatX* out, TN& T) {  // every load first, then the adds and stores
+        float2 old[TN::MT][TN::NT][2];
+#pragma unroll
+        for (int i = 0; i < TN::MT; i++)
+#pragma unroll
+            for (int j = 0; j < TN::NT; j++)
+#pragma unroll
+                for (int hh2 = 0; hh2 < 2; hh2++) {
+                    int t = T.row(i, hh2);
+                    old[i][j][hh2] = t < Qc ? *reinterpret_cast<const float2*>(out + (((size_t)b * L + t0 + t) * G + g) * N + T.col(j))
+                                            : make_float2(0.0f, 0.0f);
+                }
+#pragma unroll
+        for (int i = 0; i < TN::MT; i++)
+#pragma unroll
+            for (int j = 0; j < TN::NT; j++)
+#pragma unroll
+                for (int hh2 = 0; hh2 < 2; hh2++) {
+                    int t = T.row(i, hh2);
+                    if (t < Qc)
+                        ssd_st2(out + (((size_t)b * L + t0 + t) * G + g) * N + T.col(j), old[i][j][hh2].x + T.acc[i][j][2 * hh2],
+                                old[i][j][hh2].y + T.acc[i][j][2 * hh2 + 1]);
+                }
+    };
+    add_rows(dCm, dCt);
+    add_rows(dBm, dBt);
+}
+
+// the forward on the tensor cores: CB per chunk and group, then the sequential kernel
+template <int Q, int N, int PT>
+static void ssd_tc_forward(floatX* y, float* final_state, const floatX* x, const floatX* dt, const float* A, const floatX* Bm,
+                           const floatX* Cm, const float* D, const float* h0, int B, int L, int H, int P, int G) {
+    const int nc = ceil_div(L, Q);
+    static DeviceScratch cb_buf;
+    float* cb = cb_buf.get((size_t)B * nc * G * Q * Q);
+    size_t sm1 = ssd_tc_cb_smem<Q, N>();
+    ssd_set_smem((const void*)ssd_tc_cb_kernel<Q, N>, sm1, "ssd (C Bᵀ)");
+    ssd_tc_cb_kernel<Q, N><<<dim3(nc, G, B), 128, sm1 * sizeof(float)>>>(cb, Bm, Cm, L, G);
+    cudaCheckLaunch();
+    size_t sm2 = SsdSeqSmem<Q, N, PT, true>::floats;
+    ssd_set_smem((const void*)ssd_tc_seq_kernel<Q, N, PT, true, float>, sm2, "ssd_forward");
+    ssd_tc_seq_kernel<Q, N, PT, true, float><<<dim3(P / PT, H, B), PT * 4, sm2 * sizeof(float)>>>(
+        y, final_state, (float*)nullptr, x, dt, A, Bm, Cm, D, h0, cb, L, H, P, G);
+    cudaCheckLaunch();
+}
+
+// the backward on the tensor cores: CB, the states (recomputed), the state gradients, then the
+// per-chunk kernel for everything else. States of type ST (fp32; bf16 halves their traffic)
+template <int Q, int N, int PT, typename ST, int WB = 8>
+static void ssd_tc_backward(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm, float* dD, float* dh0,
+                            const floatX* dy, const float* dfinal_state, const floatX* x, const floatX* dt, const float* A,
+                            const floatX* Bm, const floatX* Cm, const float* D, const float* h0, int B, int L, int H, int P, int G) {
+    const int nc = ceil_div(L, Q);
+    static DeviceScratch cb_buf, states_buf, dstates_buf;
+    const size_t n_states = (size_t)B * nc * H * P * N * sizeof(ST) / sizeof(float);
+    float* cb = cb_buf.get((size_t)B * nc * G * Q * Q);
+    ST* states = reinterpret_cast<ST*>(states_buf.get(n_states));
+    ST* dstates = reinterpret_cast<ST*>(dstates_buf.get(n_states));
+    size_t sm1 = ssd_tc_cb_smem<Q, N>();
+    ssd_set_smem((const void*)ssd_tc_cb_kernel<Q, N>, sm1, "ssd (C Bᵀ)");
+    ssd_tc_cb_kernel<Q, N><<<dim3(nc, G, B), 128, sm1 * sizeof(float)>>>(cb, Bm, Cm, L, G);
+    cudaCheckLaunch();
+    size_t sm2 = SsdSeqSmem<Q, N, PT, false>::floats;
+    ssd_set_smem((const void*)ssd_tc_seq_kernel<Q, N, PT, false, ST>, sm2, "ssd (states)");
+    ssd_tc_seq_kernel<Q, N, PT, false, ST><<<dim3(P / PT, H, B), PT * 4, sm2 * sizeof(float)>>>(
+        nullptr, nullptr, states, x, dt, A, Bm, Cm, D, h0, cb, L, H, P, G);
+    cudaCheckLaunch();
+    size_t sm3 = SsdDstateSmem<Q, N, PT>::floats;
+    ssd_set_smem((const void*)ssd_tc_dstate_kernel<Q, N, PT, ST>, sm3, "ssd (state gradients)");
+    ssd_tc_dstate_kernel<Q, N, PT, ST><<<dim3(P / PT, H, B), PT * 4, sm3 * sizeof(float)>>>(dstates, dh0, dfinal_state, dy, dt, A,
+                                                                                          Cm, L, H, P, G);
+    cudaCheckLaunch();
+    size_t sm4 = SsdChunkBwdSmem<Q, N, ST, WB>::floats(P);
+    ssd_set_smem((const void*)ssd_tc_chunk_bwd_kernel<Q, N, ST, WB>, sm4, "ssd_backward");
+    ssd_tc_chunk_bwd_kernel<Q, N, ST, WB><<<dim3(nc, G, B), WB * 32, sm4 * sizeof(float)>>>(dx, ddt, dA, dBm, dCm, dD, dy, x, dt, A, Bm, Cm,
+                                                                                    D, cb, states, dstates, L, H, P, G);
+    cudaCheckLaunch();
+}
+
+// The tensor-core configuration (dev/ssd.cu and dev/notes_kernels.md measure the alternatives): the
+// forward's chunk (its sequential kernel double-buffers chunks of 32 in shared memory), the
+// backward's (the state tensors it writes and reads shrink as 1 / chunk), and the element type of
+// the backward's state tensors H_c and G_{c+1}: bf16 halves their traffic (they are written once
+// and read once) and rounds them to an 8-bit mantissa: the gradients' relative errors grow from
+// ~5e-4 (fp32 states) to ~1e-3 - 3e-3; the forward does not use them. The sequential kernels take
+// 64 head channels per block (8 warps) when P allows it, else 32 (4 warps).
+#define SSD_TC_CHUNK_FWD 32
+#define SSD_TC_CHUNK_BWD 64
+typedef bf16 ssd_tc_state_t;
+
+// whether the tensor-core kernels take this problem: fp32 activations, P a multiple of 32, N 64 or
+// 128, every tensor 16-byte aligned (null pointers pass) and the per-chunk backward's shared memory
+// (it grows with P) within the GPU's limit
+static bool ssd_tc_ok(int P, int N, std::initializer_list<const void*> ptrs) {
+    if (sizeof(floatX) != 4 || P % 32 != 0 || (N != 64 && N != 128)) return false;
+    for (const void* p : ptrs) if (!aligned16(p)) return false;
+    int dev = 0, max_optin = 0;
+    cudaCheck(cudaGetDevice(&dev));
+    cudaCheck(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    size_t floats = N == 128 ? SsdChunkBwdSmem<SSD_TC_CHUNK_BWD, 128, ssd_tc_state_t>::floats(P)
+                             : SsdChunkBwdSmem<SSD_TC_CHUNK_BWD, 64, ssd_tc_state_t>::floats(P);
+    return floats * sizeof(float) <= (size_t)max_optin;
+}
+
+// `chunk`: the CPU's; the GPU kernels use their own chunk lengths (the result does not depend on it)
+static void ssd_forward_cuda(floatX* y, float* final_state, const floatX* x, const floatX* dt, const float* A,
+                             const floatX* Bm, const floatX* Cm, const float* D, const float* h0, int B, int L, int H,
+                             int P, int G, int N, int chunk) {
+    ssd_check_shape("ssd_forward", B, L, H, P, G, N);
+    (void)chunk;
+    if (B == 0 || L == 0) return;
+    if (!ssd_tc_ok(P, N, {y, final_state, x, Bm, Cm, h0})) {
+        ssd_forward_simt_cuda(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G, N);
+        return;
+    }
+    const bool pt64 = P % 64 == 0;
+    if (N == 128 && pt64) ssd_tc_forward<SSD_TC_CHUNK_FWD, 128, 64>(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+    else if (N == 128) ssd_tc_forward<SSD_TC_CHUNK_FWD, 128, 32>(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+    else if (pt64) ssd_tc_forward<SSD_TC_CHUNK_FWD, 64, 64>(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+    else ssd_tc_forward<SSD_TC_CHUNK_FWD, 64, 32>(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+}
+
+// every gradient accumulates (+=); dx, ddt, dA, dBm, dCm and dD must not be nullptr here
+static void ssd_backward_cuda(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm, float* dD, float* dh0,
+                              const floatX* dy, const float* dfinal_state, const floatX* x, const floatX* dt,
+                              const float* A, const floatX* Bm, const floatX* Cm, const float* D, const float* h0,
+                              int B, int L, int H, int P, int G, int N) {
+    ssd_check_shape("ssd_backward", B, L, H, P, G, N);
+    if (!dx || !ddt || !dBm || !dCm || !dA || !dD) FATAL("ssd_backward_cuda: dx, ddt, dA, dBm, dCm and dD are required");
+    if (B == 0 || L == 0) return;
+    if (!ssd_tc_ok(P, N, {dx, dBm, dCm, dh0, dy, dfinal_state, x, Bm, Cm, h0})) {
+        ssd_backward_simt_cuda(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G, N);
+        return;
+    }
+    typedef ssd_tc_state_t ST;
+    constexpr int Q = SSD_TC_CHUNK_BWD;
+    const bool pt64 = P % 64 == 0;
+    if (N == 128 && pt64) ssd_tc_backward<Q, 128, 64, ST>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+    else if (N == 128) ssd_tc_backward<Q, 128, 32, ST>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+    else if (pt64) ssd_tc_backward<Q, 64, 64, ST>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+    else ssd_tc_backward<Q, 64, 32, ST>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+}
+
+// ---------------------------------------------------------------------------
+// CUDA, the recurrent step
 
 // one token: y, x (B, H, P); dt (B, H); Bm, Cm (B, G, N); state (B, H, P, N) in place.
 // One thread per (b, h, p), looping over N.

@@ -1,14 +1,20 @@
-// gpu_ssd.cu: Mamba-2's SSD on the GPU (src/ssd.h, chunked v1) against the CPU reference:
-// forward (y, final state), backward (every gradient, accumulating onto pre-filled buffers,
-// with and without an initial state and a final-state gradient), and the recurrent step, at
-// shapes with one chunk, several chunks, a partial last chunk, L = 1, 1 and 2 groups, and the
-// Mamba-2 head shape (P 64, N 128). Outputs are poisoned (NaN) before the kernels write them.
+// gpu_ssd.cu: Mamba-2's SSD on the GPU (src/ssd.h) against the CPU reference: forward (y, final
+// state), backward (every gradient, accumulating onto pre-filled buffers, with and without an
+// initial state and a final-state gradient), and the recurrent step. Both CUDA paths:
+//   - the plain SIMT kernels (odd P and N, and a misaligned input that the dispatcher must send
+//     there): fp32 throughout, held to 1e-5 (forward) and 1e-4 (gradients);
+//   - the tensor-core kernels (P a multiple of 32, N 64 or 128): TF32 operands, held to 2e-3 and
+//     3e-3 (1e-2 with bf16 state tensors); dev/ssd.cu measures <= 7e-4 with fp32 states.
+// Shapes with one chunk, several chunks, a partial last chunk, L = 1, 1 and 2 groups. Outputs are
+// poisoned (NaN) before the kernels write them.
 #include "../src/ssd.h"
 #include "test_util.h"
 
 typedef std::vector<float> Vec;
 
-static void test_shape(int B, int L, int H, int P, int G, int N, bool with_h0, bool with_dfinal, uint64_t seed) {
+// misalign: x one float past a 16-byte boundary (the dispatcher must take the plain kernels)
+static void test_shape(int B, int L, int H, int P, int G, int N, bool with_h0, bool with_dfinal, uint64_t seed,
+                       bool misalign = false) {
     Rng r; rng_seed(&r, seed);
     size_t BLHP = (size_t)B * L * H * P, BLGN = (size_t)B * L * G * N, BHPN = (size_t)B * H * P * N, BLH = (size_t)B * L * H;
     Vec x = random_vec(BLHP, &r, -1.5f, 1.5f), Bm = random_vec(BLGN, &r), Cm = random_vec(BLGN, &r), D = random_vec(H, &r);
@@ -18,9 +24,13 @@ static void test_shape(int B, int L, int H, int P, int G, int N, bool with_h0, b
     Vec h0 = random_vec(BHPN, &r), dy = random_vec(BLHP, &r), dfin = random_vec(BHPN, &r);
     const float* h0p = with_h0 ? h0.data() : nullptr;
     const float* dfp = with_dfinal ? dfin.data() : nullptr;
+    // the path the dispatcher takes (cudaMalloc'd buffers are aligned) and its tolerances
+    const bool tc = !misalign && ssd_tc_ok(P, N, {});
+    const double tol_f = tc ? 2e-3 : 1e-5, tol_g = tc ? (sizeof(ssd_tc_state_t) == 4 ? 3e-3 : 1e-2) : 1e-4;
     char name[200];
     auto label = [&](const char* what) {
-        snprintf(name, sizeof name, "ssd %s B%d L%d H%d P%d G%d N%d%s%s", what, B, L, H, P, G, N, with_h0 ? " h0" : "", with_dfinal ? " dfinal" : "");
+        snprintf(name, sizeof name, "ssd %s B%d L%d H%d P%d G%d N%d%s%s [%s]", what, B, L, H, P, G, N, with_h0 ? " h0" : "",
+                 with_dfinal ? " dfinal" : "", tc ? "tensor cores" : misalign ? "plain, misaligned x" : "plain");
         return name;
     };
     // CPU
@@ -32,22 +42,28 @@ static void test_shape(int B, int L, int H, int P, int G, int N, bool with_h0, b
     ssd_backward_cpu(dx.data(), ddt.data(), dA.data(), dB.data(), dC.data(), dD.data(), dh0.data(), dy.data(), dfp, x.data(),
                      dt.data(), A.data(), Bm.data(), Cm.data(), D.data(), h0p, B, L, H, P, G, N);
     // GPU
-    float *gx = to_device(x), *gdt = to_device(dt), *gA = to_device(A), *gB = to_device(Bm), *gC = to_device(Cm), *gD = to_device(D);
+    float* gx_buf = nullptr;  // misalign: x copied one float into this buffer
+    if (misalign) {
+        cudaCheck(cudaMalloc(&gx_buf, (BLHP + 1) * sizeof(float)));
+        cudaCheck(cudaMemcpy(gx_buf + 1, x.data(), BLHP * sizeof(float), cudaMemcpyHostToDevice));
+    }
+    float *gx = misalign ? gx_buf + 1 : to_device(x), *gdt = to_device(dt), *gA = to_device(A), *gB = to_device(Bm), *gC = to_device(Cm), *gD = to_device(D);
     float *gh0 = with_h0 ? to_device(h0) : nullptr, *gdy = to_device(dy), *gdf = with_dfinal ? to_device(dfin) : nullptr;
     float *gy = device_poisoned(BLHP), *gfs = device_poisoned(BHPN);
     ssd_forward_cuda(gy, gfs, gx, gdt, gA, gB, gC, gD, gh0, B, L, H, P, G, N, 16);
-    check_close(label("forward y"), from_device(gy, BLHP).data(), y.data(), BLHP, 1e-5);
-    check_close(label("forward final state"), from_device(gfs, BHPN).data(), fs.data(), BHPN, 1e-5);
+    check_close(label("forward y"), from_device(gy, BLHP).data(), y.data(), BLHP, tol_f);
+    check_close(label("forward final state"), from_device(gfs, BHPN).data(), fs.data(), BHPN, tol_f);
     float *gdx = to_device(gdx0), *gddt = to_device(gddt0), *gdA = to_device(gdA0), *gdB = to_device(gdB0), *gdC = to_device(gdC0);
     float *gdD = to_device(gdD0), *gdh0 = to_device(gdh00);
     ssd_backward_cuda(gdx, gddt, gdA, gdB, gdC, gdD, gdh0, gdy, gdf, gx, gdt, gA, gB, gC, gD, gh0, B, L, H, P, G, N);
-    check_close(label("dx"), from_device(gdx, BLHP).data(), dx.data(), BLHP, 1e-4);
-    check_close(label("ddt"), from_device(gddt, BLH).data(), ddt.data(), BLH, 1e-4);
-    check_close(label("dA"), from_device(gdA, H).data(), dA.data(), H, 1e-4);
-    check_close(label("dB"), from_device(gdB, BLGN).data(), dB.data(), BLGN, 1e-4);
-    check_close(label("dC"), from_device(gdC, BLGN).data(), dC.data(), BLGN, 1e-4);
-    check_close(label("dD"), from_device(gdD, H).data(), dD.data(), H, 1e-4);
-    check_close(label("dh0"), from_device(gdh0, BHPN).data(), dh0.data(), BHPN, 1e-4);
+    check_close(label("dx"), from_device(gdx, BLHP).data(), dx.data(), BLHP, tol_g);
+    check_close(label("ddt"), from_device(gddt, BLH).data(), ddt.data(), BLH, tol_g);
+    check_close(label("dA"), from_device(gdA, H).data(), dA.data(), H, tol_g);
+    check_close(label("dB"), from_device(gdB, BLGN).data(), dB.data(), BLGN, tol_g);
+    check_close(label("dC"), from_device(gdC, BLGN).data(), dC.data(), BLGN, tol_g);
+    check_close(label("dD"), from_device(gdD, H).data(), dD.data(), H, tol_g);
+    check_close(label("dh0"), from_device(gdh0, BHPN).data(), dh0.data(), BHPN, tol_g);
+    if (misalign) { cudaCheck(cudaFree(gx_buf)); gx = nullptr; }
     for (float* p : {gx, gdt, gA, gB, gC, gD, gh0, gdy, gdf, gy, gfs, gdx, gddt, gdA, gdB, gdC, gdD, gdh0})
         if (p) cudaCheck(cudaFree(p));
 }
@@ -78,12 +94,20 @@ static void test_step(int B, int H, int P, int G, int N) {
 }
 
 int main() {
+    // the plain kernels
     test_shape(2, 1, 4, 4, 2, 8, true, true, 1);      // L = 1
     test_shape(2, 7, 4, 4, 1, 8, false, false, 2);    // one partial chunk
     test_shape(1, 64, 2, 8, 2, 16, true, false, 3);   // exactly one chunk
     test_shape(2, 70, 4, 5, 2, 6, false, true, 4);    // a full and a partial chunk, odd P and N
     test_shape(1, 200, 3, 16, 1, 32, true, true, 5);  // four chunks, the last partial
-    test_shape(1, 130, 2, 64, 1, 128, true, true, 6); // Mamba-2's head shape
+    test_shape(1, 130, 2, 64, 1, 128, true, true, 6, true);  // Mamba-2's head shape, x misaligned
+    // the tensor-core kernels (forward chunks of 32, backward chunks of 64)
+    test_shape(1, 130, 2, 64, 1, 128, true, true, 6);   // Mamba-2's head shape
+    test_shape(2, 1, 4, 64, 2, 64, true, true, 7);      // L = 1, N 64, 2 groups
+    test_shape(1, 37, 2, 64, 1, 128, false, false, 8);  // one partial chunk
+    test_shape(2, 300, 4, 64, 2, 128, true, true, 9);   // several chunks, the last partial, 2 groups
+    test_shape(1, 150, 3, 32, 1, 128, true, false, 10); // P 32, 3 heads in one group
+    test_shape(1, 64, 2, 96, 2, 64, false, true, 11);   // exactly one backward chunk, P 96
     test_step(2, 4, 5, 2, 6);
     test_step(1, 3, 64, 1, 128);
     return test_summary();
