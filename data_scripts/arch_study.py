@@ -53,10 +53,12 @@ def main():
         print("(matplotlib missing: no plot)")
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, pts in curves.items():
+    for label, pts in curves.items():  # from the first evaluation after step 0 (the initial ~5.6 flattens the rest)
+        pts = [(t, v) for t, v in pts if t > 0]
         ax.plot([t / 1e6 for t, _ in pts], [v for _, v in pts], marker="o", ms=3, label=label)
+    ax.set_yscale("log")
     ax.set_xlabel("tokens seen (M)")
-    ax.set_ylabel("validation loss (nats/byte)")
+    ax.set_ylabel("validation loss (nats/byte, log scale)")
     ax.set_title(f"KJV, about {table[0]['params_M']:.0f}M parameters each ({card})")
     ax.grid(alpha=0.3)
     ax.legend()

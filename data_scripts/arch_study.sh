@@ -42,4 +42,5 @@ run mamba1 --layers "M1*8"
 run mamba2 --layers "M2*8" $M2
 run transformer --layers "A,F,A,F,A,F,A,F"
 run hybrid --layers "M2,M2,A,F,M2,M2,A,F" $M2
-/usr/bin/python3 data_scripts/arch_study.py "$OUT" "$CARD"
+PY=/usr/bin/python3; $PY -c "import matplotlib" 2>/dev/null || PY=python3  # (a machine whose system python lacks numpy)
+$PY data_scripts/arch_study.py "$OUT" "$CARD"

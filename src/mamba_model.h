@@ -109,8 +109,9 @@ static bool mamba_parse_layers(const std::string& spec, std::vector<LayerKind>* 
     return true;
 }
 
-// the config's pattern as kinds (the config is derived: the pattern is valid)
+// the config's pattern as kinds (an empty pattern: n_layer Mamba-1 blocks, as derive writes it)
 static std::vector<LayerKind> mamba_layer_kinds(const MambaConfig& c) {
+    if (c.layers.empty()) return std::vector<LayerKind>(std::max(0, c.n_layer), LAYER_M1);
     std::vector<LayerKind> kinds;
     std::string err;
     if (!mamba_parse_layers(c.layers, &kinds, &err)) FATAL("layer pattern '%s': %s", c.layers.c_str(), err.c_str());

@@ -54,6 +54,9 @@ int main() {
     step_check("M2", 1, 1, 32);              // one token
     step_check("A,F,A,F", 2, 100, 64);       // a pure transformer: learned positions
     step_check("M2,M2,A,F", 2, 300, 64);     // several SSD chunks
+    MambaConfig tc = pattern_config("M2,F,M2", 50, 64);  // heads of 32, state 64: the SSD's tensor-core path
+    tc.m2_headdim = 32; tc.m2_d_state = 64;
+    model_gpu_step_check(tc, 2, 130, "M2,F,M2 P32 N64 (tensor-core SSD)");
     model_gpu_loss_curve(pattern_config("M2,A,F,M1", 64, 64), 4, 96, 20, "M2,A,F,M1");
     test_generate_from_gpu_model("M2,A,F,M1");
     test_generate_from_gpu_model("A,F");

@@ -37,6 +37,9 @@ static void test_parse() {
     MambaConfig c = pattern_config("M2*2,A");
     report(c.layers == "M2,M2,A" && c.n_layer == 3, "derive writes the pattern out and sets n_layer", "%s %d", c.layers.c_str(), c.n_layer);
     report(!c.pos_embed && pattern_config("A,F").pos_embed, "learned positions only without M1/M2 layers");
+    MambaConfig plain = {11, 8, 3, 4, 4, 2, 0, 0};  // not derived: an empty pattern is n_layer M1 blocks
+    report(mamba_layer_kinds(plain).size() == 3 && mamba_is_pure_m1(plain) && !mamba_has_kind(plain, LAYER_ATTN),
+           "an underived config without a pattern reads as Mamba-1 blocks");
 }
 
 static void test_config_kv() {
