@@ -9,6 +9,7 @@
 #   make lora-study       KJV pretraining, nine fine-tunings on the fortunes (LoRA vs full)
 #   make arch-study       Mamba-1, Mamba-2, transformer and hybrid on KJV at matched size (GPU)
 #   make vlm-study        visual-token reduction: methods x ratios, accuracy, FLOPs, latency (GPU)
+#   make vit-study        a ViT classifier with ToMe / pooling / random: accuracy vs FLOPs and images/s (GPU)
 #   make bench            the mamba-130m step and generation beside the anchors (GPU)
 #   make GPU_ARCH=sm_80   build the CUDA code for another GPU than the one present
 #   make NVCC=            build CPU-only even where nvcc is installed
@@ -132,6 +133,11 @@ vlm:
 .PHONY: vlm-study
 vlm-study:
 	bash data_scripts/vlm_study.sh
+
+# the ViT classifier study: Fashion-MNIST items, ToMe / pooling / random at 0.25-0.75, accuracy vs FLOPs and images/s
+.PHONY: vit-study
+vit-study:
+	bash data_scripts/vit_study.sh
 
 # the speed benchmark (GPU): the mamba-130m training step and generation beside the anchors
 .PHONY: bench

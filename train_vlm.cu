@@ -15,11 +15,20 @@
 //                     first token, decode step (median of --profile-iters runs) and the analytic
 //                     FLOPs of each, at batch 1 and --batch; a table, a CSV and a JSON
 //                     (src/vlm_profile.h; data_scripts/vlm_profile_plot.py draws them)
+//   --stage classify  the VLM's vision encoder as an image classifier: [CLS] -> final LN -> a linear
+//                     head (src/vlm_model.h: vlm_classify_forward), cross-entropy, on data whose
+//                     captions are one word each, the class: the classes are the vocabulary's words
+//                     after the special tokens, in order (data_scripts/vit_study.py prepare writes
+//                     single Fashion-MNIST items so). --stage eval on its checkpoint: test accuracy,
+//                     analytic FLOPs per image and measured images/s (a batch's forward, median of
+//                     --profile-iters runs), with --reduce none|pool|random|uniform|tome
 //
 // Visual-token reduction at inference (stages eval, infer, profile; src/token_reduction.h):
 // --reduce pool|random|uniform --reduce-ratio R keeps P' = round(P (1 - R)) of the P patch
 // features (pool: 2x2 average pooling, R = 0.75 only) before the projector; --reduce salient (ours:
-// pixel saliency with a round robin over the 2x2 cells) too; --reduce fastv --fastv-layer L' keeps
+// pixel saliency with a round robin over the 2x2 cells) too; --reduce tome merges tokens inside the
+// vision encoder (ToMe: bipartite soft matching, proportional attention; src/tome.h) until P' leave
+// it, each at its representative patch's position; --reduce fastv --fastv-layer L' keeps
 // all P to the LM and prunes them inside it, after block L' - 1, by block L''s attention from the
 // last prompt token. --dump-answer-logits FILE (stage eval) writes the logits of every answer
 // position (int32 V, then float32 rows of V, in question order): data_scripts/vlm_study.py
@@ -65,7 +74,7 @@ static std::vector<OptSpec> option_table(Options* o) {
     o->train.steps = 3000;  // this trainer's defaults for the shared options
     o->lora.targets = "all";
     std::vector<OptSpec> table = {
-        {"--stage", OPT_STR, &o->stage, "clip | lm | align | instruct | e2e | eval | infer | profile (see the top of train_vlm.cu)"},
+        {"--stage", OPT_STR, &o->stage, "clip | lm | align | instruct | e2e | eval | infer | profile | classify (see the top of train_vlm.cu)"},
         {"--data-dir", OPT_STR, &o->data_dir, "folder with train.vlm + test.vlm (shards), or train.jsonl + test.jsonl ({image, caption, question, answer} lines)"},
         {"--resize", OPT_FLAG, &o->resize, "resize images of another size (default: a clear error)"},
         {"--init", OPT_STR, &o->init, "start from this checkpoint's weights (an earlier stage), with a fresh optimizer"},
@@ -92,7 +101,8 @@ static std::vector<OptSpec> option_table(Options* o) {
         {"--lora-targets", OPT_STR, &o->lora.targets, "GPT layers with adapters, comma-separated: qkv, attn_proj, fc, fc_proj, or all"},
         {"--reduce", OPT_STR, &o->reduce, "stages eval, infer, profile: visual-token reduction before the projector: none | pool (2x2 average) | "
                                           "random (seeded by --seed and the image) | uniform (an even spatial grid) | salient (pixel saliency, "
-                                          "a round robin over the 2x2 cells) | fastv (inside the LM: see --fastv-layer)"},
+                                          "a round robin over the 2x2 cells) | fastv (inside the LM: see --fastv-layer) | tome (token merging "
+                                          "inside the vision encoder). A classifier: none, pool, random, uniform (at the encoder's input) or tome"},
         {"--fastv-layer", OPT_INT, &o->fastv_layer, "--reduce fastv: blocks before this one see every image token; its attention from the "
                                                     "last prompt token ranks them (default 1; 0 for a one-block GPT)"},
         {"--dump-answer-logits", OPT_STR, &o->dump_logits, "--stage eval: write the logits of every answer position to this file"},
@@ -106,12 +116,12 @@ static std::vector<OptSpec> option_table(Options* o) {
     return table;
 }
 
-static const char* STAGES[] = {"clip", "lm", "align", "instruct", "e2e", "eval", "infer", "profile"};
+static const char* STAGES[] = {"clip", "lm", "align", "instruct", "e2e", "eval", "infer", "profile", "classify"};
 
 static void validate(const Options* o) {
     bool known = false;
     for (const char* s : STAGES) known |= o->stage == s;
-    if (!known) FATAL("--stage must be clip, lm, align, instruct, e2e, eval, infer or profile, got '%s'", o->stage.c_str());
+    if (!known) FATAL("--stage must be clip, lm, align, instruct, e2e, eval, infer, profile or classify, got '%s'", o->stage.c_str());
     if (o->patch < 1 || o->v_layers < 1 || o->v_dim < 1 || o->v_heads < 1 || o->l_layers < 1 || o->l_dim < 1 || o->l_heads < 1 ||
         o->t_layers < 1 || o->t_dim < 1 || o->t_heads < 1 || o->clip_dim < 1)
         FATAL("model sizes (--patch, --v-*, --l-*, --t-*, --clip-dim) must be >= 1");
@@ -132,7 +142,7 @@ static void validate(const Options* o) {
         FATAL("--lora-rank adapts the GPT while it trains: stages lm, instruct and e2e (eval and infer read the adapters from the checkpoint)");
     ReduceMethod method;
     if (!token_reduction_parse(o->reduce, &method))
-        FATAL("--reduce must be none, pool, random, uniform, salient or fastv, got '%s'", o->reduce.c_str());
+        FATAL("--reduce must be none, pool, random, uniform, salient, fastv or tome, got '%s'", o->reduce.c_str());
     if (o->fastv_layer != -1 && method != REDUCE_FASTV) FATAL("--fastv-layer needs --reduce fastv");
     if (o->fastv_layer < -1) FATAL("--fastv-layer must be >= 0, got %d", o->fastv_layer);
     if (!o->dump_logits.empty() && o->stage != "eval") FATAL("--dump-answer-logits belongs to --stage eval");
@@ -140,7 +150,7 @@ static void validate(const Options* o) {
     if (method != REDUCE_NONE && !inference)
         FATAL("--reduce applies at inference: stages eval, infer and profile (training keeps every image token)");
     if (o->reduce_ratio != -1) {
-        if (method == REDUCE_NONE) FATAL("--reduce-ratio needs --reduce pool, random, uniform, salient or fastv");
+        if (method == REDUCE_NONE) FATAL("--reduce-ratio needs --reduce pool, random, uniform, salient, fastv or tome");
         std::string err = token_reduction_check(method, o->reduce_ratio);
         if (!err.empty()) FATAL("--reduce-ratio: %s", err.c_str());
     }
@@ -164,6 +174,7 @@ static std::vector<std::string> frozen_for(const std::string& stage) {
     if (stage == "lm") return {"vision.", "proj.", "text.", "clip."};
     if (stage == "align") return {"vision.", "lm.", "text.", "clip."};
     if (stage == "instruct") return {"vision.", "text.", "clip."};
+    if (stage == "classify") return {"proj.", "lm.", "text.", "clip.", "vision.proj"};  // the ViT, its final LN and the head
     return {"text.", "clip.", "vision.ln_f", "vision.proj"};  // e2e: LLaVA's parts, the encoder included
 }
 
@@ -199,14 +210,16 @@ static std::vector<float> load_image(const char* path, int H, bool resize) {
     return img;
 }
 
-// the checkpoint records the vocabulary, the stage and the GPT's adapters with the model config
-static ConfigKV checkpoint_config(const VlmConfig& c, const Vocab& v, const std::string& stage, const LoraConfig& lora) {
+// the checkpoint records the vocabulary, the stage, the GPT's adapters and the classifier's classes
+// (absent: a VLM) with the model config
+static ConfigKV checkpoint_config(const VlmConfig& c, const Vocab& v, const std::string& stage, const LoraConfig& lora, int n_classes = 0) {
     ConfigKV kv = vlm_config_kv(c);
     std::string words;
     for (const std::string& w : v.words) words += (words.empty() ? "" : " ") + w;
     kv.push_back({"vocab_words", words});
     kv.push_back({"stage", stage});
     if (lora.rank > 0) lora_config_append(&kv, lora, "lm_");  // absent: no adapters (older checkpoints too)
+    if (n_classes > 0) kv.push_back({"classes", std::to_string(n_classes)});
     return kv;
 }
 
@@ -427,6 +440,80 @@ static void run_profile(VlmModel* m, const Options& o, const VlmDataset& test, i
 }
 
 // ---------------------------------------------------------------------------
+// the ViT classifier (stage classify; --stage eval of its checkpoint)
+
+// every caption of both splits is one word, the class: returns the classes (the vocabulary's words)
+static int classify_check_data(const VlmDataset& train, const VlmDataset& test) {
+    int K = vocab_size(&train.vocab) - VOCAB_NUM_SPECIAL;
+    for (const VlmDataset* ds : {&train, &test}) {
+        if (vlm_record_ids(ds, VLM_CAPTION).empty()) FATAL("--stage classify: %s has no captions (one word each: the class)", ds->source.c_str());
+        for (const VlmRecord& r : ds->records)
+            if (!r.caption.empty() && (r.caption.size() != 1 || r.caption[0] < VOCAB_NUM_SPECIAL))
+                FATAL("--stage classify: %s has a caption of %zu words; a classifier's data has one word per caption, the class "
+                      "(data_scripts/vit_study.py prepare writes such a folder)", ds->source.c_str(), r.caption.size());
+    }
+    if (K < 2) FATAL("--stage classify: the vocabulary holds %d class words, a classifier needs at least 2", K);
+    return K;
+}
+
+// the labels of a caption batch [<bos> <image> word <eos>]: the word's id after the special tokens
+static void classify_labels(const int* tokens, int B, int T, int* labels) {
+    for (int b = 0; b < B; b++) labels[b] = tokens[(size_t)b * T + 2] - VOCAB_NUM_SPECIAL;
+}
+
+// Test accuracy and loss of the classifier over up to --eval-records test images (all: 0), with the
+// model's reduction; with `timing` also the analytic FLOPs per image and the images/s of one batch's
+// forward (the images uploaded, the logits back: median of --profile-iters runs after --profile-warmup).
+static void run_classify_eval(VlmModel* m, const Options& o, const VlmDataset& test, int B, int step, bool timing, JsonLine* j) {
+    const VlmConfig& c = m->cfg;
+    bool on_gpu = m->on_gpu;
+    int K = m->n_classes, T = c.max_text, H = c.image_size;
+    std::vector<int> ids = vlm_record_ids(&test, VLM_CAPTION);
+    int n = o.eval_records > 0 ? std::min(o.eval_records, (int)ids.size()) : (int)ids.size();
+    std::vector<float> images((size_t)B * H * H * 3), logits((size_t)B * K);
+    std::vector<int> tokens((size_t)B * T), targets((size_t)B * T), labels(B), keys(B);
+    int right = 0;
+    double loss = 0;
+    for (int start = 0; start < n; start += B) {
+        int b = std::min(B, n - start);
+        vlm_get_batch(&test, VLM_CAPTION, ids.data() + start, b, T, images.data(), tokens.data(), targets.data(), nullptr, nullptr);
+        classify_labels(tokens.data(), b, T, labels.data());
+        for (int i = 0; i < b; i++) keys[i] = test.records[ids[start + i]].image;
+        vlm_classify_forward(m, images.data(), nullptr, b, keys.data());
+        backend_copy(on_gpu, logits.data(), m->cls_logits, (size_t)b * K * sizeof(floatX), false);
+        for (int i = 0; i < b; i++) {
+            const float* row = &logits[(size_t)i * K];
+            int best = (int)(std::max_element(row, row + K) - row);
+            double z = 0;
+            for (int k = 0; k < K; k++) z += exp((double)row[k] - row[best]);
+            loss += row[best] + log(z) - row[labels[i]];
+            right += best == labels[i];
+        }
+    }
+    double acc = n ? (double)right / n : NAN;
+    printf("step %5d | test loss %.4f | accuracy %.2f%% (%d test images)\n", step, n ? loss / n : NAN, 100 * acc, n);
+    j->num("val_loss", n ? loss / n : NAN).num("accuracy", acc).integer("test_images", n);
+    if (!timing) return;
+    std::vector<int> batch(B);
+    for (int i = 0; i < B; i++) batch[i] = ids[i % ids.size()];
+    vlm_get_batch(&test, VLM_CAPTION, batch.data(), B, T, images.data(), tokens.data(), targets.data(), nullptr, nullptr);
+    for (int i = 0; i < B; i++) keys[i] = test.records[batch[i]].image;
+    bool at_input = m->Pi < m->P && m->reduce.method != REDUCE_TOME;
+    double gflop = vit_classifier_flops(c, K, at_input ? m->Pi + 1 : m->P + 1, m->tome_sched) / 1e9;
+    TimeStats ts = time_runs(on_gpu, o.profile_warmup, o.profile_iters, [&]() {
+        vlm_classify_forward(m, images.data(), nullptr, B, keys.data());
+        backend_copy(on_gpu, logits.data(), m->cls_logits, (size_t)B * K * sizeof(floatX), false);
+    });
+    std::string sched;
+    for (int r : m->tome_sched) sched += (sched.empty() ? "" : " ") + std::to_string(r);
+    std::string device = device_name(on_gpu);
+    printf("classifier: %d of %d patch tokens, %.6f GFLOP per image; batch %d: %.4f ms (p10 %.4f, p90 %.4f, %d runs), %.0f images/s on %s\n",
+           m->Pi, m->P, gflop, B, ts.median, ts.p10, ts.p90, ts.runs, B / (ts.median / 1000.0), device.c_str());
+    j->integer("patch_tokens", m->Pi).integer("patches", m->P).num("gflop_per_image", gflop).integer("batch", B).num("ms_per_batch", ts.median)
+        .num("ms_p10", ts.p10).num("ms_p90", ts.p90).num("images_per_s", B / (ts.median / 1000.0)).text("tome_schedule", sched).text("device", device);
+}
+
+// ---------------------------------------------------------------------------
 
 int main(int argc, char** argv) {
     Options o;
@@ -444,6 +531,8 @@ int main(int argc, char** argv) {
     // infer: everything from the checkpoint
     if (o.stage == "infer") {
         CheckpointInfo info = checkpoint_read_info(from.c_str());
+        if (config_get(info.config, "classes"))
+            FATAL("%s is an image classifier (stage classify): --stage eval measures it; infer answers questions with a VLM", from.c_str());
         VlmConfig cfg = vlm_config_from_kv(info.config, from.c_str());
         Vocab vocab = vocab_from_checkpoint(info, from.c_str());
         LoraConfig lora = lora_config_read(info.config, "lm_");
@@ -467,9 +556,17 @@ int main(int argc, char** argv) {
     VlmConfig cfg = {H, o.patch, o.v_layers, o.v_dim, o.v_heads, o.projector == "mlp", vocab_size(&vocab),
                      o.l_layers, o.l_dim, o.l_heads, max_text, o.t_layers, o.t_dim, o.t_heads, o.clip_dim};
     LoraConfig lora = o.lora, init_lora;
+    // a classifier: one class per vocabulary word (one-word captions); eval and profile take the checkpoint's
+    int n_classes = o.stage == "classify" ? classify_check_data(train, test) : 0, init_classes = 0;
     if (!o.init.empty()) {  // a new stage takes the model's shape from the checkpoint (--resume checks the flags instead)
         CheckpointInfo info = checkpoint_read_info(from.c_str());
         init_lora = lora_config_read(info.config, "lm_");
+        const std::string* cls = config_get(info.config, "classes");
+        init_classes = cls ? atoi(cls->c_str()) : 0;
+        if (!training) n_classes = init_classes;
+        else if (init_classes > 0 && o.stage != "classify")
+            FATAL("%s is an image classifier (stage classify): a VLM stage starts from a VLM checkpoint", from.c_str());
+        if (n_classes > 0 && o.stage == "eval") classify_check_data(train, test);
         if (!training) lora = init_lora;  // eval: the checkpoint's adapters
         else if (init_lora.rank > 0)
             FATAL("%s has LoRA adapters on its GPT: evaluate it with --stage eval; a new stage starts from a model without them",
@@ -483,9 +580,10 @@ int main(int argc, char** argv) {
     if (H % cfg.patch) FATAL("image size %d is not a multiple of --patch %d", H, cfg.patch);
     int B = o.batch;
     VlmModel m;
-    vlm_build(&m, cfg, B, on_gpu, training, training ? frozen_for(o.stage) : std::vector<std::string>{}, lora);
+    if (n_classes > 0 && o.stage == "profile") FATAL("%s is an image classifier: --stage eval measures its accuracy, FLOPs and images/s", from.c_str());
+    vlm_build(&m, cfg, B, on_gpu, training, training ? frozen_for(o.stage) : std::vector<std::string>{}, lora, n_classes);
     vlm_init_params(&m, t.seed);
-    ConfigKV ckpt_cfg = checkpoint_config(cfg, vocab, o.stage, lora);
+    ConfigKV ckpt_cfg = checkpoint_config(cfg, vocab, o.stage, lora, n_classes);
     TrainState st = {0, 0, 0};
     Rng rng; rng_seed(&rng, t.seed + 1);
     if (!t.resume.empty()) {
@@ -495,12 +593,14 @@ int main(int argc, char** argv) {
     } else if (!o.init.empty()) {
         CheckpointInfo info = checkpoint_read_info(o.init.c_str());
         // a base without adapters under a LoRA run: the adapters keep their init (B = 0)
-        checkpoint_load(o.init.c_str(), "vlm", checkpoint_config(cfg, vocab, *config_get(info.config, "stage"), init_lora), &m.params,
-                        false, [](const ParamTensor& t) { return !lora_is_adapter(t.name); });
+        // a VLM's weights under a new classifier: its head keeps its init
+        checkpoint_load(o.init.c_str(), "vlm", checkpoint_config(cfg, vocab, *config_get(info.config, "stage"), init_lora, init_classes), &m.params,
+                        false, [&](const ParamTensor& t) { return !lora_is_adapter(t.name) && (init_classes > 0 || t.name.rfind("vision.head.", 0) != 0); });
         printf("%s starts from the weights of %s (stage %s)\n", o.stage.c_str(), o.init.c_str(), config_get(info.config, "stage")->c_str());
     }
     std::vector<int> train_ids[2] = {vlm_record_ids(&train, VLM_CAPTION), vlm_record_ids(&train, VLM_QA)};
-    bool uses_captions = o.stage != "eval" && o.stage != "profile", uses_qa = o.stage == "lm" || o.stage == "instruct" || o.stage == "e2e" || o.stage == "eval";
+    bool uses_captions = o.stage != "eval" && o.stage != "profile",
+         uses_qa = o.stage == "lm" || o.stage == "instruct" || o.stage == "e2e" || (o.stage == "eval" && n_classes == 0);
     if (uses_captions && train_ids[VLM_CAPTION].empty()) FATAL("--stage %s: the training data has no captions", o.stage.c_str());
     if (uses_qa && train_ids[VLM_QA].empty()) FATAL("--stage %s: the data has no questions", o.stage.c_str());
     printf("data: %s: %zu train captions, %zu train and %zu test questions, images %dx%d, vocabulary %d words, text up to %d tokens\n",
@@ -509,6 +609,7 @@ int main(int argc, char** argv) {
            "CLIP text encoder %d x %d, embedding %d: %.2fM parameters, %.2fM trained in stage %s\n",
            cfg.v_layers, cfg.v_dim, cfg.v_heads, cfg.patch, m.P, cfg.proj_mlp ? "mlp" : "linear", cfg.l_layers, cfg.l_dim, cfg.l_heads, m.Tl,
            cfg.t_layers, cfg.t_dim, cfg.clip_dim, m.params.num_params / 1e6, m.params.num_trainable / 1e6, o.stage.c_str());
+    if (n_classes > 0) printf("classifier: [CLS] -> LN -> linear head over %d classes (the GPT and the CLIP heads are not used)\n", n_classes);
     printf("device: %s; activations %.1f MiB, scratch %.1f MiB, parameters %.1f MiB, grads+AdamW %.1f MiB\n", device_name(on_gpu).c_str(),
            m.acts_bytes / 1048576.0, m.scratch_bytes / 1048576.0, params_bytes(&m.params) / 1048576.0,
            params_grad_and_moment_bytes(&m.params) / 1048576.0);
@@ -517,9 +618,17 @@ int main(int argc, char** argv) {
     if (reduction.method == REDUCE_FASTV)
         printf("token reduction: fastv, ratio %g: the LM keeps %d of %d image tokens from block %d on (LM sequence %d, then %d)\n",
                reduction.ratio, m.Pf, m.P, reduction.layer, m.Tl, vlm_lm_len(cfg, m.Pf));
+    else if (reduction.method != REDUCE_NONE && n_classes > 0)
+        printf("token reduction: %s, ratio %g: %d of %d patch tokens %s\n", REDUCE_NAMES[reduction.method], reduction.ratio, m.Pi, m.P,
+               reduction.method == REDUCE_TOME ? "leave the last block" : "from the encoder's input on");
     else if (reduction.method != REDUCE_NONE)
         printf("token reduction: %s, ratio %g: the LM sees %d of %d image tokens (LM sequence %d)\n", REDUCE_NAMES[reduction.method],
                reduction.ratio, m.Pi, m.P, vlm_lm_len(cfg, m.Pi));
+    if (!m.tome_sched.empty()) {
+        printf("tome: merges per ViT block:");
+        for (int r : m.tome_sched) printf(" %d", r);
+        printf("\n");
+    }
     if (o.stage == "profile") {
         transformer_lora_merge(&m.lm, &m.params, true);  // as generation runs
         run_profile(&m, o, test, B);
@@ -533,6 +642,11 @@ int main(int argc, char** argv) {
         transformer_set_training(&m.lm, false, 0);
         JsonLine j; j.integer("step", step);
         if (reduction.method != REDUCE_NONE) j.text("reduce", REDUCE_NAMES[reduction.method]).num("reduce_ratio", reduction.ratio).integer("image_tokens", m.Pf);
+        if (n_classes > 0) {
+            run_classify_eval(&m, o, test, B, step, o.stage == "eval", &j);
+            logger_write(&log, j);
+            return;
+        }
         if (o.stage == "clip") {
             double recall, zs;
             evaluate_clip(&m, &test, o.eval_records, B, &recall, &zs);
@@ -572,7 +686,7 @@ int main(int argc, char** argv) {
     int step = st.step, T = max_text;
     if (training) {
         std::vector<float> images((size_t)B * H * H * 3);
-        std::vector<int> tokens((size_t)B * cfg.max_text), targets((size_t)B * cfg.max_text), lengths(B), ids(B);
+        std::vector<int> tokens((size_t)B * cfg.max_text), targets((size_t)B * cfg.max_text), lengths(B), ids(B), labels(B);
         double t_start = wall_ms(), step_ms_sum = 0;
         int timed = 0;
         T = cfg.max_text;
@@ -582,12 +696,14 @@ int main(int argc, char** argv) {
             g_prof.on = t.profile > 0 && step >= st.step + 1 && step < st.step + 1 + t.profile;
             double t0 = wall_ms();
             // clip and align read captions; lm, instruct and e2e alternate captions and questions
-            VlmKind kind = (o.stage == "clip" || o.stage == "align") ? VLM_CAPTION : (step % 2 ? VLM_QA : VLM_CAPTION);
+            VlmKind kind = (o.stage == "clip" || o.stage == "align" || o.stage == "classify") ? VLM_CAPTION : (step % 2 ? VLM_QA : VLM_CAPTION);
             const std::vector<int>& pool = train_ids[kind];
             transformer_set_training(&m.lm, true, t.seed * 1000003ull + step);  // adapter dropout: a new mask per step
             for (int i = 0; i < B; i++) ids[i] = pool[rng_u32(&rng) % pool.size()];
             vlm_get_batch(&train, kind, ids.data(), B, T, images.data(), tokens.data(), targets.data(), lengths.data(), nullptr);
-            float loss = o.stage == "clip" ? vlm_clip_forward(&m, images.data(), tokens.data(), lengths.data(), B)
+            if (o.stage == "classify") classify_labels(tokens.data(), B, T, labels.data());
+            float loss = o.stage == "classify" ? vlm_classify_forward(&m, images.data(), labels.data(), B)
+                       : o.stage == "clip" ? vlm_clip_forward(&m, images.data(), tokens.data(), lengths.data(), B)
                        : o.stage == "lm"   ? vlm_forward_text(&m, tokens.data(), targets.data(), lengths.data(), B)
                                            : vlm_forward(&m, images.data(), tokens.data(), targets.data(), lengths.data(), B);
             vlm_zero_grad(&m);
@@ -596,7 +712,7 @@ int main(int argc, char** argv) {
             double ms = wall_ms() - t0, mib = device_memory_mib(on_gpu);
             if (step > st.step) { step_ms_sum += ms; timed++; }
             double avg = timed ? step_ms_sum / timed : ms;
-            const char* what = o.stage == "clip" ? "clip" : kind == VLM_QA ? "qa" : "caption";
+            const char* what = o.stage == "clip" ? "clip" : o.stage == "classify" ? "classify" : kind == VLM_QA ? "qa" : "caption";
             if (step % t.log_every == 0 || step == t.steps - 1) {
                 printf("step %5d/%d | %-7s loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f seq/s | %s | mem %.0f MiB\n", step + 1,
                        t.steps, what, loss, ss.lr, ss.grad_norm, ms, B / (avg / 1000.0), eta_string(t.steps - step - 1, avg).c_str(), mib);
@@ -614,7 +730,7 @@ int main(int argc, char** argv) {
     run_eval(step);
     if (training) save(step);
     transformer_lora_merge(&m.lm, &m.params, true);  // the samples below generate from the merged weights
-    if (o.stage != "clip" && o.stage != "lm") {  // a few answers to read
+    if (o.stage != "clip" && o.stage != "lm" && n_classes == 0) {  // a few answers to read
         std::vector<int> test_qa = vlm_record_ids(&test, VLM_QA);
         std::vector<float> image((size_t)H * H * 3);
         std::vector<int> tok(T), tgt(T), len(1);

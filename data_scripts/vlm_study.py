@@ -57,7 +57,7 @@ def main():
     if not base:
         sys.exit("error: the study needs the none run (the reference of KL and agreement)")
     ref = log_softmax(load_logits(os.path.join(out, "runs", base[0]["name"] + ".logits.bin")))
-    order = {m: i for i, m in enumerate(["none", "pool", "random", "uniform", "fastv", "salient"])}
+    order = {m: i for i, m in enumerate(["none", "pool", "random", "uniform", "fastv", "salient", "tome"])}
     runs.sort(key=lambda r: (order.get(r["method"], 99), r["ratio"]))
     rows = []
     for r in runs:
@@ -80,6 +80,7 @@ def main():
         row.update({
             "kl_full_reduced": kl, "top1_agreement": agree,
             "lm_prefill_gflop": float(pre1["gflop"]),
+            "vision_gflop": float(profile_row(prof, 1, "vision encoder")["gflop"]),
             "ttft_gflop": float(profile_row(prof, 1, "time to first token")["gflop"]),
             "decode_gflop": float(profile_row(prof, 1, "decode step")["gflop"]),
             "prefill_ms": float(pre1["ms_median"]),
@@ -98,16 +99,17 @@ def main():
         w.writerows(rows)
     b = rows[0]["batch"]
     md = [f"Device: {rows[0]['device']}. Accuracy: exact match on the test questions (teacher-forced greedy); "
-          f"KL and top-1: the answer tokens against none; LM GFLOP: the prefill's (analytic, batch 1); times: medians, batch 1 "
+          f"KL and top-1: the answer tokens against none; LM GFLOP: the prefill's, ViT GFLOP: the vision encoder's (analytic, batch 1; "
+          f"tome merges inside the encoder); times: medians, batch 1 "
           f"(TTFT also at batch {b}).", "",
-          "| method | R | image tokens | all | what | where | colour | count | exists | KL(full‖red) | top-1 agree | LM GFLOP | prefill ms | TTFT ms | decode ms | TTFT ms (batch %d) |" % b,
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| method | R | image tokens | all | what | where | colour | count | exists | KL(full‖red) | top-1 agree | LM GFLOP | prefill ms | TTFT ms | decode ms | TTFT ms (batch %d) | ViT GFLOP |" % b,
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     pc = lambda x: "–" if x != x else f"{100 * x:.1f}%"
     for r in rows:
         md.append(f"| {r['method']} | {r['ratio']:g} | {r['image_tokens']} | {pc(r['accuracy'])} | {pc(r['acc_what'])} | "
                   f"{pc(r['acc_where'])} | {pc(r['acc_colour'])} | {pc(r['acc_count'])} | {pc(r['acc_exists'])} | "
                   f"{r['kl_full_reduced']:.4f} | {100 * r['top1_agreement']:.1f}% | {r['lm_prefill_gflop']:.5f} | "
-                  f"{r['prefill_ms']:.3f} | {r['ttft_ms']:.3f} | {r['decode_ms']:.3f} | {r['ttft_ms_batch']:.3f} |")
+                  f"{r['prefill_ms']:.3f} | {r['ttft_ms']:.3f} | {r['decode_ms']:.3f} | {r['ttft_ms_batch']:.3f} | {r['vision_gflop']:.5f} |")
     open(os.path.join(out, "study.md"), "w").write("\n".join(md) + "\n")
     print("\n".join(md))
     try:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The visual-token reduction study (issue 11): a trained VLM checkpoint, every reduction method
-# (none, pool, random, uniform, fastv, salient) at every ratio it takes (0 [none only], 0.25, 0.5,
-# 0.75, 0.875; pool 0.75 only), each run as
+# (none, pool, random, uniform, fastv, salient, tome) at every ratio it takes (0 [none only], 0.25, 0.5,
+# 0.75, 0.875; pool 0.75 only; tome: ToMe inside the vision encoder, up to 1 - 1/2^(feature blocks)),
+# each run as
 #   train_vlm --stage eval     exact match per question type (where on its own), and the logits of
 #                              every answer position (--dump-answer-logits: KL and top-1 agreement
 #                              against none's, teacher-forced, computed by vlm_study.py)
@@ -10,11 +11,12 @@
 #   CKPT=out/vlm/instruct.ckpt (data_scripts/train_vlm.sh's last stage)   SCENES=data/scenes
 #   OUT=out/vlm_study   TRAIN_VLM_BIN=./train_vlm   BATCH=64   EVAL_RECORDS=0 (every test question)
 #   PROFILE_ITERS=20   FASTV_LAYER (default: train_vlm's, 1)   METHODS, RATIOS: to run fewer
-#   SIZE=tiny: on the CPU in a minute or two: a few scenes, a tiny model trained here (e2e, 40 steps)
+#   SIZE=tiny: on the CPU in a minute or two: a few scenes, a tiny model trained here (e2e, 40 steps;
+#   4 ViT blocks, so ToMe's 3 feature blocks can reach R = 0.875)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/vlm_study}
-METHODS=${METHODS:-"none pool random uniform fastv salient"}
+METHODS=${METHODS:-"none pool random uniform fastv salient tome"}
 RATIOS=${RATIOS:-"0.25 0.5 0.75 0.875"}
 mkdir -p "$OUT/runs"
 if [ "${SIZE:-}" = tiny ]; then
@@ -25,7 +27,7 @@ if [ "${SIZE:-}" = tiny ]; then
     [ -s "$SCENES/test.vlm" ] || ./build/make_scenes --out "$SCENES" --n-train 80 --n-test 20 > "$OUT/scenes.log"
     CKPT=${CKPT:-$OUT/tiny.ckpt}
     if [ ! -s "$CKPT" ]; then
-        "$BIN" --stage e2e --data-dir "$SCENES" --patch 16 --v-layers 2 --v-dim 16 --v-heads 2 --l-layers 2 --l-dim 16 --l-heads 2 \
+        "$BIN" --stage e2e --data-dir "$SCENES" --patch 16 --v-layers 4 --v-dim 16 --v-heads 2 --l-layers 2 --l-dim 16 --l-heads 2 \
             --t-layers 1 --t-dim 16 --t-heads 2 --clip-dim 16 --batch 8 --lr 3e-3 --warmup 4 --steps 40 --eval-interval 0 \
             --eval-records 20 --checkpoint "$CKPT" --device cpu > "$OUT/train_tiny.log"
     fi

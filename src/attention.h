@@ -15,6 +15,8 @@
 //   dP_ij = dout_i . v_j,  dS_ij = P_ij (dP_ij - D_i)   (the gradient of the scores s)
 //   dv_j += sum_i P_ij dout_i,  dq_i += scale * sum_j dS_ij k_j,  dk_j += scale * sum_i dS_ij q_i
 // The backward recomputes P from lse: neither backend keeps the (T, T) matrix between the passes.
+// attention_forward_bias (ToMe's proportional attention, forward only): s_ij + key_bias[b, j], on the
+// CPU reference and the plain CUDA kernel.
 //
 // CPU (the reference): softmax with the max subtracted, in float; the backward keeps P and dS
 // (B, NH, T, T) in malloc'd scratch for the column pass.
@@ -67,11 +69,14 @@ static float attention_dot_cpu(const floatX* a, const floatX* b, int n) {
 // one query row of one head: p[0, len) = softmax over the keys [0, lim) of scale * q.k_j (0 from
 // lim on), out = sum_j p_j v_j; returns the row's lse (+inf when lim = 0).  q, out: (hd);
 // key/value j at k, v + j*kv_stride
+// kbias (optional, ToMe's proportional attention): kbias[j] is added to key j's score
 static float attention_row_cpu(floatX* out, float* p, const floatX* q, const floatX* k, const floatX* v,
-                               size_t kv_stride, int lim, int len, int hd, float scale) {
+                               size_t kv_stride, int lim, int len, int hd, float scale, const float* kbias = nullptr) {
     float mx = -INFINITY;
     for (int j = 0; j < lim; j++) {
-        p[j] = scale * attention_dot_cpu(q, k + (size_t)j * kv_stride, hd);
+        float s = scale * attention_dot_cpu(q, k + (size_t)j * kv_stride, hd);
+        if (kbias) s = s + kbias[j];
+        p[j] = s;
         mx = p[j] > mx ? p[j] : mx;
     }
     float sum = 0.0f;
@@ -82,14 +87,18 @@ static float attention_row_cpu(floatX* out, float* p, const floatX* q, const flo
     return lim > 0 ? mx + logf(sum) : INFINITY;
 }
 
-static void attention_forward_cpu(floatX* out, float* lse, const floatX* qkv, const int* lengths, int B, int T,
-                                  int C, int NH, bool causal) {
+// Proportional attention (ToMe, Bolya et al. 2023; src/tome.h): the forward with a bias per key,
+//   s_ij = scale * q_i . k_j + key_bias[b, j],   key_bias: (B, T) float (log of the tokens' sizes)
+// (nullptr: none, the plain forward below). Inference only: no backward. On the GPU it
+// runs the plain kernels (fp32 math, any head dim), never the fused ones.
+static void attention_forward_bias_cpu(floatX* out, float* lse, const floatX* qkv, const float* key_bias, const int* lengths,
+                                       int B, int T, int C, int NH, bool causal) {
     int hd = C / NH;
     float scale = 1.0f / sqrtf((float)hd);
     size_t C3 = (size_t)3 * C;
 #pragma omp parallel
     {
-        float* p = (float*)malloc_check((size_t)(T > 0 ? T : 1) * sizeof(float));  // this thread's row of P
+        float* p = (float*)malloc_check((size_t)(T > 0 ? T : 1) * sizeof(float));
 #pragma omp for collapse(3)
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++)
@@ -97,10 +106,17 @@ static void attention_forward_cpu(floatX* out, float* lse, const floatX* qkv, co
                     const floatX* base = qkv + (size_t)b * T * C3 + (size_t)h * hd;
                     lse[((size_t)b * NH + h) * T + i] =
                         attention_row_cpu(out + ((size_t)b * T + i) * C + (size_t)h * hd, p, base + i * C3, base + C,
-                                          base + 2 * C, C3, attention_limit(lengths, b, i, T, causal), T, hd, scale);
+                                          base + 2 * C, C3, attention_limit(lengths, b, i, T, causal), T, hd, scale,
+                                          key_bias ? key_bias + (size_t)b * T : nullptr);
                 }
         free(p);
     }
+}
+
+// out: (B, T, C) heads concatenated; lse: (B, NH, T) each row's log-sum-exp (the backward recomputes P)
+static void attention_forward_cpu(floatX* out, float* lse, const floatX* qkv, const int* lengths, int B, int T,
+                                  int C, int NH, bool causal) {
+    attention_forward_bias_cpu(out, lse, qkv, nullptr, lengths, B, T, C, NH, causal);
 }
 
 static void attention_backward_cpu(floatX* dqkv, float* D, const floatX* dout, const floatX* qkv, const floatX* out,
@@ -181,12 +197,14 @@ __device__ __forceinline__ float attention_dot_dev(const floatX* a, const floatX
 
 // The whole warp computes one query row (attention_row_cpu): lanes stride over the keys for the
 // scores and the softmax, then over the channels for out = sum_j p_j v_j. Returns the row's lse.
+// kbias (optional): added to key j's score (attention_row_cpu's)
 __device__ float attention_row_warp(floatX* out, float* p, const floatX* q, const floatX* k, const floatX* v,
-                                    size_t kv_stride, int lim, int len, int hd, float scale) {
+                                    size_t kv_stride, int lim, int len, int hd, float scale, const float* kbias = nullptr) {
     int lane = threadIdx.x % 32;
     float mx = -INFINITY;
     for (int j = lane; j < lim; j += 32) {
         float s = scale * attention_dot_dev(q, k + (size_t)j * kv_stride, hd);
+        if (kbias) s = s + kbias[j];
         p[j] = s;
         mx = fmaxf(mx, s);
     }
@@ -205,9 +223,10 @@ __device__ float attention_row_warp(floatX* out, float* p, const floatX* q, cons
     return lim > 0 ? mx + logf(sum) : INFINITY;
 }
 
-// one warp per (b, h, i) row; P: (B, NH, T, T) scratch
-__global__ void attention_forward_kernel(floatX* out, float* lse, float* P, const floatX* qkv, const int* lengths,
-                                         int B, int T, int C, int NH, bool causal, float scale) {
+// one warp per (b, h, i) row; P: (B, NH, T, T) scratch; key_bias (B, T) or nullptr (proportional
+// attention: attention_forward_bias_cpu)
+__global__ void attention_forward_kernel(floatX* out, float* lse, float* P, const floatX* qkv, const float* key_bias,
+                                         const int* lengths, int B, int T, int C, int NH, bool causal, float scale) {
     size_t r = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;  // ((b*NH + h)*T + i)
     if (r >= (size_t)B * NH * T) return;
     int i = (int)(r % T), h = (int)(r / T % NH), b = (int)(r / T / NH);
@@ -215,7 +234,8 @@ __global__ void attention_forward_kernel(floatX* out, float* lse, float* P, cons
     size_t C3 = (size_t)3 * C;
     const floatX* base = qkv + (size_t)b * T * C3 + (size_t)h * hd;
     float l = attention_row_warp(out + ((size_t)b * T + i) * C + (size_t)h * hd, P + r * T, base + i * C3, base + C,
-                                 base + 2 * C, C3, attention_limit(lengths, b, i, T, causal), T, hd, scale);
+                                 base + 2 * C, C3, attention_limit(lengths, b, i, T, causal), T, hd, scale,
+                                 key_bias ? key_bias + (size_t)b * T : nullptr);
     if (threadIdx.x % 32 == 0) lse[r] = l;
 }
 
@@ -295,17 +315,22 @@ static float* attention_scratch(size_t floats) {
 }
 
 // the plain forward / backward (any head dim): the interface of attention_forward_cuda /
-// attention_backward_cuda; P (and dS) go to attention_scratch
-static void attention_forward_plain_cuda(floatX* out, float* lse, const floatX* qkv, const int* lengths, int B, int T,
-                                         int C, int NH, bool causal) {
+// attention_backward_cuda; P (and dS) go to attention_scratch. The forward takes an optional key
+// bias (proportional attention, attention_forward_bias_cpu; the fused kernels take none).
+static void attention_forward_bias_cuda(floatX* out, float* lse, const floatX* qkv, const float* key_bias, const int* lengths,
+                                        int B, int T, int C, int NH, bool causal) {
     size_t rows = (size_t)B * NH * T;
     if (rows == 0 || C == 0) return;
     const int block = 256, warps = block / 32;
     float scale = 1.0f / sqrtf((float)(C / NH));
     float* P = attention_scratch(rows * T);
-    attention_forward_kernel<<<(unsigned)((rows + warps - 1) / warps), block>>>(out, lse, P, qkv, lengths, B, T, C, NH,
-                                                                               causal, scale);
+    attention_forward_kernel<<<(unsigned)((rows + warps - 1) / warps), block>>>(out, lse, P, qkv, key_bias, lengths, B, T, C,
+                                                                               NH, causal, scale);
     cudaCheckLaunch();
+}
+static void attention_forward_plain_cuda(floatX* out, float* lse, const floatX* qkv, const int* lengths, int B, int T,
+                                         int C, int NH, bool causal) {
+    attention_forward_bias_cuda(out, lse, qkv, nullptr, lengths, B, T, C, NH, causal);
 }
 
 static void attention_backward_plain_cuda(floatX* dqkv, float* D, const floatX* dout, const floatX* qkv,
@@ -857,6 +882,12 @@ static void attention_backward(bool on_gpu, floatX* dqkv, float* D, const floatX
                                bool causal) {
     if (on_gpu) GPU_CALL(attention_backward_cuda(dqkv, D, dout, qkv, out, lse, lengths, B, T, C, NH, causal));
     else attention_backward_cpu(dqkv, D, dout, qkv, out, lse, lengths, B, T, C, NH, causal);
+}
+// proportional attention (ToMe): key_bias (B, T) on the backend; forward only
+static void attention_forward_bias(bool on_gpu, floatX* out, float* lse, const floatX* qkv, const float* key_bias,
+                                   const int* lengths, int B, int T, int C, int NH, bool causal) {
+    if (on_gpu) GPU_CALL(attention_forward_bias_cuda(out, lse, qkv, key_bias, lengths, B, T, C, NH, causal));
+    else attention_forward_bias_cpu(out, lse, qkv, key_bias, lengths, B, T, C, NH, causal);
 }
 static void attention_step(bool on_gpu, floatX* out, const floatX* q, const floatX* k_cache, const floatX* v_cache,
                            int B, int n, int T_max, int C, int NH) {

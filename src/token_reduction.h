@@ -20,6 +20,11 @@
 //
 //   salient  (ours) P' = max(1, round(P (1 - R))) patches chosen by pixel saliency with spatial
 //            coverage; see "salient" below for the pseudocode and why
+//   tome     not a selection: ToMe (Bolya et al. 2023) inside the vision encoder (src/tome.h): its
+//            blocks merge similar tokens (bipartite soft matching on the attention keys, size-weighted
+//            means, proportional attention) so that P' = max(1, round(P (1 - R))) patch tokens leave
+//            the feature layer; each keeps the position of its representative patch (the B token the
+//            merges landed in). src/vlm_model.h: vlm_encode_images
 //   fastv    not before the projector: FastV (Chen et al. 2024) inside the LM. Blocks 0..L'-1
 //            (L' = TokenReduction::layer, --fastv-layer) run on the whole sequence; block L''s
 //            attention from the query token (the last prompt token: the first <sep> after
@@ -41,8 +46,8 @@
 #include <vector>
 #include "common.h"
 
-typedef enum { REDUCE_NONE = 0, REDUCE_POOL, REDUCE_RANDOM, REDUCE_UNIFORM, REDUCE_FASTV, REDUCE_SALIENT, REDUCE_NUM_METHODS } ReduceMethod;
-static const char* const REDUCE_NAMES[] = {"none", "pool", "random", "uniform", "fastv", "salient"};
+typedef enum { REDUCE_NONE = 0, REDUCE_POOL, REDUCE_RANDOM, REDUCE_UNIFORM, REDUCE_FASTV, REDUCE_SALIENT, REDUCE_TOME, REDUCE_NUM_METHODS } ReduceMethod;
+static const char* const REDUCE_NAMES[] = {"none", "pool", "random", "uniform", "fastv", "salient", "tome"};
 
 typedef struct {
     ReduceMethod method;
@@ -53,7 +58,7 @@ typedef struct {
 
 static TokenReduction token_reduction_none() { return TokenReduction{REDUCE_NONE, 0.0f, 0, 0}; }
 
-// "none|pool|random|uniform|fastv|salient" -> method; false for anything else
+// "none|pool|random|uniform|fastv|salient|tome" -> method; false for anything else
 static bool token_reduction_parse(const std::string& name, ReduceMethod* out) {
     for (int i = 0; i < REDUCE_NUM_METHODS; i++)
         if (name == REDUCE_NAMES[i]) { *out = (ReduceMethod)i; return true; }
@@ -67,11 +72,12 @@ static std::string token_reduction_check(ReduceMethod method, float ratio) {
     if (!(ratio >= 0.0f && ratio < 1.0f)) return std::string("the reduction ratio must be in [0, 1), got ") + got;
     if (method == REDUCE_POOL && ratio != 0.0f && ratio != 0.75f)
         return std::string("pool is 2x2 average pooling: it drops 3 of 4 tokens, ratio 0.75 only (0: no reduction), got ") + got +
-               " (random, uniform, fastv and salient take any ratio)";
+               " (random, uniform, fastv, salient and tome take any ratio)";
     return "";
 }
 
-// P': the image tokens left of a gh x gw grid (fastv: those the LM keeps from block L' on)
+// P': the image tokens left of a gh x gw grid (fastv: those the LM keeps from block L' on; tome: those
+// leaving the vision encoder)
 static int token_reduction_count(const TokenReduction& r, int gh, int gw) {
     std::string err = token_reduction_check(r.method, r.ratio);
     if (!err.empty()) FATAL("%s", err.c_str());

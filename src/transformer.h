@@ -318,3 +318,40 @@ static void transformer_backward(Transformer* t, bool on_gpu, floatX* dresid, co
         PROF(on_gpu, "layernorm", layernorm_backward(on_gpu, dresid, dp.ln1_w, dp.ln1_b, s.dln, a.resid, p.ln1_w, a.ln1_mean, a.ln1_rstd, BT, C));
     }
 }
+
+// ---------------------------------------------------------------------------
+// One block in two halves, for a caller that changes the rows between the attention and the MLP
+// (ToMe merges tokens there: src/tome.h). The same operations, in the same order, as block l of
+// transformer_forward, forward only and without adapters (the vision encoder has none):
+//   transformer_block_attention: acts[l].resid (B, T, C) -> acts[l].resid2 = x + attn(LN1(x)) Wo + bo;
+//                                key_bias (B, T) on the backend: proportional attention
+//                                (attention_forward_bias); nullptr: attention_forward
+//   transformer_block_mlp:       acts[l].resid2 (B, T, C) -> the block's output (acts[l + 1].resid, or
+//                                t->out after the last block) = x' + MLP(LN2(x')); T may be smaller
+//                                than the attention half's when rows were merged in between
+static void transformer_block_attention(Transformer* t, bool on_gpu, int l, const float* key_bias, int B, int T) {
+    int C = t->cfg.d_model, NH = t->cfg.n_head, BT = B * T;
+    if (B > t->B || T > t->T) FATAL("transformer_block_attention: shape (%d, %d) exceeds the built (%d, %d)", B, T, t->B, t->T);
+    if (t->lora.rank > 0 && !t->lora_merged) FATAL("transformer_block_attention: merge the adapters first (transformer_lora_merge)");
+    BlockParams& p = t->p[l];
+    BlockActs& a = t->acts[l];
+    PROF(on_gpu, "layernorm", layernorm_forward(on_gpu, a.ln1, a.ln1_mean, a.ln1_rstd, a.resid, p.ln1_w, p.ln1_b, BT, C));
+    PROF(on_gpu, "qkv", linear_forward(on_gpu, a.qkv, a.ln1, p.qkv_w, p.qkv_b, BT, C, 3 * C));
+    if (key_bias) PROF(on_gpu, "attention", attention_forward_bias(on_gpu, a.atty, a.lse, a.qkv, key_bias, nullptr, B, T, C, NH, t->cfg.causal));
+    else PROF(on_gpu, "attention", attention_forward(on_gpu, a.atty, a.lse, a.qkv, nullptr, B, T, C, NH, t->cfg.causal));
+    PROF(on_gpu, "attn_proj", linear_forward(on_gpu, a.resid2, a.atty, p.attn_proj_w, p.attn_proj_b, BT, C, C));
+    PROF(on_gpu, "attn_proj", add_inplace(on_gpu, a.resid2, a.resid, (size_t)BT * C));
+}
+
+static void transformer_block_mlp(Transformer* t, bool on_gpu, int l, int B, int T) {
+    int C = t->cfg.d_model, BT = B * T;
+    if (B > t->B || T > t->T) FATAL("transformer_block_mlp: shape (%d, %d) exceeds the built (%d, %d)", B, T, t->B, t->T);
+    BlockParams& p = t->p[l];
+    BlockActs& a = t->acts[l];
+    floatX* block_out = l + 1 < t->cfg.n_layer ? t->acts[l + 1].resid : t->out;
+    PROF(on_gpu, "layernorm", layernorm_forward(on_gpu, a.ln2, a.ln2_mean, a.ln2_rstd, a.resid2, p.ln2_w, p.ln2_b, BT, C));
+    PROF(on_gpu, "mlp", linear_forward(on_gpu, a.fch, a.ln2, p.fc_w, p.fc_b, BT, C, 4 * C));
+    PROF(on_gpu, "mlp", gelu_forward(on_gpu, a.fch_gelu, a.fch, (size_t)BT * 4 * C);
+                        linear_forward(on_gpu, block_out, a.fch_gelu, p.fc_proj_w, p.fc_proj_b, BT, 4 * C, C));
+    PROF(on_gpu, "mlp", add_inplace(on_gpu, block_out, a.resid2, (size_t)BT * C));
+}

@@ -31,16 +31,27 @@
 // one row to every layer at the position n (the embedding's) and the cache slot n - drop[l], so
 // it equals the forward of the longer sequence with the same pruning. m->fastv_force (tests):
 // the kept indices (B, P') to use instead of the ranking.
+// ToMe (reduce tome, inside the vision encoder; src/tome.h): blocks 0..fl-1 (the ones that produce
+// the feature layer) merge tokens by bipartite soft matching with proportional attention, r_l per
+// block (tome_schedule), so P' patch tokens leave the feature layer. The projector reads those P'
+// rows; each takes the LM position of its representative patch (the B token its merges landed in,
+// through every block: a token that was never a merge source keeps its own patch), as the kept
+// tokens of random/uniform do (vlm_reduced_positions via m->keep).
 // vlm_forward's stages can also be run one by one (the profiler times them):
 // vlm_encode_images -> vlm_reduce_tokens -> vlm_project -> vlm_prepare_sequences +
 // vlm_lm_forward; generation: vlm_kv_from_prefill, then vlm_decode_step per token.
 //
-// Three forward passes share the parameters, one per kind of training:
+// Four forward passes share the parameters, one per kind of training:
 //   vlm_forward        the LLaVA path above (stages align, instruct, e2e)
 //   vlm_forward_text   the LM alone on text, <image> dropped (stage lm)
 //   vlm_clip_forward   CLIP (stage clip): image embedding = proj(LN(ViT output at [CLS])),
 //                      text embedding = proj(LN(text encoder output at <eos>)), a causal
 //                      transformer of its own; contrastive loss with a learned scale
+//   vlm_classify_forward  the ViT as an image classifier (stage classify; a model built with
+//                      n_classes > 0): logits = head(LN(ViT output at [CLS])), every block run,
+//                      cross-entropy. At inference its tokens can be reduced: tome (merging in
+//                      every block), or pool / random / uniform at the encoder's INPUT (after the
+//                      patch embedding and positions, [CLS] kept), so every block runs on fewer rows
 // vlm_backward runs the backward of whichever came last. Frozen tensors (a stage's
 // vlm_build(..., frozen prefixes)) get no gradient or optimizer memory; the
 // gradient still flows through them to what trains (align trains the projector
@@ -61,6 +72,7 @@
 #include "patch_embed.h"
 #include "sequence_ops.h"
 #include "token_reduction.h"
+#include "tome.h"
 #include "transformer.h"
 
 #define VLM_IMAGE_TOKEN 3  // the <image> placeholder's id (src/tokenizer.h)
@@ -101,7 +113,7 @@ static VlmConfig vlm_config_from_kv(const ConfigKV& kv, const char* path) {
     return c;
 }
 
-typedef enum { VLM_PASS_IMAGE, VLM_PASS_TEXT, VLM_PASS_CLIP } VlmPass;
+typedef enum { VLM_PASS_IMAGE, VLM_PASS_TEXT, VLM_PASS_CLIP, VLM_PASS_CLASSIFY } VlmPass;
 
 typedef struct {
     VlmConfig cfg;
@@ -131,6 +143,20 @@ typedef struct {
     std::vector<int> pos_index;
     int* d_pos_index;
     floatX* img_feats;     // what the projector reads: feats, or feats_red after a reduction
+    // ToMe (reduce tome) and the classifier's input reductions
+    TomeRun tome;
+    std::vector<int> tome_sched;  // merges per block (tome_schedule)
+    floatX* tome_scratch;  // (B, P+1, Dv) merged rows
+    int vis_T;             // rows per image the last vision forward left ([CLS] + patch tokens)
+    std::vector<int> in_off, in_mem;  // the classifier's input reduction: groups (token_merge)
+    float* pool_ones;      // (B, P+1) ones: the input reduction's weights
+    size_t pool_ones_n;
+    // the classifier (n_classes > 0): head on LN(ViT output at [CLS])
+    int n_classes, head_w, head_b;
+    floatX* cls_logits;    // (B, n_classes); after a forward with labels: dloss/dlogits
+    float* cls_losses;     // (B)
+    int *d_labels, *d_class_rows;
+    std::vector<int> class_rows;
     ParamStore params;
     Transformer vit, lm, txt;
     LoraConfig lm_lora;    // adapters on the GPT (rank 0: none); its base is then frozen
@@ -194,6 +220,11 @@ static void vlm_declare_params(VlmModel* m) {
     m->vlnf_w = params_add(ps, "ln_f.weight", {Dv}, false);
     m->vlnf_b = params_add(ps, "ln_f.bias", {Dv}, false);
     m->vproj = params_add(ps, "proj.weight", {c.clip_dim, Dv}, true);
+    m->head_w = m->head_b = -1;
+    if (m->n_classes > 0) {  // the classifier's head
+        m->head_w = params_add(ps, "head.weight", {m->n_classes, Dv}, true);
+        m->head_b = params_add(ps, "head.bias", {m->n_classes}, false);
+    }
     params_set_prefix(ps, "text.");
     m->t_wte = params_add(ps, "wte", {c.vocab, c.t_dim}, true);
     m->t_wpe = params_add(ps, "wpe", {m->Tt, c.t_dim}, false);
@@ -233,6 +264,9 @@ static void vlm_layout(VlmModel* m, Arena* acts, Arena* scratch) {
     transformer_layout_acts(&m->vit, acts, (int)B, (int)P + 1);
     m->feats = arena_take<floatX>(acts, B * P * Dv);
     m->feats_red = arena_take<floatX>(acts, B * P * Dv);
+    m->tome_scratch = arena_take<floatX>(acts, B * (P + 1) * Dv);
+    m->cls_logits = arena_take<floatX>(acts, B * std::max(1, m->n_classes));
+    m->cls_losses = arena_take<float>(acts, B);
     m->proj_h = arena_take<floatX>(acts, B * P * Dl);
     m->proj_g = arena_take<floatX>(acts, B * P * Dl);
     m->img_tok = arena_take<floatX>(acts, B * P * Dl);
@@ -283,8 +317,9 @@ static void vlm_layout(VlmModel* m, Arena* acts, Arena* scratch) {
 // frozen: name prefixes of the tensors this run does not train ("vision.", "lm.", ...).
 // lm_lora: LoRA adapters on the GPT's linear layers (transformer.h); the rest of
 // the GPT is then frozen, the adapters train unless "lm." is in `frozen`.
+// n_classes > 0: a classifier head on the ViT (vlm_classify_forward; stage classify)
 static void vlm_build(VlmModel* m, const VlmConfig& cfg, int B, bool on_gpu, bool with_grads = true,
-                      const std::vector<std::string>& frozen = {}, const LoraConfig& lm_lora = LoraConfig()) {
+                      const std::vector<std::string>& frozen = {}, const LoraConfig& lm_lora = LoraConfig(), int n_classes = 0) {
     const VlmConfig& c = cfg;
     if (c.image_size < 1 || c.patch < 1 || c.image_size % c.patch) FATAL("image size %d must be a multiple of the patch size %d", c.image_size, c.patch);
     if (c.v_layers < 1 || c.l_layers < 1 || c.v_dim % c.v_heads || c.l_dim % c.l_heads)
@@ -298,6 +333,8 @@ static void vlm_build(VlmModel* m, const VlmConfig& cfg, int B, bool on_gpu, boo
     if (lm_lora.rank < 0 || (lm_lora.rank > 0 && !(lm_lora.alpha > 0)) || lm_lora.dropout < 0 || lm_lora.dropout >= 1)
         FATAL("LoRA needs rank >= 0, alpha > 0 and dropout in [0, 1)");
     m->lm_lora = lm_lora;
+    if (n_classes < 0) FATAL("vlm_build: %d classes", n_classes);
+    m->n_classes = n_classes;
     params_init(&m->params);
     vlm_declare_params(m);
     bool lm_frozen = std::find(frozen.begin(), frozen.end(), std::string("lm.")) != frozen.end();
@@ -337,6 +374,12 @@ static void vlm_build(VlmModel* m, const VlmConfig& cfg, int B, bool on_gpu, boo
     m->d_eot_rows = (int*)backend_malloc(on_gpu, B * sizeof(int));
     for (int b = 0; b < B; b++) m->cls_rows[b] = b * (m->P + 1);
     backend_copy(on_gpu, m->d_cls_rows, m->cls_rows.data(), B * sizeof(int), true);
+    m->d_labels = (int*)backend_malloc(on_gpu, B * sizeof(int));
+    m->d_class_rows = (int*)backend_malloc(on_gpu, B * sizeof(int));
+    tome_alloc(&m->tome, on_gpu, B, m->P + 1, c.v_dim, c.v_heads);
+    m->pool_ones = (float*)backend_malloc(on_gpu, (size_t)B * (m->P + 1) * sizeof(float));
+    m->pool_ones_n = 0;
+    m->vis_T = m->P + 1;
 }
 
 static void vlm_free(VlmModel* m) {
@@ -349,16 +392,26 @@ static void vlm_free(VlmModel* m) {
     backend_free(on_gpu, m->d_keep);
     backend_free(on_gpu, m->d_pos_index);
     backend_free(on_gpu, m->d_fastv_rows);
+    backend_free(on_gpu, m->d_labels); backend_free(on_gpu, m->d_class_rows); backend_free(on_gpu, m->pool_ones);
+    tome_free(&m->tome);
 }
 
 // visual-token reduction for the next forwards (src/token_reduction.h; inference:
 // vlm_backward refuses a reduced forward). Sets m->Pi = P'. A ratio of 0 (or none)
 // keeps all P tokens and runs nothing, so the model is exactly the unreduced one.
 // fastv: the projector reads all P (Pi = P), the LM keeps Pf = P' from block r.layer on.
+// tome: the merges per block (tome_schedule) over the blocks that make the feature layer (a
+// classifier: every block); FATAL when they cannot reach P'.
+// A classifier (n_classes > 0) takes none, pool, random, uniform (at the encoder's input) and tome.
 static void vlm_set_reduction(VlmModel* m, const TokenReduction& r) {
     int n = token_reduction_count(r, m->grid, m->grid);
     if (r.method == REDUCE_FASTV && (r.layer < 0 || r.layer >= m->cfg.l_layers))
         FATAL("fastv: the ranking layer must be in [0, %d] (the GPT has %d blocks), got %d", m->cfg.l_layers - 1, m->cfg.l_layers, r.layer);
+    if (m->n_classes > 0 && (r.method == REDUCE_FASTV || r.method == REDUCE_SALIENT))
+        FATAL("%s reduces a VLM's image tokens; the classifier takes none, pool, random, uniform or tome", REDUCE_NAMES[r.method]);
+    m->tome_sched.clear();
+    if (r.method == REDUCE_TOME && n < m->P)
+        m->tome_sched = tome_schedule(m->P, n, m->n_classes > 0 ? m->cfg.v_layers : vlm_feature_layer(m->cfg));
     m->reduce = r;
     m->Pi = r.method == REDUCE_FASTV ? m->P : n;
     m->Pf = n;
@@ -396,6 +449,7 @@ static void vlm_init_params(VlmModel* m, uint64_t seed) {
     normal(m->t_wte, 0.02f); normal(m->t_wpe, 0.01f);
     transformer_init(&m->txt, ps, h.data(), &rng);
     T(m->log_scale)[0] = logf(1.0f / 0.07f);
+    if (m->n_classes > 0) { uniform(m->head_w, 1.0f / sqrtf((float)c.v_dim)); uniform(m->head_b, 1.0f / sqrtf((float)c.v_dim)); }
     backend_copy(m->on_gpu, ps->params, h.data(), ps->num_params * sizeof(float), true);
 }
 
@@ -461,8 +515,53 @@ static void vlm_check_batch(const VlmModel* m, const int* text_tokens, int B) {
         if (text_tokens[i] < 0 || text_tokens[i] >= m->cfg.vocab) FATAL("text token %d out of range [0, %d)", text_tokens[i], m->cfg.vocab);
 }
 
-// the vision encoder: patches, [CLS], positions, blocks 0 .. n_blocks - 1
-static void vlm_vision_forward(VlmModel* m, const float* images, int B, int n_blocks) {
+// the classifier's input reduction (pool / random / uniform with P' < P): the embedded rows (B, P+1, Dv)
+// in vit.acts[0].resid become (B, 1 + P', Dv) there: [CLS] alone, then the 2x2 windows' means (pool)
+// or the kept patches in raster order (random: a function of (seed, image key); uniform), as
+// token_merge groups with equal weights. keys: (B) host or nullptr (the row)
+static void vlm_input_reduce(VlmModel* m, int B, const int* keys) {
+    bool on_gpu = m->on_gpu;
+    int P = m->P, Pi = m->Pi, g = m->grid, Dv = m->cfg.v_dim, T = P + 1, T2 = Pi + 1;
+    m->in_off.assign((size_t)B * T2 + 1, 0);
+    m->in_mem.clear();
+    std::vector<int> kept(Pi);
+    int ow = (g + 1) / 2;
+    for (int b = 0; b < B; b++) {
+        m->in_mem.push_back(b * T);  // [CLS] alone
+        m->in_off[(size_t)b * T2 + 1] = (int)m->in_mem.size();
+        if (m->reduce.method != REDUCE_POOL) {
+            if (m->reduce.method == REDUCE_RANDOM) token_select_random(kept.data(), P, Pi, m->reduce.seed, keys ? (uint64_t)keys[b] : (uint64_t)b);
+            else token_select_uniform(kept.data(), g, g, Pi);
+        }
+        for (int o = 0; o < Pi; o++) {
+            if (m->reduce.method == REDUCE_POOL) {  // the 2x2 window's rows in raster order
+                for (int dy = 0; dy < 2; dy++)
+                    for (int dx = 0; dx < 2; dx++) {
+                        int y = 2 * (o / ow) + dy, x = 2 * (o % ow) + dx;
+                        if (y < g && x < g) m->in_mem.push_back(b * T + 1 + y * g + x);
+                    }
+            } else {
+                m->in_mem.push_back(b * T + 1 + kept[o]);
+            }
+            m->in_off[(size_t)b * T2 + 2 + o] = (int)m->in_mem.size();
+        }
+    }
+    if (m->pool_ones_n < (size_t)B * T) {  // equal weights: a buffer of ones, uploaded once
+        std::vector<float> ones((size_t)m->B * T, 1.0f);
+        backend_copy(on_gpu, m->pool_ones, ones.data(), ones.size() * sizeof(float), true);
+        m->pool_ones_n = ones.size();
+    }
+    backend_copy(on_gpu, m->tome.d_off, m->in_off.data(), m->in_off.size() * sizeof(int), true);
+    backend_copy(on_gpu, m->tome.d_mem, m->in_mem.data(), m->in_mem.size() * sizeof(int), true);
+    floatX* vin = m->vit.acts[0].resid;
+    PROF(on_gpu, "input_reduce", token_merge(on_gpu, m->tome_scratch, vin, m->pool_ones, m->tome.d_off, m->tome.d_mem, B * T2, Dv);
+                                 backend_copy_device(on_gpu, vin, m->tome_scratch, (size_t)B * T2 * Dv * sizeof(floatX)));
+}
+
+// the vision encoder: patches, [CLS], positions, blocks 0 .. n_blocks - 1. reduce: apply the model's
+// reduction where it acts inside the encoder (tome; a classifier's pool / random / uniform at the
+// input); keys (B, host) for random. m->vis_T = the rows per image it leaves.
+static void vlm_vision_forward(VlmModel* m, const float* images, int B, int n_blocks, bool reduce = false, const int* keys = nullptr) {
     const VlmConfig& c = m->cfg;
     bool on_gpu = m->on_gpu;
     int P = m->P, Dv = c.v_dim, H = c.image_size;
@@ -472,7 +571,18 @@ static void vlm_vision_forward(VlmModel* m, const float* images, int B, int n_bl
     floatX* vin = m->vit.acts[0].resid;
     PROF(on_gpu, "vit_embed", cls_prepend_forward(on_gpu, vin, m->patch_emb, vlm_param(m, m->cls), B, P, Dv);
                               position_add_forward(on_gpu, vin, vlm_param(m, m->vpos), B, P + 1, Dv));
-    transformer_forward(&m->vit, on_gpu, nullptr, B, P + 1, n_blocks);
+    m->vis_T = P + 1;
+    if (reduce && m->reduce.method == REDUCE_TOME && !m->tome_sched.empty()) {
+        m->vis_T = tome_forward(&m->vit, &m->tome, m->tome_sched, m->tome_scratch, B, P + 1, n_blocks);
+        return;
+    }
+    bool at_input = m->n_classes > 0 && m->Pi < P &&
+                    (m->reduce.method == REDUCE_POOL || m->reduce.method == REDUCE_RANDOM || m->reduce.method == REDUCE_UNIFORM);
+    if (reduce && at_input) {
+        vlm_input_reduce(m, B, keys);
+        m->vis_T = m->Pi + 1;
+    }
+    transformer_forward(&m->vit, on_gpu, nullptr, B, m->vis_T, n_blocks);
 }
 
 static void vlm_vision_backward(VlmModel* m, floatX* dvresid, int B, int from_layer) {
@@ -498,12 +608,20 @@ static int vlm_prepare_sequences(VlmModel* m, const int* text_tokens, const int*
     return Tl;
 }
 
-// the vision encoder up to the feature layer, [CLS] dropped: images (B, H, W, 3) host -> m->feats (B, P, Dv)
+// the vision encoder up to the feature layer, [CLS] dropped: images (B, H, W, 3) host -> m->feats (B, P, Dv);
+// with tome the encoder merges tokens and P' rows leave: m->feats (B, P', Dv), their representative
+// patches in m->keep (B, P') (the LM positions of vlm_reduced_positions)
 static void vlm_encode_images(VlmModel* m, const float* images, int B) {
     const VlmConfig& c = m->cfg;
     int fl = vlm_feature_layer(c);
-    vlm_vision_forward(m, images, B, fl);
-    cls_drop_forward(m->on_gpu, m->feats, fl < c.v_layers ? m->vit.acts[fl].resid : m->vit.out, B, m->P, c.v_dim);
+    vlm_vision_forward(m, images, B, fl, true);
+    int n = m->vis_T - 1;
+    cls_drop_forward(m->on_gpu, m->feats, fl < c.v_layers ? m->vit.acts[fl].resid : m->vit.out, B, n, c.v_dim);
+    if (m->reduce.method == REDUCE_TOME && n < m->P) {
+        if (n != m->Pi) FATAL("vlm_encode_images: tome left %d tokens, %d planned", n, m->Pi);
+        for (int b = 0; b < B; b++)
+            for (int j = 0; j < n; j++) m->keep[(size_t)b * n + j] = m->tome.rep[(size_t)b * m->vis_T + 1 + j] - 1;
+    }
 }
 
 // the reduction (if any): m->feats (B, P, Dv) -> m->img_feats (B, Pi, Dv). image_keys (B, host):
@@ -512,7 +630,7 @@ static void vlm_reduce_tokens(VlmModel* m, int B, const int* image_keys = nullpt
     bool on_gpu = m->on_gpu;
     int P = m->P, Pi = m->Pi, Dv = m->cfg.v_dim;
     m->img_feats = m->feats;
-    if (!vlm_reduces(m)) return;
+    if (!vlm_reduces(m) || m->reduce.method == REDUCE_TOME) return;  // tome: done in the encoder
     if (m->reduce.method == REDUCE_POOL) {
         token_pool2x2(on_gpu, m->feats_red, m->feats, B, m->grid, m->grid, Dv);
     } else if (m->reduce.method == REDUCE_SALIENT) {  // the raw images of vlm_encode_images (m->images)
@@ -698,6 +816,53 @@ static void vlm_clip_image_embed(VlmModel* m, const float* images, int B) {
                               linear_forward(on_gpu, m->img_emb, m->vcls, vlm_param(m, m->vproj), (const float*)nullptr, B, Dv, c.clip_dim));
 }
 
+// stage classify (n_classes > 0): logits = head(LN_f(ViT output at [CLS])) of B images (host, (B, H, W, 3))
+// -> m->cls_logits (B, n_classes). Every block runs; the model's reduction applies (tome, or the input
+// reductions; keys (B, host): the images' keys for random). labels (B, host, in [0, n_classes)):
+// returns the mean cross-entropy and leaves dloss/dlogits in m->cls_logits; nullptr: returns 0 and
+// leaves the logits. The [CLS] rows are gathered before the final LayerNorm (the only rows the head reads).
+static float vlm_classify_forward(VlmModel* m, const float* images, const int* labels, int B, const int* keys = nullptr) {
+    const VlmConfig& c = m->cfg;
+    bool on_gpu = m->on_gpu;
+    int Dv = c.v_dim, K = m->n_classes;
+    if (K < 1) FATAL("vlm_classify_forward: the model has no classifier head (vlm_build with n_classes > 0)");
+    if (B < 1 || B > m->B) FATAL("vlm: batch %d outside [1, %d]", B, m->B);
+    vlm_vision_forward(m, images, B, c.v_layers, true, keys);
+    int T = m->vis_T;
+    m->class_rows.resize(B);
+    for (int b = 0; b < B; b++) m->class_rows[b] = b * T;
+    backend_copy(on_gpu, m->d_class_rows, m->class_rows.data(), B * sizeof(int), true);
+    PROF(on_gpu, "cls_head", row_gather_forward(on_gpu, m->vln, m->vit.out, m->d_class_rows, B, Dv);
+                             layernorm_forward(on_gpu, m->vcls, m->vln_mean, m->vln_rstd, m->vln, vlm_param(m, m->vlnf_w), vlm_param(m, m->vlnf_b), B, Dv);
+                             linear_forward(on_gpu, m->cls_logits, m->vcls, vlm_param(m, m->head_w), vlm_param(m, m->head_b), B, Dv, K));
+    m->cur_B = B; m->pass = VLM_PASS_CLASSIFY; m->have_targets = labels != nullptr;
+    if (!labels) return 0.0f;
+    for (int b = 0; b < B; b++)
+        if (labels[b] < 0 || labels[b] >= K) FATAL("vlm_classify_forward: label %d of image %d outside [0, %d)", labels[b], b, K);
+    backend_copy(on_gpu, m->d_labels, labels, B * sizeof(int), true);
+    PROF(on_gpu, "cross_entropy", cross_entropy(on_gpu, m->cls_losses, m->cls_logits, m->d_labels, B, K, 1.0f / B, true));
+    m->host_losses.resize(std::max(m->host_losses.size(), (size_t)B));
+    backend_copy(on_gpu, m->host_losses.data(), m->cls_losses, B * sizeof(float), false);
+    double sum = 0;
+    for (int b = 0; b < B; b++) sum += m->host_losses[b];
+    return (float)(sum / B);
+}
+
+static void vlm_classify_backward(VlmModel* m) {
+    const VlmConfig& c = m->cfg;
+    bool on_gpu = m->on_gpu;
+    int B = m->cur_B, Dv = c.v_dim, K = m->n_classes;
+    if (m->vis_T != m->P + 1)
+        FATAL("vlm_backward: the forward reduced the tokens (%s, %d of %d): reduction is for inference, training keeps them all",
+              REDUCE_NAMES[m->reduce.method], m->vis_T - 1, m->P);
+    PROF(on_gpu, "cls_head", linear_backward(on_gpu, m->dvcls, vlm_grad(m, m->head_w), vlm_grad(m, m->head_b), m->cls_logits, m->vcls,
+                                             vlm_param(m, m->head_w), B, Dv, K);
+                             layernorm_backward(on_gpu, m->dvln, vlm_grad(m, m->vlnf_w), vlm_grad(m, m->vlnf_b), m->dvcls, m->vln,
+                                                vlm_param(m, m->vlnf_w), m->vln_mean, m->vln_rstd, B, Dv);
+                             row_gather_backward(on_gpu, m->dvout, m->dvln, m->d_class_rows, B, Dv));
+    vlm_vision_backward(m, m->dvout, B, c.v_layers);
+}
+
 // CLIP embeddings of B captions (text batches as vlm_get_batch's VLM_CAPTION: [<bos> <image> caption <eos>];
 // the text encoder reads them without <image>, the feature is at <eos>) -> m->txt_emb (B, E)
 static void vlm_clip_text_embed(VlmModel* m, const int* text_tokens, const int* text_lengths, int B) {
@@ -771,6 +936,7 @@ static void vlm_backward(VlmModel* m) {
     bool on_gpu = m->on_gpu;
     backend_memset0(on_gpu, m->scratch_memory, m->scratch_bytes);
     if (m->pass == VLM_PASS_CLIP) { vlm_clip_backward(m); return; }
+    if (m->pass == VLM_PASS_CLASSIFY) { vlm_classify_backward(m); return; }
     if (m->pass == VLM_PASS_IMAGE && (m->cur_Pi != m->P || m->cur_drop > 0))
         FATAL("vlm_backward: the forward reduced the image tokens (%s, %d of %d): reduction is for inference, training keeps them all",
               REDUCE_NAMES[m->reduce.method], m->cur_Pi - m->cur_drop, m->P);

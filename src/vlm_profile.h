@@ -51,6 +51,15 @@
 //   decode step      L' blocks over n + 1 keys, L - L' blocks over n' + 1
 // The token reduction row of the profile is empty for fastv (the ranking and the gather run inside
 // the LM prefill).
+// ToMe (reduce tome, r_l merges in ViT block l; T_l rows per image at block l's input, T_0 = P + 1):
+//   block l      QKV, scores, values, output projection over T_l rows (T_l^2 pairs), the matching's
+//                cosine similarities 2 |A| |B| hd when r_l > 0 (|A| = ceil(T_l/2) - 1 sources, |B| =
+//                floor(T_l/2); the head mean of the keys, the norms and the weighted merge are
+//                elementwise: not counted), the MLP over the T_l - r_l rows left
+//   vision       patch embedding + those blocks; the rest as above with P' image tokens. The token
+//                reduction row is empty (the merging runs inside the vision encoder).
+// The ViT classifier (stage classify, per image): patch embedding 2 P K Dv, every block (on 1 + P'
+// rows after an input reduction, or with ToMe's merges), the head 2 Dv n_classes.
 // All per sequence, times B for a batch.
 #pragma once
 #include <algorithm>
@@ -81,6 +90,28 @@ static double flops_block(double T, double C, double pairs) {
     return flops_linear(T, C, 3 * C) + 2.0 * pairs * C + 2.0 * pairs * C + flops_linear(T, C, C) + 2 * flops_linear(T, C, 4 * C);
 }
 
+// n_blocks ViT blocks of width C, NH heads, on T0 rows per image ([CLS] included); sched[l] (empty: 0)
+// tokens merged in block l (ToMe, see the top)
+static double vit_blocks_flops(int T0, int C, int NH, int n_blocks, const std::vector<int>& sched = std::vector<int>()) {
+    double f = 0;
+    int T = T0, hd = C / NH;
+    for (int l = 0; l < n_blocks; l++) {
+        int r = l < (int)sched.size() ? sched[l] : 0;
+        double pairs = (double)T * T;
+        f += flops_linear(T, C, 3 * C) + 2.0 * pairs * C + 2.0 * pairs * C + flops_linear(T, C, C);
+        if (r > 0) f += 2.0 * ((T + 1) / 2 - 1) * (T / 2) * hd;
+        T -= r;
+        f += 2 * flops_linear(T, C, 4 * C);
+    }
+    return f;
+}
+
+// the ViT classifier per image (see the top): rows_in = 1 + P' after an input reduction, P + 1 otherwise
+static double vit_classifier_flops(const VlmConfig& c, int n_classes, int rows_in, const std::vector<int>& sched = std::vector<int>()) {
+    int P = vlm_num_patches(c), K = c.patch * c.patch * 3;
+    return flops_linear(P, K, c.v_dim) + vit_blocks_flops(rows_in, c.v_dim, c.v_heads, c.v_layers, sched) + flops_linear(1, c.v_dim, n_classes);
+}
+
 typedef struct {
     double vision, reduce, projector, prefill, first_token, ttft, decode;  // per sequence
     double patch_embed, vit_blocks, lm_blocks, lm_head;                     // parts of the above
@@ -90,12 +121,15 @@ typedef struct {
 // The decode step is the first after the prompt: it attends to n + 1 keys, n = prompt_len + Pi - 1
 // (the prompt's cached positions and the new token itself)
 // Pf, cut (fastv): P' image rows kept from block `cut` on (Pf < 0 or Pf >= Pi: no pruning)
-static VlmFlops vlm_flops(const VlmConfig& c, int Pi, int prompt_len, int Pf = -1, int cut = 0) {
+// tome_sched (tome): merges per ViT block (empty: none)
+static VlmFlops vlm_flops(const VlmConfig& c, int Pi, int prompt_len, int Pf = -1, int cut = 0,
+                          const std::vector<int>& tome_sched = std::vector<int>()) {
     VlmFlops f = {};
     int P = vlm_num_patches(c), K = c.patch * c.patch * 3, Dv = c.v_dim, Dl = c.l_dim, V = c.vocab;
     int Tv = P + 1, fl = vlm_feature_layer(c);
     f.patch_embed = flops_linear(P, K, Dv);
-    f.vit_blocks = fl * flops_block(Tv, Dv, attention_pairs(Tv, Tv, false));
+    f.vit_blocks = tome_sched.empty() ? fl * flops_block(Tv, Dv, attention_pairs(Tv, Tv, false))
+                                      : vit_blocks_flops(Tv, Dv, c.v_heads, fl, tome_sched);
     f.vision = f.patch_embed + f.vit_blocks;
     f.reduce = 0;
     f.projector = flops_linear(Pi, Dv, Dl) + (c.proj_mlp ? flops_linear(Pi, Dl, Dl) : 0.0);
@@ -218,7 +252,7 @@ static VlmProfile vlm_profile(VlmModel* m, const float* images, const std::vecto
     // the stages need their inputs: one whole run first, then each alone, in pipeline order
     whole();
     bool fastv = m->reduce.method == REDUCE_FASTV && vlm_prunes(m);
-    VlmFlops f = vlm_flops(c, m->Pi, len, fastv ? m->Pf : -1, m->reduce.layer);
+    VlmFlops f = vlm_flops(c, m->Pi, len, fastv ? m->Pf : -1, m->reduce.layer, m->tome_sched);
     VlmProfile p;
     p.B = B; p.P = m->P; p.Pi = m->Pf; p.prompt_len = len; p.lm_rows = Tl; p.decode_keys = no + 1;
     p.reduce = REDUCE_NAMES[m->reduce.method]; p.ratio = m->reduce.ratio;

@@ -8,6 +8,8 @@
 #     fewer image tokens; random is reproducible; R = 0 equals no reduction
 #   - --stage infer and --stage profile take --reduce too
 #   - fastv and salient: eval, profile, infer, R = 0 == none, --dump-answer-logits
+#   - tome (ToMe in the encoder's one feature block): eval, profile (the encoder's FLOPs drop too),
+#     infer, R = 0 == none, a ratio one block cannot reach refused
 #   - bad values give a clear message and a nonzero exit
 # Ends with "N passed, N failed".
 set -u
@@ -129,12 +131,35 @@ for r in fastv salient; do
     [ $? -eq 0 ] && [ -n "$out" ] && pass "--stage infer --reduce $r answers ('$out')" || fail "--stage infer --reduce $r answers" "$out"
 done
 
+# ToMe: the one feature block of this 2-block ViT merges (at most half of the 16 tokens)
+if $BIN $EVAL --reduce tome --reduce-ratio 0.5 > "$tmp/eval_tome.out" 2>&1 && grep -q "tome: merges per ViT block: 8" "$tmp/eval_tome.out" \
+    && grep -q "the LM sees 8 of 16 image tokens" "$tmp/eval_tome.out" && grep -q "exact match" "$tmp/eval_tome.out"; then
+    pass "--stage eval --reduce tome 0.5: 8 merges in the feature block, 8 of 16 image tokens"
+else fail "--stage eval --reduce tome" "$(tail -3 "$tmp/eval_tome.out")"; fi
+$BIN $EVAL --reduce tome --reduce-ratio 0 > "$tmp/tome0.out" 2>&1
+[ "$(grep 'test answer loss' "$tmp/tome0.out")" = "$(grep 'test answer loss' "$tmp/eval_none.out")" ] \
+    && pass "--reduce tome --reduce-ratio 0 == no reduction, exactly" || fail "--reduce tome R=0 == no reduction" "$(grep 'exact' "$tmp/tome0.out")"
+if $BIN $PROF --reduce tome --reduce-ratio 0.25 --profile-out "$tmp/out/tome.csv" > "$tmp/prof_tome.out" 2>&1 \
+    && grep -q "batch 4: 12 of 16 image tokens (reduce tome" "$tmp/prof_tome.out"; then pass "--stage profile --reduce tome: 12 of 16"
+else fail "--stage profile --reduce tome" "$(tail -3 "$tmp/prof_tome.out")"; fi
+/usr/bin/python3 - "$tmp/out/none.csv" "$tmp/out/tome.csv" <<'PY' && pass "tome: the encoder's, projector's and prefill's FLOPs drop" || fail "tome FLOPs"
+import csv, sys
+def g(p): return {(r["batch"], r["component"]): float(r["gflop"]) for r in csv.DictReader(open(p))}
+a, b = g(sys.argv[1]), g(sys.argv[2])
+for bt in ("1", "4"):
+    for c in ("vision encoder", "projector", "LM prefill", "decode step"):
+        assert b[(bt, c)] < a[(bt, c)], (bt, c)
+PY
+out=$($BIN --stage infer --init "$tmp/m.ckpt" --image "$img" --question "how many items are there?" --reduce tome --reduce-ratio 0.5 2>&1)
+[ $? -eq 0 ] && [ -n "$out" ] && pass "--stage infer --reduce tome answers ('$out')" || fail "--stage infer --reduce tome answers" "$out"
+expect_error "tome: a ratio one merging block cannot reach" "at the fewest" $BIN $EVAL --reduce tome --reduce-ratio 0.75
+
 # 4. bad values
-expect_error "unknown --reduce" "must be none, pool, random, uniform, salient or fastv" $BIN $EVAL --reduce median
+expect_error "unknown --reduce" "must be none, pool, random, uniform, salient, fastv or tome" $BIN $EVAL --reduce median
 expect_error "pool takes ratio 0.75 only" "ratio 0.75 only" $BIN $EVAL --reduce pool --reduce-ratio 0.5
 expect_error "a ratio of 1" "in \[0, 1)" $BIN $EVAL --reduce random --reduce-ratio 1
 expect_error "a negative ratio" "in \[0, 1)" $BIN $EVAL --reduce uniform --reduce-ratio -0.5
-expect_error "--reduce-ratio without a reduction" "needs --reduce pool, random, uniform, salient or fastv" $BIN $EVAL --reduce-ratio 0.5
+expect_error "--reduce-ratio without a reduction" "needs --reduce pool, random, uniform, salient, fastv or tome" $BIN $EVAL --reduce-ratio 0.5
 expect_error "--fastv-layer without fastv" "needs --reduce fastv" $BIN $EVAL --reduce pool --fastv-layer 1
 expect_error "--fastv-layer past the GPT's blocks" "ranking layer must be in \[0, 0\]" $BIN $EVAL --reduce fastv --fastv-layer 1
 expect_error "--dump-answer-logits outside eval" "belongs to --stage eval" $BIN $PROF --dump-answer-logits "$tmp/x.bin"
