@@ -21,22 +21,52 @@
 //   conv_state (n_layer, max_batch, E, K-1), ssm_state (n_layer, max_batch, E, N): zeroed by
 //   mamba_decoder_start; activations x, xn, xz, u, xdbl, y, xf, logits for max_batch rows
 //   (filled with NaN at creation so a value no kernel wrote shows up as NaN); tokens (max_batch):
-//   the input token of the next step.
+//   the input token of the next step; head_keys (max_batch, head_key_cap): the fused head's
+//   per-block argmax keys (decoder_sample hands them to greedy sampling).
 // Everything runs on the decoder's own stream and cuBLAS handle (the handle's math mode is
 // copied from cublas_handle(): TF32 or exact FP32 as the trainer/test chose), so a step can
 // be captured in a CUDA graph: cuBLAS is told the stream (cublasSetStream) and then given a
 // fixed workspace (cublasSetWorkspace; setting the stream resets the workspace, so it comes
 // second), and no launch goes to the legacy default stream.
 //
-// The CUDA graph (use_graph) holds one step, tokens -> logits (~6 launches per layer); the
-// plain path launches the same calls one by one and stays the reference (the tests check the
-// graph's logits equal it bit for bit). Sampling is launched after the graph: it writes the
-// sampled tokens to the output and to the decoder's input tokens, so a whole generation is
-// queued without a host round trip per token.
-// Measured (H100 80GB HBM3, mamba-130m shape, fp32 weights, graph, greedy): 690 us/step at
-// batch 1, 940 at 8, 1650 at 64, against a weight-read floor of 154 us (493 MiB / 3.35 TB/s);
-// at batch 1 the ~150 small kernels' launch and latency dominate (next: fuse a layer's
-// elementwise work; at batch 8-64 the cuBLAS GEMMs with N = 8..64 run on few thread blocks).
+// Two ways to run a step (DecodePath; AUTO picks by batch):
+//   fused (batch <= DECODE_FUSED_MAX_ROWS = 8): 4 launches a layer + the head, all our own kernels
+//     in_proj   decode_gemv_kernel: rmsnorm prologue (layer 0: the embedding rows too), the
+//               in_proj product, then the conv step + SiLU on the x half (u, conv state) and z
+//     x_proj    decode_gemv_kernel: u -> xdbl
+//     scan      decode_scan_step_pdl_kernel: dt_proj + softplus + the state update + gate -> y
+//     out_proj  decode_gemv_kernel: x += y @ out_proj_w^T (the residual add in the epilogue)
+//     head      decode_gemv_kernel: rmsnorm prologue, logits, and each block's largest argmax
+//               key per row, so greedy sampling reads ~500 keys instead of V logits
+//   The decode GEMV keeps the activations of all rows in shared memory and streams each weight
+//   row once (16-byte evict-first loads, a warp per 1-2 rows, every SM busy). With programmatic
+//   dependent launch (DecodePdl, sm_90) each kernel loads its first weights before waiting for
+//   the previous kernel, so the weight read overlaps the previous kernel's tail; data written
+//   by earlier kernels of the step is read through L2 only (ld.global.cg): a first version that
+//   read it through L1 / the read-only path gave wrong, graph != plain results under PDL.
+//   cuBLAS (larger batches): rmsnorm, cuBLAS GEMM (GEMV at batch 1), conv kernel, GEMM, scan
+//   kernel, GEMM with beta = 1: 6 launches a layer. Crossover measured below: at batch 8 the
+//   two are within 2%, at 16 cuBLAS wins by 1.5x.
+// The CUDA graph (use_graph) holds one step, tokens -> logits; the plain path launches the same
+// calls one by one and stays the reference (the tests check the graph's logits equal it bit
+// for bit). Sampling is launched after the graph: it writes the sampled tokens to the output
+// and to the decoder's input tokens, so a whole generation is queued without a host round trip
+// per token.
+//
+// Measured (H100 80GB HBM3, mamba-130m shape, fp32 weights, train_mamba --bench-generate, graph,
+// greedy, old and new binaries in the same call): batch 1: 691 -> 381 us/step (2.47x the
+// weight-read floor of 154 us = 493 MiB / 3.35 TB/s); batch 8: 940 -> 898; batch 64 (cuBLAS
+// either way): 1644 -> 1624. Sampled (t 0.8, top-k 40): 857 -> 541, 1105 -> 1069, 1818 -> 1789.
+// build/gpu_generate --bench, same call: fused vs cuBLAS graph 380 vs 602 (batch 1), 435 vs 833
+// (2), 579 vs 838 (4), 894 vs 913 (8), 1503 vs 1021 (16); without PDL the fused step takes 501
+// at batch 1. Per kernel at batch 1 (a graph of 96 launches of one kind, with PDL; us per launch,
+// GB/s of the bytes it must move): in_proj 5.3 (1790 GB/s, 1.9x its floor), x_proj 2.1 and the
+// scan 2.3 (latency: 0.5-0.6 MB each), out_proj 2.7 (1790 GB/s, 1.9x), head 53.9 (2870 GB/s,
+// 1.17x), greedy sampling 2.0; the sum, 353 us, against 380 for the whole step.
+// What is left (batch 1): ~2 us of dependency latency per kernel (97 a step) and weights that
+// are only partly loaded ahead (the next kernel's blocks fit beside the running ones only where
+// registers allow); next: weights prefetched into shared memory by the bulk copy engine, x_proj
+// merged into its neighbours, or one persistent kernel per step.
 //
 // Sampling (sample_rows_cuda) follows sample_token of sampler.h exactly: temperature <= 0
 // (or NaN) is the argmax (the lowest index among ties); otherwise the top_k largest logits
@@ -63,6 +93,7 @@
 // (mamba_generate folds the adapters into a host copy).
 #pragma once
 #include <algorithm>
+#include <utility>
 #include <vector>
 #include "mamba_model.h"
 
@@ -70,6 +101,47 @@
 
 // ---------------------------------------------------------------------------
 // step kernels
+
+// Programmatic dependent launch (Hopper and later; no-ops before sm_90 or when a kernel is
+// launched without the attribute, see decoder_launch): a kernel of the fused step calls
+// pdl_trigger at its start, so the next kernel of the stream may start early and load its
+// weights while this one still runs; pdl_wait blocks until every earlier kernel has finished
+// and its writes are visible. Before pdl_wait a kernel reads only data no kernel of the step
+// writes (weights; the scan's own state), and writes nothing.
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// a launch on `stream`, with the programmatic-serialization attribute when pdl (the kernel may
+// start before the previous kernel of the stream has finished: it must call pdl_wait first)
+template <typename... KArgs, typename... Args>
+static void decoder_launch(void (*kernel)(KArgs...), int blocks, int threads, size_t smem, cudaStream_t stream, bool pdl,
+                           Args&&... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(blocks);
+    cfg.blockDim = dim3(threads);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = pdl ? attr : nullptr;
+    cfg.numAttrs = pdl ? 1 : 0;
+    cudaCheck(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
+
+// programmatic dependent launch in the fused step: off; each kernel lets the next one start
+// (and load its weights) once it has passed its own wait (AFTER_WAIT); or at its very start
+// (EARLY: several kernels may be waiting at once)
+enum DecodePdl { PDL_OFF = 0, PDL_AFTER_WAIT, PDL_EARLY };
+#define DECODE_PDL_DEFAULT PDL_AFTER_WAIT
 
 // one thread per (row, channel): the causal conv's newest output from the K-1 saved inputs
 // and the new one, then SiLU; the state shifts by one (oldest out, newest in). The sum is
@@ -89,6 +161,11 @@ __global__ void decode_conv1d_silu_step_kernel(float* __restrict__ u, float* __r
     if (K > 1) st[K - 2] = xv;
     u[idx] = silu_f(s);
 }
+
+// a load of data an earlier kernel of the step wrote: through L2 only (ld.global.cg) when the
+// kernel may have started before that kernel ended (programmatic dependent launch), else the
+// read-only cached path
+__device__ __forceinline__ float ld_step(const float* p, bool l2) { return l2 ? __ldcg(p) : __ldg(p); }
 
 // one warp per (row, channel): first delta = dt_low . dt_proj_w[e] (the dt_proj product, fused
 // here: R is small), then the states n = lane, lane + 32, ... with selective_scan_step_cpu's
@@ -121,13 +198,55 @@ __global__ void decode_scan_step_kernel(float* __restrict__ y, float* __restrict
     if (lane == 0) y[w] = acc * silu_f(z[(size_t)b * ldz + e]);
 }
 
-// ---------------------------------------------------------------------------
-// sampling kernel: one block per row (see the top of the file)
+// The fused step's version of decode_scan_step_kernel (the same arithmetic). Before the
+// dependency wait (see pdl_wait) it loads what no kernel of this step writes: the parameters,
+// and the state h (written only by this layer's scan, one step earlier; every step starts with
+// a launch that waits for the whole previous step). After it, every input of the step in one
+// round of loads (u, z, dt_low, Bm, Cm for r, n = lane and lane + 32).
+// pdl: 0 = a plain launch, else a DecodePdl mode (the step's data through L2 only). It takes
+// more registers than decode_scan_step_kernel (lower occupancy), which the cuBLAS path keeps.
+__global__ void decode_scan_step_pdl_kernel(float* __restrict__ y, float* __restrict__ h, const float* __restrict__ u,
+                                            const float* __restrict__ xdbl, int ldxd, int R, const float* __restrict__ dt_proj_w,
+                                            const float* __restrict__ delta_bias, const float* __restrict__ A_log,
+                                            const float* __restrict__ D, const float* __restrict__ z, int ldz, int rows, int E,
+                                            int N, int pdl) {
+    if (pdl == PDL_EARLY) pdl_trigger();
+    int w = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32;
+    if (w >= rows * E) return;  // whole warps
+    int b = w / E, e = w % E;
+    const float* wr = dt_proj_w + (size_t)e * R;
+    float* hb = h + (size_t)w * N;
+    const bool l2 = pdl != 0;
+    const float wd0 = lane < R ? wr[lane] : 0.0f, wd1 = lane + 32 < R ? wr[lane + 32] : 0.0f;  // r = lane, lane + 32
+    const float A0 = lane < N ? -expf(A_log[(size_t)e * N + lane]) : 0.0f;                 // n = lane
+    const float h0 = lane < N ? ld_step(hb + lane, l2) : 0.0f;
+    const float Dv = D[e], bias = delta_bias[e];
+    pdl_wait();
+    if (pdl == PDL_AFTER_WAIT) pdl_trigger();
+    const float* xb = xdbl + (size_t)b * ldxd;
+    const float ut = ld_step(u + w, l2), zt = ld_step(z + (size_t)b * ldz + e, l2);
+    const float x0 = lane < R ? ld_step(xb + lane, l2) : 0.0f, x1 = lane + 32 < R ? ld_step(xb + lane + 32, l2) : 0.0f;
+    const float B0 = lane < N ? ld_step(xb + R + lane, l2) : 0.0f, C0 = lane < N ? ld_step(xb + R + N + lane, l2) : 0.0f;
+    float dl = 0.0f;  // the order of the loop r = lane, lane + 32, ...
+    if (lane < R) dl += x0 * wd0;
+    if (lane + 32 < R) dl += x1 * wd1;
+    for (int r = lane + 64; r < R; r += 32) dl += ld_step(xb + r, l2) * wr[r];
+    float delta = warp_sum(dl);
+    float dt = softplus_f(delta + bias);
+    float part = 0.0f;
+    for (int n = lane; n < N; n += 32) {
+        const bool first = n == lane;
+        float A = first ? A0 : -expf(A_log[(size_t)e * N + n]);
+        float Bn = first ? B0 : ld_step(xb + R + n, l2), Cn = first ? C0 : ld_step(xb + R + N + n, l2);
+        float hn = expf(dt * A) * (first ? h0 : ld_step(hb + n, l2)) + dt * Bn * ut;
+        hb[n] = hn;
+        part += Cn * hn;
+    }
+    float acc = Dv * ut + warp_sum(part);
+    if (lane == 0) y[w] = acc * silu_f(zt);
+}
 
-#define SAMPLE_THREADS 512  // a multiple of 32: every warp runs whole (the digit passes use warp votes)
-#define SAMPLE_SMALL_K 1024 // up to this many candidates: gathered and ordered in shared memory, summed as the CPU does
-#define SAMPLE_UNROLL 4     // logits each thread loads at once in the digit passes (independent loads in flight)
-
+// the sampler's order key (see sample_rows_kernel), here because the head GEMV makes them too:
 // the order key: larger logit -> larger key; equal logits (-0 == +0 as in the CPU's
 // comparison) -> the lower index has the larger key. Keys are unique.
 __device__ __forceinline__ unsigned long long sample_key(float v, int i) {
@@ -139,6 +258,381 @@ __device__ __forceinline__ unsigned long long sample_key(float v, int i) {
 __device__ __forceinline__ int sample_key_index(unsigned long long key) {
     return (int)(0xFFFFFFFFu - (unsigned int)(key & 0xFFFFFFFFull));
 }
+
+// ---------------------------------------------------------------------------
+// the decode GEMV: out (rows, OC) = acts (rows, IC) @ W^T for a few rows (batch <= GEMV_MAX_ROWS),
+// with the step's elementwise work fused around it. One launch is one of:
+//   in_proj   acts = rmsnorm(x) * norm_w (layer 0: x = wte[tokens], written to emb_out), then
+//             outputs o < conv_E (the conv input) go through the conv step + SiLU into u (and
+//             the conv state), outputs o >= conv_E (z) to out
+//   x_proj    acts = u: a plain product
+//   out_proj  beta = 1: out += product (the residual add)
+//   head      acts = rmsnorm(x) * norm_f_w, out = logits (and argmax_keys)
+
+#define GEMV_MAX_WARPS 8  // warps per block: DecodeGemv::warps (0: g_decode_gemv_warps), up to this
+#define GEMV_SLOTS 12     // float4 weight registers per lane: WR rows x P float4 (one chunk of 128 * P columns)
+#define GEMV_MAX_ROWS 16  // the most sequences one launch takes (the activations of all rows sit in shared memory)
+#define GEMV_WARPS_PER_SM 32  // grid cap: this many warps per SM (a grid-stride loop over the weight rows beyond it)
+#define GEMV_MAX_K 4      // the conv epilogue's largest kernel width (its taps sit in registers)
+#define GEMV_FILL 6       // float4 each thread loads at once when the block fills the activations
+
+struct DecodeGemv {
+    float* out; int ldo;        // (rows, OC), row stride ldo (outputs o < conv_E are not written)
+    const float* inp; int ldi;  // (rows, IC), row stride ldi; with tokens: the rows inp + tokens[r] * ldi
+    const float* W;             // (OC, IC)
+    int rows, IC, OC;
+    float beta;                 // 0: out = product; 1: out += product
+    const float* norm_w;        // (IC) or null: acts = rmsnorm(inp row) * norm_w (eps RMSNORM_EPS)
+    const int* tokens;          // (rows) or null: the input rows are embedding rows
+    float* emb_out;             // (rows, IC) or null: the input rows as read (before the norm)
+    int conv_E, conv_K;         // conv_E > 0: outputs [0, conv_E) are the conv's input channels (conv_K <= GEMV_MAX_K)
+    float* conv_state;          // (rows, conv_E, conv_K - 1), shifted, newest last
+    const float* conv_w;        // (conv_E, conv_K)
+    const float* conv_b;        // (conv_E)
+    float* u;                   // (rows, conv_E): silu(conv step)
+    int pdl_early;              // GPU only: trigger the next launch at the start (else after the wait), see DecodePdl
+    int warps;                  // GPU only: warps per block (0: g_decode_gemv_warps)
+    unsigned long long* argmax_keys;  // GPU only, (rows, blocks) or null: each block's largest sample_key(out[r, o], o)
+};
+// the default block size of the decode GEMV (a tuning knob the benchmark sweeps)
+static int g_decode_gemv_warps = 8;
+
+// CPU reference: the plain functions of mamba_step, row by row (pointers on the host)
+static void decode_gemv_cpu(const DecodeGemv& a) {
+    std::vector<float> act(a.IC), prod(a.OC);
+    for (int r = 0; r < a.rows; r++) {
+        const float* src = a.inp + (size_t)(a.tokens ? a.tokens[r] : r) * a.ldi;
+        memcpy(act.data(), src, a.IC * sizeof(float));
+        if (a.emb_out) memcpy(a.emb_out + (size_t)r * a.IC, src, a.IC * sizeof(float));
+        if (a.norm_w) { float rstd; rmsnorm_forward_cpu(act.data(), &rstd, act.data(), a.norm_w, 1, a.IC); }
+        linear_forward_cpu(prod.data(), act.data(), a.W, nullptr, 1, a.IC, a.OC);
+        if (a.conv_E > 0) {
+            float* ur = a.u + (size_t)r * a.conv_E;
+            conv1d_step_cpu(ur, a.conv_state + (size_t)r * a.conv_E * (a.conv_K - 1), prod.data(), a.conv_w, a.conv_b, 1, a.conv_E,
+                            a.conv_K);
+            silu_forward_cpu(ur, ur, a.conv_E);
+        }
+        for (int o = a.conv_E; o < a.OC; o++) {
+            float* p = a.out + (size_t)r * a.ldo + o;
+            *p = a.beta != 0.0f ? *p + prod[o] : prod[o];
+        }
+    }
+}
+
+// one chunk of the weights: rows row0 .. row0 + WR - 1, columns k0 + 4 (lane + 32 j), j < P
+// (zeros past OC or IC). Streaming loads (__ldcs: evict first; each weight is read once a step).
+template <int WR, int P>
+__device__ __forceinline__ void gemv_load_chunk(float4 (&w)[WR][P], const DecodeGemv& a, int row0, int k0, int lane, bool vec) {
+#pragma unroll
+    for (int i = 0; i < WR; i++)
+#pragma unroll
+        for (int j = 0; j < P; j++) {
+            int row = row0 + i, k = k0 + 4 * (lane + 32 * j);
+            float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (row < a.OC && k < a.IC) {
+                const float* p = a.W + (size_t)row * a.IC + k;
+                if (vec) v = __ldcs(reinterpret_cast<const float4*>(p));
+                else {
+                    v.x = __ldcs(p);
+                    if (k + 1 < a.IC) v.y = __ldcs(p + 1);
+                    if (k + 2 < a.IC) v.z = __ldcs(p + 2);
+                    if (k + 3 < a.IC) v.w = __ldcs(p + 3);
+                }
+            }
+            w[i][j] = v;
+        }
+}
+
+// activations are read through L2 only (ld.global.cg): they were written by the previous
+// kernels of the step, which (with PDL) may have still been running when this block started
+__device__ __forceinline__ float4 gemv_load_act(const float* src, int k, int n, bool vec) {
+    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (k < n) {
+        if (vec) v = __ldcg(reinterpret_cast<const float4*>(src + k));
+        else {
+            v.x = __ldcg(src + k);
+            if (k + 1 < n) v.y = __ldcg(src + k + 1);
+            if (k + 2 < n) v.z = __ldcg(src + k + 2);
+            if (k + 3 < n) v.w = __ldcg(src + k + 3);
+        }
+    }
+    return v;
+}
+
+// stores the columns k..k+3 of a row of n columns (those below n)
+__device__ __forceinline__ void gemv_store_row(float* row, int k, int n, float4 v) {
+    row[k] = v.x;
+    if (k + 1 < n) row[k + 1] = v.y;
+    if (k + 2 < n) row[k + 2] = v.z;
+    if (k + 3 < n) row[k + 3] = v.w;
+}
+
+// what a lane's epilogue reads besides the product, loaded ahead: the conv taps, bias and state
+// of output (r, o) (o < conv_E), or the residual out[r, o] (beta = 1)
+struct GemvEpi {
+    float cw[GEMV_MAX_K - 1], wl, cb, st[GEMV_MAX_K - 1], res;  // cw: the taps of the saved inputs; wl: of the new one
+};
+// taps and bias (weights: may be read before the wait)
+__device__ __forceinline__ void gemv_epi_weights(GemvEpi& e, const DecodeGemv& a, int o) {
+    if (o < a.conv_E) {
+        const float* cw = a.conv_w + (size_t)o * a.conv_K;
+#pragma unroll
+        for (int k = 0; k < GEMV_MAX_K - 1; k++) e.cw[k] = k < a.conv_K - 1 ? cw[k] : 0.0f;
+        e.wl = cw[a.conv_K - 1];
+        e.cb = a.conv_b[o];
+    }
+}
+// the state or the residual (after the wait)
+__device__ __forceinline__ void gemv_epi_data(GemvEpi& e, const DecodeGemv& a, int r, int o) {
+    if (o < a.conv_E) {
+        const float* st = a.conv_state + ((size_t)r * a.conv_E + o) * (a.conv_K - 1);
+#pragma unroll
+        for (int k = 0; k < GEMV_MAX_K - 1; k++) e.st[k] = k < a.conv_K - 1 ? __ldcg(st + k) : 0.0f;
+    } else if (a.beta != 0.0f) {
+        e.res = __ldcg(a.out + (size_t)r * a.ldo + o);
+    }
+}
+// the output (r, o) = v: the conv step + SiLU (conv1d_step_cpu's order: bias + w[K-1] x, then
+// the saved inputs oldest first; the state shifts by one) or the store (beta = 1: the residual add)
+__device__ __forceinline__ void gemv_epilogue(const GemvEpi& e, const DecodeGemv& a, int r, int o, float v) {
+    if (o < a.conv_E) {
+        const int K = a.conv_K;
+        float s = e.cb + e.wl * v;
+#pragma unroll
+        for (int k = 0; k < GEMV_MAX_K - 1; k++)
+            if (k < K - 1) s += e.cw[k] * e.st[k];
+        float* st = a.conv_state + ((size_t)r * a.conv_E + o) * (K - 1);
+#pragma unroll
+        for (int k = 0; k < GEMV_MAX_K - 1; k++)
+            if (k < K - 1) st[k] = k + 1 < K - 1 ? e.st[k + 1] : v;  // shift out the oldest, the newest last
+        a.u[(size_t)r * a.conv_E + o] = silu_f(s);
+    } else {
+        a.out[(size_t)r * a.ldo + o] = a.beta != 0.0f ? e.res + v : v;
+    }
+}
+
+// R: rows rounded up (a power of two <= GEMV_MAX_ROWS; rows past a.rows are zeros). P: float4
+// of a weight row per lane per chunk (6: a chunk of 768 columns, 2 rows per warp; 12: 1536
+// columns, 1 row per warp). Each warp owns WR weight rows at a time (a grid-stride loop).
+//   before the wait: the first chunk of its weights (WR x P float4 per lane, streaming loads)
+//     and the conv taps of the outputs its lanes finish
+//   after the wait: the activation rows into shared memory (L2-only loads, all of a round in
+//     flight); with the rmsnorm a warp per row, which sums the row's squares itself and writes
+//     (x rstd) nw (no block-wide reduction); one barrier; then per chunk 16-byte shared reads and
+//     FMAs into WR x R sums, a butterfly over the lanes, and lane i * R + r finishes output
+//     (r, row0 + i) with the values it loaded ahead (conv state, residual).
+//   with argmax_keys: at the end, the block's largest sample_key of each row (deterministic).
+// Shared memory: R x ICp floats, ICp = IC rounded up to 4.
+template <int R, int P>
+__global__ void __launch_bounds__(GEMV_MAX_WARPS * 32) decode_gemv_kernel(const DecodeGemv a) {
+    constexpr int WR = GEMV_SLOTS / P;
+    static_assert(WR * R <= 32, "one lane per output of a row group");
+    extern __shared__ float4 gemv_smem[];
+    float* xs = reinterpret_cast<float*>(gemv_smem);  // (R, ICp)
+    if (a.pdl_early) pdl_trigger();
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
+    const int ICp = (a.IC + 3) & ~3;
+    const bool vec = (a.IC % 4 == 0) && (((uintptr_t)a.W & 15) == 0);
+    const int stride = gridDim.x * nwarps * WR;
+    int row0 = (blockIdx.x * nwarps + warp) * WR, k0 = 0;
+    float4 w[WR][P];
+    gemv_load_chunk<WR, P>(w, a, row0, k0, lane, vec);  // weights only: before the wait
+    const int ei = lane / R, er = lane % R;              // the output this lane finishes: (er, row0 + ei)
+    GemvEpi epi;
+    epi.res = 0.0f;
+    bool mine = ei < WR && er < a.rows && row0 + ei < a.OC;
+    if (mine) gemv_epi_weights(epi, a, row0 + ei);
+    pdl_wait();
+    if (!a.pdl_early) pdl_trigger();
+    if (mine) gemv_epi_data(epi, a, er, row0 + ei);
+
+    // the activations into shared memory (zeros past rows and IC)
+    const bool in_vec = (a.IC % 4 == 0) && (a.ldi % 4 == 0) && (((uintptr_t)a.inp & 15) == 0);
+    const bool emb = a.emb_out && blockIdx.x == 0;
+    if (a.norm_w) {  // a warp per row: it holds the whole row, so it sums the squares itself
+        constexpr int PF = P < 6 ? P : 6;  // float4 per lane per round
+        const bool nw_vec = (a.IC % 4 == 0) && (((uintptr_t)a.norm_w & 15) == 0);
+        for (int r = warp; r < R; r += nwarps) {
+            float* xr = xs + r * ICp;
+            if (r >= a.rows) {
+                for (int k = 4 * lane; k < ICp; k += 128) *reinterpret_cast<float4*>(xr + k) = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                continue;
+            }
+            const float* src = a.inp + (size_t)(a.tokens ? a.tokens[r] : r) * a.ldi;
+            float ss = 0.0f;
+            for (int c0 = 0; c0 < ICp; c0 += 128 * PF) {
+                float4 v[PF];
+#pragma unroll
+                for (int j = 0; j < PF; j++) v[j] = gemv_load_act(src, c0 + 4 * (lane + 32 * j), a.IC, in_vec);
+#pragma unroll
+                for (int j = 0; j < PF; j++) {
+                    int k = c0 + 4 * (lane + 32 * j);
+                    if (k < ICp) {
+                        ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
+                        *reinterpret_cast<float4*>(xr + k) = v[j];
+                        if (emb) gemv_store_row(a.emb_out + (size_t)r * a.IC, k, a.IC, v[j]);
+                    }
+                }
+            }
+            // each lane rescales the columns it wrote: (x * rstd) * nw, as rmsnorm_forward_cpu
+            const float rstd = rsqrtf(warp_sum(ss) / a.IC + RMSNORM_EPS);
+            for (int k = 4 * lane; k < ICp; k += 128) {
+                float4 x4 = *reinterpret_cast<float4*>(xr + k);
+                float4 n4;
+                if (nw_vec) n4 = __ldg(reinterpret_cast<const float4*>(a.norm_w + k));
+                else {
+                    n4.x = a.norm_w[k];
+                    n4.y = k + 1 < a.IC ? a.norm_w[k + 1] : 0.0f;
+                    n4.z = k + 2 < a.IC ? a.norm_w[k + 2] : 0.0f;
+                    n4.w = k + 3 < a.IC ? a.norm_w[k + 3] : 0.0f;
+                }
+                x4.x = x4.x * rstd * n4.x; x4.y = x4.y * rstd * n4.y; x4.z = x4.z * rstd * n4.z; x4.w = x4.w * rstd * n4.w;
+                *reinterpret_cast<float4*>(xr + k) = x4;
+            }
+        }
+    } else {  // the whole block, GEMV_FILL float4 per thread per round (all loads of a round in flight)
+        const int n4 = ICp / 4, total = R * n4;
+        for (int q0 = threadIdx.x; q0 < total; q0 += GEMV_FILL * blockDim.x) {
+            float4 v[GEMV_FILL];
+#pragma unroll
+            for (int m = 0; m < GEMV_FILL; m++) {
+                int q = q0 + m * blockDim.x, r = q / n4;
+                v[m] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                if (q < total && r < a.rows)
+                    v[m] = gemv_load_act(a.inp + (size_t)(a.tokens ? a.tokens[r] : r) * a.ldi, 4 * (q - r * n4), a.IC, in_vec);
+            }
+#pragma unroll
+            for (int m = 0; m < GEMV_FILL; m++) {
+                int q = q0 + m * blockDim.x, r = q / n4;
+                if (q < total) {
+                    gemv_smem[q] = v[m];
+                    if (emb && r < a.rows) gemv_store_row(a.emb_out + (size_t)r * a.IC, 4 * (q - r * n4), a.IC, v[m]);
+                }
+            }
+        }
+    }
+    __syncthreads();
+
+    float acc[WR][R];
+#pragma unroll
+    for (int i = 0; i < WR; i++)
+#pragma unroll
+        for (int r = 0; r < R; r++) acc[i][r] = 0.0f;
+    unsigned long long kmax = 0;  // argmax_keys: the largest key of the outputs this lane finished
+    while (row0 < a.OC) {  // uniform over the warp
+#pragma unroll
+        for (int j = 0; j < P; j++) {
+            int k = k0 + 4 * (lane + 32 * j);
+            if (k < ICp) {
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    float4 x4 = *reinterpret_cast<const float4*>(xs + r * ICp + k);
+#pragma unroll
+                    for (int i = 0; i < WR; i++) {
+                        acc[i][r] = fmaf(w[i][j].x, x4.x, acc[i][r]);
+                        acc[i][r] = fmaf(w[i][j].y, x4.y, acc[i][r]);
+                        acc[i][r] = fmaf(w[i][j].z, x4.z, acc[i][r]);
+                        acc[i][r] = fmaf(w[i][j].w, x4.w, acc[i][r]);
+                    }
+                }
+            }
+        }
+        k0 += 128 * P;
+        if (k0 >= ICp) {  // the row group is done: sum over the lanes, lane i * R + r finishes (r, row0 + i)
+            float v = 0.0f;
+#pragma unroll
+            for (int i = 0; i < WR; i++)
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    float t = warp_sum(acc[i][r]);
+                    if (lane == i * R + r) v = t;
+                    acc[i][r] = 0.0f;
+                }
+            if (mine) {
+                gemv_epilogue(epi, a, er, row0 + ei, v);
+                kmax = max(kmax, sample_key(a.beta != 0.0f && row0 + ei >= a.conv_E ? epi.res + v : v, row0 + ei));  // as stored
+            }
+            k0 = 0;
+            row0 += stride;
+            mine = ei < WR && er < a.rows && row0 + ei < a.OC;
+            if (mine) { gemv_epi_weights(epi, a, row0 + ei); gemv_epi_data(epi, a, er, row0 + ei); }  // a later row group
+        }
+        if (row0 < a.OC) gemv_load_chunk<WR, P>(w, a, row0, k0, lane, vec);
+    }
+    if (a.argmax_keys) {  // the block's largest key of each row: over the lanes of a row (lane % R), then the warps
+        __shared__ unsigned long long s_keys[GEMV_MAX_WARPS][R];
+        for (int off = 16; off >= R; off >>= 1) kmax = max(kmax, __shfl_xor_sync(0xffffffffu, kmax, off));
+        if (lane < R) s_keys[warp][lane] = kmax;
+        __syncthreads();
+        if (threadIdx.x < a.rows) {
+            unsigned long long k = 0;
+            for (int q = 0; q < nwarps; q++) k = max(k, s_keys[q][threadIdx.x]);
+            a.argmax_keys[(size_t)threadIdx.x * gridDim.x + blockIdx.x] = k;
+        }
+    }
+}
+
+// shared memory one launch needs (bytes); the fused step runs where this fits (decoder_fused_ok)
+static size_t decode_gemv_smem(int rows, int IC) {
+    int R = rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : rows <= 8 ? 8 : 16;
+    return (size_t)R * ((IC + 3) & ~3) * sizeof(float);
+}
+#define GEMV_MAX_SMEM (200 * 1024)
+
+static int decode_gemv_warps(const DecodeGemv& a) {
+    int w = a.warps > 0 ? a.warps : g_decode_gemv_warps;
+    return std::max(1, std::min(w, GEMV_MAX_WARPS));
+}
+static int gpu_sm_count() {
+    static int sms = 0;
+    if (sms == 0) {
+        int dev = 0;
+        cudaCheck(cudaGetDevice(&dev));
+        cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    }
+    return sms;
+}
+// the grid of a launch (argmax_keys holds rows x this many keys): a warp per WR weight rows, capped
+static int decode_gemv_blocks(const DecodeGemv& a) {
+    int WR = a.IC > 128 * 6 ? 1 : 2;  // as decode_gemv_cuda picks P
+    return std::min(ceil_div(a.OC, decode_gemv_warps(a) * WR), gpu_sm_count() * GEMV_WARPS_PER_SM / decode_gemv_warps(a));
+}
+
+template <int R, int P>
+static void decode_gemv_launch(const DecodeGemv& a, cudaStream_t stream, bool pdl) {
+    size_t smem = (size_t)R * ((a.IC + 3) & ~3) * sizeof(float);
+    static size_t smem_allowed = 32 * 1024;  // per instantiation; raised outside any graph capture (the plain step runs first)
+    if (smem > smem_allowed) {  // (the default limit, 48 KB, counts the static s_keys too)
+        cudaCheck(cudaFuncSetAttribute(decode_gemv_kernel<R, P>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        smem_allowed = smem;
+    }
+    decoder_launch(decode_gemv_kernel<R, P>, decode_gemv_blocks(a), decode_gemv_warps(a) * 32, smem, stream, pdl, a);
+}
+
+// out = ... (see DecodeGemv) on the device; rows 1..GEMV_MAX_ROWS
+template <int P>
+static void decode_gemv_cuda_p(const DecodeGemv& a, cudaStream_t stream, bool pdl) {
+    if (a.rows <= 1) decode_gemv_launch<1, P>(a, stream, pdl);
+    else if (a.rows <= 2) decode_gemv_launch<2, P>(a, stream, pdl);
+    else if (a.rows <= 4) decode_gemv_launch<4, P>(a, stream, pdl);
+    else if (a.rows <= 8) decode_gemv_launch<8, P>(a, stream, pdl);
+    else decode_gemv_launch<16, P>(a, stream, pdl);
+}
+static void decode_gemv_cuda(const DecodeGemv& a, cudaStream_t stream = 0, bool pdl = false) {
+    if (a.rows < 1 || a.rows > GEMV_MAX_ROWS) FATAL("decode GEMV: %d rows, it takes 1..%d", a.rows, GEMV_MAX_ROWS);
+    if (decode_gemv_smem(a.rows, a.IC) > GEMV_MAX_SMEM) FATAL("decode GEMV: %d rows of %d inputs exceed its shared memory", a.rows, a.IC);
+    if (a.conv_E > 0 && (a.conv_K < 1 || a.conv_K > GEMV_MAX_K)) FATAL("decode GEMV: conv width %d, it takes 1..%d", a.conv_K, GEMV_MAX_K);
+    if (a.IC > 128 * 6) decode_gemv_cuda_p<12>(a, stream, pdl);  // 1 weight row per warp, chunks of 1536 columns
+    else decode_gemv_cuda_p<6>(a, stream, pdl);                  // 2 weight rows per warp, 768 columns
+}
+
+// ---------------------------------------------------------------------------
+// sampling kernel: one block per row (see the top of the file)
+
+#define SAMPLE_THREADS 512  // a multiple of 32: every warp runs whole (the digit passes use warp votes)
+#define SAMPLE_SMALL_K 1024 // up to this many candidates: gathered and ordered in shared memory, summed as the CPU does
+#define SAMPLE_UNROLL 4     // logits each thread loads at once in the digit passes (independent loads in flight)
+#define SAMPLE_ARGMAX_UNROLL 8  // the same for the argmax pass
 
 __device__ unsigned long long sample_block_max(unsigned long long v, unsigned long long* sh) {
     int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
@@ -173,10 +667,13 @@ __device__ double sample_block_sum(double v, double* sh) {
 }
 
 // logits (rows, V); uniforms (rows) in [0, 1); writes the token of row r to out[r] and,
-// when out2 is not null, to out2[r] too (the decoder's next input)
+// when out2 is not null, to out2[r] too (the decoder's next input). keys (rows, nkeys) or null:
+// keys of the logits whose largest is the largest key of the row (the head GEMV's argmax_keys):
+// greedy sampling reads these instead of the logits.
 __global__ void __launch_bounds__(SAMPLE_THREADS)
 sample_rows_kernel(int* __restrict__ out, int* __restrict__ out2, const float* __restrict__ logits, int V,
-                   float temperature, int top_k, const float* __restrict__ uniforms) {
+                   float temperature, int top_k, const float* __restrict__ uniforms,
+                   const unsigned long long* __restrict__ keys = nullptr, int nkeys = 0) {
     __shared__ unsigned int cnt[256];
     __shared__ double wsum[256];
     __shared__ unsigned long long red_u64[32];
@@ -190,7 +687,44 @@ sample_rows_kernel(int* __restrict__ out, int* __restrict__ out2, const float* _
 
     // 1. the first token of the CPU's order: the largest logit, the lowest index among ties
     unsigned long long best = 0;
-    for (int i = tid; i < V; i += blockDim.x) best = max(best, sample_key(x[i], i));
+    if (keys && !(temperature > 0.0f)) {  // greedy, from the head's keys
+        for (int i = tid; i < nkeys; i += blockDim.x) best = max(best, keys[(size_t)row * nkeys + i]);
+    } else if (V % 4 == 0 && ((uintptr_t)x & 15) == 0) {  // 16-byte loads
+        const float4* x4 = reinterpret_cast<const float4*>(x);
+        const int V4 = V / 4;
+        for (int q0 = 0; q0 < V4; q0 += SAMPLE_ARGMAX_UNROLL * blockDim.x) {
+            float4 v[SAMPLE_ARGMAX_UNROLL];
+#pragma unroll
+            for (int j = 0; j < SAMPLE_ARGMAX_UNROLL; j++) {
+                int q = q0 + j * blockDim.x + tid;
+                v[j] = q < V4 ? x4[q] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
+#pragma unroll
+            for (int j = 0; j < SAMPLE_ARGMAX_UNROLL; j++) {
+                int q = q0 + j * blockDim.x + tid;
+                if (q < V4) {
+                    best = max(best, sample_key(v[j].x, 4 * q));
+                    best = max(best, sample_key(v[j].y, 4 * q + 1));
+                    best = max(best, sample_key(v[j].z, 4 * q + 2));
+                    best = max(best, sample_key(v[j].w, 4 * q + 3));
+                }
+            }
+        }
+    } else {  // any V
+        for (int i0 = 0; i0 < V; i0 += SAMPLE_ARGMAX_UNROLL * blockDim.x) {
+            float v[SAMPLE_ARGMAX_UNROLL];
+#pragma unroll
+            for (int j = 0; j < SAMPLE_ARGMAX_UNROLL; j++) {  // the loads first, so they overlap
+                int i = i0 + j * blockDim.x + tid;
+                v[j] = i < V ? x[i] : 0.0f;
+            }
+#pragma unroll
+            for (int j = 0; j < SAMPLE_ARGMAX_UNROLL; j++) {
+                int i = i0 + j * blockDim.x + tid;
+                if (i < V) best = max(best, sample_key(v[j], i));
+            }
+        }
+    }
     best = sample_block_max(best, red_u64);
     const int argmax = sample_key_index(best);
     if (!(temperature > 0.0f)) {  // greedy (temperature 0, negative or NaN, as sample_token)
@@ -361,20 +895,29 @@ sample_rows_kernel(int* __restrict__ out, int* __restrict__ out2, const float* _
 
 // one token per row from logits (rows, V) (device pointers); see sample_token
 static void sample_rows_cuda(int* out, int* out2, const float* logits, int rows, int V, float temperature, int top_k,
-                             const float* uniforms, cudaStream_t stream = 0) {
+                             const float* uniforms, cudaStream_t stream = 0, const unsigned long long* keys = nullptr,
+                             int nkeys = 0) {
     if (rows <= 0) return;
-    sample_rows_kernel<<<rows, SAMPLE_THREADS, 0, stream>>>(out, out2, logits, V, temperature, top_k, uniforms);
+    sample_rows_kernel<<<rows, SAMPLE_THREADS, 0, stream>>>(out, out2, logits, V, temperature, top_k, uniforms, keys, nkeys);
     cudaCheckLaunch();
 }
 
 // ---------------------------------------------------------------------------
 // the decoder
 
+// how a step runs: DECODE_FUSED (the decode GEMV kernels, 4 launches a layer, for batches up
+// to DECODE_FUSED_MAX_ROWS), DECODE_BLAS (cuBLAS products + separate norm/conv kernels, 6
+// launches a layer, any batch); DECODE_AUTO picks the fused path up to the measured crossover
+enum DecodePath { DECODE_AUTO = 0, DECODE_FUSED, DECODE_BLAS };
+#define DECODE_FUSED_MAX_ROWS 8  // AUTO: fused up to this batch, cuBLAS above (the measured crossover, see the top of the file)
+
 struct MambaGpuDecoder {
     const MambaModel* m = nullptr;
     int max_batch = 0;   // sequences the buffers hold
     int rows = 0;        // sequences of the current batch (mamba_decoder_start)
     bool use_graph = false;
+    DecodePath path = DECODE_AUTO;  // as asked; the batch's own choice is decoder_fused(d, rows)
+    DecodePdl pdl = PDL_OFF;  // programmatic dependent launch between the fused step's kernels (sm_90+)
     cudaStream_t stream = nullptr;
     cublasHandle_t blas = nullptr;
     void* blas_workspace = nullptr;
@@ -384,6 +927,9 @@ struct MambaGpuDecoder {
     int* tokens = nullptr;        // (max_batch) the next step's input tokens
     float *x = nullptr, *xn = nullptr, *rstd = nullptr, *xz = nullptr, *u = nullptr, *xdbl = nullptr;
     float *y = nullptr, *xf = nullptr, *logits = nullptr;
+    unsigned long long* head_keys = nullptr;  // (max_batch, head_key_cap) the fused head's argmax keys
+    int head_key_cap = 0;
+    int head_keys_n = 0;  // keys per row the last fused step wrote (0: the last step was not fused)
     cudaGraphExec_t graph = nullptr;  // one step for graph_rows rows
     int graph_rows = 0;
 };
@@ -414,13 +960,19 @@ static void mamba_decoder_check_model(const MambaModel* m) {
               m->cfg.layers.c_str());
 }
 
-static void mamba_decoder_init(MambaGpuDecoder* d, const MambaModel* m, int max_batch, bool use_graph) {
+// path: see DecodePath; pdl: see DecodePdl (off where the device lacks it)
+static void mamba_decoder_init(MambaGpuDecoder* d, const MambaModel* m, int max_batch, bool use_graph,
+                               DecodePath path = DECODE_AUTO, DecodePdl pdl = DECODE_PDL_DEFAULT) {
     mamba_decoder_check_model(m);
     if (max_batch < 1) FATAL("GPU decoder: batch must be >= 1, got %d", max_batch);
     const MambaConfig& c = m->cfg;
     size_t Bm = max_batch, D = c.d_model, E = c.d_inner, N = c.d_state, R = c.dt_rank, V = c.vocab_size;
     *d = MambaGpuDecoder();
-    d->m = m; d->max_batch = max_batch; d->use_graph = use_graph;
+    d->m = m; d->max_batch = max_batch; d->use_graph = use_graph; d->path = path;
+    int dev = 0, major = 0;
+    cudaCheck(cudaGetDevice(&dev));
+    cudaCheck(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    d->pdl = major >= 9 ? pdl : PDL_OFF;
     cudaCheck(cudaDeviceSynchronize());  // the weights were written on the default stream
     cudaCheck(cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking));
     cublasCheck(cublasCreate(&d->blas));
@@ -440,6 +992,8 @@ static void mamba_decoder_init(MambaGpuDecoder* d, const MambaModel* m, int max_
     d->u = decoder_alloc_poisoned(Bm * E);       d->xdbl = decoder_alloc_poisoned(Bm * (R + 2 * N));
     d->y = decoder_alloc_poisoned(Bm * E);
     d->xf = decoder_alloc_poisoned(Bm * D);      d->logits = decoder_alloc_poisoned(Bm * V);
+    d->head_key_cap = gpu_sm_count() * GEMV_WARPS_PER_SM;  // >= decode_gemv_blocks at any block size
+    cudaCheck(cudaMalloc(&d->head_keys, Bm * d->head_key_cap * sizeof(unsigned long long)));
 }
 
 static void mamba_decoder_free(MambaGpuDecoder* d) {
@@ -449,6 +1003,7 @@ static void mamba_decoder_free(MambaGpuDecoder* d) {
     for (float* p : {d->conv_state, d->ssm_state, d->x, d->xn, d->rstd, d->xz, d->u, d->xdbl, d->y, d->xf, d->logits})
         cudaCheck(cudaFree(p));
     cudaCheck(cudaFree(d->tokens));
+    cudaCheck(cudaFree(d->head_keys));
     cublasCheck(cublasDestroy(d->blas));
     cudaCheck(cudaFree(d->blas_workspace));
     cudaCheck(cudaStreamDestroy(d->stream));
@@ -479,9 +1034,8 @@ static void decoder_rmsnorm(MambaGpuDecoder* d, float* out, const float* x, cons
     cudaCheckLaunch();
 }
 
-// one step for `rows` sequences: d->tokens -> d->logits; advances the states. Every launch
-// goes to d->stream (so this can be captured).
-static void mamba_decoder_step_launch(MambaGpuDecoder* d, int rows) {
+// the cuBLAS step for `rows` sequences: d->tokens -> d->logits; advances the states
+static void decoder_step_blas(MambaGpuDecoder* d, int rows) {
     const MambaModel* m = d->m;
     const MambaConfig& c = m->cfg;
     const int D = c.d_model, E = c.d_inner, N = c.d_state, K = c.d_conv, R = c.dt_rank, V = c.vocab_size, XD = R + 2 * N;
@@ -508,6 +1062,109 @@ static void mamba_decoder_step_launch(MambaGpuDecoder* d, int rows) {
     }
     decoder_rmsnorm(d, d->xf, d->x, m->norm_f_w, rows, D);
     decoder_gemm(d, d->logits, V, d->xf, D, m->wte, rows, D, V, 0.0f);
+}
+
+// the fused step's launches (layer l; pdl: may start before the previous kernel ends)
+// in_proj: x (layer 0: wte[tokens], also written to x) -> rmsnorm -> xz = [conv + SiLU -> u | z]
+static void decoder_in_proj(MambaGpuDecoder* d, int l, int rows, bool pdl) {
+    const MambaModel* m = d->m;
+    const MambaConfig& c = m->cfg;
+    const LayerParams& p = m->layers[l];
+    const int D = c.d_model, E = c.d_inner, K = c.d_conv;
+    DecodeGemv a = {};
+    a.out = d->xz; a.ldo = 2 * E;
+    a.inp = l == 0 ? m->wte : d->x; a.ldi = D;
+    a.tokens = l == 0 ? d->tokens : nullptr; a.emb_out = l == 0 ? d->x : nullptr;
+    a.W = p.in_proj_w; a.rows = rows; a.IC = D; a.OC = 2 * E; a.beta = 0.0f; a.norm_w = p.norm_w;
+    a.conv_E = E; a.conv_K = K; a.conv_state = d->conv_state + (size_t)l * d->max_batch * E * (K - 1);
+    a.conv_w = p.conv_w; a.conv_b = p.conv_b; a.u = d->u;
+    a.pdl_early = d->pdl == PDL_EARLY;
+    decode_gemv_cuda(a, d->stream, pdl);
+}
+// x_proj: u -> xdbl = [dt_low | Bm | Cm]
+static void decoder_x_proj(MambaGpuDecoder* d, int l, int rows, bool pdl) {
+    const MambaConfig& c = d->m->cfg;
+    const int E = c.d_inner, XD = c.dt_rank + 2 * c.d_state;
+    DecodeGemv a = {};
+    a.out = d->xdbl; a.ldo = XD; a.inp = d->u; a.ldi = E;
+    a.W = d->m->layers[l].x_proj_w; a.rows = rows; a.IC = E; a.OC = XD; a.beta = 0.0f;
+    a.pdl_early = d->pdl == PDL_EARLY;
+    decode_gemv_cuda(a, d->stream, pdl);
+}
+// dt_proj + the scan step: one warp per (row, channel)
+static void decoder_scan(MambaGpuDecoder* d, int l, int rows, bool pdl) {
+    const MambaConfig& c = d->m->cfg;
+    const LayerParams& p = d->m->layers[l];
+    const int E = c.d_inner, N = c.d_state, R = c.dt_rank, XD = R + 2 * N;
+    float* ssm_st = d->ssm_state + (size_t)l * d->max_batch * E * N;
+    const int block = 256;
+    decoder_launch(decode_scan_step_pdl_kernel, ceil_div(rows * E, block / 32), block, 0, d->stream, pdl, d->y, ssm_st, d->u, d->xdbl,
+                   XD, R, p.dt_proj_w, p.dt_proj_b, p.A_log, p.D, d->xz + E, 2 * E, rows, E, N, pdl ? (int)d->pdl : 0);
+}
+// out_proj: x += y @ out_proj_w^T
+static void decoder_out_proj(MambaGpuDecoder* d, int l, int rows, bool pdl) {
+    const MambaConfig& c = d->m->cfg;
+    DecodeGemv a = {};
+    a.out = d->x; a.ldo = c.d_model; a.inp = d->y; a.ldi = c.d_inner;
+    a.W = d->m->layers[l].out_proj_w; a.rows = rows; a.IC = c.d_inner; a.OC = c.d_model; a.beta = 1.0f;
+    a.pdl_early = d->pdl == PDL_EARLY;
+    decode_gemv_cuda(a, d->stream, pdl);
+}
+// the head: logits = rmsnorm(x) * norm_f_w @ wte^T
+static void decoder_head(MambaGpuDecoder* d, int rows, bool pdl) {
+    const MambaModel* m = d->m;
+    DecodeGemv a = {};
+    a.out = d->logits; a.ldo = m->cfg.vocab_size; a.inp = d->x; a.ldi = m->cfg.d_model;
+    a.W = m->wte; a.rows = rows; a.IC = m->cfg.d_model; a.OC = m->cfg.vocab_size; a.beta = 0.0f; a.norm_w = m->norm_f_w;
+    a.pdl_early = d->pdl == PDL_EARLY;
+    a.argmax_keys = d->head_keys;  // (rows, blocks): greedy sampling reads these (decoder_sample)
+    d->head_keys_n = decode_gemv_blocks(a);
+    decode_gemv_cuda(a, d->stream, pdl);
+}
+
+// the fused step: 4 launches a layer and the head. The first launch waits for everything
+// before it (it follows the token copy or the sampler); each later one may start early.
+static void decoder_step_fused(MambaGpuDecoder* d, int rows) {
+    const bool pdl = d->pdl != PDL_OFF;
+    for (int l = 0; l < d->m->cfg.n_layer; l++) {
+        decoder_in_proj(d, l, rows, pdl && l > 0);
+        decoder_x_proj(d, l, rows, pdl);
+        decoder_scan(d, l, rows, pdl);
+        decoder_out_proj(d, l, rows, pdl);
+    }
+    decoder_head(d, rows, pdl);
+}
+
+// whether a step of `rows` sequences takes the fused path (the shared memory of its widest
+// GEMV: the rows of E inputs)
+static bool decoder_fused_ok(const MambaConfig& c, int rows) {
+    return rows <= GEMV_MAX_ROWS && decode_gemv_smem(rows, std::max(c.d_model, c.d_inner)) <= GEMV_MAX_SMEM &&
+           c.d_conv <= GEMV_MAX_K;
+}
+static bool decoder_fused(const MambaGpuDecoder* d, int rows) {
+    const MambaConfig& c = d->m->cfg;
+    if (d->path == DECODE_BLAS) return false;
+    if (d->path == DECODE_FUSED) {
+        if (!decoder_fused_ok(c, rows))
+            FATAL("GPU decoder: the fused step takes up to %d rows of width <= %d and d_conv <= %d, not %d rows of %d, d_conv %d",
+                  GEMV_MAX_ROWS, (int)(GEMV_MAX_SMEM / (16 * sizeof(float))), GEMV_MAX_K, rows, std::max(c.d_model, c.d_inner), c.d_conv);
+        return true;
+    }
+    return rows <= DECODE_FUSED_MAX_ROWS && decoder_fused_ok(c, rows);
+}
+
+// one step for `rows` sequences: d->tokens -> d->logits; advances the states. Every launch
+// goes to d->stream (so this can be captured).
+static void mamba_decoder_step_launch(MambaGpuDecoder* d, int rows) {
+    if (decoder_fused(d, rows)) decoder_step_fused(d, rows);
+    else { decoder_step_blas(d, rows); d->head_keys_n = 0; }
+}
+
+// samples the current batch's tokens from d->logits into out (and the next input tokens);
+// after a fused step, greedy sampling reads the head's argmax keys instead of the logits
+static void decoder_sample(MambaGpuDecoder* d, int* out, float temperature, int top_k, const float* uniforms) {
+    sample_rows_cuda(out, d->tokens, d->logits, d->rows, d->m->cfg.vocab_size, temperature, top_k, uniforms, d->stream,
+                     d->head_keys_n > 0 ? d->head_keys : nullptr, d->head_keys_n);
 }
 
 // captures one step for `rows` rows into d->graph. A plain step runs first (outside the
@@ -588,7 +1245,7 @@ static std::vector<std::vector<int>> mamba_decoder_generate(MambaGpuDecoder* d, 
         mamba_decoder_step(d);
     }
     for (int i = 0; i < n_new; i++) {  // sample (into the output and the next input), step
-        sample_rows_cuda(dout + (size_t)i * rows, d->tokens, d->logits, rows, V, temperature, top_k, duni + (size_t)i * rows, d->stream);
+        decoder_sample(d, dout + (size_t)i * rows, temperature, top_k, duni + (size_t)i * rows);
         if (i + 1 < n_new) mamba_decoder_step(d);
     }
     std::vector<int> ho(hu.size());
@@ -602,10 +1259,11 @@ static std::vector<std::vector<int>> mamba_decoder_generate(MambaGpuDecoder* d, 
 
 // one call: a decoder for the batch, generation, free. prompts: equal-length token lists.
 static std::vector<std::vector<int>> mamba_generate_gpu(const MambaModel* m, const std::vector<std::vector<int>>& prompts, int n_new,
-                                                        float temperature, int top_k, uint64_t seed, bool use_graph = true) {
+                                                        float temperature, int top_k, uint64_t seed, bool use_graph = true,
+                                                        DecodePath path = DECODE_AUTO) {
     mamba_decoder_check_model(m);
     MambaGpuDecoder d;
-    mamba_decoder_init(&d, m, (int)std::max<size_t>(1, prompts.size()), use_graph);
+    mamba_decoder_init(&d, m, (int)std::max<size_t>(1, prompts.size()), use_graph, path);
     std::vector<std::vector<int>> out = mamba_decoder_generate(&d, prompts, n_new, temperature, top_k, seed);
     mamba_decoder_free(&d);
     return out;
@@ -615,11 +1273,10 @@ static std::vector<std::vector<int>> mamba_generate_gpu(const MambaModel* m, con
 // benchmark: median µs per decode step (one new token for each of `batch` sequences:
 // step + sampling), timed with CUDA events over `steps` steps, `trials` times after a warm-up
 static double mamba_bench_generate(const MambaModel* m, int batch, bool use_graph, float temperature, int top_k, int steps = 64,
-                                   int trials = 7) {
+                                   int trials = 7, DecodePath path = DECODE_AUTO, DecodePdl pdl = DECODE_PDL_DEFAULT) {
     MambaGpuDecoder d;
-    mamba_decoder_init(&d, m, batch, use_graph);
+    mamba_decoder_init(&d, m, batch, use_graph, path, pdl);
     mamba_decoder_start(&d, batch);
-    int V = m->cfg.vocab_size;
     std::vector<float> hu((size_t)steps * batch);
     Rng rng; rng_seed(&rng, 1);
     for (float& u : hu) u = rng_uniform(&rng);
@@ -631,7 +1288,7 @@ static double mamba_bench_generate(const MambaModel* m, int batch, bool use_grap
     auto run = [&]() {
         for (int s = 0; s < steps; s++) {
             mamba_decoder_step(&d);
-            sample_rows_cuda(dout + (size_t)s * batch, d.tokens, d.logits, batch, V, temperature, top_k, duni + (size_t)s * batch, d.stream);
+            decoder_sample(&d, dout + (size_t)s * batch, temperature, top_k, duni + (size_t)s * batch);
         }
     };
     run();  // warm-up

@@ -1,21 +1,31 @@
 // gpu_generate.cu: generation on the GPU (src/mamba_generate.h) against the CPU reference.
 //   - the refusals (unmerged LoRA adapters, a CPU model), checked before CUDA starts
-//   - the conv1d+SiLU and selective-scan step kernels against conv1d_step_cpu and
-//     dt_proj + selective_scan_step_cpu, several steps in a row (outputs and states)
+//   - the conv1d+SiLU and selective-scan step kernels (both scan kernels: the cuBLAS path's and
+//     the fused step's) against conv1d_step_cpu and dt_proj + selective_scan_step_cpu, several
+//     steps in a row (outputs and states)
+//   - the decode GEMV against decode_gemv_cpu on random inputs: rows 1, 3, 8, 13, 16; widths
+//     37, 100, 900, 1600 (not multiples of 4, of a chunk); unaligned weights and input strides;
+//     each fused prologue/epilogue (rmsnorm, embedding rows, conv step, residual add); outputs
+//     poisoned with NaN before each launch, columns past OC must stay NaN; the head's argmax
+//     keys give the argmax of the GPU's own row. Tolerance 1e-5 norm-wise (fp32, another
+//     summation order than the CPU: a few ulps an output)
 //   - the sampling kernel against sample_token on random logits (ties included) for many
 //     random numbers, temperatures and top-k values
 //   - one decoder step == mamba_step's logits (rel err < 1e-5, exact FP32 matmuls) for several
-//     tokens in a row, batch 1 and 3 (each row its own tokens), plain and CUDA graph; the graph's
-//     logits equal the plain path's bit for bit; a new start() resets the state
+//     tokens in a row, batch 1 and 3 (each row its own tokens; the fused step also 8 and 13),
+//     plain and CUDA graph, the fused step (each programmatic-dependent-launch mode) and the
+//     cuBLAS step; the graph's logits equal the plain path's bit for bit; a new start() resets
+//     the state
 //   - greedy generation: GPU (plain and graph) == CPU mamba_generate == the argmax of the
-//     parallel forward (mamba_forward without targets), batch 1 and 4
+//     parallel forward (mamba_forward without targets), batch 1 and 4, fused and cuBLAS steps
 //   - sampled generation: batch 1 == mamba_generate with the same seed; batch 3 == a CPU
 //     loop drawing the same uniforms (step-major, rows in order); graph == plain
 //   - a merged LoRA model generates what mamba_generate gives with the unmerged adapters
 //   - the benchmark helper returns a positive time
+// build/gpu_generate --bench: timings on the mamba-130m shape (not a test; see bench_main)
 #include "../src/mamba_generate.h"
-#include "mamba_test_util.h"
 #include "test_util.h"
+#include "mamba_test_util.h"
 
 static LoraConfig lora_cfg(int rank, const char* targets) {
     LoraConfig c; c.rank = rank; c.alpha = 4.0f; c.targets = targets; return c;
@@ -89,7 +99,8 @@ static void test_conv_step(int B, int E, int K) {
 
 // the scan step kernel computes delta = dt_low @ dt_proj_w^T itself: the CPU side runs
 // linear_forward_cpu for it, then selective_scan_step_cpu
-static void test_scan_step(int B, int E, int N, int R) {
+// pdl_kernel: decode_scan_step_pdl_kernel (the fused step's, launched plainly: its waits are no-ops)
+static void test_scan_step(int B, int E, int N, int R, bool pdl_kernel = false) {
     Rng r; rng_seed(&r, 200 + N);
     int XD = R + 2 * N, steps = 5;
     std::vector<float> A_log = random_vec((size_t)E * N, &r, -1, 1.5f), Dp = random_vec(E, &r), dtb = random_vec(E, &r, -2, 0.5f);
@@ -118,7 +129,11 @@ static void test_scan_step(int B, int E, int N, int R) {
                                 z.data(), dtb.data(), B, E, N);
         float *gu = to_device(u), *gxdbl = to_device(xdbl), *gxz = to_device(xz);
         cudaCheck(cudaMemset(gy, 0xFF, (size_t)B * E * sizeof(float)));
-        decode_scan_step_kernel<<<ceil_div(B * E, 8), 256>>>(gy, gh, gu, gxdbl, XD, R, gdtw, gdtb, gA, gD, gxz + E, 2 * E, B, E, N);
+        if (pdl_kernel)
+            decode_scan_step_pdl_kernel<<<ceil_div(B * E, 8), 256>>>(gy, gh, gu, gxdbl, XD, R, gdtw, gdtb, gA, gD, gxz + E, 2 * E, B, E, N,
+                                                                     PDL_AFTER_WAIT);
+        else
+            decode_scan_step_kernel<<<ceil_div(B * E, 8), 256>>>(gy, gh, gu, gxdbl, XD, R, gdtw, gdtb, gA, gD, gxz + E, 2 * E, B, E, N);
         cudaCheckLaunch();
         std::vector<float> hy = from_device(gy, y.size()), hh = from_device(gh, h_c.size());
         worst_y = std::max(worst_y, rel_err(hy.data(), y.data(), y.size()));
@@ -126,11 +141,126 @@ static void test_scan_step(int B, int E, int N, int R) {
         for (float* p : {gu, gxdbl, gxz}) cudaCheck(cudaFree(p));
     }
     char name[128];
-    snprintf(name, sizeof name, "scan step (+dt_proj) B=%d E=%d N=%d R=%d, %d steps: output", B, E, N, R, steps);
+    const char* kn = pdl_kernel ? "scan step (fused step's kernel)" : "scan step";
+    snprintf(name, sizeof name, "%s (+dt_proj) B=%d E=%d N=%d R=%d, %d steps: output", kn, B, E, N, R, steps);
     report(worst_y < 1e-5, name, "worst rel err %.3e", worst_y);
-    snprintf(name, sizeof name, "scan step (+dt_proj) B=%d E=%d N=%d R=%d, %d steps: state", B, E, N, R, steps);
+    snprintf(name, sizeof name, "%s (+dt_proj) B=%d E=%d N=%d R=%d, %d steps: state", kn, B, E, N, R, steps);
     report(worst_h < 1e-5, name, "worst rel err %.3e", worst_h);
     for (float* p : {gA, gD, gdtb, gdtw, gh, gy}) cudaCheck(cudaFree(p));
+}
+
+// ---------------------------------------------------------------------------
+// the decode GEMV against decode_gemv_cpu (mamba_step's functions) on random inputs
+
+enum GemvMode { GEMV_PLAIN, GEMV_RESIDUAL, GEMV_NORM, GEMV_IN_PROJ };
+static const char* const GEMV_MODE_NAMES[] = {"plain", "residual (beta 1)", "rmsnorm prologue", "in_proj (embed + norm + conv)"};
+
+// Tolerance: fp32 throughout, but the GPU sums each dot product in another order (per lane, then
+// a butterfly over the lanes) than linear_forward_cpu, and rsqrtf vs 1/sqrtf in the norm: each
+// output carries a few ulps (relative error ~ 2^-24 sqrt(IC)), so 1e-5 norm-wise over the
+// outputs; the conv state is a copy of the product (same tolerance), u has silu on top.
+// misalign: the weights start one float past a 16-byte boundary and the input rows have a
+// stride IC + 1 (the scalar load paths); else 16-byte aligned rows where IC allows.
+static void test_gemv(int rows, int IC, int OC, GemvMode mode, bool misalign) {
+    Rng r; rng_seed(&r, 500 + rows * 7 + IC * 3 + OC + 101 * mode + misalign);
+    const int V = 23, K = 4, steps = mode == GEMV_IN_PROJ ? 3 : 1;
+    const int conv_E = mode == GEMV_IN_PROJ ? OC / 2 : 0;
+    const int ldi = misalign ? IC + 1 : IC, ldo = OC + 3;  // ldo: 3 columns past OC that must stay NaN
+    const int in_rows = mode == GEMV_IN_PROJ ? V : rows;  // in_proj: the rows are embedding rows
+    std::vector<float> W = random_vec((size_t)OC * IC, &r), inp = random_vec((size_t)in_rows * ldi, &r, -2, 2);
+    std::vector<float> norm_w = random_vec(IC, &r, 0.5f, 1.5f), conv_w = random_vec((size_t)std::max(conv_E, 1) * K, &r);
+    std::vector<float> conv_b = random_vec(std::max(conv_E, 1), &r), state((size_t)rows * std::max(conv_E, 1) * (K - 1));
+    fill_uniform(state.data(), state.size(), &r, -1, 1);
+    std::vector<float> out((size_t)rows * ldo, NAN);
+    if (mode == GEMV_RESIDUAL) {  // the residual stream: read, then added to (the 3 columns past OC stay NaN)
+        fill_uniform(out.data(), out.size(), &r, -1, 1);
+        for (int row = 0; row < rows; row++)
+            for (int o = OC; o < ldo; o++) out[(size_t)row * ldo + o] = NAN;
+    }
+    std::vector<int> tokens(rows);
+    for (int& t : tokens) t = rng_u32(&r) % V;
+    // device copies (the weights at an odd float offset when misaligned)
+    float* gWbase; cudaCheck(cudaMalloc(&gWbase, (W.size() + 4) * sizeof(float)));
+    float* gW = gWbase + (misalign ? 1 : 0);
+    cudaCheck(cudaMemcpy(gW, W.data(), W.size() * sizeof(float), cudaMemcpyHostToDevice));
+    float *ginp = to_device(inp), *gnorm = to_device(norm_w), *gcw = to_device(conv_w), *gcb = to_device(conv_b);
+    float *gstate = to_device(state), *gout = to_device(out);
+    float *gu = device_poisoned((size_t)rows * std::max(conv_E, 1)), *gemb = device_poisoned((size_t)rows * IC);
+    int* gtok; cudaCheck(cudaMalloc(&gtok, rows * sizeof(int)));
+    unsigned long long* gkeys = nullptr;  // the argmax keys (modes without the conv epilogue)
+    cudaCheck(cudaMemcpy(gtok, tokens.data(), rows * sizeof(int), cudaMemcpyHostToDevice));
+    std::vector<float> u((size_t)rows * std::max(conv_E, 1)), emb((size_t)rows * IC);
+    DecodeGemv c = {}, g = {};  // the CPU's and the GPU's arguments
+    c.out = out.data(); c.ldo = ldo; c.inp = inp.data(); c.ldi = ldi; c.W = W.data(); c.rows = rows; c.IC = IC; c.OC = OC;
+    c.beta = mode == GEMV_RESIDUAL ? 1.0f : 0.0f;
+    if (mode == GEMV_NORM || mode == GEMV_IN_PROJ) c.norm_w = norm_w.data();
+    if (mode == GEMV_IN_PROJ) {
+        c.tokens = tokens.data(); c.emb_out = emb.data();
+        c.conv_E = conv_E; c.conv_K = K; c.conv_state = state.data(); c.conv_w = conv_w.data(); c.conv_b = conv_b.data(); c.u = u.data();
+    }
+    g = c;
+    g.out = gout; g.inp = ginp; g.W = gW; g.norm_w = c.norm_w ? gnorm : nullptr; g.tokens = c.tokens ? gtok : nullptr;
+    g.emb_out = c.emb_out ? gemb : nullptr; g.conv_state = c.conv_E ? gstate : nullptr; g.conv_w = c.conv_E ? gcw : nullptr;
+    g.conv_b = c.conv_E ? gcb : nullptr; g.u = c.conv_E ? gu : nullptr;
+    const int nkeys = decode_gemv_blocks(g);
+    if (mode != GEMV_IN_PROJ) {
+        cudaCheck(cudaMalloc(&gkeys, (size_t)rows * nkeys * sizeof(unsigned long long)));
+        cudaCheck(cudaMemset(gkeys, 0xFF, (size_t)rows * nkeys * sizeof(unsigned long long)));  // poisoned: all-ones keys win any max
+        g.argmax_keys = gkeys;
+    }
+    double worst = 0, worst_u = 0, worst_s = 0;
+    bool emb_exact = true, pad_nan = true, keys_ok = true;
+    for (int s = 0; s < steps; s++) {
+        if (mode != GEMV_RESIDUAL) {  // poison every output before the launch
+            std::fill(out.begin(), out.end(), NAN);
+            cudaCheck(cudaMemset(gout, 0xFF, out.size() * sizeof(float)));
+        }
+        cudaCheck(cudaMemset(gu, 0xFF, u.size() * sizeof(float)));
+        cudaCheck(cudaMemset(gemb, 0xFF, emb.size() * sizeof(float)));
+        decode_gemv_cpu(c);
+        decode_gemv_cuda(g);
+        cudaCheckLaunch();
+        std::vector<float> hout = from_device(gout, out.size());
+        if (gkeys) {  // the largest key over the blocks is the argmax of the GPU's own row (lowest index among ties)
+            std::vector<unsigned long long> hk((size_t)rows * nkeys);
+            cudaCheck(cudaMemcpy(hk.data(), gkeys, hk.size() * sizeof(unsigned long long), cudaMemcpyDeviceToHost));
+            for (int row = 0; row < rows; row++) {
+                unsigned long long best = 0;
+                for (int q = 0; q < nkeys; q++) best = std::max(best, hk[(size_t)row * nkeys + q]);
+                int want = argmax_token(hout.data() + (size_t)row * ldo, OC);
+                keys_ok &= (int)(0xFFFFFFFFu - (unsigned int)(best & 0xFFFFFFFFull)) == want;
+            }
+        }
+        for (int row = 0; row < rows; row++) {
+            const float* gr = hout.data() + (size_t)row * ldo + conv_E;
+            worst = std::max(worst, rel_err(gr, out.data() + (size_t)row * ldo + conv_E, OC - conv_E));
+            for (int o = OC; o < ldo; o++) pad_nan &= std::isnan(hout[(size_t)row * ldo + o]);
+            if (mode == GEMV_RESIDUAL) memcpy(out.data() + (size_t)row * ldo, hout.data() + (size_t)row * ldo, ldo * sizeof(float));
+        }
+        if (mode == GEMV_RESIDUAL) continue;
+        if (mode == GEMV_IN_PROJ) {
+            std::vector<float> hu = from_device(gu, u.size()), hs = from_device(gstate, state.size()), he = from_device(gemb, emb.size());
+            worst_u = std::max(worst_u, rel_err(hu.data(), u.data(), u.size()));
+            worst_s = std::max(worst_s, rel_err(hs.data(), state.data(), state.size()));
+            emb_exact &= memcmp(he.data(), emb.data(), emb.size() * sizeof(float)) == 0;
+            cudaCheck(cudaMemcpy(gstate, state.data(), state.size() * sizeof(float), cudaMemcpyHostToDevice));  // go on from the CPU's
+        }
+    }
+    char name[200];
+    snprintf(name, sizeof name, "decode GEMV %s rows=%d IC=%d OC=%d%s: == decode_gemv_cpu", GEMV_MODE_NAMES[mode], rows, IC, OC,
+             misalign ? " (unaligned W, input stride IC+1)" : "");
+    const double tol = 1e-5;
+    report(worst < tol && pad_nan && keys_ok, name, "worst rel err %.3e (tol %.0e)%s%s", worst, tol, pad_nan ? "" : "; wrote past OC",
+           keys_ok ? "" : "; the argmax keys miss the row's argmax");
+    if (mode == GEMV_IN_PROJ) {
+        snprintf(name, sizeof name, "decode GEMV in_proj rows=%d IC=%d E=%d%s, %d steps: conv u, state, embedded rows", rows, IC, conv_E,
+                 misalign ? " (unaligned)" : "", steps);
+        report(worst_u < tol && worst_s < tol && emb_exact, name, "u %.3e state %.3e (tol %.0e), embedded rows %s", worst_u, worst_s, tol,
+               emb_exact ? "exact" : "differ");
+    }
+    for (float* p : {gWbase, ginp, gnorm, gcw, gcb, gstate, gout, gu, gemb}) cudaCheck(cudaFree(p));
+    cudaCheck(cudaFree(gtok));
+    if (gkeys) cudaCheck(cudaFree(gkeys));
 }
 
 // ---------------------------------------------------------------------------
@@ -203,7 +333,15 @@ static void test_sampler(int V, LogitKind kind, const char* kind_name) {
 
 // tol: 1e-5 for the standard-init model; the jittered one amplifies rounding (the diagnostic
 // line prints how far the GPU's own parallel forward is from the CPU step on it, for scale)
-static void test_step_logits(MambaConfig c, int B, const char* label, bool jitter, double tol) {
+static std::string path_name(DecodePath p, DecodePdl pdl = DECODE_PDL_DEFAULT) {
+    if (p == DECODE_BLAS) return "cuBLAS";
+    std::string s = p == DECODE_FUSED ? "fused" : "auto";
+    return s + (pdl == PDL_OFF ? "" : pdl == PDL_EARLY ? "+PDL(early)" : "+PDL");
+}
+
+static void test_step_logits(MambaConfig c, int B, const char* label, bool jitter, double tol, DecodePath path,
+                             DecodePdl pdl = DECODE_PDL_DEFAULT) {
+    const std::string pn = path_name(path, pdl);
     const int steps = 6;
     MambaModel cpu, gpu;
     build_pair(&cpu, &gpu, c, B, steps, 21, LoraConfig(), jitter);
@@ -215,8 +353,8 @@ static void test_step_logits(MambaConfig c, int B, const char* label, bool jitte
     std::vector<MambaStepState> st(B);
     for (int b = 0; b < B; b++) mamba_step_init(&st[b], &cpu, cpu.params.params);
     MambaGpuDecoder plain, graph;
-    mamba_decoder_init(&plain, &gpu, B + 1, false);  // one row more than used: rows < max_batch works
-    mamba_decoder_init(&graph, &gpu, B + 1, true);
+    mamba_decoder_init(&plain, &gpu, B + 1, false, path, pdl);  // one row more than used: rows < max_batch works
+    mamba_decoder_init(&graph, &gpu, B + 1, true, path, pdl);
     mamba_decoder_start(&plain, B);
     mamba_decoder_start(&graph, B);
     double worst = 0;
@@ -246,13 +384,13 @@ static void test_step_logits(MambaConfig c, int B, const char* label, bool jitte
     double fwd_worst = 0;
     for (size_t row = 0; row < (size_t)B * steps; row++)
         fwd_worst = std::max(fwd_worst, rel_err(fwd.data() + row * V, cpu_all.data() + row * V, V));
-    printf("  %s%s batch %d: decoder vs CPU step %.2e, GPU parallel forward vs CPU step %.2e (worst row)\n", label,
-           jitter ? " jittered" : "", B, worst, fwd_worst);
+    printf("  %s%s batch %d %s path: decoder vs CPU step %.2e, GPU parallel forward vs CPU step %.2e (worst row)\n", label,
+           jitter ? " jittered" : "", B, pn.c_str(), worst, fwd_worst);
     char name[160];
-    snprintf(name, sizeof name, "decoder step %s%s batch %d: logits == mamba_step for %d tokens in a row", label,
-             jitter ? " (jittered)" : "", B, steps);
+    snprintf(name, sizeof name, "decoder step %s%s batch %d %s: logits == mamba_step for %d tokens in a row", label,
+             jitter ? " (jittered)" : "", B, pn.c_str(), steps);
     report(worst < tol, name, "worst rel err %.3e > %.0e", worst, tol);
-    snprintf(name, sizeof name, "decoder step %s batch %d: CUDA graph logits == plain, bit for bit", label, B);
+    snprintf(name, sizeof name, "decoder step %s batch %d %s: CUDA graph logits == plain, bit for bit", label, B, pn.c_str());
     report(graph_same, name, "they differ");
     // a new batch starts from zero states: the first step's logits again
     mamba_decoder_start(&plain, B);
@@ -260,7 +398,7 @@ static void test_step_logits(MambaConfig c, int B, const char* label, bool jitte
     for (int b = 0; b < B; b++) in0[b] = toks[b][0];
     mamba_decoder_feed(&plain, in0.data());
     std::vector<float> again = from_device(plain.logits, (size_t)B * V);
-    snprintf(name, sizeof name, "decoder step %s batch %d: start() resets the states", label, B);
+    snprintf(name, sizeof name, "decoder step %s batch %d %s: start() resets the states", label, B, pn.c_str());
     report(memcmp(again.data(), first_logits.data(), again.size() * sizeof(float)) == 0, name, "first-step logits differ");
     mamba_decoder_free(&plain); mamba_decoder_free(&graph);
     mamba_free(&cpu); mamba_free(&gpu);
@@ -312,7 +450,7 @@ static std::vector<std::vector<int>> cpu_generate_batch(const MambaModel* cpu, c
     return out;
 }
 
-static void test_greedy(MambaConfig c, int B, const char* label) {
+static void test_greedy(MambaConfig c, int B, const char* label, DecodePath path = DECODE_AUTO) {
     const int P = 5, n = 24, T = P + n - 1;
     MambaModel cpu, gpu;
     build_pair(&cpu, &gpu, c, B, T, 31);
@@ -320,8 +458,8 @@ static void test_greedy(MambaConfig c, int B, const char* label) {
     Rng r; rng_seed(&r, 32 + B);
     std::vector<std::vector<int>> prompts(B);
     for (int b = 0; b < B; b++) prompts[b] = random_tokens(&r, P, V);
-    auto plain = mamba_generate_gpu(&gpu, prompts, n, 0.0f, 0, 7, false);
-    auto graph = mamba_generate_gpu(&gpu, prompts, n, 0.0f, 0, 7, true);
+    auto plain = mamba_generate_gpu(&gpu, prompts, n, 0.0f, 0, 7, false, path);
+    auto graph = mamba_generate_gpu(&gpu, prompts, n, 0.0f, 0, 7, true, path);
     // the parallel forward over prompt + generated tokens (teacher forcing, GPU)
     std::vector<int> seq((size_t)B * T);
     for (int b = 0; b < B; b++)
@@ -338,11 +476,11 @@ static void test_greedy(MambaConfig c, int B, const char* label) {
             fwd[i] = argmax_token(row, V);
             min_gap = std::min(min_gap, top2_gap(row, V));
         }
-        snprintf(name, sizeof name, "greedy %s batch %d row %d: GPU == CPU mamba_generate (%d tokens)", label, B, b, n);
+        snprintf(name, sizeof name, "greedy %s batch %d %s row %d: GPU == CPU mamba_generate (%d tokens)", label, B, path_name(path).c_str(), b, n);
         report(plain[b] == cpu_tokens, name, "%s (smallest top-2 logit gap %.2e)", diff_tokens(plain[b], cpu_tokens).c_str(), min_gap);
-        snprintf(name, sizeof name, "greedy %s batch %d row %d: GPU == argmax of the parallel forward", label, B, b);
+        snprintf(name, sizeof name, "greedy %s batch %d %s row %d: GPU == argmax of the parallel forward", label, B, path_name(path).c_str(), b);
         report(plain[b] == fwd, name, "%s (smallest top-2 logit gap %.2e)", diff_tokens(plain[b], fwd).c_str(), min_gap);
-        snprintf(name, sizeof name, "greedy %s batch %d row %d: CUDA graph == plain", label, B, b);
+        snprintf(name, sizeof name, "greedy %s batch %d %s row %d: CUDA graph == plain", label, B, path_name(path).c_str(), b);
         report(graph[b] == plain[b], name, "%s", diff_tokens(graph[b], plain[b]).c_str());
     }
     mamba_free(&cpu); mamba_free(&gpu);
@@ -403,7 +541,134 @@ static void test_bench() {
     mamba_free(&m);
 }
 
-int main() {
+// ---------------------------------------------------------------------------
+// --bench: the mamba-130m shape (random weights) on this GPU: µs per decode step, cuBLAS
+// path vs fused path (with and without programmatic dependent launch, graph and plain) at
+// several batches, and the fused step's kernels one kind at a time against their byte floor.
+// Not a test (no GPU in CI); run by hand: build/gpu_generate --bench
+
+// one kind of the fused step's launches, `reps` times over every layer (or the head /
+// sampler `reps` times), captured in a graph; returns µs per launch (median of 7 replays)
+static double bench_kernel_kind(MambaGpuDecoder* d, int kind, int rows, bool pdl, int* dout) {
+    const int L = d->m->cfg.n_layer, reps = kind >= 4 ? 8 : 4;
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    cudaCheck(cudaStreamBeginCapture(d->stream, cudaStreamCaptureModeThreadLocal));
+    int launches = 0;
+    for (int rep = 0; rep < reps; rep++) {
+        if (kind == 4) { decoder_head(d, rows, pdl && launches > 0); launches++; continue; }
+        if (kind == 5) {  // greedy, from the head's keys
+            decoder_sample(d, dout, 0.0f, 0, d->logits);
+            launches++;
+            continue;
+        }
+        for (int l = 0; l < L; l++, launches++) {
+            bool p = pdl && launches > 0;
+            if (kind == 0) decoder_in_proj(d, l, rows, p);
+            if (kind == 1) decoder_x_proj(d, l, rows, p);
+            if (kind == 2) decoder_scan(d, l, rows, p);
+            if (kind == 3) decoder_out_proj(d, l, rows, p);
+        }
+    }
+    cudaCheck(cudaStreamEndCapture(d->stream, &g));
+    cudaCheck(cudaGraphInstantiate(&ge, g, 0));
+    cudaEvent_t e0, e1;
+    cudaCheck(cudaEventCreate(&e0)); cudaCheck(cudaEventCreate(&e1));
+    cudaCheck(cudaGraphLaunch(ge, d->stream));  // warm-up
+    std::vector<float> ms(7);
+    for (float& t : ms) {
+        cudaCheck(cudaEventRecord(e0, d->stream));
+        cudaCheck(cudaGraphLaunch(ge, d->stream));
+        cudaCheck(cudaEventRecord(e1, d->stream));
+        cudaCheck(cudaEventSynchronize(e1));
+        cudaCheck(cudaEventElapsedTime(&t, e0, e1));
+    }
+    std::sort(ms.begin(), ms.end());
+    cudaCheck(cudaEventDestroy(e0)); cudaCheck(cudaEventDestroy(e1));
+    cudaCheck(cudaGraphExecDestroy(ge)); cudaCheck(cudaGraphDestroy(g));
+    return ms[3] * 1000.0 / launches;
+}
+
+static void bench_kernels(const MambaModel* m, int rows, double bw, double step_us) {
+    const MambaConfig& c = m->cfg;
+    const double D = c.d_model, E = c.d_inner, N = c.d_state, R = c.dt_rank, K = c.d_conv, V = c.vocab_size, XD = R + 2 * N, L = c.n_layer;
+    const double B = rows, f = 4.0;
+    // bytes each launch must move: weights once, the state read and written, activations in and out
+    const double bytes[6] = {
+        f * (2 * E * D + D + E * K + E) + f * B * (2 * E * (K - 1) + D + 2 * E),  // in_proj: W, norm, conv w/b; conv state; x in, z + u out
+        f * (XD * E) + f * B * (E + XD),                                          // x_proj
+        f * (E * R + 3 * E + E * N) + f * B * (2 * E * N + 4 * E + XD),           // scan: dt_proj w/b, A_log, D; h; u, z, xdbl in, y out
+        f * (D * E) + f * B * (E + 2 * D),                                        // out_proj: W; y in, x read and written
+        f * (V * D + D) + f * B * (D + V),                                        // head: wte, norm; x in, logits out
+        f * B * 1};                                                               // sampler (greedy): the head's keys (~nothing)
+    const char* names[6] = {"in_proj+norm+conv", "x_proj", "dt_proj+scan", "out_proj+resid", "head+norm+argmax", "sampler (greedy)"};
+    const double count[6] = {L, L, L, L, 1, 1};
+    MambaGpuDecoder d;
+    mamba_decoder_init(&d, m, rows, false, DECODE_FUSED, DECODE_PDL_DEFAULT);
+    mamba_decoder_start(&d, rows);
+    cudaCheck(cudaMemsetAsync(d.tokens, 0, rows * sizeof(int), d.stream));
+    mamba_decoder_step(&d);  // every buffer written once (and the shared-memory limits raised)
+    int* dout; cudaCheck(cudaMalloc(&dout, rows * sizeof(int)));
+    cudaCheck(cudaStreamSynchronize(d.stream));
+    printf("\nfused step's kernels at batch %d, one kind at a time (a graph of %d launches of a kind, head and sampler 8; us per launch):\n", rows, (int)L * 4);
+    printf("%-20s %9s %9s %10s %9s %10s %9s %12s\n", "kernel", "PDL us", "plain us", "MB moved", "floor us", "GB/s (PDL)", "x floor",
+           "us per step");
+    double sum = 0, sum_floor = 0;
+    for (int k = 0; k < 6; k++) {
+        double t_pdl = bench_kernel_kind(&d, k, rows, d.pdl != PDL_OFF, dout), t_plain = bench_kernel_kind(&d, k, rows, false, dout);
+        double fl = bytes[k] / bw * 1e6;
+        sum += t_pdl * count[k]; sum_floor += fl * count[k];
+        printf("%-20s %9.2f %9.2f %10.3f %9.2f %10.0f %8.2fx %12.1f\n", names[k], t_pdl, t_plain, bytes[k] / 1e6, fl,
+               bytes[k] / (t_pdl * 1e-6) / 1e9, t_pdl / fl, t_pdl * count[k]);
+    }
+    printf("sum of the kinds (x %d layers): %.1f us; their floor %.1f us; the whole step (graph, greedy) %.1f us\n", (int)L, sum,
+           sum_floor, step_us);
+    cudaCheck(cudaFree(dout));
+    mamba_decoder_free(&d);
+}
+
+static int bench_main() {
+    MambaConfig c = {50280, 768, 24, 16, 4, 2, 0, 0};
+    MambaModel m;
+    mamba_build(&m, c, 1, 1, true, false);
+    mamba_init_params(&m, 5);
+    cublasCheck(cublasSetMathMode(cublas_handle(), CUBLAS_TF32_TENSOR_OP_MATH));  // as train_mamba's default (--tf32 1)
+    double bw = gpu_peak_bandwidth();
+    size_t wbytes = mamba_decoder_weight_bytes(&m);
+    double floor_us = wbytes / bw * 1e6;
+    printf("decode benchmark on %s: mamba-130m shape, %.1f MiB of fp32 weights, peak %.0f GB/s, weight-read floor %.1f us/step\n",
+           device_name(true).c_str(), wbytes / 1048576.0, bw / 1e9, floor_us);
+    printf("us per step (greedy, step + sampling, median of 7 x 64 steps); cuBLAS path in TF32, fused path exact FP32\n");
+    const int w0 = g_decode_gemv_warps, w1 = w0 == 8 ? 4 : 8;  // the default block size and the other one
+    printf("%6s %13s %13s %13s %10s%-3d %13s %9s\n", "batch", "cuBLAS graph", "fused no-PDL", "fused PDL", "PDL, warps ", w1,
+           "PDL plain", "x floor");
+    double step1 = 0, step4 = 0;
+    for (int batch : {1, 2, 4, 8, 16, 64}) {
+        double blas = mamba_bench_generate(&m, batch, true, 0.0f, 0, 64, 7, DECODE_BLAS);
+        if (batch <= GEMV_MAX_ROWS) {
+            double off = mamba_bench_generate(&m, batch, true, 0.0f, 0, 64, 7, DECODE_FUSED, PDL_OFF);
+            double pdl = mamba_bench_generate(&m, batch, true, 0.0f, 0, 64, 7, DECODE_FUSED, DECODE_PDL_DEFAULT);
+            g_decode_gemv_warps = w1;
+            double other = mamba_bench_generate(&m, batch, true, 0.0f, 0, 64, 7, DECODE_FUSED, DECODE_PDL_DEFAULT);
+            g_decode_gemv_warps = w0;
+            double plain = mamba_bench_generate(&m, batch, false, 0.0f, 0, 64, 7, DECODE_FUSED, DECODE_PDL_DEFAULT);
+            printf("%6d %10.1f us %10.1f us %10.1f us %10.1f us %10.1f us %8.2fx\n", batch, blas, off, pdl, other, plain,
+                   std::min(std::min(off, pdl), blas) / floor_us);
+            if (batch == 1) step1 = pdl;
+            if (batch == 4) step4 = pdl;
+        } else {
+            printf("%6d %10.1f us %13s %13s %13s %13s %8.2fx\n", batch, blas, "-", "-", "-", "-", blas / floor_us);
+        }
+        fflush(stdout);
+    }
+    bench_kernels(&m, 1, bw, step1);
+    bench_kernels(&m, 4, bw, step4);
+    mamba_free(&m);
+    return 0;
+}
+
+int main(int argc, char** argv) {
+    if (argc > 1 && strcmp(argv[1], "--bench") == 0) return bench_main();
     // the refusals first, before any CUDA call (expect_fatal forks; a child must not inherit a CUDA context in use)
     {
         MambaConfig c = {50, 32, 2, 8, 4, 2, 0, 0};
@@ -424,6 +689,9 @@ int main() {
     test_scan_step(3, 80, 16, 5);
     test_scan_step(2, 37, 8, 3);
     test_scan_step(2, 24, 40, 37);  // N and R above 32: lanes loop
+    test_scan_step(3, 80, 16, 5, true);
+    test_scan_step(2, 37, 8, 3, true);
+    test_scan_step(2, 24, 40, 70, true);  // N above 32, R above 64: the loops past the loads ahead
 
     for (int V : {2, 7, 256, 1000, 50280}) {
         test_sampler(V, LOGITS_NORMAL, "normal");
@@ -435,17 +703,49 @@ int main() {
 
     MambaConfig small = {50, 32, 2, 16, 4, 2, 0, 0};
     MambaConfig odd = {257, 40, 3, 8, 3, 2, 0, 0};  // E = 80, dt_rank 3, d_conv 3
+    // the decode GEMV: rows 1, 3, 8, 13 (and 16), widths that are not multiples of 4 or of a
+    // chunk (37, 100, 900 > 768, 1600 > 1536: a second chunk), each fused prologue/epilogue
+    test_gemv(1, 37, 100, GEMV_PLAIN, false);
+    test_gemv(3, 100, 37, GEMV_PLAIN, true);
+    test_gemv(8, 768, 300, GEMV_PLAIN, false);
+    test_gemv(13, 1600, 45, GEMV_PLAIN, false);
+    test_gemv(16, 900, 64, GEMV_PLAIN, true);
+    test_gemv(1, 1536, 80, GEMV_PLAIN, false);
+    test_gemv(1, 100, 37, GEMV_RESIDUAL, false);
+    test_gemv(3, 1536, 200, GEMV_RESIDUAL, false);
+    test_gemv(13, 37, 100, GEMV_RESIDUAL, true);
+    test_gemv(1, 768, 1000, GEMV_NORM, false);
+    test_gemv(8, 37, 100, GEMV_NORM, true);
+    test_gemv(13, 100, 257, GEMV_NORM, false);
+    test_gemv(1, 768, 3072, GEMV_IN_PROJ, false);
+    test_gemv(3, 37, 100, GEMV_IN_PROJ, true);
+    test_gemv(8, 100, 74, GEMV_IN_PROJ, false);
+    test_gemv(13, 40, 160, GEMV_IN_PROJ, true);
+
+    // the fused step with each programmatic-dependent-launch mode, and the cuBLAS step
+    for (DecodePdl pdl : {PDL_OFF, PDL_AFTER_WAIT, PDL_EARLY})
+        for (bool jitter : {false, true}) {
+            double tol = jitter ? 5e-5 : 1e-5;
+            test_step_logits(small, 1, "small", jitter, tol, DECODE_FUSED, pdl);
+            test_step_logits(small, 3, "small", jitter, tol, DECODE_FUSED, pdl);
+            test_step_logits(odd, 1, "odd", jitter, tol, DECODE_FUSED, pdl);
+            test_step_logits(odd, 3, "odd", jitter, tol, DECODE_FUSED, pdl);
+        }
     for (bool jitter : {false, true}) {
         double tol = jitter ? 5e-5 : 1e-5;
-        test_step_logits(small, 1, "small", jitter, tol);
-        test_step_logits(small, 3, "small", jitter, tol);
-        test_step_logits(odd, 1, "odd", jitter, tol);
-        test_step_logits(odd, 3, "odd", jitter, tol);
+        test_step_logits(small, 1, "small", jitter, tol, DECODE_BLAS);
+        test_step_logits(small, 3, "small", jitter, tol, DECODE_BLAS);
+        test_step_logits(odd, 1, "odd", jitter, tol, DECODE_BLAS);
+        test_step_logits(odd, 3, "odd", jitter, tol, DECODE_BLAS);
     }
+    test_step_logits(odd, 13, "odd", false, 1e-5, DECODE_FUSED);
+    test_step_logits(small, 8, "small", true, 5e-5, DECODE_FUSED);
 
     test_greedy(small, 1, "small");
     test_greedy(small, 4, "small");
     test_greedy(odd, 4, "odd");
+    test_greedy(small, 1, "small", DECODE_BLAS);
+    test_greedy(odd, 4, "odd", DECODE_BLAS);
 
     test_sampled(small, 1, 0.8f, 10);
     test_sampled(small, 1, 1.0f, 0);
