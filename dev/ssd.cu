@@ -1,7 +1,7 @@
 // dev/ssd.cu: Mamba-2's SSD (chunked scan), forward and forward + backward, against the CPU
 // reference (src/ssd.h) and the official Triton kernels' figures (mamba_chunk_scan_combined).
 //
-//   ./dev_ssd          all versions;   ./dev_ssd N   version N
+//   ./dev_ssd          all versions;   ./dev_ssd N [M ...]   the versions named
 //   v1  (measured, then replaced in src/: dev/notes_kernels.md has its figures)
 //       SIMT fp32, chunks of 64, one block per (chunk, head, batch);
 //       forward = chunk states (outer products) -> state passing (in place) -> outputs
@@ -84,6 +84,31 @@
 //       rate); 0.52 / 1.62 ms (0.52x Triton fwd+bwd) and 2.03 / 6.18 ms (1.33x) at L8192.
 //   v17 v16 with fp32 state tensors (no room for the per-head C Bᵀ buffer): the accurate option:
 //       0.51 / 1.82 (0.58x) and 1.96 / 6.93 ms (1.49x); errors <= 7e-4 instead of <= 2.6e-3.
+//   v18 the sequential forward's state read C_t H_cᵀ from the state's mma accumulators
+//       (src/ssd.h ssd_tc_fwd_kernel): computed transposed, Yᵀ = H Cᵀ, the state tile is the A
+//       operand (an accumulator fragment is an A fragment once the k order is permuted) and C is
+//       read in 64-bit pairs; the two warps sharing a row block each take half of n (state read)
+//       and half of s (diagonal block) and swap halves of Yᵀ through shared memory. The shared
+//       (PT x N) state copy is gone: 110 KB per block, two per SM, the 192 blocks in one wave
+//       (v16: 133 KB, one per SM, 1.45 waves). Backward = v16.
+//       Prediction: sequential forward -35% (1.94 -> ~1.25 ms at L8192).
+//       Outcome (H100): 1.95 -> 1.30 ms (0.50 -> 0.34 at L2048); fwd 1.34 / fwd+bwd 5.45 ms at L8192.
+//   v19 v18 + the per-chunk backward (ssd_tc_chunk_bwd2_kernel) runs the products whose operands
+//       are k-contiguous in shared memory with k permuted inside each k-step (SsdTile::mma_kp):
+//       one LDS.64 per fp32 register pair, one LDS.32 per bf16 state pair; W stored transposed and
+//       pre-rounded; rows re-padded for the paired reads. Prediction: per-chunk backward -10%.
+//       Outcome: 2.67 -> 2.45 ms at L8192 (-8%); fwd+bwd 5.24 ms.
+//   v20 v19 + the backward's fp32 operands passed to the mma unrounded (the tensor core truncates to
+//       tf32; no cvt per register) in the states, state-gradient and per-chunk kernels.
+//       Prediction: -10% per-chunk, -5% states kernels; gradient errors up ~1.5x.
+//       Outcome: per-chunk 2.42, states 0.67, state gradients 0.61 ms; fwd+bwd 4.99 ms at L8192
+//       (1.07x Triton), 1.29 at L2048 (0.41x); errors <= 2.7e-3 (v16 <= 2.6e-3).
+//   v21 v20 + the forward's operands truncated too (no cvt in ssd_tc_fwd_kernel). Prediction:
+//       forward -8%, y's error ~2x. Outcome: forward 1.34 -> 1.20 ms at L8192, y's error 3.6e-4 ->
+//       8.8e-4: not shipped (the forward's accuracy is what inference sees).
+//   v22 v20 with 32 x 32 warp tiles in the backward's N-wide products (states, state gradients, the
+//       per-chunk dC and dB). Prediction: -5% on those kernels. Outcome: states -4%, state gradients
+//       +3%, per-chunk +4%: no gain. src/ssd.h = v20 (SSD_TC_FWD2, SSD_TC_BWD2, SSD_TC_TRUNC).
 //   `./dev_ssd profile`: one warm-up and one timed fwd+bwd through ssd_forward_cuda /
 //   ssd_backward_cuda at B8 L2048 H24 P64 N128 (for ncu).
 //
@@ -115,13 +140,21 @@ static void tc_fwd(floatX* y, float* fs, const floatX* x, const floatX* dt, cons
     else if (N == 64) ssd_tc_forward<Q, 64, PT>(y, fs, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
     else FATAL("tc_fwd: N %d not compiled", N);
 }
-template <int Q, int PT, typename ST, int WB = 8>
+template <int Q, int PT, bool TR = false>
+static void tc_fwd2(floatX* y, float* fs, const floatX* x, const floatX* dt, const float* A, const floatX* Bm, const floatX* Cm,
+                    const float* D, const float* h0, int B, int L, int H, int P, int G, int N, int) {
+    if (B == 0 || L == 0) return;
+    if (N == 128) ssd_tc_forward2<Q, 128, PT, TR>(y, fs, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+    else if (N == 64) ssd_tc_forward2<Q, 64, PT, TR>(y, fs, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+    else FATAL("tc_fwd2: N %d not compiled", N);
+}
+template <int Q, int PT, typename ST, int WB = 8, bool V2 = false, bool TR = false, int WMT = 0>
 static void tc_bwd(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm, float* dD, float* dh0, const floatX* dy,
                    const float* dfs, const floatX* x, const floatX* dt, const float* A, const floatX* Bm, const floatX* Cm,
                    const float* D, const float* h0, int B, int L, int H, int P, int G, int N) {
     if (B == 0 || L == 0) return;
-    if (N == 128) ssd_tc_backward<Q, 128, PT, ST, WB>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfs, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
-    else if (N == 64) ssd_tc_backward<Q, 64, PT, ST, WB>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfs, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+    if (N == 128) ssd_tc_backward<Q, 128, PT, ST, WB, V2, TR, WMT>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfs, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+    else if (N == 64) ssd_tc_backward<Q, 64, PT, ST, WB, V2, TR, WMT>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfs, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
     else FATAL("tc_bwd: N %d not compiled", N);
 }
 
@@ -140,8 +173,13 @@ struct Version {
 };
 static const Version g_versions[] = {
     {3, "v3 simt fp32 Q64", v3_fwd, ssd_backward_simt_cuda, 1, 1e-4},
-    {16, "v16 src: bf16 states", tc_fwd<32, 64>, tc_bwd<64, 64, bf16>, 64, 1e-2},
+    {16, "v16 bf16 states", tc_fwd<32, 64>, tc_bwd<64, 64, bf16>, 64, 1e-2},
     {17, "v17 v16 fp32 states", tc_fwd<32, 64>, tc_bwd<64, 64, float>, 64, 5e-3},
+    {18, "v18 fwd: state from regs", tc_fwd2<32, 64>, tc_bwd<64, 64, bf16>, 64, 1e-2},
+    {19, "v19 v18 + bwd paired k", tc_fwd2<32, 64>, tc_bwd<64, 64, bf16, 8, true, false>, 64, 1e-2},
+    {20, "v20 src: bwd truncated", tc_fwd2<32, 64>, tc_bwd<64, 64, bf16, 8, true, true>, 64, 1e-2},
+    {21, "v21 v20 + fwd truncated", tc_fwd2<32, 64, true>, tc_bwd<64, 64, bf16, 8, true, true>, 64, 1e-2},
+    {22, "v22 v20 + bwd 32x32 tiles", tc_fwd2<32, 64>, tc_bwd<64, 64, bf16, 8, true, true, 2>, 64, 1e-2},
 };
 
 struct Problem {
@@ -214,7 +252,7 @@ static bool validate(const Version& v, int B, int L, int H, int P, int G, int N,
 }
 
 // the tensor-core kernels timed one by one: the forward's (chunk QF) and the backward's (chunk QB)
-template <int QF, int QB, int N, int PTF, int PT, typename ST>
+template <int QF, int QB, int N, int PTF, int PT, typename ST, bool F2 = false, bool V2 = false, bool TR = false, int WMT = 0>
 static void tc_breakdown(const Problem& p, float* gx, float* gdt, float* gA, float* gB, float* gC, float* gD, float* gdy,
                          float* gy, float* gdx, float* gddt, float* gdA, float* gdB, float* gdC, float* gdD) {
     int B = p.B, L = p.L, H = p.H, P = p.P, G = p.G, ncf = ceil_div(L, QF), nc = ceil_div(L, QB);
@@ -222,31 +260,43 @@ static void tc_breakdown(const Problem& p, float* gx, float* gdt, float* gA, flo
     float* cb = dev_alloc<float>((size_t)B * nc * G * QB * QB);
     size_t n_states = (size_t)B * nc * H * P * N;
     ST *states = dev_alloc<ST>(n_states), *dstates = dev_alloc<ST>(n_states);
-    size_t s0 = ssd_tc_cb_smem<QF, N>(), s1 = ssd_tc_cb_smem<QB, N>(), s2 = SsdSeqSmem<QF, N, PTF, true>::floats;
-    size_t s3 = SsdSeqSmem<QB, N, PT, false>::floats, s4 = SsdDstateSmem<QB, N, PT>::floats, s5 = SsdChunkBwdSmem<QB, N, ST>::floats(P);
+    size_t s0 = ssd_tc_cb_smem<QF, N>(), s1 = ssd_tc_cb_smem<QB, N>();
+    size_t s2 = F2 ? SsdFwdSmem<QF, N, PTF>::floats : SsdSeqSmem<QF, N, PTF, true>::floats;
+    size_t s3 = SsdSeqSmem<QB, N, PT, false>::floats, s4 = SsdDstateSmem<QB, N, PT>::floats;
+    size_t s5 = V2 ? SsdChunkBwd2Smem<QB, N, WMT>::floats(P) : SsdChunkBwdSmem<QB, N, ST>::floats(P);
     ssd_set_smem((const void*)ssd_tc_cb_kernel<QF, N>, s0, "cb");
     ssd_set_smem((const void*)ssd_tc_cb_kernel<QB, N>, s1, "cb");
-    ssd_set_smem((const void*)ssd_tc_seq_kernel<QF, N, PTF, true, float>, s2, "fwd");
-    ssd_set_smem((const void*)ssd_tc_seq_kernel<QB, N, PT, false, ST>, s3, "states");
-    ssd_set_smem((const void*)ssd_tc_dstate_kernel<QB, N, PT, ST>, s4, "dstates");
-    ssd_set_smem((const void*)ssd_tc_chunk_bwd_kernel<QB, N, ST>, s5, "chunk bwd");
+    if constexpr (F2) ssd_set_smem((const void*)ssd_tc_fwd_kernel<QF, N, PTF>, s2, "fwd");
+    else ssd_set_smem((const void*)ssd_tc_seq_kernel<QF, N, PTF, true, float>, s2, "fwd");
+    ssd_set_smem((const void*)ssd_tc_seq_kernel<QB, N, PT, false, ST, TR, WMT>, s3, "states");
+    ssd_set_smem((const void*)ssd_tc_dstate_kernel<QB, N, PT, ST, TR, WMT>, s4, "dstates");
+    if constexpr (V2) ssd_set_smem((const void*)ssd_tc_chunk_bwd2_kernel<QB, N, TR, WMT>, s5, "chunk bwd");
+    else ssd_set_smem((const void*)ssd_tc_chunk_bwd_kernel<QB, N, ST>, s5, "chunk bwd");
     float ms[6];
     ms[0] = dev_bench_ms([&](int) { ssd_tc_cb_kernel<QF, N><<<dim3(ncf, G, B), 128, s0 * 4>>>(cbf, gB, gC, L, G); }, 2, 10);
     ms[1] = dev_bench_ms([&](int) {
-        ssd_tc_seq_kernel<QF, N, PTF, true, float><<<dim3(P / PTF, H, B), PTF * 4, s2 * 4>>>(gy, nullptr, (float*)nullptr, gx, gdt, gA, gB,
-                                                                                  gC, gD, nullptr, cbf, L, H, P, G);
+        if constexpr (F2)
+            ssd_tc_fwd_kernel<QF, N, PTF><<<dim3(P / PTF, H, B), PTF * 4, s2 * 4>>>(gy, nullptr, gx, gdt, gA, gB, gC, gD, nullptr, cbf,
+                                                                                   L, H, P, G);
+        else
+            ssd_tc_seq_kernel<QF, N, PTF, true, float><<<dim3(P / PTF, H, B), PTF * 4, s2 * 4>>>(gy, nullptr, (float*)nullptr, gx, gdt, gA,
+                                                                                      gB, gC, gD, nullptr, cbf, L, H, P, G);
     }, 2, 10);
     ms[2] = dev_bench_ms([&](int) { ssd_tc_cb_kernel<QB, N><<<dim3(nc, G, B), 128, s1 * 4>>>(cb, gB, gC, L, G); }, 2, 10);
     ms[3] = dev_bench_ms([&](int) {
-        ssd_tc_seq_kernel<QB, N, PT, false, ST><<<dim3(P / PT, H, B), PT * 4, s3 * 4>>>(nullptr, nullptr, states, gx, gdt, gA, gB, gC,
+        ssd_tc_seq_kernel<QB, N, PT, false, ST, TR, WMT><<<dim3(P / PT, H, B), PT * 4, s3 * 4>>>(nullptr, nullptr, states, gx, gdt, gA, gB, gC,
                                                                                    gD, nullptr, cb, L, H, P, G);
     }, 2, 10);
     ms[4] = dev_bench_ms([&](int) {
-        ssd_tc_dstate_kernel<QB, N, PT, ST><<<dim3(P / PT, H, B), PT * 4, s4 * 4>>>(dstates, nullptr, nullptr, gdy, gdt, gA, gC, L, H, P, G);
+        ssd_tc_dstate_kernel<QB, N, PT, ST, TR, WMT><<<dim3(P / PT, H, B), PT * 4, s4 * 4>>>(dstates, nullptr, nullptr, gdy, gdt, gA, gC, L, H, P, G);
     }, 2, 10);
     ms[5] = dev_bench_ms([&](int) {
-        ssd_tc_chunk_bwd_kernel<QB, N, ST><<<dim3(nc, G, B), 256, s5 * 4>>>(gdx, gddt, gdA, gdB, gdC, gdD, gdy, gx, gdt, gA, gB, gC, gD,
-                                                                           cb, states, dstates, L, H, P, G);
+        if constexpr (V2)
+            ssd_tc_chunk_bwd2_kernel<QB, N, TR, WMT><<<dim3(nc, G, B), 256, s5 * 4>>>(gdx, gddt, gdA, gdB, gdC, gdD, gdy, gx, gdt, gA, gB, gC,
+                                                                                gD, cb, states, dstates, L, H, P, G);
+        else
+            ssd_tc_chunk_bwd_kernel<QB, N, ST><<<dim3(nc, G, B), 256, s5 * 4>>>(gdx, gddt, gdA, gdB, gdC, gdD, gdy, gx, gdt, gA, gB, gC, gD,
+                                                                               cb, states, dstates, L, H, P, G);
     }, 2, 10);
     cudaCheck(cudaGetLastError());
     // bytes each kernel must move through device memory (fp32 activations; states of ST)
@@ -285,7 +335,11 @@ int main(int argc, char** argv) {
     cudaCheck(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s (%d SMs)\n", prop.name, prop.multiProcessorCount);
     std::vector<const Version*> run;
-    for (auto& v : g_versions) if (dev_want_version(argc, argv, v.id)) run.push_back(&v);
+    for (auto& v : g_versions) {  // ./dev_ssd [N ...]: the versions named, or all
+        bool want = argc < 2;
+        for (int i = 1; i < argc; i++) want |= atoi(argv[i]) == v.id;
+        if (want) run.push_back(&v);
+    }
     // validation: fresh random inputs per shape; L = 1, 37 (one partial chunk), 130, 150, 300
     // (partial last chunks), 1 and 2 groups, with and without h0 / a final-state gradient
     printf("validation (relative errors against the CPU reference):\n");
@@ -327,6 +381,9 @@ int main(int argc, char** argv) {
             dev_print_row("ssd fwd+bwd", v->name, shape, "fp32", ms_fb, bytes_fb, 0, ok_all, 0);
             rows.push_back({v->id, L, ms_f, ms_fb});
             if (v->id == 16) tc_breakdown<32, 64, 128, 64, 64, bf16>(p, gx, gdt, gA, gB, gC, gD, gdy, gy, gdx, gddt, gdA, gdB, gdC, gdD);
+            if (v->id == 19) tc_breakdown<32, 64, 128, 64, 64, bf16, true, true, false>(p, gx, gdt, gA, gB, gC, gD, gdy, gy, gdx, gddt, gdA, gdB, gdC, gdD);
+            if (v->id == 20) tc_breakdown<32, 64, 128, 64, 64, bf16, true, true, true>(p, gx, gdt, gA, gB, gC, gD, gdy, gy, gdx, gddt, gdA, gdB, gdC, gdD);
+            if (v->id == 22) tc_breakdown<32, 64, 128, 64, 64, bf16, true, true, true, 2>(p, gx, gdt, gA, gB, gC, gD, gdy, gy, gdx, gddt, gdA, gdB, gdC, gdD);
             if (v->id == 17) tc_breakdown<32, 64, 128, 64, 64, float>(p, gx, gdt, gA, gB, gC, gD, gdy, gy, gdx, gddt, gdA, gdB, gdC, gdD);
         }
         for (float* q : {gx, gdt, gA, gB, gC, gD, gdy, gy, gdx, gddt, gdA, gdB, gdC, gdD}) dev_free(q);
