@@ -16,8 +16,8 @@
 #   PYTHON: an interpreter with numpy and matplotlib (default /usr/bin/python3; on the GPU machine: python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WORK=${WORK:-out/vit_study$([ "${SIZE:-}" = tiny ] && echo _tiny)}
-OUT=${OUT:-$([ "${SIZE:-}" = tiny ] && echo out/vit_study_tiny || echo docs/vit_study)}
+if [ "${SIZE:-}" = tiny ]; then WORK=${WORK:-out/vit_study_tiny}; OUT=${OUT:-out/vit_study_tiny}
+else WORK=${WORK:-out/vit_study}; OUT=${OUT:-docs/vit_study}; fi
 METHODS=${METHODS:-"none tome pool random"}
 RATIOS=${RATIOS:-"0.25 0.5 0.75"}
 MNIST=${MNIST:-/usr/share/datasets/fashion-mnist}
