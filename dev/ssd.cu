@@ -24,7 +24,7 @@
 //       with global float atomics: now per-head parts (plain stores) and a sum over the heads of
 //       each group; the per-element shared atomics (ddt, d(cs), dD) are warp shuffles with one
 //       atomic per warp. Prediction: the backward at ~2x the forward. Outcome: 7.4 / 26.4 ms.
-//   v4  tensor cores and a new decomposition (src/ssd.h's ssd_tc_*: see the comment there).
+//   v4  tensor cores and a new decomposition (the ssd_tc_* kernels: src/ssd.h's comment describes them).
 //       Every product inside a chunk on TF32 mma.sync (m16n8k8, fp32 accumulate); chunk Q = 64.
 //       Forward: C Bᵀ once per (chunk, group) (the 24 heads of a group share it), then ONE
 //       sequential kernel per (32-channel slice, head, batch) that walks the chunks keeping its
@@ -108,7 +108,7 @@
 //       8.8e-4: not shipped (the forward's accuracy is what inference sees).
 //   v22 v20 with 32 x 32 warp tiles in the backward's N-wide products (states, state gradients, the
 //       per-chunk dC and dB). Prediction: -5% on those kernels. Outcome: states -4%, state gradients
-//       +3%, per-chunk +4%: no gain. src/ssd.h = v20 (SSD_TC_FWD2, SSD_TC_BWD2, SSD_TC_TRUNC).
+//       +3%, per-chunk +4%: no gain. src/ssd.h = v20 alone (no version macros).
 //   `./dev_ssd profile`: one warm-up and one timed fwd+bwd through ssd_forward_cuda /
 //   ssd_backward_cuda at B8 L2048 H24 P64 N128 (for ncu).
 //
@@ -122,6 +122,885 @@
 #include "dev_common.h"
 #include "../src/ssd.h"
 
+// ---------------------------------------------------------------------------
+// The tensor-core kernels of v4-v22 in their general form, with the switches that pick a version: the
+// sequential kernel (v16's forward with OUT, the states without), the state-gradient kernel (state type ST,
+// TR truncation, WMS warp rows), v16's per-chunk backward ssd_tc_chunk_bwd_kernel (fp32 or bf16 states),
+// the forward's second form (TR: v21), the per-chunk backward's second form (TR, WMN: v19, v20, v22), and
+// their launchers (ssd_tc_forward: v16's forward; ssd_tc_forward2; ssd_tc_backward). They stood in
+// src/ssd.h until it kept v20 alone; src/ssd.h's kernels of the same names are v20's settings of these
+// (ssd_tc_seq_kernel<!OUT, bf16, TR> there is ssd_tc_states_kernel). Moved as they were: the helpers
+// they call (SsdTile, ssd_op, ssd_kp, ssd_tc_cumsum, the cp.async copies, ssd_tc_cb_kernel) are src's.
+namespace ssd_dev {
+
+// a state tensor's element as an mma operand: fp32 is rounded at the load, bf16 needs no rounding
+__device__ __forceinline__ float ssd_state_op(float v) { return v; }
+__device__ __forceinline__ SsdTf32Exact ssd_state_op(bf16 v) { return {__bfloat162float(v)}; }
+
+// The sequential forward (OUT: y and the final state) or the states entering every chunk (!OUT:
+// states (B, nc, H, P, N) of type ST). grid (P / PT, H, B), PT / 8 warps. Each chunk's inputs (x slice,
+// B, dt; C and C Bᵀ for OUT) are copied by cp.async into one of two stages while the previous chunk computes.
+template <int Q, int N, int PT, bool OUT> struct SsdSeqSmem {
+    static constexpr int LDB = N + 8, LDX = PT + 8, LDC = N + 4, LDCB = Q + 4, LDH = N + 4;
+    static constexpr int STAGE = Q * LDB + Q * LDX + (OUT ? Q * LDC + Q * LDCB : 0) + Q;  // B, x, [C, C Bᵀ], dt
+    static constexpr size_t floats = 2 * (size_t)STAGE + 3 * Q * (PT / 8) + (OUT ? PT * LDH : 0);  // + cs, dts, ws per warp
+};
+template <int Q, int N, int PT, bool OUT, typename ST, bool TR = false, int WMS = 0>
+__global__ void __launch_bounds__(PT * 4) ssd_tc_seq_kernel(floatX* y, float* fstate, ST* states, const floatX* x, const floatX* dt,
+                                                        const float* A, const floatX* Bm, const floatX* Cm, const float* D,
+                                                        const float* h0, const float* cb, int L, int H, int P, int G) {
+    typedef SsdSeqSmem<Q, N, PT, OUT> S_;
+    constexpr int W = PT / 8, LDB = S_::LDB, LDX = S_::LDX, LDC = S_::LDC, LDCB = S_::LDCB, LDH = S_::LDH, STAGE = S_::STAGE;
+    extern __shared__ float sm[];
+    // each warp scans the chunk's decays itself (no barrier): its own cs, dts, ws
+    float *cs = sm + 2 * STAGE + 3 * Q * (threadIdx.x >> 5), *dts = cs + Q, *ws = dts + Q;
+    float* Hs = sm + 2 * STAGE + 3 * Q * W;  // OUT only
+    const int pt = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (H / G), p0 = pt * PT, nc = (L + Q - 1) / Q;
+    const float Ah = A[h];
+    const size_t PN = (size_t)P * N, bh = (size_t)b * H + h;
+    auto stage = [&](int c, float*& Bs, float*& Xs, float*& Cs, float*& CBs, float*& dtb) {
+        Bs = sm + (c & 1) * STAGE; Xs = Bs + Q * LDB; Cs = Xs + Q * LDX; CBs = Cs + Q * LDC;
+        dtb = OUT ? CBs + Q * LDCB : Cs;
+    };
+    auto issue = [&](int c) {
+        float *Bs, *Xs, *Cs, *CBs, *dtb;
+        stage(c, Bs, Xs, Cs, CBs, dtb);
+        const int t0 = c * Q, Qc = min(Q, L - t0);
+        const size_t row = ((size_t)b * L + t0) * G + g;
+        ssd_cp_rows<Q, PT>(Xs, LDX, x + (((size_t)b * L + t0) * H + h) * P + p0, (size_t)H * P, Qc);
+        ssd_cp_rows<Q, N>(Bs, LDB, Bm + row * N, (size_t)G * N, Qc);
+        if constexpr (OUT) {
+            ssd_cp_rows<Q, N>(Cs, LDC, Cm + row * N, (size_t)G * N, Qc);
+            ssd_cp_rows<Q, Q>(CBs, LDCB, cb + (((size_t)b * nc + c) * G + g) * Q * Q, Q, Q);
+        }
+        ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
+    };
+    issue(0);
+    ssd_cp_commit();
+    SsdTile<PT, N, W, WMS> S;  // the state slice [p][n] entering the current chunk
+    if (h0)
+        S.pairs([&](int p, int n, float& v0, float& v1) {
+            float2 u = *reinterpret_cast<const float2*>(h0 + bh * PN + (size_t)(p0 + p) * N + n);
+            v0 = u.x; v1 = u.y;
+        });
+    for (int c = 0; c < nc; c++) {
+        const int t0 = c * Q, Qc = min(Q, L - t0);
+        if (c + 1 < nc) issue(c + 1);
+        ssd_cp_commit();
+        if constexpr (OUT) S.pairs([&](int p, int n, float& v0, float& v1) { ssd_st2(Hs + p * LDH + n, v0, v1); });
+        else S.pairs([&](int p, int n, float& v0, float& v1) {
+            ssd_st2(states + (((size_t)b * nc + c) * H + h) * PN + (size_t)(p0 + p) * N + n, v0, v1);
+        });
+        float *Bs, *Xs, *Cs, *CBs, *dtb;
+        stage(c, Bs, Xs, Cs, CBs, dtb);
+        ssd_cp_wait1();
+        __syncthreads();
+        {
+            float cl = ssd_tc_cumsum<Q>(cs, dts, dtb, 1, Qc, Ah);
+            for (int i = threadIdx.x & 31; i < Q; i += 32) ws[i] = __expf(cl - cs[i]) * dts[i];
+            __syncwarp();
+        }
+        if constexpr (OUT) {
+            // y = exp(cs_t) C_t H_cᵀ (the state read) + W (dt x) (the diagonal block) + D x
+            SsdTile<Q, PT, W> Y;
+            Y.mma<N>([&](int t, int n) { return Cs[t * LDC + n]; }, [&](int n, int p) { return Hs[p * LDH + n]; });
+            Y.pairs([&](int t, int, float& v0, float& v1) { float e = __expf(cs[t]); v0 *= e; v1 *= e; });
+            Y.mma<Q>([&](int t, int s) { return ssd_tc_decay(CBs[t * LDCB + s], cs, t, s) * dts[s]; },
+                  [&](int s, int p) { return Xs[s * LDX + p]; });
+            const float Dh = D[h];
+            Y.pairs([&](int t, int p, float& v0, float& v1) {
+                if (t < Qc)
+                    ssd_st2(y + (((size_t)b * L + t0 + t) * H + h) * P + p0 + p, v0 + Dh * Xs[t * LDX + p], v1 + Dh * Xs[t * LDX + p + 1]);
+            });
+        }
+        // H_{c+1} = exp(cl) H_c + (w x)ᵀ B, w_s = exp(cl - cs_s) dt_s
+        const float el = __expf(cs[Q - 1]);
+        S.pairs([&](int, int, float& v0, float& v1) { v0 *= el; v1 *= el; });
+        S.mma<Q>([&](int p, int s) { return ssd_op<TR>(Xs[s * LDX + p] * ws[s]); }, [&](int s, int n) { return ssd_op<TR>(Bs[s * LDB + n]); });
+        __syncthreads();
+    }
+    if constexpr (OUT)
+        if (fstate) S.pairs([&](int p, int n, float& v0, float& v1) { ssd_st2(fstate + bh * PN + (size_t)(p0 + p) * N + n, v0, v1); });
+}
+
+// The state gradients, chunks in reverse: dstates[c] = G_{c+1} (B, nc, H, P, N) of type ST; dh0 += G_0.
+// grid (P / PT, H, B), PT / 8 warps; C, the dy slice and dt double-buffered like the forward's inputs
+template <int Q, int N, int PT> struct SsdDstateSmem {
+    static constexpr int LDC = N + 8, LDY = PT + 8, STAGE = Q * LDC + Q * LDY + Q;
+    static constexpr size_t floats = 2 * (size_t)STAGE + 3 * Q * (PT / 8);  // + cs, dts, ecs per warp
+};
+template <int Q, int N, int PT, typename ST, bool TR = false, int WMS = 0>
+__global__ void __launch_bounds__(PT * 4) ssd_tc_dstate_kernel(ST* dstates, float* dh0, const float* dfinal, const floatX* dy,
+                                                           const floatX* dt, const float* A, const floatX* Cm, int L, int H, int P, int G) {
+    typedef SsdDstateSmem<Q, N, PT> S_;
+    constexpr int W = PT / 8, LDC = S_::LDC, LDY = S_::LDY, STAGE = S_::STAGE;
+    extern __shared__ float sm[];
+    float *cs = sm + 2 * STAGE + 3 * Q * (threadIdx.x >> 5), *dts = cs + Q, *ecs = dts + Q;  // this warp's
+    const int pt = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (H / G), p0 = pt * PT, nc = (L + Q - 1) / Q;
+    const float Ah = A[h];
+    const size_t PN = (size_t)P * N, bh = (size_t)b * H + h;
+    auto issue = [&](int c) {
+        float *Cs = sm + (c & 1) * STAGE, *DYs = Cs + Q * LDC, *dtb = DYs + Q * LDY;
+        const int t0 = c * Q, Qc = min(Q, L - t0);
+        ssd_cp_rows<Q, N>(Cs, LDC, Cm + (((size_t)b * L + t0) * G + g) * N, (size_t)G * N, Qc);
+        ssd_cp_rows<Q, PT>(DYs, LDY, dy + (((size_t)b * L + t0) * H + h) * P + p0, (size_t)H * P, Qc);
+        ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
+    };
+    issue(nc - 1);
+    ssd_cp_commit();
+    SsdTile<PT, N, W, WMS> Gt;  // G_{c+1}, [p][n]
+    if (dfinal)
+        Gt.pairs([&](int p, int n, float& v0, float& v1) {
+            float2 u = *reinterpret_cast<const float2*>(dfinal + bh * PN + (size_t)(p0 + p) * N + n);
+            v0 = u.x; v1 = u.y;
+        });
+    for (int c = nc - 1; c >= 0; c--) {
+        const int Qc = min(Q, L - c * Q);
+        if (c > 0) issue(c - 1);
+        ssd_cp_commit();
+        Gt.pairs([&](int p, int n, float& v0, float& v1) {
+            ssd_st2(dstates + (((size_t)b * nc + c) * H + h) * PN + (size_t)(p0 + p) * N + n, v0, v1);
+        });
+        float *Cs = sm + (c & 1) * STAGE, *DYs = Cs + Q * LDC, *dtb = DYs + Q * LDY;
+        ssd_cp_wait1();
+        __syncthreads();
+        ssd_tc_cumsum<Q>(cs, dts, dtb, 1, Qc, Ah);
+        for (int i = threadIdx.x & 31; i < Q; i += 32) ecs[i] = __expf(cs[i]);
+        __syncwarp();
+        const float el = __expf(cs[Q - 1]);
+        Gt.pairs([&](int, int, float& v0, float& v1) { v0 *= el; v1 *= el; });
+        Gt.mma<Q>([&](int p, int t) { return ssd_op<TR>(DYs[t * LDY + p] * ecs[t]); }, [&](int t, int n) { return ssd_op<TR>(Cs[t * LDC + n]); });
+        __syncthreads();
+    }
+    if (dh0)
+        Gt.pairs([&](int p, int n, float& v0, float& v1) {
+            float2* o = reinterpret_cast<float2*>(dh0 + bh * PN + (size_t)(p0 + p) * N + n);
+            float2 u = *o; u.x += v0; u.y += v1; *o = u;
+        });
+}
+
+// Every other gradient, per (chunk, group, batch): the group's heads one after another, each in
+// slices of PS = 32 channels (x, dy and dx (accumulated into): (Q x PS); H_c, G_{c+1}: (PS x N); dt, ddt)
+// double-buffered.
+// W warps (8 or 16); the whole block's shared memory is ~200 KB (Q 64, N 128): one block per SM.
+template <int Q, int N, typename ST, int W_ = 8> struct SsdChunkBwdSmem {
+    static constexpr int W = W_, PS = 32;
+    typedef SsdTile<Q, Q, W> TQ;   // dW, dCB: [t][s]
+    typedef SsdTile<Q, N, W> TN;   // dC, dB: [t][n]
+    typedef SsdTile<Q, PS, W> TX;  // dX slice: [s][p]
+    static constexpr int LDB = N + 4, LDC = N + 8, LDCB = Q + 8, LDX = PS + 4;
+    static constexpr int LDS = sizeof(ST) == 4 ? N + 8 : N + 16;  // state rows, in ST elements
+    static constexpr int STAGE = 3 * Q * LDX + (int)(2 * PS * LDS * sizeof(ST) / 4) + 2 * Q;  // floats
+    // per-row / per-column partial sums: one slot per warp column (rows) or warp row (columns)
+    static constexpr int ROWP = TQ::WN * Q, COLP = TQ::WM * Q, R12P = TN::WN * Q, DDP = TX::WN * Q;
+    // the head's masked decayed C·Bᵀ, computed once per head: only where it fits (bf16 state tiles)
+    static constexpr bool PREW = sizeof(ST) == 2;
+    static size_t floats(int P) {
+        return (size_t)Q * LDB + Q * LDC + Q * LDCB + 2 * STAGE + 5 * Q + ROWP + COLP + 2 * R12P + 2 * W + (size_t)(P / PS) * DDP +
+               (PREW ? (size_t)Q * LDCB : 0);
+    }
+};
+template <int Q, int N, typename ST, int W_ = 8>
+__global__ void __launch_bounds__(W_ * 32, 1) ssd_tc_chunk_bwd_kernel(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm,
+        float* dD, const floatX* dy, const floatX* x, const floatX* dt, const float* A, const floatX* Bm, const floatX* Cm,
+        const float* D, const float* cb, const ST* states, const ST* dstates, int L, int H, int P, int G) {
+    typedef SsdChunkBwdSmem<Q, N, ST, W_> S_;
+    constexpr int W = S_::W, PS = S_::PS, LDB = S_::LDB, LDC = S_::LDC, LDCB = S_::LDCB, LDX = S_::LDX, LDS = S_::LDS;
+    constexpr int STAGE = S_::STAGE;
+    typedef typename S_::TQ TQ;
+    typedef typename S_::TN TN;
+    typedef typename S_::TX TX;
+    extern __shared__ float sm[];
+    float *Bs = sm, *Cs = Bs + Q * LDB, *CBs = Cs + Q * LDC, *stage0 = CBs + Q * LDCB;
+    float *cs = stage0 + 2 * STAGE, *dts = cs + Q, *ecs = dts + Q, *est = ecs + Q, *wst = est + Q;  // the head's decays
+    float *rowp = wst + Q, *colp = rowp + S_::ROWP, *r1p = colp + S_::COLP, *r2p = r1p + S_::R12P, *red = r2p + S_::R12P;
+    float* ddp = red + 2 * W;
+    float* Wm = ddp + (size_t)(P / PS) * S_::DDP;  // PREW: W[t][s] = ssd_tc_decay(CB[t][s]) of the head
+    const int c = blockIdx.x, g = blockIdx.y, b = blockIdx.z, nc = gridDim.x, t0 = c * Q, Qc = min(Q, L - t0);
+    const int hpg = H / G, nps = P / PS, nst = hpg * nps, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const size_t PN = (size_t)P * N;
+    constexpr int SV = (int)(16 / sizeof(ST));  // state elements per 16-byte copy
+
+    // the chunk's B and C rows and its C·Bᵀ (with the first slice)
+    for (int i = threadIdx.x; i < Q * (N / 4); i += blockDim.x) {
+        int r = i / (N / 4), c4 = (i % (N / 4)) * 4;
+        bool ok = r < Qc;
+        size_t at = (((size_t)b * L + t0 + (ok ? r : 0)) * G + g) * N + c4;
+        ssd_cp16(Bs + r * LDB + c4, Bm + at, ok);
+        ssd_cp16(Cs + r * LDC + c4, Cm + at, ok);
+    }
+    const float* cbc = cb + (((size_t)b * nc + c) * G + g) * Q * Q;
+    for (int i = threadIdx.x; i < Q * (Q / 4); i += blockDim.x) {
+        int r = i / (Q / 4), c4 = (i % (Q / 4)) * 4;
+        ssd_cp16(CBs + r * LDCB + c4, cbc + r * Q + c4, true);
+    }
+    auto slice = [&](int st, float*& Xs, float*& DYs, float*& DXs, ST*& Hs, ST*& Gs, float*& dtb) {
+        float* sb = stage0 + (st & 1) * STAGE;
+        Xs = sb; DYs = Xs + Q * LDX; DXs = DYs + Q * LDX;
+        Hs = reinterpret_cast<ST*>(DXs + Q * LDX); Gs = Hs + PS * LDS;
+        dtb = reinterpret_cast<float*>(Gs + PS * LDS);  // dt, then ddt
+    };
+    auto issue = [&](int st) {
+        const int hh = st / nps, ps = st % nps, h = g * hpg + hh;
+        float *Xs, *DYs, *DXs, *dtb; ST *Hs, *Gs;
+        slice(st, Xs, DYs, DXs, Hs, Gs, dtb);
+        for (int i = threadIdx.x; i < Q * (PS / 4); i += blockDim.x) {
+            int r = i / (PS / 4), c4 = (i % (PS / 4)) * 4;
+            bool ok = r < Qc;
+            size_t at = (((size_t)b * L + t0 + (ok ? r : 0)) * H + h) * P + ps * PS + c4;
+            ssd_cp16(Xs + r * LDX + c4, x + at, ok);
+            ssd_cp16(DYs + r * LDX + c4, dy + at, ok);
+            ssd_cp16(DXs + r * LDX + c4, dx + at, ok);
+        }
+        const size_t so = (((size_t)b * nc + c) * H + h) * PN + (size_t)ps * PS * N;
+        for (int i = threadIdx.x; i < PS * (N / SV); i += blockDim.x) {
+            int r = i / (N / SV), c8 = (i % (N / SV)) * SV;
+            ssd_cp16(Hs + r * LDS + c8, states + so + (size_t)r * N + c8, true);
+            ssd_cp16(Gs + r * LDS + c8, dstates + so + (size_t)r * N + c8, true);
+        }
+        ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
+        if (ps == nps - 1) ssd_cp_dt<Q>(dtb + Q, ddt + ((size_t)b * L + t0) * H + h, H, Qc);
+    };
+    issue(0);
+    ssd_cp_commit();
+
+    TQ dW, dCB;               // this head's dY Xᵀ; the group's sum of dCB
+    TN dCt, dBt;              // the group's dC, dB (the state terms of every head so far)
+    float r1prev[TN::MT][2] = {}, r2prev[TN::MT][2] = {};  // C·dC, B·dB row parts before this head
+    float dD_acc = 0.0f, dcl_acc = 0.0f;
+    for (int st = 0; st < nst; st++) {
+        const int hh = st / nps, ps = st % nps, h = g * hpg + hh;
+        float *Xs, *DYs, *DXs, *dtb; ST *Hs, *Gs;
+        slice(st, Xs, DYs, DXs, Hs, Gs, dtb);
+        if (st + 1 < nst) issue(st + 1);
+        ssd_cp_commit();
+        ssd_cp_wait1();
+        __syncthreads();
+        const float Ah = A[h], Dh = D[h];
+        if (ps == 0) {  // a new head: its cumulative decays (and W)
+            if (warp == 0) {
+                float cl = ssd_tc_cumsum<Q>(cs, dts, dtb, 1, Qc, Ah);
+                for (int i = lane; i < Q; i += 32) {
+                    ecs[i] = __expf(cs[i]); est[i] = __expf(cl - cs[i]); wst[i] = est[i] * dts[i];
+                }
+            }
+            dW.zero(); dD_acc = 0.0f; dcl_acc = 0.0f;
+            __syncthreads();
+            if constexpr (S_::PREW) {
+                for (int i = threadIdx.x; i < Q * Q; i += blockDim.x) {
+                    int t = i / Q, s2 = i % Q;
+                    Wm[t * LDCB + s2] = ssd_tc_decay(CBs[t * LDCB + s2], cs, t, s2);
+                }
+                __syncthreads();
+            }
+        }
+        {   // dX (this slice) = exp(cl - cs_s) B_s G_{c+1}ᵀ + Wᵀ dY  -> dx, and x . dX (ddt's direct part)
+            TX X;
+            X.mma<N>([&](int s, int n) { return Bs[s * LDB + n]; }, [&](int n, int p) { return ssd_state_op(Gs[p * LDS + n]); });
+            X.pairs([&](int s, int, float& v0, float& v1) { v0 *= est[s]; v1 *= est[s]; });
+            X.mma<Q>([&](int s, int t) {
+                         if constexpr (S_::PREW) return Wm[t * LDCB + s];
+                         else return ssd_tc_decay(CBs[t * LDCB + s], cs, t, s);
+                     },
+                  [&](int t, int p) { return DYs[t * LDX + p]; });
+            X.pairs([&](int s, int p, float& v0, float& v1) {
+                float x0 = Xs[s * LDX + p], x1 = Xs[s * LDX + p + 1], y0 = DYs[s * LDX + p], y1 = DYs[s * LDX + p + 1];
+                dD_acc += y0 * x0 + y1 * x1;
+                if (s < Qc)
+                    ssd_st2(dx + (((size_t)b * L + t0 + s) * H + h) * P + ps * PS + p, DXs[s * LDX + p] + dts[s] * v0 + Dh * y0,
+                            DXs[s * LDX + p + 1] + dts[s] * v1 + Dh * y1);
+            });
+            float rs[TX::MT][2];
+            X.row_part(rs, [&](int s, int p, float v) { return Xs[s * LDX + p] * v; });
+            X.row_store(ddp + ps * S_::DDP, rs);
+        }
+        // dW += dY Xᵀ (raw x); dC += exp(cs_t) dY H_c; dB += exp(cl - cs_s) dt_s X G_{c+1}
+        dW.mma<PS>([&](int t, int p) { return DYs[t * LDX + p]; }, [&](int p, int s) { return Xs[s * LDX + p]; });
+        dCt.mma<PS>([&](int t, int p) { return DYs[t * LDX + p] * ecs[t]; }, [&](int p, int n) { return ssd_state_op(Hs[p * LDS + n]); });
+        dBt.mma<PS>([&](int s, int p) { return Xs[s * LDX + p] * wst[s]; }, [&](int p, int n) { return ssd_state_op(Gs[p * LDS + n]); });
+        for (int i = threadIdx.x; i < PS * N; i += blockDim.x) {  // <H_c, G_{c+1}> (the chunk decay's gradient)
+            int r = i / N, n = i % N;
+            dcl_acc += to_f32(Hs[r * LDS + n]) * to_f32(Gs[r * LDS + n]);
+        }
+        if (ps == nps - 1) {  // the head is complete
+            // dCB_h = mask∘decay(dW) dt_s; m = dCB_h ∘ CB below the diagonal: d(cs_t) += row sums, d(cs_s) -= column sums
+            dW.pairs([&](int t, int s, float& v0, float& v1) {
+                v0 = ssd_tc_decay(v0, cs, t, s) * dts[s];
+                v1 = ssd_tc_decay(v1, cs, t, s + 1) * dts[s + 1];
+            });
+            auto m = [&](int t, int s, float v) { return s < t ? v * CBs[t * LDCB + s] : 0.0f; };
+            float rs[TQ::MT][2];
+            dW.row_part(rs, m);
+            dW.row_store(rowp, rs);
+            dW.col_store(colp, m);
+#pragma unroll
+            for (int i = 0; i < TQ::MT; i++)
+#pragma unroll
+                for (int j = 0; j < TQ::NT; j++)
+#pragma unroll
+                    for (int r = 0; r < 4; r++) dCB.acc[i][j][r] += dW.acc[i][j][r];
+            // r1_t = C_t . (this head's dC_t), r2_s = B_s . (this head's dB_s): differences of the running row parts
+            float n1[TN::MT][2], n2[TN::MT][2];
+            dCt.row_part(n1, [&](int t, int n, float v) { return Cs[t * LDC + n] * v; });
+            dBt.row_part(n2, [&](int s, int n, float v) { return Bs[s * LDB + n] * v; });
+#pragma unroll
+            for (int i = 0; i < TN::MT; i++)
+#pragma unroll
+                for (int hh2 = 0; hh2 < 2; hh2++) {
+                    float a1 = n1[i][hh2], a2 = n2[i][hh2];
+                    n1[i][hh2] = a1 - r1prev[i][hh2]; r1prev[i][hh2] = a1;
+                    n2[i][hh2] = a2 - r2prev[i][hh2]; r2prev[i][hh2] = a2;
+                }
+            dCt.row_store(r1p, n1);
+            dBt.row_store(r2p, n2);
+            float wsum = warp_sum(dcl_acc), wd = warp_sum(dD_acc);
+            if (lane == 0) { red[warp] = wsum; red[W + warp] = wd; }
+            __syncthreads();
+            if (warp == 0) {
+                // d(cs_t) = mask rows - mask columns + r1_t - r2_t; the last step also gets sum_s r2_s
+                // (the chunk state's exp(cl)) and exp(cl) <H_c, G_{c+1}> (the chunk decay)
+                constexpr int E = Q / 32;
+                float dcs[E], dd[E], r2s = 0.0f;
+#pragma unroll
+                for (int e = 0; e < E; e++) {
+                    const int t = lane * E + e;
+                    float v = 0.0f, r2 = 0.0f, d = 0.0f;
+                    for (int w = 0; w < TQ::WN; w++) v += rowp[w * Q + t];
+                    for (int w = 0; w < TQ::WM; w++) v -= colp[w * Q + t];
+                    for (int w = 0; w < TN::WN; w++) { v += r1p[w * Q + t]; r2 += r2p[w * Q + t]; }
+                    for (int q = 0; q < nps; q++)
+                        for (int w = 0; w < TX::WN; w++) d += ddp[q * S_::DDP + w * Q + t];
+                    dcs[e] = v - r2; r2s += r2; dd[e] = d;
+                }
+                r2s = warp_sum(r2s);
+                float dcl = 0.0f, dDh = 0.0f;
+                for (int w = 0; w < W; w++) { dcl += red[w]; dDh += red[W + w]; }
+                if (lane == 31) dcs[E - 1] += r2s + __expf(cs[Q - 1]) * dcl;
+                // cs_t = sum_{k<=t} dt_k A: ddt_k += A sum_{t>=k} d(cs_t), dA += sum_k dt_k sum_{t>=k} d(cs_t)
+                float loc[E], run = 0.0f;
+#pragma unroll
+                for (int e = E - 1; e >= 0; e--) { run += dcs[e]; loc[e] = run; }
+                float incl = run;
+#pragma unroll
+                for (int o = 1; o < 32; o <<= 1) {
+                    float u = __shfl_down_sync(0xffffffffu, incl, o);
+                    if (lane + o < 32) incl += u;
+                }
+                const float above = incl - run;  // the lanes after this one
+                float dAp = 0.0f;
+#pragma unroll
+                for (int e = 0; e < E; e++) {
+                    const int t = lane * E + e;
+                    const float cum = loc[e] + above;
+                    dAp += dts[t] * cum;
+                    if (t < Qc) ddt[((size_t)b * L + t0 + t) * H + h] = (floatX)(dtb[Q + t] + Ah * cum + dd[e]);
+                }
+                dAp = warp_sum(dAp);
+                if (lane == 0) { atomicAdd(&dA[h], dAp); atomicAdd(&dD[h], dDh); }
+            }
+        }
+        __syncthreads();
+    }
+    // dC += dCB B, dB += dCBᵀ C, with the group's summed dCB (lower triangular)
+    dCB.pairs([&](int t, int s, float& v0, float& v1) { ssd_st2(CBs + t * LDCB + s, v0, v1); });
+    __syncthreads();
+    dCt.mma<Q>([&](int t, int s) { return CBs[t * LDCB + s]; }, [&](int s, int n) { return Bs[s * LDB + n]; });
+    dBt.mma<Q>([&](int s, int t) { return CBs[t * LDCB + s]; }, [&](int t, int n) { return Cs[t * LDC + n]; });
+    auto add_rows = [&](floatX* out, TN& T) {  // every load first, then the adds and stores
+        float2 old[TN::MT][TN::NT][2];
+#pragma unroll
+        for (int i = 0; i < TN::MT; i++)
+#pragma unroll
+            for (int j = 0; j < TN::NT; j++)
+#pragma unroll
+                for (int hh2 = 0; hh2 < 2; hh2++) {
+                    int t = T.row(i, hh2);
+                    old[i][j][hh2] = t < Qc ? *reinterpret_cast<const float2*>(out + (((size_t)b * L + t0 + t) * G + g) * N + T.col(j))
+                                            : make_float2(0.0f, 0.0f);
+                }
+#pragma unroll
+        for (int i = 0; i < TN::MT; i++)
+#pragma unroll
+            for (int j = 0; j < TN::NT; j++)
+#pragma unroll
+                for (int hh2 = 0; hh2 < 2; hh2++) {
+                    int t = T.row(i, hh2);
+                    if (t < Qc)
+                        ssd_st2(out + (((size_t)b * L + t0 + t) * G + g) * N + T.col(j), old[i][j][hh2].x + T.acc[i][j][2 * hh2],
+                                old[i][j][hh2].y + T.acc[i][j][2 * hh2 + 1]);
+                }
+    };
+    add_rows(dCm, dCt);
+    add_rows(dBm, dBt);
+}
+
+// The forward, second form (v18): as ssd_tc_seq_kernel<OUT> but the state read C_t H_cᵀ takes H_c straight
+// from the accumulators of the state tile instead of a shared copy. Transposed, Yᵀ[p][t] = sum_n H[p][n] C[t][n]
+// has the state as its A operand, and an accumulator fragment is an A fragment once the k order is permuted
+// (columns 2t, 2t + 1 of an n-tile are k = t, t + 4), so each warp multiplies its own (16 x N/2) state tile by
+// C (paired 64-bit loads) into a (16 x Q) partial of Yᵀ; the diagonal block adds (dt x)ᵀ Wᵀ over half the s
+// range per warp, and the two warps that share rows exchange halves through shared memory (a named barrier
+// for the pair). No (PT x N) state copy in shared memory: 110 KB at Q 32, N 128, PT 64, two blocks per SM,
+// all 192 blocks of B8 H24 P64 in one wave. grid (P / PT, H, B), PT / 8 warps. TR: fp32 operands truncated to
+// tf32 by the tensor cores (no cvt; v21).
+template <int Q, int N, int PT> struct SsdFwdSmem {
+    static constexpr int W = PT / 8, LDB = N + 8, LDX = PT + 8, LDC = N + 8, LDCB = Q + 4;
+    static constexpr int STAGE = Q * LDB + Q * LDX + Q * LDC + Q * LDCB + Q;  // B, x, C, C Bᵀ, dt
+    static constexpr int XCH = (Q / 16) * 4 * 32;                              // per warp: the tiles its partner finishes
+    static constexpr size_t floats = 2 * (size_t)STAGE + 4 * Q * W + (size_t)W * XCH;  // + cs, dts, ws, ecs per warp
+};
+template <int Q, int N, int PT, bool TR = false>
+__global__ void __launch_bounds__(PT * 4, 2) ssd_tc_fwd_kernel(floatX* y, float* fstate, const floatX* x, const floatX* dt,
+                                                              const float* A, const floatX* Bm, const floatX* Cm, const float* D,
+                                                              const float* h0, const float* cb, int L, int H, int P, int G) {
+    typedef SsdFwdSmem<Q, N, PT> S_;
+    constexpr int W = S_::W, LDB = S_::LDB, LDX = S_::LDX, LDC = S_::LDC, LDCB = S_::LDCB, STAGE = S_::STAGE;
+    constexpr int TT = Q / 8, HT = TT / 2;  // Yᵀ's t-tiles; each warp of a pair finishes HT of them
+    static_assert(Q % 16 == 0, "ssd_tc_fwd_kernel: Q must be a multiple of 16");
+    typedef SsdTile<PT, N, W> TS;
+    static_assert(TS::MT == 1 && TS::WN == 2, "ssd_tc_fwd_kernel: the state tile must be 16 rows x N/2 per warp");
+    extern __shared__ float sm[];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+    float *cs = sm + 2 * STAGE + 4 * Q * warp, *dts = cs + Q, *ws = dts + Q, *ecs = ws + Q;
+    float* xch = sm + 2 * STAGE + 4 * Q * W;
+    const int pt = blockIdx.x, h = blockIdx.y, b = blockIdx.z, gr = h / (H / G), p0 = pt * PT, nc = (L + Q - 1) / Q;
+    const float Ah = A[h], Dh = D[h];
+    const size_t PN = (size_t)P * N, bh = (size_t)b * H + h;
+    auto issue = [&](int c) {
+        float *Bs = sm + (c & 1) * STAGE, *Xs = Bs + Q * LDB, *Cs = Xs + Q * LDX, *CBs = Cs + Q * LDC, *dtb = CBs + Q * LDCB;
+        const int t0 = c * Q, Qc = min(Q, L - t0);
+        const size_t row = ((size_t)b * L + t0) * G + gr;
+        ssd_cp_rows<Q, PT>(Xs, LDX, x + (((size_t)b * L + t0) * H + h) * P + p0, (size_t)H * P, Qc);
+        ssd_cp_rows<Q, N>(Bs, LDB, Bm + row * N, (size_t)G * N, Qc);
+        ssd_cp_rows<Q, N>(Cs, LDC, Cm + row * N, (size_t)G * N, Qc);
+        ssd_cp_rows<Q, Q>(CBs, LDCB, cb + (((size_t)b * nc + c) * G + gr) * Q * Q, Q, Q);
+        ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
+    };
+    issue(0);
+    ssd_cp_commit();
+    TS S;  // the state slice [p][n] entering the current chunk: this warp's rows m0..m0+15, columns n0..n0+N/2-1
+    const int wn = S.wn, m0 = S.m0, n0 = S.n0, partner = warp ^ (W / 2);  // WM = W / 2: the pair differs in wn
+    if (h0)
+        S.pairs([&](int p, int n, float& v0, float& v1) {
+            float2 u = *reinterpret_cast<const float2*>(h0 + bh * PN + (size_t)(p0 + p) * N + n);
+            v0 = u.x; v1 = u.y;
+        });
+    for (int c = 0; c < nc; c++) {
+        const int t0 = c * Q, Qc = min(Q, L - t0);
+        if (c + 1 < nc) issue(c + 1);
+        ssd_cp_commit();
+        float *Bs = sm + (c & 1) * STAGE, *Xs = Bs + Q * LDB, *Cs = Xs + Q * LDX, *CBs = Cs + Q * LDC, *dtb = CBs + Q * LDCB;
+        ssd_cp_wait1();
+        __syncthreads();
+        {
+            float cl = ssd_tc_cumsum<Q>(cs, dts, dtb, 1, Qc, Ah);
+            for (int i = lane; i < Q; i += 32) { ws[i] = __expf(cl - cs[i]) * dts[i]; ecs[i] = __expf(cs[i]); }
+            __syncwarp();
+        }
+        // Yᵀ[p][t] (partial over this warp's n) = H[p][n] C[t][n]; k-steps are the state's n-tiles
+        float yt[TT][4];
+#pragma unroll
+        for (int j = 0; j < TT; j++) yt[j][0] = yt[j][1] = yt[j][2] = yt[j][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < TS::NT; kk++) {
+            uint32_t a[4] = {ssd_opb<TR>(S.acc[0][kk][0]), ssd_opb<TR>(S.acc[0][kk][2]), ssd_opb<TR>(S.acc[0][kk][1]),
+                             ssd_opb<TR>(S.acc[0][kk][3])};
+#pragma unroll
+            for (int j = 0; j < TT; j++) {
+                uint2 bv = ssd_kp<TR>(Cs + (8 * j + g) * LDC + n0 + 8 * kk + 2 * t4);
+                ssd_mma_tf32(yt[j], a, bv.x, bv.y);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < TT; j++) {
+            const int t = 8 * j + 2 * t4;
+            yt[j][0] *= ecs[t]; yt[j][1] *= ecs[t + 1]; yt[j][2] *= ecs[t]; yt[j][3] *= ecs[t + 1];
+        }
+        // + the diagonal block over this warp's half of s: Yᵀ[p][t] += sum_s x[s][p] exp(cs_t - cs_s) CB[t][s] dt_s
+#pragma unroll
+        for (int ks = 0; ks < Q / 2; ks += 8) {
+            const int s = wn * (Q / 2) + ks + t4;
+            const int p = m0 + g;
+            uint32_t a[4] = {ssd_opb<TR>(Xs[s * LDX + p]), ssd_opb<TR>(Xs[s * LDX + p + 8]), ssd_opb<TR>(Xs[(s + 4) * LDX + p]),
+                             ssd_opb<TR>(Xs[(s + 4) * LDX + p + 8])};
+#pragma unroll
+            for (int j = 0; j < TT; j++) {
+                const int t = 8 * j + g;
+                ssd_mma_tf32(yt[j], a, ssd_opb<TR>(ssd_tc_decay(CBs[t * LDCB + s], cs, t, s) * dts[s]),
+                             ssd_opb<TR>(ssd_tc_decay(CBs[t * LDCB + s + 4], cs, t, s + 4) * dts[s + 4]));
+            }
+        }
+        // the pair's halves: this warp finishes t-tiles [wn HT, wn HT + HT) and hands the others to its partner
+        float* mine = xch + warp * S_::XCH;
+#pragma unroll
+        for (int j = 0; j < HT; j++) {
+#pragma unroll
+            for (int r = 0; r < 4; r++) mine[(j * 4 + r) * 32 + lane] = wn ? yt[j][r] : yt[HT + j][r];  // (no run-time index)
+        }
+        asm volatile("bar.sync %0, 64;\n" ::"r"(1 + S.wm) : "memory");
+        const float* theirs = xch + partner * S_::XCH;
+#pragma unroll
+        for (int j = 0; j < HT; j++) {
+            const int jm = wn * HT + j, t = 8 * jm + 2 * t4;
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++) {
+                const int p = m0 + g + 8 * hh;
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    float v = (wn ? yt[HT + j][2 * hh + e] : yt[j][2 * hh + e]) + theirs[(j * 4 + 2 * hh + e) * 32 + lane];
+                    if (t + e < Qc) y[(((size_t)b * L + t0 + t + e) * H + h) * P + p0 + p] = v + Dh * Xs[(t + e) * LDX + p];
+                }
+            }
+        }
+        // H_{c+1} = exp(cl) H_c + (w x)ᵀ B, w_s = exp(cl - cs_s) dt_s
+        const float el = __expf(cs[Q - 1]);
+        S.pairs([&](int, int, float& v0, float& v1) { v0 *= el; v1 *= el; });
+        S.mma<Q>([&](int p, int s) { return ssd_op<TR>(Xs[s * LDX + p] * ws[s]); }, [&](int s, int n) { return ssd_op<TR>(Bs[s * LDB + n]); });
+        __syncthreads();
+    }
+    if (fstate) S.pairs([&](int p, int n, float& v0, float& v1) { ssd_st2(fstate + bh * PN + (size_t)(p0 + p) * N + n, v0, v1); });
+}
+
+// The per-chunk backward, second form (v19, v20): ssd_tc_chunk_bwd_kernel with bf16 state tensors and fewer
+// instructions per mma. Every product whose two operands are k-contiguous in shared memory runs with the k
+// order permuted (SsdTile::mma_kp): one 64-bit load per fp32 register pair, one 32-bit load per bf16 pair
+// (dX's state part, dW, and the A operands of dC's and dB's state parts); the head's W is stored transposed
+// (W[s][t]) and already rounded to tf32; row lengths are 8 mod 32 words where a half-warp reads 4 rows x 8
+// words, 4 mod 32 for the state tiles (8 rows x 4 words). TR: fp32 operands go to the tensor cores
+// unrounded (truncated there: no cvt per register). grid (nc, G, B), 8 warps.
+template <int Q, int N, int WMN = 0> struct SsdChunkBwd2Smem {
+    typedef bf16 ST;
+    static constexpr int W = 8, PS = 32;
+    typedef SsdTile<Q, Q, W> TQ;   // dW, dCB: [t][s]
+    typedef SsdTile<Q, N, W, WMN> TN;   // dC, dB: [t][n]
+    typedef SsdTile<Q, PS, W> TX;  // dX slice: [s][p]
+    static constexpr int LDB = N + 8, LDC = N + 8, LDCB = Q + 8, LDX = PS + 8;
+    static constexpr int LDS = N + 8;  // state rows, in bf16 elements (4 mod 32 words)
+    static constexpr int STAGE = 3 * Q * LDX + (int)(2 * PS * LDS * sizeof(ST) / 4) + 2 * Q;  // floats
+    // per-row / per-column partial sums: one slot per warp column (rows) or warp row (columns)
+    static constexpr int ROWP = TQ::WN * Q, COLP = TQ::WM * Q, R12P = TN::WN * Q, DDP = TX::WN * Q;
+    static constexpr bool PREW = true;  // the head's W[s][t], tf32, once per head
+    static size_t floats(int P) {
+        return (size_t)Q * LDB + Q * LDC + Q * LDCB + 2 * STAGE + 5 * Q + ROWP + COLP + 2 * R12P + 2 * W + (size_t)(P / PS) * DDP +
+               (PREW ? (size_t)Q * LDCB : 0);
+    }
+};
+template <int Q, int N, bool TR, int WMN = 0>
+__global__ void __launch_bounds__(256, 1) ssd_tc_chunk_bwd2_kernel(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm,
+        float* dD, const floatX* dy, const floatX* x, const floatX* dt, const float* A, const floatX* Bm, const floatX* Cm,
+        const float* D, const float* cb, const bf16* states, const bf16* dstates, int L, int H, int P, int G) {
+    typedef SsdChunkBwd2Smem<Q, N, WMN> S_;
+    typedef bf16 ST;
+    constexpr int W = S_::W, PS = S_::PS, LDB = S_::LDB, LDC = S_::LDC, LDCB = S_::LDCB, LDX = S_::LDX, LDS = S_::LDS;
+    constexpr int STAGE = S_::STAGE;
+    typedef typename S_::TQ TQ;
+    typedef typename S_::TN TN;
+    typedef typename S_::TX TX;
+    extern __shared__ float sm[];
+    float *Bs = sm, *Cs = Bs + Q * LDB, *CBs = Cs + Q * LDC, *stage0 = CBs + Q * LDCB;
+    float *cs = stage0 + 2 * STAGE, *dts = cs + Q, *ecs = dts + Q, *est = ecs + Q, *wst = est + Q;  // the head's decays
+    float *rowp = wst + Q, *colp = rowp + S_::ROWP, *r1p = colp + S_::COLP, *r2p = r1p + S_::R12P, *red = r2p + S_::R12P;
+    float* ddp = red + 2 * W;
+    float* Wm = ddp + (size_t)(P / PS) * S_::DDP;  // Wm[s * LDCB + t] = tf32(ssd_tc_decay(CB[t][s])) of the head
+    const int c = blockIdx.x, g = blockIdx.y, b = blockIdx.z, nc = gridDim.x, t0 = c * Q, Qc = min(Q, L - t0);
+    const int hpg = H / G, nps = P / PS, nst = hpg * nps, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const size_t PN = (size_t)P * N;
+    constexpr int SV = (int)(16 / sizeof(ST));  // state elements per 16-byte copy
+
+    // the chunk's B and C rows and its C·Bᵀ (with the first slice)
+    for (int i = threadIdx.x; i < Q * (N / 4); i += blockDim.x) {
+        int r = i / (N / 4), c4 = (i % (N / 4)) * 4;
+        bool ok = r < Qc;
+        size_t at = (((size_t)b * L + t0 + (ok ? r : 0)) * G + g) * N + c4;
+        ssd_cp16(Bs + r * LDB + c4, Bm + at, ok);
+        ssd_cp16(Cs + r * LDC + c4, Cm + at, ok);
+    }
+    const float* cbc = cb + (((size_t)b * nc + c) * G + g) * Q * Q;
+    for (int i = threadIdx.x; i < Q * (Q / 4); i += blockDim.x) {
+        int r = i / (Q / 4), c4 = (i % (Q / 4)) * 4;
+        ssd_cp16(CBs + r * LDCB + c4, cbc + r * Q + c4, true);
+    }
+    auto slice = [&](int st, float*& Xs, float*& DYs, float*& DXs, ST*& Hs, ST*& Gs, float*& dtb) {
+        float* sb = stage0 + (st & 1) * STAGE;
+        Xs = sb; DYs = Xs + Q * LDX; DXs = DYs + Q * LDX;
+        Hs = reinterpret_cast<ST*>(DXs + Q * LDX); Gs = Hs + PS * LDS;
+        dtb = reinterpret_cast<float*>(Gs + PS * LDS);  // dt, then ddt
+    };
+    auto issue = [&](int st) {
+        const int hh = st / nps, ps = st % nps, h = g * hpg + hh;
+        float *Xs, *DYs, *DXs, *dtb; ST *Hs, *Gs;
+        slice(st, Xs, DYs, DXs, Hs, Gs, dtb);
+        for (int i = threadIdx.x; i < Q * (PS / 4); i += blockDim.x) {
+            int r = i / (PS / 4), c4 = (i % (PS / 4)) * 4;
+            bool ok = r < Qc;
+            size_t at = (((size_t)b * L + t0 + (ok ? r : 0)) * H + h) * P + ps * PS + c4;
+            ssd_cp16(Xs + r * LDX + c4, x + at, ok);
+            ssd_cp16(DYs + r * LDX + c4, dy + at, ok);
+            ssd_cp16(DXs + r * LDX + c4, dx + at, ok);
+        }
+        const size_t so = (((size_t)b * nc + c) * H + h) * PN + (size_t)ps * PS * N;
+        for (int i = threadIdx.x; i < PS * (N / SV); i += blockDim.x) {
+            int r = i / (N / SV), c8 = (i % (N / SV)) * SV;
+            ssd_cp16(Hs + r * LDS + c8, states + so + (size_t)r * N + c8, true);
+            ssd_cp16(Gs + r * LDS + c8, dstates + so + (size_t)r * N + c8, true);
+        }
+        ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
+        if (ps == nps - 1) ssd_cp_dt<Q>(dtb + Q, ddt + ((size_t)b * L + t0) * H + h, H, Qc);
+    };
+    issue(0);
+    ssd_cp_commit();
+
+    TQ dW, dCB;               // this head's dY Xᵀ; the group's sum of dCB
+    TN dCt, dBt;              // the group's dC, dB (the state terms of every head so far)
+    float r1prev[TN::MT][2] = {}, r2prev[TN::MT][2] = {};  // C·dC, B·dB row parts before this head
+    float dD_acc = 0.0f, dcl_acc = 0.0f;
+    for (int st = 0; st < nst; st++) {
+        const int hh = st / nps, ps = st % nps, h = g * hpg + hh;
+        float *Xs, *DYs, *DXs, *dtb; ST *Hs, *Gs;
+        slice(st, Xs, DYs, DXs, Hs, Gs, dtb);
+        if (st + 1 < nst) issue(st + 1);
+        ssd_cp_commit();
+        ssd_cp_wait1();
+        __syncthreads();
+        const float Ah = A[h], Dh = D[h];
+        if (ps == 0) {  // a new head: its cumulative decays (and W)
+            if (warp == 0) {
+                float cl = ssd_tc_cumsum<Q>(cs, dts, dtb, 1, Qc, Ah);
+                for (int i = lane; i < Q; i += 32) {
+                    ecs[i] = __expf(cs[i]); est[i] = __expf(cl - cs[i]); wst[i] = est[i] * dts[i];
+                }
+            }
+            dW.zero(); dD_acc = 0.0f; dcl_acc = 0.0f;
+            __syncthreads();
+            if constexpr (S_::PREW) {
+                for (int i = threadIdx.x; i < Q * Q; i += blockDim.x) {
+                    int t = i / Q, s2 = i % Q;
+                    Wm[s2 * LDCB + t] = __uint_as_float(ssd_tf32(ssd_tc_decay(CBs[t * LDCB + s2], cs, t, s2)));
+                }
+                __syncthreads();
+            }
+        }
+        {   // dX (this slice) = exp(cl - cs_s) B_s G_{c+1}ᵀ + Wᵀ dY  -> dx, and x . dX (ddt's direct part)
+            TX X;
+            X.mma_kp<N>([&](int s, int n) { return ssd_kp<TR>(Bs + s * LDB + n); }, [&](int n, int p) { return ssd_kp<TR>(Gs + p * LDS + n); });
+            X.pairs([&](int s, int, float& v0, float& v1) { v0 *= est[s]; v1 *= est[s]; });
+            X.mma_kp<Q>([&](int s, int t) { return ssd_kp<true>(Wm + s * LDCB + t); },
+                        [&](int t, int p) { return ssd_kp2<TR>(DYs[t * LDX + p], DYs[(t + 1) * LDX + p]); });
+            X.pairs([&](int s, int p, float& v0, float& v1) {
+                float x0 = Xs[s * LDX + p], x1 = Xs[s * LDX + p + 1], y0 = DYs[s * LDX + p], y1 = DYs[s * LDX + p + 1];
+                dD_acc += y0 * x0 + y1 * x1;
+                if (s < Qc)
+                    ssd_st2(dx + (((size_t)b * L + t0 + s) * H + h) * P + ps * PS + p, DXs[s * LDX + p] + dts[s] * v0 + Dh * y0,
+                            DXs[s * LDX + p + 1] + dts[s] * v1 + Dh * y1);
+            });
+            float rs[TX::MT][2];
+            X.row_part(rs, [&](int s, int p, float v) { return Xs[s * LDX + p] * v; });
+            X.row_store(ddp + ps * S_::DDP, rs);
+        }
+        // dW += dY Xᵀ (raw x); dC += exp(cs_t) dY H_c; dB += exp(cl - cs_s) dt_s X G_{c+1}
+        dW.mma_kp<PS>([&](int t, int p) { return ssd_kp<TR>(DYs + t * LDX + p); }, [&](int p, int s) { return ssd_kp<TR>(Xs + s * LDX + p); });
+        dCt.mma_kp<PS>([&](int t, int p) { return ssd_kp<TR>(DYs + t * LDX + p, ecs[t]); },
+                       [&](int p, int n) { return ssd_kp2(Hs[p * LDS + n], Hs[(p + 1) * LDS + n]); });
+        dBt.mma_kp<PS>([&](int s, int p) { return ssd_kp<TR>(Xs + s * LDX + p, wst[s]); },
+                       [&](int p, int n) { return ssd_kp2(Gs[p * LDS + n], Gs[(p + 1) * LDS + n]); });
+        for (int i = threadIdx.x; i < PS * N / 2; i += blockDim.x) {  // <H_c, G_{c+1}> (the chunk decay's gradient), bf16 pairs
+            int r = i / (N / 2), n = 2 * (i % (N / 2));
+            float2 hv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(Hs + r * LDS + n));
+            float2 gv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(Gs + r * LDS + n));
+            dcl_acc += hv.x * gv.x + hv.y * gv.y;
+        }
+        if (ps == nps - 1) {  // the head is complete
+            // dCB_h = mask∘decay(dW) dt_s; m = dCB_h ∘ CB below the diagonal: d(cs_t) += row sums, d(cs_s) -= column sums
+            dW.pairs([&](int t, int s, float& v0, float& v1) {
+                v0 = ssd_tc_decay(v0, cs, t, s) * dts[s];
+                v1 = ssd_tc_decay(v1, cs, t, s + 1) * dts[s + 1];
+            });
+            auto m = [&](int t, int s, float v) { return s < t ? v * CBs[t * LDCB + s] : 0.0f; };
+            float rs[TQ::MT][2];
+            dW.row_part(rs, m);
+            dW.row_store(rowp, rs);
+            dW.col_store(colp, m);
+#pragma unroll
+            for (int i = 0; i < TQ::MT; i++)
+#pragma unroll
+                for (int j = 0; j < TQ::NT; j++)
+#pragma unroll
+                    for (int r = 0; r < 4; r++) dCB.acc[i][j][r] += dW.acc[i][j][r];
+            // r1_t = C_t . (this head's dC_t), r2_s = B_s . (this head's dB_s): differences of the running row parts
+            float n1[TN::MT][2], n2[TN::MT][2];
+            dCt.row_part(n1, [&](int t, int n, float v) { return Cs[t * LDC + n] * v; });
+            dBt.row_part(n2, [&](int s, int n, float v) { return Bs[s * LDB + n] * v; });
+#pragma unroll
+            for (int i = 0; i < TN::MT; i++)
+#pragma unroll
+                for (int hh2 = 0; hh2 < 2; hh2++) {
+                    float a1 = n1[i][hh2], a2 = n2[i][hh2];
+                    n1[i][hh2] = a1 - r1prev[i][hh2]; r1prev[i][hh2] = a1;
+                    n2[i][hh2] = a2 - r2prev[i][hh2]; r2prev[i][hh2] = a2;
+                }
+            dCt.row_store(r1p, n1);
+            dBt.row_store(r2p, n2);
+            float wsum = warp_sum(dcl_acc), wd = warp_sum(dD_acc);
+            if (lane == 0) { red[warp] = wsum; red[W + warp] = wd; }
+            __syncthreads();
+            if (warp == 0) {
+                // d(cs_t) = mask rows - mask columns + r1_t - r2_t; the last step also gets sum_s r2_s
+                // (the chunk state's exp(cl)) and exp(cl) <H_c, G_{c+1}> (the chunk decay)
+                constexpr int E = Q / 32;
+                float dcs[E], dd[E], r2s = 0.0f;
+#pragma unroll
+                for (int e = 0; e < E; e++) {
+                    const int t = lane * E + e;
+                    float v = 0.0f, r2 = 0.0f, d = 0.0f;
+                    for (int w = 0; w < TQ::WN; w++) v += rowp[w * Q + t];
+                    for (int w = 0; w < TQ::WM; w++) v -= colp[w * Q + t];
+                    for (int w = 0; w < TN::WN; w++) { v += r1p[w * Q + t]; r2 += r2p[w * Q + t]; }
+                    for (int q = 0; q < nps; q++)
+                        for (int w = 0; w < TX::WN; w++) d += ddp[q * S_::DDP + w * Q + t];
+                    dcs[e] = v - r2; r2s += r2; dd[e] = d;
+                }
+                r2s = warp_sum(r2s);
+                float dcl = 0.0f, dDh = 0.0f;
+                for (int w = 0; w < W; w++) { dcl += red[w]; dDh += red[W + w]; }
+                if (lane == 31) dcs[E - 1] += r2s + __expf(cs[Q - 1]) * dcl;
+                // cs_t = sum_{k<=t} dt_k A: ddt_k += A sum_{t>=k} d(cs_t), dA += sum_k dt_k sum_{t>=k} d(cs_t)
+                float loc[E], run = 0.0f;
+#pragma unroll
+                for (int e = E - 1; e >= 0; e--) { run += dcs[e]; loc[e] = run; }
+                float incl = run;
+#pragma unroll
+                for (int o = 1; o < 32; o <<= 1) {
+                    float u = __shfl_down_sync(0xffffffffu, incl, o);
+                    if (lane + o < 32) incl += u;
+                }
+                const float above = incl - run;  // the lanes after this one
+                float dAp = 0.0f;
+#pragma unroll
+                for (int e = 0; e < E; e++) {
+                    const int t = lane * E + e;
+                    const float cum = loc[e] + above;
+                    dAp += dts[t] * cum;
+                    if (t < Qc) ddt[((size_t)b * L + t0 + t) * H + h] = (floatX)(dtb[Q + t] + Ah * cum + dd[e]);
+                }
+                dAp = warp_sum(dAp);
+                if (lane == 0) { atomicAdd(&dA[h], dAp); atomicAdd(&dD[h], dDh); }
+            }
+        }
+        __syncthreads();
+    }
+    // dC += dCB B, dB += dCBᵀ C, with the group's summed dCB (lower triangular)
+    dCB.pairs([&](int t, int s, float& v0, float& v1) { ssd_st2(CBs + t * LDCB + s, v0, v1); });
+    __syncthreads();
+    dCt.mma<Q>([&](int t, int s) { return CBs[t * LDCB + s]; }, [&](int s, int n) { return Bs[s * LDB + n]; });
+    dBt.mma<Q>([&](int s, int t) { return CBs[t * LDCB + s]; }, [&](int t, int n) { return Cs[t * LDC + n]; });
+    auto add_rows = [&](floatX* out, TN& T) {  // every load first, then the adds and stores
+        float2 old[TN::MT][TN::NT][2];
+#pragma unroll
+        for (int i = 0; i < TN::MT; i++)
+#pragma unroll
+            for (int j = 0; j < TN::NT; j++)
+#pragma unroll
+                for (int hh2 = 0; hh2 < 2; hh2++) {
+                    int t = T.row(i, hh2);
+                    old[i][j][hh2] = t < Qc ? *reinterpret_cast<const float2*>(out + (((size_t)b * L + t0 + t) * G + g) * N + T.col(j))
+                                            : make_float2(0.0f, 0.0f);
+                }
+#pragma unroll
+        for (int i = 0; i < TN::MT; i++)
+#pragma unroll
+            for (int j = 0; j < TN::NT; j++)
+#pragma unroll
+                for (int hh2 = 0; hh2 < 2; hh2++) {
+                    int t = T.row(i, hh2);
+                    if (t < Qc)
+                        ssd_st2(out + (((size_t)b * L + t0 + t) * G + g) * N + T.col(j), old[i][j][hh2].x + T.acc[i][j][2 * hh2],
+                                old[i][j][hh2].y + T.acc[i][j][2 * hh2 + 1]);
+                }
+    };
+    add_rows(dCm, dCt);
+    add_rows(dBm, dBt);
+}
+
+// the forward on the tensor cores: CB per chunk and group, then the sequential kernel
+template <int Q, int N, int PT>
+static void ssd_tc_forward(floatX* y, float* final_state, const floatX* x, const floatX* dt, const float* A, const floatX* Bm,
+                           const floatX* Cm, const float* D, const float* h0, int B, int L, int H, int P, int G) {
+    const int nc = ceil_div(L, Q);
+    static DeviceScratch cb_buf;
+    float* cb = cb_buf.get((size_t)B * nc * G * Q * Q);
+    size_t sm1 = ssd_tc_cb_smem<Q, N>();
+    ssd_set_smem((const void*)ssd_tc_cb_kernel<Q, N>, sm1, "ssd (C Bᵀ)");
+    ssd_tc_cb_kernel<Q, N><<<dim3(nc, G, B), 128, sm1 * sizeof(float)>>>(cb, Bm, Cm, L, G);
+    cudaCheckLaunch();
+    size_t sm2 = SsdSeqSmem<Q, N, PT, true>::floats;
+    ssd_set_smem((const void*)ssd_tc_seq_kernel<Q, N, PT, true, float>, sm2, "ssd_forward");
+    ssd_tc_seq_kernel<Q, N, PT, true, float><<<dim3(P / PT, H, B), PT * 4, sm2 * sizeof(float)>>>(
+        y, final_state, (float*)nullptr, x, dt, A, Bm, Cm, D, h0, cb, L, H, P, G);
+    cudaCheckLaunch();
+}
+// the same with the second form of the sequential kernel (the state read from the accumulators)
+template <int Q, int N, int PT, bool TR = false>
+static void ssd_tc_forward2(floatX* y, float* final_state, const floatX* x, const floatX* dt, const float* A, const floatX* Bm,
+                            const floatX* Cm, const float* D, const float* h0, int B, int L, int H, int P, int G) {
+    const int nc = ceil_div(L, Q);
+    static DeviceScratch cb_buf;
+    float* cb = cb_buf.get((size_t)B * nc * G * Q * Q);
+    size_t sm1 = ssd_tc_cb_smem<Q, N>();
+    ssd_set_smem((const void*)ssd_tc_cb_kernel<Q, N>, sm1, "ssd (C Bᵀ)");
+    ssd_tc_cb_kernel<Q, N><<<dim3(nc, G, B), 128, sm1 * sizeof(float)>>>(cb, Bm, Cm, L, G);
+    cudaCheckLaunch();
+    size_t sm2 = SsdFwdSmem<Q, N, PT>::floats;
+    ssd_set_smem((const void*)ssd_tc_fwd_kernel<Q, N, PT, TR>, sm2, "ssd_forward");
+    ssd_tc_fwd_kernel<Q, N, PT, TR><<<dim3(P / PT, H, B), PT * 4, sm2 * sizeof(float)>>>(y, final_state, x, dt, A, Bm, Cm, D, h0, cb,
+                                                                                    L, H, P, G);
+    cudaCheckLaunch();
+}
+
+// the backward on the tensor cores: CB, the states (recomputed), the state gradients, then the
+// per-chunk kernel for everything else. States of type ST (fp32; bf16 halves their traffic). V2: the
+// per-chunk kernel's second form (bf16 states only); TR: fp32 operands truncated to tf32 by the tensor cores
+template <int Q, int N, int PT, typename ST, int WB = 8, bool V2 = false, bool TR = false, int WMT = 0>
+static void ssd_tc_backward(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm, float* dD, float* dh0,
+                            const floatX* dy, const float* dfinal_state, const floatX* x, const floatX* dt, const float* A,
+                            const floatX* Bm, const floatX* Cm, const float* D, const float* h0, int B, int L, int H, int P, int G) {
+    const int nc = ceil_div(L, Q);
+    static DeviceScratch cb_buf, states_buf, dstates_buf;
+    const size_t n_states = (size_t)B * nc * H * P * N * sizeof(ST) / sizeof(float);
+    float* cb = cb_buf.get((size_t)B * nc * G * Q * Q);
+    ST* states = reinterpret_cast<ST*>(states_buf.get(n_states));
+    ST* dstates = reinterpret_cast<ST*>(dstates_buf.get(n_states));
+    size_t sm1 = ssd_tc_cb_smem<Q, N>();
+    ssd_set_smem((const void*)ssd_tc_cb_kernel<Q, N>, sm1, "ssd (C Bᵀ)");
+    ssd_tc_cb_kernel<Q, N><<<dim3(nc, G, B), 128, sm1 * sizeof(float)>>>(cb, Bm, Cm, L, G);
+    cudaCheckLaunch();
+    size_t sm2 = SsdSeqSmem<Q, N, PT, false>::floats;
+    ssd_set_smem((const void*)ssd_tc_seq_kernel<Q, N, PT, false, ST, TR, WMT>, sm2, "ssd (states)");
+    ssd_tc_seq_kernel<Q, N, PT, false, ST, TR, WMT><<<dim3(P / PT, H, B), PT * 4, sm2 * sizeof(float)>>>(
+        nullptr, nullptr, states, x, dt, A, Bm, Cm, D, h0, cb, L, H, P, G);
+    cudaCheckLaunch();
+    size_t sm3 = SsdDstateSmem<Q, N, PT>::floats;
+    ssd_set_smem((const void*)ssd_tc_dstate_kernel<Q, N, PT, ST, TR, WMT>, sm3, "ssd (state gradients)");
+    ssd_tc_dstate_kernel<Q, N, PT, ST, TR, WMT><<<dim3(P / PT, H, B), PT * 4, sm3 * sizeof(float)>>>(dstates, dh0, dfinal_state, dy, dt, A,
+                                                                                          Cm, L, H, P, G);
+    cudaCheckLaunch();
+    if constexpr (V2) {
+        static_assert(sizeof(ST) == 2, "ssd_tc_backward: the second per-chunk kernel takes bf16 states");
+        size_t sm4 = SsdChunkBwd2Smem<Q, N, WMT>::floats(P);
+        ssd_set_smem((const void*)ssd_tc_chunk_bwd2_kernel<Q, N, TR, WMT>, sm4, "ssd_backward");
+        ssd_tc_chunk_bwd2_kernel<Q, N, TR, WMT><<<dim3(nc, G, B), 256, sm4 * sizeof(float)>>>(dx, ddt, dA, dBm, dCm, dD, dy, x, dt, A, Bm,
+                                                                                       Cm, D, cb, states, dstates, L, H, P, G);
+        cudaCheckLaunch();
+        return;
+    }
+    size_t sm4 = SsdChunkBwdSmem<Q, N, ST, WB>::floats(P);
+    ssd_set_smem((const void*)ssd_tc_chunk_bwd_kernel<Q, N, ST, WB>, sm4, "ssd_backward");
+    ssd_tc_chunk_bwd_kernel<Q, N, ST, WB><<<dim3(nc, G, B), WB * 32, sm4 * sizeof(float)>>>(dx, ddt, dA, dBm, dCm, dD, dy, x, dt, A, Bm, Cm,
+                                                                                    D, cb, states, dstates, L, H, P, G);
+    cudaCheckLaunch();
+}
+
+}  // namespace ssd_dev
+
 
 // ---------------------------------------------------------------------------
 // the versions, behind ssd_forward_cuda / ssd_backward_cuda's arguments
@@ -132,6 +1011,7 @@ typedef void (*SsdBwd)(floatX*, floatX*, float*, floatX*, floatX*, float*, float
                        const floatX*, const floatX*, const float*, const floatX*, const floatX*, const float*,
                        const float*, int, int, int, int, int, int);
 
+namespace ssd_dev {
 template <int Q, int PT>
 static void tc_fwd(floatX* y, float* fs, const floatX* x, const floatX* dt, const float* A, const floatX* Bm, const floatX* Cm,
                    const float* D, const float* h0, int B, int L, int H, int P, int G, int N, int) {
@@ -157,6 +1037,10 @@ static void tc_bwd(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm,
     else if (N == 64) ssd_tc_backward<Q, 64, PT, ST, WB, V2, TR, WMT>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfs, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
     else FATAL("tc_bwd: N %d not compiled", N);
 }
+}  // namespace ssd_dev
+using ssd_dev::tc_fwd;
+using ssd_dev::tc_fwd2;
+using ssd_dev::tc_bwd;
 
 static void v3_fwd(floatX* y, float* fs, const floatX* x, const floatX* dt, const float* A, const floatX* Bm, const floatX* Cm,
                    const float* D, const float* h0, int B, int L, int H, int P, int G, int N, int) {
@@ -177,7 +1061,7 @@ static const Version g_versions[] = {
     {17, "v17 v16 fp32 states", tc_fwd<32, 64>, tc_bwd<64, 64, float>, 64, 5e-3},
     {18, "v18 fwd: state from regs", tc_fwd2<32, 64>, tc_bwd<64, 64, bf16>, 64, 1e-2},
     {19, "v19 v18 + bwd paired k", tc_fwd2<32, 64>, tc_bwd<64, 64, bf16, 8, true, false>, 64, 1e-2},
-    {20, "v20 src: bwd truncated", tc_fwd2<32, 64>, tc_bwd<64, 64, bf16, 8, true, true>, 64, 1e-2},
+    {20, "v20 src: bwd truncated", ssd_forward_cuda, ssd_backward_cuda, 64, 1e-2},  // what src/ssd.h runs
     {21, "v21 v20 + fwd truncated", tc_fwd2<32, 64, true>, tc_bwd<64, 64, bf16, 8, true, true>, 64, 1e-2},
     {22, "v22 v20 + bwd 32x32 tiles", tc_fwd2<32, 64>, tc_bwd<64, 64, bf16, 8, true, true, 2>, 64, 1e-2},
 };
@@ -251,7 +1135,9 @@ static bool validate(const Version& v, int B, int L, int H, int P, int G, int N,
     return ok;
 }
 
-// the tensor-core kernels timed one by one: the forward's (chunk QF) and the backward's (chunk QB)
+// the tensor-core kernels timed one by one: the forward's (chunk QF) and the backward's (chunk QB); v20's
+// row times the general kernels above at v20's settings (the code of src/ssd.h's v20 kernels)
+namespace ssd_dev {
 template <int QF, int QB, int N, int PTF, int PT, typename ST, bool F2 = false, bool V2 = false, bool TR = false, int WMT = 0>
 static void tc_breakdown(const Problem& p, float* gx, float* gdt, float* gA, float* gB, float* gC, float* gD, float* gdy,
                          float* gy, float* gdx, float* gddt, float* gdA, float* gdB, float* gdC, float* gdD) {
@@ -309,6 +1195,8 @@ static void tc_breakdown(const Problem& p, float* gx, float* gdt, float* gA, flo
         printf("     %-12s %8.4f ms  %7.1f GB/s  (%.0f MB)\n", names[i], ms[i], by[i] / (ms[i] * 1e-3) / 1e9, by[i] / 1e6);
     dev_free(cbf); dev_free(cb); dev_free(states); dev_free(dstates);
 }
+}  // namespace ssd_dev
+using ssd_dev::tc_breakdown;
 
 // one warm-up and one measured fwd+bwd of what src/ssd.h ships, for a profiler
 static int profile_src() {

@@ -828,30 +828,35 @@ static void ssd_backward_simt_cuda(floatX* dx, floatX* ddt, float* dA, floatX* d
 // ---------------------------------------------------------------------------
 // CUDA, tensor cores: the chunked algorithm with its matrix products on TF32 mma.sync (m16n8k8,
 // fp32 accumulate). Inputs, outputs and every sum stay fp32; the operands of each product are rounded
-// to TF32 (10-bit mantissa): relative errors ~3e-4 - 7e-4 instead of ~1e-6. The backward's state
-// tensors are ssd_tc_state_t (bf16 by default: see the configuration after these kernels).
+// to TF32 (10-bit mantissa) in the forward and truncated to it by the tensor cores in the backward:
+// relative errors ~3e-4 on y, <= 3e-3 on the gradients, instead of ~1e-6. The backward's state tensors
+// H_c and G_{c+1} are bf16.
 //
-// Sequential kernels (one block per (p-slice of PT channels, head, batch) walks the chunks in
-// order and keeps its (PT x N) slice of the state in mma accumulators, so no state goes through
-// device memory in the forward):
+// This is dev/ssd.cu's v20 and nothing else: the versions it was derived from (v4-v19: among them v16's
+// sequential forward ssd_tc_seq_kernel and per-chunk backward ssd_tc_chunk_bwd_kernel; v17's fp32 state
+// tensors; v21's truncated forward; v22's 32 x 32 warp tiles) live in dev/ssd.cu with the switches that
+// select them, and dev/notes_kernels.md has their measurements.
+//
+// The forward, one block per (p-slice of PT channels, head, batch) walking the chunks in order with its
+// (PT x N) slice of the state in mma accumulators (no state goes through device memory):
 //   ssd_tc_cb_kernel         CB_c = C Bᵀ of each chunk (Q x Q), once per group (shared by its heads)
-//   ssd_tc_seq_kernel        forward:  y_t = sum_{s<=t} exp(cs_t - cs_s) CB[t,s] dt_s x_s
-//                                            + exp(cs_t) H_c C_t + D x_t;
-//                                      H_{c+1} = exp(cl) H_c + sum_s exp(cl - cs_s) dt_s x_s B_sᵀ
-//                            states:   the same recurrence, writing H_c (entering chunk c) instead of y
-//   ssd_tc_fwd_kernel        the forward again (the default): the state read C_t H_cᵀ straight from the
-//                            accumulators (no shared copy of the state: two blocks per SM)
-//   ssd_tc_dstate_kernel     backward, chunks in reverse: G_{c+1} = dloss/dH_{c+1} written for each c,
+//   ssd_tc_fwd_kernel        y_t = sum_{s<=t} exp(cs_t - cs_s) CB[t,s] dt_s x_s + exp(cs_t) H_c C_t + D x_t
+//                            (the state read C_t H_cᵀ straight from the accumulators);
+//                            H_{c+1} = exp(cl) H_c + sum_s exp(cl - cs_s) dt_s x_s B_sᵀ
+// The backward, the same sequential walk twice, then one block per chunk:
+//   ssd_tc_states_kernel     the forward's recurrence again, writing H_c (entering chunk c)
+//   ssd_tc_dstate_kernel     chunks in reverse: G_{c+1} = dloss/dH_{c+1} written for each c,
 //                            G_c = exp(cl) G_{c+1} + sum_t exp(cs_t) dy_t C_tᵀ;  dh0 += G_0
-// One block per (chunk, group, batch), walking the group's heads (the head sums of dB and dC stay in
-// the block's accumulators), its inputs double-buffered with cp.async in slices of 32 channels:
-//   ssd_tc_chunk_bwd_kernel  (ssd_tc_chunk_bwd2_kernel: the same with paired fragment loads, the default for bf16 states)
+//   ssd_tc_chunk_bwd2_kernel one block per (chunk, group, batch), walking the group's heads (the head sums
+//                            of dB and dC stay in the block's accumulators), its inputs double-buffered
+//                            with cp.async in slices of 32 channels:
 //                            dX_s = sum_{t>=s} W[t,s] dy_t + exp(cl - cs_s) G_{c+1} B_s  (X = dt x; W the
 //                            masked decayed CB) -> dx, ddt; dW = dY Xᵀ -> dCB = mask∘decay(dW) dt_s;
 //                            dC = sum_h [dCB_h B + exp(cs) dY_h H_c,h], dB = sum_h [dCB_hᵀ C + exp(cl-cs) dt X_h G_{c+1},h];
 //                            d(cs) (mask exponents, state read, chunk state, chunk decay) -> ddt, dA; dD
 // Shared-memory rows are padded so the fragment loads of each product hit 32 banks (row length
 // = 4 mod 32 floats where a warp reads 8 rows x 4 columns, 8 mod 32 where it reads 4 rows x 8).
+// The helpers below (operands, SsdTile, decays, cp.async) are shared with dev/ssd.cu's versions.
 
 // x rounded to tf32 (nearest, ties away), the .b32 an mma operand takes
 __device__ __forceinline__ uint32_t ssd_tf32(float x) {
@@ -862,9 +867,6 @@ __device__ __forceinline__ uint32_t ssd_tf32(float x) {
 // an operand already exact in tf32 (a bf16 state element widened to fp32): its bits go to the mma as they are
 struct SsdTf32Exact { float v; };
 __device__ __forceinline__ uint32_t ssd_tf32(SsdTf32Exact x) { return __float_as_uint(x.v); }
-// a state tensor's element as an mma operand: fp32 is rounded at the load, bf16 needs no rounding
-__device__ __forceinline__ float ssd_state_op(float v) { return v; }
-__device__ __forceinline__ SsdTf32Exact ssd_state_op(bf16 v) { return {__bfloat162float(v)}; }
 // an fp32 operand: rounded to tf32 by a cvt (TR false), or its bits passed as they are (TR true: the tensor
 // core reads the top 19 bits, i.e. truncates; one instruction fewer per fragment register, the products'
 // relative errors ~2x larger and biased towards zero)
@@ -1120,47 +1122,40 @@ __global__ void __launch_bounds__(128) ssd_tc_cb_kernel(float* cb, const floatX*
 }
 template <int Q, int N> static size_t ssd_tc_cb_smem() { return (size_t)2 * Q * (N + 4); }
 
-// The sequential forward (OUT: y and the final state) or the states entering every chunk (!OUT:
-// states (B, nc, H, P, N) of type ST). grid (P / PT, H, B), PT / 8 warps. Each chunk's inputs (x slice,
-// B, dt; C and C Bᵀ for OUT) are copied by cp.async into one of two stages while the previous chunk computes.
-template <int Q, int N, int PT, bool OUT> struct SsdSeqSmem {
-    static constexpr int LDB = N + 8, LDX = PT + 8, LDC = N + 4, LDCB = Q + 4, LDH = N + 4;
-    static constexpr int STAGE = Q * LDB + Q * LDX + (OUT ? Q * LDC + Q * LDCB : 0) + Q;  // B, x, [C, C Bᵀ], dt
-    static constexpr size_t floats = 2 * (size_t)STAGE + 3 * Q * (PT / 8) + (OUT ? PT * LDH : 0);  // + cs, dts, ws per warp
+// The states entering every chunk: states[c] = H_c (B, nc, H, P, N), bf16. grid (P / PT, H, B), PT / 8 warps.
+// Each chunk's inputs (x slice, B, dt) are copied by cp.async into one of two stages while the previous
+// chunk computes.
+template <int Q, int N, int PT> struct SsdStatesSmem {
+    static constexpr int LDB = N + 8, LDX = PT + 8;
+    static constexpr int STAGE = Q * LDB + Q * LDX + Q;  // B, x, dt
+    static constexpr size_t floats = 2 * (size_t)STAGE + 3 * Q * (PT / 8);  // + cs, dts, ws per warp
 };
-template <int Q, int N, int PT, bool OUT, typename ST, bool TR = false, int WMS = 0>
-__global__ void __launch_bounds__(PT * 4) ssd_tc_seq_kernel(floatX* y, float* fstate, ST* states, const floatX* x, const floatX* dt,
-                                                        const float* A, const floatX* Bm, const floatX* Cm, const float* D,
-                                                        const float* h0, const float* cb, int L, int H, int P, int G) {
-    typedef SsdSeqSmem<Q, N, PT, OUT> S_;
-    constexpr int W = PT / 8, LDB = S_::LDB, LDX = S_::LDX, LDC = S_::LDC, LDCB = S_::LDCB, LDH = S_::LDH, STAGE = S_::STAGE;
+template <int Q, int N, int PT>
+__global__ void __launch_bounds__(PT * 4) ssd_tc_states_kernel(bf16* states, const floatX* x, const floatX* dt, const float* A,
+                                                           const floatX* Bm, const float* h0, int L, int H, int P, int G) {
+    typedef SsdStatesSmem<Q, N, PT> S_;
+    constexpr int W = PT / 8, LDB = S_::LDB, LDX = S_::LDX, STAGE = S_::STAGE;
     extern __shared__ float sm[];
     // each warp scans the chunk's decays itself (no barrier): its own cs, dts, ws
     float *cs = sm + 2 * STAGE + 3 * Q * (threadIdx.x >> 5), *dts = cs + Q, *ws = dts + Q;
-    float* Hs = sm + 2 * STAGE + 3 * Q * W;  // OUT only
     const int pt = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (H / G), p0 = pt * PT, nc = (L + Q - 1) / Q;
     const float Ah = A[h];
     const size_t PN = (size_t)P * N, bh = (size_t)b * H + h;
-    auto stage = [&](int c, float*& Bs, float*& Xs, float*& Cs, float*& CBs, float*& dtb) {
-        Bs = sm + (c & 1) * STAGE; Xs = Bs + Q * LDB; Cs = Xs + Q * LDX; CBs = Cs + Q * LDC;
-        dtb = OUT ? CBs + Q * LDCB : Cs;
+    auto stage = [&](int c, float*& Bs, float*& Xs, float*& dtb) {
+        Bs = sm + (c & 1) * STAGE; Xs = Bs + Q * LDB; dtb = Xs + Q * LDX;
     };
     auto issue = [&](int c) {
-        float *Bs, *Xs, *Cs, *CBs, *dtb;
-        stage(c, Bs, Xs, Cs, CBs, dtb);
+        float *Bs, *Xs, *dtb;
+        stage(c, Bs, Xs, dtb);
         const int t0 = c * Q, Qc = min(Q, L - t0);
         const size_t row = ((size_t)b * L + t0) * G + g;
         ssd_cp_rows<Q, PT>(Xs, LDX, x + (((size_t)b * L + t0) * H + h) * P + p0, (size_t)H * P, Qc);
         ssd_cp_rows<Q, N>(Bs, LDB, Bm + row * N, (size_t)G * N, Qc);
-        if constexpr (OUT) {
-            ssd_cp_rows<Q, N>(Cs, LDC, Cm + row * N, (size_t)G * N, Qc);
-            ssd_cp_rows<Q, Q>(CBs, LDCB, cb + (((size_t)b * nc + c) * G + g) * Q * Q, Q, Q);
-        }
         ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
     };
     issue(0);
     ssd_cp_commit();
-    SsdTile<PT, N, W, WMS> S;  // the state slice [p][n] entering the current chunk
+    SsdTile<PT, N, W> S;  // the state slice [p][n] entering the current chunk
     if (h0)
         S.pairs([&](int p, int n, float& v0, float& v1) {
             float2 u = *reinterpret_cast<const float2*>(h0 + bh * PN + (size_t)(p0 + p) * N + n);
@@ -1170,12 +1165,11 @@ __global__ void __launch_bounds__(PT * 4) ssd_tc_seq_kernel(floatX* y, float* fs
         const int t0 = c * Q, Qc = min(Q, L - t0);
         if (c + 1 < nc) issue(c + 1);
         ssd_cp_commit();
-        if constexpr (OUT) S.pairs([&](int p, int n, float& v0, float& v1) { ssd_st2(Hs + p * LDH + n, v0, v1); });
-        else S.pairs([&](int p, int n, float& v0, float& v1) {
+        S.pairs([&](int p, int n, float& v0, float& v1) {
             ssd_st2(states + (((size_t)b * nc + c) * H + h) * PN + (size_t)(p0 + p) * N + n, v0, v1);
         });
-        float *Bs, *Xs, *Cs, *CBs, *dtb;
-        stage(c, Bs, Xs, Cs, CBs, dtb);
+        float *Bs, *Xs, *dtb;
+        stage(c, Bs, Xs, dtb);
         ssd_cp_wait1();
         __syncthreads();
         {
@@ -1183,37 +1177,22 @@ __global__ void __launch_bounds__(PT * 4) ssd_tc_seq_kernel(floatX* y, float* fs
             for (int i = threadIdx.x & 31; i < Q; i += 32) ws[i] = __expf(cl - cs[i]) * dts[i];
             __syncwarp();
         }
-        if constexpr (OUT) {
-            // y = exp(cs_t) C_t H_cᵀ (the state read) + W (dt x) (the diagonal block) + D x
-            SsdTile<Q, PT, W> Y;
-            Y.mma<N>([&](int t, int n) { return Cs[t * LDC + n]; }, [&](int n, int p) { return Hs[p * LDH + n]; });
-            Y.pairs([&](int t, int, float& v0, float& v1) { float e = __expf(cs[t]); v0 *= e; v1 *= e; });
-            Y.mma<Q>([&](int t, int s) { return ssd_tc_decay(CBs[t * LDCB + s], cs, t, s) * dts[s]; },
-                  [&](int s, int p) { return Xs[s * LDX + p]; });
-            const float Dh = D[h];
-            Y.pairs([&](int t, int p, float& v0, float& v1) {
-                if (t < Qc)
-                    ssd_st2(y + (((size_t)b * L + t0 + t) * H + h) * P + p0 + p, v0 + Dh * Xs[t * LDX + p], v1 + Dh * Xs[t * LDX + p + 1]);
-            });
-        }
-        // H_{c+1} = exp(cl) H_c + (w x)ᵀ B, w_s = exp(cl - cs_s) dt_s
+        // H_{c+1} = exp(cl) H_c + (w x)ᵀ B, w_s = exp(cl - cs_s) dt_s (operands truncated to tf32)
         const float el = __expf(cs[Q - 1]);
         S.pairs([&](int, int, float& v0, float& v1) { v0 *= el; v1 *= el; });
-        S.mma<Q>([&](int p, int s) { return ssd_op<TR>(Xs[s * LDX + p] * ws[s]); }, [&](int s, int n) { return ssd_op<TR>(Bs[s * LDB + n]); });
+        S.mma<Q>([&](int p, int s) { return ssd_op<true>(Xs[s * LDX + p] * ws[s]); }, [&](int s, int n) { return ssd_op<true>(Bs[s * LDB + n]); });
         __syncthreads();
     }
-    if constexpr (OUT)
-        if (fstate) S.pairs([&](int p, int n, float& v0, float& v1) { ssd_st2(fstate + bh * PN + (size_t)(p0 + p) * N + n, v0, v1); });
 }
 
-// The state gradients, chunks in reverse: dstates[c] = G_{c+1} (B, nc, H, P, N) of type ST; dh0 += G_0.
+// The state gradients, chunks in reverse: dstates[c] = G_{c+1} (B, nc, H, P, N), bf16; dh0 += G_0.
 // grid (P / PT, H, B), PT / 8 warps; C, the dy slice and dt double-buffered like the forward's inputs
 template <int Q, int N, int PT> struct SsdDstateSmem {
     static constexpr int LDC = N + 8, LDY = PT + 8, STAGE = Q * LDC + Q * LDY + Q;
     static constexpr size_t floats = 2 * (size_t)STAGE + 3 * Q * (PT / 8);  // + cs, dts, ecs per warp
 };
-template <int Q, int N, int PT, typename ST, bool TR = false, int WMS = 0>
-__global__ void __launch_bounds__(PT * 4) ssd_tc_dstate_kernel(ST* dstates, float* dh0, const float* dfinal, const floatX* dy,
+template <int Q, int N, int PT>
+__global__ void __launch_bounds__(PT * 4) ssd_tc_dstate_kernel(bf16* dstates, float* dh0, const float* dfinal, const floatX* dy,
                                                            const floatX* dt, const float* A, const floatX* Cm, int L, int H, int P, int G) {
     typedef SsdDstateSmem<Q, N, PT> S_;
     constexpr int W = PT / 8, LDC = S_::LDC, LDY = S_::LDY, STAGE = S_::STAGE;
@@ -1231,7 +1210,7 @@ __global__ void __launch_bounds__(PT * 4) ssd_tc_dstate_kernel(ST* dstates, floa
     };
     issue(nc - 1);
     ssd_cp_commit();
-    SsdTile<PT, N, W, WMS> Gt;  // G_{c+1}, [p][n]
+    SsdTile<PT, N, W> Gt;  // G_{c+1}, [p][n]
     if (dfinal)
         Gt.pairs([&](int p, int n, float& v0, float& v1) {
             float2 u = *reinterpret_cast<const float2*>(dfinal + bh * PN + (size_t)(p0 + p) * N + n);
@@ -1252,7 +1231,7 @@ __global__ void __launch_bounds__(PT * 4) ssd_tc_dstate_kernel(ST* dstates, floa
         __syncwarp();
         const float el = __expf(cs[Q - 1]);
         Gt.pairs([&](int, int, float& v0, float& v1) { v0 *= el; v1 *= el; });
-        Gt.mma<Q>([&](int p, int t) { return ssd_op<TR>(DYs[t * LDY + p] * ecs[t]); }, [&](int t, int n) { return ssd_op<TR>(Cs[t * LDC + n]); });
+        Gt.mma<Q>([&](int p, int t) { return ssd_op<true>(DYs[t * LDY + p] * ecs[t]); }, [&](int t, int n) { return ssd_op<true>(Cs[t * LDC + n]); });
         __syncthreads();
     }
     if (dh0)
@@ -1262,277 +1241,22 @@ __global__ void __launch_bounds__(PT * 4) ssd_tc_dstate_kernel(ST* dstates, floa
         });
 }
 
-// Every other gradient, per (chunk, group, batch): the group's heads one after another, each in
-// slices of PS = 32 channels (x, dy and dx (accumulated into): (Q x PS); H_c, G_{c+1}: (PS x N); dt, ddt)
-// double-buffered.
-// W warps (8 or 16); the whole block's shared memory is ~200 KB (Q 64, N 128): one block per SM.
-template <int Q, int N, typename ST, int W_ = 8> struct SsdChunkBwdSmem {
-    static constexpr int W = W_, PS = 32;
-    typedef SsdTile<Q, Q, W> TQ;   // dW, dCB: [t][s]
-    typedef SsdTile<Q, N, W> TN;   // dC, dB: [t][n]
-    typedef SsdTile<Q, PS, W> TX;  // dX slice: [s][p]
-    static constexpr int LDB = N + 4, LDC = N + 8, LDCB = Q + 8, LDX = PS + 4;
-    static constexpr int LDS = sizeof(ST) == 4 ? N + 8 : N + 16;  // state rows, in ST elements
-    static constexpr int STAGE = 3 * Q * LDX + (int)(2 * PS * LDS * sizeof(ST) / 4) + 2 * Q;  // floats
-    // per-row / per-column partial sums: one slot per warp column (rows) or warp row (columns)
-    static constexpr int ROWP = TQ::WN * Q, COLP = TQ::WM * Q, R12P = TN::WN * Q, DDP = TX::WN * Q;
-    // the head's masked decayed C·Bᵀ, computed once per head: only where it fits (bf16 state tiles)
-    static constexpr bool PREW = sizeof(ST) == 2;
-    static size_t floats(int P) {
-        return (size_t)Q * LDB + Q * LDC + Q * LDCB + 2 * STAGE + 5 * Q + ROWP + COLP + 2 * R12P + 2 * W + (size_t)(P / PS) * DDP +
-               (PREW ? (size_t)Q * LDCB : 0);
-    }
-};
-template <int Q, int N, typename ST, int W_ = 8>
-__global__ void __launch_bounds__(W_ * 32, 1) ssd_tc_chunk_bwd_kernel(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm,
-        float* dD, const floatX* dy, const floatX* x, const floatX* dt, const float* A, const floatX* Bm, const floatX* Cm,
-        const float* D, const float* cb, const ST* states, const ST* dstates, int L, int H, int P, int G) {
-    typedef SsdChunkBwdSmem<Q, N, ST, W_> S_;
-    constexpr int W = S_::W, PS = S_::PS, LDB = S_::LDB, LDC = S_::LDC, LDCB = S_::LDCB, LDX = S_::LDX, LDS = S_::LDS;
-    constexpr int STAGE = S_::STAGE;
-    typedef typename S_::TQ TQ;
-    typedef typename S_::TN TN;
-    typedef typename S_::TX TX;
-    extern __shared__ float sm[];
-    float *Bs = sm, *Cs = Bs + Q * LDB, *CBs = Cs + Q * LDC, *stage0 = CBs + Q * LDCB;
-    float *cs = stage0 + 2 * STAGE, *dts = cs + Q, *ecs = dts + Q, *est = ecs + Q, *wst = est + Q;  // the head's decays
-    float *rowp = wst + Q, *colp = rowp + S_::ROWP, *r1p = colp + S_::COLP, *r2p = r1p + S_::R12P, *red = r2p + S_::R12P;
-    float* ddp = red + 2 * W;
-    float* Wm = ddp + (size_t)(P / PS) * S_::DDP;  // PREW: W[t][s] = ssd_tc_decay(CB[t][s]) of the head
-    const int c = blockIdx.x, g = blockIdx.y, b = blockIdx.z, nc = gridDim.x, t0 = c * Q, Qc = min(Q, L - t0);
-    const int hpg = H / G, nps = P / PS, nst = hpg * nps, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const size_t PN = (size_t)P * N;
-    constexpr int SV = (int)(16 / sizeof(ST));  // state elements per 16-byte copy
-
-    // the chunk's B and C rows and its C·Bᵀ (with the first slice)
-    for (int i = threadIdx.x; i < Q * (N / 4); i += blockDim.x) {
-        int r = i / (N / 4), c4 = (i % (N / 4)) * 4;
-        bool ok = r < Qc;
-        size_t at = (((size_t)b * L + t0 + (ok ? r : 0)) * G + g) * N + c4;
-        ssd_cp16(Bs + r * LDB + c4, Bm + at, ok);
-        ssd_cp16(Cs + r * LDC + c4, Cm + at, ok);
-    }
-    const float* cbc = cb + (((size_t)b * nc + c) * G + g) * Q * Q;
-    for (int i = threadIdx.x; i < Q * (Q / 4); i += blockDim.x) {
-        int r = i / (Q / 4), c4 = (i % (Q / 4)) * 4;
-        ssd_cp16(CBs + r * LDCB + c4, cbc + r * Q + c4, true);
-    }
-    auto slice = [&](int st, float*& Xs, float*& DYs, float*& DXs, ST*& Hs, ST*& Gs, float*& dtb) {
-        float* sb = stage0 + (st & 1) * STAGE;
-        Xs = sb; DYs = Xs + Q * LDX; DXs = DYs + Q * LDX;
-        Hs = reinterpret_cast<ST*>(DXs + Q * LDX); Gs = Hs + PS * LDS;
-        dtb = reinterpret_cast<float*>(Gs + PS * LDS);  // dt, then ddt
-    };
-    auto issue = [&](int st) {
-        const int hh = st / nps, ps = st % nps, h = g * hpg + hh;
-        float *Xs, *DYs, *DXs, *dtb; ST *Hs, *Gs;
-        slice(st, Xs, DYs, DXs, Hs, Gs, dtb);
-        for (int i = threadIdx.x; i < Q * (PS / 4); i += blockDim.x) {
-            int r = i / (PS / 4), c4 = (i % (PS / 4)) * 4;
-            bool ok = r < Qc;
-            size_t at = (((size_t)b * L + t0 + (ok ? r : 0)) * H + h) * P + ps * PS + c4;
-            ssd_cp16(Xs + r * LDX + c4, x + at, ok);
-            ssd_cp16(DYs + r * LDX + c4, dy + at, ok);
-            ssd_cp16(DXs + r * LDX + c4, dx + at, ok);
-        }
-        const size_t so = (((size_t)b * nc + c) * H + h) * PN + (size_t)ps * PS * N;
-        for (int i = threadIdx.x; i < PS * (N / SV); i += blockDim.x) {
-            int r = i / (N / SV), c8 = (i % (N / SV)) * SV;
-            ssd_cp16(Hs + r * LDS + c8, states + so + (size_t)r * N + c8, true);
-            ssd_cp16(Gs + r * LDS + c8, dstates + so + (size_t)r * N + c8, true);
-        }
-        ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
-        if (ps == nps - 1) ssd_cp_dt<Q>(dtb + Q, ddt + ((size_t)b * L + t0) * H + h, H, Qc);
-    };
-    issue(0);
-    ssd_cp_commit();
-
-    TQ dW, dCB;               // this head's dY Xᵀ; the group's sum of dCB
-    TN dCt, dBt;              // the group's dC, dB (the state terms of every head so far)
-    float r1prev[TN::MT][2] = {}, r2prev[TN::MT][2] = {};  // C·dC, B·dB row parts before this head
-    float dD_acc = 0.0f, dcl_acc = 0.0f;
-    for (int st = 0; st < nst; st++) {
-        const int hh = st / nps, ps = st % nps, h = g * hpg + hh;
-        float *Xs, *DYs, *DXs, *dtb; ST *Hs, *Gs;
-        slice(st, Xs, DYs, DXs, Hs, Gs, dtb);
-        if (st + 1 < nst) issue(st + 1);
-        ssd_cp_commit();
-        ssd_cp_wait1();
-        __syncthreads();
-        const float Ah = A[h], Dh = D[h];
-        if (ps == 0) {  // a new head: its cumulative decays (and W)
-            if (warp == 0) {
-                float cl = ssd_tc_cumsum<Q>(cs, dts, dtb, 1, Qc, Ah);
-                for (int i = lane; i < Q; i += 32) {
-                    ecs[i] = __expf(cs[i]); est[i] = __expf(cl - cs[i]); wst[i] = est[i] * dts[i];
-                }
-            }
-            dW.zero(); dD_acc = 0.0f; dcl_acc = 0.0f;
-            __syncthreads();
-            if constexpr (S_::PREW) {
-                for (int i = threadIdx.x; i < Q * Q; i += blockDim.x) {
-                    int t = i / Q, s2 = i % Q;
-                    Wm[t * LDCB + s2] = ssd_tc_decay(CBs[t * LDCB + s2], cs, t, s2);
-                }
-                __syncthreads();
-            }
-        }
-        {   // dX (this slice) = exp(cl - cs_s) B_s G_{c+1}ᵀ + Wᵀ dY  -> dx, and x . dX (ddt's direct part)
-            TX X;
-            X.mma<N>([&](int s, int n) { return Bs[s * LDB + n]; }, [&](int n, int p) { return ssd_state_op(Gs[p * LDS + n]); });
-            X.pairs([&](int s, int, float& v0, float& v1) { v0 *= est[s]; v1 *= est[s]; });
-            X.mma<Q>([&](int s, int t) {
-                         if constexpr (S_::PREW) return Wm[t * LDCB + s];
-                         else return ssd_tc_decay(CBs[t * LDCB + s], cs, t, s);
-                     },
-                  [&](int t, int p) { return DYs[t * LDX + p]; });
-            X.pairs([&](int s, int p, float& v0, float& v1) {
-                float x0 = Xs[s * LDX + p], x1 = Xs[s * LDX + p + 1], y0 = DYs[s * LDX + p], y1 = DYs[s * LDX + p + 1];
-                dD_acc += y0 * x0 + y1 * x1;
-                if (s < Qc)
-                    ssd_st2(dx + (((size_t)b * L + t0 + s) * H + h) * P + ps * PS + p, DXs[s * LDX + p] + dts[s] * v0 + Dh * y0,
-                            DXs[s * LDX + p + 1] + dts[s] * v1 + Dh * y1);
-            });
-            float rs[TX::MT][2];
-            X.row_part(rs, [&](int s, int p, float v) { return Xs[s * LDX + p] * v; });
-            X.row_store(ddp + ps * S_::DDP, rs);
-        }
-        // dW += dY Xᵀ (raw x); dC += exp(cs_t) dY H_c; dB += exp(cl - cs_s) dt_s X G_{c+1}
-        dW.mma<PS>([&](int t, int p) { return DYs[t * LDX + p]; }, [&](int p, int s) { return Xs[s * LDX + p]; });
-        dCt.mma<PS>([&](int t, int p) { return DYs[t * LDX + p] * ecs[t]; }, [&](int p, int n) { return ssd_state_op(Hs[p * LDS + n]); });
-        dBt.mma<PS>([&](int s, int p) { return Xs[s * LDX + p] * wst[s]; }, [&](int p, int n) { return ssd_state_op(Gs[p * LDS + n]); });
-        for (int i = threadIdx.x; i < PS * N; i += blockDim.x) {  // <H_c, G_{c+1}> (the chunk decay's gradient)
-            int r = i / N, n = i % N;
-            dcl_acc += to_f32(Hs[r * LDS + n]) * to_f32(Gs[r * LDS + n]);
-        }
-        if (ps == nps - 1) {  // the head is complete
-            // dCB_h = mask∘decay(dW) dt_s; m = dCB_h ∘ CB below the diagonal: d(cs_t) += row sums, d(cs_s) -= column sums
-            dW.pairs([&](int t, int s, float& v0, float& v1) {
-                v0 = ssd_tc_decay(v0, cs, t, s) * dts[s];
-                v1 = ssd_tc_decay(v1, cs, t, s + 1) * dts[s + 1];
-            });
-            auto m = [&](int t, int s, float v) { return s < t ? v * CBs[t * LDCB + s] : 0.0f; };
-            float rs[TQ::MT][2];
-            dW.row_part(rs, m);
-            dW.row_store(rowp, rs);
-            dW.col_store(colp, m);
-#pragma unroll
-            for (int i = 0; i < TQ::MT; i++)
-#pragma unroll
-                for (int j = 0; j < TQ::NT; j++)
-#pragma unroll
-                    for (int r = 0; r < 4; r++) dCB.acc[i][j][r] += dW.acc[i][j][r];
-            // r1_t = C_t . (this head's dC_t), r2_s = B_s . (this head's dB_s): differences of the running row parts
-            float n1[TN::MT][2], n2[TN::MT][2];
-            dCt.row_part(n1, [&](int t, int n, float v) { return Cs[t * LDC + n] * v; });
-            dBt.row_part(n2, [&](int s, int n, float v) { return Bs[s * LDB + n] * v; });
-#pragma unroll
-            for (int i = 0; i < TN::MT; i++)
-#pragma unroll
-                for (int hh2 = 0; hh2 < 2; hh2++) {
-                    float a1 = n1[i][hh2], a2 = n2[i][hh2];
-                    n1[i][hh2] = a1 - r1prev[i][hh2]; r1prev[i][hh2] = a1;
-                    n2[i][hh2] = a2 - r2prev[i][hh2]; r2prev[i][hh2] = a2;
-                }
-            dCt.row_store(r1p, n1);
-            dBt.row_store(r2p, n2);
-            float wsum = warp_sum(dcl_acc), wd = warp_sum(dD_acc);
-            if (lane == 0) { red[warp] = wsum; red[W + warp] = wd; }
-            __syncthreads();
-            if (warp == 0) {
-                // d(cs_t) = mask rows - mask columns + r1_t - r2_t; the last step also gets sum_s r2_s
-                // (the chunk state's exp(cl)) and exp(cl) <H_c, G_{c+1}> (the chunk decay)
-                constexpr int E = Q / 32;
-                float dcs[E], dd[E], r2s = 0.0f;
-#pragma unroll
-                for (int e = 0; e < E; e++) {
-                    const int t = lane * E + e;
-                    float v = 0.0f, r2 = 0.0f, d = 0.0f;
-                    for (int w = 0; w < TQ::WN; w++) v += rowp[w * Q + t];
-                    for (int w = 0; w < TQ::WM; w++) v -= colp[w * Q + t];
-                    for (int w = 0; w < TN::WN; w++) { v += r1p[w * Q + t]; r2 += r2p[w * Q + t]; }
-                    for (int q = 0; q < nps; q++)
-                        for (int w = 0; w < TX::WN; w++) d += ddp[q * S_::DDP + w * Q + t];
-                    dcs[e] = v - r2; r2s += r2; dd[e] = d;
-                }
-                r2s = warp_sum(r2s);
-                float dcl = 0.0f, dDh = 0.0f;
-                for (int w = 0; w < W; w++) { dcl += red[w]; dDh += red[W + w]; }
-                if (lane == 31) dcs[E - 1] += r2s + __expf(cs[Q - 1]) * dcl;
-                // cs_t = sum_{k<=t} dt_k A: ddt_k += A sum_{t>=k} d(cs_t), dA += sum_k dt_k sum_{t>=k} d(cs_t)
-                float loc[E], run = 0.0f;
-#pragma unroll
-                for (int e = E - 1; e >= 0; e--) { run += dcs[e]; loc[e] = run; }
-                float incl = run;
-#pragma unroll
-                for (int o = 1; o < 32; o <<= 1) {
-                    float u = __shfl_down_sync(0xffffffffu, incl, o);
-                    if (lane + o < 32) incl += u;
-                }
-                const float above = incl - run;  // the lanes after this one
-                float dAp = 0.0f;
-#pragma unroll
-                for (int e = 0; e < E; e++) {
-                    const int t = lane * E + e;
-                    const float cum = loc[e] + above;
-                    dAp += dts[t] * cum;
-                    if (t < Qc) ddt[((size_t)b * L + t0 + t) * H + h] = (floatX)(dtb[Q + t] + Ah * cum + dd[e]);
-                }
-                dAp = warp_sum(dAp);
-                if (lane == 0) { atomicAdd(&dA[h], dAp); atomicAdd(&dD[h], dDh); }
-            }
-        }
-        __syncthreads();
-    }
-    // dC += dCB B, dB += dCBᵀ C, with the group's summed dCB (lower triangular)
-    dCB.pairs([&](int t, int s, float& v0, float& v1) { ssd_st2(CBs + t * LDCB + s, v0, v1); });
-    __syncthreads();
-    dCt.mma<Q>([&](int t, int s) { return CBs[t * LDCB + s]; }, [&](int s, int n) { return Bs[s * LDB + n]; });
-    dBt.mma<Q>([&](int s, int t) { return CBs[t * LDCB + s]; }, [&](int t, int n) { return Cs[t * LDC + n]; });
-    auto add_rows = [&](floatX* out, TN& T) {  // every load first, then the adds and stores
-        float2 old[TN::MT][TN::NT][2];
-#pragma unroll
-        for (int i = 0; i < TN::MT; i++)
-#pragma unroll
-            for (int j = 0; j < TN::NT; j++)
-#pragma unroll
-                for (int hh2 = 0; hh2 < 2; hh2++) {
-                    int t = T.row(i, hh2);
-                    old[i][j][hh2] = t < Qc ? *reinterpret_cast<const float2*>(out + (((size_t)b * L + t0 + t) * G + g) * N + T.col(j))
-                                            : make_float2(0.0f, 0.0f);
-                }
-#pragma unroll
-        for (int i = 0; i < TN::MT; i++)
-#pragma unroll
-            for (int j = 0; j < TN::NT; j++)
-#pragma unroll
-                for (int hh2 = 0; hh2 < 2; hh2++) {
-                    int t = T.row(i, hh2);
-                    if (t < Qc)
-                        ssd_st2(out + (((size_t)b * L + t0 + t) * G + g) * N + T.col(j), old[i][j][hh2].x + T.acc[i][j][2 * hh2],
-                                old[i][j][hh2].y + T.acc[i][j][2 * hh2 + 1]);
-                }
-    };
-    add_rows(dCm, dCt);
-    add_rows(dBm, dBt);
-}
-
-// The forward, second form (v18): as ssd_tc_seq_kernel<OUT> but the state read C_t H_cᵀ takes H_c straight
+// The forward (v18): as v16's sequential forward (dev/ssd.cu) but the state read C_t H_cᵀ takes H_c straight
 // from the accumulators of the state tile instead of a shared copy. Transposed, Yᵀ[p][t] = sum_n H[p][n] C[t][n]
 // has the state as its A operand, and an accumulator fragment is an A fragment once the k order is permuted
 // (columns 2t, 2t + 1 of an n-tile are k = t, t + 4), so each warp multiplies its own (16 x N/2) state tile by
 // C (paired 64-bit loads) into a (16 x Q) partial of Yᵀ; the diagonal block adds (dt x)ᵀ Wᵀ over half the s
 // range per warp, and the two warps that share rows exchange halves through shared memory (a named barrier
 // for the pair). No (PT x N) state copy in shared memory: 110 KB at Q 32, N 128, PT 64, two blocks per SM,
-// all 192 blocks of B8 H24 P64 in one wave. grid (P / PT, H, B), PT / 8 warps. TR: fp32 operands truncated to
-// tf32 by the tensor cores (no cvt; v21).
+// all 192 blocks of B8 H24 P64 in one wave. grid (P / PT, H, B), PT / 8 warps. Operands rounded
+// to tf32 (truncating them, v21, took 10% off and doubled y's error).
 template <int Q, int N, int PT> struct SsdFwdSmem {
     static constexpr int W = PT / 8, LDB = N + 8, LDX = PT + 8, LDC = N + 8, LDCB = Q + 4;
     static constexpr int STAGE = Q * LDB + Q * LDX + Q * LDC + Q * LDCB + Q;  // B, x, C, C Bᵀ, dt
     static constexpr int XCH = (Q / 16) * 4 * 32;                              // per warp: the tiles its partner finishes
     static constexpr size_t floats = 2 * (size_t)STAGE + 4 * Q * W + (size_t)W * XCH;  // + cs, dts, ws, ecs per warp
 };
-template <int Q, int N, int PT, bool TR = false>
+template <int Q, int N, int PT>
 __global__ void __launch_bounds__(PT * 4, 2) ssd_tc_fwd_kernel(floatX* y, float* fstate, const floatX* x, const floatX* dt,
                                                               const float* A, const floatX* Bm, const floatX* Cm, const float* D,
                                                               const float* h0, const float* cb, int L, int H, int P, int G) {
@@ -1586,11 +1310,11 @@ __global__ void __launch_bounds__(PT * 4, 2) ssd_tc_fwd_kernel(floatX* y, float*
         for (int j = 0; j < TT; j++) yt[j][0] = yt[j][1] = yt[j][2] = yt[j][3] = 0.0f;
 #pragma unroll
         for (int kk = 0; kk < TS::NT; kk++) {
-            uint32_t a[4] = {ssd_opb<TR>(S.acc[0][kk][0]), ssd_opb<TR>(S.acc[0][kk][2]), ssd_opb<TR>(S.acc[0][kk][1]),
-                             ssd_opb<TR>(S.acc[0][kk][3])};
+            uint32_t a[4] = {ssd_tf32(S.acc[0][kk][0]), ssd_tf32(S.acc[0][kk][2]), ssd_tf32(S.acc[0][kk][1]),
+                             ssd_tf32(S.acc[0][kk][3])};
 #pragma unroll
             for (int j = 0; j < TT; j++) {
-                uint2 bv = ssd_kp<TR>(Cs + (8 * j + g) * LDC + n0 + 8 * kk + 2 * t4);
+                uint2 bv = ssd_kp<false>(Cs + (8 * j + g) * LDC + n0 + 8 * kk + 2 * t4);
                 ssd_mma_tf32(yt[j], a, bv.x, bv.y);
             }
         }
@@ -1604,13 +1328,13 @@ __global__ void __launch_bounds__(PT * 4, 2) ssd_tc_fwd_kernel(floatX* y, float*
         for (int ks = 0; ks < Q / 2; ks += 8) {
             const int s = wn * (Q / 2) + ks + t4;
             const int p = m0 + g;
-            uint32_t a[4] = {ssd_opb<TR>(Xs[s * LDX + p]), ssd_opb<TR>(Xs[s * LDX + p + 8]), ssd_opb<TR>(Xs[(s + 4) * LDX + p]),
-                             ssd_opb<TR>(Xs[(s + 4) * LDX + p + 8])};
+            uint32_t a[4] = {ssd_tf32(Xs[s * LDX + p]), ssd_tf32(Xs[s * LDX + p + 8]), ssd_tf32(Xs[(s + 4) * LDX + p]),
+                             ssd_tf32(Xs[(s + 4) * LDX + p + 8])};
 #pragma unroll
             for (int j = 0; j < TT; j++) {
                 const int t = 8 * j + g;
-                ssd_mma_tf32(yt[j], a, ssd_opb<TR>(ssd_tc_decay(CBs[t * LDCB + s], cs, t, s) * dts[s]),
-                             ssd_opb<TR>(ssd_tc_decay(CBs[t * LDCB + s + 4], cs, t, s + 4) * dts[s + 4]));
+                ssd_mma_tf32(yt[j], a, ssd_tf32(ssd_tc_decay(CBs[t * LDCB + s], cs, t, s) * dts[s]),
+                             ssd_tf32(ssd_tc_decay(CBs[t * LDCB + s + 4], cs, t, s + 4) * dts[s + 4]));
             }
         }
         // the pair's halves: this warp finishes t-tiles [wn HT, wn HT + HT) and hands the others to its partner
@@ -1638,41 +1362,40 @@ __global__ void __launch_bounds__(PT * 4, 2) ssd_tc_fwd_kernel(floatX* y, float*
         // H_{c+1} = exp(cl) H_c + (w x)ᵀ B, w_s = exp(cl - cs_s) dt_s
         const float el = __expf(cs[Q - 1]);
         S.pairs([&](int, int, float& v0, float& v1) { v0 *= el; v1 *= el; });
-        S.mma<Q>([&](int p, int s) { return ssd_op<TR>(Xs[s * LDX + p] * ws[s]); }, [&](int s, int n) { return ssd_op<TR>(Bs[s * LDB + n]); });
+        S.mma<Q>([&](int p, int s) { return Xs[s * LDX + p] * ws[s]; }, [&](int s, int n) { return Bs[s * LDB + n]; });
         __syncthreads();
     }
     if (fstate) S.pairs([&](int p, int n, float& v0, float& v1) { ssd_st2(fstate + bh * PN + (size_t)(p0 + p) * N + n, v0, v1); });
 }
 
-// The per-chunk backward, second form (v19, v20): ssd_tc_chunk_bwd_kernel with bf16 state tensors and fewer
+// The per-chunk backward (v19, v20): v16's ssd_tc_chunk_bwd_kernel (dev/ssd.cu) with bf16 state tensors and fewer
 // instructions per mma. Every product whose two operands are k-contiguous in shared memory runs with the k
 // order permuted (SsdTile::mma_kp): one 64-bit load per fp32 register pair, one 32-bit load per bf16 pair
 // (dX's state part, dW, and the A operands of dC's and dB's state parts); the head's W is stored transposed
 // (W[s][t]) and already rounded to tf32; row lengths are 8 mod 32 words where a half-warp reads 4 rows x 8
-// words, 4 mod 32 for the state tiles (8 rows x 4 words). TR: fp32 operands go to the tensor cores
+// words, 4 mod 32 for the state tiles (8 rows x 4 words). The fp32 operands go to the tensor cores
 // unrounded (truncated there: no cvt per register). grid (nc, G, B), 8 warps.
-template <int Q, int N, int WMN = 0> struct SsdChunkBwd2Smem {
+template <int Q, int N> struct SsdChunkBwd2Smem {
     typedef bf16 ST;
     static constexpr int W = 8, PS = 32;
     typedef SsdTile<Q, Q, W> TQ;   // dW, dCB: [t][s]
-    typedef SsdTile<Q, N, W, WMN> TN;   // dC, dB: [t][n]
+    typedef SsdTile<Q, N, W> TN;   // dC, dB: [t][n]
     typedef SsdTile<Q, PS, W> TX;  // dX slice: [s][p]
     static constexpr int LDB = N + 8, LDC = N + 8, LDCB = Q + 8, LDX = PS + 8;
     static constexpr int LDS = N + 8;  // state rows, in bf16 elements (4 mod 32 words)
     static constexpr int STAGE = 3 * Q * LDX + (int)(2 * PS * LDS * sizeof(ST) / 4) + 2 * Q;  // floats
     // per-row / per-column partial sums: one slot per warp column (rows) or warp row (columns)
     static constexpr int ROWP = TQ::WN * Q, COLP = TQ::WM * Q, R12P = TN::WN * Q, DDP = TX::WN * Q;
-    static constexpr bool PREW = true;  // the head's W[s][t], tf32, once per head
     static size_t floats(int P) {
         return (size_t)Q * LDB + Q * LDC + Q * LDCB + 2 * STAGE + 5 * Q + ROWP + COLP + 2 * R12P + 2 * W + (size_t)(P / PS) * DDP +
-               (PREW ? (size_t)Q * LDCB : 0);
+               (size_t)Q * LDCB;  // + the head's W[s][t]
     }
 };
-template <int Q, int N, bool TR, int WMN = 0>
+template <int Q, int N>
 __global__ void __launch_bounds__(256, 1) ssd_tc_chunk_bwd2_kernel(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm,
         float* dD, const floatX* dy, const floatX* x, const floatX* dt, const float* A, const floatX* Bm, const floatX* Cm,
         const float* D, const float* cb, const bf16* states, const bf16* dstates, int L, int H, int P, int G) {
-    typedef SsdChunkBwd2Smem<Q, N, WMN> S_;
+    typedef SsdChunkBwd2Smem<Q, N> S_;
     typedef bf16 ST;
     constexpr int W = S_::W, PS = S_::PS, LDB = S_::LDB, LDC = S_::LDC, LDCB = S_::LDCB, LDX = S_::LDX, LDS = S_::LDS;
     constexpr int STAGE = S_::STAGE;
@@ -1755,20 +1478,18 @@ __global__ void __launch_bounds__(256, 1) ssd_tc_chunk_bwd2_kernel(floatX* dx, f
             }
             dW.zero(); dD_acc = 0.0f; dcl_acc = 0.0f;
             __syncthreads();
-            if constexpr (S_::PREW) {
-                for (int i = threadIdx.x; i < Q * Q; i += blockDim.x) {
-                    int t = i / Q, s2 = i % Q;
-                    Wm[s2 * LDCB + t] = __uint_as_float(ssd_tf32(ssd_tc_decay(CBs[t * LDCB + s2], cs, t, s2)));
-                }
-                __syncthreads();
+            for (int i = threadIdx.x; i < Q * Q; i += blockDim.x) {
+                int t = i / Q, s2 = i % Q;
+                Wm[s2 * LDCB + t] = __uint_as_float(ssd_tf32(ssd_tc_decay(CBs[t * LDCB + s2], cs, t, s2)));
             }
+            __syncthreads();
         }
         {   // dX (this slice) = exp(cl - cs_s) B_s G_{c+1}ᵀ + Wᵀ dY  -> dx, and x . dX (ddt's direct part)
             TX X;
-            X.mma_kp<N>([&](int s, int n) { return ssd_kp<TR>(Bs + s * LDB + n); }, [&](int n, int p) { return ssd_kp<TR>(Gs + p * LDS + n); });
+            X.mma_kp<N>([&](int s, int n) { return ssd_kp<true>(Bs + s * LDB + n); }, [&](int n, int p) { return ssd_kp<true>(Gs + p * LDS + n); });
             X.pairs([&](int s, int, float& v0, float& v1) { v0 *= est[s]; v1 *= est[s]; });
             X.mma_kp<Q>([&](int s, int t) { return ssd_kp<true>(Wm + s * LDCB + t); },
-                        [&](int t, int p) { return ssd_kp2<TR>(DYs[t * LDX + p], DYs[(t + 1) * LDX + p]); });
+                        [&](int t, int p) { return ssd_kp2<true>(DYs[t * LDX + p], DYs[(t + 1) * LDX + p]); });
             X.pairs([&](int s, int p, float& v0, float& v1) {
                 float x0 = Xs[s * LDX + p], x1 = Xs[s * LDX + p + 1], y0 = DYs[s * LDX + p], y1 = DYs[s * LDX + p + 1];
                 dD_acc += y0 * x0 + y1 * x1;
@@ -1781,10 +1502,10 @@ __global__ void __launch_bounds__(256, 1) ssd_tc_chunk_bwd2_kernel(floatX* dx, f
             X.row_store(ddp + ps * S_::DDP, rs);
         }
         // dW += dY Xᵀ (raw x); dC += exp(cs_t) dY H_c; dB += exp(cl - cs_s) dt_s X G_{c+1}
-        dW.mma_kp<PS>([&](int t, int p) { return ssd_kp<TR>(DYs + t * LDX + p); }, [&](int p, int s) { return ssd_kp<TR>(Xs + s * LDX + p); });
-        dCt.mma_kp<PS>([&](int t, int p) { return ssd_kp<TR>(DYs + t * LDX + p, ecs[t]); },
+        dW.mma_kp<PS>([&](int t, int p) { return ssd_kp<true>(DYs + t * LDX + p); }, [&](int p, int s) { return ssd_kp<true>(Xs + s * LDX + p); });
+        dCt.mma_kp<PS>([&](int t, int p) { return ssd_kp<true>(DYs + t * LDX + p, ecs[t]); },
                        [&](int p, int n) { return ssd_kp2(Hs[p * LDS + n], Hs[(p + 1) * LDS + n]); });
-        dBt.mma_kp<PS>([&](int s, int p) { return ssd_kp<TR>(Xs + s * LDX + p, wst[s]); },
+        dBt.mma_kp<PS>([&](int s, int p) { return ssd_kp<true>(Xs + s * LDX + p, wst[s]); },
                        [&](int p, int n) { return ssd_kp2(Gs[p * LDS + n], Gs[(p + 1) * LDS + n]); });
         for (int i = threadIdx.x; i < PS * N / 2; i += blockDim.x) {  // <H_c, G_{c+1}> (the chunk decay's gradient), bf16 pairs
             int r = i / (N / 2), n = 2 * (i % (N / 2));
@@ -1904,7 +1625,7 @@ __global__ void __launch_bounds__(256, 1) ssd_tc_chunk_bwd2_kernel(floatX* dx, f
     add_rows(dBm, dBt);
 }
 
-// the forward on the tensor cores: CB per chunk and group, then the sequential kernel
+// the forward on the tensor cores: C Bᵀ per chunk and group, then the sequential kernel
 template <int Q, int N, int PT>
 static void ssd_tc_forward(floatX* y, float* final_state, const floatX* x, const floatX* dt, const float* A, const floatX* Bm,
                            const floatX* Cm, const float* D, const float* h0, int B, int L, int H, int P, int G) {
@@ -1915,70 +1636,42 @@ static void ssd_tc_forward(floatX* y, float* final_state, const floatX* x, const
     ssd_set_smem((const void*)ssd_tc_cb_kernel<Q, N>, sm1, "ssd (C Bᵀ)");
     ssd_tc_cb_kernel<Q, N><<<dim3(nc, G, B), 128, sm1 * sizeof(float)>>>(cb, Bm, Cm, L, G);
     cudaCheckLaunch();
-    size_t sm2 = SsdSeqSmem<Q, N, PT, true>::floats;
-    ssd_set_smem((const void*)ssd_tc_seq_kernel<Q, N, PT, true, float>, sm2, "ssd_forward");
-    ssd_tc_seq_kernel<Q, N, PT, true, float><<<dim3(P / PT, H, B), PT * 4, sm2 * sizeof(float)>>>(
-        y, final_state, (float*)nullptr, x, dt, A, Bm, Cm, D, h0, cb, L, H, P, G);
-    cudaCheckLaunch();
-}
-// the same with the second form of the sequential kernel (the state read from the accumulators)
-template <int Q, int N, int PT, bool TR = false>
-static void ssd_tc_forward2(floatX* y, float* final_state, const floatX* x, const floatX* dt, const float* A, const floatX* Bm,
-                            const floatX* Cm, const float* D, const float* h0, int B, int L, int H, int P, int G) {
-    const int nc = ceil_div(L, Q);
-    static DeviceScratch cb_buf;
-    float* cb = cb_buf.get((size_t)B * nc * G * Q * Q);
-    size_t sm1 = ssd_tc_cb_smem<Q, N>();
-    ssd_set_smem((const void*)ssd_tc_cb_kernel<Q, N>, sm1, "ssd (C Bᵀ)");
-    ssd_tc_cb_kernel<Q, N><<<dim3(nc, G, B), 128, sm1 * sizeof(float)>>>(cb, Bm, Cm, L, G);
-    cudaCheckLaunch();
     size_t sm2 = SsdFwdSmem<Q, N, PT>::floats;
-    ssd_set_smem((const void*)ssd_tc_fwd_kernel<Q, N, PT, TR>, sm2, "ssd_forward");
-    ssd_tc_fwd_kernel<Q, N, PT, TR><<<dim3(P / PT, H, B), PT * 4, sm2 * sizeof(float)>>>(y, final_state, x, dt, A, Bm, Cm, D, h0, cb,
-                                                                                    L, H, P, G);
+    ssd_set_smem((const void*)ssd_tc_fwd_kernel<Q, N, PT>, sm2, "ssd_forward");
+    ssd_tc_fwd_kernel<Q, N, PT><<<dim3(P / PT, H, B), PT * 4, sm2 * sizeof(float)>>>(y, final_state, x, dt, A, Bm, Cm, D, h0, cb,
+                                                                                 L, H, P, G);
     cudaCheckLaunch();
 }
 
-// the backward on the tensor cores: CB, the states (recomputed), the state gradients, then the
-// per-chunk kernel for everything else. States of type ST (fp32; bf16 halves their traffic). V2: the
-// per-chunk kernel's second form (bf16 states only); TR: fp32 operands truncated to tf32 by the tensor cores
-template <int Q, int N, int PT, typename ST, int WB = 8, bool V2 = false, bool TR = false, int WMT = 0>
+// the backward on the tensor cores: C Bᵀ, the states (recomputed), the state gradients (both bf16), then
+// the per-chunk kernel for everything else
+template <int Q, int N, int PT>
 static void ssd_tc_backward(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm, float* dD, float* dh0,
                             const floatX* dy, const float* dfinal_state, const floatX* x, const floatX* dt, const float* A,
                             const floatX* Bm, const floatX* Cm, const float* D, const float* h0, int B, int L, int H, int P, int G) {
     const int nc = ceil_div(L, Q);
     static DeviceScratch cb_buf, states_buf, dstates_buf;
-    const size_t n_states = (size_t)B * nc * H * P * N * sizeof(ST) / sizeof(float);
+    const size_t n_states = (size_t)B * nc * H * P * N * sizeof(bf16) / sizeof(float);
     float* cb = cb_buf.get((size_t)B * nc * G * Q * Q);
-    ST* states = reinterpret_cast<ST*>(states_buf.get(n_states));
-    ST* dstates = reinterpret_cast<ST*>(dstates_buf.get(n_states));
+    bf16* states = reinterpret_cast<bf16*>(states_buf.get(n_states));
+    bf16* dstates = reinterpret_cast<bf16*>(dstates_buf.get(n_states));
     size_t sm1 = ssd_tc_cb_smem<Q, N>();
     ssd_set_smem((const void*)ssd_tc_cb_kernel<Q, N>, sm1, "ssd (C Bᵀ)");
     ssd_tc_cb_kernel<Q, N><<<dim3(nc, G, B), 128, sm1 * sizeof(float)>>>(cb, Bm, Cm, L, G);
     cudaCheckLaunch();
-    size_t sm2 = SsdSeqSmem<Q, N, PT, false>::floats;
-    ssd_set_smem((const void*)ssd_tc_seq_kernel<Q, N, PT, false, ST, TR, WMT>, sm2, "ssd (states)");
-    ssd_tc_seq_kernel<Q, N, PT, false, ST, TR, WMT><<<dim3(P / PT, H, B), PT * 4, sm2 * sizeof(float)>>>(
-        nullptr, nullptr, states, x, dt, A, Bm, Cm, D, h0, cb, L, H, P, G);
+    size_t sm2 = SsdStatesSmem<Q, N, PT>::floats;
+    ssd_set_smem((const void*)ssd_tc_states_kernel<Q, N, PT>, sm2, "ssd (states)");
+    ssd_tc_states_kernel<Q, N, PT><<<dim3(P / PT, H, B), PT * 4, sm2 * sizeof(float)>>>(states, x, dt, A, Bm, h0, L, H, P, G);
     cudaCheckLaunch();
     size_t sm3 = SsdDstateSmem<Q, N, PT>::floats;
-    ssd_set_smem((const void*)ssd_tc_dstate_kernel<Q, N, PT, ST, TR, WMT>, sm3, "ssd (state gradients)");
-    ssd_tc_dstate_kernel<Q, N, PT, ST, TR, WMT><<<dim3(P / PT, H, B), PT * 4, sm3 * sizeof(float)>>>(dstates, dh0, dfinal_state, dy, dt, A,
-                                                                                          Cm, L, H, P, G);
+    ssd_set_smem((const void*)ssd_tc_dstate_kernel<Q, N, PT>, sm3, "ssd (state gradients)");
+    ssd_tc_dstate_kernel<Q, N, PT><<<dim3(P / PT, H, B), PT * 4, sm3 * sizeof(float)>>>(dstates, dh0, dfinal_state, dy, dt, A, Cm,
+                                                                                    L, H, P, G);
     cudaCheckLaunch();
-    if constexpr (V2) {
-        static_assert(sizeof(ST) == 2, "ssd_tc_backward: the second per-chunk kernel takes bf16 states");
-        size_t sm4 = SsdChunkBwd2Smem<Q, N, WMT>::floats(P);
-        ssd_set_smem((const void*)ssd_tc_chunk_bwd2_kernel<Q, N, TR, WMT>, sm4, "ssd_backward");
-        ssd_tc_chunk_bwd2_kernel<Q, N, TR, WMT><<<dim3(nc, G, B), 256, sm4 * sizeof(float)>>>(dx, ddt, dA, dBm, dCm, dD, dy, x, dt, A, Bm,
-                                                                                       Cm, D, cb, states, dstates, L, H, P, G);
-        cudaCheckLaunch();
-        return;
-    }
-    size_t sm4 = SsdChunkBwdSmem<Q, N, ST, WB>::floats(P);
-    ssd_set_smem((const void*)ssd_tc_chunk_bwd_kernel<Q, N, ST, WB>, sm4, "ssd_backward");
-    ssd_tc_chunk_bwd_kernel<Q, N, ST, WB><<<dim3(nc, G, B), WB * 32, sm4 * sizeof(float)>>>(dx, ddt, dA, dBm, dCm, dD, dy, x, dt, A, Bm, Cm,
-                                                                                    D, cb, states, dstates, L, H, P, G);
+    size_t sm4 = SsdChunkBwd2Smem<Q, N>::floats(P);
+    ssd_set_smem((const void*)ssd_tc_chunk_bwd2_kernel<Q, N>, sm4, "ssd_backward");
+    ssd_tc_chunk_bwd2_kernel<Q, N><<<dim3(nc, G, B), 256, sm4 * sizeof(float)>>>(dx, ddt, dA, dBm, dCm, dD, dy, x, dt, A, Bm, Cm, D,
+                                                                                cb, states, dstates, L, H, P, G);
     cudaCheckLaunch();
 }
 
@@ -1987,30 +1680,12 @@ static void ssd_tc_backward(floatX* dx, floatX* ddt, float* dA, floatX* dBm, flo
 // backward's (the state tensors it writes and reads shrink as 1 / chunk), and the element type of
 // the backward's state tensors H_c and G_{c+1}: bf16 halves their traffic (they are written once
 // and read once) and rounds them to an 8-bit mantissa: the gradients' relative errors grow from
-// ~5e-4 (fp32 states) to ~1e-3 - 3e-3; the forward does not use them. The sequential kernels take
+// ~5e-4 (fp32 states: v17 in dev/ssd.cu) to ~1e-3 - 3e-3; the forward does not use them. The kernels
+// take bf16 states only; ssd_tc_state_t names the type for the tests. The sequential kernels take
 // 64 head channels per block (8 warps) when P allows it, else 32 (4 warps).
 #define SSD_TC_CHUNK_FWD 32
 #define SSD_TC_CHUNK_BWD 64
 typedef bf16 ssd_tc_state_t;
-// the kernels' forms (dev/ssd.cu's versions; the defaults are v20): the forward's state read from the
-// accumulators (v18), the per-chunk backward's paired k loads (v19, bf16 states only), the backward's fp32
-// operands truncated to tf32 by the tensor cores instead of rounded (v20, with v19: the gradients' errors
-// <= 2.7e-3 as with rounding, some outputs ~2x; the forward keeps rounding: truncating it too (v21) took
-// 10% off the forward and raised y's error from <= 3.6e-4 to <= 8.8e-4)
-#ifndef SSD_TC_FWD2
-#define SSD_TC_FWD2 1
-#endif
-#ifndef SSD_TC_BWD2
-#define SSD_TC_BWD2 1
-#endif
-#ifndef SSD_TC_TRUNC
-#define SSD_TC_TRUNC 1
-#endif
-// warp rows of the backward's N-wide tiles (states, state gradients, the per-chunk dC and dB): 0 (as many
-// as the rows allow: 16 x 64 per warp) or 2 (v22: 32 x 32, fewer fragment loads per mma; measured no faster)
-#ifndef SSD_TC_BWD_WM
-#define SSD_TC_BWD_WM 0
-#endif
 
 // whether the tensor-core kernels take this problem: fp32 activations, P a multiple of 32, N 64 or
 // 128, every tensor 16-byte aligned (null pointers pass) and the per-chunk backward's shared memory
@@ -2021,11 +1696,7 @@ static bool ssd_tc_ok(int P, int N, std::initializer_list<const void*> ptrs) {
     int dev = 0, max_optin = 0;
     cudaCheck(cudaGetDevice(&dev));
     cudaCheck(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    size_t floats = N == 128 ? SsdChunkBwdSmem<SSD_TC_CHUNK_BWD, 128, ssd_tc_state_t>::floats(P)
-                             : SsdChunkBwdSmem<SSD_TC_CHUNK_BWD, 64, ssd_tc_state_t>::floats(P);
-    if (SSD_TC_BWD2 && sizeof(ssd_tc_state_t) == 2)
-        floats = N == 128 ? SsdChunkBwd2Smem<SSD_TC_CHUNK_BWD, 128, SSD_TC_BWD_WM>::floats(P)
-                          : SsdChunkBwd2Smem<SSD_TC_CHUNK_BWD, 64, SSD_TC_BWD_WM>::floats(P);
+    size_t floats = N == 128 ? SsdChunkBwd2Smem<SSD_TC_CHUNK_BWD, 128>::floats(P) : SsdChunkBwd2Smem<SSD_TC_CHUNK_BWD, 64>::floats(P);
     return floats * sizeof(float) <= (size_t)max_optin;
 }
 
@@ -2040,18 +1711,12 @@ static void ssd_forward_cuda(floatX* y, float* final_state, const floatX* x, con
         ssd_forward_simt_cuda(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G, N);
         return;
     }
+    constexpr int Q = SSD_TC_CHUNK_FWD;
     const bool pt64 = P % 64 == 0;
-#if SSD_TC_FWD2
-    if (N == 128 && pt64) ssd_tc_forward2<SSD_TC_CHUNK_FWD, 128, 64>(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
-    else if (N == 128) ssd_tc_forward2<SSD_TC_CHUNK_FWD, 128, 32>(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
-    else if (pt64) ssd_tc_forward2<SSD_TC_CHUNK_FWD, 64, 64>(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
-    else ssd_tc_forward2<SSD_TC_CHUNK_FWD, 64, 32>(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
-#else
-    if (N == 128 && pt64) ssd_tc_forward<SSD_TC_CHUNK_FWD, 128, 64>(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
-    else if (N == 128) ssd_tc_forward<SSD_TC_CHUNK_FWD, 128, 32>(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
-    else if (pt64) ssd_tc_forward<SSD_TC_CHUNK_FWD, 64, 64>(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
-    else ssd_tc_forward<SSD_TC_CHUNK_FWD, 64, 32>(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
-#endif
+    if (N == 128 && pt64) ssd_tc_forward<Q, 128, 64>(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+    else if (N == 128) ssd_tc_forward<Q, 128, 32>(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+    else if (pt64) ssd_tc_forward<Q, 64, 64>(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+    else ssd_tc_forward<Q, 64, 32>(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
 }
 
 // every gradient accumulates (+=); dx, ddt, dA, dBm, dCm and dD must not be nullptr here
@@ -2066,18 +1731,12 @@ static void ssd_backward_cuda(floatX* dx, floatX* ddt, float* dA, floatX* dBm, f
         ssd_backward_simt_cuda(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G, N);
         return;
     }
-    typedef ssd_tc_state_t ST;
     constexpr int Q = SSD_TC_CHUNK_BWD;
-    constexpr bool V2 = SSD_TC_BWD2 && sizeof(ST) == 2, TR = SSD_TC_TRUNC && V2;  // fp32 states: v17 as it was
-    constexpr int WM = SSD_TC_BWD_WM;
     const bool pt64 = P % 64 == 0;
-    if (N == 128 && pt64)
-        ssd_tc_backward<Q, 128, 64, ST, 8, V2, TR, WM>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
-    else if (N == 128)
-        ssd_tc_backward<Q, 128, 32, ST, 8, V2, TR, WM>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
-    else if (pt64)
-        ssd_tc_backward<Q, 64, 64, ST, 8, V2, TR, WM>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
-    else ssd_tc_backward<Q, 64, 32, ST, 8, V2, TR, WM>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+    if (N == 128 && pt64) ssd_tc_backward<Q, 128, 64>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+    else if (N == 128) ssd_tc_backward<Q, 128, 32>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+    else if (pt64) ssd_tc_backward<Q, 64, 64>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+    else ssd_tc_backward<Q, 64, 32>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
 }
 
 // ---------------------------------------------------------------------------
