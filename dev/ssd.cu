@@ -109,6 +109,18 @@
 //   v22 v20 with 32 x 32 warp tiles in the backward's N-wide products (states, state gradients, the
 //       per-chunk dC and dB). Prediction: -5% on those kernels. Outcome: states -4%, state gradients
 //       +3%, per-chunk +4%: no gain. src/ssd.h = v20 alone (no version macros).
+//   v23 the forward in chunk-parallel form (ssd_lb_fwd_kernel): one block per (chunk of 64, 64-channel slice,
+//       head, batch) taking a ticket (chunk-major order); its chunk state S_c and diagonal block first, then
+//       a look-back hand-over of the state H_c (fp32, a two-slot ring per chain in L2, flags with release /
+//       acquire), H_{c+1} published at once, then the state read and y. All 132 SMs instead of v20's 96.
+//       Prediction: sequential forward 1.30 -> ~0.9 ms at L8192.
+//   v24 v23 + the backward's states and state gradients in the same form (ssd_lb_state_kernel, REV for the
+//       gradients; 60 KB, three blocks per SM). Prediction: 0.66 + 0.60 -> ~0.4 + 0.4 ms at L8192.
+//       Outcome (H100, call 9): both correct (v20's errors), both slower: look-back forward 0.46 / 1.89 ms at
+//       L2048 / L8192 (v20's 0.34 / 1.31), states and state gradients 0.30 / 1.19 ms each (v20 0.18 / 0.67 and
+//       0.16 / 0.60); fwd+bwd v23 1.45 / 5.61, v24 1.72 / 6.72 ms (v20 1.33 / 5.09). Only 1.4-2 chunks of the 192
+//       chains are resident at a time, so each chain step carries a block's whole life (unhidden loads, mma,
+//       hand-over) divided by that depth: ~15 / ~9 us per chunk. Not shipped (dev/notes_kernels.md).
 //   `./dev_ssd profile`: one warm-up and one timed fwd+bwd through ssd_forward_cuda /
 //   ssd_backward_cuda at B8 L2048 H24 P64 N128 (for ncu).
 //
@@ -999,6 +1011,335 @@ static void ssd_tc_backward(floatX* dx, floatX* ddt, float* dA, floatX* dBm, flo
     cudaCheckLaunch();
 }
 
+// ---------------------------------------------------------------------------
+// v23-v24: the chunk-parallel form with a look-back state pass. One block per (chunk, p-slice, head, batch),
+// chunks of 64; a block takes a ticket (atomicAdd) that names its (chain, chunk) chunk-major, so every block
+// it waits for has an earlier ticket and is running or done (no deadlock, whatever the residency).
+// Each block first does its chunk's own work in parallel with every other chunk (the chunk state
+// S_c = sum_s exp(cl - cs_s) dt_s x_s B_sᵀ and, in the forward, the diagonal block), then waits for the state
+// entering its chunk H_c from its predecessor (fp32, through a two-slot ring per chain in L2 and a flag with
+// release / acquire), publishes H_{c+1} = exp(cl) H_c + S_c at once (the only sequential step: a flag,
+// 32 KB read from L2, one FMA per element, 32 KB written) and only then reads the state for its outputs.
+// The sequential work per chunk is thus the hand-over, not the mma: the 192 chains no longer leave 36 SMs
+// idle and the blocks of one SM are in different phases (loads, mma, hand-over).
+__device__ __forceinline__ int ssd_ld_acquire(const int* p) {
+    int v;
+    asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+__device__ __forceinline__ void ssd_st_release(int* p, int v) {
+    asm volatile("st.release.gpu.global.s32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
+}
+// thread 0 waits until *flag >= v, then the block goes on (the state behind the flag is read with ld.cg)
+__device__ __forceinline__ void ssd_lb_wait(const int* flag, int v) {
+    if (threadIdx.x == 0)
+        while (ssd_ld_acquire(flag) < v) __nanosleep(20);
+    __syncthreads();
+}
+// every thread's stores of the state are made visible, then thread 0 raises the flag to v
+__device__ __forceinline__ void ssd_lb_publish(int* flag, int v) {
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) ssd_st_release(flag, v);
+}
+// a block's ticket -> (chain, chunk index in walking order)
+__device__ __forceinline__ int ssd_lb_ticket(int* ticket) {
+    __shared__ int s_t;
+    if (threadIdx.x == 0) s_t = atomicAdd(ticket, 1);
+    __syncthreads();
+    return s_t;
+}
+
+// v23 forward: the chunk's inputs (x slice, B, C, C Bᵀ, dt; one stage, no double buffer: the other resident
+// block computes while this one loads), S_c by mma, the diagonal block of Yᵀ (as v18: each warp of a pair half
+// of s), wait for H_c, publish H_{c+1}, then the state read Yᵀ += H_c (C ∘ exp(cs))ᵀ from H_c's registers (the
+// accumulator fragment as the A operand, v18's trick), the pair exchange (in B's tile, free by then) and y.
+// 111 KB at Q 64, N 128, PT 64: two blocks per SM. Operands rounded to tf32 as in v20's forward.
+template <int Q, int N, int PT> struct SsdLbFwdSmem {
+    static constexpr int W = PT / 8, LDB = N + 8, LDX = PT + 8, LDC = N + 8, LDCB = Q + 4, XCH = (Q / 16) * 4 * 32;
+    static_assert(W * XCH <= Q * LDB, "SsdLbFwdSmem: the exchange must fit in B's tile");
+    static constexpr size_t floats = (size_t)Q * LDB + Q * LDX + Q * LDC + Q * LDCB + Q + 4 * Q * W;
+};
+template <int Q, int N, int PT>
+__global__ void __launch_bounds__(PT * 4, 2) ssd_lb_fwd_kernel(floatX* y, float* fstate, float* ring, int* flags, int* ticket,
+                                                              const floatX* x, const floatX* dt, const float* A, const floatX* Bm,
+                                                              const floatX* Cm, const float* D, const float* h0, const float* cb,
+                                                              int B, int L, int H, int P, int G) {
+    typedef SsdLbFwdSmem<Q, N, PT> S_;
+    constexpr int W = S_::W, LDB = S_::LDB, LDX = S_::LDX, LDC = S_::LDC, LDCB = S_::LDCB;
+    constexpr int TT = Q / 8, HT = TT / 2;
+    typedef SsdTile<PT, N, W> TS;
+    static_assert(TS::MT == 1 && TS::WN == 2, "ssd_lb_fwd_kernel: the state tile must be 16 rows x N/2 per warp");
+    extern __shared__ float sm[];
+    float *Bs = sm, *Xs = Bs + Q * LDB, *Cs = Xs + Q * LDX, *CBs = Cs + Q * LDC, *dtb = CBs + Q * LDCB;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+    float *cs = dtb + Q + 4 * Q * warp, *dts = cs + Q, *ws = dts + Q, *ecs = ws + Q;
+    float* xch = Bs;  // the pair exchange, once the chunk state no longer reads B
+    const int nps = P / PT, nch = B * H * nps, nc = (L + Q - 1) / Q;
+    const int tk = ssd_lb_ticket(ticket), chain = tk % nch, c = tk / nch;
+    const int pt = chain % nps, h = (chain / nps) % H, b = chain / (nps * H);
+    const int gr = h / (H / G), p0 = pt * PT, t0 = c * Q, Qc = min(Q, L - t0);
+    const float Ah = A[h], Dh = D[h];
+    const size_t PN = (size_t)P * N, bh = (size_t)b * H + h;
+    {
+        const size_t row = ((size_t)b * L + t0) * G + gr;
+        ssd_cp_rows<Q, PT>(Xs, LDX, x + (((size_t)b * L + t0) * H + h) * P + p0, (size_t)H * P, Qc);
+        ssd_cp_rows<Q, N>(Bs, LDB, Bm + row * N, (size_t)G * N, Qc);
+        ssd_cp_rows<Q, N>(Cs, LDC, Cm + row * N, (size_t)G * N, Qc);
+        ssd_cp_rows<Q, Q>(CBs, LDCB, cb + (((size_t)b * nc + c) * G + gr) * Q * Q, Q, Q);
+        ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
+        ssd_cp_commit();
+        ssd_cp_wait0();
+    }
+    __syncthreads();
+    const float cl = ssd_tc_cumsum<Q>(cs, dts, dtb, 1, Qc, Ah);
+    for (int i = lane; i < Q; i += 32) { ws[i] = __expf(cl - cs[i]) * dts[i]; ecs[i] = __expf(cs[i]); }
+    __syncwarp();
+    // 2. the chunk's own state S_c = (w x)ᵀ B
+    TS S;
+    S.mma<Q>([&](int p, int s) { return Xs[s * LDX + p] * ws[s]; }, [&](int s, int n) { return Bs[s * LDB + n]; });
+    // 1. the diagonal block over this warp's half of s: Yᵀ[p][t] = sum_s x[s][p] exp(cs_t - cs_s) CB[t][s] dt_s
+    const int wn = S.wn, m0 = S.m0, partner = warp ^ (W / 2);
+    float yt[TT][4];
+#pragma unroll
+    for (int j = 0; j < TT; j++) yt[j][0] = yt[j][1] = yt[j][2] = yt[j][3] = 0.0f;
+#pragma unroll
+    for (int ks = 0; ks < Q / 2; ks += 8) {
+        const int s = wn * (Q / 2) + ks + t4;
+        const int p = m0 + g;
+        uint32_t a[4] = {ssd_tf32(Xs[s * LDX + p]), ssd_tf32(Xs[s * LDX + p + 8]), ssd_tf32(Xs[(s + 4) * LDX + p]),
+                         ssd_tf32(Xs[(s + 4) * LDX + p + 8])};
+#pragma unroll
+        for (int j = 0; j < TT; j++) {
+            const int t = 8 * j + g;
+            ssd_mma_tf32(yt[j], a, ssd_tf32(ssd_tc_decay(CBs[t * LDCB + s], cs, t, s) * dts[s]),
+                         ssd_tf32(ssd_tc_decay(CBs[t * LDCB + s + 4], cs, t, s + 4) * dts[s + 4]));
+        }
+    }
+    // 3. state passing: H_c from the predecessor (h0 or zeros for the first chunk), H_{c+1} to the successor
+    TS Hc;
+    if (c == 0) {
+        if (h0)
+            Hc.pairs([&](int p, int n, float& v0, float& v1) {
+                float2 u = *reinterpret_cast<const float2*>(h0 + bh * PN + (size_t)(p0 + p) * N + n);
+                v0 = u.x; v1 = u.y;
+            });
+    } else {
+        ssd_lb_wait(flags + 2 * chain + (c & 1), c);
+        const float* hin = ring + ((size_t)chain * 2 + (c & 1)) * PT * N;
+        Hc.pairs([&](int p, int n, float& v0, float& v1) {
+            float2 u = __ldcg(reinterpret_cast<const float2*>(hin + p * N + n));
+            v0 = u.x; v1 = u.y;
+        });
+    }
+    {
+        const float el = __expf(cl);
+#pragma unroll
+        for (int j = 0; j < TS::NT; j++)
+#pragma unroll
+            for (int r = 0; r < 4; r++) S.acc[0][j][r] = el * Hc.acc[0][j][r] + S.acc[0][j][r];
+    }
+    if (c + 1 < nc) {
+        float* hout = ring + ((size_t)chain * 2 + ((c + 1) & 1)) * PT * N;
+        S.pairs([&](int p, int n, float& v0, float& v1) { __stcg(reinterpret_cast<float2*>(hout + p * N + n), make_float2(v0, v1)); });
+        ssd_lb_publish(flags + 2 * chain + ((c + 1) & 1), c + 1);
+    } else if (fstate) {
+        S.pairs([&](int p, int n, float& v0, float& v1) { ssd_st2(fstate + bh * PN + (size_t)(p0 + p) * N + n, v0, v1); });
+    }
+    // 4. the state read: Yᵀ[p][t] += sum_n H_c[p][n] C[t][n] exp(cs_t), this warp's half of n
+#pragma unroll
+    for (int kk = 0; kk < TS::NT; kk++) {
+        uint32_t a[4] = {ssd_tf32(Hc.acc[0][kk][0]), ssd_tf32(Hc.acc[0][kk][2]), ssd_tf32(Hc.acc[0][kk][1]),
+                         ssd_tf32(Hc.acc[0][kk][3])};
+#pragma unroll
+        for (int j = 0; j < TT; j++) {
+            uint2 bv = ssd_kp<false>(Cs + (8 * j + g) * LDC + Hc.n0 + 8 * kk + 2 * t4, ecs[8 * j + g]);
+            ssd_mma_tf32(yt[j], a, bv.x, bv.y);
+        }
+    }
+    // the pair's halves (as v18), through B's tile
+    __syncthreads();
+    float* mine = xch + warp * S_::XCH;
+#pragma unroll
+    for (int j = 0; j < HT; j++) {
+#pragma unroll
+        for (int r = 0; r < 4; r++) mine[(j * 4 + r) * 32 + lane] = wn ? yt[j][r] : yt[HT + j][r];
+    }
+    asm volatile("bar.sync %0, 64;\n" ::"r"(1 + S.wm) : "memory");
+    const float* theirs = xch + partner * S_::XCH;
+#pragma unroll
+    for (int j = 0; j < HT; j++) {
+        const int jm = wn * HT + j, t = 8 * jm + 2 * t4;
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            const int p = m0 + g + 8 * hh;
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                float v = (wn ? yt[HT + j][2 * hh + e] : yt[j][2 * hh + e]) + theirs[(j * 4 + 2 * hh + e) * 32 + lane];
+                if (t + e < Qc) y[(((size_t)b * L + t0 + t + e) * H + h) * P + p0 + p] = v + Dh * Xs[(t + e) * LDX + p];
+            }
+        }
+    }
+}
+
+// v24: the backward's two state passes in the same form (one kernel, REV picks the pass), chunks of 64, bf16 out.
+//   !REV (states):          local = sum_s exp(cl - cs_s) dt_s u_s V_sᵀ (u = x, V = B); in = H_c (h0 at c 0);
+//                           states[c] = in; out = H_{c+1} = exp(cl) in + local
+//   REV (state gradients):  chunks walked from the last; local = sum_t exp(cs_t) u_t V_tᵀ (u = dy, V = C);
+//                           in = G_{c+1} (dfinal at the last chunk); states[c] = in; out = G_c = exp(cl) in + local;
+//                           dh0 += G_0
+// 60 KB of shared memory: three blocks per SM. Operands truncated to tf32 (v20's backward).
+template <int Q, int N, int PT> struct SsdLbStateSmem {
+    static constexpr int W = PT / 8, LDV = N + 8, LDU = PT + 8;
+    static constexpr size_t floats = (size_t)Q * LDV + Q * LDU + Q + 3 * Q * W;
+};
+template <int Q, int N, int PT, bool REV>
+__global__ void __launch_bounds__(PT * 4, 3) ssd_lb_state_kernel(bf16* states, float* hend, const float* hbeg, float* ring, int* flags,
+                                                                int* ticket, const floatX* u, const floatX* dt, const float* A,
+                                                                const floatX* V, int B, int L, int H, int P, int G) {
+    typedef SsdLbStateSmem<Q, N, PT> S_;
+    constexpr int W = S_::W, LDV = S_::LDV, LDU = S_::LDU;
+    typedef SsdTile<PT, N, W> TS;
+    extern __shared__ float sm[];
+    float *Vs = sm, *Us = Vs + Q * LDV, *dtb = Us + Q * LDU;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float *cs = dtb + Q + 3 * Q * warp, *dts = cs + Q, *ws = dts + Q;
+    const int nps = P / PT, nch = B * H * nps, nc = (L + Q - 1) / Q;
+    const int tk = ssd_lb_ticket(ticket), chain = tk % nch, k = tk / nch, c = REV ? nc - 1 - k : k;
+    const int pt = chain % nps, h = (chain / nps) % H, b = chain / (nps * H);
+    const int gr = h / (H / G), p0 = pt * PT, t0 = c * Q, Qc = min(Q, L - t0);
+    const float Ah = A[h];
+    const size_t PN = (size_t)P * N, bh = (size_t)b * H + h;
+    ssd_cp_rows<Q, PT>(Us, LDU, u + (((size_t)b * L + t0) * H + h) * P + p0, (size_t)H * P, Qc);
+    ssd_cp_rows<Q, N>(Vs, LDV, V + (((size_t)b * L + t0) * G + gr) * N, (size_t)G * N, Qc);
+    ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
+    ssd_cp_commit();
+    ssd_cp_wait0();
+    __syncthreads();
+    const float cl = ssd_tc_cumsum<Q>(cs, dts, dtb, 1, Qc, Ah);
+    for (int i = lane; i < Q; i += 32) ws[i] = REV ? __expf(cs[i]) : __expf(cl - cs[i]) * dts[i];
+    __syncwarp();
+    TS S;
+    S.mma<Q>([&](int p, int s) { return ssd_op<true>(Us[s * LDU + p] * ws[s]); }, [&](int s, int n) { return ssd_op<true>(Vs[s * LDV + n]); });
+    TS Hc;
+    if (k == 0) {
+        if (hbeg)
+            Hc.pairs([&](int p, int n, float& v0, float& v1) {
+                float2 w2 = *reinterpret_cast<const float2*>(hbeg + bh * PN + (size_t)(p0 + p) * N + n);
+                v0 = w2.x; v1 = w2.y;
+            });
+    } else {
+        ssd_lb_wait(flags + 2 * chain + (k & 1), k);
+        const float* hin = ring + ((size_t)chain * 2 + (k & 1)) * PT * N;
+        Hc.pairs([&](int p, int n, float& v0, float& v1) {
+            float2 w2 = __ldcg(reinterpret_cast<const float2*>(hin + p * N + n));
+            v0 = w2.x; v1 = w2.y;
+        });
+    }
+    const float el = __expf(cl);
+#pragma unroll
+    for (int i = 0; i < TS::MT; i++)
+#pragma unroll
+        for (int j = 0; j < TS::NT; j++)
+#pragma unroll
+            for (int r = 0; r < 4; r++) S.acc[i][j][r] = el * Hc.acc[i][j][r] + S.acc[i][j][r];
+    if (k + 1 < nc) {
+        float* hout = ring + ((size_t)chain * 2 + ((k + 1) & 1)) * PT * N;
+        S.pairs([&](int p, int n, float& v0, float& v1) { __stcg(reinterpret_cast<float2*>(hout + p * N + n), make_float2(v0, v1)); });
+        ssd_lb_publish(flags + 2 * chain + ((k + 1) & 1), k + 1);
+    } else if (REV && hend) {
+        S.pairs([&](int p, int n, float& v0, float& v1) {
+            float2* o = reinterpret_cast<float2*>(hend + bh * PN + (size_t)(p0 + p) * N + n);
+            float2 w2 = *o; w2.x += v0; w2.y += v1; *o = w2;
+        });
+    }
+    Hc.pairs([&](int p, int n, float& v0, float& v1) {
+        ssd_st2(states + (((size_t)b * nc + c) * H + h) * PN + (size_t)(p0 + p) * N + n, v0, v1);
+    });
+}
+
+// the launchers: the flags and the ticket are zeroed before each launch (one small memset)
+struct SsdLbScratch {
+    DeviceScratch ring, flags;
+    float* ring_for(int nch, int PT, int N) { return ring.get((size_t)nch * 2 * PT * N); }
+    int* flags_for(int nch) {
+        int* f = reinterpret_cast<int*>(flags.get((size_t)2 * nch + 1));
+        cudaCheck(cudaMemsetAsync(f, 0, ((size_t)2 * nch + 1) * sizeof(int)));
+        return f;
+    }
+};
+template <int Q, int N, int PT>
+static void ssd_lb_forward(floatX* y, float* final_state, const floatX* x, const floatX* dt, const float* A, const floatX* Bm,
+                           const floatX* Cm, const float* D, const float* h0, int B, int L, int H, int P, int G) {
+    const int nc = ceil_div(L, Q), nch = B * H * (P / PT);
+    static DeviceScratch cb_buf;
+    static SsdLbScratch lb;
+    float* cb = cb_buf.get((size_t)B * nc * G * Q * Q);
+    size_t sm1 = ssd_tc_cb_smem<Q, N>();
+    ssd_set_smem((const void*)::ssd_tc_cb_kernel<Q, N>, sm1, "ssd (C Bᵀ)");
+    ::ssd_tc_cb_kernel<Q, N><<<dim3(nc, G, B), 128, sm1 * sizeof(float)>>>(cb, Bm, Cm, L, G);
+    cudaCheckLaunch();
+    float* ring = lb.ring_for(nch, PT, N);
+    int* flags = lb.flags_for(nch);
+    size_t sm2 = SsdLbFwdSmem<Q, N, PT>::floats;
+    ssd_set_smem((const void*)ssd_lb_fwd_kernel<Q, N, PT>, sm2, "ssd_forward (look-back)");
+    ssd_lb_fwd_kernel<Q, N, PT><<<nc * nch, PT * 4, sm2 * sizeof(float)>>>(y, final_state, ring, flags, flags + 2 * nch, x, dt, A, Bm,
+                                                                         Cm, D, h0, cb, B, L, H, P, G);
+    cudaCheckLaunch();
+}
+// v24's backward: C Bᵀ, the two look-back state passes, then src's (v20's) per-chunk backward
+template <int Q, int N, int PT>
+static void ssd_lb_backward(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm, float* dD, float* dh0,
+                            const floatX* dy, const float* dfinal_state, const floatX* x, const floatX* dt, const float* A,
+                            const floatX* Bm, const floatX* Cm, const float* D, const float* h0, int B, int L, int H, int P, int G) {
+    const int nc = ceil_div(L, Q), nch = B * H * (P / PT);
+    static DeviceScratch cb_buf, states_buf, dstates_buf;
+    static SsdLbScratch lb1, lb2;
+    const size_t n_states = (size_t)B * nc * H * P * N * sizeof(bf16) / sizeof(float);
+    float* cb = cb_buf.get((size_t)B * nc * G * Q * Q);
+    bf16* states = reinterpret_cast<bf16*>(states_buf.get(n_states));
+    bf16* dstates = reinterpret_cast<bf16*>(dstates_buf.get(n_states));
+    size_t sm1 = ssd_tc_cb_smem<Q, N>();
+    ssd_set_smem((const void*)::ssd_tc_cb_kernel<Q, N>, sm1, "ssd (C Bᵀ)");
+    ::ssd_tc_cb_kernel<Q, N><<<dim3(nc, G, B), 128, sm1 * sizeof(float)>>>(cb, Bm, Cm, L, G);
+    cudaCheckLaunch();
+    size_t sm2 = SsdLbStateSmem<Q, N, PT>::floats;
+    float* ring1 = lb1.ring_for(nch, PT, N);
+    int* f1 = lb1.flags_for(nch);
+    ssd_set_smem((const void*)ssd_lb_state_kernel<Q, N, PT, false>, sm2, "ssd (states, look-back)");
+    ssd_lb_state_kernel<Q, N, PT, false><<<nc * nch, PT * 4, sm2 * sizeof(float)>>>(states, nullptr, h0, ring1, f1, f1 + 2 * nch, x, dt,
+                                                                                   A, Bm, B, L, H, P, G);
+    cudaCheckLaunch();
+    float* ring2 = lb2.ring_for(nch, PT, N);
+    int* f2 = lb2.flags_for(nch);
+    ssd_set_smem((const void*)ssd_lb_state_kernel<Q, N, PT, true>, sm2, "ssd (state gradients, look-back)");
+    ssd_lb_state_kernel<Q, N, PT, true><<<nc * nch, PT * 4, sm2 * sizeof(float)>>>(dstates, dh0, dfinal_state, ring2, f2, f2 + 2 * nch, dy,
+                                                                                  dt, A, Cm, B, L, H, P, G);
+    cudaCheckLaunch();
+    size_t sm4 = ::SsdChunkBwd2Smem<Q, N>::floats(P);
+    ssd_set_smem((const void*)::ssd_tc_chunk_bwd2_kernel<Q, N>, sm4, "ssd_backward");
+    ::ssd_tc_chunk_bwd2_kernel<Q, N><<<dim3(nc, G, B), 256, sm4 * sizeof(float)>>>(dx, ddt, dA, dBm, dCm, dD, dy, x, dt, A, Bm, Cm, D,
+                                                                                  cb, states, dstates, L, H, P, G);
+    cudaCheckLaunch();
+}
+template <int Q, int PT>
+static void lb_fwd(floatX* y, float* fs, const floatX* x, const floatX* dt, const float* A, const floatX* Bm, const floatX* Cm,
+                   const float* D, const float* h0, int B, int L, int H, int P, int G, int N, int) {
+    if (B == 0 || L == 0) return;
+    if (N == 128) ssd_lb_forward<Q, 128, PT>(y, fs, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+    else if (N == 64) ssd_lb_forward<Q, 64, PT>(y, fs, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+    else FATAL("lb_fwd: N %d not compiled", N);
+}
+template <int Q, int PT>
+static void lb_bwd(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm, float* dD, float* dh0, const floatX* dy,
+                   const float* dfs, const floatX* x, const floatX* dt, const float* A, const floatX* Bm, const floatX* Cm,
+                   const float* D, const float* h0, int B, int L, int H, int P, int G, int N) {
+    if (B == 0 || L == 0) return;
+    if (N == 128) ssd_lb_backward<Q, 128, PT>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfs, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+    else if (N == 64) ssd_lb_backward<Q, 64, PT>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfs, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+    else FATAL("lb_bwd: N %d not compiled", N);
+}
+
 }  // namespace ssd_dev
 
 
@@ -1041,6 +1382,8 @@ static void tc_bwd(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm,
 using ssd_dev::tc_fwd;
 using ssd_dev::tc_fwd2;
 using ssd_dev::tc_bwd;
+using ssd_dev::lb_fwd;
+using ssd_dev::lb_bwd;
 
 static void v3_fwd(floatX* y, float* fs, const floatX* x, const floatX* dt, const float* A, const floatX* Bm, const floatX* Cm,
                    const float* D, const float* h0, int B, int L, int H, int P, int G, int N, int) {
@@ -1064,6 +1407,8 @@ static const Version g_versions[] = {
     {20, "v20 src: bwd truncated", ssd_forward_cuda, ssd_backward_cuda, 64, 1e-2},  // what src/ssd.h runs
     {21, "v21 v20 + fwd truncated", tc_fwd2<32, 64, true>, tc_bwd<64, 64, bf16, 8, true, true>, 64, 1e-2},
     {22, "v22 v20 + bwd 32x32 tiles", tc_fwd2<32, 64>, tc_bwd<64, 64, bf16, 8, true, true, 2>, 64, 1e-2},
+    {23, "v23 fwd look-back Q64", lb_fwd<64, 64>, ssd_backward_cuda, 64, 1e-2},
+    {24, "v24 v23 + bwd states l-b", lb_fwd<64, 64>, lb_bwd<64, 64>, 64, 1e-2},
 };
 
 struct Problem {
@@ -1198,6 +1543,46 @@ static void tc_breakdown(const Problem& p, float* gx, float* gdt, float* gA, flo
 }  // namespace ssd_dev
 using ssd_dev::tc_breakdown;
 
+// v23 / v24's look-back kernels timed one by one at Q 64 (each launch after its flags' memset)
+namespace ssd_dev {
+static void lb_breakdown(const Problem& p, float* gx, float* gdt, float* gA, float* gB, float* gC, float* gD, float* gdy, float* gy) {
+    constexpr int Q = 64, N = 128, PT = 64;
+    int B = p.B, L = p.L, H = p.H, P = p.P, G = p.G, nc = ceil_div(L, Q), nch = B * H * (P / PT);
+    float* cb = dev_alloc<float>((size_t)B * nc * G * Q * Q);
+    size_t n_states = (size_t)B * nc * H * P * N;
+    bf16* states = dev_alloc<bf16>(n_states);
+    SsdLbScratch lb;
+    float* ring = lb.ring_for(nch, PT, N);
+    size_t s1 = ssd_tc_cb_smem<Q, N>(), s2 = SsdLbFwdSmem<Q, N, PT>::floats, s3 = SsdLbStateSmem<Q, N, PT>::floats;
+    ssd_set_smem((const void*)::ssd_tc_cb_kernel<Q, N>, s1, "cb");
+    ssd_set_smem((const void*)ssd_lb_fwd_kernel<Q, N, PT>, s2, "lb fwd");
+    ssd_set_smem((const void*)ssd_lb_state_kernel<Q, N, PT, false>, s3, "lb states");
+    ssd_set_smem((const void*)ssd_lb_state_kernel<Q, N, PT, true>, s3, "lb dstates");
+    ::ssd_tc_cb_kernel<Q, N><<<dim3(nc, G, B), 128, s1 * 4>>>(cb, gB, gC, L, G);
+    float ms[3];
+    ms[0] = dev_bench_ms([&](int) {
+        int* f = lb.flags_for(nch);
+        ssd_lb_fwd_kernel<Q, N, PT><<<nc * nch, PT * 4, s2 * 4>>>(gy, nullptr, ring, f, f + 2 * nch, gx, gdt, gA, gB, gC, gD, nullptr, cb,
+                                                                 B, L, H, P, G);
+    }, 2, 10);
+    ms[1] = dev_bench_ms([&](int) {
+        int* f = lb.flags_for(nch);
+        ssd_lb_state_kernel<Q, N, PT, false><<<nc * nch, PT * 4, s3 * 4>>>(states, nullptr, nullptr, ring, f, f + 2 * nch, gx, gdt, gA, gB,
+                                                                          B, L, H, P, G);
+    }, 2, 10);
+    ms[2] = dev_bench_ms([&](int) {
+        int* f = lb.flags_for(nch);
+        ssd_lb_state_kernel<Q, N, PT, true><<<nc * nch, PT * 4, s3 * 4>>>(states, nullptr, nullptr, ring, f, f + 2 * nch, gdy, gdt, gA, gC,
+                                                                         B, L, H, P, G);
+    }, 2, 10);
+    cudaCheck(cudaGetLastError());
+    const char* names[3] = {"lb forward", "lb states", "lb dstates"};
+    for (int i = 0; i < 3; i++) printf("     %-12s %8.4f ms\n", names[i], ms[i]);
+    dev_free(cb); dev_free(states);
+}
+}  // namespace ssd_dev
+using ssd_dev::lb_breakdown;
+
 // one warm-up and one measured fwd+bwd of what src/ssd.h ships, for a profiler
 static int profile_src() {
     Problem p(8, 2048, 24, 64, 1, 128, 5);
@@ -1272,6 +1657,7 @@ int main(int argc, char** argv) {
             if (v->id == 19) tc_breakdown<32, 64, 128, 64, 64, bf16, true, true, false>(p, gx, gdt, gA, gB, gC, gD, gdy, gy, gdx, gddt, gdA, gdB, gdC, gdD);
             if (v->id == 20) tc_breakdown<32, 64, 128, 64, 64, bf16, true, true, true>(p, gx, gdt, gA, gB, gC, gD, gdy, gy, gdx, gddt, gdA, gdB, gdC, gdD);
             if (v->id == 22) tc_breakdown<32, 64, 128, 64, 64, bf16, true, true, true, 2>(p, gx, gdt, gA, gB, gC, gD, gdy, gy, gdx, gddt, gdA, gdB, gdC, gdD);
+            if (v->id == 24) lb_breakdown(p, gx, gdt, gA, gB, gC, gD, gdy, gy);
             if (v->id == 17) tc_breakdown<32, 64, 128, 64, 64, float>(p, gx, gdt, gA, gB, gC, gD, gdy, gy, gdx, gddt, gdA, gdB, gdC, gdD);
         }
         for (float* q : {gx, gdt, gA, gB, gC, gD, gdy, gy, gdx, gddt, gdA, gdB, gdC, gdD}) dev_free(q);
