@@ -41,12 +41,21 @@
 //                  score[b, i] = max over the B rows j of cos(m_a, m_j), best[b, i] = the first such j;
 //                  cos = (m_a . m_j) inv_a inv_j, inv = 1 / sqrt(m . m) (0 for a zero key), sums in d
 //                  order, float                                      metric (B, T, hd) -> (B, nA) twice
+//   tome_select_batch: dst[b] = tome_select(score[b], best[b], T, r) for each image: the A row of rank
+//                  k (stable sort by score, descending) merges iff k < r    score, best (B, nA) -> dst (B, T)
+//                  (GPU: one thread block per image, each A row counts the rows ranked above it)
+//   tome_merge_groups: tome_groups on the backend: dst, size, rep (B, T) -> off (B T2 + 1), mem (B T),
+//                  size2, rep2 (B, T2)     (GPU: one thread per row left, reading its image's dst)
+//   tome_size_bias: bias[i] = log_table[size[i]] (sizes are whole numbers; log_table[k] = logf(k), made
+//                  on the host, so both backends add the same bias)           size (n) -> bias (n)
+//   tome_init:     size = 1, rep[b, t] = t                                    (B, T)
 //   token_merge:   out[g] = x[mem[off[g]]] for a group of one row, else
 //                  (sum_k w[mem[k]] x[mem[k]]) / (sum_k w[mem[k]]), k in [off[g], off[g+1]) in order
 //                  x: (rows, C), w: (rows) float, off: (G + 1), mem: rows of x; out: (G, C)
-// The similarities run on the backend (tome_best_match); the host downloads each A row's best score
-// and B row (2 B nA numbers per merging block), picks the r best (tome_select) and builds the groups,
-// like the other token selections of src/token_reduction.h. Forward only.
+// The whole matching and merge run on the backend: a ToMe forward waits for the host nowhere (the
+// number of rows after each block is the schedule's). The sizes, representatives and the merge
+// decisions stay there until tome_fetch copies them to the host (TomeRun's size, rep, dst_log).
+// Forward only.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -212,6 +221,32 @@ static void token_merge_cpu(floatX* out, const floatX* x, const float* w, const 
         }
 }
 
+static void tome_select_batch_cpu(int* dst, const float* score, const int* best, int B, int T, int r) {
+    int nA = (T + 1) / 2 - 1;
+    for (int b = 0; b < B; b++) tome_select(dst + (size_t)b * T, score + (size_t)b * nA, best + (size_t)b * nA, T, r);
+}
+
+static void tome_merge_groups_cpu(int* off, int* mem, float* size2, int* rep2, const int* dst, const float* size, const int* rep,
+                                  int B, int T, int T2) {
+    std::vector<int> o, m, rp(rep, rep + (size_t)B * T);
+    std::vector<float> sz(size, size + (size_t)B * T);
+    int got = tome_groups(&o, &m, &sz, &rp, dst, B, T);
+    if (got != T2) FATAL("tome_merge_groups: %d rows left per image, %d expected", got, T2);
+    std::copy(o.begin(), o.end(), off);
+    std::copy(m.begin(), m.end(), mem);
+    std::copy(sz.begin(), sz.end(), size2);
+    std::copy(rp.begin(), rp.end(), rep2);
+}
+
+static void tome_size_bias_cpu(float* bias, const float* size, const float* log_table, int n) {
+    for (int i = 0; i < n; i++) bias[i] = log_table[(int)size[i]];
+}
+
+static void tome_init_cpu(float* size, int* rep, int B, int T) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) { size[(size_t)b * T + t] = 1.0f; rep[(size_t)b * T + t] = t; }
+}
+
 // ---------------------------------------------------------------------------
 // CUDA: one thread per output element, the CPU's order and rounding (no FMA contraction)
 
@@ -271,6 +306,69 @@ __global__ void token_merge_kernel(floatX* out, const floatX* x, const float* w,
     out[i] = from_f32<floatX>(__fdiv_rn(s, ws));
 }
 
+// one block per image; A row i's rank in the CPU's stable sort (descending score, ties: the lower
+// row first) is the number of A rows with a higher score plus the lower rows with an equal one
+__global__ void tome_select_batch_kernel(int* dst, const float* score, const int* best, int B, int T, int r) {
+    extern __shared__ float sc[];  // (nA) this image's scores
+    int nA = (T + 1) / 2 - 1;
+    size_t b = blockIdx.x;
+    for (int i = threadIdx.x; i < nA; i += blockDim.x) sc[i] = score[b * nA + i];
+    __syncthreads();
+    for (int t = threadIdx.x; t < T; t += blockDim.x) {
+        int d = -1;
+        if (t >= 2 && t % 2 == 0) {
+            int i = t / 2 - 1, rank = 0;
+            float x = sc[i];
+            for (int j = 0; j < nA && rank < r; j++) rank += (sc[j] > x) || (j < i && !(x > sc[j]));
+            if (rank < r) d = best[b * nA + i];
+        }
+        dst[b * T + t] = d;
+    }
+}
+
+// one thread per (image, row); the rows that stay write their group: out index o = the rows left
+// before it, offset = the rows whose destination (or themselves) lies before it, members in order
+__global__ void tome_merge_groups_kernel(int* off, int* mem, float* size2, int* rep2, const int* dst, const float* size, const int* rep,
+                                         int B, int T, int T2) {
+    size_t x = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (x == 0) off[(size_t)B * T2] = B * T;
+    if (x >= (size_t)B * T) return;
+    int i = (int)(x % T);
+    size_t b = x / T;
+    const int* d = dst + b * T;
+    if (d[i] >= 0) return;
+    int o = 0, before = 0;
+    for (int j = 0; j < T; j++) {
+        int root = d[j] >= 0 ? d[j] : j;
+        o += j < i && d[j] < 0;
+        before += root < i;
+    }
+    size_t g = b * T2 + o;
+    int k = (int)(b * T) + before;
+    off[g] = k;
+    float s = 0.0f;
+    for (int j = 0; j < T; j++) {
+        int root = d[j] >= 0 ? d[j] : j;
+        if (root != i) continue;
+        mem[k++] = (int)(b * T) + j;
+        s = __fadd_rn(s, size[b * T + j]);
+    }
+    size2[g] = s;
+    rep2[g] = rep[b * T + i];
+}
+
+__global__ void tome_size_bias_kernel(float* bias, const float* size, const float* log_table, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) bias[i] = log_table[(int)size[i]];
+}
+
+__global__ void tome_init_kernel(float* size, int* rep, int B, int T) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)B * T) return;
+    size[i] = 1.0f;
+    rep[i] = (int)(i % T);
+}
+
 static void tome_key_mean_cuda(float* metric, const floatX* qkv, int B, int T, int C, int NH) {
     size_t n = (size_t)B * T * (C / NH);
     if (n == 0) return;
@@ -291,6 +389,36 @@ static void token_merge_cuda(floatX* out, const floatX* x, const float* w, const
     token_merge_kernel<<<(unsigned)((n + 255) / 256), 256>>>(out, x, w, off, mem, G, C);
     cudaCheckLaunch();
 }
+
+static void tome_select_batch_cuda(int* dst, const float* score, const int* best, int B, int T, int r) {
+    int nA = (T + 1) / 2 - 1;
+    if (r < 0 || r > std::max(nA, 0)) FATAL("tome_select: %d merges of %d tokens (at most %d)", r, T, nA);
+    size_t shm = (size_t)std::max(nA, 1) * sizeof(float);
+    if (shm > 48 * 1024) FATAL("tome_select_batch_cuda: %d tokens exceed the kernel's shared memory", T);
+    if (B == 0 || T == 0) return;
+    tome_select_batch_kernel<<<B, 128, shm>>>(dst, score, best, B, T, r);
+    cudaCheckLaunch();
+}
+
+static void tome_merge_groups_cuda(int* off, int* mem, float* size2, int* rep2, const int* dst, const float* size, const int* rep,
+                                   int B, int T, int T2) {
+    size_t n = std::max((size_t)B * T, (size_t)1);
+    tome_merge_groups_kernel<<<(unsigned)((n + 127) / 128), 128>>>(off, mem, size2, rep2, dst, size, rep, B, T, T2);
+    cudaCheckLaunch();
+}
+
+static void tome_size_bias_cuda(float* bias, const float* size, const float* log_table, int n) {
+    if (n == 0) return;
+    tome_size_bias_kernel<<<(n + 255) / 256, 256>>>(bias, size, log_table, n);
+    cudaCheckLaunch();
+}
+
+static void tome_init_cuda(float* size, int* rep, int B, int T) {
+    size_t n = (size_t)B * T;
+    if (n == 0) return;
+    tome_init_kernel<<<(unsigned)((n + 255) / 256), 256>>>(size, rep, B, T);
+    cudaCheckLaunch();
+}
 #endif
 
 // backend wrappers (pointers on the backend)
@@ -306,6 +434,23 @@ static void token_merge(bool on_gpu, floatX* out, const floatX* x, const float* 
     if (on_gpu) GPU_CALL(token_merge_cuda(out, x, w, off, mem, G, C));
     else token_merge_cpu(out, x, w, off, mem, G, C);
 }
+static void tome_select_batch(bool on_gpu, int* dst, const float* score, const int* best, int B, int T, int r) {
+    if (on_gpu) GPU_CALL(tome_select_batch_cuda(dst, score, best, B, T, r));
+    else tome_select_batch_cpu(dst, score, best, B, T, r);
+}
+static void tome_merge_groups(bool on_gpu, int* off, int* mem, float* size2, int* rep2, const int* dst, const float* size, const int* rep,
+                              int B, int T, int T2) {
+    if (on_gpu) GPU_CALL(tome_merge_groups_cuda(off, mem, size2, rep2, dst, size, rep, B, T, T2));
+    else tome_merge_groups_cpu(off, mem, size2, rep2, dst, size, rep, B, T, T2);
+}
+static void tome_size_bias(bool on_gpu, float* bias, const float* size, const float* log_table, int n) {
+    if (on_gpu) GPU_CALL(tome_size_bias_cuda(bias, size, log_table, n));
+    else tome_size_bias_cpu(bias, size, log_table, n);
+}
+static void tome_init(bool on_gpu, float* size, int* rep, int B, int T) {
+    if (on_gpu) GPU_CALL(tome_init_cuda(size, rep, B, T));
+    else tome_init_cpu(size, rep, B, T);
+}
 
 // ---------------------------------------------------------------------------
 // a ToMe encoder run: the state of the tokens, and its buffers
@@ -313,97 +458,122 @@ static void token_merge(bool on_gpu, floatX* out, const floatX* x, const float* 
 typedef struct {
     bool on_gpu;
     int B, T;                  // images and tokens per image now ([CLS] first)
-    int Bmax, Tmax, C, NH;     // the buffers' sizes
-    std::vector<float> size;   // (B, T) host: the rows each token stands for
-    std::vector<int> rep;      // (B, T) host: the original row each token stands for
-    std::vector<int> off, mem; // the last merge's groups (tome_groups)
-    std::vector<float> score_host, bias_host;
-    std::vector<int> best_host;
+    int Bmax, Tmax, C, NH, Lmax;  // the buffers' sizes (Lmax: the most blocks a forward runs)
+    // on the host: filled by tome_forward on the CPU, by tome_fetch on the GPU (empty until then)
+    std::vector<float> size;   // (B, T) the rows each token stands for
+    std::vector<int> rep;      // (B, T) the original row each token stands for
     std::vector<std::vector<int>> dst_log;    // dst (B, T_l) of every merging block of the last run (tests)
     std::vector<std::vector<int>> force_dst;  // tests: use these dst instead of the matching (same order)
+    std::vector<size_t> log_at, log_n;        // where each merging block's dst sits in d_dst (elements)
     // on the backend
-    float *metric, *weights, *bias;  // (Bmax, Tmax, hd), (Bmax, Tmax), (Bmax, Tmax)
+    float *metric, *bias;            // (Bmax, Tmax, hd), (Bmax, Tmax)
     float* score; int* best;         // (Bmax, Tmax / 2) each A row's best similarity and B row
-    int *d_off, *d_mem;              // (Bmax Tmax + 1), (Bmax Tmax)
+    int *d_off, *d_mem;              // (Bmax Tmax + 1), (Bmax Tmax) the last merge's groups
+    float* d_size[2]; int* d_rep[2]; // (Bmax, Tmax) each: the sizes and representatives, before and after a merge
+    int cur;                         // which of the two holds the current ones
+    int* d_dst;                      // (Lmax, Bmax, Tmax) every merging block's dst, one after the other
+    float* log_table;                // (Tmax + 1) logf(k)
 } TomeRun;
 
-static void tome_alloc(TomeRun* s, bool on_gpu, int Bmax, int Tmax, int C, int NH) {
+static void tome_alloc(TomeRun* s, bool on_gpu, int Bmax, int Tmax, int C, int NH, int Lmax) {
     *s = TomeRun();
-    s->on_gpu = on_gpu; s->Bmax = Bmax; s->Tmax = Tmax; s->C = C; s->NH = NH;
+    s->on_gpu = on_gpu; s->Bmax = Bmax; s->Tmax = Tmax; s->C = C; s->NH = NH; s->Lmax = Lmax;
     size_t n = (size_t)Bmax * Tmax;
     s->metric = (float*)backend_malloc(on_gpu, n * (C / NH) * sizeof(float));
-    s->weights = (float*)backend_malloc(on_gpu, n * sizeof(float));
     s->bias = (float*)backend_malloc(on_gpu, n * sizeof(float));
     s->score = (float*)backend_malloc(on_gpu, n * sizeof(float));
     s->best = (int*)backend_malloc(on_gpu, n * sizeof(int));
     s->d_off = (int*)backend_malloc(on_gpu, (n + 1) * sizeof(int));
     s->d_mem = (int*)backend_malloc(on_gpu, n * sizeof(int));
+    for (int k = 0; k < 2; k++) {
+        s->d_size[k] = (float*)backend_malloc(on_gpu, n * sizeof(float));
+        s->d_rep[k] = (int*)backend_malloc(on_gpu, n * sizeof(int));
+    }
+    s->d_dst = (int*)backend_malloc(on_gpu, (size_t)std::max(Lmax, 1) * n * sizeof(int));
+    std::vector<float> lt(Tmax + 1);
+    for (int k = 0; k <= Tmax; k++) lt[k] = logf((float)k);
+    s->log_table = (float*)backend_malloc(on_gpu, lt.size() * sizeof(float));
+    backend_copy(on_gpu, s->log_table, lt.data(), lt.size() * sizeof(float), true);
 }
 
 static void tome_free(TomeRun* s) {
     if (!s->metric) return;
-    for (void* p : {(void*)s->metric, (void*)s->weights, (void*)s->bias, (void*)s->score, (void*)s->best, (void*)s->d_off, (void*)s->d_mem})
+    for (void* p : {(void*)s->metric, (void*)s->bias, (void*)s->score, (void*)s->best, (void*)s->d_off, (void*)s->d_mem,
+                    (void*)s->d_size[0], (void*)s->d_size[1], (void*)s->d_rep[0], (void*)s->d_rep[1], (void*)s->d_dst, (void*)s->log_table})
         backend_free(s->on_gpu, p);
     s->metric = nullptr;
 }
 
+// the last tome_forward's sizes and representatives (B, T) and merge decisions, backend -> s->size,
+// s->rep, s->dst_log (on the GPU: waits for the forward)
+static void tome_fetch(TomeRun* s) {
+    size_t n = (size_t)s->B * s->T;
+    s->size.resize(n);
+    s->rep.resize(n);
+    backend_copy(s->on_gpu, s->size.data(), s->d_size[s->cur], n * sizeof(float), false);
+    backend_copy(s->on_gpu, s->rep.data(), s->d_rep[s->cur], n * sizeof(int), false);
+    s->dst_log.assign(s->log_at.size(), std::vector<int>());
+    for (size_t k = 0; k < s->log_at.size(); k++) {
+        s->dst_log[k].resize(s->log_n[k]);
+        backend_copy(s->on_gpu, s->dst_log[k].data(), s->d_dst + s->log_at[k], s->log_n[k] * sizeof(int), false);
+    }
+}
+
 // Runs blocks 0 .. n_blocks - 1 of t on the B images of T0 rows in t->acts[0].resid ([CLS] first),
 // merging sched[l] tokens in block l (see the top); the output, B images of T rows, is where
-// transformer_forward puts it (acts[n_blocks].resid, or t->out after the last block). Returns T; the
-// sizes and representatives of the output rows stay in s->size, s->rep (B, T). scratch: a backend
-// buffer of (B, T0, C) for the merged rows. With every sched[l] = 0 the calls are transformer_forward's.
+// transformer_forward puts it (acts[n_blocks].resid, or t->out after the last block). Returns T. The
+// sizes and representatives of the output rows (B, T) and the merge decisions stay on the backend:
+// s->size, s->rep, s->dst_log hold them on the CPU at once, on the GPU after tome_fetch. scratch: a backend buffer of (B, T0, C) for the merged rows. With every
+// sched[l] = 0 the calls are transformer_forward's.
 static int tome_forward(Transformer* t, TomeRun* s, const std::vector<int>& sched, floatX* scratch, int B, int T0, int n_blocks) {
     bool on_gpu = s->on_gpu;
     int C = t->cfg.d_model, NH = t->cfg.n_head, hd = C / NH;
     if ((int)sched.size() < n_blocks) FATAL("tome_forward: %zu scheduled blocks, %d run", sched.size(), n_blocks);
     if (B > s->Bmax || T0 > s->Tmax || C != s->C || NH != s->NH) FATAL("tome_forward: (%d, %d) rows exceed the buffers", B, T0);
-    s->B = B; s->T = T0;
-    s->size.assign((size_t)B * T0, 1.0f);
-    s->rep.resize((size_t)B * T0);
-    for (int b = 0; b < B; b++)
-        for (int i = 0; i < T0; i++) s->rep[(size_t)b * T0 + i] = i;
-    s->dst_log.clear();
+    if (n_blocks > s->Lmax) FATAL("tome_forward: %d blocks, the buffers hold %d", n_blocks, s->Lmax);
+    s->B = B; s->T = T0; s->cur = 0;
+    s->size.clear(); s->rep.clear(); s->dst_log.clear();
+    s->log_at.clear(); s->log_n.clear();
+    tome_init(on_gpu, s->d_size[0], s->d_rep[0], B, T0);
     bool merged = false;  // a token of size > 1 exists: proportional attention from here on
     int T = T0;
+    size_t log_used = 0;
     for (int l = 0; l < n_blocks; l++) {
-        if (merged) {
-            s->bias_host.resize((size_t)B * T);
-            for (size_t i = 0; i < s->bias_host.size(); i++) s->bias_host[i] = logf(s->size[i]);
-            backend_copy(on_gpu, s->bias, s->bias_host.data(), s->bias_host.size() * sizeof(float), true);
-        }
         transformer_block_attention(t, on_gpu, l, merged ? s->bias : nullptr, B, T);
         int r = sched[l];
         if (r > 0) {
             BlockActs& a = t->acts[l];
-            std::vector<int> dst((size_t)B * T);
-            size_t k = s->dst_log.size();
-            if (k < s->force_dst.size()) {
-                if (s->force_dst[k].size() != dst.size()) FATAL("tome_forward: forced dst %zu of %zu rows, %zu wanted", k, s->force_dst[k].size(), dst.size());
-                dst = s->force_dst[k];
+            int* dst = s->d_dst + log_used;  // (B, T) on the backend
+            size_t k = s->log_at.size();
+            if (k < s->force_dst.size()) {  // tests: checked on the host (tome_groups), then used
+                const std::vector<int>& fd = s->force_dst[k];
+                if (fd.size() != (size_t)B * T) FATAL("tome_forward: forced dst %zu of %zu rows, %d wanted", k, fd.size(), B * T);
+                std::vector<int> o, m, rp((size_t)B * T, 0);
+                std::vector<float> sz((size_t)B * T, 1.0f);
+                r = T - tome_groups(&o, &m, &sz, &rp, fd.data(), B, T);
+                backend_copy(on_gpu, dst, fd.data(), fd.size() * sizeof(int), true);
             } else {
-                int nA = (T + 1) / 2 - 1;
                 PROF(on_gpu, "tome_match", tome_key_mean(on_gpu, s->metric, a.qkv, B, T, C, NH);
-                                           tome_best_match(on_gpu, s->score, s->best, s->metric, B, T, hd));
-                s->score_host.resize((size_t)B * nA);
-                s->best_host.resize((size_t)B * nA);
-                backend_copy(on_gpu, s->score_host.data(), s->score, s->score_host.size() * sizeof(float), false);
-                backend_copy(on_gpu, s->best_host.data(), s->best, s->best_host.size() * sizeof(int), false);
-                for (int b = 0; b < B; b++)
-                    tome_select(dst.data() + (size_t)b * T, s->score_host.data() + (size_t)b * nA, s->best_host.data() + (size_t)b * nA, T, r);
+                                           tome_best_match(on_gpu, s->score, s->best, s->metric, B, T, hd);
+                                           tome_select_batch(on_gpu, dst, s->score, s->best, B, T, r));
             }
-            s->dst_log.push_back(dst);
-            // the old sizes weigh the merge; tome_groups then sums them
-            backend_copy(on_gpu, s->weights, s->size.data(), (size_t)B * T * sizeof(float), true);
-            int T2 = tome_groups(&s->off, &s->mem, &s->size, &s->rep, dst.data(), B, T);
-            backend_copy(on_gpu, s->d_off, s->off.data(), s->off.size() * sizeof(int), true);
-            backend_copy(on_gpu, s->d_mem, s->mem.data(), s->mem.size() * sizeof(int), true);
-            PROF(on_gpu, "tome_merge", token_merge(on_gpu, scratch, a.resid2, s->weights, s->d_off, s->d_mem, B * T2, C);
-                                       backend_copy_device(on_gpu, a.resid2, scratch, (size_t)B * T2 * C * sizeof(floatX)));
+            s->log_at.push_back(log_used);
+            s->log_n.push_back((size_t)B * T);
+            log_used += (size_t)B * T;
+            // the old sizes weigh the merge; the groups sum them into the other buffer
+            int T2 = T - r, c0 = s->cur, c1 = 1 - s->cur;
+            PROF(on_gpu, "tome_merge", tome_merge_groups(on_gpu, s->d_off, s->d_mem, s->d_size[c1], s->d_rep[c1], dst, s->d_size[c0], s->d_rep[c0], B, T, T2);
+                                       token_merge(on_gpu, scratch, a.resid2, s->d_size[c0], s->d_off, s->d_mem, B * T2, C);
+                                       backend_copy_device(on_gpu, a.resid2, scratch, (size_t)B * T2 * C * sizeof(floatX));
+                                       tome_size_bias(on_gpu, s->bias, s->d_size[c1], s->log_table, B * T2));
+            s->cur = c1;
             T = T2;
+            s->T = T;
             merged = true;
         }
         transformer_block_mlp(t, on_gpu, l, B, T);
     }
     s->T = T;
+    if (!on_gpu) tome_fetch(s);  // a copy on the CPU; the GPU's callers fetch when they need them
     return T;
 }

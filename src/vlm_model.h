@@ -376,7 +376,7 @@ static void vlm_build(VlmModel* m, const VlmConfig& cfg, int B, bool on_gpu, boo
     backend_copy(on_gpu, m->d_cls_rows, m->cls_rows.data(), B * sizeof(int), true);
     m->d_labels = (int*)backend_malloc(on_gpu, B * sizeof(int));
     m->d_class_rows = (int*)backend_malloc(on_gpu, B * sizeof(int));
-    tome_alloc(&m->tome, on_gpu, B, m->P + 1, c.v_dim, c.v_heads);
+    tome_alloc(&m->tome, on_gpu, B, m->P + 1, c.v_dim, c.v_heads, c.v_layers);
     m->pool_ones = (float*)backend_malloc(on_gpu, (size_t)B * (m->P + 1) * sizeof(float));
     m->pool_ones_n = 0;
     m->vis_T = m->P + 1;
@@ -619,6 +619,7 @@ static void vlm_encode_images(VlmModel* m, const float* images, int B) {
     cls_drop_forward(m->on_gpu, m->feats, fl < c.v_layers ? m->vit.acts[fl].resid : m->vit.out, B, n, c.v_dim);
     if (m->reduce.method == REDUCE_TOME && n < m->P) {
         if (n != m->Pi) FATAL("vlm_encode_images: tome left %d tokens, %d planned", n, m->Pi);
+        tome_fetch(&m->tome);  // the representatives, to the host
         for (int b = 0; b < B; b++)
             for (int j = 0; j < n; j++) m->keep[(size_t)b * n + j] = m->tome.rep[(size_t)b * m->vis_T + 1 + j] - 1;
     }

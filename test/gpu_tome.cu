@@ -2,6 +2,9 @@
 // (src/vlm_model.h) on the GPU against the CPU reference; outputs poisoned (NaN) first.
 //   - attention_forward_bias (the plain kernel) at head dims 4, 8, 16, 32, 64 and odd lengths
 //   - tome_key_mean, tome_best_match and token_merge: bit for bit (one thread per element, the CPU's order)
+//   - the selection and groups on the device (tome_select_batch, tome_merge_groups, tome_size_bias,
+//     tome_init): bit for bit at odd lengths (not multiples of the thread block), many tied scores
+//     (+0 and -0 among them), r = 0 and r = the most a block can merge
 //   - the encoder (tome_forward): the GPU's merge decisions == the CPU's (fp32 attention), outputs,
 //     sizes and representatives; with TF32 attention (head dim 16) the CPU's decisions forced
 //   - the VLM with tome: logits, loss, KV-cache generation and the batched decode step GPU == CPU
@@ -81,6 +84,93 @@ static void test_ops() {
     }
 }
 
+static int* to_device_int(const std::vector<int>& h) {
+    int* d; cudaCheck(cudaMalloc(&d, h.size() * sizeof(int) + 4));
+    cudaCheck(cudaMemcpy(d, h.data(), h.size() * sizeof(int), cudaMemcpyHostToDevice)); return d;
+}
+static int* device_poisoned_int(size_t n) {
+    int* d; cudaCheck(cudaMalloc(&d, n * sizeof(int) + 4));
+    cudaCheck(cudaMemset(d, 0x7F, n * sizeof(int) + 4)); return d;  // 0x7F7F7F7F: no row, no offset
+}
+static std::vector<int> from_device_int(const int* d, size_t n) {
+    std::vector<int> h(n);
+    cudaCheck(cudaDeviceSynchronize());
+    cudaCheck(cudaMemcpy(h.data(), d, n * sizeof(int), cudaMemcpyDeviceToHost)); return h;
+}
+
+// the device's selection (top r per image), groups, size bias and initial state == the CPU's, bit for bit
+static void test_select_groups() {
+    Rng rg; rng_seed(&rg, 5);
+    char name[240];
+    // {B, T, tied}: T odd and even, not multiples of the 128-thread block, one A row, many
+    const int shapes[][3] = {{1, 3, 0}, {2, 4, 1}, {3, 9, 1}, {5, 65, 0}, {4, 65, 1}, {3, 130, 1}, {2, 257, 0}, {3, 301, 1}, {2, 1001, 1}};
+    const float tie_vals[] = {0.5f, -0.25f, 0.0f, -0.0f, 1.0f, 0.5f};
+    for (auto& sh : shapes) {
+        int B = sh[0], T = sh[1], nA = (T + 1) / 2 - 1;
+        bool tied = sh[2];
+        std::vector<float> score((size_t)B * nA);
+        std::vector<int> best((size_t)B * nA);
+        for (size_t i = 0; i < score.size(); i++) {
+            score[i] = tied ? tie_vals[rng_u32(&rg) % 6] : 2.0f * rng_uniform(&rg) - 1.0f;
+            best[i] = 1 + 2 * (int)(rng_u32(&rg) % (T / 2));  // a B row (odd, < T)
+        }
+        float* d_score = to_device(score);
+        int* d_best = to_device_int(best);
+        int rs[] = {0, 1, nA / 2, nA - 1, nA};
+        for (int r : rs) {
+            if (r < 0 || r > nA) continue;
+            std::vector<int> dst((size_t)B * T);
+            tome_select_batch_cpu(dst.data(), score.data(), best.data(), B, T, r);
+            int* d_dst = device_poisoned_int(dst.size());
+            tome_select_batch(true, d_dst, d_score, d_best, B, T, r);
+            std::vector<int> gd = from_device_int(d_dst, dst.size());
+            snprintf(name, sizeof name, "tome select GPU == CPU: B %d, T %d (%d A rows), r %d%s", B, T, nA, r, tied ? ", tied scores" : "");
+            report(gd == dst, name);
+            // the groups of that merge, random sizes (whole and fractional) and representatives
+            int T2 = T - r;
+            std::vector<float> size((size_t)B * T), s2((size_t)B * T2);
+            std::vector<int> rep((size_t)B * T), off((size_t)B * T2 + 1), mem((size_t)B * T), rep2((size_t)B * T2);
+            for (size_t i = 0; i < size.size(); i++) {
+                size[i] = (i % 3) ? (float)(1 + rng_u32(&rg) % 9) : 0.1f + rng_uniform(&rg);
+                rep[i] = (int)(rng_u32(&rg) % 1000);
+            }
+            tome_merge_groups_cpu(off.data(), mem.data(), s2.data(), rep2.data(), dst.data(), size.data(), rep.data(), B, T, T2);
+            float *d_size = to_device(size), *d_s2 = device_poisoned(s2.size());
+            int *d_rep = to_device_int(rep), *d_off = device_poisoned_int(off.size()), *d_mem = device_poisoned_int(mem.size()),
+                *d_rep2 = device_poisoned_int(rep2.size());
+            tome_merge_groups(true, d_off, d_mem, d_s2, d_rep2, d_dst, d_size, d_rep, B, T, T2);
+            std::vector<float> gs = from_device(d_s2, s2.size());
+            bool ok = from_device_int(d_off, off.size()) == off && from_device_int(d_mem, mem.size()) == mem &&
+                      from_device_int(d_rep2, rep2.size()) == rep2 && memcmp(gs.data(), s2.data(), s2.size() * sizeof(float)) == 0;
+            snprintf(name, sizeof name, "tome groups GPU == CPU bit for bit (offsets, members, sizes, representatives): B %d, T %d -> %d", B, T, T2);
+            report(ok, name);
+            for (void* p : {(void*)d_dst, (void*)d_size, (void*)d_s2, (void*)d_rep, (void*)d_off, (void*)d_mem, (void*)d_rep2}) cudaCheck(cudaFree(p));
+        }
+        cudaCheck(cudaFree(d_score)); cudaCheck(cudaFree(d_best));
+        // the initial state and the size bias (whole sizes up to T, as merges make them)
+        std::vector<float> s0((size_t)B * T), lt(T + 1), bias((size_t)B * T);
+        std::vector<int> r0((size_t)B * T);
+        tome_init_cpu(s0.data(), r0.data(), B, T);
+        float* d_s0 = device_poisoned(s0.size());
+        int* d_r0 = device_poisoned_int(r0.size());
+        tome_init(true, d_s0, d_r0, B, T);
+        std::vector<float> g0 = from_device(d_s0, s0.size());
+        report(memcmp(g0.data(), s0.data(), s0.size() * sizeof(float)) == 0 && from_device_int(d_r0, r0.size()) == r0,
+               (std::string("tome init GPU == CPU: B ") + std::to_string(B) + ", T " + std::to_string(T)).c_str());
+        for (int k = 0; k <= T; k++) lt[k] = logf((float)k);
+        for (float& x : s0) x = (float)(1 + rng_u32(&rg) % T);
+        tome_size_bias_cpu(bias.data(), s0.data(), lt.data(), B * T);
+        float *d_sz = to_device(s0), *d_lt = to_device(lt), *d_bias = device_poisoned(bias.size());
+        tome_size_bias(true, d_bias, d_sz, d_lt, B * T);
+        std::vector<float> gb = from_device(d_bias, bias.size());
+        bool exact = true;
+        for (size_t i = 0; i < bias.size(); i++) exact &= bias[i] == logf(s0[i]);
+        report(memcmp(gb.data(), bias.data(), bias.size() * sizeof(float)) == 0 && exact,
+               (std::string("tome size bias GPU == CPU == logf(size) bit for bit: ") + std::to_string(B * T) + " sizes in [1, T]").c_str());
+        for (void* p : {(void*)d_s0, (void*)d_r0, (void*)d_sz, (void*)d_lt, (void*)d_bias}) cudaCheck(cudaFree(p));
+    }
+}
+
 static VlmConfig config(int image, int patch, int v_layers, int v_dim, int v_heads) {
     VlmConfig c = {};
     c.image_size = image; c.patch = patch;
@@ -119,6 +209,7 @@ static void test_encoder(const VlmConfig& c, const std::vector<int>& sched, bool
     cudaCheck(cudaMemcpy(gpu.vit.acts[0].resid, x0.data(), x0.size() * sizeof(float), cudaMemcpyHostToDevice));
     int Tc = tome_forward(&cpu.vit, &cpu.tome, sched, cpu.tome_scratch, B, T0, L);
     int Tg = tome_forward(&gpu.vit, &gpu.tome, sched, gpu.tome_scratch, B, T0, L);
+    tome_fetch(&gpu.tome);
     char name[200];
     if (!tf32) {
         snprintf(name, sizeof name, "encoder %d blocks, head dim %d, %d -> %d rows: the GPU's merge decisions == the CPU's", L, C / c.v_heads, T0, Tc);
@@ -127,6 +218,7 @@ static void test_encoder(const VlmConfig& c, const std::vector<int>& sched, bool
     gpu.tome.force_dst = cpu.tome.dst_log;
     cudaCheck(cudaMemcpy(gpu.vit.acts[0].resid, x0.data(), x0.size() * sizeof(float), cudaMemcpyHostToDevice));
     Tg = tome_forward(&gpu.vit, &gpu.tome, sched, gpu.tome_scratch, B, T0, L);
+    tome_fetch(&gpu.tome);
     floatX* out_c = L < c.v_layers ? cpu.vit.acts[L].resid : cpu.vit.out;
     floatX* out_g = L < c.v_layers ? gpu.vit.acts[L].resid : gpu.vit.out;
     std::vector<float> got = from_device(out_g, (size_t)B * Tg * C);
@@ -247,6 +339,7 @@ static void test_classifier(const VlmConfig& c, double tol) {
 int main() {
     cublasCheck(cublasSetMathMode(cublas_handle(), CUBLAS_DEFAULT_MATH));  // exact FP32 matmuls for comparisons
     test_ops();
+    test_select_groups();
     VlmConfig plain = config(48, 6, 4, 24, 3);    // 8x8 = 64 patches, head dim 8: plain fp32 attention
     VlmConfig fused = config(40, 8, 3, 64, 4);    // 5x5 = 25 patches, head dim 16: TF32 attention in block 0
     test_encoder(plain, tome_schedule(64, 16, 3), false);
