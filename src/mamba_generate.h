@@ -63,6 +63,12 @@
 // GB/s of the bytes it must move): in_proj 5.3 (1790 GB/s, 1.9x its floor), x_proj 2.1 and the
 // scan 2.3 (latency: 0.5-0.6 MB each), out_proj 2.7 (1790 GB/s, 1.9x), head 53.9 (2870 GB/s,
 // 1.17x), greedy sampling 2.0; the sum, 353 us, against 380 for the whole step.
+// Tried and not kept: x_proj merged into the scan (one cluster of 8 blocks handing xdbl round
+// through distributed shared memory, 12 independent clusters at batch 1). Same call, H100: 5.04 us
+// a launch against x_proj 2.12 + scan 2.26, and the step 413.9 against 379.4 us at batch 1. Likely
+// why: a cluster needs 8 free SMs of one GPC at once, so under PDL its blocks start only once the
+// previous kernel's blocks have drained, and the two cluster barriers plus every cluster's L2
+// reads of x_proj_w cost more than the kernel boundary they remove.
 // What is left (batch 1): ~2 us of dependency latency per kernel (97 a step) and weights that
 // are only partly loaded ahead (the next kernel's blocks fit beside the running ones only where
 // registers allow); next: weights prefetched into shared memory by the bulk copy engine, x_proj
