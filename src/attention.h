@@ -16,7 +16,7 @@
 //   dv_j += sum_i P_ij dout_i,  dq_i += scale * sum_j dS_ij k_j,  dk_j += scale * sum_i dS_ij q_i
 // The backward recomputes P from lse: neither backend keeps the (T, T) matrix between the passes.
 // attention_forward_bias (ToMe's proportional attention, forward only): s_ij + key_bias[b, j], on the
-// CPU reference and the plain CUDA kernel.
+// CPU reference, the fused forward (att_fwd_tc) and the plain CUDA kernel, chosen as without a bias.
 //
 // CPU (the reference): softmax with the max subtracted, in float; the backward keeps P and dS
 // (B, NH, T, T) in malloc'd scratch for the column pass.
@@ -89,8 +89,8 @@ static float attention_row_cpu(floatX* out, float* p, const floatX* q, const flo
 
 // Proportional attention (ToMe, Bolya et al. 2023; src/tome.h): the forward with a bias per key,
 //   s_ij = scale * q_i . k_j + key_bias[b, j],   key_bias: (B, T) float (log of the tokens' sizes)
-// (nullptr: none, the plain forward below). Inference only: no backward. On the GPU it
-// runs the plain kernels (fp32 math, any head dim), never the fused ones.
+// (nullptr: none, the plain forward below). Inference only: no backward. On the GPU: the fused
+// TF32 kernel where it applies, else the plain one (attention_forward_bias_cuda).
 static void attention_forward_bias_cpu(floatX* out, float* lse, const floatX* qkv, const float* key_bias, const int* lengths,
                                        int B, int T, int C, int NH, bool causal) {
     int hd = C / NH;
@@ -316,8 +316,8 @@ static float* attention_scratch(size_t floats) {
 
 // the plain forward / backward (any head dim): the interface of attention_forward_cuda /
 // attention_backward_cuda; P (and dS) go to attention_scratch. The forward takes an optional key
-// bias (proportional attention, attention_forward_bias_cpu; the fused kernels take none).
-static void attention_forward_bias_cuda(floatX* out, float* lse, const floatX* qkv, const float* key_bias, const int* lengths,
+// bias (proportional attention, attention_forward_bias_cpu).
+static void attention_forward_bias_plain_cuda(floatX* out, float* lse, const floatX* qkv, const float* key_bias, const int* lengths,
                                         int B, int T, int C, int NH, bool causal) {
     size_t rows = (size_t)B * NH * T;
     if (rows == 0 || C == 0) return;
@@ -330,7 +330,7 @@ static void attention_forward_bias_cuda(floatX* out, float* lse, const floatX* q
 }
 static void attention_forward_plain_cuda(floatX* out, float* lse, const floatX* qkv, const int* lengths, int B, int T,
                                          int C, int NH, bool causal) {
-    attention_forward_bias_cuda(out, lse, qkv, nullptr, lengths, B, T, C, NH, causal);
+    attention_forward_bias_plain_cuda(out, lse, qkv, nullptr, lengths, B, T, C, NH, causal);
 }
 
 static void attention_backward_plain_cuda(floatX* dqkv, float* D, const floatX* dout, const floatX* qkv,
@@ -611,10 +611,12 @@ __device__ __forceinline__ void att_tc_acc_x_tile(float (&out)[NT][4], const flo
     }
 }
 
-template <typename P, typename F, int HD>
+// BIAS: key_bias (B, T) is added to every score (proportional attention; false: key_bias unused, the
+// code of the unbiased forward)
+template <typename P, typename F, int HD, bool BIAS>
 __global__ void __launch_bounds__(ATT_TC_THREADS)
-    att_tc_fwd_kernel(F* out, float* lse, const F* qkv, const int* lengths, int T, int C, int NH, bool causal,
-                    float scale_log2) {
+    att_tc_fwd_kernel(F* out, float* lse, const F* qkv, const float* key_bias, const int* lengths, int T, int C, int NH,
+                    bool causal, float scale_log2) {
     using S = typename P::S;
     constexpr int LD = HD + P::PAD, NT = HD / 8, KS = HD / P::KSTEP;
     // Q is staged in the K buffer: its fragments go to registers before the first key tile
@@ -630,6 +632,8 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
     const int kend = attention_limit(lengths, b, q0 + nq - 1, T, causal);
     const int i0 = q0 + wr + g, i1 = i0 + 8;  // this thread's two query rows
     const int lim0 = attention_limit(lengths, b, i0, T, causal), lim1 = attention_limit(lengths, b, i1, T, causal);
+    const int limb = max(lim0, lim1);  // <= T: the bias of the keys below it is read
+    const float* kbias = BIAS ? key_bias + (size_t)b * T : nullptr;
     P::template stage<F, HD>(Qs, base + (size_t)q0 * C3, C3, nq);
     __syncthreads();
     uint32_t qa[KS][4];
@@ -645,6 +649,16 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
         P::template stage<F, HD>(Vs, base + 2 * C + (size_t)k0 * C3, C3, nk);
         __syncthreads();
         if (!active) continue;
+        float kb[8][2];  // this thread's keys' bias in log2 units (issued before the mma, used after)
+        if constexpr (BIAS) {
+#pragma unroll
+            for (int n = 0; n < 8; n++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    int key = k0 + n * 8 + 2 * t + e;
+                    kb[n][e] = key < limb ? kbias[key] * ATT_LOG2E : 0.0f;
+                }
+        }
         float s[8][4];
         att_tc_regs_x_tile_t<P>(s, qa, Ks, LD, 0, nk);  // a partial last tile: its empty 16-key groups stay 0 (masked)
         float mx0 = -INFINITY, mx1 = -INFINITY;
@@ -653,8 +667,13 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
 #pragma unroll
             for (int e = 0; e < 2; e++) {
                 int key = k0 + n * 8 + 2 * t + e;
-                s[n][e] = key < lim0 ? s[n][e] * scale_log2 : -INFINITY;
-                s[n][2 + e] = key < lim1 ? s[n][2 + e] * scale_log2 : -INFINITY;
+                if constexpr (BIAS) {
+                    s[n][e] = key < lim0 ? s[n][e] * scale_log2 + kb[n][e] : -INFINITY;
+                    s[n][2 + e] = key < lim1 ? s[n][2 + e] * scale_log2 + kb[n][e] : -INFINITY;
+                } else {
+                    s[n][e] = key < lim0 ? s[n][e] * scale_log2 : -INFINITY;
+                    s[n][2 + e] = key < lim1 ? s[n][2 + e] * scale_log2 : -INFINITY;
+                }
                 mx0 = fmaxf(mx0, s[n][e]);
                 mx1 = fmaxf(mx1, s[n][2 + e]);
             }
@@ -817,14 +836,23 @@ __global__ void __launch_bounds__(ATT_TC_THREADS)
     att_tc_store_rows<F, NT>(r0 ? r0 + 2 * C : nullptr, r1 ? r1 + 2 * C : nullptr, dv, 1.0f, 1.0f, true);
 }
 
-// P = AttMmaTf32: version 4 of dev/attention.cu (dev/: P = AttMmaBf16 is its version 3)
+// P = AttMmaTf32: version 4 of dev/attention.cu (dev/: P = AttMmaBf16 is its version 3). key_bias (B, T)
+// or nullptr (the unbiased kernel, BIAS = false)
 template <typename P, typename F>
-static void att_fwd_tc(F* out, float* lse, const F* qkv, const int* lengths, int B, int T, int C, int NH, bool causal) {
+static void att_fwd_tc(F* out, float* lse, const F* qkv, const float* key_bias, const int* lengths, int B, int T, int C,
+                       int NH, bool causal) {
     if (B == 0 || T == 0) return;
     const float scale_log2 = ATT_LOG2E / sqrtf((float)(C / NH));
     dim3 grid(B * NH, ceil_div(T, ATT_TC_ROWS));
-    ATT_HD_DISPATCH(C / NH, att_tc_fwd_kernel<P, F, HD><<<grid, ATT_TC_THREADS>>>(out, lse, qkv, lengths, T, C, NH, causal, scale_log2));
+    if (key_bias)
+        ATT_HD_DISPATCH(C / NH, att_tc_fwd_kernel<P, F, HD, true><<<grid, ATT_TC_THREADS>>>(out, lse, qkv, key_bias, lengths, T, C, NH, causal, scale_log2));
+    else
+        ATT_HD_DISPATCH(C / NH, att_tc_fwd_kernel<P, F, HD, false><<<grid, ATT_TC_THREADS>>>(out, lse, qkv, nullptr, lengths, T, C, NH, causal, scale_log2));
     cudaCheckLaunch();
+}
+template <typename P, typename F>  // no bias (dev/attention.cu's versions)
+static void att_fwd_tc(F* out, float* lse, const F* qkv, const int* lengths, int B, int T, int C, int NH, bool causal) {
+    att_fwd_tc<P, F>(out, lse, qkv, (const float*)nullptr, lengths, B, T, C, NH, causal);
 }
 template <typename P, typename F>
 static void att_bwd_tc(F* dqkv, float* Dbuf, const F* dout, const F* qkv, const F* out, const float* lse,
@@ -852,11 +880,20 @@ static bool attention_fused_ok(int C, int NH, std::initializer_list<const void*>
     return true;
 }
 
+// key_bias (B, T) float or nullptr (attention_forward_cuda): the fused tensor-core kernel where it
+// applies (the bias costs it ~4%; at the ViT's shapes, B 256, C 128, 4 heads, T 50, it is ~20x the
+// plain kernel), else the plain one
+static void attention_forward_bias_cuda(floatX* out, float* lse, const floatX* qkv, const float* key_bias,
+                                        const int* lengths, int B, int T, int C, int NH, bool causal) {
+    if ((size_t)B * T * C == 0) return;
+    if (attention_fused_ok(C, NH, {out, qkv}))
+        att_fwd_tc<AttMmaTf32>(out, lse, qkv, key_bias, lengths, B, T, C, NH, causal);
+    else attention_forward_bias_plain_cuda(out, lse, qkv, key_bias, lengths, B, T, C, NH, causal);
+}
+
 static void attention_forward_cuda(floatX* out, float* lse, const floatX* qkv, const int* lengths, int B, int T,
                                    int C, int NH, bool causal) {
-    if ((size_t)B * T * C == 0) return;
-    if (attention_fused_ok(C, NH, {out, qkv})) att_fwd_tc<AttMmaTf32>(out, lse, qkv, lengths, B, T, C, NH, causal);
-    else attention_forward_plain_cuda(out, lse, qkv, lengths, B, T, C, NH, causal);
+    attention_forward_bias_cuda(out, lse, qkv, nullptr, lengths, B, T, C, NH, causal);
 }
 
 static void attention_backward_cuda(floatX* dqkv, float* D, const floatX* dout, const floatX* qkv, const floatX* out,

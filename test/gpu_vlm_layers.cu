@@ -115,6 +115,75 @@ static void test_attention(Rng* r, int B, int T, int C, int NH, bool causal, std
     if (d_len) cudaFree(d_len);
 }
 
+// proportional attention (ToMe): the forward with key_bias (B, T) against attention_forward_bias_cpu,
+// through the wrapper and, at head dims 16, 32, 64, the fused TF32 kernel itself (att_fwd_tc). bias_lo:
+// the biases are drawn from log(1..8) (token sizes) and, for one key in four, from [bias_lo, 0)
+// (large negative ones such as -30: keys the softmax all but drops)
+static void test_attention_bias(Rng* r, int B, int T, int C, int NH, bool causal, std::vector<int> lengths,
+                                float bias_lo) {
+    int hd = C / NH;
+    const bool fused = hd == 16 || hd == 32 || hd == 64;
+    const double tol = fused ? 5e-3 : 1e-5;  // as test_attention (the wrapper: either kernel, by routing)
+    std::string shape = "B=" + std::to_string(B) + " T=" + std::to_string(T) + " C=" + std::to_string(C) +
+                        " NH=" + std::to_string(NH) + (causal ? " causal" : " bidir") + " bias_lo=" +
+                        std::to_string((int)bias_lo) + (fused ? " (fused tf32)" : " (plain)");
+    if (!lengths.empty()) {
+        shape += " lengths=";
+        for (int v : lengths) shape += std::to_string(v) + ",";
+    }
+    const int* len = lengths.empty() ? nullptr : lengths.data();
+    int* d_len = lengths.empty() ? nullptr : ints_to_device(lengths);
+    size_t nqkv = (size_t)B * T * 3 * C, nout = (size_t)B * T * C, nlse = (size_t)B * NH * T;
+    Vec qkv = random_vec(nqkv, r, -1.5f, 1.5f), bias((size_t)B * T), out(nout), lse(nlse);
+    for (float& x : bias)
+        x = rng_u32(r) % 4 == 0 ? bias_lo * rng_uniform(r) : logf((float)(1 + rng_u32(r) % 8));
+    float *d_qkv = to_device(qkv), *d_bias = to_device(bias), *d_out = device_poisoned(nout), *d_lse = device_poisoned(nlse);
+    attention_forward_bias_cpu(out.data(), lse.data(), qkv.data(), bias.data(), len, B, T, C, NH, causal);
+    attention_forward_bias(true, d_out, d_lse, d_qkv, d_bias, d_len, B, T, C, NH, causal);
+    expect_close("attention_forward_bias out", shape, d_out, out, tol);
+    expect_lse("bias " + shape, d_lse, lse, tol);
+    if (fused) {  // the fused kernel itself, whichever path the wrapper takes
+        float *d_out2 = device_poisoned(nout), *d_lse2 = device_poisoned(nlse);
+        att_fwd_tc<AttMmaTf32>(d_out2, d_lse2, d_qkv, d_bias, d_len, B, T, C, NH, causal);
+        expect_close("att_fwd_tc (bias) out", shape, d_out2, out, tol);
+        expect_lse("att_fwd_tc bias " + shape, d_lse2, lse, tol);
+        cudaFree(d_out2); cudaFree(d_lse2);
+    }
+    for (float* p : {d_qkv, d_bias, d_out, d_lse}) cudaFree(p);
+    if (d_len) cudaFree(d_len);
+}
+
+// --bench: attention_forward_bias at the ViT's shapes, the fused kernel vs the plain one (and the
+// unbiased fused forward for reference); ms per call, cudaEvent over 200 calls after 20 warm-up
+static void bench_attention_bias() {
+    Rng r;
+    rng_seed(&r, 1);
+    const int B = 256, C = 128, NH = 4;
+    for (int T : {50, 26}) {
+        Vec qkv = random_vec((size_t)B * T * 3 * C, &r, -1.5f, 1.5f), bias((size_t)B * T);
+        for (float& x : bias) x = logf((float)(1 + rng_u32(&r) % 8));
+        float *d_qkv = to_device(qkv), *d_bias = to_device(bias);
+        float *d_out = device_poisoned((size_t)B * T * C), *d_lse = device_poisoned((size_t)B * NH * T);
+        auto time = [&](const char* what, const std::function<void()>& f) {
+            for (int i = 0; i < 20; i++) f();
+            cudaEvent_t e0, e1;
+            cudaCheck(cudaEventCreate(&e0)); cudaCheck(cudaEventCreate(&e1));
+            cudaCheck(cudaEventRecord(e0));
+            for (int i = 0; i < 200; i++) f();
+            cudaCheck(cudaEventRecord(e1));
+            cudaCheck(cudaEventSynchronize(e1));
+            float ms = 0.0f;
+            cudaCheck(cudaEventElapsedTime(&ms, e0, e1));
+            printf("bench B %d T %d C %d NH %d: %-34s %.4f ms\n", B, T, C, NH, what, ms / 200);
+            cudaCheck(cudaEventDestroy(e0)); cudaCheck(cudaEventDestroy(e1));
+        };
+        time("attention_forward_bias fused", [&] { att_fwd_tc<AttMmaTf32>(d_out, d_lse, d_qkv, d_bias, nullptr, B, T, C, NH, false); });
+        time("attention_forward_bias plain", [&] { attention_forward_bias_plain_cuda(d_out, d_lse, d_qkv, d_bias, nullptr, B, T, C, NH, false); });
+        time("attention_forward (no bias) fused", [&] { attention_forward_cuda(d_out, d_lse, d_qkv, nullptr, B, T, C, NH, false); });
+        for (float* p : {d_qkv, d_bias, d_out, d_lse}) cudaFree(p);
+    }
+}
+
 // the cache holds NaN from position n on: the step must not read it
 static void test_attention_step(Rng* r, int B, int n, int T_max, int C, int NH) {
     std::string shape = "B=" + std::to_string(B) + " n=" + std::to_string(n) + " T_max=" + std::to_string(T_max) +
@@ -154,7 +223,11 @@ static void test_patch_embed(Rng* r, int B, int H, int W, int p, int D, bool wit
     for (float* q : {d_img, d_w, d_b, d_patches, d_out, d_dout, d_dw, d_db}) cudaFree(q);
 }
 
-int main() {
+int main(int argc, char** argv) {
+    if (argc > 1 && std::string(argv[1]) == "--bench") {
+        bench_attention_bias();
+        return 0;
+    }
     Rng r;
     rng_seed(&r, 8642);
     test_layernorm(&r, 1, 37);
@@ -181,6 +254,20 @@ int main() {
         test_attention(&r, 2, 130, 128, 2, c, {130, 65});          // hd = 64, three query/key tiles
         test_attention(&r, 2, 45, 36, 3, c, {45, 20});             // hd = 12: the plain fallback
         test_attention(&r, 3, 70, 40, 2, c, {70, 0, 33});          // hd = 20: the plain fallback
+    }
+    for (int causal = 0; causal < 2; causal++) {
+        bool c = causal == 1;
+        for (float lo : {-8.0f, -30.0f}) {
+            test_attention_bias(&r, 2, 1, 64, 4, c, {}, lo);                      // hd 16, one token
+            test_attention_bias(&r, 3, 1, 96, 3, c, {1, 0, 1}, lo);               // an empty sequence
+            test_attention_bias(&r, 3, 7, 96, 3, c, {7, 4, 1}, lo);               // hd 32
+            test_attention_bias(&r, 2, 37, 128, 2, c, {}, lo);                    // hd 64
+            test_attention_bias(&r, 4, 50, 128, 4, c, {50, 26, 0, 1}, lo);        // the ViT's shape under ToMe
+            test_attention_bias(&r, 4, 26, 128, 4, c, {}, lo);
+            test_attention_bias(&r, 2, 130, 128, 2, c, {130, 65}, lo);            // three query/key tiles
+            test_attention_bias(&r, 2, 130, 64, 4, c, {129, 64}, lo);             // hd 16
+            test_attention_bias(&r, 2, 37, 36, 3, c, {37, 20}, lo);               // hd 12: the plain kernel
+        }
     }
     test_attention_step(&r, 1, 1, 1, 4, 1);
     test_attention_step(&r, 2, 7, 13, 12, 3);
