@@ -26,9 +26,11 @@ static void conv1d_forward_cpu(floatX* out, const floatX* x, const float* weight
 // dweight[e,k] += sum_{b,t} dout[b,t,e] * x[b,t-(K-1)+k,e];  dbias[e] += sum_{b,t} dout[b,t,e]
 // Threads split the channels, not the rows: a channel's dweight/dbias are summed by one thread
 // in (b, t) order, so the result is the same bits for any number of threads.
+// dweight and/or dbias may be nullptr (frozen): that gradient is neither computed nor written.
 static void conv1d_backward_cpu(floatX* dx, float* dweight, float* dbias, const floatX* dout,
                                 const floatX* x, const float* weight, int B, int L, int E, int K) {
     const int EB = 16;  // channels per task: a 64-byte line of each fp32 row, no false sharing on dx
+    const bool want_w = dweight != nullptr, want_b = dbias != nullptr;
 #pragma omp parallel for schedule(static)
     for (int e0 = 0; e0 < E; e0 += EB) {
         int e1 = e0 + EB < E ? e0 + EB : E;
@@ -39,11 +41,11 @@ static void conv1d_backward_cpu(floatX* dx, float* dweight, float* dbias, const 
                 size_t row = ((size_t)b * L + t) * E;
                 for (int e = e0; e < e1; e++) {
                     float g = (float)dout[row + e];
-                    db[e - e0] += g;
+                    if (want_b) db[e - e0] += g;
                     float s = 0.0f;
                     for (int k = 0; k < K; k++) {
                         int ts = t - (K - 1) + k;  // input time feeding output t through tap k
-                        if (ts >= 0) dw[(size_t)(e - e0) * K + k] += g * (float)x[((size_t)b * L + ts) * E + e];
+                        if (want_w && ts >= 0) dw[(size_t)(e - e0) * K + k] += g * (float)x[((size_t)b * L + ts) * E + e];
                         int to = t + (K - 1) - k;  // output time that input t feeds through tap k
                         if (to < L) s += weight[e * K + k] * (float)dout[((size_t)b * L + to) * E + e];
                     }
@@ -51,8 +53,9 @@ static void conv1d_backward_cpu(floatX* dx, float* dweight, float* dbias, const 
                 }
             }
         for (int e = e0; e < e1; e++) {
-            for (int k = 0; k < K; k++) dweight[e * K + k] += dw[(size_t)(e - e0) * K + k];
-            dbias[e] += db[e - e0];
+            if (want_w)
+                for (int k = 0; k < K; k++) dweight[e * K + k] += dw[(size_t)(e - e0) * K + k];
+            if (want_b) dbias[e] += db[e - e0];
         }
     }
 }
@@ -84,6 +87,7 @@ static void conv1d_silu_forward_cpu(floatX* out, const floatX* x, const float* w
 
 // Recomputes the pre-activation pre = conv1d(x) (the forward does not keep it), then
 // dpre = dout * silu'(pre) and the plain conv1d backward with dpre as the upstream gradient.
+// dweight and/or dbias may be nullptr (frozen), as in conv1d_backward_cpu.
 static void conv1d_silu_backward_cpu(floatX* dx, float* dweight, float* dbias, const floatX* dout,
                                      const floatX* x, const float* weight, const float* bias,
                                      int B, int L, int E, int K) {
@@ -130,7 +134,8 @@ __global__ void conv1d_backward_dx_kernel(floatX* dx, const floatX* dout, const 
 
 // The end of both dweight/dbias kernels, blocks of (32 channels, 8 row groups):
 // each thread's sums acc[0..K) (taps) and acc[CONV1D_MAX_K] (bias) are added over
-// the 8 row groups in shared memory, then one atomicAdd per (channel, tap) per block
+// the 8 row groups in shared memory, then one atomicAdd per (channel, tap) per block;
+// a nullptr dweight or dbias is skipped (the launchers skip the kernel when both are)
 __device__ __forceinline__ void conv1d_reduce_dw(float* dweight, float* dbias, const float* acc, int e, int E, int K) {
     __shared__ float part[8][CONV1D_MAX_K + 1][32];
 #pragma unroll
@@ -140,11 +145,11 @@ __device__ __forceinline__ void conv1d_reduce_dw(float* dweight, float* dbias, c
         for (int k = 0; k < K; k++) {
             float s = 0.0f;
             for (int y = 0; y < 8; y++) s += part[y][k][threadIdx.x];
-            atomicAdd(&dweight[e * K + k], s);
+            if (dweight) atomicAdd(&dweight[e * K + k], s);
         }
         float s = 0.0f;
         for (int y = 0; y < 8; y++) s += part[y][CONV1D_MAX_K][threadIdx.x];
-        atomicAdd(&dbias[e], s);
+        if (dbias) atomicAdd(&dbias[e], s);
     }
 }
 
@@ -189,6 +194,7 @@ static void conv1d_backward_cuda(floatX* dx, float* dweight, float* dbias, const
     if (K > CONV1D_MAX_K) FATAL("conv1d_backward_cuda: K=%d > %d", K, CONV1D_MAX_K);
     conv1d_backward_dx_kernel<<<(unsigned)((n + 255) / 256), 256>>>(dx, dout, weight, B, L, E, K);
     cudaCheckLaunch();
+    if (!dweight && !dbias) return;  // both frozen
     const int rows_per_block = 256;
     dim3 grid(ceil_div(E, 32), ceil_div(B * L, rows_per_block));
     conv1d_backward_dw_kernel<<<grid, dim3(32, 8)>>>(dweight, dbias, dout, x, B, L, E, K, rows_per_block);
@@ -264,7 +270,8 @@ __global__ void __launch_bounds__(64) conv1d_silu_forward_kernel(floatX* out, co
 // window of x, and writes dx[s-(K-1)] (which needs dpre[s-(K-1) .. s]) once the window is full;
 // the K-1 dpre past the chunk are recomputed (not shared with the neighbour). dweight/dbias:
 // register partials over the own chunk, summed over the block's y in shared memory, then one
-// atomicAdd per (channel, tap) per block.
+// atomicAdd per (channel, tap) per block. A nullptr dweight and/or dbias (frozen, uniform over
+// the grid) skips its atomics; both nullptr skips the block reduction.
 template <int K, int NC>
 __global__ void __launch_bounds__(32 * CSILU_TY)
     conv1d_silu_backward_kernel(floatX* dx, float* dweight, float* dbias, const floatX* dout, const floatX* x,
@@ -342,6 +349,7 @@ __global__ void __launch_bounds__(32 * CSILU_TY)
             }
         }
     }
+    if (!dweight && !dbias) return;  // uniform over the block: no thread waits at the barrier below
 #pragma unroll
     for (int k = 0; k <= K; k++)
 #pragma unroll
@@ -354,8 +362,8 @@ __global__ void __launch_bounds__(32 * CSILU_TY)
         float s = 0.0f;
 #pragma unroll
         for (int y = 0; y < CSILU_TY; y++) s += sm[y][k][c];
-        if (k < K) atomicAdd(&dweight[e * K + k], s);
-        else atomicAdd(&dbias[e], s);
+        if (k < K) { if (dweight) atomicAdd(&dweight[e * K + k], s); }
+        else if (dbias) atomicAdd(&dbias[e], s);
     }
 }
 
@@ -487,6 +495,7 @@ static void conv1d_silu_backward_cuda(floatX* dx, float* dweight, float* dbias, 
         conv1d_silu_backward_dx_generic_kernel<<<(unsigned)((n + 255) / 256), 256>>>(dx, dout, x, weight, bias,
                                                                                    B, L, E, K);
         cudaCheckLaunch();
+        if (!dweight && !dbias) return;  // both frozen
         const int rows_per_block = 256;
         dim3 grid(ceil_div(E, 32), ceil_div(B * L, rows_per_block));
         conv1d_silu_backward_dw_generic_kernel<<<grid, dim3(32, 8)>>>(dweight, dbias, dout, x, weight, bias, B, L,

@@ -51,7 +51,8 @@
 // the forward can write them after its last token (prefill, then step).
 //
 // Backward: every gradient is ACCUMULATED (+=), including dinp; any gradient pointer may be
-// nullptr (a frozen tensor: its gradient is not computed). CPU: every component sums in a fixed
+// nullptr (a frozen tensor: its gradient is not computed; the components take nullptr parameter
+// gradients, so no discarded buffers are needed). CPU: every component sums in a fixed
 // order, so the results are the same bits for any number of OpenMP threads. GPU: this file's
 // sums (norm.weight, dt_bias) are per-row-block partials added in a fixed order, no atomics; the
 // CUDA conv1d backward (dweight, dbias) and SSD backward (dA, dD) add with float atomics.
@@ -235,10 +236,7 @@ typedef struct {
     int B, L;            // the shape it was laid out for: forward and backward take B*L rows at
                          // most, the step B rows at most
     float* A;            // (H) -exp(A_log)
-    float* dA;           // (H) the SSD's dloss/dA
-    float* dD_sink;      // (H) the SSD's dD when D is frozen (never read)
-    float* dconv_w_sink; // (C, K) conv1d's weight gradient when frozen (never read)
-    float* dconv_b_sink; // (C) conv1d's bias gradient when frozen (never read)
+    float* dA;           // (H) the SSD's dloss/dA (used only when A_log trains)
     float* col_partial;  // (ceil(BL / MAMBA2_PARTIAL_ROWS), E) partial column sums
     floatX* xBCc;        // (BL, C) the conv output [x | B | C] (forward); its gradient (backward)
     floatX* dxBC;        // (BL, C) d of the conv input
@@ -258,13 +256,10 @@ static inline int mamba2_partial_count(int N) { return (N + MAMBA2_PARTIAL_ROWS 
 
 static void mamba2_layout_scratch(Mamba2Scratch* s, Arena* ar, const Mamba2Config& c, int B, int L) {
     size_t BL = (size_t)B * L, E = c.d_inner, GN = (size_t)c.ngroups * c.d_state, H = c.nheads;
-    size_t C = c.conv_dim, K = c.d_conv;
+    size_t C = c.conv_dim;
     s->B = B; s->L = L;
     s->A = arena_take<float>(ar, H);
     s->dA = arena_take<float>(ar, H);
-    s->dD_sink = arena_take<float>(ar, H);
-    s->dconv_w_sink = arena_take<float>(ar, C * K);
-    s->dconv_b_sink = arena_take<float>(ar, C);
     s->col_partial = arena_take<float>(ar, (size_t)mamba2_partial_count((int)BL) * E);  // E >= H
     s->xBCc = arena_take<floatX>(ar, BL * C);
     s->dxBC = arena_take<floatX>(ar, BL * C);
@@ -737,25 +732,25 @@ static void mamba2_block_backward_on(bool on_gpu, floatX* dinp, const Mamba2Para
     backend_memset0(on_gpu, s.dz, bE);
     mamba2_gated_rmsnorm_backward(on_gpu, s.dy, s.dz, d.norm_w, s.col_partial, s.dyn, a.y, a.z, p.norm_w, a.rstd, BL,
                                   E, c.norm_groups);
-    // SSD -> dx, ddt, dA, dBm, dCm, dD (a frozen D's gradient goes to a sink)
+    // SSD -> dx, ddt, dA, dBm, dCm, dD (dA only when A_log trains; nullptr for a frozen A_log / D)
     backend_memset0(on_gpu, s.dx, bE);
     backend_memset0(on_gpu, s.ddt, bH);
     backend_memset0(on_gpu, s.dBm, bGN);
     backend_memset0(on_gpu, s.dCm, bGN);
-    backend_memset0(on_gpu, s.dA, (size_t)H * sizeof(float));
+    if (d.A_log) backend_memset0(on_gpu, s.dA, (size_t)H * sizeof(float));
     mamba2_A_forward(on_gpu, s.A, p.A_log, H);
-    ssd_backward(on_gpu, s.dx, s.ddt, s.dA, s.dBm, s.dCm, d.D ? d.D : s.dD_sink, nullptr, s.dy, nullptr, a.x, a.dt,
+    ssd_backward(on_gpu, s.dx, s.ddt, d.A_log ? s.dA : nullptr, s.dBm, s.dCm, d.D, nullptr, s.dy, nullptr, a.x, a.dt,
                  s.A, a.Bm, a.Cm, p.D, nullptr, B, L, H, P, G, N);
     if (d.A_log) mamba2_A_backward(on_gpu, d.A_log, s.dA, s.A, H);
     // dt = softplus(dt_raw + dt_bias) -> ddt_raw, dt_bias
     backend_memset0(on_gpu, s.ddt_raw, bH);
     mamba2_dt_backward(on_gpu, s.ddt_raw, d.dt_bias, s.col_partial, s.ddt, a.dt_raw, p.dt_bias, BL, H);
-    // conv1d + SiLU (recomputes its pre-activation): d[x | B | C] -> dxBC; frozen weights to sinks
+    // conv1d + SiLU (recomputes its pre-activation): d[x | B | C] -> dxBC; nullptr for frozen weights
     bool need_conv_in = dinp || d.in_proj_w;
     if (need_conv_in || d.conv_w || d.conv_b) {
         concat_columns(on_gpu, s.xBCc, s.dx, s.dBm, s.dCm, BL, E, GN, GN);
         backend_memset0(on_gpu, s.dxBC, bC);
-        conv1d_silu_backward(on_gpu, s.dxBC, d.conv_w ? d.conv_w : s.dconv_w_sink, d.conv_b ? d.conv_b : s.dconv_b_sink,
+        conv1d_silu_backward(on_gpu, s.dxBC, d.conv_w, d.conv_b,
                              s.xBCc, a.xBC, p.conv_w, p.conv_b, B, L, C, K);
     }
     // in_proj, the three row blocks: dinp accumulates all three (each call skips when it has

@@ -38,9 +38,9 @@
 //
 // LoRA (lora.h): mamba_build with a LoraConfig adds adapters to the chosen
 // linear layers and freezes everything else (except --train-also tensors).
-// Frozen matrices get no gradient and their dW GEMMs are skipped; the small
-// frozen vectors whose kernels always write a gradient (norms, conv, A_log, D,
-// dt bias) write into one shared, discarded "sink" of a layer's size.
+// Frozen tensors get no gradient buffer (nullptr gradient views): their dW GEMMs
+// are skipped, and the kernels of the small vectors (norms, conv, A_log, D,
+// dt bias) take a nullptr parameter gradient and skip it.
 // Adapters go on Mamba-1 layers: a pattern with other kinds refuses LoRA.
 #pragma once
 #include <algorithm>
@@ -293,7 +293,7 @@ typedef struct MambaModel {
     int wte_index, norm_f_index;
     std::vector<LayerIndex> layer_index;
     float* wte;  float* norm_f_w;    // views into params.params
-    float* dwte; float* dnorm_f_w;   // views into params.grads (nullptr without grads)
+    float* dwte; float* dnorm_f_w;   // views into params.grads (nullptr without grads, or frozen)
     std::vector<LayerParams> layers, dlayers;
     // activations (forward) and backward scratch: one buffer each, typed views
     void* acts_memory; size_t acts_bytes;
@@ -337,7 +337,6 @@ typedef struct MambaModel {
     bool training;               // adapter dropout on (mamba_set_training)
     uint64_t dropout_seed;
     floatX* lora_xd;             // (BT, max(D, E, R)) dropout scratch (only with dropout)
-    float* frozen_grad_sink;     // discarded gradients of frozen vectors (see the top)
 } MambaModel;
 
 // ---------------------------------------------------------------------------
@@ -419,25 +418,15 @@ static LayerParams layer_views(const ParamStore* ps, float* base, const LayerInd
     return p;
 }
 
-// one layer's gradient views: nullptr for a frozen matrix (its dW GEMM is
-// skipped), the shared sink for a frozen vector (its kernel writes a gradient anyway)
-static LayerParams layer_grad_views(const ParamStore* ps, const LayerIndex& li, float* sink) {
-    auto g = [&](int i, bool sink_if_frozen) {
-        if (i < 0) return (float*)nullptr;
-        float* p = param_grad(ps, i);
-        return p ? p : (sink_if_frozen ? sink : nullptr);
-    };
-    LayerParams d = {g(li.norm_w, true), g(li.in_proj_w, false), g(li.conv_w, true), g(li.conv_b, true), g(li.x_proj_w, false),
-                     g(li.dt_proj_w, false), g(li.dt_proj_b, true), g(li.A_log, true), g(li.D, true), g(li.out_proj_w, false),
-                     Mamba2Params{}, g(li.qkv_w, false), g(li.attn_proj_w, false), g(li.fc_w, false), g(li.fc_proj_w, false)};
+// one layer's gradient views: nullptr for every frozen tensor (a matrix's dW GEMM is
+// skipped; the vectors' kernels accept a nullptr parameter gradient and skip it)
+static LayerParams layer_grad_views(const ParamStore* ps, const LayerIndex& li) {
+    auto g = [&](int i) { return i < 0 ? (float*)nullptr : param_grad(ps, i); };
+    LayerParams d = {g(li.norm_w), g(li.in_proj_w), g(li.conv_w), g(li.conv_b), g(li.x_proj_w),
+                     g(li.dt_proj_w), g(li.dt_proj_b), g(li.A_log), g(li.D), g(li.out_proj_w),
+                     Mamba2Params{}, g(li.qkv_w), g(li.attn_proj_w), g(li.fc_w), g(li.fc_proj_w)};
     if (li.kind == LAYER_M2) d.m2 = mamba2_grad_views(ps, li.m2);  // nullptr where frozen (the block skips those)
     return d;
-}
-
-// floats the sink needs: the largest frozen vector of a layer (conv weight, A_log, ...)
-static size_t mamba_sink_floats(const MambaConfig& c) {
-    size_t E = c.d_inner;
-    return std::max({(size_t)c.d_model, E * c.d_conv, E * c.d_state, E});
 }
 
 // activations for (m->B, m->T), carved from one arena (see params.h)
@@ -547,13 +536,11 @@ static void mamba_build(MambaModel* m, MambaConfig cfg, int B, int T, bool on_gp
     m->norm_f_w = param_data(ps, m->norm_f_index); m->dnorm_f_w = param_grad(ps, m->norm_f_index);
     m->wpe = m->wpe_index >= 0 ? param_data(ps, m->wpe_index) : nullptr;
     m->dwpe = m->wpe_index >= 0 ? param_grad(ps, m->wpe_index) : nullptr;
-    m->frozen_grad_sink = with_grads ? (float*)backend_malloc(on_gpu, mamba_sink_floats(cfg) * sizeof(float)) : nullptr;
-    if (with_grads && !m->dnorm_f_w) m->dnorm_f_w = m->frozen_grad_sink;
     if (m->wpe && with_grads && !m->dwpe) FATAL("frozen position embeddings: not supported");  // (LoRA refuses such patterns)
     m->layers.resize(cfg.n_layer); m->dlayers.resize(cfg.n_layer);
     for (int l = 0; l < cfg.n_layer; l++) {
         m->layers[l] = layer_views(ps, ps->params, m->layer_index[l]);
-        m->dlayers[l] = with_grads ? layer_grad_views(ps, m->layer_index[l], m->frozen_grad_sink) : LayerParams{};
+        m->dlayers[l] = with_grads ? layer_grad_views(ps, m->layer_index[l]) : LayerParams{};
         LayerLora& ll = m->lora_layers[l];
         for (LoraAdapter* a : {&ll.in_proj, &ll.x_proj, &ll.dt_proj, &ll.out_proj}) lora_resolve(a, ps);
     }
@@ -589,7 +576,6 @@ static void mamba_free(MambaModel* m) {
     backend_free(on_gpu, m->acts_memory);
     if (m->logits) backend_free(on_gpu, m->logits);
     if (m->scratch_memory) backend_free(on_gpu, m->scratch_memory);
-    if (m->frozen_grad_sink) backend_free(on_gpu, m->frozen_grad_sink);
     backend_free(on_gpu, m->tokens); backend_free(on_gpu, m->targets);
 }
 

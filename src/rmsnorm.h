@@ -20,6 +20,7 @@ static void rmsnorm_forward_cpu(floatX* out, float* rstd, const floatX* x, const
 }
 
 // With g = dout*weight:  dx = rstd * (g - x * rstd^2 * mean_c(g*x));  dweight += sum_n dout*x*rstd
+// dweight may be nullptr (a frozen weight): then only dx is computed (the same dx bits).
 static void rmsnorm_backward_cpu(floatX* dx, float* dweight, const floatX* dout, const floatX* x,
                                  const float* weight, const float* rstd, int N, int C) {
 #pragma omp parallel for
@@ -34,6 +35,7 @@ static void rmsnorm_backward_cpu(floatX* dx, float* dweight, const floatX* dout,
         for (int c = 0; c < C; c++)
             dxr[c] = (floatX)((float)dxr[c] + r * ((float)gr[c] * weight[c] - (float)xr[c] * k));
     }
+    if (!dweight) return;  // frozen weight: no gradient to compute
     // dweight: threads split the columns, not the rows, and each column is summed over the rows
     // in order, so the result is the same bits for any number of threads
     const int CB = 16;  // columns per task
@@ -70,6 +72,7 @@ __global__ void rmsnorm_forward_kernel(floatX* out, float* rstd, const floatX* x
 
 // Each block owns a strided set of rows (one warp per row at a time) and keeps a
 // dweight partial in shared memory; at the end one global atomicAdd per channel per block.
+// dweight == nullptr (uniform over the grid) skips the partials and the atomics.
 __global__ void rmsnorm_backward_kernel(floatX* dx, float* dweight, const floatX* dout, const floatX* x,
                                         const float* weight, const float* rstd, int N, int C) {
     extern __shared__ float dw_s[];  // (C)
@@ -89,9 +92,10 @@ __global__ void rmsnorm_backward_kernel(floatX* dx, float* dweight, const floatX
         for (int c = lane; c < C; c += 32) {
             float xv = (float)xr[c], gv = (float)gr[c];
             dxr[c] = (floatX)((float)dxr[c] + r * (gv * weight[c] - xv * k));
-            atomicAdd(&dw_s[c], gv * xv * r);  // shared-memory atomics: only warps of this block contend
+            if (dweight) atomicAdd(&dw_s[c], gv * xv * r);  // shared-memory atomics: only warps of this block contend
         }
     }
+    if (!dweight) return;  // uniform over the block: no thread waits at the barrier below
     __syncthreads();
     for (int c = threadIdx.x; c < C; c += blockDim.x) atomicAdd(&dweight[c], dw_s[c]);
 }
@@ -145,7 +149,8 @@ __global__ void rmsnorm_forward_vec_kernel(floatX* out, float* rstd, const float
 // A block walks rows blockIdx.x, blockIdx.x + gridDim.x, ...: per row one block reduction for
 // the dot product, then the dx update. Each thread owns the same columns on every row, so its
 // dweight partial is VEC registers; one atomicAdd per column per block at the end. The grid
-// is the number of resident blocks, so every block does ~N/grid rows.
+// is the number of resident blocks, so every block does ~N/grid rows. dweight may be nullptr
+// (then the register partials are never written out).
 __global__ void rmsnorm_backward_vec_kernel(floatX* dx, float* dweight, const floatX* dout, const floatX* x,
                                             const float* weight, const float* rstd, int N, int C) {
     __shared__ float sh[32];
@@ -179,7 +184,7 @@ __global__ void rmsnorm_backward_vec_kernel(floatX* dx, float* dweight, const fl
             store128(dx + base, d);
         }
     }
-    if (active) {
+    if (active && dweight) {
 #pragma unroll
         for (int j = 0; j < VEC; j++) atomicAdd(&dweight[c0 + j], acc[j]);
     }

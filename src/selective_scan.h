@@ -29,6 +29,8 @@
 //   dD    += dy * u
 //   ddelta += ddt * softplus'(delta + bias);    ddelta_bias += the same
 //   dh_carry = dh * dA_t                        (flows to h_{t-1})
+// The parameter gradients dA_log, dD, ddelta_bias may each be nullptr (a frozen parameter, LoRA):
+// it is then not written; du, ddelta, dBm, dCm, dz are the same bits either way.
 //
 // Contents: the CPU reference (forward, backward, recurrent step); the generic CUDA
 // kernels (any N <= 64); the CUDA launchers, which use the tuned kernels of
@@ -489,13 +491,14 @@ static void selective_scan_backward_cpu(floatX* du, floatX* ddelta, float* dA_lo
         dBm[j] = (floatX)((float)dBm[j] + sb);
         dCm[j] = (floatX)((float)dCm[j] + sc);
     }
-    // parameter gradients += the batch elements' sums, in batch order
+    // parameter gradients += the batch elements' sums, in batch order (a nullptr one is frozen:
+    // skipped; its per-lane partials are a few register adds in the recurrence, left in place)
     for (int e = 0; e < E; e++) {
         float sD = 0.0f, sbias = 0.0f;
         for (int b = 0; b < B; b++) { sD += dD_part[(size_t)b * E + e]; sbias += dbias_part[(size_t)b * E + e]; }
-        dD[e] += sD;
-        ddelta_bias[e] += sbias;
-        for (int n = 0; n < N; n++) {
+        if (dD) dD[e] += sD;
+        if (ddelta_bias) ddelta_bias[e] += sbias;
+        if (dA_log) for (int n = 0; n < N; n++) {
             float sA = 0.0f;
             for (int b = 0; b < B; b++) sA += dA_part[((size_t)b * E + e) * N + n];
             dA_log[e * N + n] += sA * -expf(A_log[e * N + n]);  // dA * A
@@ -744,13 +747,16 @@ selective_scan_backward_generic_kernel(
         }
         __syncthreads();
     }
-    // per-thread sums over b's chunks and t: one atomic per thread
-    #pragma unroll
-    for (int k = 0; k < NPT; k++)
-        if (n_ok[k]) atomicAdd(&dA_log[e * N + lane + k * G], dAacc[k] * A[k]);
+    // per-thread sums over b's chunks and t: one atomic per thread (a nullptr gradient is frozen:
+    // no atomics; the checks are uniform and outside the loops)
+    if (dA_log) {
+        #pragma unroll
+        for (int k = 0; k < NPT; k++)
+            if (n_ok[k]) atomicAdd(&dA_log[e * N + lane + k * G], dAacc[k] * A[k]);
+    }
     if (e_ok && lane == 0) {
-        atomicAdd(&dD[e], dD_acc);
-        atomicAdd(&ddelta_bias[e], dbias_acc);
+        if (dD) atomicAdd(&dD[e], dD_acc);
+        if (ddelta_bias) atomicAdd(&ddelta_bias[e], dbias_acc);
     }
 }
 

@@ -31,7 +31,8 @@
 //    per (block, t, 4 states) per sub-chunk straight into dBm/dCm; y, du, ddt reduce-scatter over
 //    the channel's 4 threads per 4 steps, and the outputs du, ddelta, dz are finished in the
 //    tiles and added to global memory with 16-byte read-modify-writes; dA_log, dD, ddelta_bias
-//    are register sums, one atomic per thread (per quad for dD, ddelta_bias) at the end.
+//    are register sums, one atomic per thread (per quad for dD, ddelta_bias) at the end, skipped
+//    for a nullptr (frozen) gradient.
 #pragma once
 #include <type_traits>
 #include "common.h"
@@ -723,13 +724,16 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
     dbias_acc += __shfl_xor_sync(0xffffffffu, dbias_acc, 2);
     dD_acc += __shfl_xor_sync(0xffffffffu, dD_acc, 1);
     dD_acc += __shfl_xor_sync(0xffffffffu, dD_acc, 2);
+    // (a nullptr one is frozen: its atomics are skipped; the checks are uniform, after the loops)
     if (ch_ok) {
         if (g == 0) {
-            atomicAdd(&ddelta_bias[e], dbias_acc);
-            atomicAdd(&dD[e], dD_acc);
+            if (ddelta_bias) atomicAdd(&ddelta_bias[e], dbias_acc);
+            if (dD) atomicAdd(&dD[e], dD_acc);
         }
-        #pragma unroll
-        for (int s = 0; s < S; s++) atomicAdd(&dA_log[e * N + g * S + s], dAacc[s] * A2[s] * SCAN_LN2);  // dA * A
+        if (dA_log) {
+            #pragma unroll
+            for (int s = 0; s < S; s++) atomicAdd(&dA_log[e * N + g * S + s], dAacc[s] * A2[s] * SCAN_LN2);  // dA * A
+        }
     }
 }
 

@@ -450,7 +450,7 @@ static void ssd_step_cpu(floatX* y, float* state, const floatX* x, const floatX*
 //                dC (intra + exp(cs_t) dy_t H_c), dB (intra + through S_c), dD, and
 //                d(cs_t), turned into ddt and dA by a reverse cumulative sum   ssd_chunk_backward_kernel
 // dBm, dCm (shared by the heads of a group) are summed from per-head parts; dA and dD (summed
-// over chunks and b) use one float atomic per block.
+// over chunks and b) use one float atomic per block (none when the caller's pointer is nullptr).
 #define SSD_CUDA_CHUNK 64
 
 // cs[0..Qc) and dts[0..Qc) of chunk (b, h, t0); thread 0, then a barrier
@@ -724,8 +724,8 @@ __global__ void ssd_chunk_backward_kernel(floatX* dx, floatX* ddt, float* dA, fl
     if (threadIdx.x == 0) {
         float run = 0.0f, a_acc = 0.0f;
         for (int k = last; k >= 0; k--) { run += da[k]; ddt_s[k] += A[h] * run; a_acc += dts[k] * run; }
-        atomicAdd(&dA[h], a_acc);
-        atomicAdd(&dD[h], red[0]);
+        if (dA) atomicAdd(&dA[h], a_acc);  // nullptr: frozen (d(cs) still feeds ddt above)
+        if (dD) atomicAdd(&dD[h], red[0]);
     }
     __syncthreads();
     for (int k = threadIdx.x; k < Qc; k += blockDim.x) {
@@ -1587,7 +1587,10 @@ __global__ void __launch_bounds__(256, 1) ssd_tc_chunk_bwd2_kernel(floatX* dx, f
                     if (t < Qc) ddt[((size_t)b * L + t0 + t) * H + h] = (floatX)(dtb[Q + t] + Ah * cum + dd[e]);
                 }
                 dAp = warp_sum(dAp);
-                if (lane == 0) { atomicAdd(&dA[h], dAp); atomicAdd(&dD[h], dDh); }
+                if (lane == 0) {  // a nullptr dA / dD is frozen: not written
+                    if (dA) atomicAdd(&dA[h], dAp);
+                    if (dD) atomicAdd(&dD[h], dDh);
+                }
             }
         }
         __syncthreads();
@@ -1719,13 +1722,14 @@ static void ssd_forward_cuda(floatX* y, float* final_state, const floatX* x, con
     else ssd_tc_forward<Q, 64, 32>(y, final_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
 }
 
-// every gradient accumulates (+=); dx, ddt, dA, dBm, dCm and dD must not be nullptr here
+// every gradient accumulates (+=); dx, ddt, dBm, dCm must not be nullptr here; dA and dD may be
+// nullptr (frozen A_log / D: not written; the other gradients are the same bits), as may dh0
 static void ssd_backward_cuda(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm, float* dD, float* dh0,
                               const floatX* dy, const float* dfinal_state, const floatX* x, const floatX* dt,
                               const float* A, const floatX* Bm, const floatX* Cm, const float* D, const float* h0,
                               int B, int L, int H, int P, int G, int N) {
     ssd_check_shape("ssd_backward", B, L, H, P, G, N);
-    if (!dx || !ddt || !dBm || !dCm || !dA || !dD) FATAL("ssd_backward_cuda: dx, ddt, dA, dBm, dCm and dD are required");
+    if (!dx || !ddt || !dBm || !dCm) FATAL("ssd_backward_cuda: dx, ddt, dBm and dCm are required");
     if (B == 0 || L == 0) return;
     if (!ssd_tc_ok(P, N, {dx, dBm, dCm, dh0, dy, dfinal_state, x, Bm, Cm, h0})) {
         ssd_backward_simt_cuda(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G, N);

@@ -24,6 +24,15 @@ static void check_dev(const char* what, const char* shape, const float* d, const
     check_close(name, h.data(), ref.data(), ref.size(), tol);
 }
 
+// the same bits in two device buffers (a frozen-parameter call vs the normal one)
+static void check_same_dev(const char* what, const char* shape, const float* a, const float* b, size_t n) {
+    char name[192]; snprintf(name, sizeof name, "%s %s", what, shape);
+    Vec ha = from_device(a, n), hb = from_device(b, n);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += memcmp(&ha[i], &hb[i], sizeof(float)) != 0;
+    report(bad == 0, name, "%zu of %zu differ", bad, n);
+}
+
 static void test_embedding(Rng* r, int BT, int C, int V) {
     char shape[64]; snprintf(shape, sizeof shape, "BT=%d C=%d V=%d", BT, C, V);
     std::vector<int> tok(BT);
@@ -44,7 +53,7 @@ static void test_embedding(Rng* r, int BT, int C, int V) {
 static void test_rmsnorm(Rng* r, int N, int C) {
     char shape[64]; snprintf(shape, sizeof shape, "N=%d C=%d", N, C);
     Vec x = random_vec((size_t)N * C, r, -2, 2), w = random_vec(C, r, 0.5f, 1.5f), out(x.size()), rstd(N);
-    Vec dout = random_vec(x.size(), r), dx = random_vec(x.size(), r), dw = random_vec(C, r);
+    Vec dout = random_vec(x.size(), r), dx = random_vec(x.size(), r), dw = random_vec(C, r), dx_init = dx;
     float *d_x = to_device(x), *d_w = to_device(w), *d_out = device_poisoned(x.size()), *d_rstd = device_poisoned(N);
     float *d_dout = to_device(dout), *d_dx = to_device(dx), *d_dw = to_device(dw);
     rmsnorm_forward_cpu(out.data(), rstd.data(), x.data(), w.data(), N, C);
@@ -57,6 +66,12 @@ static void test_rmsnorm(Rng* r, int N, int C) {
     rmsnorm_backward(true, d_dx, d_dw, d_dout, d_x, d_w, d_rstd, N, C);
     check_dev("rmsnorm_backward dx", shape, d_dx, dx, 1e-5);
     check_dev("rmsnorm_backward dweight", shape, d_dw, dw, 1e-4);
+    {  // frozen weight (dweight = nullptr): the same dx bits as the normal call
+        float* d_dx2 = to_device(dx_init);
+        rmsnorm_backward(true, d_dx2, nullptr, d_dout, d_x, d_w, d_rstd, N, C);
+        check_same_dev("rmsnorm_backward dweight=nullptr dx", shape, d_dx2, d_dx, x.size());
+        cudaFree(d_dx2);
+    }
     cudaFree(d_x); cudaFree(d_w); cudaFree(d_out); cudaFree(d_rstd); cudaFree(d_dout); cudaFree(d_dx); cudaFree(d_dw);
 }
 
@@ -86,6 +101,7 @@ static void test_conv1d(Rng* r, int B, int L, int E, int K) {
     size_t n = (size_t)B * L * E;
     Vec x = random_vec(n, r), w = random_vec((size_t)E * K, r), b = random_vec(E, r), out(n);
     Vec dout = random_vec(n, r), dx = random_vec(n, r), dw = random_vec(w.size(), r), db = random_vec(E, r);
+    Vec dx_init = dx, dw_init = dw, db_init = db;
     float *d_x = to_device(x), *d_w = to_device(w), *d_b = to_device(b), *d_out = device_poisoned(n);
     float *d_dout = to_device(dout), *d_dx = to_device(dx), *d_dw = to_device(dw), *d_db = to_device(db);
     conv1d_forward_cpu(out.data(), x.data(), w.data(), b.data(), B, L, E, K);
@@ -96,6 +112,16 @@ static void test_conv1d(Rng* r, int B, int L, int E, int K) {
     check_dev("conv1d_backward dx", shape, d_dx, dx, 1e-5);
     check_dev("conv1d_backward dweight", shape, d_dw, dw, 1e-4);
     check_dev("conv1d_backward dbias", shape, d_db, db, 1e-4);
+    for (int mode = 0; mode < 3; mode++) {  // frozen weight and/or bias (nullptr): the same dx bits
+        float *d_dx2 = to_device(dx_init), *d_dw2 = to_device(dw_init), *d_db2 = to_device(db_init);
+        conv1d_backward(true, d_dx2, mode == 1 ? d_dw2 : nullptr, mode == 2 ? d_db2 : nullptr, d_dout, d_x, d_w, B, L, E, K);
+        const char* what[3] = {"conv1d_backward dweight=dbias=nullptr dx", "conv1d_backward dbias=nullptr dx",
+                               "conv1d_backward dweight=nullptr dx"};
+        check_same_dev(what[mode], shape, d_dx2, d_dx, n);
+        if (mode == 1) check_dev("conv1d_backward dbias=nullptr dweight", shape, d_dw2, dw, 1e-4);
+        if (mode == 2) check_dev("conv1d_backward dweight=nullptr dbias", shape, d_db2, db, 1e-4);
+        cudaFree(d_dx2); cudaFree(d_dw2); cudaFree(d_db2);
+    }
     cudaFree(d_x); cudaFree(d_w); cudaFree(d_b); cudaFree(d_out); cudaFree(d_dout); cudaFree(d_dx);
     cudaFree(d_dw); cudaFree(d_db);
 }
@@ -105,6 +131,7 @@ static void test_conv1d_silu(Rng* r, int B, int L, int E, int K) {
     size_t n = (size_t)B * L * E;
     Vec x = random_vec(n, r, -2, 2), w = random_vec((size_t)E * K, r), b = random_vec(E, r), out(n);
     Vec dout = random_vec(n, r), dx = random_vec(n, r), dw = random_vec(w.size(), r), db = random_vec(E, r);
+    Vec dx_init = dx, dw_init = dw, db_init = db;
     float *d_x = to_device(x), *d_w = to_device(w), *d_b = to_device(b), *d_out = device_poisoned(n);
     float *d_dout = to_device(dout), *d_dx = to_device(dx), *d_dw = to_device(dw), *d_db = to_device(db);
     conv1d_silu_forward_cpu(out.data(), x.data(), w.data(), b.data(), B, L, E, K);
@@ -115,6 +142,17 @@ static void test_conv1d_silu(Rng* r, int B, int L, int E, int K) {
     check_dev("conv1d_silu_backward dx", shape, d_dx, dx, 1e-5);
     check_dev("conv1d_silu_backward dweight", shape, d_dw, dw, 1e-4);
     check_dev("conv1d_silu_backward dbias", shape, d_db, db, 1e-4);
+    for (int mode = 0; mode < 3; mode++) {  // frozen weight and/or bias (nullptr): the same dx bits
+        float *d_dx2 = to_device(dx_init), *d_dw2 = to_device(dw_init), *d_db2 = to_device(db_init);
+        conv1d_silu_backward(true, d_dx2, mode == 1 ? d_dw2 : nullptr, mode == 2 ? d_db2 : nullptr, d_dout, d_x, d_w,
+                             d_b, B, L, E, K);
+        const char* what[3] = {"conv1d_silu_backward dweight=dbias=nullptr dx", "conv1d_silu_backward dbias=nullptr dx",
+                               "conv1d_silu_backward dweight=nullptr dx"};
+        check_same_dev(what[mode], shape, d_dx2, d_dx, n);
+        if (mode == 1) check_dev("conv1d_silu_backward dbias=nullptr dweight", shape, d_dw2, dw, 1e-4);
+        if (mode == 2) check_dev("conv1d_silu_backward dweight=nullptr dbias", shape, d_db2, db, 1e-4);
+        cudaFree(d_dx2); cudaFree(d_dw2); cudaFree(d_db2);
+    }
     cudaFree(d_x); cudaFree(d_w); cudaFree(d_b); cudaFree(d_out); cudaFree(d_dout); cudaFree(d_dx);
     cudaFree(d_dw); cudaFree(d_db);
 }

@@ -27,6 +27,13 @@ static Vec delta(const Vec& after, const Vec& before) {
     return d;
 }
 
+// the same bits (a frozen-parameter call, nullptr gradient, vs the normal call)
+static void check_same(const char* name, const Vec& a, const Vec& b) {
+    size_t bad = a.size() == b.size() ? 0 : 1;
+    for (size_t i = 0; !bad && i < a.size(); i++) bad += memcmp(&a[i], &b[i], sizeof(float)) != 0;
+    report(bad == 0, name, "%zu of %zu differ", bad, a.size());
+}
+
 static void test_embedding(Rng* r) {
     int V = 11, C = 7, BT = 13;
     std::vector<int> tok(BT);
@@ -66,6 +73,12 @@ static void test_rmsnorm(Rng* r, int N, int C) {
     report(err < 1e-5, name, "err %.3e", err);
     Vec dx0 = random_vec(x.size(), r), dx = dx0, dw0 = random_vec(C, r), dw = dw0;
     rmsnorm_backward_cpu(dx.data(), dw.data(), w.data(), x.data(), wt.data(), rstd.data(), N, C);
+    {  // frozen weight (dweight = nullptr): the same dx bits
+        Vec dxf = dx0;
+        rmsnorm_backward_cpu(dxf.data(), nullptr, w.data(), x.data(), wt.data(), rstd.data(), N, C);
+        snprintf(name, sizeof name, "rmsnorm dweight=nullptr: same dx N=%d C=%d", N, C);
+        check_same(name, dxf, dx);
+    }
     Vec gx = delta(dx, dx0), gw = delta(dw, dw0);
     auto loss = [&]() {
         rmsnorm_forward_cpu(out.data(), rstd.data(), x.data(), wt.data(), N, C);
@@ -174,6 +187,16 @@ static void test_conv1d(Rng* r, int B, int L, int E, int K) {
     Vec dx0 = random_vec(x.size(), r), dx = dx0, dw0 = random_vec(wt.size(), r), dw = dw0;
     Vec db0 = random_vec(E, r), db = db0;
     conv1d_backward_cpu(dx.data(), dw.data(), db.data(), w.data(), x.data(), wt.data(), B, L, E, K);
+    for (int mode = 0; mode < 3; mode++) {  // frozen weight and/or bias (nullptr): the same other gradients
+        Vec dxf = dx0, dwf = dw0, dbf = db0;
+        conv1d_backward_cpu(dxf.data(), mode == 1 ? dwf.data() : nullptr, mode == 2 ? dbf.data() : nullptr, w.data(),
+                            x.data(), wt.data(), B, L, E, K);
+        snprintf(name, sizeof name, "conv1d frozen mode %d: same dx L=%d", mode, L);
+        check_same(name, dxf, dx);
+        snprintf(name, sizeof name, "conv1d frozen mode %d: same kept gradient L=%d", mode, L);
+        if (mode == 1) check_same(name, dwf, dw);
+        if (mode == 2) check_same(name, dbf, db);
+    }
     Vec gx = delta(dx, dx0), gw = delta(dw, dw0), gb = delta(db, db0);
     auto loss = [&]() {
         conv1d_forward_cpu(out.data(), x.data(), wt.data(), bias.data(), B, L, E, K);
@@ -221,6 +244,16 @@ static void test_conv1d_silu(Rng* r, int B, int L, int E, int K) {
     Vec dpre(n, 0.0f), dx2 = dx0, dw2 = dw0, db2 = db0;
     silu_backward_cpu(dpre.data(), w.data(), pre.data(), n);
     conv1d_backward_cpu(dx2.data(), dw2.data(), db2.data(), dpre.data(), x.data(), wt.data(), B, L, E, K);
+    for (int mode = 0; mode < 3; mode++) {  // frozen weight and/or bias (nullptr): the same other gradients
+        Vec dxf = dx0, dwf = dw0, dbf = db0;
+        conv1d_silu_backward_cpu(dxf.data(), mode == 1 ? dwf.data() : nullptr, mode == 2 ? dbf.data() : nullptr,
+                                 w.data(), x.data(), wt.data(), bias.data(), B, L, E, K);
+        snprintf(name, sizeof name, "conv1d_silu frozen mode %d: same dx L=%d", mode, L);
+        check_same(name, dxf, dx);
+        snprintf(name, sizeof name, "conv1d_silu frozen mode %d: same kept gradient L=%d", mode, L);
+        if (mode == 1) check_same(name, dwf, dw);
+        if (mode == 2) check_same(name, dbf, db);
+    }
     snprintf(name, sizeof name, "conv1d_silu backward == separate dx L=%d", L);
     check_close(name, dx.data(), dx2.data(), n, 1e-5);
     snprintf(name, sizeof name, "conv1d_silu backward == separate dweight L=%d", L);

@@ -191,6 +191,40 @@ static void test_accumulates(int B, int L, int E, int N) {
     report(worst < 1e-5, name, "rel err %.3e", worst);
 }
 
+// frozen parameters (LoRA): dA_log, dD, ddelta_bias may each be nullptr; every other gradient (and the
+// kept parameter gradients) must be the same bits as the normal call's
+static void test_frozen_params(int B, int L, int E, int N) {
+    ScanProblem p(B, L, E, N, 500 + L);
+    std::vector<float> hs;
+    p.forward(&hs);
+    Rng r; rng_seed(&r, 13);
+    ScanGrads init = init_grads(p, &r, true), full = init;
+    run_backward(p, hs, &full);
+    for (int mask = 1; mask < 8; mask++) {  // bit 0: dA_log frozen, bit 1: dD, bit 2: ddelta_bias
+        ScanGrads g = init;
+        selective_scan_backward_cpu(g.du.data(), g.ddelta.data(), mask & 1 ? nullptr : g.dA_log.data(), g.dBm.data(),
+                                    g.dCm.data(), mask & 2 ? nullptr : g.dD.data(), g.dz.data(),
+                                    mask & 4 ? nullptr : g.ddelta_bias.data(), p.w.data(), p.u.data(), p.delta.data(),
+                                    p.A_log.data(), p.Bm.data(), p.Cm.data(), p.D.data(), p.z.data(),
+                                    p.delta_bias.data(), hs.data(), B, L, E, N);
+        std::vector<float>* got[] = {&g.du, &g.ddelta, &g.dA_log, &g.dBm, &g.dCm, &g.dD, &g.dz, &g.ddelta_bias};
+        std::vector<float>* ref[] = {&full.du, &full.ddelta, &full.dA_log, &full.dBm, &full.dCm, &full.dD, &full.dz,
+                                     &full.ddelta_bias};
+        std::vector<float>* ini[] = {&init.du, &init.ddelta, &init.dA_log, &init.dBm, &init.dCm, &init.dD, &init.dz,
+                                     &init.ddelta_bias};
+        size_t bad = 0;
+        for (int k = 0; k < 8; k++) {
+            bool frozen = (k == 2 && (mask & 1)) || (k == 5 && (mask & 2)) || (k == 7 && (mask & 4));
+            const std::vector<float>& want = frozen ? *ini[k] : *ref[k];  // a frozen buffer is untouched
+            for (size_t i = 0; i < want.size(); i++) bad += memcmp(&(*got[k])[i], &want[i], sizeof(float)) != 0;
+        }
+        char name[160];
+        snprintf(name, sizeof name, "frozen params (mask %d: A_log|D|delta_bias) same gradient bits B=%d L=%d E=%d N=%d",
+                 mask, B, L, E, N);
+        report(bad == 0, name, "%zu differ", bad);
+    }
+}
+
 // CPU training must be bit-reproducible whatever the number of OpenMP threads: run the forward and
 // the backward (into random initial gradients) with 1..4 threads and compare every output bitwise
 static void test_thread_count_invariance(int B, int L, int E, int N) {
@@ -416,6 +450,8 @@ int main() {
     }
     test_gradients(2, 70, 40, 16);  // a full and a partial lane group
     test_accumulates(2, 130, 5, 16);
+    test_frozen_params(2, 130, 5, 16);
+    test_frozen_params(2, 70, 40, 3);
 
     test_thread_count_invariance(2, 70, 13, 5);
     test_thread_count_invariance(3, 129, 40, 16);
