@@ -17,8 +17,7 @@
 // it starts from the GPU's own activations, and dA_log, dt_bias sum many terms that cancel). One
 // case runs with TF32 GEMMs (operands rounded to a 10-bit mantissa): 1e-2 (<= 1.1e-3). A bug
 // shows as O(1).
-#include "test_util.h"
-#include "../src/mamba2.h"
+#include "mamba2_test_util.h"
 
 typedef std::vector<float> Vec;
 
@@ -183,20 +182,12 @@ static void test_block(const Mamba2Config& c, int B, int L, bool tf32, uint64_t 
     snprintf(tag, sizeof tag, "[B%d L%d D%d E%d P%d N%d G%d K%d NG%d%s]", B, L, c.d_model, c.d_inner, c.headdim,
              c.d_state, c.ngroups, c.d_conv, c.norm_groups, tf32 ? " TF32" : "");
     Rng r; rng_seed(&r, seed);
-    int D = c.d_model, E = c.d_inner, H = c.nheads, C = c.conv_dim, K = c.d_conv, Z = c.d_in_proj;
-    // parameters: non-special values, dt ~ 0.2..1 and |A| ~ 0.4..2 so the SSD matters
+    int D = c.d_model, H = c.nheads, C = c.conv_dim, K = c.d_conv;
     ParamStore ps; params_init(&ps);
     Mamba2Index ix = mamba2_declare_params(&ps, "mixer.", c);
     params_allocate(&ps, false, false);
     Mamba2Params p = mamba2_views(&ps, ps.params, ix);
-    fill_uniform(p.in_proj_w, (size_t)Z * D, &r, -0.5f, 0.5f);
-    fill_uniform(p.conv_w, (size_t)C * K, &r, -0.5f, 0.5f);
-    fill_uniform(p.conv_b, (size_t)C, &r, -0.5f, 0.5f);
-    fill_uniform(p.dt_bias, H, &r, -1.5f, 0.5f);
-    fill_uniform(p.A_log, H, &r, -1.0f, 0.7f);
-    fill_uniform(p.D, H, &r, -1.0f, 1.0f);
-    fill_uniform(p.norm_w, E, &r, 0.5f, 1.5f);
-    fill_uniform(p.out_proj_w, (size_t)D * E, &r, -0.5f, 0.5f);
+    mamba2_randomize_params(p, c, &r);
     size_t np = ps.num_params;
     float* gparams = to_device(ps.params, np);
     Mamba2Params gp = mamba2_views(&ps, gparams, ix);

@@ -17,8 +17,7 @@
 //     (test/gpu_mamba2.cu tests the CUDA version against this reference)
 #include <algorithm>
 #include <string>
-#include "test_util.h"
-#include "../src/mamba2.h"
+#include "mamba2_test_util.h"
 
 static Mamba2Config small_config(int G, int NG = 1, int K = 4, int chunk = 16, int expand = 2) {
     Mamba2Config c = {};
@@ -48,17 +47,7 @@ struct Block {
         d = mamba2_grad_views(&ps, ix);
         Rng r; rng_seed(&r, seed);
         mamba2_init_params(p, c, &r);
-        if (random_params) {  // non-special values everywhere, dt ~ 0.2..1 and |A| ~ 0.4..2 so the SSD matters
-            int D = c.d_model, E = c.d_inner, H = c.nheads, C = c.conv_dim, K = c.d_conv, Z = c.d_in_proj;
-            fill_uniform(p.in_proj_w, (size_t)Z * D, &r, -0.5f, 0.5f);
-            fill_uniform(p.conv_w, (size_t)C * K, &r, -0.5f, 0.5f);
-            fill_uniform(p.conv_b, (size_t)C, &r, -0.5f, 0.5f);
-            fill_uniform(p.dt_bias, H, &r, -1.5f, 0.5f);
-            fill_uniform(p.A_log, H, &r, -1.0f, 0.7f);
-            fill_uniform(p.D, H, &r, -1.0f, 1.0f);
-            fill_uniform(p.norm_w, E, &r, 0.5f, 1.5f);
-            fill_uniform(p.out_proj_w, (size_t)D * E, &r, -0.5f, 0.5f);
-        }
+        if (random_params) mamba2_randomize_params(p, c, &r);
         acts_mem.assign(mamba2_acts_bytes(c, B, L) / sizeof(float) + 4, 0.0f);
         Arena ar = {(char*)acts_mem.data(), 0};
         mamba2_layout_acts(&a, &ar, c, B, L);

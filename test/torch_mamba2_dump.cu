@@ -14,8 +14,7 @@
 //   ours    out (the forward), conv_state (B, C, K-1), ssm_state (B, H, P, N) (the forward's final
 //           states), out_step, conv_state_step, ssm_state_step (the recurrent step over t from zero
 //           states), dinp and d<param> for every parameter (the backward from zero gradients)
-#include "test_util.h"
-#include "../src/mamba2.h"
+#include "mamba2_test_util.h"
 #include <string>
 #include <vector>
 #include "tensor_file.h"
@@ -36,16 +35,7 @@ static void dump_case(TensorFile& tf, const std::string& name, int B, int L, int
     Mamba2Params p = mamba2_views(&ps, ps.params, ix), d = mamba2_grad_views(&ps, ix);
     Rng r; rng_seed(&r, seed);
     mamba2_init_params(p, c, &r);
-    if (random_params) {  // non-special values, dt ~ 0.2..1, |A| ~ 0.4..2 (the init's own regime: random_params false)
-        fill_uniform(p.in_proj_w, (size_t)Z * D, &r, -0.5f, 0.5f);
-        fill_uniform(p.conv_w, (size_t)C * K, &r, -0.5f, 0.5f);
-        fill_uniform(p.conv_b, (size_t)C, &r, -0.5f, 0.5f);
-        fill_uniform(p.dt_bias, H, &r, -1.5f, 0.5f);
-        fill_uniform(p.A_log, H, &r, -1.0f, 0.7f);
-        fill_uniform(p.D, H, &r, -1.0f, 1.0f);
-        fill_uniform(p.norm_w, E, &r, 0.5f, 1.5f);
-        fill_uniform(p.out_proj_w, (size_t)D * E, &r, -0.5f, 0.5f);
-    }
+    if (random_params) mamba2_randomize_params(p, c, &r);  // (false: the init's own regime)
     size_t BLD = (size_t)B * L * D, CS = (size_t)B * C * (K - 1), SS = (size_t)B * H * P * N;
     Vec inp = random_vec(BLD, &r), dout = random_vec(BLD, &r);
     Vec acts_mem(mamba2_acts_bytes(c, B, L) / sizeof(float) + 4);
