@@ -98,7 +98,7 @@ train_mamba_cpu: train_mamba.cu $(SRC_HEADERS)
 	$(CXX) $(CPU_FLAGS) -x c++ $< -o $@ -lm
 
 GPU_TESTS := $(patsubst test/%.cu,build/%,$(wildcard test/gpu_*.cu))
-build/gpu_%: test/gpu_%.cu $(SRC_HEADERS) test/test_util.h | $(ARCH_CHECK)
+build/gpu_%: test/gpu_%.cu $(SRC_HEADERS) $(wildcard test/*.h) | $(ARCH_CHECK)
 	@mkdir -p build
 	$(NVCC) $(NVCC_FLAGS) $< -o $@ $(NVCC_LIBS)
 
