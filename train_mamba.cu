@@ -35,6 +35,7 @@ typedef struct {
     int eval_interval = 100, eval_batches = 16;
     int sample_interval = 0, sample_len = 200;
     std::string prompt = "And God said";
+    std::string gen_weights = "bf16";  // the GPU decoder's in_proj/x_proj/out_proj/head weights: bf16 | fp32
     float temperature = 0.8f;
     int top_k = 40;
     int sample_only = 0;  // generate this many tokens from --resume and exit
@@ -47,6 +48,7 @@ typedef struct {
 
 static std::vector<OptSpec> option_table(Options* o) {
     o->train.lr = 2e-3f;  // this trainer's defaults for the shared options
+    o->train.matmul = "bf16";  // 1.16x the TF32 step at the 130m shape, the same KJV validation loss (README)
     o->lora.targets = "all";
     std::vector<OptSpec> table = {
         {"--d-model", OPT_INT, &o->d_model, "model width D"},
@@ -76,6 +78,7 @@ static std::vector<OptSpec> option_table(Options* o) {
         {"--prompt", OPT_STR, &o->prompt, "prompt for samples (bytes, vocab 256)"},
         {"--temperature", OPT_FLOAT, &o->temperature, "sampling temperature (0: greedy)"},
         {"--top-k", OPT_INT, &o->top_k, "sample among the k most likely tokens (0: all)"},
+        {"--gen-weights", OPT_STR, &o->gen_weights, "GPU generation reads its matmul weights in bf16 (half the bytes) or fp32"},
         {"--sample", OPT_INT, &o->sample_only, "load --resume, generate this many tokens, exit"},
         {"--bench-generate", OPT_FLAG, &o->bench_generate, "load --resume, time GPU generation (us/token at batch 1, 8, 64) against the weight-read floor, exit"},
         {"--export-hf", OPT_STR, &o->export_hf, "load --resume, write DIR/model.safetensors + config.json (Hugging Face Mamba), exit"},
@@ -112,6 +115,7 @@ static void validate(const Options* o) {
     if (o->eval_interval < 0 || o->eval_batches < 1) FATAL("--eval-interval must be >= 0 and --eval-batches >= 1");
     if (o->sample_interval < 0 || o->sample_len < 1 || o->sample_only < 0) FATAL("--sample-interval >= 0, --sample-len >= 1, --sample >= 0");
     if (o->temperature < 0 || o->top_k < 0) FATAL("--temperature and --top-k must be >= 0");
+    if (o->gen_weights != "bf16" && o->gen_weights != "fp32") FATAL("--gen-weights must be bf16 or fp32, got '%s'", o->gen_weights.c_str());
     bool inference = o->sample_only > 0 || !o->export_hf.empty() || o->bench_generate;
     if (inference && o->train.resume.empty() && o->adapter.empty())
         FATAL("--sample, --export-hf and --bench-generate need --resume CHECKPOINT (or --base CHECKPOINT --adapter FILE)");
@@ -136,7 +140,9 @@ static std::string generate_text(const MambaModel* m, const Options& o, int n, u
     std::string text = bytes ? o.prompt : "";
     std::vector<int> tokens;
     bool gpu_decoder = m->on_gpu && !(m->lora.rank > 0 && !m->lora_merged) && mamba_is_pure_m1(m->cfg);
-    if (gpu_decoder) GPU_CALL(tokens = mamba_generate_gpu(m, {prompt}, n, o.temperature, o.top_k, seed, /*use_graph=*/true)[0]);
+    if (gpu_decoder)
+        GPU_CALL(tokens = mamba_generate_gpu(m, {prompt}, n, o.temperature, o.top_k, seed, /*use_graph=*/true, DECODE_AUTO,
+                                             o.gen_weights == "bf16")[0]);
     else tokens = mamba_generate(m, prompt, n, o.temperature, o.top_k, seed);
     for (int t : tokens) text += bytes ? std::string(1, (char)t) : " " + std::to_string(t);
     return text;
@@ -149,25 +155,30 @@ static std::string generate_text(const MambaModel* m, const Options& o, int n, u
 static void bench_generate(const MambaModel* m, const Options& o) {
     int bus_bits = 0, clock_khz = 0;
     double bw = gpu_peak_bandwidth(&bus_bits, &clock_khz);
-    size_t wbytes = mamba_decoder_weight_bytes(m);
-    double floor_us = wbytes / bw * 1e6;
     const MambaConfig& c = m->cfg;
-    printf("generation benchmark on %s (%s matmuls): %.2fM parameters (%.1f MiB of fp32 weights read per step)\n",
-           device_name(true).c_str(), o.train.tf32 ? "TF32" : "FP32", wbytes / 4 / 1e6, wbytes / 1048576.0);
+    printf("generation benchmark on %s (cuBLAS path above batch %d in %s): %.2fM parameters\n", device_name(true).c_str(),
+           DECODE_FUSED_MAX_ROWS, o.train.matmul == "fp32" ? "FP32" : "TF32", mamba_decoder_weight_bytes(m) / 4 / 1e6);
     printf("peak memory bandwidth %.0f GB/s (bus %d bits, memory clock %d MHz, double data rate)\n", bw / 1e9, bus_bits, clock_khz / 1000);
-    printf("weight-read floor: %.1f us per step (weights / bandwidth)\n", floor_us);
     printf("us per step = per token of each sequence (median of 7 runs of 64 steps, CUDA events; step + sampling)\n");
-    printf("%6s %14s %14s %22s %14s %12s %14s\n", "batch", "plain greedy", "graph greedy", "graph sampled", "tokens/s", "x floor",
-           "state floor");
-    for (int batch : {1, 8, 64}) {
-        double plain = mamba_bench_generate(m, batch, false, 0.0f, 0);
-        double graph = mamba_bench_generate(m, batch, true, 0.0f, 0);
-        double sampled = mamba_bench_generate(m, batch, true, o.temperature, o.top_k);
-        // the recurrent state is read and written once per step too: conv (E, K-1) + SSM (E, N) per layer and sequence
-        double state_bytes = 2.0 * 4.0 * batch * c.n_layer * (double)c.d_inner * (c.d_conv - 1 + c.d_state);
-        double state_floor_us = (wbytes + state_bytes) / bw * 1e6;
-        printf("%6d %11.1f us %11.1f us %19.1f us %14.0f %11.2fx %11.1f us\n", batch, plain, graph, sampled, batch / (graph * 1e-6),
-               graph / floor_us, state_floor_us);
+    for (bool half : {false, true}) {
+        size_t wbytes = mamba_decoder_weight_bytes(m, half);
+        double floor_us = wbytes / bw * 1e6;
+        printf("\n%s weights (the fused GEMVs, batch <= %d): %.1f MiB read per step, weight-read floor %.1f us\n",
+               half ? "bf16" : "fp32", DECODE_FUSED_MAX_ROWS, wbytes / 1048576.0, floor_us);
+        printf("%6s %14s %14s %22s %14s %12s %14s\n", "batch", "plain greedy", "graph greedy", "graph sampled", "tokens/s", "x floor",
+               "state floor");
+        for (int batch : {1, 8, 64}) {
+            double plain = mamba_bench_generate(m, batch, false, 0.0f, 0, 64, 7, DECODE_AUTO, DECODE_PDL_DEFAULT, half);
+            double graph = mamba_bench_generate(m, batch, true, 0.0f, 0, 64, 7, DECODE_AUTO, DECODE_PDL_DEFAULT, half);
+            double sampled = mamba_bench_generate(m, batch, true, o.temperature, o.top_k, 64, 7, DECODE_AUTO, DECODE_PDL_DEFAULT, half);
+            // the recurrent state is read and written once per step too: conv (E, K-1) + SSM (E, N) per layer and sequence;
+            // above the fused path's batch the weights are read in fp32
+            size_t wb = batch <= DECODE_FUSED_MAX_ROWS ? wbytes : mamba_decoder_weight_bytes(m);
+            double state_bytes = 2.0 * 4.0 * batch * c.n_layer * (double)c.d_inner * (c.d_conv - 1 + c.d_state);
+            double state_floor_us = (wb + state_bytes) / bw * 1e6;
+            printf("%6d %11.1f us %11.1f us %19.1f us %14.0f %11.2fx %11.1f us\n", batch, plain, graph, sampled, batch / (graph * 1e-6),
+                   graph / (wb / bw * 1e6), state_floor_us);
+        }
     }
     printf("(sampled: temperature %g, top-k %d; tokens/s and x floor: graph greedy; state floor: weights + the state read and written)\n",
            o.temperature, o.top_k);
@@ -272,7 +283,7 @@ int main(int argc, char** argv) {
                mamba_has_kind(cfg, LAYER_ATTN) ? (", A: " + std::to_string(cfg.attn_heads) + " heads").c_str() : "",
                cfg.pos_embed ? (", learned positions (" + std::to_string(cfg.max_seq) + ")").c_str() : "");
     printf("data: %s, batch %d x %d tokens; device: %s%s\n", o.random_data ? "random tokens" : o.data_dir.c_str(), B, T,
-           device_name(on_gpu).c_str(), on_gpu ? (t.tf32 ? " (TF32 matmuls)" : " (FP32 matmuls)") : "");
+           device_name(on_gpu).c_str(), on_gpu ? (" (" + t.matmul + " matmuls)").c_str() : "");
     // where the memory goes: each layer's activations (by kind), then what the layers share
     double layers_mib = 0;
     std::string per_kind;

@@ -14,8 +14,9 @@ if ! (command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 && ldd .
 fi
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 M130="--random-data --vocab 50280 --d-model 768 --n-layer 24 --batch 8 --seq-len 1024 --eval-interval 0 --log-every 5"
-./train_mamba $M130 --steps 15 > "$OUT/step.log" 2>&1
-./train_mamba $M130 --steps 4 --profile 3 > "$OUT/profile.log" 2>&1
+./train_mamba $M130 --steps 15 --matmul tf32 > "$OUT/step_tf32.log" 2>&1
+./train_mamba $M130 --steps 15 --matmul bf16 > "$OUT/step.log" 2>&1
+./train_mamba $M130 --steps 4 --profile 3 --matmul bf16 > "$OUT/profile.log" 2>&1
 # generation from a 130m-shaped checkpoint (weights after one step: the speed does not depend on them)
 ./train_mamba $M130 --steps 1 --checkpoint /tmp/bench130m.ckpt > /dev/null 2>&1
 ./train_mamba --resume /tmp/bench130m.ckpt --bench-generate > "$OUT/generate.log" 2>&1 || echo "(generation benchmark failed: $OUT/generate.log)"
@@ -26,15 +27,16 @@ rm -f /tmp/bench130m.ckpt
 import re, sys
 gpu, out = sys.argv[1], sys.argv[2]
 step = open(out + "/step.log").read()
-m = re.search(r"summary: ([0-9.]+) ms/step, ([0-9]+) tokens/s, peak memory ([0-9]+) MiB", step)
 mem = re.search(r"memory: (.*)", step)
 print(f"\n== make bench on {gpu}\n")
-print("mamba-130m training step, batch 8 x 1024 (fp32 activations, TF32 matmuls; bf16 is not implemented yet)")
+print("mamba-130m training step, batch 8 x 1024 (fp32 activations and master weights; matmuls in TF32, or on bf16-rounded operands)")
 print("| | tokens/s | ms/step | peak memory |\n|---|---|---|---|")
-if m:
-    print(f"| this project ({gpu}) | {int(m.group(2)) / 1000:.1f}k | {float(m.group(1)):.1f} | {int(m.group(3)) / 1024:.2f} GiB |")
-else:
-    print("| this project | (failed: see step.log) | | |")
+for log, what in (("step_tf32.log", "--matmul tf32"), ("step.log", "--matmul bf16 (default)")):
+    m = re.search(r"summary: ([0-9.]+) ms/step, ([0-9]+) tokens/s, peak memory ([0-9]+) MiB", open(out + "/" + log).read())
+    if m:
+        print(f"| this project, {what} ({gpu}) | {int(m.group(2)) / 1000:.1f}k | {float(m.group(1)):.1f} | {int(m.group(3)) / 1024:.2f} GiB |")
+    else:
+        print(f"| this project, {what} | (failed: see {log}) | | |")
 print("| official mamba_ssm + causal_conv1d, bf16 (H100, anchors) | 122k | 67 | 10.3 GB |")
 print("| official mamba_ssm + causal_conv1d, bf16 (H200, anchors) | 115.3k | 71.1 | 9.27 GiB |")
 if mem:
@@ -44,7 +46,7 @@ i = prof.find("per-component")
 if i >= 0:
     print("\n" + prof[i:].strip())
 m2 = re.search(r"summary: ([0-9.]+) ms/step, ([0-9]+) tokens/s, peak memory ([0-9]+) MiB", open(out + "/mamba2_step.log").read())
-print("\nmamba2-130m training step, batch 8 x 1024 (24 Mamba-2 blocks, d_state 128, headdim 64; fp32, TF32 matmuls)")
+print("\nmamba2-130m training step, batch 8 x 1024 (24 Mamba-2 blocks, d_state 128, headdim 64; fp32, bf16 matmul operands)")
 print("| | tokens/s | ms/step | peak memory |\n|---|---|---|---|")
 if m2:
     print(f"| this project ({gpu}) | {int(m2.group(2)) / 1000:.1f}k | {float(m2.group(1)):.1f} | {int(m2.group(3)) / 1024:.2f} GiB |")

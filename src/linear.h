@@ -1,8 +1,10 @@
 // linear.h: fully connected layer, out = inp @ weight^T + bias.
 // CPU: one register-tiled kernel (4x4 outputs, dot products along a contiguous
 // inner dimension) serves the forward and both backward products after cheap
-// transposes. GPU: cuBLAS sgemm (the caller picks the math mode, e.g. TF32).
+// transposes. GPU: cuBLAS, in the precision the caller picks (linear_set_precision):
+// exact fp32, TF32 tensor cores, or bf16 operands (see below).
 #pragma once
+#include <algorithm>
 #include "common.h"
 
 // dst (cols, rows) = src (rows, cols)^T, in 32x32 blocks so both sides stay in cache
@@ -120,7 +122,73 @@ static void linear_backward_cpu(floatX* dinp, float* dweight, float* dbias, cons
 #ifdef __CUDACC__
 // cuBLAS is column-major: a row-major (R, C) matrix is a column-major (C, R) one,
 // so every product below is written for the transposes. floatX must be float here.
-static_assert(sizeof(floatX) == sizeof(float), "linear_cuda uses cublasSgemm: floatX must be float");
+static_assert(sizeof(floatX) == sizeof(float), "linear_cuda uses fp32 operands in memory: floatX must be float");
+
+// The matmul precision on the GPU. Activations, weights and results stay fp32 in memory; what
+// changes is what the tensor cores see:
+//   FP32  exact fp32 (no tensor cores): the reference the tests compare against
+//   TF32  operands rounded to 10-bit mantissas inside cuBLAS (u = 2^-11)
+//   BF16  both operands rounded to bf16 (8-bit mantissas, u = 2^-9) by linear_round_bf16 into
+//         scratch copies, then bf16 tensor cores (twice TF32's rate) with fp32 accumulation and fp32
+//         results. The copies are made per call (a weight is never cached: no copy can go stale);
+//         dev/matmul.cu measured this against TF32 at the mamba-130m shapes. A product with a side
+//         shorter than g_matmul_bf16_min_dim stays TF32: such thin products (x_proj's 80 outputs,
+//         dt_proj's 48 inputs) are memory-bound, where the copies only add bytes (the 130m step's
+//         x_proj took 4.4 ms in bf16 against 3.9 in TF32).
+// (cuBLAS's CUBLAS_COMPUTE_32F_FAST_16BF on fp32 operands gave TF32's errors and TF32's times
+// there: it is not a bf16 path on this cuBLAS.)
+typedef enum { MATMUL_FP32 = 0, MATMUL_TF32 = 1, MATMUL_BF16 = 2 } MatmulPrecision;
+static MatmulPrecision g_matmul_precision = MATMUL_FP32;
+static int g_matmul_bf16_min_dim = 128;
+// true when the product (m x k) (k x n) runs on bf16 operands
+static bool linear_use_bf16(int m, int n, int k) {
+    return g_matmul_precision == MATMUL_BF16 && std::min(m, std::min(n, k)) >= g_matmul_bf16_min_dim;
+}
+static const char* matmul_precision_name(MatmulPrecision p) { return p == MATMUL_BF16 ? "bf16" : p == MATMUL_TF32 ? "tf32" : "fp32"; }
+static void linear_set_precision(MatmulPrecision p) {
+    g_matmul_precision = p;
+    // the math mode serves the cublasSgemm callers too (LoRA's rank-r products, the decoder's cuBLAS
+    // path): they run TF32 under TF32 or BF16, exact fp32 under FP32
+    cublasCheck(cublasSetMathMode(cublas_handle(), p == MATMUL_FP32 ? CUBLAS_DEFAULT_MATH : CUBLAS_TF32_TENSOR_OP_MATH));
+}
+
+// dst = bf16(src), round to nearest even; 8 elements per thread where src and dst are 16-byte aligned
+__global__ void linear_round_bf16_kernel(bf16* dst, const float* src, size_t n, bool vec) {
+    size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * 8;
+    if (i >= n) return;
+    if (vec && i + 8 <= n) {
+        float4 a = __ldcs(reinterpret_cast<const float4*>(src + i)), b = __ldcs(reinterpret_cast<const float4*>(src + i + 4));
+        Packed128<bf16> o;
+        o.set(0, a.x); o.set(1, a.y); o.set(2, a.z); o.set(3, a.w);
+        o.set(4, b.x); o.set(5, b.y); o.set(6, b.z); o.set(7, b.w);
+        store128(dst + i, o);
+        return;
+    }
+    for (size_t j = i; j < i + 8 && j < n; j++) dst[j] = from_f32<bf16>(src[j]);
+}
+// a bf16 copy of src (n floats) in scratch `which` (0 or 1: the two operands of one product)
+static const bf16* linear_round_bf16(const float* src, size_t n, int which) {
+    static DeviceScratch scratch[2];
+    bf16* dst = reinterpret_cast<bf16*>(scratch[which].get(n / 2 + 8));
+    unsigned blocks = (unsigned)((n + 8 * 256 - 1) / (8 * 256));
+    linear_round_bf16_kernel<<<blocks, 256>>>(dst, src, n, aligned16(src));
+    cudaCheckLaunch();
+    return dst;
+}
+
+// C (m x n, column-major, ldc) = op(A) op(B) + beta C: fp32 operands (FP32 / TF32 by the math
+// mode), or bf16 copies (BF16), fp32 C either way
+static void linear_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* A, int lda,
+                        const float* B, int ldb, float beta, float* C, int ldc) {
+    const float one = 1.0f;
+    cublasCheck(cublasSgemm(cublas_handle(), ta, tb, m, n, k, &one, A, lda, B, ldb, &beta, C, ldc));
+}
+static void linear_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const bf16* A, int lda,
+                        const bf16* B, int ldb, float beta, float* C, int ldc) {
+    const float one = 1.0f;
+    cublasCheck(cublasGemmEx(cublas_handle(), ta, tb, m, n, k, &one, A, CUDA_R_16BF, lda, B, CUDA_R_16BF, ldb, &beta,
+                             C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
 
 __global__ void linear_bias_kernel(floatX* out, const float* bias, int N, int OC) {
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -149,10 +217,11 @@ __global__ void linear_dbias_kernel(float* dbias, const floatX* dout, int N, int
 static void linear_forward_cuda(floatX* out, const floatX* inp, const float* weight, const float* bias,
                                 int N, int IC, int OC) {
     if (N == 0 || OC == 0) return;
-    const float one = 1.0f, zero = 0.0f;
     // out^T (OC x N) = W (OC x IC, stored as col-major IC x OC -> op T) * inp^T (IC x N)
-    cublasCheck(cublasSgemm(cublas_handle(), CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, &one,
-                            weight, IC, inp, IC, &zero, out, OC));
+    if (linear_use_bf16(OC, N, IC))
+        linear_gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, linear_round_bf16(weight, (size_t)OC * IC, 0), IC,
+                    linear_round_bf16(inp, (size_t)N * IC, 1), IC, 0.0f, out, OC);
+    else linear_gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, weight, IC, inp, IC, 0.0f, out, OC);
     if (bias) {
         size_t n = (size_t)N * OC;
         linear_bias_kernel<<<(unsigned)((n + 255) / 256), 256>>>(out, bias, N, OC);
@@ -163,16 +232,14 @@ static void linear_forward_cuda(floatX* out, const floatX* inp, const float* wei
 static void linear_backward_cuda(floatX* dinp, float* dweight, float* dbias, const floatX* dout,
                                  const floatX* inp, const float* weight, int N, int IC, int OC) {
     if (N == 0) return;
-    const float one = 1.0f;
-    if (dinp) {
-        // dinp^T (IC x N) += W^T (col-major IC x OC) * dout^T (OC x N)
-        cublasCheck(cublasSgemm(cublas_handle(), CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, &one,
-                                weight, IC, dout, OC, &one, dinp, IC));
-    }
+    // dinp^T (IC x N) += W^T (col-major IC x OC) * dout^T (OC x N)
     // dweight^T (IC x OC) += inp^T (IC x N) * dout (N x OC; dout stored col-major OC x N -> op T)
-    if (dweight)
-        cublasCheck(cublasSgemm(cublas_handle(), CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, &one,
-                                inp, IC, dout, OC, &one, dweight, IC));
+    bool bf16_dinp = dinp && linear_use_bf16(IC, N, OC), bf16_dweight = dweight && linear_use_bf16(IC, OC, N);
+    const bf16* dout16 = (bf16_dinp || bf16_dweight) ? linear_round_bf16(dout, (size_t)N * OC, 1) : nullptr;  // one copy, both products
+    if (bf16_dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, linear_round_bf16(weight, (size_t)OC * IC, 0), IC, dout16, OC, 1.0f, dinp, IC);
+    else if (dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, weight, IC, dout, OC, 1.0f, dinp, IC);
+    if (bf16_dweight) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, linear_round_bf16(inp, (size_t)N * IC, 0), IC, dout16, OC, 1.0f, dweight, IC);
+    else if (dweight) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, inp, IC, dout, OC, 1.0f, dweight, IC);
     if (dbias) {
         const int rows_per_block = 256;
         dim3 grid(ceil_div(OC, 32), ceil_div(N, rows_per_block));

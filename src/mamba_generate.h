@@ -286,6 +286,7 @@ struct DecodeGemv {
     float* out; int ldo;        // (rows, OC), row stride ldo (outputs o < conv_E are not written)
     const float* inp; int ldi;  // (rows, IC), row stride ldi; with tokens: the rows inp + tokens[r] * ldi
     const float* W;             // (OC, IC)
+    const bf16* W16;            // GPU only, (OC, IC) or null: read instead of W (bf16 weights; the CPU reference reads W)
     int rows, IC, OC;
     float beta;                 // 0: out = product; 1: out += product
     const float* norm_w;        // (IC) or null: acts = rmsnorm(inp row) * norm_w (eps RMSNORM_EPS)
@@ -325,27 +326,56 @@ static void decode_gemv_cpu(const DecodeGemv& a) {
     }
 }
 
+// Four consecutive weights of a row as one lane loads them (Raw), and as floats (f). fp32: a
+// float4 (16 bytes); bf16: a uint2 (8 bytes), widened at use (a bf16 is the top half of a float),
+// so the loads in flight take half the registers. Streaming loads (__ldcs: evict first; each
+// weight is read once a step); vec: 4 whole, aligned weights, else one at a time (zeros past n).
+template <typename WT> struct GemvWeights;
+template <> struct GemvWeights<float> {
+    typedef float4 Raw;
+    static __device__ __forceinline__ const float* base(const DecodeGemv& a) { return a.W; }
+    static __device__ __forceinline__ bool aligned(const DecodeGemv& a) { return ((uintptr_t)a.W & 15) == 0; }
+    static __device__ __forceinline__ Raw load(const float* p, int k, int n, bool vec) {
+        if (vec) return __ldcs(reinterpret_cast<const float4*>(p));
+        float4 v = make_float4(__ldcs(p), 0.0f, 0.0f, 0.0f);
+        if (k + 1 < n) v.y = __ldcs(p + 1);
+        if (k + 2 < n) v.z = __ldcs(p + 2);
+        if (k + 3 < n) v.w = __ldcs(p + 3);
+        return v;
+    }
+    static __device__ __forceinline__ Raw zero() { return make_float4(0.0f, 0.0f, 0.0f, 0.0f); }
+    static __device__ __forceinline__ float4 f(Raw v) { return v; }
+};
+template <> struct GemvWeights<bf16> {
+    typedef uint2 Raw;  // bf16 pairs: .x = (k, k+1), .y = (k+2, k+3), the lower index in the low half
+    static __device__ __forceinline__ const bf16* base(const DecodeGemv& a) { return a.W16; }
+    static __device__ __forceinline__ bool aligned(const DecodeGemv& a) { return ((uintptr_t)a.W16 & 7) == 0; }
+    static __device__ __forceinline__ Raw load(const bf16* p, int k, int n, bool vec) {
+        if (vec) return __ldcs(reinterpret_cast<const uint2*>(p));
+        const unsigned short* q = reinterpret_cast<const unsigned short*>(p);
+        unsigned int v0 = __ldcs(q), v1 = k + 1 < n ? __ldcs(q + 1) : 0u, v2 = k + 2 < n ? __ldcs(q + 2) : 0u,
+                     v3 = k + 3 < n ? __ldcs(q + 3) : 0u;
+        return make_uint2(v0 | (v1 << 16), v2 | (v3 << 16));
+    }
+    static __device__ __forceinline__ Raw zero() { return make_uint2(0u, 0u); }
+    static __device__ __forceinline__ float4 f(Raw v) {
+        return make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xFFFF0000u), __uint_as_float(v.y << 16),
+                           __uint_as_float(v.y & 0xFFFF0000u));
+    }
+};
+
 // one chunk of the weights: rows row0 .. row0 + WR - 1, columns k0 + 4 (lane + 32 j), j < P
-// (zeros past OC or IC). Streaming loads (__ldcs: evict first; each weight is read once a step).
-template <int WR, int P>
-__device__ __forceinline__ void gemv_load_chunk(float4 (&w)[WR][P], const DecodeGemv& a, int row0, int k0, int lane, bool vec) {
+// (zeros past OC or IC)
+template <int WR, int P, typename WT>
+__device__ __forceinline__ void gemv_load_chunk(typename GemvWeights<WT>::Raw (&w)[WR][P], const DecodeGemv& a, int row0, int k0,
+                                                int lane, bool vec) {
+    typedef GemvWeights<WT> GW;
 #pragma unroll
     for (int i = 0; i < WR; i++)
 #pragma unroll
         for (int j = 0; j < P; j++) {
             int row = row0 + i, k = k0 + 4 * (lane + 32 * j);
-            float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            if (row < a.OC && k < a.IC) {
-                const float* p = a.W + (size_t)row * a.IC + k;
-                if (vec) v = __ldcs(reinterpret_cast<const float4*>(p));
-                else {
-                    v.x = __ldcs(p);
-                    if (k + 1 < a.IC) v.y = __ldcs(p + 1);
-                    if (k + 2 < a.IC) v.z = __ldcs(p + 2);
-                    if (k + 3 < a.IC) v.w = __ldcs(p + 3);
-                }
-            }
-            w[i][j] = v;
+            w[i][j] = (row < a.OC && k < a.IC) ? GW::load(GW::base(a) + (size_t)row * a.IC + k, k, a.IC, vec) : GW::zero();
         }
 }
 
@@ -417,9 +447,10 @@ __device__ __forceinline__ void gemv_epilogue(const GemvEpi& e, const DecodeGemv
     }
 }
 
-// R: rows rounded up (a power of two <= GEMV_MAX_ROWS; rows past a.rows are zeros). P: float4
-// of a weight row per lane per chunk (6: a chunk of 768 columns, 2 rows per warp; 12: 1536
-// columns, 1 row per warp). Each warp owns WR weight rows at a time (a grid-stride loop).
+// R: rows rounded up (a power of two <= GEMV_MAX_ROWS; rows past a.rows are zeros). P: four
+// weights of a row per lane per chunk (6: a chunk of 768 columns, 2 rows per warp; 12: 1536
+// columns, 1 row per warp). WT: the weights' type (float: a.W; bf16: a.W16). Each warp owns
+// WR weight rows at a time (a grid-stride loop).
 //   before the wait: the first chunk of its weights (WR x P float4 per lane, streaming loads)
 //     and the conv taps of the outputs its lanes finish
 //   after the wait: the activation rows into shared memory (L2-only loads, all of a round in
@@ -429,8 +460,9 @@ __device__ __forceinline__ void gemv_epilogue(const GemvEpi& e, const DecodeGemv
 //     (r, row0 + i) with the values it loaded ahead (conv state, residual).
 //   with argmax_keys: at the end, the block's largest sample_key of each row (deterministic).
 // Shared memory: R x ICp floats, ICp = IC rounded up to 4.
-template <int R, int P>
+template <int R, int P, typename WT>
 __global__ void __launch_bounds__(GEMV_MAX_WARPS * 32) decode_gemv_kernel(const DecodeGemv a) {
+    typedef GemvWeights<WT> GW;
     constexpr int WR = GEMV_SLOTS / P;
     static_assert(WR * R <= 32, "one lane per output of a row group");
     extern __shared__ float4 gemv_smem[];
@@ -438,11 +470,11 @@ __global__ void __launch_bounds__(GEMV_MAX_WARPS * 32) decode_gemv_kernel(const 
     if (a.pdl_early) pdl_trigger();
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
     const int ICp = (a.IC + 3) & ~3;
-    const bool vec = (a.IC % 4 == 0) && (((uintptr_t)a.W & 15) == 0);
+    const bool vec = (a.IC % 4 == 0) && GW::aligned(a);
     const int stride = gridDim.x * nwarps * WR;
     int row0 = (blockIdx.x * nwarps + warp) * WR, k0 = 0;
-    float4 w[WR][P];
-    gemv_load_chunk<WR, P>(w, a, row0, k0, lane, vec);  // weights only: before the wait
+    typename GW::Raw w[WR][P];
+    gemv_load_chunk<WR, P, WT>(w, a, row0, k0, lane, vec);  // weights only: before the wait
     const int ei = lane / R, er = lane % R;              // the output this lane finishes: (er, row0 + ei)
     GemvEpi epi;
     epi.res = 0.0f;
@@ -530,15 +562,18 @@ __global__ void __launch_bounds__(GEMV_MAX_WARPS * 32) decode_gemv_kernel(const 
         for (int j = 0; j < P; j++) {
             int k = k0 + 4 * (lane + 32 * j);
             if (k < ICp) {
+                float4 wf[WR];
+#pragma unroll
+                for (int i = 0; i < WR; i++) wf[i] = GW::f(w[i][j]);
 #pragma unroll
                 for (int r = 0; r < R; r++) {
                     float4 x4 = *reinterpret_cast<const float4*>(xs + r * ICp + k);
 #pragma unroll
                     for (int i = 0; i < WR; i++) {
-                        acc[i][r] = fmaf(w[i][j].x, x4.x, acc[i][r]);
-                        acc[i][r] = fmaf(w[i][j].y, x4.y, acc[i][r]);
-                        acc[i][r] = fmaf(w[i][j].z, x4.z, acc[i][r]);
-                        acc[i][r] = fmaf(w[i][j].w, x4.w, acc[i][r]);
+                        acc[i][r] = fmaf(wf[i].x, x4.x, acc[i][r]);
+                        acc[i][r] = fmaf(wf[i].y, x4.y, acc[i][r]);
+                        acc[i][r] = fmaf(wf[i].z, x4.z, acc[i][r]);
+                        acc[i][r] = fmaf(wf[i].w, x4.w, acc[i][r]);
                     }
                 }
             }
@@ -563,7 +598,7 @@ __global__ void __launch_bounds__(GEMV_MAX_WARPS * 32) decode_gemv_kernel(const 
             mine = ei < WR && er < a.rows && row0 + ei < a.OC;
             if (mine) { gemv_epi_weights(epi, a, row0 + ei); gemv_epi_data(epi, a, er, row0 + ei); }  // a later row group
         }
-        if (row0 < a.OC) gemv_load_chunk<WR, P>(w, a, row0, k0, lane, vec);
+        if (row0 < a.OC) gemv_load_chunk<WR, P, WT>(w, a, row0, k0, lane, vec);
     }
     if (a.argmax_keys) {  // the block's largest key of each row: over the lanes of a row (lane % R), then the warps
         __shared__ unsigned long long s_keys[GEMV_MAX_WARPS][R];
@@ -604,15 +639,20 @@ static int decode_gemv_blocks(const DecodeGemv& a) {
     return std::min(ceil_div(a.OC, decode_gemv_warps(a) * WR), gpu_sm_count() * GEMV_WARPS_PER_SM / decode_gemv_warps(a));
 }
 
-template <int R, int P>
-static void decode_gemv_launch(const DecodeGemv& a, cudaStream_t stream, bool pdl) {
+template <int R, int P, typename WT>
+static void decode_gemv_launch_t(const DecodeGemv& a, cudaStream_t stream, bool pdl) {
     size_t smem = (size_t)R * ((a.IC + 3) & ~3) * sizeof(float);
     static size_t smem_allowed = 32 * 1024;  // per instantiation; raised outside any graph capture (the plain step runs first)
     if (smem > smem_allowed) {  // (the default limit, 48 KB, counts the static s_keys too)
-        cudaCheck(cudaFuncSetAttribute(decode_gemv_kernel<R, P>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        cudaCheck(cudaFuncSetAttribute(decode_gemv_kernel<R, P, WT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         smem_allowed = smem;
     }
-    decoder_launch(decode_gemv_kernel<R, P>, decode_gemv_blocks(a), decode_gemv_warps(a) * 32, smem, stream, pdl, a);
+    decoder_launch(decode_gemv_kernel<R, P, WT>, decode_gemv_blocks(a), decode_gemv_warps(a) * 32, smem, stream, pdl, a);
+}
+template <int R, int P>
+static void decode_gemv_launch(const DecodeGemv& a, cudaStream_t stream, bool pdl) {
+    if (a.W16) decode_gemv_launch_t<R, P, bf16>(a, stream, pdl);
+    else decode_gemv_launch_t<R, P, float>(a, stream, pdl);
 }
 
 // out = ... (see DecodeGemv) on the device; rows 1..GEMV_MAX_ROWS
@@ -938,6 +978,13 @@ struct MambaGpuDecoder {
     int head_keys_n = 0;  // keys per row the last fused step wrote (0: the last step was not fused)
     cudaGraphExec_t graph = nullptr;  // one step for graph_rows rows
     int graph_rows = 0;
+    // bf16 weights (mamba_decoder_init's bf16_weights): copies of in_proj, x_proj, out_proj and the
+    // head (wte), rounded to nearest, made at init from the model's fp32 weights; the fused step's
+    // GEMVs read these (half the bytes), the rest (norms, conv, dt_proj, A, D, the embedding rows)
+    // and the cuBLAS path stay fp32. A decoder lives for one generation, so the copies cannot go stale.
+    bf16* w16 = nullptr;
+    std::vector<const bf16*> in_proj16, x_proj16, out_proj16;  // per layer
+    const bf16* wte16 = nullptr;
 };
 
 static size_t mamba_decoder_conv_floats(const MambaConfig& c, int batch) {
@@ -968,7 +1015,7 @@ static void mamba_decoder_check_model(const MambaModel* m) {
 
 // path: see DecodePath; pdl: see DecodePdl (off where the device lacks it)
 static void mamba_decoder_init(MambaGpuDecoder* d, const MambaModel* m, int max_batch, bool use_graph,
-                               DecodePath path = DECODE_AUTO, DecodePdl pdl = DECODE_PDL_DEFAULT) {
+                               DecodePath path = DECODE_AUTO, DecodePdl pdl = DECODE_PDL_DEFAULT, bool bf16_weights = false) {
     mamba_decoder_check_model(m);
     if (max_batch < 1) FATAL("GPU decoder: batch must be >= 1, got %d", max_batch);
     const MambaConfig& c = m->cfg;
@@ -1000,6 +1047,32 @@ static void mamba_decoder_init(MambaGpuDecoder* d, const MambaModel* m, int max_
     d->xf = decoder_alloc_poisoned(Bm * D);      d->logits = decoder_alloc_poisoned(Bm * V);
     d->head_key_cap = gpu_sm_count() * GEMV_WARPS_PER_SM;  // >= decode_gemv_blocks at any block size
     cudaCheck(cudaMalloc(&d->head_keys, Bm * d->head_key_cap * sizeof(unsigned long long)));
+    if (bf16_weights) {  // one buffer, each tensor starting on a 16-byte boundary
+        const size_t XD = R + 2 * N;
+        std::vector<std::pair<const float*, size_t>> src;  // (fp32 weights, count) in buffer order
+        for (int l = 0; l < c.n_layer; l++) {
+            const LayerParams& p = m->layers[l];
+            src.push_back({p.in_proj_w, 2 * E * D}); src.push_back({p.x_proj_w, XD * E}); src.push_back({p.out_proj_w, D * E});
+        }
+        src.push_back({m->wte, V * D});
+        size_t total = 0;
+        for (auto& t : src) total += (t.second + 7) & ~(size_t)7;
+        cudaCheck(cudaMalloc(&d->w16, total * sizeof(bf16)));
+        std::vector<const bf16*> dst;
+        size_t off = 0;
+        for (auto& t : src) {
+            bf16* q = d->w16 + off;
+            unsigned blocks = (unsigned)((t.second + 8 * 256 - 1) / (8 * 256));
+            linear_round_bf16_kernel<<<blocks, 256, 0, d->stream>>>(q, t.first, t.second, aligned16(t.first));
+            cudaCheckLaunch();
+            dst.push_back(q);
+            off += (t.second + 7) & ~(size_t)7;
+        }
+        for (int l = 0; l < c.n_layer; l++) {
+            d->in_proj16.push_back(dst[3 * l]); d->x_proj16.push_back(dst[3 * l + 1]); d->out_proj16.push_back(dst[3 * l + 2]);
+        }
+        d->wte16 = dst.back();
+    }
 }
 
 static void mamba_decoder_free(MambaGpuDecoder* d) {
@@ -1010,6 +1083,7 @@ static void mamba_decoder_free(MambaGpuDecoder* d) {
         cudaCheck(cudaFree(p));
     cudaCheck(cudaFree(d->tokens));
     cudaCheck(cudaFree(d->head_keys));
+    if (d->w16) cudaCheck(cudaFree(d->w16));
     cublasCheck(cublasDestroy(d->blas));
     cudaCheck(cudaFree(d->blas_workspace));
     cudaCheck(cudaStreamDestroy(d->stream));
@@ -1082,6 +1156,7 @@ static void decoder_in_proj(MambaGpuDecoder* d, int l, int rows, bool pdl) {
     a.inp = l == 0 ? m->wte : d->x; a.ldi = D;
     a.tokens = l == 0 ? d->tokens : nullptr; a.emb_out = l == 0 ? d->x : nullptr;
     a.W = p.in_proj_w; a.rows = rows; a.IC = D; a.OC = 2 * E; a.beta = 0.0f; a.norm_w = p.norm_w;
+    a.W16 = d->w16 ? d->in_proj16[l] : nullptr;
     a.conv_E = E; a.conv_K = K; a.conv_state = d->conv_state + (size_t)l * d->max_batch * E * (K - 1);
     a.conv_w = p.conv_w; a.conv_b = p.conv_b; a.u = d->u;
     a.pdl_early = d->pdl == PDL_EARLY;
@@ -1094,6 +1169,7 @@ static void decoder_x_proj(MambaGpuDecoder* d, int l, int rows, bool pdl) {
     DecodeGemv a = {};
     a.out = d->xdbl; a.ldo = XD; a.inp = d->u; a.ldi = E;
     a.W = d->m->layers[l].x_proj_w; a.rows = rows; a.IC = E; a.OC = XD; a.beta = 0.0f;
+    a.W16 = d->w16 ? d->x_proj16[l] : nullptr;
     a.pdl_early = d->pdl == PDL_EARLY;
     decode_gemv_cuda(a, d->stream, pdl);
 }
@@ -1113,6 +1189,7 @@ static void decoder_out_proj(MambaGpuDecoder* d, int l, int rows, bool pdl) {
     DecodeGemv a = {};
     a.out = d->x; a.ldo = c.d_model; a.inp = d->y; a.ldi = c.d_inner;
     a.W = d->m->layers[l].out_proj_w; a.rows = rows; a.IC = c.d_inner; a.OC = c.d_model; a.beta = 1.0f;
+    a.W16 = d->w16 ? d->out_proj16[l] : nullptr;
     a.pdl_early = d->pdl == PDL_EARLY;
     decode_gemv_cuda(a, d->stream, pdl);
 }
@@ -1122,6 +1199,7 @@ static void decoder_head(MambaGpuDecoder* d, int rows, bool pdl) {
     DecodeGemv a = {};
     a.out = d->logits; a.ldo = m->cfg.vocab_size; a.inp = d->x; a.ldi = m->cfg.d_model;
     a.W = m->wte; a.rows = rows; a.IC = m->cfg.d_model; a.OC = m->cfg.vocab_size; a.beta = 0.0f; a.norm_w = m->norm_f_w;
+    a.W16 = d->wte16;
     a.pdl_early = d->pdl == PDL_EARLY;
     a.argmax_keys = d->head_keys;  // (rows, blocks): greedy sampling reads these (decoder_sample)
     d->head_keys_n = decode_gemv_blocks(a);
@@ -1266,10 +1344,10 @@ static std::vector<std::vector<int>> mamba_decoder_generate(MambaGpuDecoder* d, 
 // one call: a decoder for the batch, generation, free. prompts: equal-length token lists.
 static std::vector<std::vector<int>> mamba_generate_gpu(const MambaModel* m, const std::vector<std::vector<int>>& prompts, int n_new,
                                                         float temperature, int top_k, uint64_t seed, bool use_graph = true,
-                                                        DecodePath path = DECODE_AUTO) {
+                                                        DecodePath path = DECODE_AUTO, bool bf16_weights = false) {
     mamba_decoder_check_model(m);
     MambaGpuDecoder d;
-    mamba_decoder_init(&d, m, (int)std::max<size_t>(1, prompts.size()), use_graph, path);
+    mamba_decoder_init(&d, m, (int)std::max<size_t>(1, prompts.size()), use_graph, path, DECODE_PDL_DEFAULT, bf16_weights);
     std::vector<std::vector<int>> out = mamba_decoder_generate(&d, prompts, n_new, temperature, top_k, seed);
     mamba_decoder_free(&d);
     return out;
@@ -1279,9 +1357,10 @@ static std::vector<std::vector<int>> mamba_generate_gpu(const MambaModel* m, con
 // benchmark: median µs per decode step (one new token for each of `batch` sequences:
 // step + sampling), timed with CUDA events over `steps` steps, `trials` times after a warm-up
 static double mamba_bench_generate(const MambaModel* m, int batch, bool use_graph, float temperature, int top_k, int steps = 64,
-                                   int trials = 7, DecodePath path = DECODE_AUTO, DecodePdl pdl = DECODE_PDL_DEFAULT) {
+                                   int trials = 7, DecodePath path = DECODE_AUTO, DecodePdl pdl = DECODE_PDL_DEFAULT,
+                                   bool bf16_weights = false) {
     MambaGpuDecoder d;
-    mamba_decoder_init(&d, m, batch, use_graph, path, pdl);
+    mamba_decoder_init(&d, m, batch, use_graph, path, pdl, bf16_weights);
     mamba_decoder_start(&d, batch);
     std::vector<float> hu((size_t)steps * batch);
     Rng rng; rng_seed(&rng, 1);
@@ -1330,12 +1409,16 @@ static double gpu_peak_bandwidth(int* bus_bits = nullptr, int* clock_khz = nullp
     return 2.0 * khz * 1e3 * (p.memoryBusWidth / 8.0);
 }
 
-// bytes of the weights one step reads (every tensor but LoRA adapters: a merged model reads W only)
-static size_t mamba_decoder_weight_bytes(const MambaModel* m) {
+// bytes of the weights one step reads (every tensor but LoRA adapters: a merged model reads W
+// only); bf16_weights: the tensors mamba_decoder_init copies to bf16 count 2 bytes, the rest 4
+static size_t mamba_decoder_weight_bytes(const MambaModel* m, bool bf16_weights = false) {
     size_t n = 0;
     for (const ParamTensor& t : m->params.tensors)
         if (!lora_is_adapter(t.name)) n += t.numel;
-    return n * sizeof(float);
+    const MambaConfig& c = m->cfg;
+    size_t E = c.d_inner, D = c.d_model, XD = c.dt_rank + 2 * c.d_state;
+    size_t half = bf16_weights ? c.n_layer * (2 * E * D + XD * E + D * E) + (size_t)c.vocab_size * D : 0;
+    return n * sizeof(float) - half * (sizeof(float) - sizeof(bf16));
 }
 
 #endif  // __CUDACC__

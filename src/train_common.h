@@ -14,6 +14,7 @@
 #include <vector>
 #include "adamw.h"
 #include "common.h"
+#include "linear.h"
 #include "logger.h"
 #include "options.h"
 #include "params.h"
@@ -32,7 +33,7 @@ typedef struct {
     int checkpoint_interval = 0, log_every = 10, profile = 0;
     uint64_t seed = 1337;
     std::string device = "auto";
-    int tf32 = 1;
+    std::string matmul = "tf32";  // GPU matmul precision: tf32 | bf16 | fp32 (linear.h)
 } TrainOptions;
 
 static void train_options_append(std::vector<OptSpec>* table, TrainOptions* t) {
@@ -53,7 +54,7 @@ static void train_options_append(std::vector<OptSpec>* table, TrainOptions* t) {
         {"--resume", OPT_STR, &t->resume, "resume from this checkpoint"},
         {"--seed", OPT_U64, &t->seed, "random seed"},
         {"--device", OPT_STR, &t->device, "auto | cpu | cuda"},
-        {"--tf32", OPT_INT, &t->tf32, "GPU: use TF32 tensor cores in matmuls (0/1)"},
+        {"--matmul", OPT_STR, &t->matmul, "GPU matmul precision: tf32 | bf16 (operands rounded to bf16) | fp32 (exact)"},
         {"--profile", OPT_INT, &t->profile, "time each component over this many steps and print a breakdown"},
         {"--log-every", OPT_INT, &t->log_every, "steps between progress lines"},
     };
@@ -69,6 +70,7 @@ static void train_options_validate(const TrainOptions* t) {
     if (t->weight_decay < 0 || t->grad_clip < 0) FATAL("--weight-decay and --grad-clip must be >= 0");
     if (t->checkpoint_interval < 0 || t->log_every < 1 || t->profile < 0) FATAL("--checkpoint-interval >= 0, --log-every >= 1, --profile >= 0");
     if (t->device != "auto" && t->device != "cpu" && t->device != "cuda") FATAL("--device must be auto, cpu or cuda, got '%s'", t->device.c_str());
+    if (t->matmul != "tf32" && t->matmul != "bf16" && t->matmul != "fp32") FATAL("--matmul must be tf32, bf16 or fp32, got '%s'", t->matmul.c_str());
     if (t->stop_at < 0) FATAL("--stop-at must be >= 0");
     if (t->max_minutes < 0) FATAL("--max-minutes must be >= 0");
 }
@@ -76,7 +78,7 @@ static void train_options_validate(const TrainOptions* t) {
 // the GPU's matmul precision for this run
 static void train_set_math_mode(bool on_gpu, const TrainOptions& t) {
 #ifdef __CUDACC__
-    if (on_gpu) cublasCheck(cublasSetMathMode(cublas_handle(), t.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    if (on_gpu) linear_set_precision(t.matmul == "bf16" ? MATMUL_BF16 : t.matmul == "tf32" ? MATMUL_TF32 : MATMUL_FP32);
 #endif
     (void)on_gpu; (void)t;
 }

@@ -161,13 +161,19 @@ static const char* const GEMV_MODE_NAMES[] = {"plain", "residual (beta 1)", "rms
 // outputs; the conv state is a copy of the product (same tolerance), u has silu on top.
 // misalign: the weights start one float past a 16-byte boundary and the input rows have a
 // stride IC + 1 (the scalar load paths); else 16-byte aligned rows where IC allows.
-static void test_gemv(int rows, int IC, int OC, GemvMode mode, bool misalign) {
+// bf16w: the GPU reads a bf16 copy of W (DecodeGemv::W16; misaligned: one bf16 past an 8-byte
+// boundary) and its fp32 W is NaN, so a launch that read W would fail; the CPU reads W rounded to
+// bf16 (the same values), so the tolerance is the fp32 one
+static void test_gemv(int rows, int IC, int OC, GemvMode mode, bool misalign, bool bf16w = false) {
     Rng r; rng_seed(&r, 500 + rows * 7 + IC * 3 + OC + 101 * mode + misalign);
     const int V = 23, K = 4, steps = mode == GEMV_IN_PROJ ? 3 : 1;
     const int conv_E = mode == GEMV_IN_PROJ ? OC / 2 : 0;
     const int ldi = misalign ? IC + 1 : IC, ldo = OC + 3;  // ldo: 3 columns past OC that must stay NaN
     const int in_rows = mode == GEMV_IN_PROJ ? V : rows;  // in_proj: the rows are embedding rows
     std::vector<float> W = random_vec((size_t)OC * IC, &r), inp = random_vec((size_t)in_rows * ldi, &r, -2, 2);
+    std::vector<bf16> W16(W.size());
+    if (bf16w)
+        for (size_t i = 0; i < W.size(); i++) { W16[i] = from_f32<bf16>(W[i]); W[i] = to_f32(W16[i]); }
     std::vector<float> norm_w = random_vec(IC, &r, 0.5f, 1.5f), conv_w = random_vec((size_t)std::max(conv_E, 1) * K, &r);
     std::vector<float> conv_b = random_vec(std::max(conv_E, 1), &r), state((size_t)rows * std::max(conv_E, 1) * (K - 1));
     fill_uniform(state.data(), state.size(), &r, -1, 1);
@@ -182,7 +188,14 @@ static void test_gemv(int rows, int IC, int OC, GemvMode mode, bool misalign) {
     // device copies (the weights at an odd float offset when misaligned)
     float* gWbase; cudaCheck(cudaMalloc(&gWbase, (W.size() + 4) * sizeof(float)));
     float* gW = gWbase + (misalign ? 1 : 0);
-    cudaCheck(cudaMemcpy(gW, W.data(), W.size() * sizeof(float), cudaMemcpyHostToDevice));
+    if (bf16w) cudaCheck(cudaMemset(gWbase, 0xFF, (W.size() + 4) * sizeof(float)));  // NaN: the bf16 path must not read it
+    else cudaCheck(cudaMemcpy(gW, W.data(), W.size() * sizeof(float), cudaMemcpyHostToDevice));
+    bf16 *gW16base = nullptr, *gW16 = nullptr;
+    if (bf16w) {
+        cudaCheck(cudaMalloc(&gW16base, (W.size() + 8) * sizeof(bf16)));
+        gW16 = gW16base + (misalign ? 1 : 0);
+        cudaCheck(cudaMemcpy(gW16, W16.data(), W16.size() * sizeof(bf16), cudaMemcpyHostToDevice));
+    }
     float *ginp = to_device(inp), *gnorm = to_device(norm_w), *gcw = to_device(conv_w), *gcb = to_device(conv_b);
     float *gstate = to_device(state), *gout = to_device(out);
     float *gu = device_poisoned((size_t)rows * std::max(conv_E, 1)), *gemb = device_poisoned((size_t)rows * IC);
@@ -199,7 +212,7 @@ static void test_gemv(int rows, int IC, int OC, GemvMode mode, bool misalign) {
         c.conv_E = conv_E; c.conv_K = K; c.conv_state = state.data(); c.conv_w = conv_w.data(); c.conv_b = conv_b.data(); c.u = u.data();
     }
     g = c;
-    g.out = gout; g.inp = ginp; g.W = gW; g.norm_w = c.norm_w ? gnorm : nullptr; g.tokens = c.tokens ? gtok : nullptr;
+    g.out = gout; g.inp = ginp; g.W = gW; g.W16 = gW16; g.norm_w = c.norm_w ? gnorm : nullptr; g.tokens = c.tokens ? gtok : nullptr;
     g.emb_out = c.emb_out ? gemb : nullptr; g.conv_state = c.conv_E ? gstate : nullptr; g.conv_w = c.conv_E ? gcw : nullptr;
     g.conv_b = c.conv_E ? gcb : nullptr; g.u = c.conv_E ? gu : nullptr;
     const int nkeys = decode_gemv_blocks(g);
@@ -247,20 +260,21 @@ static void test_gemv(int rows, int IC, int OC, GemvMode mode, bool misalign) {
         }
     }
     char name[200];
-    snprintf(name, sizeof name, "decode GEMV %s rows=%d IC=%d OC=%d%s: == decode_gemv_cpu", GEMV_MODE_NAMES[mode], rows, IC, OC,
-             misalign ? " (unaligned W, input stride IC+1)" : "");
+    snprintf(name, sizeof name, "decode GEMV %s rows=%d IC=%d OC=%d%s%s: == decode_gemv_cpu", GEMV_MODE_NAMES[mode], rows, IC, OC,
+             misalign ? " (unaligned W, input stride IC+1)" : "", bf16w ? " bf16 weights" : "");
     const double tol = 1e-5;
     report(worst < tol && pad_nan && keys_ok, name, "worst rel err %.3e (tol %.0e)%s%s", worst, tol, pad_nan ? "" : "; wrote past OC",
            keys_ok ? "" : "; the argmax keys miss the row's argmax");
     if (mode == GEMV_IN_PROJ) {
-        snprintf(name, sizeof name, "decode GEMV in_proj rows=%d IC=%d E=%d%s, %d steps: conv u, state, embedded rows", rows, IC, conv_E,
-                 misalign ? " (unaligned)" : "", steps);
+        snprintf(name, sizeof name, "decode GEMV in_proj rows=%d IC=%d E=%d%s%s, %d steps: conv u, state, embedded rows", rows, IC, conv_E,
+                 misalign ? " (unaligned)" : "", bf16w ? " bf16 weights" : "", steps);
         report(worst_u < tol && worst_s < tol && emb_exact, name, "u %.3e state %.3e (tol %.0e), embedded rows %s", worst_u, worst_s, tol,
                emb_exact ? "exact" : "differ");
     }
     for (float* p : {gWbase, ginp, gnorm, gcw, gcb, gstate, gout, gu, gemb}) cudaCheck(cudaFree(p));
     cudaCheck(cudaFree(gtok));
     if (gkeys) cudaCheck(cudaFree(gkeys));
+    if (gW16base) cudaCheck(cudaFree(gW16base));
 }
 
 // ---------------------------------------------------------------------------
@@ -339,12 +353,24 @@ static std::string path_name(DecodePath p, DecodePdl pdl = DECODE_PDL_DEFAULT) {
     return s + (pdl == PDL_OFF ? "" : pdl == PDL_EARLY ? "+PDL(early)" : "+PDL");
 }
 
+// the weights of both models rounded to bf16 (so the decoder's bf16 copies hold exactly the
+// values the CPU step reads)
+static void round_params_bf16(MambaModel* cpu, MambaModel* gpu) {
+    float* p = cpu->params.params;
+    for (size_t i = 0; i < cpu->params.num_params; i++) p[i] = to_f32(from_f32<bf16>(p[i]));
+    cudaCheck(cudaMemcpy(gpu->params.params, p, cpu->params.num_params * sizeof(float), cudaMemcpyHostToDevice));
+}
+
+// bf16w: the decoders read bf16 weights; representable: the models' weights are rounded to bf16
+// first (then the logits must equal the CPU step's to fp32 rounding: tol as fp32), else the CPU
+// step reads the unrounded fp32 weights (the distance bf16 weights make: the caller's tol)
 static void test_step_logits(MambaConfig c, int B, const char* label, bool jitter, double tol, DecodePath path,
-                             DecodePdl pdl = DECODE_PDL_DEFAULT) {
-    const std::string pn = path_name(path, pdl);
+                             DecodePdl pdl = DECODE_PDL_DEFAULT, bool bf16w = false, bool representable = false) {
+    const std::string pn = path_name(path, pdl) + (bf16w ? (representable ? " bf16 weights (representable)" : " bf16 weights") : "");
     const int steps = 6;
     MambaModel cpu, gpu;
     build_pair(&cpu, &gpu, c, B, steps, 21, LoraConfig(), jitter);
+    if (representable) round_params_bf16(&cpu, &gpu);
     int V = c.vocab_size;
     Rng r; rng_seed(&r, 22);
     std::vector<std::vector<int>> toks(B);
@@ -353,8 +379,8 @@ static void test_step_logits(MambaConfig c, int B, const char* label, bool jitte
     std::vector<MambaStepState> st(B);
     for (int b = 0; b < B; b++) mamba_step_init(&st[b], &cpu, cpu.params.params);
     MambaGpuDecoder plain, graph;
-    mamba_decoder_init(&plain, &gpu, B + 1, false, path, pdl);  // one row more than used: rows < max_batch works
-    mamba_decoder_init(&graph, &gpu, B + 1, true, path, pdl);
+    mamba_decoder_init(&plain, &gpu, B + 1, false, path, pdl, bf16w);  // one row more than used: rows < max_batch works
+    mamba_decoder_init(&graph, &gpu, B + 1, true, path, pdl, bf16w);
     mamba_decoder_start(&plain, B);
     mamba_decoder_start(&graph, B);
     double worst = 0;
@@ -450,16 +476,18 @@ static std::vector<std::vector<int>> cpu_generate_batch(const MambaModel* cpu, c
     return out;
 }
 
-static void test_greedy(MambaConfig c, int B, const char* label, DecodePath path = DECODE_AUTO) {
+// bf16w: bf16 weights in the decoder, the models' weights rounded to bf16 first (the CPU reads the same values)
+static void test_greedy(MambaConfig c, int B, const char* label, DecodePath path = DECODE_AUTO, bool bf16w = false) {
     const int P = 5, n = 24, T = P + n - 1;
     MambaModel cpu, gpu;
     build_pair(&cpu, &gpu, c, B, T, 31);
+    if (bf16w) round_params_bf16(&cpu, &gpu);
     int V = c.vocab_size;
     Rng r; rng_seed(&r, 32 + B);
     std::vector<std::vector<int>> prompts(B);
     for (int b = 0; b < B; b++) prompts[b] = random_tokens(&r, P, V);
-    auto plain = mamba_generate_gpu(&gpu, prompts, n, 0.0f, 0, 7, false, path);
-    auto graph = mamba_generate_gpu(&gpu, prompts, n, 0.0f, 0, 7, true, path);
+    auto plain = mamba_generate_gpu(&gpu, prompts, n, 0.0f, 0, 7, false, path, bf16w);
+    auto graph = mamba_generate_gpu(&gpu, prompts, n, 0.0f, 0, 7, true, path, bf16w);
     // the parallel forward over prompt + generated tokens (teacher forcing, GPU)
     std::vector<int> seq((size_t)B * T);
     for (int b = 0; b < B; b++)
@@ -476,11 +504,12 @@ static void test_greedy(MambaConfig c, int B, const char* label, DecodePath path
             fwd[i] = argmax_token(row, V);
             min_gap = std::min(min_gap, top2_gap(row, V));
         }
-        snprintf(name, sizeof name, "greedy %s batch %d %s row %d: GPU == CPU mamba_generate (%d tokens)", label, B, path_name(path).c_str(), b, n);
+        std::string pn = path_name(path) + (bf16w ? " bf16 weights" : "");
+        snprintf(name, sizeof name, "greedy %s batch %d %s row %d: GPU == CPU mamba_generate (%d tokens)", label, B, pn.c_str(), b, n);
         report(plain[b] == cpu_tokens, name, "%s (smallest top-2 logit gap %.2e)", diff_tokens(plain[b], cpu_tokens).c_str(), min_gap);
-        snprintf(name, sizeof name, "greedy %s batch %d %s row %d: GPU == argmax of the parallel forward", label, B, path_name(path).c_str(), b);
+        snprintf(name, sizeof name, "greedy %s batch %d %s row %d: GPU == argmax of the parallel forward", label, B, pn.c_str(), b);
         report(plain[b] == fwd, name, "%s (smallest top-2 logit gap %.2e)", diff_tokens(plain[b], fwd).c_str(), min_gap);
-        snprintf(name, sizeof name, "greedy %s batch %d %s row %d: CUDA graph == plain", label, B, path_name(path).c_str(), b);
+        snprintf(name, sizeof name, "greedy %s batch %d %s row %d: CUDA graph == plain", label, B, pn.c_str(), b);
         report(graph[b] == plain[b], name, "%s", diff_tokens(graph[b], plain[b]).c_str());
     }
     mamba_free(&cpu); mamba_free(&gpu);
@@ -721,6 +750,16 @@ int main(int argc, char** argv) {
     test_gemv(3, 37, 100, GEMV_IN_PROJ, true);
     test_gemv(8, 100, 74, GEMV_IN_PROJ, false);
     test_gemv(13, 40, 160, GEMV_IN_PROJ, true);
+    // bf16 weights: every mode, aligned (8-byte loads) and not (one bf16 at a time), tails past 4 and a chunk
+    test_gemv(1, 37, 100, GEMV_PLAIN, false, true);
+    test_gemv(3, 100, 37, GEMV_PLAIN, true, true);
+    test_gemv(13, 1600, 45, GEMV_PLAIN, false, true);
+    test_gemv(1, 1536, 80, GEMV_PLAIN, true, true);
+    test_gemv(3, 1536, 200, GEMV_RESIDUAL, false, true);
+    test_gemv(1, 768, 1000, GEMV_NORM, false, true);
+    test_gemv(8, 37, 100, GEMV_NORM, true, true);
+    test_gemv(1, 768, 3072, GEMV_IN_PROJ, false, true);
+    test_gemv(13, 40, 160, GEMV_IN_PROJ, true, true);
 
     // the fused step with each programmatic-dependent-launch mode, and the cuBLAS step
     for (DecodePdl pdl : {PDL_OFF, PDL_AFTER_WAIT, PDL_EARLY})
@@ -740,17 +779,45 @@ int main(int argc, char** argv) {
     }
     test_step_logits(odd, 13, "odd", false, 1e-5, DECODE_FUSED);
     test_step_logits(small, 8, "small", true, 5e-5, DECODE_FUSED);
+    // bf16 weights: on bf16-representable weights the decoder equals the CPU step to fp32 rounding;
+    // on fp32 weights it is off by the weights' rounding: each logit is a chain of ~7 products per
+    // layer, each off by about sqrt(2/3) u (u = 2^-9) norm-wise, so 3e-2 (measured: printed above)
+    for (DecodePdl pdl : {PDL_OFF, PDL_EARLY}) {
+        test_step_logits(small, 1, "small", false, 1e-5, DECODE_FUSED, pdl, true, true);
+        test_step_logits(odd, 3, "odd", false, 1e-5, DECODE_FUSED, pdl, true, true);
+    }
+    test_step_logits(small, 1, "small", false, 3e-2, DECODE_FUSED, DECODE_PDL_DEFAULT, true, false);
+    test_step_logits(odd, 8, "odd", false, 3e-2, DECODE_FUSED, DECODE_PDL_DEFAULT, true, false);
+    test_step_logits(odd, 13, "odd", false, 1e-5, DECODE_AUTO, DECODE_PDL_DEFAULT, true, false);  // cuBLAS path: fp32 weights still
 
     test_greedy(small, 1, "small");
     test_greedy(small, 4, "small");
     test_greedy(odd, 4, "odd");
     test_greedy(small, 1, "small", DECODE_BLAS);
     test_greedy(odd, 4, "odd", DECODE_BLAS);
+    test_greedy(small, 1, "small", DECODE_AUTO, true);
+    test_greedy(odd, 4, "odd", DECODE_AUTO, true);
 
     test_sampled(small, 1, 0.8f, 10);
     test_sampled(small, 1, 1.0f, 0);
     test_sampled(odd, 3, 0.7f, 40);
 
+    {  // the floor's byte count with bf16 weights: the tensors the decoder copies at 2 bytes, by name
+        MambaModel m;
+        mamba_build(&m, odd, 1, 1, true, false);
+        size_t want = 0;
+        for (const ParamTensor& t : m.params.tensors) {
+            const std::string& n = t.name;
+            bool half = n == "embedding.weight";
+            for (const char* s : {"in_proj.weight", "x_proj.weight", "out_proj.weight"})
+                half |= n.size() > strlen(s) && n.compare(n.size() - strlen(s), strlen(s), s) == 0;
+            want += t.numel * (half ? 2 : 4);
+        }
+        size_t got = mamba_decoder_weight_bytes(&m, true);
+        report(got == want && mamba_decoder_weight_bytes(&m) == 4 * m.params.num_params,
+               "mamba_decoder_weight_bytes: bf16 copies at 2 bytes, the rest at 4", "%zu vs %zu", got, want);
+        mamba_free(&m);
+    }
     test_lora_merged();
     test_bench();
     return test_summary();

@@ -96,6 +96,101 @@ static void test_linear(Rng* r, int N, int IC, int OC, bool use_bias, bool with_
     cudaFree(d_dW); cudaFree(d_db);
 }
 
+// --matmul bf16 (linear.h): both operands of a product rounded to bf16, fp32 accumulation and
+// results. Per product, on the increment of the accumulated outputs (a random start would dilute
+// the error), with g_matmul_bf16_min_dim = 1 so every shape takes the bf16 path:
+//   the exact rule: the CPU reference on bf16-rounded copies of the operands, within fp32
+//     summation-order error (1e-5 norm-wise): fails if an operand is not rounded, or rounded
+//     another way (TF32, truncation)
+//   the distance to fp32, elementwise and rigorous: rounding a and b to bf16 moves a*b by at most
+//     (2u + u^2)|a*b|, u = 2^-9 (bf16's unit roundoff), so every output is within
+//     (2u + u^2 + 1e-5) * sum|a||b| of the fp32 CPU result (1e-5: both sides' fp32 sums); sum|a||b|
+//     is the CPU reference run on the absolute values
+static Vec round_bf16_vec(const Vec& v) {
+    Vec o(v.size());
+    for (size_t i = 0; i < v.size(); i++) o[i] = to_f32(from_f32<bf16>(v[i]));
+    return o;
+}
+static Vec abs_vec(const Vec& v) {
+    Vec o(v.size());
+    for (size_t i = 0; i < v.size(); i++) o[i] = fabsf(v[i]);
+    return o;
+}
+static Vec minus(const Vec& a, const Vec& b) {
+    Vec o(a.size());
+    for (size_t i = 0; i < a.size(); i++) o[i] = a[i] - b[i];
+    return o;
+}
+static void check_within_bound(const std::string& name, const Vec& got, const Vec& ref, const Vec& abs_sum) {
+    const double u = 1.0 / 512, k = 2 * u + u * u + 1e-5;
+    size_t bad = 0, first = 0;
+    double worst = 0;  // the largest |got - ref| / bound
+    for (size_t i = 0; i < got.size(); i++) {
+        double err = fabs((double)got[i] - ref[i]), bound = k * abs_sum[i] + 1e-30;
+        if (!(err <= bound)) { if (!bad) first = i; bad++; }
+        worst = std::max(worst, err / bound);
+    }
+    report(bad == 0, name.c_str(), "%zu of %zu outside (2u+u^2)sum|a||b|, first at %zu: got %g ref %g bound %g", bad,
+           got.size(), first, got[first], ref[first], k * abs_sum[first]);
+    printf("     (largest error / bound: %.3f)\n", worst);
+}
+static void test_linear_bf16(Rng* r, int N, int IC, int OC) {
+    char shape[96];
+    snprintf(shape, sizeof shape, "bf16 N=%d IC=%d OC=%d", N, IC, OC);
+    Vec inp = random_vec((size_t)N * IC, r), W = random_vec((size_t)OC * IC, r), b = random_vec(OC, r);
+    Vec dout = random_vec((size_t)N * OC, r), dinp0 = random_vec(inp.size(), r), dW0 = random_vec(W.size(), r);
+    float *d_inp = to_device(inp), *d_W = to_device(W), *d_b = to_device(b), *d_out = device_poisoned((size_t)N * OC);
+    float *d_dout = to_device(dout), *d_dinp = to_device(dinp0), *d_dW = to_device(dW0);
+    linear_set_precision(MATMUL_BF16);
+    int min_dim = g_matmul_bf16_min_dim;
+    g_matmul_bf16_min_dim = 1;  // every product on bf16 operands
+    linear_forward(true, d_out, d_inp, d_W, d_b, N, IC, OC);
+    linear_backward(true, d_dinp, d_dW, nullptr, d_dout, d_inp, d_W, N, IC, OC);
+    g_matmul_bf16_min_dim = min_dim;
+    linear_set_precision(MATMUL_FP32);
+    Vec out = from_device(d_out, (size_t)N * OC);
+    Vec dinp = minus(from_device(d_dinp, inp.size()), dinp0), dW = minus(from_device(d_dW, W.size()), dW0);
+    // reference[0]: fp32 operands, [1]: bf16-rounded operands, [2]: absolute values (the bound)
+    Vec ref_out[3], ref_dinp[3], ref_dW[3];
+    Vec x_in[3] = {inp, round_bf16_vec(inp), abs_vec(inp)}, w_in[3] = {W, round_bf16_vec(W), abs_vec(W)};
+    Vec g_in[3] = {dout, round_bf16_vec(dout), abs_vec(dout)}, zero_bias(OC, 0.0f);
+    for (int k = 0; k < 3; k++) {
+        ref_out[k].assign((size_t)N * OC, 0.0f); ref_dinp[k].assign(inp.size(), 0.0f); ref_dW[k].assign(W.size(), 0.0f);
+        linear_forward_cpu(ref_out[k].data(), x_in[k].data(), w_in[k].data(), k == 2 ? zero_bias.data() : b.data(), N, IC, OC);
+        linear_backward_cpu(ref_dinp[k].data(), ref_dW[k].data(), nullptr, g_in[k].data(), x_in[k].data(), w_in[k].data(), N, IC, OC);
+    }
+    std::string s = std::string(" ") + shape;
+    check_close(("linear_forward == CPU on bf16-rounded operands" + s).c_str(), out.data(), ref_out[1].data(), out.size(), 1e-5);
+    check_close(("linear_backward dinp == CPU on bf16-rounded operands" + s).c_str(), dinp.data(), ref_dinp[1].data(), dinp.size(), 1e-5);
+    check_close(("linear_backward dweight == CPU on bf16-rounded operands" + s).c_str(), dW.data(), ref_dW[1].data(), dW.size(), 1e-5);
+    check_within_bound("linear_forward within the bf16 bound of fp32" + s, out, ref_out[0], ref_out[2]);
+    check_within_bound("linear_backward dinp within the bf16 bound of fp32" + s, dinp, ref_dinp[0], ref_dinp[2]);
+    check_within_bound("linear_backward dweight within the bf16 bound of fp32" + s, dW, ref_dW[0], ref_dW[2]);
+    cudaFree(d_inp); cudaFree(d_W); cudaFree(d_b); cudaFree(d_out); cudaFree(d_dout); cudaFree(d_dinp); cudaFree(d_dW);
+}
+
+// a product with a side below g_matmul_bf16_min_dim stays TF32 under --matmul bf16: the same bits
+// as a TF32 run; one with every side above it does not
+static void test_linear_bf16_thin(Rng* r) {
+    const int N = 256, IC = 1536;
+    for (int OC : {80, 256}) {
+        Vec inp = random_vec((size_t)N * IC, r), W = random_vec((size_t)OC * IC, r);
+        float *d_inp = to_device(inp), *d_W = to_device(W), *d_a = device_poisoned((size_t)N * OC), *d_b = device_poisoned((size_t)N * OC);
+        linear_set_precision(MATMUL_TF32);
+        linear_forward(true, d_a, d_inp, d_W, nullptr, N, IC, OC);
+        linear_set_precision(MATMUL_BF16);
+        linear_forward(true, d_b, d_inp, d_W, nullptr, N, IC, OC);
+        linear_set_precision(MATMUL_FP32);
+        Vec a = from_device(d_a, (size_t)N * OC), b = from_device(d_b, (size_t)N * OC);
+        bool same = memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+        char name[160];
+        snprintf(name, sizeof name, "--matmul bf16 N=%d IC=%d OC=%d (min side %s %d): %s", N, IC, OC,
+                 OC < g_matmul_bf16_min_dim ? "<" : ">=", g_matmul_bf16_min_dim, OC < g_matmul_bf16_min_dim ? "TF32 bits" : "not TF32 bits");
+        report(same == (OC < g_matmul_bf16_min_dim), name, "bits %s", same ? "equal" : "differ");
+        cudaFree(d_inp); cudaFree(d_W); cudaFree(d_a); cudaFree(d_b);
+    }
+}
+
 static void test_conv1d(Rng* r, int B, int L, int E, int K) {
     char shape[64]; snprintf(shape, sizeof shape, "B=%d L=%d E=%d K=%d", B, L, E, K);
     size_t n = (size_t)B * L * E;
@@ -283,6 +378,11 @@ int main() {
     test_linear(&r, 333, 129, 67, true, true);
     test_linear(&r, 4096, 256, 512, false, true);
     test_linear(&r, 1000, 512, 256, true, false);
+    test_linear_bf16(&r, 1, 5, 3);        // one row, tiny: the conversion's scalar tail only
+    test_linear_bf16(&r, 7, 37, 19);      // odd sizes: unaligned rows, tails
+    test_linear_bf16(&r, 333, 129, 67);
+    test_linear_bf16(&r, 2048, 768, 1536);  // the 130m in_proj's widths
+    test_linear_bf16_thin(&r);
     test_conv1d(&r, 1, 1, 37, 4);
     test_conv1d(&r, 2, 7, 37, 4);
     test_conv1d(&r, 2, 3, 5, 4);
