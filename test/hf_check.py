@@ -198,7 +198,8 @@ def hf_generate(prompt):
 
 
 def our_generate(prompt):
-    cmd = [BIN, "--resume", CKPT, "--sample", str(N_GEN), "--temperature", "0"]
+    # fp32 weights on the GPU too: this compares against a float64 reference
+    cmd = [BIN, "--resume", CKPT, "--sample", str(N_GEN), "--temperature", "0", "--gen-weights", "fp32"]
     if V == 256:
         cmd += ["--prompt", PROMPT]
     r = subprocess.run(cmd, capture_output=True, timeout=600)
