@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench: the mamba-130m shape on this GPU, beside the figures it is compared to.
 #   training step (batch 8 x 1024, vocab 50280, random tokens): tokens/s, ms/step, peak
-#   memory, the memory breakdown, and the per-component time (--profile)
+#   memory (--matmul tf32 and bf16), the memory breakdown, the per-component time (--profile)
+#   and each component's distance to its floor (data_scripts/step_floor.py)
 #   generation: us/token at batch 1, 8, 64 against the weight-read floor (--bench-generate)
 #   the mamba2-130m shape (24 Mamba-2 blocks, d_state 128, headdim 64): its training step
 # Logs under $OUT (default out/bench); the table is printed last.
@@ -45,6 +46,10 @@ prof = open(out + "/profile.log").read()
 i = prof.find("per-component")
 if i >= 0:
     print("\n" + prof[i:].strip())
+    print("\nthe bf16 step against its floor (data_scripts/step_floor.py; fp32 activations):")
+    sys.stdout.flush()
+    import subprocess
+    subprocess.run(["/usr/bin/python3", "data_scripts/step_floor.py", out + "/profile.log", "--matmul", "bf16"])
 m2 = re.search(r"summary: ([0-9.]+) ms/step, ([0-9]+) tokens/s, peak memory ([0-9]+) MiB", open(out + "/mamba2_step.log").read())
 print("\nmamba2-130m training step, batch 8 x 1024 (24 Mamba-2 blocks, d_state 128, headdim 64; fp32, bf16 matmul operands)")
 print("| | tokens/s | ms/step | peak memory |\n|---|---|---|---|")

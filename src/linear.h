@@ -176,6 +176,45 @@ static const bf16* linear_round_bf16(const float* src, size_t n, int which) {
     return dst;
 }
 
+// Weights held fixed (LinearWeightsFixed, a scope guard): while one is alive the caller promises
+// that no weight changes (a model's forward or backward pass: only the optimizer writes weights,
+// between passes), so a weight's bf16 copy is made on its first use in the scope and reused by
+// every later product of the pass (the head's weight serves 7 chunks x 3 products a step). The
+// copies' memory stays for the next scope (one bf16 copy of each weight used: ~half the fp32
+// parameters); leaving the outermost scope marks every copy stale, so a weight changed between
+// passes is copied again. Outside a scope every product copies its weight afresh.
+struct LinearWeightCopy {
+    const float* src;
+    size_t n;
+    bf16* copy;
+    bool fresh;  // made in the current scope
+};
+static std::vector<LinearWeightCopy> g_weight_copies;
+static int g_weights_fixed_depth = 0;
+static const bf16* linear_weight_bf16(const float* W, size_t n) {
+    if (g_weights_fixed_depth == 0) return linear_round_bf16(W, n, 0);
+    LinearWeightCopy* e = nullptr;
+    for (LinearWeightCopy& c : g_weight_copies)
+        if (c.src == W && c.n == n) e = &c;
+    if (!e) {
+        g_weight_copies.push_back(LinearWeightCopy{W, n, nullptr, false});
+        e = &g_weight_copies.back();
+        cudaCheck(cudaMalloc(&e->copy, (n + 8) * sizeof(bf16)));
+    }
+    if (!e->fresh) {
+        unsigned blocks = (unsigned)((n + 8 * 256 - 1) / (8 * 256));
+        linear_round_bf16_kernel<<<blocks, 256>>>(e->copy, W, n, aligned16(W));
+        cudaCheckLaunch();
+        e->fresh = true;
+    }
+    return e->copy;
+}
+static void linear_weights_fixed_begin() { g_weights_fixed_depth++; }
+static void linear_weights_fixed_end() {
+    if (--g_weights_fixed_depth == 0)
+        for (LinearWeightCopy& c : g_weight_copies) c.fresh = false;
+}
+
 // C (m x n, column-major, ldc) = op(A) op(B) + beta C: fp32 operands (FP32 / TF32 by the math
 // mode), or bf16 copies (BF16), fp32 C either way
 static void linear_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* A, int lda,
@@ -219,7 +258,7 @@ static void linear_forward_cuda(floatX* out, const floatX* inp, const float* wei
     if (N == 0 || OC == 0) return;
     // out^T (OC x N) = W (OC x IC, stored as col-major IC x OC -> op T) * inp^T (IC x N)
     if (linear_use_bf16(OC, N, IC))
-        linear_gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, linear_round_bf16(weight, (size_t)OC * IC, 0), IC,
+        linear_gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, linear_weight_bf16(weight, (size_t)OC * IC), IC,
                     linear_round_bf16(inp, (size_t)N * IC, 1), IC, 0.0f, out, OC);
     else linear_gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, weight, IC, inp, IC, 0.0f, out, OC);
     if (bias) {
@@ -236,7 +275,7 @@ static void linear_backward_cuda(floatX* dinp, float* dweight, float* dbias, con
     // dweight^T (IC x OC) += inp^T (IC x N) * dout (N x OC; dout stored col-major OC x N -> op T)
     bool bf16_dinp = dinp && linear_use_bf16(IC, N, OC), bf16_dweight = dweight && linear_use_bf16(IC, OC, N);
     const bf16* dout16 = (bf16_dinp || bf16_dweight) ? linear_round_bf16(dout, (size_t)N * OC, 1) : nullptr;  // one copy, both products
-    if (bf16_dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, linear_round_bf16(weight, (size_t)OC * IC, 0), IC, dout16, OC, 1.0f, dinp, IC);
+    if (bf16_dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, linear_weight_bf16(weight, (size_t)OC * IC), IC, dout16, OC, 1.0f, dinp, IC);
     else if (dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, weight, IC, dout, OC, 1.0f, dinp, IC);
     if (bf16_dweight) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, linear_round_bf16(inp, (size_t)N * IC, 0), IC, dout16, OC, 1.0f, dweight, IC);
     else if (dweight) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, inp, IC, dout, OC, 1.0f, dweight, IC);
@@ -248,6 +287,17 @@ static void linear_backward_cuda(floatX* dinp, float* dweight, float* dbias, con
     cudaCheckLaunch();
 }
 #endif
+
+// a model's forward or backward pass holds this while it runs (see linear_weight_bf16)
+#ifndef __CUDACC__
+static void linear_weights_fixed_begin() {}  // the CPU makes no copies
+static void linear_weights_fixed_end() {}
+#endif
+struct LinearWeightsFixed {
+    LinearWeightsFixed() { linear_weights_fixed_begin(); }
+    ~LinearWeightsFixed() { linear_weights_fixed_end(); }
+    LinearWeightsFixed(const LinearWeightsFixed&) = delete;
+};
 
 // ---------------------------------------------------------------------------
 // backend wrappers (the convention of common.h): the models call these

@@ -785,9 +785,8 @@ static void mamba_other_layer_forward(MambaModel* m, int l, floatX* layer_out, i
     PROF(on_gpu, "residual", add_inplace(on_gpu, layer_out, a.resid, (size_t)BT * D));
 }
 
-// tokens/targets: host arrays (B*T). Returns the mean loss (0 without targets).
-// Without targets m->logits holds the (B*T, V) logits afterwards.
-static float mamba_forward(MambaModel* m, const int* tokens, const int* targets, int B, int T) {
+// the layers: tokens -> m->xf (the final RMSNorm's output); targets (or null) are kept for the head
+static void mamba_forward_body(MambaModel* m, const int* tokens, const int* targets, int B, int T) {
     const MambaConfig& c = m->cfg;
     if (B > m->B || T > m->T || B < 1 || T < 1) FATAL("forward shape (%d, %d) exceeds the built (%d, %d)", B, T, m->B, m->T);
     int BT = B * T, D = c.d_model, V = c.vocab_size;
@@ -805,21 +804,46 @@ static float mamba_forward(MambaModel* m, const int* tokens, const int* targets,
         else mamba_other_layer_forward(m, l, out, B, T);
     }
     PROF(on_gpu, "rmsnorm", rmsnorm_forward(on_gpu, m->xf, m->rstd_f, m->resid_out, m->norm_f_w, BT, D));
+    if (targets) backend_copy(on_gpu, m->targets, targets, BT * sizeof(int), true);
+}
+
+// the mean of m->losses (BT rows) on the host
+static float mamba_mean_loss(MambaModel* m, int BT) {
+    backend_copy(m->on_gpu, m->host_losses.data(), m->losses, BT * sizeof(float), false);
+    double sum = 0;
+    for (int i = 0; i < BT; i++) sum += m->host_losses[i];
+    return (float)(sum / BT);
+}
+
+// tokens/targets: host arrays (B*T). Returns the mean loss (0 without targets).
+// Without targets m->logits holds the (B*T, V) logits afterwards.
+static float mamba_forward(MambaModel* m, const int* tokens, const int* targets, int B, int T) {
+    LinearWeightsFixed fixed;  // no weight changes during the pass: one bf16 copy of each (--matmul bf16)
+    mamba_forward_body(m, tokens, targets, B, T);
+    const MambaConfig& c = m->cfg;
+    int BT = B * T, D = c.d_model, V = c.vocab_size;
+    bool on_gpu = m->on_gpu;
     if (!targets) {
         if (!m->logits) m->logits = (floatX*)backend_malloc(on_gpu, (size_t)m->B * m->T * V * sizeof(floatX));
         PROF(on_gpu, "lm_head", linear_forward(on_gpu, m->logits, m->xf, m->wte, (const float*)nullptr, BT, D, V));
         return 0.0f;
     }
-    backend_copy(on_gpu, m->targets, targets, BT * sizeof(int), true);
     for (int r0 = 0; r0 < BT; r0 += m->chunk_rows) {  // losses only: the backward recomputes the chunk
         int rows = std::min(m->chunk_rows, BT - r0);
         PROF(on_gpu, "lm_head", linear_forward(on_gpu, m->logits_chunk, m->xf + (size_t)r0 * D, m->wte, (const float*)nullptr, rows, D, V));
         PROF(on_gpu, "cross_entropy", cross_entropy(on_gpu, m->losses + r0, m->logits_chunk, m->targets + r0, rows, V, 1.0f / BT, false));
     }
-    backend_copy(on_gpu, m->host_losses.data(), m->losses, BT * sizeof(float), false);
-    double sum = 0;
-    for (int i = 0; i < BT; i++) sum += m->host_losses[i];
-    return (float)(sum / BT);
+    return mamba_mean_loss(m, BT);
+}
+
+// The training step's forward: the layers only. The head's logits, the loss and its gradient
+// are computed once, chunk by chunk, in mamba_backward (which returns the loss): a forward
+// that computed the loss would run the head's largest product and the cross-entropy twice.
+// The loss is the same bits as mamba_forward's (the same products and the same kernel).
+static void mamba_forward_train(MambaModel* m, const int* tokens, const int* targets, int B, int T) {
+    if (!targets) FATAL("mamba_forward_train needs targets");
+    LinearWeightsFixed fixed;
+    mamba_forward_body(m, tokens, targets, B, T);
 }
 
 // ---------------------------------------------------------------------------
@@ -897,13 +921,15 @@ static void mamba_other_layer_backward(MambaModel* m, int l, int B, int T) {
     PROF(on_gpu, "rmsnorm", rmsnorm_backward(on_gpu, m->dresid, dp.norm_w, s.dxn, a.resid, p.norm_w, a.rstd, BT, D));
 }
 
-static void mamba_backward(MambaModel* m) {
+// returns the mean loss of the batch (the head's pass computes it again, or first after mamba_forward_train)
+static float mamba_backward(MambaModel* m) {
     const MambaConfig& c = m->cfg;
     if (!m->have_targets) FATAL("mamba_backward needs a forward pass with targets");
     if (!m->params.with_grads) FATAL("mamba_backward: the model was built for inference (no gradients)");
     if (m->lora_merged) FATAL("mamba_backward: the adapters are merged into the base (unmerge to train)");
     int B = m->cur_B, T = m->cur_T, BT = B * T, D = c.d_model, V = c.vocab_size;
     bool on_gpu = m->on_gpu;
+    LinearWeightsFixed fixed;  // no weight changes during the pass
     backend_memset0(on_gpu, m->dresid, (size_t)BT * D * sizeof(floatX));
     backend_memset0(on_gpu, m->dxf, (size_t)BT * D * sizeof(floatX));
     // the head, chunk by chunk: logits again, dloss/dlogits in place (the fused
@@ -922,6 +948,7 @@ static void mamba_backward(MambaModel* m) {
     }
     if (m->dwpe) PROF(on_gpu, "embedding", position_add_backward(on_gpu, m->dwpe, m->dresid, B, T, D));
     PROF(on_gpu, "embedding", embedding_backward(on_gpu, m->dwte, m->dresid, m->tokens, BT, D));
+    return mamba_mean_loss(m, BT);
 }
 
 // ---------------------------------------------------------------------------

@@ -191,6 +191,34 @@ static void test_linear_bf16_thin(Rng* r) {
     }
 }
 
+// LinearWeightsFixed (--matmul bf16): within a scope a weight's bf16 copy is made once and reused;
+// leaving the outermost scope makes every copy stale, so a weight changed between passes is copied
+// again; an inner scope's end does not (the weights are fixed until the outermost ends)
+static void test_linear_weights_fixed(Rng* r) {
+    const int N = 256, IC = 768, OC = 512;
+    Vec inp = random_vec((size_t)N * IC, r), W1 = random_vec((size_t)OC * IC, r), W2 = random_vec((size_t)OC * IC, r);
+    float *d_inp = to_device(inp), *d_W = to_device(W1), *d_out = device_poisoned((size_t)N * OC);
+    linear_set_precision(MATMUL_BF16);
+    auto run = [&]() { linear_forward(true, d_out, d_inp, d_W, nullptr, N, IC, OC); return from_device(d_out, (size_t)N * OC); };
+    auto same = [](const Vec& a, const Vec& b) { return memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0; };
+    Vec plain1 = run(), in_scope, again, nested_stale;
+    {
+        LinearWeightsFixed fixed;
+        in_scope = run();
+        again = run();  // the cached copy
+        { LinearWeightsFixed inner; run(); }
+        cudaCheck(cudaMemcpy(d_W, W2.data(), W2.size() * sizeof(float), cudaMemcpyHostToDevice));  // breaks the promise on purpose
+        nested_stale = run();  // the outer scope still holds W1's copy
+    }
+    Vec plain2 = run(), scoped2;
+    { LinearWeightsFixed fixed; scoped2 = run(); }
+    linear_set_precision(MATMUL_FP32);
+    report(same(plain1, in_scope) && same(in_scope, again), "LinearWeightsFixed: the cached bf16 weight gives the bits of a fresh copy");
+    report(same(nested_stale, plain1), "LinearWeightsFixed: an inner scope's end keeps the outer scope's copies");
+    report(same(scoped2, plain2) && !same(plain2, plain1), "LinearWeightsFixed: a weight changed between scopes is copied again");
+    cudaFree(d_inp); cudaFree(d_W); cudaFree(d_out);
+}
+
 static void test_conv1d(Rng* r, int B, int L, int E, int K) {
     char shape[64]; snprintf(shape, sizeof shape, "B=%d L=%d E=%d K=%d", B, L, E, K);
     size_t n = (size_t)B * L * E;
@@ -383,6 +411,7 @@ int main() {
     test_linear_bf16(&r, 333, 129, 67);
     test_linear_bf16(&r, 2048, 768, 1536);  // the 130m in_proj's widths
     test_linear_bf16_thin(&r);
+    test_linear_weights_fixed(&r);
     test_conv1d(&r, 1, 1, 37, 4);
     test_conv1d(&r, 2, 7, 37, 4);
     test_conv1d(&r, 2, 3, 5, 4);

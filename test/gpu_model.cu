@@ -18,6 +18,8 @@ int main() {
     model_gpu_step_check(small, 3, 130, "step small", true);
     model_gpu_step_check(odd, 2, 67, "step odd", true);
     model_gpu_step_check(MambaConfig{300, 128, 2, 16, 4, 2, 0, 0}, 4, 256, "step d128", true);
+    model_forward_train_check(small, 3, 130, true, "model");
+    model_forward_train_check(MambaConfig{300, 128, 2, 16, 4, 2, 0, 0}, 4, 256, true, "model d128");
     model_gpu_loss_curve(MambaConfig{64, 64, 2, 16, 4, 2, 0, 0}, 4, 96, 30, "M1");
     return test_summary();
 }

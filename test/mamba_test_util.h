@@ -58,6 +58,49 @@ static void model_gradient_check(const MambaConfig& c, int B, int T, const char*
     mamba_free(&m);
 }
 
+// the training step's forward (mamba_forward_train: no head) then mamba_backward against
+// mamba_forward + mamba_backward on one backend: the loss mamba_backward returns equals
+// mamba_forward's and every gradient is the same, bit for bit (head chunks of 3 rows and all
+// rows: the loss is summed over the chunks the backward walks)
+static void model_forward_train_check(const MambaConfig& c, int B, int T, bool on_gpu, const char* label) {
+    for (bool chunked : {false, true}) {
+        size_t saved = g_logits_chunk_floats;
+        if (chunked) g_logits_chunk_floats = 3 * (size_t)c.vocab_size;
+        MambaModel a, b;
+        mamba_build(&a, c, B, T, on_gpu);
+        mamba_build(&b, c, B, T, on_gpu);
+        g_logits_chunk_floats = saved;
+        for (MambaModel* m : {&a, &b}) {  // the same parameters (jitter_params writes host memory: CPU only)
+            mamba_init_params(m, 5);
+            if (!on_gpu) jitter_params(m, 6);
+        }
+        Rng r; rng_seed(&r, 7 + T);
+        std::vector<int> tok, tgt;
+        random_tokens(&tok, (size_t)B * T, c.vocab_size, &r); random_tokens(&tgt, (size_t)B * T, c.vocab_size, &r);
+        float la = mamba_forward(&a, tok.data(), tgt.data(), B, T);
+        mamba_zero_grad(&a);
+        float la_bwd = mamba_backward(&a);
+        mamba_forward_train(&b, tok.data(), tgt.data(), B, T);
+        mamba_zero_grad(&b);
+        float lb = mamba_backward(&b);
+        size_t n = a.params.num_trainable;
+        std::vector<float> ga(n), gb(n);
+        backend_copy(on_gpu, ga.data(), a.params.grads, n * sizeof(float), false);
+        backend_copy(on_gpu, gb.data(), b.params.grads, n * sizeof(float), false);
+        char name[200];
+        snprintf(name, sizeof name, "%s %s B=%d T=%d%s: mamba_backward's loss == mamba_forward's, after either forward", label,
+                 on_gpu ? "GPU" : "CPU", B, T, chunked ? " (head chunks of 3 rows)" : "");
+        report(la == lb && la == la_bwd, name, "%.9g, %.9g, %.9g", la, la_bwd, lb);
+        // the CPU's gradients are the same bits; the GPU's backward sums some gradients with float
+        // atomics (rmsnorm weights, the scan's A and D), whose order changes from run to run
+        snprintf(name, sizeof name, "%s %s B=%d T=%d%s: mamba_forward_train + backward: the same gradients%s", label,
+                 on_gpu ? "GPU" : "CPU", B, T, chunked ? " (head chunks of 3 rows)" : "", on_gpu ? " (to 1e-6: atomics)" : ", bit for bit");
+        if (on_gpu) check_close(name, gb.data(), ga.data(), n, 1e-6);
+        else report(memcmp(ga.data(), gb.data(), n * sizeof(float)) == 0, name, "they differ");
+        mamba_free(&a); mamba_free(&b);
+    }
+}
+
 #ifdef __CUDACC__
 // one training step on both backends from the same parameters: the loss, every gradient
 // (the GPU's poisoned first: zero_grad must clear them all), the parameters after AdamW.

@@ -181,5 +181,6 @@ int main() {
     test_recurrent_matches_parallel("A,F,A", 11);
     test_init_and_names();
     test_checkpoint_roundtrip();
+    model_forward_train_check(pattern_config("M1,M2,A,F"), 2, 7, false, "M1,M2,A,F");
     return test_summary();
 }

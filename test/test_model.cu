@@ -85,5 +85,6 @@ int main() {
     model_gradient_check(tiny_config(), 1, 70, "model");
     test_recurrent_matches_parallel(1);
     test_recurrent_matches_parallel(77);
+    model_forward_train_check(tiny_config(), 2, 7, false, "model");
     return test_summary();
 }
