@@ -130,8 +130,9 @@ static_assert(sizeof(floatX) == sizeof(float), "linear_cuda uses fp32 operands i
 //   TF32  operands rounded to 10-bit mantissas inside cuBLAS (u = 2^-11)
 //   BF16  both operands rounded to bf16 (8-bit mantissas, u = 2^-9) by linear_round_bf16 into
 //         scratch copies, then bf16 tensor cores (twice TF32's rate) with fp32 accumulation and fp32
-//         results. The copies are made per call (a weight is never cached: no copy can go stale);
-//         dev/matmul.cu measured this against TF32 at the mamba-130m shapes. A product with a side
+//         results. The copies are made per product, except a weight used twice within a
+//         LinearWeightsFixed scope (below); dev/matmul.cu measured this against TF32 at the
+//         mamba-130m shapes. A product with a side
 //         shorter than g_matmul_bf16_min_dim stays TF32: such thin products (x_proj's 80 outputs,
 //         dt_proj's 48 inputs) are memory-bound, where the copies only add bytes (the 130m step's
 //         x_proj took 4.4 ms in bf16 against 3.9 in TF32).
@@ -144,7 +145,6 @@ static int g_matmul_bf16_min_dim = 128;
 static bool linear_use_bf16(int m, int n, int k) {
     return g_matmul_precision == MATMUL_BF16 && std::min(m, std::min(n, k)) >= g_matmul_bf16_min_dim;
 }
-static const char* matmul_precision_name(MatmulPrecision p) { return p == MATMUL_BF16 ? "bf16" : p == MATMUL_TF32 ? "tf32" : "fp32"; }
 static void linear_set_precision(MatmulPrecision p) {
     g_matmul_precision = p;
     // the math mode serves the cublasSgemm callers too (LoRA's rank-r products, the decoder's cuBLAS
@@ -152,7 +152,7 @@ static void linear_set_precision(MatmulPrecision p) {
     cublasCheck(cublasSetMathMode(cublas_handle(), p == MATMUL_FP32 ? CUBLAS_DEFAULT_MATH : CUBLAS_TF32_TENSOR_OP_MATH));
 }
 
-// dst = bf16(src), round to nearest even; 8 elements per thread where src and dst are 16-byte aligned
+// dst = bf16(src), round to nearest even; 8 elements per thread (vec: src and dst 16-byte aligned)
 __global__ void linear_round_bf16_kernel(bf16* dst, const float* src, size_t n, bool vec) {
     size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * 8;
     if (i >= n) return;
@@ -166,28 +166,33 @@ __global__ void linear_round_bf16_kernel(bf16* dst, const float* src, size_t n, 
     }
     for (size_t j = i; j < i + 8 && j < n; j++) dst[j] = from_f32<bf16>(src[j]);
 }
+static void linear_round_bf16_into(bf16* dst, const float* src, size_t n, cudaStream_t stream = 0) {
+    unsigned blocks = (unsigned)((n + 8 * 256 - 1) / (8 * 256));
+    linear_round_bf16_kernel<<<blocks, 256, 0, stream>>>(dst, src, n, aligned16(src) && aligned16(dst));
+    cudaCheckLaunch();
+}
 // a bf16 copy of src (n floats) in scratch `which` (0 or 1: the two operands of one product)
 static const bf16* linear_round_bf16(const float* src, size_t n, int which) {
     static DeviceScratch scratch[2];
     bf16* dst = reinterpret_cast<bf16*>(scratch[which].get(n / 2 + 8));
-    unsigned blocks = (unsigned)((n + 8 * 256 - 1) / (8 * 256));
-    linear_round_bf16_kernel<<<blocks, 256>>>(dst, src, n, aligned16(src));
-    cudaCheckLaunch();
+    linear_round_bf16_into(dst, src, n);
     return dst;
 }
 
 // Weights held fixed (LinearWeightsFixed, a scope guard): while one is alive the caller promises
 // that no weight changes (a model's forward or backward pass: only the optimizer writes weights,
-// between passes), so a weight's bf16 copy is made on its first use in the scope and reused by
-// every later product of the pass (the head's weight serves 7 chunks x 3 products a step). The
-// copies' memory stays for the next scope (one bf16 copy of each weight used: ~half the fp32
-// parameters); leaving the outermost scope marks every copy stale, so a weight changed between
-// passes is copied again. Outside a scope every product copies its weight afresh.
+// between passes), so a weight used more than once in the scope gets a bf16 copy of its own, made
+// on its second use and reused by every later product of the pass (the head's weight serves 7
+// chunks, and 14 products in the backward). A weight used once per pass (every layer's) is copied
+// into the shared scratch as outside a scope and gets no memory of its own. A copy's memory stays
+// for the next scope, where it is remade on first use; leaving the outermost scope marks every copy
+// stale, so a weight changed between passes is copied again.
 struct LinearWeightCopy {
     const float* src;
     size_t n;
-    bf16* copy;
-    bool fresh;  // made in the current scope
+    bf16* copy;  // null until the weight was used twice in one scope
+    bool used;   // used in the current scope
+    bool fresh;  // copy holds this scope's values
 };
 static std::vector<LinearWeightCopy> g_weight_copies;
 static int g_weights_fixed_depth = 0;
@@ -197,22 +202,29 @@ static const bf16* linear_weight_bf16(const float* W, size_t n) {
     for (LinearWeightCopy& c : g_weight_copies)
         if (c.src == W && c.n == n) e = &c;
     if (!e) {
-        g_weight_copies.push_back(LinearWeightCopy{W, n, nullptr, false});
+        g_weight_copies.push_back(LinearWeightCopy{W, n, nullptr, false, false});
         e = &g_weight_copies.back();
-        cudaCheck(cudaMalloc(&e->copy, (n + 8) * sizeof(bf16)));
     }
-    if (!e->fresh) {
-        unsigned blocks = (unsigned)((n + 8 * 256 - 1) / (8 * 256));
-        linear_round_bf16_kernel<<<blocks, 256>>>(e->copy, W, n, aligned16(W));
-        cudaCheckLaunch();
-        e->fresh = true;
+    if (e->fresh) return e->copy;
+    if (!e->copy && !e->used) {  // the first use of a weight never reused so far
+        e->used = true;
+        return linear_round_bf16(W, n, 0);
     }
+    if (!e->copy) cudaCheck(cudaMalloc(&e->copy, (n + 8) * sizeof(bf16)));
+    linear_round_bf16_into(e->copy, W, n);
+    e->used = e->fresh = true;
     return e->copy;
+}
+// how many weights hold a copy of their own (for the tests)
+static int linear_weight_copies() {
+    int k = 0;
+    for (const LinearWeightCopy& c : g_weight_copies) k += c.copy != nullptr;
+    return k;
 }
 static void linear_weights_fixed_begin() { g_weights_fixed_depth++; }
 static void linear_weights_fixed_end() {
     if (--g_weights_fixed_depth == 0)
-        for (LinearWeightCopy& c : g_weight_copies) c.fresh = false;
+        for (LinearWeightCopy& c : g_weight_copies) c.used = c.fresh = false;
 }
 
 // C (m x n, column-major, ldc) = op(A) op(B) + beta C: fp32 operands (FP32 / TF32 by the math

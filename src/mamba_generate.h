@@ -1062,9 +1062,7 @@ static void mamba_decoder_init(MambaGpuDecoder* d, const MambaModel* m, int max_
         size_t off = 0;
         for (auto& t : src) {
             bf16* q = d->w16 + off;
-            unsigned blocks = (unsigned)((t.second + 8 * 256 - 1) / (8 * 256));
-            linear_round_bf16_kernel<<<blocks, 256, 0, d->stream>>>(q, t.first, t.second, aligned16(t.first));
-            cudaCheckLaunch();
+            linear_round_bf16_into(q, t.first, t.second, d->stream);
             dst.push_back(q);
             off += (t.second + 7) & ~(size_t)7;
         }

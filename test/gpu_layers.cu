@@ -191,21 +191,26 @@ static void test_linear_bf16_thin(Rng* r) {
     }
 }
 
-// LinearWeightsFixed (--matmul bf16): within a scope a weight's bf16 copy is made once and reused;
-// leaving the outermost scope makes every copy stale, so a weight changed between passes is copied
-// again; an inner scope's end does not (the weights are fixed until the outermost ends)
+// LinearWeightsFixed (--matmul bf16): within a scope a weight used twice gets a bf16 copy of its own,
+// reused after; one used once gets none; leaving the outermost scope makes every copy stale, so a
+// weight changed between passes is copied again; an inner scope's end does not (the weights are
+// fixed until the outermost ends)
 static void test_linear_weights_fixed(Rng* r) {
     const int N = 256, IC = 768, OC = 512;
     Vec inp = random_vec((size_t)N * IC, r), W1 = random_vec((size_t)OC * IC, r), W2 = random_vec((size_t)OC * IC, r);
     float *d_inp = to_device(inp), *d_W = to_device(W1), *d_out = device_poisoned((size_t)N * OC);
+    float* d_once = to_device(W2);
     linear_set_precision(MATMUL_BF16);
     auto run = [&]() { linear_forward(true, d_out, d_inp, d_W, nullptr, N, IC, OC); return from_device(d_out, (size_t)N * OC); };
     auto same = [](const Vec& a, const Vec& b) { return memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0; };
-    Vec plain1 = run(), in_scope, again, nested_stale;
+    const int copies0 = linear_weight_copies();
+    Vec plain1 = run(), in_scope, again, third, nested_stale;
     {
         LinearWeightsFixed fixed;
+        linear_forward(true, d_out, d_inp, d_once, nullptr, N, IC, OC);  // used once: no copy of its own
         in_scope = run();
-        again = run();  // the cached copy
+        again = run();  // its own copy, made now
+        third = run();  // and reused
         { LinearWeightsFixed inner; run(); }
         cudaCheck(cudaMemcpy(d_W, W2.data(), W2.size() * sizeof(float), cudaMemcpyHostToDevice));  // breaks the promise on purpose
         nested_stale = run();  // the outer scope still holds W1's copy
@@ -213,10 +218,13 @@ static void test_linear_weights_fixed(Rng* r) {
     Vec plain2 = run(), scoped2;
     { LinearWeightsFixed fixed; scoped2 = run(); }
     linear_set_precision(MATMUL_FP32);
-    report(same(plain1, in_scope) && same(in_scope, again), "LinearWeightsFixed: the cached bf16 weight gives the bits of a fresh copy");
+    report(same(plain1, in_scope) && same(in_scope, again) && same(again, third),
+           "LinearWeightsFixed: the cached bf16 weight gives the bits of a fresh copy");
+    report(linear_weight_copies() == copies0 + 1, "LinearWeightsFixed: only the weight used twice has a copy of its own", "%d copies, %d before",
+           linear_weight_copies(), copies0);
     report(same(nested_stale, plain1), "LinearWeightsFixed: an inner scope's end keeps the outer scope's copies");
     report(same(scoped2, plain2) && !same(plain2, plain1), "LinearWeightsFixed: a weight changed between scopes is copied again");
-    cudaFree(d_inp); cudaFree(d_W); cudaFree(d_out);
+    cudaFree(d_inp); cudaFree(d_W); cudaFree(d_out); cudaFree(d_once);
 }
 
 static void test_conv1d(Rng* r, int B, int L, int E, int K) {
