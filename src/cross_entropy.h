@@ -62,15 +62,21 @@ __device__ __forceinline__ CeMS ce_block_merge(CeMS a) {
 // loads/stores (last touch of the row). A row is 16B-aligned only when V*sizeof(floatX) is, so
 // the first `head` (< VEC) elements up to the next 16B boundary and the last `V - tail0` (< VEC)
 // are done as scalars: any V works.
+// GT = bf16: the gradient goes to grad (BT, V) as bf16 (round to nearest: the bits linear.h's copy
+// of the fp32 gradient would have), the logits stay; grad_vec: VEC bf16 stores where aligned.
+template <typename GT>
 __global__ void __launch_bounds__(1024) cross_entropy_kernel(float* losses, floatX* logits, const int* targets,
-                                                             int V, float dloss_scale, bool write_grad) {
+                                                             int V, float dloss_scale, bool write_grad, GT* grad,
+                                                             bool grad_vec) {
     constexpr int VEC = Packed128<floatX>::size;
+    constexpr bool in_place = sizeof(GT) == sizeof(floatX);
     int i = blockIdx.x;
     floatX* row = logits + (size_t)i * V;
+    GT* grow = in_place ? reinterpret_cast<GT*>(row) : grad + (size_t)i * V;
     int tgt = targets[i];
     if (tgt < 0) {  // uniform across the block
         if (threadIdx.x == 0) losses[i] = 0.0f;
-        if (write_grad) for (int v = threadIdx.x; v < V; v += blockDim.x) row[v] = (floatX)0.0f;
+        if (write_grad) for (int v = threadIdx.x; v < V; v += blockDim.x) grow[v] = from_f32<GT>(0.0f);
         return;
     }
     float xt = threadIdx.x == 0 ? (float)row[tgt] : 0.0f;  // read before the barriers
@@ -101,19 +107,32 @@ __global__ void __launch_bounds__(1024) cross_entropy_kernel(float* losses, floa
     float inv = dloss_scale / a.s;
     if (tid < head) {
         float p = expf((float)row[tid] - a.m) * inv;
-        row[tid] = (floatX)(p - (tid == tgt ? dloss_scale : 0.0f));
+        grow[tid] = from_f32<GT>(p - (tid == tgt ? dloss_scale : 0.0f));
     }
     if (tail0 + tid < V) {
         int c = tail0 + tid;
         float p = expf((float)row[c] - a.m) * inv;
-        row[c] = (floatX)(p - (c == tgt ? dloss_scale : 0.0f));
+        grow[c] = from_f32<GT>(p - (c == tgt ? dloss_scale : 0.0f));
     }
     for (int k = tid; k < nvec; k += blockDim.x) {
         Packed128<floatX> v = load128cs(rv + (size_t)k * VEC), o;
         int c0 = head + k * VEC;
 #pragma unroll
         for (int j = 0; j < VEC; j++) o.set(j, expf(v.f(j) - a.m) * inv - (c0 + j == tgt ? dloss_scale : 0.0f));
-        store128cs(rv + (size_t)k * VEC, o);
+        if constexpr (in_place) {
+            store128cs(reinterpret_cast<floatX*>(grow) + c0, o);
+        } else {  // VEC values as bf16: one store of 2 * VEC bytes where aligned
+            static_assert(VEC == 4, "the bf16 gradient store packs 4 values");
+            __nv_bfloat162 lo = __floats2bfloat162_rn(o.f(0), o.f(1)), hi = __floats2bfloat162_rn(o.f(2), o.f(3));
+            if (grad_vec) {
+                uint2 q;
+                q.x = *reinterpret_cast<uint32_t*>(&lo);
+                q.y = *reinterpret_cast<uint32_t*>(&hi);
+                __stcs(reinterpret_cast<uint2*>(grow + c0), q);
+            } else {
+                grow[c0] = lo.x; grow[c0 + 1] = lo.y; grow[c0 + 2] = hi.x; grow[c0 + 3] = hi.y;
+            }
+        }
     }
 }
 
@@ -122,7 +141,18 @@ static void cross_entropy_cuda(float* losses, floatX* logits, const int* targets
     if (BT == 0) return;
     // blockDim: a multiple of 32, >= VEC (head/tail threads); big rows get the full 1024
     int block = V >= 16384 ? 1024 : 256;
-    cross_entropy_kernel<<<BT, block>>>(losses, logits, targets, V, dloss_scale, write_grad);
+    cross_entropy_kernel<floatX><<<BT, block>>>(losses, logits, targets, V, dloss_scale, write_grad, (floatX*)nullptr, false);
+    cudaCheckLaunch();
+}
+// the same with the gradient written as bf16 to grad (BT, V) (the logits are left as they are)
+static void cross_entropy_grad_bf16_cuda(float* losses, floatX* logits, const int* targets, int BT, int V, float dloss_scale,
+                                         bf16* grad) {
+    if (BT == 0) return;
+    int block = V >= 16384 ? 1024 : 256;
+    // a vector of 4 bf16 at grad row i, column head + 4k: 8-byte aligned when every row is (V % 4 == 0)
+    // and the fp32 rows' head is 0 (logits 16-byte aligned)
+    bool grad_vec = V % 4 == 0 && aligned16(logits) && ((uintptr_t)grad & 7) == 0;
+    cross_entropy_kernel<bf16><<<BT, block>>>(losses, logits, targets, V, dloss_scale, true, grad, grad_vec);
     cudaCheckLaunch();
 }
 #endif

@@ -128,7 +128,7 @@ static_assert(sizeof(floatX) == sizeof(float), "linear_cuda uses fp32 operands i
 // changes is what the tensor cores see:
 //   FP32  exact fp32 (no tensor cores): the reference the tests compare against
 //   TF32  operands rounded to 10-bit mantissas inside cuBLAS (u = 2^-11)
-//   BF16  both operands rounded to bf16 (8-bit mantissas, u = 2^-9) by linear_round_bf16 into
+//   BF16  both operands rounded to bf16 (8 significant bits, u = 2^-8) by linear_round_bf16 into
 //         scratch copies, then bf16 tensor cores (twice TF32's rate) with fp32 accumulation and fp32
 //         results. The copies are made per product, except a weight used twice within a
 //         LinearWeightsFixed scope (below); dev/matmul.cu measured this against TF32 at the
@@ -171,11 +171,44 @@ static void linear_round_bf16_into(bf16* dst, const float* src, size_t n, cudaSt
     linear_round_bf16_kernel<<<blocks, 256, 0, stream>>>(dst, src, n, aligned16(src) && aligned16(dst));
     cudaCheckLaunch();
 }
+static DeviceScratch g_linear_bf16_scratch[2];
 // a bf16 copy of src (n floats) in scratch `which` (0 or 1: the two operands of one product)
 static const bf16* linear_round_bf16(const float* src, size_t n, int which) {
-    static DeviceScratch scratch[2];
-    bf16* dst = reinterpret_cast<bf16*>(scratch[which].get(n / 2 + 8));
+    bf16* dst = reinterpret_cast<bf16*>(g_linear_bf16_scratch[which].get(n / 2 + 8));
     linear_round_bf16_into(dst, src, n);
+    return dst;
+}
+
+// dst (N, OA + OB) = bf16([a | b]): row n of a (N, OA) then row n of b (N, OB). Four columns a thread
+// (vec: OA and OB multiples of 4 and 16-byte aligned sources, so a quad never straddles a and b)
+__global__ void linear_round_bf16_split_kernel(bf16* dst, const float* a, const float* b, int N, int OA, int OB, bool vec) {
+    const int OC = OA + OB;
+    const size_t total = (size_t)N * OC, i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * 4;
+    if (i >= total) return;
+    for (int k = 0; k < 4 && i + k < total; k++) {
+        size_t n = (i + k) / OC;
+        int c = (int)((i + k) - n * OC);
+        const float* src = c < OA ? a + n * OA + c : b + n * OB + (c - OA);
+        if (vec) {  // the whole quad from one source
+            float4 v = __ldcs(reinterpret_cast<const float4*>(src));
+            __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+            *reinterpret_cast<__nv_bfloat162*>(dst + i) = lo;
+            *reinterpret_cast<__nv_bfloat162*>(dst + i + 2) = hi;
+            return;
+        }
+        dst[i + k] = from_f32<bf16>(*src);
+    }
+}
+// scratch `which` as room for n bf16 values (a producer that writes a product's operand in bf16 itself)
+static bf16* linear_bf16_scratch(int which, size_t n) { return reinterpret_cast<bf16*>(g_linear_bf16_scratch[which].get(n / 2 + 8)); }
+// the copy of [a | b] in scratch 1
+static const bf16* linear_round_bf16_split(const float* a, const float* b, int N, int OA, int OB) {
+    size_t n = (size_t)N * (OA + OB);
+    bf16* dst = reinterpret_cast<bf16*>(g_linear_bf16_scratch[1].get(n / 2 + 8));
+    bool vec = OA % 4 == 0 && OB % 4 == 0 && aligned16(a) && aligned16(b);
+    unsigned blocks = (unsigned)((n + 4 * 256 - 1) / (4 * 256));
+    linear_round_bf16_split_kernel<<<blocks, 256>>>(dst, a, b, N, OA, OB, vec);
+    cudaCheckLaunch();
     return dst;
 }
 
@@ -298,6 +331,49 @@ static void linear_backward_cuda(floatX* dinp, float* dweight, float* dbias, con
     }
     cudaCheckLaunch();
 }
+
+// linear_backward_cuda's bf16 path (no bias) for a dout its producer wrote in bf16 already (dout16:
+// (N, OC), e.g. the cross-entropy's gradient in linear_bf16_scratch(1, ...))
+static void linear_backward_bf16_dout_cuda(floatX* dinp, float* dweight, const bf16* dout16, const floatX* inp,
+                                           const float* weight, int N, int IC, int OC) {
+    if (N == 0) return;
+    if (dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, linear_weight_bf16(weight, (size_t)OC * IC), IC, dout16, OC, 1.0f, dinp, IC);
+    if (dweight) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, linear_round_bf16(inp, (size_t)N * IC, 0), IC, dout16, OC, 1.0f, dweight, IC);
+}
+
+// A product whose output columns are stored as two blocks in separate buffers (in_proj's x | z):
+// out_a (N, OA) = inp @ W[0:OA]^T, out_b (N, OB) = inp @ W[OA:OA+OB]^T, W: (OA + OB, IC). On bf16
+// operands one copy of inp serves both halves, and the backward runs as ONE product of K = OA + OB
+// (dinp) and one of OA + OB outputs (dW) on an interleaved copy of [dout_a | dout_b]: half the copies
+// of inp and one pass over dinp instead of two. Otherwise two plain products.
+static void linear_forward_split_cuda(floatX* out_a, floatX* out_b, const floatX* inp, const float* W, int N, int IC, int OA,
+                                      int OB) {
+    if (N == 0) return;
+    if (!linear_use_bf16(std::min(OA, OB), N, IC)) {
+        linear_forward_cuda(out_a, inp, W, nullptr, N, IC, OA);
+        linear_forward_cuda(out_b, inp, W + (size_t)OA * IC, nullptr, N, IC, OB);
+        return;
+    }
+    const bf16* in16 = linear_round_bf16(inp, (size_t)N * IC, 1);
+    const bf16* W16 = linear_weight_bf16(W, (size_t)(OA + OB) * IC);
+    linear_gemm(CUBLAS_OP_T, CUBLAS_OP_N, OA, N, IC, W16, IC, in16, IC, 0.0f, out_a, OA);
+    linear_gemm(CUBLAS_OP_T, CUBLAS_OP_N, OB, N, IC, W16 + (size_t)OA * IC, IC, in16, IC, 0.0f, out_b, OB);
+}
+// dinp += [dout_a | dout_b] @ W (skipped if null); dW (OA + OB, IC) += [dout_a | dout_b]^T inp (skipped if null)
+static void linear_backward_split_cuda(floatX* dinp, float* dW, const floatX* dout_a, const floatX* dout_b, const floatX* inp,
+                                       const float* W, int N, int IC, int OA, int OB) {
+    if (N == 0) return;
+    const int OC = OA + OB;
+    if (!linear_use_bf16(std::min(OA, OB), N, IC)) {
+        linear_backward_cuda(dinp, dW, nullptr, dout_a, inp, W, N, IC, OA);
+        linear_backward_cuda(dinp, dW ? dW + (size_t)OA * IC : nullptr, nullptr, dout_b, inp, W + (size_t)OA * IC, N, IC, OB);
+        return;
+    }
+    if (!dinp && !dW) return;
+    const bf16* dout16 = linear_round_bf16_split(dout_a, dout_b, N, OA, OB);
+    if (dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, linear_weight_bf16(W, (size_t)OC * IC), IC, dout16, OC, 1.0f, dinp, IC);
+    if (dW) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, linear_round_bf16(inp, (size_t)N * IC, 0), IC, dout16, OC, 1.0f, dW, IC);
+}
 #endif
 
 // a model's forward or backward pass holds this while it runs (see linear_weight_bf16)
@@ -323,4 +399,21 @@ static void linear_backward(bool on_gpu, floatX* dinp, float* dweight, float* db
                             const floatX* inp, const float* weight, int N, int IC, int OC) {
     if (on_gpu) GPU_CALL(linear_backward_cuda(dinp, dweight, dbias, dout, inp, weight, N, IC, OC));
     else linear_backward_cpu(dinp, dweight, dbias, dout, inp, weight, N, IC, OC);
+}
+// the split product (see linear_forward_split_cuda); the CPU runs it as its two halves
+static void linear_forward_split(bool on_gpu, floatX* out_a, floatX* out_b, const floatX* inp, const float* W, int N, int IC,
+                                 int OA, int OB) {
+    if (on_gpu) GPU_CALL(linear_forward_split_cuda(out_a, out_b, inp, W, N, IC, OA, OB));
+    else {
+        linear_forward_cpu(out_a, inp, W, nullptr, N, IC, OA);
+        linear_forward_cpu(out_b, inp, W + (size_t)OA * IC, nullptr, N, IC, OB);
+    }
+}
+static void linear_backward_split(bool on_gpu, floatX* dinp, float* dW, const floatX* dout_a, const floatX* dout_b,
+                                  const floatX* inp, const float* W, int N, int IC, int OA, int OB) {
+    if (on_gpu) GPU_CALL(linear_backward_split_cuda(dinp, dW, dout_a, dout_b, inp, W, N, IC, OA, OB));
+    else {
+        linear_backward_cpu(dinp, dW, nullptr, dout_a, inp, W, N, IC, OA);
+        linear_backward_cpu(dinp, dW ? dW + (size_t)OA * IC : nullptr, nullptr, dout_b, inp, W + (size_t)OA * IC, N, IC, OB);
+    }
 }

@@ -55,6 +55,7 @@
 #include "cross_entropy.h"
 #include "embedding.h"
 #include "linear.h"
+#include "lm_head.h"
 #include "attention.h"
 #include "lora.h"
 #include "mamba2.h"
@@ -739,8 +740,7 @@ static void mamba_layer_forward(MambaModel* m, int l, floatX* layer_out, int B, 
     const LayerLora& ll = m->lora_layers[l];
     bool lora = m->lora.rank > 0 && !m->lora_merged;
     PROF(on_gpu, "rmsnorm", rmsnorm_forward(on_gpu, m->xn, a.rstd, a.resid, p.norm_w, BT, D));
-    PROF(on_gpu, "in_proj", linear_forward(on_gpu, a.xin, m->xn, p.in_proj_w, (const float*)nullptr, BT, D, E);
-                       linear_forward(on_gpu, a.z, m->xn, p.in_proj_w + (size_t)E * D, (const float*)nullptr, BT, D, E));
+    PROF(on_gpu, "in_proj", linear_forward_split(on_gpu, a.xin, a.z, m->xn, p.in_proj_w, BT, D, E, E));  // [x | z]
     if (lora && lora_active(ll.in_proj))
         PROF(on_gpu, "lora", lora_forward(on_gpu, ll.in_proj, mamba_lora_run(m, l, 0), a.h_in_proj, m->xn, a.xin,
                                           ll.in_proj.out_features == 2 * E ? a.z : nullptr, BT));
@@ -861,7 +861,6 @@ static void mamba_layer_backward(MambaModel* m, int l, int B, int T) {
     LayerScratch& s = m->scratch;
     const LayerLora& ll = m->lora_layers[l];
     bool lora = m->lora.rank > 0;  // (a merged model is for inference: mamba_backward refuses it)
-    float* din_proj_z = dp.in_proj_w ? dp.in_proj_w + (size_t)E * D : nullptr;
     backend_memset0(on_gpu, (char*)m->scratch_memory + m->layer_scratch_start, m->scratch_bytes - m->layer_scratch_start);
     // recompute what the forward did not keep (bit-identical to the forward's values)
     PROF(on_gpu, "recompute", rmsnorm_forward(on_gpu, m->xn, a.rstd, a.resid, p.norm_w, BT, D);
@@ -880,8 +879,7 @@ static void mamba_layer_backward(MambaModel* m, int l, int B, int T) {
     if (lora && lora_active(ll.x_proj))
         PROF(on_gpu, "lora", lora_backward(on_gpu, ll.x_proj, mamba_lora_run(m, l, 1), a.h_x_proj, m->u, s.du, s.dxdbl, nullptr, BT));
     PROF(on_gpu, "conv1d+silu", conv1d_silu_backward(on_gpu, s.dxin, dp.conv_w, dp.conv_b, s.du, a.xin, p.conv_w, p.conv_b, B, T, E, K));
-    PROF(on_gpu, "in_proj", linear_backward(on_gpu, s.dxn, dp.in_proj_w, (float*)nullptr, s.dxin, m->xn, p.in_proj_w, BT, D, E);
-                       linear_backward(on_gpu, s.dxn, din_proj_z, (float*)nullptr, s.dz, m->xn, p.in_proj_w + (size_t)E * D, BT, D, E));
+    PROF(on_gpu, "in_proj", linear_backward_split(on_gpu, s.dxn, dp.in_proj_w, s.dxin, s.dz, m->xn, p.in_proj_w, BT, D, E, E));
     if (lora && lora_active(ll.in_proj))
         PROF(on_gpu, "lora", lora_backward(on_gpu, ll.in_proj, mamba_lora_run(m, l, 0), a.h_in_proj, m->xn, s.dxn, s.dxin,
                                            ll.in_proj.out_features == 2 * E ? s.dz : nullptr, BT));
@@ -932,14 +930,13 @@ static float mamba_backward(MambaModel* m) {
     LinearWeightsFixed fixed;  // no weight changes during the pass
     backend_memset0(on_gpu, m->dresid, (size_t)BT * D * sizeof(floatX));
     backend_memset0(on_gpu, m->dxf, (size_t)BT * D * sizeof(floatX));
-    // the head, chunk by chunk: logits again, dloss/dlogits in place (the fused
+    // the head, chunk by chunk (lm_head.h): the logits, the loss and dloss/dlogits (the fused
     // cross-entropy), then dxf += dlogits wte and dwte += dlogits^T xf
     for (int r0 = 0; r0 < BT; r0 += m->chunk_rows) {
         int rows = std::min(m->chunk_rows, BT - r0);
         const floatX* xf = m->xf + (size_t)r0 * D;
-        PROF(on_gpu, "lm_head", linear_forward(on_gpu, m->logits_chunk, xf, m->wte, (const float*)nullptr, rows, D, V));
-        PROF(on_gpu, "cross_entropy", cross_entropy(on_gpu, m->losses + r0, m->logits_chunk, m->targets + r0, rows, V, 1.0f / BT, true));
-        PROF(on_gpu, "lm_head", linear_backward(on_gpu, m->dxf + (size_t)r0 * D, m->dwte, (float*)nullptr, m->logits_chunk, xf, m->wte, rows, D, V));
+        PROF(on_gpu, "lm_head", lm_head_loss_backward(on_gpu, m->losses + r0, m->dxf + (size_t)r0 * D, m->dwte, m->logits_chunk, xf,
+                                                      m->wte, m->targets + r0, rows, D, V, 1.0f / BT));
     }
     PROF(on_gpu, "rmsnorm", rmsnorm_backward(on_gpu, m->dresid, m->dnorm_f_w, m->dxf, m->resid_out, m->norm_f_w, m->rstd_f, BT, D));
     for (int l = c.n_layer - 1; l >= 0; l--) {
