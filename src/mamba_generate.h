@@ -69,6 +69,12 @@
 // why: a cluster needs 8 free SMs of one GPC at once, so under PDL its blocks start only once the
 // previous kernel's blocks have drained, and the two cluster barriers plus every cluster's L2
 // reads of x_proj_w cost more than the kernel boundary they remove.
+// bf16 weights (mamba_decoder_init's bf16_weights; build/gpu_generate --bench, H100): batch 1 380 ->
+// 327 us; per launch in_proj 5.35 -> 4.11 us (1170 GB/s), the head 53.7 -> 32.1 (2410 GB/s), out_proj
+// 2.67 -> 2.61, x_proj 2.16 -> 2.36, scan 2.25 (unchanged): the small kernels are latency-bound, so
+// halving their bytes did not move them. Tried and not kept: twice the weight rows per warp for bf16
+// (the same bytes in flight per lane as fp32): 344.5 vs 326.9 us, the grid halves where it is not
+// capped (in_proj 4.60, x_proj 2.67, out_proj 2.76 us); only the head gained (29.7 us).
 // What is left (batch 1): ~2 us of dependency latency per kernel (97 a step) and weights that
 // are only partly loaded ahead (the next kernel's blocks fit beside the running ones only where
 // registers allow); next: weights prefetched into shared memory by the bulk copy engine, x_proj

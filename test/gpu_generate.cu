@@ -618,28 +618,30 @@ static double bench_kernel_kind(MambaGpuDecoder* d, int kind, int rows, bool pdl
     return ms[3] * 1000.0 / launches;
 }
 
-static void bench_kernels(const MambaModel* m, int rows, double bw, double step_us) {
+// bf16w: the decoder's bf16 weights (in_proj, x_proj, out_proj, head at 2 bytes a weight)
+static void bench_kernels(const MambaModel* m, int rows, double bw, double step_us, bool bf16w = false) {
     const MambaConfig& c = m->cfg;
     const double D = c.d_model, E = c.d_inner, N = c.d_state, R = c.dt_rank, K = c.d_conv, V = c.vocab_size, XD = R + 2 * N, L = c.n_layer;
-    const double B = rows, f = 4.0;
+    const double B = rows, f = 4.0, h = bf16w ? 2.0 : 4.0;
     // bytes each launch must move: weights once, the state read and written, activations in and out
     const double bytes[6] = {
-        f * (2 * E * D + D + E * K + E) + f * B * (2 * E * (K - 1) + D + 2 * E),  // in_proj: W, norm, conv w/b; conv state; x in, z + u out
-        f * (XD * E) + f * B * (E + XD),                                          // x_proj
-        f * (E * R + 3 * E + E * N) + f * B * (2 * E * N + 4 * E + XD),           // scan: dt_proj w/b, A_log, D; h; u, z, xdbl in, y out
-        f * (D * E) + f * B * (E + 2 * D),                                        // out_proj: W; y in, x read and written
-        f * (V * D + D) + f * B * (D + V),                                        // head: wte, norm; x in, logits out
-        f * B * 1};                                                               // sampler (greedy): the head's keys (~nothing)
+        h * 2 * E * D + f * (D + E * K + E) + f * B * (2 * E * (K - 1) + D + 2 * E),  // in_proj: W, norm, conv w/b; conv state; x in, z + u out
+        h * (XD * E) + f * B * (E + XD),                                              // x_proj
+        f * (E * R + 3 * E + E * N) + f * B * (2 * E * N + 4 * E + XD),               // scan: dt_proj w/b, A_log, D; h; u, z, xdbl in, y out
+        h * (D * E) + f * B * (E + 2 * D),                                            // out_proj: W; y in, x read and written
+        h * V * D + f * D + f * B * (D + V),                                          // head: wte, norm; x in, logits out
+        f * B * 1};                                                                   // sampler (greedy): the head's keys (~nothing)
     const char* names[6] = {"in_proj+norm+conv", "x_proj", "dt_proj+scan", "out_proj+resid", "head+norm+argmax", "sampler (greedy)"};
     const double count[6] = {L, L, L, L, 1, 1};
     MambaGpuDecoder d;
-    mamba_decoder_init(&d, m, rows, false, DECODE_FUSED, DECODE_PDL_DEFAULT);
+    mamba_decoder_init(&d, m, rows, false, DECODE_FUSED, DECODE_PDL_DEFAULT, bf16w);
     mamba_decoder_start(&d, rows);
     cudaCheck(cudaMemsetAsync(d.tokens, 0, rows * sizeof(int), d.stream));
     mamba_decoder_step(&d);  // every buffer written once (and the shared-memory limits raised)
     int* dout; cudaCheck(cudaMalloc(&dout, rows * sizeof(int)));
     cudaCheck(cudaStreamSynchronize(d.stream));
-    printf("\nfused step's kernels at batch %d, one kind at a time (a graph of %d launches of a kind, head and sampler 8; us per launch):\n", rows, (int)L * 4);
+    printf("\nfused step's kernels at batch %d, %s weights, one kind at a time (a graph of %d launches of a kind, head and sampler 8; us per launch):\n",
+           rows, bf16w ? "bf16" : "fp32", (int)L * 4);
     printf("%-20s %9s %9s %10s %9s %10s %9s %12s\n", "kernel", "PDL us", "plain us", "MB moved", "floor us", "GB/s (PDL)", "x floor",
            "us per step");
     double sum = 0, sum_floor = 0;
@@ -692,6 +694,9 @@ static int bench_main() {
     }
     bench_kernels(&m, 1, bw, step1);
     bench_kernels(&m, 4, bw, step4);
+    double step1_bf16 = mamba_bench_generate(&m, 1, true, 0.0f, 0, 64, 7, DECODE_FUSED, DECODE_PDL_DEFAULT, true);
+    printf("\nbatch 1 with bf16 weights (graph, PDL): %.1f us per step\n", step1_bf16);
+    bench_kernels(&m, 1, bw, step1_bf16, true);
     mamba_free(&m);
     return 0;
 }
