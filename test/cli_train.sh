@@ -76,6 +76,8 @@ expect_error "unknown flag rejected" "unknown option '--bogus'" $BIN --bogus 1
 expect_error "non-numeric value rejected" "expects an integer" $BIN --d-model abc
 expect_error "impossible value rejected" "must be >= 1" $BIN --batch 0
 expect_error "bad device rejected" "auto, cpu or cuda" $BIN --device tpu
+expect_error "bad matmul precision rejected" "tf32, bf16 or fp32" $BIN --matmul fp16
+expect_error "bad generation weights rejected" "bf16 or fp32" $BIN --gen-weights int8
 expect_error "missing data dir" "cannot open" $BIN --data-dir "$tmp/nowhere"
 head -c 1000 "$tmp/data/train.bin" > "$tmp/trunc.bin"; mkdir -p "$tmp/trunc"; cp "$tmp/trunc.bin" "$tmp/trunc/train.bin"
 expect_error "truncated shard" "truncated" $BIN --data-dir "$tmp/trunc"
