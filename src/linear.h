@@ -171,8 +171,9 @@ static void linear_round_bf16_into(bf16* dst, const float* src, size_t n, cudaSt
     linear_round_bf16_kernel<<<blocks, 256, 0, stream>>>(dst, src, n, aligned16(src) && aligned16(dst));
     cudaCheckLaunch();
 }
-static DeviceScratch g_linear_bf16_scratch[2];
-// a bf16 copy of src (n floats) in scratch `which` (0 or 1: the two operands of one product)
+static DeviceScratch g_linear_bf16_scratch[3];
+// a bf16 copy of src (n floats) in scratch `which`: 0 a weight, 1 the forward's input or a gradient,
+// 2 the backward's input (so no copy overwrites another that a queued product still reads)
 static const bf16* linear_round_bf16(const float* src, size_t n, int which) {
     bf16* dst = reinterpret_cast<bf16*>(g_linear_bf16_scratch[which].get(n / 2 + 8));
     linear_round_bf16_into(dst, src, n);
@@ -322,7 +323,7 @@ static void linear_backward_cuda(floatX* dinp, float* dweight, float* dbias, con
     const bf16* dout16 = (bf16_dinp || bf16_dweight) ? linear_round_bf16(dout, (size_t)N * OC, 1) : nullptr;  // one copy, both products
     if (bf16_dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, linear_weight_bf16(weight, (size_t)OC * IC), IC, dout16, OC, 1.0f, dinp, IC);
     else if (dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, weight, IC, dout, OC, 1.0f, dinp, IC);
-    if (bf16_dweight) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, linear_round_bf16(inp, (size_t)N * IC, 0), IC, dout16, OC, 1.0f, dweight, IC);
+    if (bf16_dweight) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, linear_round_bf16(inp, (size_t)N * IC, 2), IC, dout16, OC, 1.0f, dweight, IC);
     else if (dweight) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, inp, IC, dout, OC, 1.0f, dweight, IC);
     if (dbias) {
         const int rows_per_block = 256;
@@ -338,7 +339,7 @@ static void linear_backward_bf16_dout_cuda(floatX* dinp, float* dweight, const b
                                            const float* weight, int N, int IC, int OC) {
     if (N == 0) return;
     if (dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, linear_weight_bf16(weight, (size_t)OC * IC), IC, dout16, OC, 1.0f, dinp, IC);
-    if (dweight) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, linear_round_bf16(inp, (size_t)N * IC, 0), IC, dout16, OC, 1.0f, dweight, IC);
+    if (dweight) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, linear_round_bf16(inp, (size_t)N * IC, 2), IC, dout16, OC, 1.0f, dweight, IC);
 }
 
 // A product whose output columns are stored as two blocks in separate buffers (in_proj's x | z):
@@ -346,33 +347,44 @@ static void linear_backward_bf16_dout_cuda(floatX* dinp, float* dweight, const b
 // operands one copy of inp serves both halves, and the backward runs as ONE product of K = OA + OB
 // (dinp) and one of OA + OB outputs (dW) on an interleaved copy of [dout_a | dout_b]: half the copies
 // of inp and one pass over dinp instead of two. Otherwise two plain products.
-static void linear_forward_split_cuda(floatX* out_a, floatX* out_b, const floatX* inp, const float* W, int N, int IC, int OA,
-                                      int OB) {
+// linear_split_bf16 says whether the bf16 path applies; the _b16 functions take an input its
+// producer wrote in bf16 already (an RMSNorm with a bf16 output): no copy of it at all.
+static bool linear_split_bf16(int N, int IC, int OA, int OB) { return linear_use_bf16(std::min(OA, OB), N, IC); }
+static void linear_forward_split_b16_cuda(floatX* out_a, floatX* out_b, const bf16* in16, const float* W, int N, int IC, int OA,
+                                          int OB) {
     if (N == 0) return;
-    if (!linear_use_bf16(std::min(OA, OB), N, IC)) {
-        linear_forward_cuda(out_a, inp, W, nullptr, N, IC, OA);
-        linear_forward_cuda(out_b, inp, W + (size_t)OA * IC, nullptr, N, IC, OB);
-        return;
-    }
-    const bf16* in16 = linear_round_bf16(inp, (size_t)N * IC, 1);
     const bf16* W16 = linear_weight_bf16(W, (size_t)(OA + OB) * IC);
     linear_gemm(CUBLAS_OP_T, CUBLAS_OP_N, OA, N, IC, W16, IC, in16, IC, 0.0f, out_a, OA);
     linear_gemm(CUBLAS_OP_T, CUBLAS_OP_N, OB, N, IC, W16 + (size_t)OA * IC, IC, in16, IC, 0.0f, out_b, OB);
 }
+static void linear_forward_split_cuda(floatX* out_a, floatX* out_b, const floatX* inp, const float* W, int N, int IC, int OA,
+                                      int OB) {
+    if (N == 0) return;
+    if (!linear_split_bf16(N, IC, OA, OB)) {
+        linear_forward_cuda(out_a, inp, W, nullptr, N, IC, OA);
+        linear_forward_cuda(out_b, inp, W + (size_t)OA * IC, nullptr, N, IC, OB);
+        return;
+    }
+    linear_forward_split_b16_cuda(out_a, out_b, linear_round_bf16(inp, (size_t)N * IC, 1), W, N, IC, OA, OB);
+}
 // dinp += [dout_a | dout_b] @ W (skipped if null); dW (OA + OB, IC) += [dout_a | dout_b]^T inp (skipped if null)
+static void linear_backward_split_b16_cuda(floatX* dinp, float* dW, const floatX* dout_a, const floatX* dout_b, const bf16* in16,
+                                           const float* W, int N, int IC, int OA, int OB) {
+    if (N == 0 || (!dinp && !dW)) return;
+    const int OC = OA + OB;
+    const bf16* dout16 = linear_round_bf16_split(dout_a, dout_b, N, OA, OB);
+    if (dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, linear_weight_bf16(W, (size_t)OC * IC), IC, dout16, OC, 1.0f, dinp, IC);
+    if (dW) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, in16, IC, dout16, OC, 1.0f, dW, IC);
+}
 static void linear_backward_split_cuda(floatX* dinp, float* dW, const floatX* dout_a, const floatX* dout_b, const floatX* inp,
                                        const float* W, int N, int IC, int OA, int OB) {
     if (N == 0) return;
-    const int OC = OA + OB;
-    if (!linear_use_bf16(std::min(OA, OB), N, IC)) {
+    if (!linear_split_bf16(N, IC, OA, OB)) {
         linear_backward_cuda(dinp, dW, nullptr, dout_a, inp, W, N, IC, OA);
         linear_backward_cuda(dinp, dW ? dW + (size_t)OA * IC : nullptr, nullptr, dout_b, inp, W + (size_t)OA * IC, N, IC, OB);
         return;
     }
-    if (!dinp && !dW) return;
-    const bf16* dout16 = linear_round_bf16_split(dout_a, dout_b, N, OA, OB);
-    if (dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, linear_weight_bf16(W, (size_t)OC * IC), IC, dout16, OC, 1.0f, dinp, IC);
-    if (dW) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, linear_round_bf16(inp, (size_t)N * IC, 0), IC, dout16, OC, 1.0f, dW, IC);
+    linear_backward_split_b16_cuda(dinp, dW, dout_a, dout_b, dW ? linear_round_bf16(inp, (size_t)N * IC, 2) : nullptr, W, N, IC, OA, OB);
 }
 #endif
 

@@ -731,6 +731,35 @@ static TrainState mamba_load_adapter(MambaModel* m, const char* path, bool with_
 // ---------------------------------------------------------------------------
 // forward
 
+// --matmul bf16 on the GPU: a Mamba-1 layer's RMSNorm writes xn in bf16 (in m->xn's memory) for
+// in_proj, its only reader when in_proj has no adapter, and in_proj takes it as it is: no fp32 xn
+// and no copy of it, in the forward and in the backward's recomputation
+static bool mamba_xn_bf16(const MambaModel* m, int l, int BT, bool adapters) {
+#ifdef __CUDACC__
+    const MambaConfig& c = m->cfg;
+    bool adapter = adapters && lora_active(m->lora_layers[l].in_proj);
+    return m->on_gpu && !adapter && linear_split_bf16(BT, c.d_model, c.d_inner, c.d_inner) &&
+           rmsnorm_vec_ok(c.d_model, m->xn, m->acts[l].resid, m->layers[l].norm_w);
+#else
+    (void)m; (void)l; (void)BT; (void)adapters;
+    return false;
+#endif
+}
+// the layer's RMSNorm into m->xn (bf16 where mamba_xn_bf16 says so, then `xn16` is true)
+static void mamba_layer_norm(MambaModel* m, int l, int BT, bool xn16, const char* prof_name) {
+    const LayerParams& p = m->layers[l];
+    LayerActs& a = m->acts[l];
+    const int D = m->cfg.d_model;
+#ifdef __CUDACC__
+    if (xn16) {
+        PROF(true, prof_name, rmsnorm_forward_bf16_cuda(reinterpret_cast<bf16*>(m->xn), a.rstd, a.resid, p.norm_w, BT, D));
+        return;
+    }
+#endif
+    (void)xn16;
+    PROF(m->on_gpu, prof_name, rmsnorm_forward(m->on_gpu, m->xn, a.rstd, a.resid, p.norm_w, BT, D));
+}
+
 static void mamba_layer_forward(MambaModel* m, int l, floatX* layer_out, int B, int T) {
     const MambaConfig& c = m->cfg;
     int D = c.d_model, E = c.d_inner, N = c.d_state, K = c.d_conv, R = c.dt_rank, BT = B * T;
@@ -739,8 +768,13 @@ static void mamba_layer_forward(MambaModel* m, int l, floatX* layer_out, int B, 
     LayerActs& a = m->acts[l];
     const LayerLora& ll = m->lora_layers[l];
     bool lora = m->lora.rank > 0 && !m->lora_merged;
-    PROF(on_gpu, "rmsnorm", rmsnorm_forward(on_gpu, m->xn, a.rstd, a.resid, p.norm_w, BT, D));
-    PROF(on_gpu, "in_proj", linear_forward_split(on_gpu, a.xin, a.z, m->xn, p.in_proj_w, BT, D, E, E));  // [x | z]
+    const bool xn16 = mamba_xn_bf16(m, l, BT, lora);
+    mamba_layer_norm(m, l, BT, xn16, "rmsnorm");
+#ifdef __CUDACC__
+    if (xn16) PROF(true, "in_proj", linear_forward_split_b16_cuda(a.xin, a.z, reinterpret_cast<const bf16*>(m->xn), p.in_proj_w, BT, D, E, E));
+    else
+#endif
+        PROF(on_gpu, "in_proj", linear_forward_split(on_gpu, a.xin, a.z, m->xn, p.in_proj_w, BT, D, E, E));  // [x | z]
     if (lora && lora_active(ll.in_proj))
         PROF(on_gpu, "lora", lora_forward(on_gpu, ll.in_proj, mamba_lora_run(m, l, 0), a.h_in_proj, m->xn, a.xin,
                                           ll.in_proj.out_features == 2 * E ? a.z : nullptr, BT));
@@ -863,8 +897,9 @@ static void mamba_layer_backward(MambaModel* m, int l, int B, int T) {
     bool lora = m->lora.rank > 0;  // (a merged model is for inference: mamba_backward refuses it)
     backend_memset0(on_gpu, (char*)m->scratch_memory + m->layer_scratch_start, m->scratch_bytes - m->layer_scratch_start);
     // recompute what the forward did not keep (bit-identical to the forward's values)
-    PROF(on_gpu, "recompute", rmsnorm_forward(on_gpu, m->xn, a.rstd, a.resid, p.norm_w, BT, D);
-                              conv1d_silu_forward(on_gpu, m->u, a.xin, p.conv_w, p.conv_b, B, T, E, K));
+    const bool xn16 = mamba_xn_bf16(m, l, BT, lora);
+    mamba_layer_norm(m, l, BT, xn16, "recompute");
+    PROF(on_gpu, "recompute", conv1d_silu_forward(on_gpu, m->u, a.xin, p.conv_w, p.conv_b, B, T, E, K));
     // m->dresid holds dloss/d(layer output); the residual branch passes it through unchanged
     PROF(on_gpu, "out_proj", linear_backward(on_gpu, s.dy, dp.out_proj_w, (float*)nullptr, m->dresid, a.y, p.out_proj_w, BT, E, D));
     if (lora && lora_active(ll.out_proj))
@@ -879,7 +914,13 @@ static void mamba_layer_backward(MambaModel* m, int l, int B, int T) {
     if (lora && lora_active(ll.x_proj))
         PROF(on_gpu, "lora", lora_backward(on_gpu, ll.x_proj, mamba_lora_run(m, l, 1), a.h_x_proj, m->u, s.du, s.dxdbl, nullptr, BT));
     PROF(on_gpu, "conv1d+silu", conv1d_silu_backward(on_gpu, s.dxin, dp.conv_w, dp.conv_b, s.du, a.xin, p.conv_w, p.conv_b, B, T, E, K));
-    PROF(on_gpu, "in_proj", linear_backward_split(on_gpu, s.dxn, dp.in_proj_w, s.dxin, s.dz, m->xn, p.in_proj_w, BT, D, E, E));
+#ifdef __CUDACC__
+    if (xn16)
+        PROF(true, "in_proj", linear_backward_split_b16_cuda(s.dxn, dp.in_proj_w, s.dxin, s.dz, reinterpret_cast<const bf16*>(m->xn),
+                                                             p.in_proj_w, BT, D, E, E));
+    else
+#endif
+        PROF(on_gpu, "in_proj", linear_backward_split(on_gpu, s.dxn, dp.in_proj_w, s.dxin, s.dz, m->xn, p.in_proj_w, BT, D, E, E));
     if (lora && lora_active(ll.in_proj))
         PROF(on_gpu, "lora", lora_backward(on_gpu, ll.in_proj, mamba_lora_run(m, l, 0), a.h_in_proj, m->xn, s.dxn, s.dxin,
                                            ll.in_proj.out_features == 2 * E ? s.dz : nullptr, BT));

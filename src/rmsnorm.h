@@ -117,7 +117,10 @@ __device__ __forceinline__ float rmsnorm_block_sum(float v, float* sh) {
     return v;
 }
 
-__global__ void rmsnorm_forward_vec_kernel(floatX* out, float* rstd, const floatX* x, const float* weight, int C) {
+// OT: the output's type; bf16 (for a product that takes bf16 operands, linear.h) rounds the fp32
+// result to nearest, VEC values stored as one 2 * VEC-byte vector
+template <typename OT = floatX>
+__global__ void rmsnorm_forward_vec_kernel(OT* out, float* rstd, const floatX* x, const float* weight, int C) {
     __shared__ float sh[32];
     constexpr int VEC = Packed128<floatX>::size;
     int c0 = threadIdx.x * VEC;
@@ -142,7 +145,16 @@ __global__ void rmsnorm_forward_vec_kernel(floatX* out, float* rstd, const float
             o.set(j + 2, v[j + 2] * r * w4.z);
             o.set(j + 3, v[j + 3] * r * w4.w);
         }
-        store128cs(out + base, o);
+        if constexpr (sizeof(OT) == sizeof(floatX)) {
+            store128cs(reinterpret_cast<floatX*>(out) + base, o);
+        } else {
+            static_assert(VEC == 4, "the bf16 output packs 4 values");
+            __nv_bfloat162 lo = __floats2bfloat162_rn(o.f(0), o.f(1)), hi = __floats2bfloat162_rn(o.f(2), o.f(3));
+            uint2 q;
+            q.x = *reinterpret_cast<uint32_t*>(&lo);
+            q.y = *reinterpret_cast<uint32_t*>(&hi);
+            __stcs(reinterpret_cast<uint2*>(out + base), q);
+        }
     }
 }
 
@@ -207,6 +219,14 @@ static void rmsnorm_forward_cuda(floatX* out, float* rstd, const floatX* x, cons
     }
     const int block = 256;
     rmsnorm_forward_kernel<<<ceil_div(N, block / 32), block>>>(out, rstd, x, weight, N, C);
+    cudaCheckLaunch();
+}
+
+// the forward with a bf16 output (the vector path only: the caller checks rmsnorm_vec_ok)
+static void rmsnorm_forward_bf16_cuda(bf16* out, float* rstd, const floatX* x, const float* weight, int N, int C) {
+    if (N == 0) return;
+    if (!rmsnorm_vec_ok(C, out, x, weight)) FATAL("rmsnorm_forward_bf16_cuda: C = %d or the pointers do not suit the vector path", C);
+    rmsnorm_forward_vec_kernel<bf16><<<N, rmsnorm_vec_threads(C)>>>(out, rstd, x, weight, C);
     cudaCheckLaunch();
 }
 

@@ -76,6 +76,33 @@ static void test_rmsnorm(Rng* r, int N, int C) {
     cudaFree(d_x); cudaFree(d_w); cudaFree(d_out); cudaFree(d_rstd); cudaFree(d_dout); cudaFree(d_dx); cudaFree(d_dw);
 }
 
+// the RMSNorm with a bf16 output (for in_proj under --matmul bf16): every element is the CPU's fp32
+// result rounded to bf16, or its neighbour where the two fp32 results straddle a rounding boundary
+// (the GPU's rsqrtf and sum order move the fp32 value by a few ulps): within one bf16 step, 2^-7
+// relative; rstd as the fp32 path's; the output poisoned first
+static void test_rmsnorm_bf16(Rng* r, int N, int C) {
+    char shape[64]; snprintf(shape, sizeof shape, "bf16 out N=%d C=%d", N, C);
+    Vec x = random_vec((size_t)N * C, r, -2, 2), w = random_vec(C, r, 0.5f, 1.5f), out(x.size()), rstd(N);
+    float *d_x = to_device(x), *d_w = to_device(w), *d_rstd = device_poisoned(N);
+    bf16* d_out; cudaCheck(cudaMalloc(&d_out, x.size() * sizeof(bf16)));
+    cudaCheck(cudaMemset(d_out, 0xFF, x.size() * sizeof(bf16)));  // NaN
+    rmsnorm_forward_cpu(out.data(), rstd.data(), x.data(), w.data(), N, C);
+    rmsnorm_forward_bf16_cuda(d_out, d_rstd, d_x, d_w, N, C);
+    std::vector<bf16> h(x.size());
+    cudaCheck(cudaMemcpy(h.data(), d_out, h.size() * sizeof(bf16), cudaMemcpyDeviceToHost));
+    size_t exact = 0, bad = 0;
+    for (size_t i = 0; i < h.size(); i++) {
+        float got = to_f32(h[i]), want = to_f32(from_f32<bf16>(out[i]));
+        exact += got == want;
+        bad += !(fabsf(got - out[i]) <= fabsf(out[i]) / 128.0f);
+    }
+    char name[128];
+    snprintf(name, sizeof name, "rmsnorm_forward_bf16 %s: the fp32 result rounded (%zu of %zu exactly)", shape, exact, h.size());
+    report(bad == 0 && exact >= h.size() * 99 / 100, name, "%zu outside one bf16 step", bad);
+    check_dev("rmsnorm_forward_bf16 rstd", shape, d_rstd, rstd, 1e-5);
+    cudaFree(d_x); cudaFree(d_w); cudaFree(d_rstd); cudaFree(d_out);
+}
+
 static void test_linear(Rng* r, int N, int IC, int OC, bool use_bias, bool with_dinp) {
     char shape[96];
     snprintf(shape, sizeof shape, "N=%d IC=%d OC=%d bias=%d dinp=%d", N, IC, OC, (int)use_bias, (int)with_dinp);
@@ -498,6 +525,9 @@ int main() {
     test_rmsnorm(&r, 5, 4096);      // largest vector-path C (1024 threads)
     test_rmsnorm(&r, 7, 8192);      // C/4 > 1024: warp-per-row fallback
     test_rmsnorm(&r, 9, 38);        // C % 4 != 0 -> fallback
+    test_rmsnorm_bf16(&r, 1, 768);
+    test_rmsnorm_bf16(&r, 1000, 768);
+    test_rmsnorm_bf16(&r, 37, 4096);
     test_linear(&r, 1, 5, 3, true, true);
     test_linear(&r, 7, 37, 19, true, true);
     test_linear(&r, 7, 37, 19, false, false);
