@@ -852,7 +852,7 @@ static float mamba_mean_loss(MambaModel* m, int BT) {
 // tokens/targets: host arrays (B*T). Returns the mean loss (0 without targets).
 // Without targets m->logits holds the (B*T, V) logits afterwards.
 static float mamba_forward(MambaModel* m, const int* tokens, const int* targets, int B, int T) {
-    LinearWeightsFixed fixed;  // no weight changes during the pass: one bf16 copy of each (--matmul bf16)
+    LinearWeightsFixed fixed;  // no weight changes during the pass: a weight used twice is copied to bf16 once
     mamba_forward_body(m, tokens, targets, B, T);
     const MambaConfig& c = m->cfg;
     int BT = B * T, D = c.d_model, V = c.vocab_size;
