@@ -342,6 +342,21 @@ static void linear_backward_bf16_dout_cuda(floatX* dinp, float* dweight, const b
     if (dweight) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, linear_round_bf16(inp, (size_t)N * IC, 2), IC, dout16, OC, 1.0f, dweight, IC);
 }
 
+// The plain product on bf16 operands for an input its producer wrote in bf16 (the scan's y for
+// out_proj): out = in16 @ W^T (no bias); dinp += dout @ W, dW += dout^T in16 (either may be null).
+// The caller checks linear_use_bf16(OC, N, IC) (the same test for all three products).
+static void linear_forward_b16_cuda(floatX* out, const bf16* in16, const float* weight, int N, int IC, int OC) {
+    if (N == 0 || OC == 0) return;
+    linear_gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, linear_weight_bf16(weight, (size_t)OC * IC), IC, in16, IC, 0.0f, out, OC);
+}
+static void linear_backward_b16_cuda(floatX* dinp, float* dweight, const floatX* dout, const bf16* in16, const float* weight,
+                                     int N, int IC, int OC) {
+    if (N == 0 || (!dinp && !dweight)) return;
+    const bf16* dout16 = linear_round_bf16(dout, (size_t)N * OC, 1);
+    if (dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, linear_weight_bf16(weight, (size_t)OC * IC), IC, dout16, OC, 1.0f, dinp, IC);
+    if (dweight) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, in16, IC, dout16, OC, 1.0f, dweight, IC);
+}
+
 // A product whose output columns are stored as two blocks in separate buffers (in_proj's x | z):
 // out_a (N, OA) = inp @ W[0:OA]^T, out_b (N, OB) = inp @ W[OA:OA+OB]^T, W: (OA + OB, IC). On bf16
 // operands one copy of inp serves both halves, and the backward runs as ONE product of K = OA + OB

@@ -263,7 +263,8 @@ typedef struct {
     floatX* Cm;      // (BT, N)
     floatX* delta;   // (BT, E) before bias and softplus
     float* hs;       // (B, n_chunks, E, N) scan states at chunk starts
-    floatX* y;       // (BT, E) gated scan output
+    floatX* y;       // (BT, E) gated scan output (bf16 in this memory when y_bf16)
+    bool y_bf16;     // the last forward stored y in bf16 for out_proj (mamba_y_bf16)
     floatX *h_in_proj, *h_x_proj, *h_dt_proj, *h_out_proj;  // (BT, r) LoRA bottlenecks (nullptr: no adapter)
     Mamba2Acts m2;   // M2: the block's own (mamba2.h)
     floatX* qkv;     // (BT, 3D)  A
@@ -745,6 +746,20 @@ static bool mamba_xn_bf16(const MambaModel* m, int l, int BT, bool adapters) {
     return false;
 #endif
 }
+// the same for the scan's output y: out_proj is its only reader when out_proj has no adapter; the
+// fast scan (d_state 16) writes it in bf16, out_proj takes it as it is (the forward records the
+// choice in LayerActs::y_bf16 for the backward)
+static bool mamba_y_bf16(const MambaModel* m, int l, int BT, bool adapters) {
+#ifdef __CUDACC__
+    const MambaConfig& c = m->cfg;
+    const LayerActs& a = m->acts[l];
+    bool adapter = adapters && lora_active(m->lora_layers[l].out_proj);
+    return m->on_gpu && !adapter && linear_use_bf16(c.d_model, BT, c.d_inner) && selective_scan_forward_fast_ok(c.d_state, a.hs, a.Bm, a.Cm);
+#else
+    (void)m; (void)l; (void)BT; (void)adapters;
+    return false;
+#endif
+}
 // the layer's RMSNorm into m->xn (bf16 where mamba_xn_bf16 says so, then `xn16` is true)
 static void mamba_layer_norm(MambaModel* m, int l, int BT, bool xn16, const char* prof_name) {
     const LayerParams& p = m->layers[l];
@@ -787,9 +802,19 @@ static void mamba_layer_forward(MambaModel* m, int l, floatX* layer_out, int B, 
     PROF(on_gpu, "dt_proj", linear_forward(on_gpu, a.delta, a.dt_low, p.dt_proj_w, (const float*)nullptr, BT, R, E));
     if (lora && lora_active(ll.dt_proj))
         PROF(on_gpu, "lora", lora_forward(on_gpu, ll.dt_proj, mamba_lora_run(m, l, 2), a.h_dt_proj, a.dt_low, a.delta, nullptr, BT));
-    PROF(on_gpu, "scan", selective_scan_forward(on_gpu, a.y, a.hs, m->u, a.delta, p.A_log, a.Bm, a.Cm, p.D, a.z,
-                             p.dt_proj_b, B, T, E, N));
-    PROF(on_gpu, "out_proj", linear_forward(on_gpu, layer_out, a.y, p.out_proj_w, (const float*)nullptr, BT, E, D));
+    a.y_bf16 = mamba_y_bf16(m, l, BT, lora);
+#ifdef __CUDACC__
+    if (a.y_bf16) {
+        bf16* y16 = reinterpret_cast<bf16*>(a.y);
+        PROF(true, "scan", selective_scan_forward_bf16_cuda(y16, a.hs, m->u, a.delta, p.A_log, a.Bm, a.Cm, p.D, a.z, p.dt_proj_b, B, T, E));
+        PROF(true, "out_proj", linear_forward_b16_cuda(layer_out, y16, p.out_proj_w, BT, E, D));
+    } else
+#endif
+    {
+        PROF(on_gpu, "scan", selective_scan_forward(on_gpu, a.y, a.hs, m->u, a.delta, p.A_log, a.Bm, a.Cm, p.D, a.z,
+                                                    p.dt_proj_b, B, T, E, N));
+        PROF(on_gpu, "out_proj", linear_forward(on_gpu, layer_out, a.y, p.out_proj_w, (const float*)nullptr, BT, E, D));
+    }
     if (lora && lora_active(ll.out_proj))
         PROF(on_gpu, "lora", lora_forward(on_gpu, ll.out_proj, mamba_lora_run(m, l, 3), a.h_out_proj, a.y, layer_out, nullptr, BT));
     PROF(on_gpu, "out_proj", add_inplace(on_gpu, layer_out, a.resid, (size_t)BT * D));
@@ -901,7 +926,12 @@ static void mamba_layer_backward(MambaModel* m, int l, int B, int T) {
     mamba_layer_norm(m, l, BT, xn16, "recompute");
     PROF(on_gpu, "recompute", conv1d_silu_forward(on_gpu, m->u, a.xin, p.conv_w, p.conv_b, B, T, E, K));
     // m->dresid holds dloss/d(layer output); the residual branch passes it through unchanged
-    PROF(on_gpu, "out_proj", linear_backward(on_gpu, s.dy, dp.out_proj_w, (float*)nullptr, m->dresid, a.y, p.out_proj_w, BT, E, D));
+#ifdef __CUDACC__
+    if (a.y_bf16)
+        PROF(true, "out_proj", linear_backward_b16_cuda(s.dy, dp.out_proj_w, m->dresid, reinterpret_cast<const bf16*>(a.y), p.out_proj_w, BT, E, D));
+    else
+#endif
+        PROF(on_gpu, "out_proj", linear_backward(on_gpu, s.dy, dp.out_proj_w, (float*)nullptr, m->dresid, a.y, p.out_proj_w, BT, E, D));
     if (lora && lora_active(ll.out_proj))
         PROF(on_gpu, "lora", lora_backward(on_gpu, ll.out_proj, mamba_lora_run(m, l, 3), a.h_out_proj, a.y, s.dy, m->dresid, nullptr, BT));
     PROF(on_gpu, "scan", selective_scan_backward(on_gpu, s.du, s.ddelta, dp.A_log, s.dBm, s.dCm, dp.D, s.dz, dp.dt_proj_b,
