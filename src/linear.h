@@ -299,13 +299,36 @@ __global__ void linear_dbias_kernel(float* dbias, const floatX* dout, int N, int
     }
 }
 
+// The products on operands already in bf16 (copies made by the callers below, or an input its
+// producer wrote in bf16: the RMSNorm's, the scan's y, the cross-entropy's gradient):
+//   out = in16 @ W^T;  dinp += dout16 @ W;  dW += dout16^T in16 (dinp or dW may be null; in16 with dW)
+// The weight's copy comes from linear_weight_bf16. The caller checks linear_use_bf16(OC, N, IC),
+// which is the same test for all three products (the smallest of N, IC, OC).
+static void linear_forward_b16_cuda(floatX* out, const bf16* in16, const float* weight, int N, int IC, int OC) {
+    if (N == 0 || OC == 0) return;
+    // out^T (OC x N) = W (OC x IC, stored as col-major IC x OC -> op T) * inp^T (IC x N)
+    linear_gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, linear_weight_bf16(weight, (size_t)OC * IC), IC, in16, IC, 0.0f, out, OC);
+}
+static void linear_backward_bf16_cuda(floatX* dinp, float* dweight, const bf16* dout16, const bf16* in16, const float* weight,
+                                      int N, int IC, int OC) {
+    if (N == 0) return;
+    // dinp^T (IC x N) += W^T (col-major IC x OC) * dout^T (OC x N)
+    // dweight^T (IC x OC) += inp^T (IC x N) * dout (N x OC; dout stored col-major OC x N -> op T)
+    if (dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, linear_weight_bf16(weight, (size_t)OC * IC), IC, dout16, OC, 1.0f, dinp, IC);
+    if (dweight) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, in16, IC, dout16, OC, 1.0f, dweight, IC);
+}
+// the backward for an input in bf16 already (the scan's y for out_proj): one copy of dout
+static void linear_backward_b16_cuda(floatX* dinp, float* dweight, const floatX* dout, const bf16* in16, const float* weight,
+                                     int N, int IC, int OC) {
+    if (N == 0 || (!dinp && !dweight)) return;
+    linear_backward_bf16_cuda(dinp, dweight, linear_round_bf16(dout, (size_t)N * OC, 1), in16, weight, N, IC, OC);
+}
+
 static void linear_forward_cuda(floatX* out, const floatX* inp, const float* weight, const float* bias,
                                 int N, int IC, int OC) {
     if (N == 0 || OC == 0) return;
     // out^T (OC x N) = W (OC x IC, stored as col-major IC x OC -> op T) * inp^T (IC x N)
-    if (linear_use_bf16(OC, N, IC))
-        linear_gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, linear_weight_bf16(weight, (size_t)OC * IC), IC,
-                    linear_round_bf16(inp, (size_t)N * IC, 1), IC, 0.0f, out, OC);
+    if (linear_use_bf16(OC, N, IC)) linear_forward_b16_cuda(out, linear_round_bf16(inp, (size_t)N * IC, 1), weight, N, IC, OC);
     else linear_gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, weight, IC, inp, IC, 0.0f, out, OC);
     if (bias) {
         size_t n = (size_t)N * OC;
@@ -317,44 +340,20 @@ static void linear_forward_cuda(floatX* out, const floatX* inp, const float* wei
 static void linear_backward_cuda(floatX* dinp, float* dweight, float* dbias, const floatX* dout,
                                  const floatX* inp, const float* weight, int N, int IC, int OC) {
     if (N == 0) return;
-    // dinp^T (IC x N) += W^T (col-major IC x OC) * dout^T (OC x N)
-    // dweight^T (IC x OC) += inp^T (IC x N) * dout (N x OC; dout stored col-major OC x N -> op T)
-    bool bf16_dinp = dinp && linear_use_bf16(IC, N, OC), bf16_dweight = dweight && linear_use_bf16(IC, OC, N);
-    const bf16* dout16 = (bf16_dinp || bf16_dweight) ? linear_round_bf16(dout, (size_t)N * OC, 1) : nullptr;  // one copy, both products
-    if (bf16_dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, linear_weight_bf16(weight, (size_t)OC * IC), IC, dout16, OC, 1.0f, dinp, IC);
-    else if (dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, weight, IC, dout, OC, 1.0f, dinp, IC);
-    if (bf16_dweight) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, linear_round_bf16(inp, (size_t)N * IC, 2), IC, dout16, OC, 1.0f, dweight, IC);
-    else if (dweight) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, inp, IC, dout, OC, 1.0f, dweight, IC);
+    if (linear_use_bf16(OC, N, IC)) {  // one copy of dout for both products
+        if (dinp || dweight)
+            linear_backward_bf16_cuda(dinp, dweight, linear_round_bf16(dout, (size_t)N * OC, 1),
+                                      dweight ? linear_round_bf16(inp, (size_t)N * IC, 2) : nullptr, weight, N, IC, OC);
+    } else {
+        if (dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, weight, IC, dout, OC, 1.0f, dinp, IC);
+        if (dweight) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, inp, IC, dout, OC, 1.0f, dweight, IC);
+    }
     if (dbias) {
         const int rows_per_block = 256;
         dim3 grid(ceil_div(OC, 32), ceil_div(N, rows_per_block));
         linear_dbias_kernel<<<grid, dim3(32, 8)>>>(dbias, dout, N, OC, rows_per_block);
     }
     cudaCheckLaunch();
-}
-
-// linear_backward_cuda's bf16 path (no bias) for a dout its producer wrote in bf16 already (dout16:
-// (N, OC), e.g. the cross-entropy's gradient in linear_bf16_scratch(1, ...))
-static void linear_backward_bf16_dout_cuda(floatX* dinp, float* dweight, const bf16* dout16, const floatX* inp,
-                                           const float* weight, int N, int IC, int OC) {
-    if (N == 0) return;
-    if (dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, linear_weight_bf16(weight, (size_t)OC * IC), IC, dout16, OC, 1.0f, dinp, IC);
-    if (dweight) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, linear_round_bf16(inp, (size_t)N * IC, 2), IC, dout16, OC, 1.0f, dweight, IC);
-}
-
-// The plain product on bf16 operands for an input its producer wrote in bf16 (the scan's y for
-// out_proj): out = in16 @ W^T (no bias); dinp += dout @ W, dW += dout^T in16 (either may be null).
-// The caller checks linear_use_bf16(OC, N, IC) (the same test for all three products).
-static void linear_forward_b16_cuda(floatX* out, const bf16* in16, const float* weight, int N, int IC, int OC) {
-    if (N == 0 || OC == 0) return;
-    linear_gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, linear_weight_bf16(weight, (size_t)OC * IC), IC, in16, IC, 0.0f, out, OC);
-}
-static void linear_backward_b16_cuda(floatX* dinp, float* dweight, const floatX* dout, const bf16* in16, const float* weight,
-                                     int N, int IC, int OC) {
-    if (N == 0 || (!dinp && !dweight)) return;
-    const bf16* dout16 = linear_round_bf16(dout, (size_t)N * OC, 1);
-    if (dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, linear_weight_bf16(weight, (size_t)OC * IC), IC, dout16, OC, 1.0f, dinp, IC);
-    if (dweight) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, in16, IC, dout16, OC, 1.0f, dweight, IC);
 }
 
 // A product whose output columns are stored as two blocks in separate buffers (in_proj's x | z):
@@ -386,10 +385,7 @@ static void linear_forward_split_cuda(floatX* out_a, floatX* out_b, const floatX
 static void linear_backward_split_b16_cuda(floatX* dinp, float* dW, const floatX* dout_a, const floatX* dout_b, const bf16* in16,
                                            const float* W, int N, int IC, int OA, int OB) {
     if (N == 0 || (!dinp && !dW)) return;
-    const int OC = OA + OB;
-    const bf16* dout16 = linear_round_bf16_split(dout_a, dout_b, N, OA, OB);
-    if (dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, linear_weight_bf16(W, (size_t)OC * IC), IC, dout16, OC, 1.0f, dinp, IC);
-    if (dW) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, in16, IC, dout16, OC, 1.0f, dW, IC);
+    linear_backward_bf16_cuda(dinp, dW, linear_round_bf16_split(dout_a, dout_b, N, OA, OB), in16, W, N, IC, OA + OB);
 }
 static void linear_backward_split_cuda(floatX* dinp, float* dW, const floatX* dout_a, const floatX* dout_b, const floatX* inp,
                                        const float* W, int N, int IC, int OA, int OB) {

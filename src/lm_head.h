@@ -13,11 +13,11 @@
 static void lm_head_loss_backward(bool on_gpu, float* losses, floatX* dx, float* dW, floatX* logits, const floatX* x,
                                   const float* W, const int* targets, int rows, int D, int V, float dloss_scale) {
 #ifdef __CUDACC__
-    if (on_gpu && linear_use_bf16(D, rows, V) && linear_use_bf16(D, V, rows)) {
+    if (on_gpu && linear_use_bf16(V, rows, D)) {
         linear_forward_cuda(logits, x, W, nullptr, rows, D, V);
         bf16* dlogits16 = linear_bf16_scratch(1, (size_t)rows * V);
         cross_entropy_grad_bf16_cuda(losses, logits, targets, rows, V, dloss_scale, dlogits16);
-        linear_backward_bf16_dout_cuda(dx, dW, dlogits16, x, W, rows, D, V);
+        linear_backward_bf16_cuda(dx, dW, dlogits16, dW ? linear_round_bf16(x, (size_t)rows * D, 2) : nullptr, W, rows, D, V);
         return;
     }
 #endif
