@@ -30,7 +30,8 @@ gpu, out = sys.argv[1], sys.argv[2]
 step = open(out + "/step.log").read()
 mem = re.search(r"memory: (.*)", step)
 print(f"\n== make bench on {gpu}\n")
-print("mamba-130m training step, batch 8 x 1024 (fp32 activations and master weights; matmuls in TF32, or on bf16-rounded operands)")
+print("mamba-130m training step, batch 8 x 1024 (fp32 master weights and residual stream; --matmul tf32: fp32 activations, "
+      "TF32 matmuls; --matmul bf16: bf16 activations and matmul operands)")
 print("| | tokens/s | ms/step | peak memory |\n|---|---|---|---|")
 for log, what in (("step_tf32.log", "--matmul tf32"), ("step.log", "--matmul bf16 (default)")):
     m = re.search(r"summary: ([0-9.]+) ms/step, ([0-9]+) tokens/s, peak memory ([0-9]+) MiB", open(out + "/" + log).read())
@@ -46,10 +47,10 @@ prof = open(out + "/profile.log").read()
 i = prof.find("per-component")
 if i >= 0:
     print("\n" + prof[i:].strip())
-    print("\nthe bf16 step against its floor (data_scripts/step_floor.py; fp32 activations):")
+    print("\nthe bf16 step against its floor (data_scripts/step_floor.py; bf16 activations):")
     sys.stdout.flush()
     import subprocess
-    subprocess.run(["/usr/bin/python3", "data_scripts/step_floor.py", out + "/profile.log", "--matmul", "bf16"])
+    subprocess.run(["/usr/bin/python3", "data_scripts/step_floor.py", out + "/profile.log", "--matmul", "bf16", "--activations", "bf16"])
 m2 = re.search(r"summary: ([0-9.]+) ms/step, ([0-9]+) tokens/s, peak memory ([0-9]+) MiB", open(out + "/mamba2_step.log").read())
 print("\nmamba2-130m training step, batch 8 x 1024 (24 Mamba-2 blocks, d_state 128, headdim 64; fp32, bf16 matmul operands)")
 print("| | tokens/s | ms/step | peak memory |\n|---|---|---|---|")

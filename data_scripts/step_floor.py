@@ -2,13 +2,14 @@
 """Where a Mamba-1 training step's time goes against its floor.
 
   python3 data_scripts/step_floor.py PROFILE_LOG [--batch 8 --seq-len 1024 --d-model 768 --n-layer 24
-                                                  --d-state 16 --vocab 50280 --matmul bf16]
+                                                  --d-state 16 --vocab 50280 --matmul bf16 --activations fp32]
 
 PROFILE_LOG is the output of `train_mamba ... --profile K` (the "per-component time" lines). For each
 component the floor is the larger of
   bytes it must move at least once / 3.0 TB/s (what a streaming copy reaches on an H100), and
   its matmul FLOPs / 800 TFLOP/s (bf16 dense; 400 for TF32) or its exponentials / 3.7e12 per s,
-counted for this project's fp32 activations (4 bytes an element) and its step: forward, backward,
+counted for the layer's activations in fp32 (4 bytes an element) or bf16 (--activations bf16: 2 bytes;
+the residual stream, its gradient and the head stay fp32) and this project's step: forward, backward,
 the backward's recomputation of the RMSNorm and conv outputs, the head's logits computed once (in
 the backward; a profile without a cross_entropy row timed it inside lm_head: then lm_head's floor is
 the two added), AdamW over every parameter. The table says how far each component is from its floor
@@ -24,7 +25,7 @@ SFU = 3.7e12             # exponentials/s (132 SMs x 16 per clock x ~1.75 GHz)
 F32 = 4
 
 
-def floors(B, L, D, E, N, R, V, layers, matmul):
+def floors(B, L, D, E, N, R, V, layers, matmul, act_bytes=F32):
     """component -> (floor in ms, what bounds it), for one whole step (every layer)"""
     BT = B * L
     XD = R + 2 * N
@@ -40,7 +41,8 @@ def floors(B, L, D, E, N, R, V, layers, matmul):
         why = "memory" if t == t_mem else ("matmul" if t == t_mm else "exponentials")
         out[name] = (t * 1e3, why)
 
-    act = BT * F32
+    act = BT * act_bytes  # a layer's activation, per column (x_proj, dt_proj, conv, scan; RMSNorm's xn)
+    res = BT * F32        # the residual stream and its gradient, per column
     # products: forward, dinp, dweight = 3 x 2 * rows * in * out FLOPs
     put("in_proj", flops_per_layer=3 * 2.0 * BT * D * 2 * E)
     put("out_proj", flops_per_layer=3 * 2.0 * BT * E * D)
@@ -51,9 +53,9 @@ def floors(B, L, D, E, N, R, V, layers, matmul):
     # conv1d+SiLU: forward reads x, writes u; backward reads du and x, writes dx
     put("conv1d+silu", bytes_per_layer=act * E * 2 + act * E * 3)
     # RMSNorm: forward reads the residual, writes xn; backward reads dxn and x, reads and writes dresid
-    put("rmsnorm", bytes_per_layer=act * D * 2 + act * D * 4)
+    put("rmsnorm", bytes_per_layer=res * D + act * D + res * D * 4)
     # the backward's recomputation: RMSNorm and conv forward again
-    put("recompute", bytes_per_layer=act * D * 2 + act * E * 2)
+    put("recompute", bytes_per_layer=res * D + act * D + act * E * 2)
     # scan: forward reads u, delta, z, B, C and writes y; backward reads them and dy, writes du,
     # ddelta, dz, dB, dC; exp(delta A) for every (t, e, n), in the forward and again in the backward
     put("scan", bytes_per_layer=act * (3 * E + 2 * N + E) + act * (4 * E + 2 * N) + act * (3 * E + 2 * N),
@@ -63,7 +65,7 @@ def floors(B, L, D, E, N, R, V, layers, matmul):
     # AdamW: read params, grads, m, v; write params, m, v
     params = layers * (2 * E * D + E * 4 + E + XD * E + E * R + E + E * N + E + D * E + D) + V * D + D
     put("adamw", bytes_per_layer=7.0 * params * F32, per_step=True)
-    put("embedding", bytes_per_layer=act * D * 2, per_step=True)
+    put("embedding", bytes_per_layer=res * D * 2, per_step=True)
     return out
 
 
@@ -88,6 +90,8 @@ def main():
     ap.add_argument("--expand", type=int, default=2)
     ap.add_argument("--vocab", type=int, default=50280)
     ap.add_argument("--matmul", choices=sorted(MATMUL), default="bf16")
+    ap.add_argument("--activations", choices=["fp32", "bf16"], default="fp32",
+                    help="the layers' activations (train_mamba --matmul bf16 keeps them in bf16)")
     a = ap.parse_args()
     try:
         measured = parse_profile(open(a.profile).read())
@@ -97,7 +101,8 @@ def main():
         sys.exit(f"error: {a.profile} has no 'per-component time' table (run train_mamba with --profile K)")
     D = a.d_model
     R = -(-D // 16)
-    fl = floors(a.batch, a.seq_len, D, a.expand * D, a.d_state, R, a.vocab, a.n_layer, a.matmul)
+    fl = floors(a.batch, a.seq_len, D, a.expand * D, a.d_state, R, a.vocab, a.n_layer, a.matmul,
+                2 if a.activations == "bf16" else F32)
     print(f"| component | ms/step | floor ms | x floor | bound by |\n|---|---|---|---|---|")
     tot_ms = tot_floor = 0.0
     if "cross_entropy" not in measured and "lm_head" in measured:  # the head's backward runs them as one (lm_head.h)
@@ -114,7 +119,7 @@ def main():
         print(f"| {name} | {ms:.2f} | {f:.2f} | {ms / f:.1f}x | {why} |")
     print(f"| all | {tot_ms:.2f} | {tot_floor:.2f} | {tot_ms / tot_floor:.1f}x | |")
     print(f"(floors: {MEM_BW / 1e12:.1f} TB/s, {MATMUL[a.matmul] / 1e12:.0f} TFLOP/s for {a.matmul} products, "
-          f"{SFU / 1e12:.1f}e12 exponentials/s; fp32 activations)")
+          f"{SFU / 1e12:.1f}e12 exponentials/s; {a.activations} activations)")
 
 
 if __name__ == "__main__":

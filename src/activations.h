@@ -181,28 +181,32 @@ static void add_inplace_cuda(floatX* acc, const floatX* x, size_t n) {
     cudaCheckLaunch();
 }
 // one thread per element of the wide matrix; rows are short (~80), so the
-// division is cheap next to the memory traffic
-__global__ void columns_kernel(floatX* wide, floatX* a, floatX* b, floatX* c, int N, int ca, int cb, int cc, bool split) {
+// division is cheap next to the memory traffic. TW, TP: the wide matrix's and the parts' types
+// (fp32, or bf16 for bf16 activations; a change of type rounds to nearest)
+template <typename TW, typename TP>
+__global__ void columns_kernel(TW* wide, TP* a, TP* b, TP* c, int N, int ca, int cb, int cc, bool split) {
     int C = ca + cb + cc;
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (size_t)N * C) return;
     int i = (int)(idx / C), j = (int)(idx % C);
-    floatX* part = j < ca ? a + (size_t)i * ca + j
-                 : j < ca + cb ? b + (size_t)i * cb + (j - ca)
-                 : c + (size_t)i * cc + (j - ca - cb);
-    if (split) *part = wide[idx];
-    else wide[idx] = *part;
+    TP* part = j < ca ? a + (size_t)i * ca + j
+             : j < ca + cb ? b + (size_t)i * cb + (j - ca)
+             : c + (size_t)i * cc + (j - ca - cb);
+    if (split) *part = from_f32<TP>((float)wide[idx]);
+    else wide[idx] = from_f32<TW>((float)*part);
 }
 
-static void split_columns_cuda(floatX* a, floatX* b, floatX* c, const floatX* in, int N, int ca, int cb, int cc) {
+template <typename TW, typename TP>
+static void split_columns_cuda(TP* a, TP* b, TP* c, const TW* in, int N, int ca, int cb, int cc) {
     size_t n = (size_t)N * (ca + cb + cc);
-    columns_kernel<<<activations_grid(n, 256), 256>>>((floatX*)in, a, b, c, N, ca, cb, cc, true);
+    columns_kernel<<<activations_grid(n, 256), 256>>>((TW*)in, a, b, c, N, ca, cb, cc, true);
     cudaCheckLaunch();
 }
 
-static void concat_columns_cuda(floatX* out, const floatX* a, const floatX* b, const floatX* c, int N, int ca, int cb, int cc) {
+template <typename TW, typename TP>
+static void concat_columns_cuda(TW* out, const TP* a, const TP* b, const TP* c, int N, int ca, int cb, int cc) {
     size_t n = (size_t)N * (ca + cb + cc);
-    columns_kernel<<<activations_grid(n, 256), 256>>>(out, (floatX*)a, (floatX*)b, (floatX*)c, N, ca, cb, cc, false);
+    columns_kernel<<<activations_grid(n, 256), 256>>>(out, (TP*)a, (TP*)b, (TP*)c, N, ca, cb, cc, false);
     cudaCheckLaunch();
 }
 #endif

@@ -212,20 +212,21 @@ static void conv1d_backward_cuda(floatX* dx, float* dweight, float* dbias, const
 #define CSILU_TTB 16  // backward: timesteps per thread
 #define CSILU_TY 4    // backward: threads per block along time (block = 32 x CSILU_TY)
 
-// NC consecutive channels of one timestep, moved as one access of NC * sizeof(floatX) bytes.
+// NC consecutive channels of one timestep, moved as one access of NC * sizeof(T) bytes.
 // Not Packed128 (16 bytes): 8-byte accesses give each thread half the channels, so the bf16
 // backward needs about half the registers and runs more warps per SM (dev/conv1d.cu version 4
 // vs 3, measured in dev/notes_kernels.md); NC = 1 is the fallback for any E and alignment.
-template <int NC> struct alignas(NC * sizeof(floatX)) ConvChannels { floatX v[NC]; };
-template <int NC> __device__ __forceinline__ ConvChannels<NC> load_channels(const floatX* p) {
-    return *reinterpret_cast<const ConvChannels<NC>*>(p);
+// T: the activations' type (fp32, or bf16 under --matmul bf16); weights and sums are fp32.
+template <typename T, int NC> struct alignas(NC * sizeof(T)) ConvChannels { T v[NC]; };
+template <int NC, typename T> __device__ __forceinline__ ConvChannels<T, NC> load_channels(const T* p) {
+    return *reinterpret_cast<const ConvChannels<T, NC>*>(p);
 }
-template <int NC> __device__ __forceinline__ void store_channels(floatX* p, const ConvChannels<NC>& v) {
-    *reinterpret_cast<ConvChannels<NC>*>(p) = v;
+template <int NC, typename T> __device__ __forceinline__ void store_channels(T* p, const ConvChannels<T, NC>& v) {
+    *reinterpret_cast<ConvChannels<T, NC>*>(p) = v;
 }
 
-template <int K, int NC>
-__global__ void __launch_bounds__(64) conv1d_silu_forward_kernel(floatX* out, const floatX* x, const float* weight,
+template <int K, int NC, typename T>
+__global__ void __launch_bounds__(64) conv1d_silu_forward_kernel(T* out, const T* x, const float* weight,
                                                                  const float* bias, int L, int E) {
     int e0 = (blockIdx.x * blockDim.x + threadIdx.x) * NC;
     if (e0 >= E) return;
@@ -238,27 +239,27 @@ __global__ void __launch_bounds__(64) conv1d_silu_forward_kernel(floatX* out, co
         for (int k = 0; k < K; k++) wr[j][k] = weight[(e0 + j) * K + k];
         br[j] = bias[e0 + j];
     }
-    ConvChannels<NC> in[CSILU_TT + K - 1];  // x[t0-(K-1) .. t0+CSILU_TT)
+    ConvChannels<T, NC> in[CSILU_TT + K - 1];  // x[t0-(K-1) .. t0+CSILU_TT)
 #pragma unroll
     for (int i = 0; i < CSILU_TT + K - 1; i++) {
         int t = t0 - (K - 1) + i;
         if (t >= 0 && t < L) in[i] = load_channels<NC>(x + base + (size_t)t * E);
         else {
 #pragma unroll
-            for (int j = 0; j < NC; j++) in[i].v[j] = (floatX)0.0f;
+            for (int j = 0; j < NC; j++) in[i].v[j] = (T)0.0f;
         }
     }
 #pragma unroll
     for (int i = 0; i < CSILU_TT; i++) {
         int t = t0 + i;
         if (t < L) {
-            ConvChannels<NC> o;
+            ConvChannels<T, NC> o;
 #pragma unroll
             for (int j = 0; j < NC; j++) {
                 float p = br[j];
 #pragma unroll
                 for (int k = 0; k < K; k++) p += wr[j][k] * (float)in[i + k].v[j];
-                o.v[j] = (floatX)silu_f(p);
+                o.v[j] = (T)silu_f(p);
             }
             store_channels<NC>(out + base + (size_t)t * E, o);
         }
@@ -272,9 +273,9 @@ __global__ void __launch_bounds__(64) conv1d_silu_forward_kernel(floatX* out, co
 // register partials over the own chunk, summed over the block's y in shared memory, then one
 // atomicAdd per (channel, tap) per block. A nullptr dweight and/or dbias (frozen, uniform over
 // the grid) skips its atomics; both nullptr skips the block reduction.
-template <int K, int NC>
+template <int K, int NC, typename T>
 __global__ void __launch_bounds__(32 * CSILU_TY)
-    conv1d_silu_backward_kernel(floatX* dx, float* dweight, float* dbias, const floatX* dout, const floatX* x,
+    conv1d_silu_backward_kernel(T* dx, float* dweight, float* dbias, const T* dout, const T* x,
                                 const float* weight, const float* bias, int L, int E) {
     __shared__ float sm[CSILU_TY][K + 1][32 * NC];
     int e0 = (blockIdx.x * 32 + threadIdx.x) * NC;
@@ -297,7 +298,7 @@ __global__ void __launch_bounds__(32 * CSILU_TY)
 #pragma unroll
         for (int i = 0; i < K - 1; i++) {
             int t = t0 - (K - 1) + i;
-            ConvChannels<NC> v;
+            ConvChannels<T, NC> v;
             if (t >= 0) v = load_channels<NC>(x + base + (size_t)t * E);
 #pragma unroll
             for (int j = 0; j < NC; j++) { xw[i][j] = t >= 0 ? (float)v.v[j] : 0.0f; gw[i][j] = 0.0f; }
@@ -307,8 +308,8 @@ __global__ void __launch_bounds__(32 * CSILU_TY)
             int s = t0 + i;
             float xs[NC], dp[NC];
             if (s < L) {
-                ConvChannels<NC> xv = load_channels<NC>(x + base + (size_t)s * E);
-                ConvChannels<NC> gv = load_channels<NC>(dout + base + (size_t)s * E);
+                ConvChannels<T, NC> xv = load_channels<NC>(x + base + (size_t)s * E);
+                ConvChannels<T, NC> gv = load_channels<NC>(dout + base + (size_t)s * E);
 #pragma unroll
                 for (int j = 0; j < NC; j++) {
                     xs[j] = (float)xv.v[j];
@@ -329,14 +330,14 @@ __global__ void __launch_bounds__(32 * CSILU_TY)
             }
             int t = s - (K - 1);  // dx[t] = sum_k w[k] * dpre[t + K-1-k]
             if (i >= K - 1 && t < L) {
-                floatX* dx_t = dx + base + (size_t)t * E;
-                ConvChannels<NC> dv = load_channels<NC>(dx_t);
+                T* dx_t = dx + base + (size_t)t * E;
+                ConvChannels<T, NC> dv = load_channels<NC>(dx_t);
 #pragma unroll
                 for (int j = 0; j < NC; j++) {
                     float a = wr[j][0] * dp[j];
 #pragma unroll
                     for (int k = 0; k < K - 1; k++) a += wr[j][K - 1 - k] * gw[k][j];
-                    dv.v[j] = (floatX)((float)dv.v[j] + a);
+                    dv.v[j] = (T)((float)dv.v[j] + a);
                 }
                 store_channels<NC>(dx_t, dv);
             }
@@ -434,37 +435,35 @@ __global__ void conv1d_silu_backward_dw_generic_kernel(float* dweight, float* db
 }
 
 // vector width usable for these pointers and E (8-byte accesses need 8-byte aligned rows)
-static inline bool conv1d_silu_vec_ok(int E, int nc, const void* a, const void* b, const void* c) {
-    size_t bytes = (size_t)nc * sizeof(floatX);
+static inline bool conv1d_silu_vec_ok(int E, int nc, size_t elem_bytes, const void* a, const void* b, const void* c) {
+    size_t bytes = (size_t)nc * elem_bytes;
     return E % nc == 0 && ((uintptr_t)a % bytes) == 0 && ((uintptr_t)b % bytes) == 0 &&
            ((uintptr_t)c % bytes) == 0;
 }
 
-template <int K>
-static void conv1d_silu_forward_launch(floatX* out, const floatX* x, const float* weight, const float* bias,
-                                       int B, int L, int E) {
-    constexpr int NC = 8 / sizeof(floatX);
-    if (conv1d_silu_vec_ok(E, NC, out, x, x)) {
+template <int K, typename T>
+static void conv1d_silu_forward_launch(T* out, const T* x, const float* weight, const float* bias, int B, int L, int E) {
+    constexpr int NC = 8 / sizeof(T);
+    if (conv1d_silu_vec_ok(E, NC, sizeof(T), out, x, x)) {
         dim3 grid(ceil_div(E / NC, 64), ceil_div(L, CSILU_TT), B);
-        conv1d_silu_forward_kernel<K, NC><<<grid, 64>>>(out, x, weight, bias, L, E);
+        conv1d_silu_forward_kernel<K, NC, T><<<grid, 64>>>(out, x, weight, bias, L, E);
     } else {
         dim3 grid(ceil_div(E, 64), ceil_div(L, CSILU_TT), B);
-        conv1d_silu_forward_kernel<K, 1><<<grid, 64>>>(out, x, weight, bias, L, E);
+        conv1d_silu_forward_kernel<K, 1, T><<<grid, 64>>>(out, x, weight, bias, L, E);
     }
     cudaCheckLaunch();
 }
-template <int K>
-static void conv1d_silu_backward_launch(floatX* dx, float* dweight, float* dbias, const floatX* dout,
-                                        const floatX* x, const float* weight, const float* bias, int B, int L,
-                                        int E) {
-    constexpr int NC = 8 / sizeof(floatX);
+template <int K, typename T>
+static void conv1d_silu_backward_launch(T* dx, float* dweight, float* dbias, const T* dout, const T* x, const float* weight,
+                                        const float* bias, int B, int L, int E) {
+    constexpr int NC = 8 / sizeof(T);
     dim3 block(32, CSILU_TY);
-    if (conv1d_silu_vec_ok(E, NC, dx, dout, x)) {
+    if (conv1d_silu_vec_ok(E, NC, sizeof(T), dx, dout, x)) {
         dim3 grid(ceil_div(E / NC, 32), ceil_div(L, CSILU_TTB * CSILU_TY), B);
-        conv1d_silu_backward_kernel<K, NC><<<grid, block>>>(dx, dweight, dbias, dout, x, weight, bias, L, E);
+        conv1d_silu_backward_kernel<K, NC, T><<<grid, block>>>(dx, dweight, dbias, dout, x, weight, bias, L, E);
     } else {
         dim3 grid(ceil_div(E, 32), ceil_div(L, CSILU_TTB * CSILU_TY), B);
-        conv1d_silu_backward_kernel<K, 1><<<grid, block>>>(dx, dweight, dbias, dout, x, weight, bias, L, E);
+        conv1d_silu_backward_kernel<K, 1, T><<<grid, block>>>(dx, dweight, dbias, dout, x, weight, bias, L, E);
     }
     cudaCheckLaunch();
 }
@@ -502,6 +501,25 @@ static void conv1d_silu_backward_cuda(floatX* dx, float* dweight, float* dbias, 
                                                                       E, K, rows_per_block);
         cudaCheckLaunch();
     }
+}
+// bf16 activations (x, out, dout, dx; the fused kernels for K = 2, 3, 4 only: the caller checks
+// conv1d_silu_b16_ok); the same arithmetic in fp32 registers, one rounding per value written
+static bool conv1d_silu_b16_ok(int K) { return K >= 2 && K <= 4; }
+static void conv1d_silu_forward_b16_cuda(bf16* out, const bf16* x, const float* weight, const float* bias, int B, int L, int E,
+                                         int K) {
+    if ((size_t)B * L * E == 0) return;
+    if (K == 4) conv1d_silu_forward_launch<4>(out, x, weight, bias, B, L, E);
+    else if (K == 3) conv1d_silu_forward_launch<3>(out, x, weight, bias, B, L, E);
+    else if (K == 2) conv1d_silu_forward_launch<2>(out, x, weight, bias, B, L, E);
+    else FATAL("conv1d_silu_forward_b16_cuda: K=%d (the bf16 kernels take 2..4)", K);
+}
+static void conv1d_silu_backward_b16_cuda(bf16* dx, float* dweight, float* dbias, const bf16* dout, const bf16* x,
+                                          const float* weight, const float* bias, int B, int L, int E, int K) {
+    if ((size_t)B * L * E == 0) return;
+    if (K == 4) conv1d_silu_backward_launch<4>(dx, dweight, dbias, dout, x, weight, bias, B, L, E);
+    else if (K == 3) conv1d_silu_backward_launch<3>(dx, dweight, dbias, dout, x, weight, bias, B, L, E);
+    else if (K == 2) conv1d_silu_backward_launch<2>(dx, dweight, dbias, dout, x, weight, bias, B, L, E);
+    else FATAL("conv1d_silu_backward_b16_cuda: K=%d (the bf16 kernels take 2..4)", K);
 }
 #endif
 

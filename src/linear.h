@@ -274,6 +274,13 @@ static void linear_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n
     cublasCheck(cublasGemmEx(cublas_handle(), ta, tb, m, n, k, &one, A, CUDA_R_16BF, lda, B, CUDA_R_16BF, ldb, &beta,
                              C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
+// ... and a bf16 C (bf16 activations): fp32 accumulation, beta C added in fp32, one rounding at the end
+static void linear_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const bf16* A, int lda,
+                        const bf16* B, int ldb, float beta, bf16* C, int ldc) {
+    const float one = 1.0f;
+    cublasCheck(cublasGemmEx(cublas_handle(), ta, tb, m, n, k, &one, A, CUDA_R_16BF, lda, B, CUDA_R_16BF, ldb, &beta,
+                             C, CUDA_R_16BF, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
 
 __global__ void linear_bias_kernel(floatX* out, const float* bias, int N, int OC) {
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -303,13 +310,17 @@ __global__ void linear_dbias_kernel(float* dbias, const floatX* dout, int N, int
 // producer wrote in bf16: the RMSNorm's, the scan's y, the cross-entropy's gradient):
 //   out = in16 @ W^T;  dinp += dout16 @ W;  dW += dout16^T in16 (dinp or dW may be null; in16 with dW)
 // The weight's copy comes from linear_weight_bf16. The caller checks linear_use_bf16(OC, N, IC),
-// which is the same test for all three products (the smallest of N, IC, OC).
-static void linear_forward_b16_cuda(floatX* out, const bf16* in16, const float* weight, int N, int IC, int OC) {
+// which is the same test for all three products (the smallest of N, IC, OC), or has bf16
+// activations (then every product of the layer takes bf16 operands, thin ones included).
+// out / dinp: fp32, or bf16 (a bf16 activation or its gradient: the product's fp32 result rounded once).
+template <typename OT>
+static void linear_forward_b16_cuda(OT* out, const bf16* in16, const float* weight, int N, int IC, int OC) {
     if (N == 0 || OC == 0) return;
     // out^T (OC x N) = W (OC x IC, stored as col-major IC x OC -> op T) * inp^T (IC x N)
     linear_gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, linear_weight_bf16(weight, (size_t)OC * IC), IC, in16, IC, 0.0f, out, OC);
 }
-static void linear_backward_bf16_cuda(floatX* dinp, float* dweight, const bf16* dout16, const bf16* in16, const float* weight,
+template <typename TD>
+static void linear_backward_bf16_cuda(TD* dinp, float* dweight, const bf16* dout16, const bf16* in16, const float* weight,
                                       int N, int IC, int OC) {
     if (N == 0) return;
     // dinp^T (IC x N) += W^T (col-major IC x OC) * dout^T (OC x N)
@@ -318,7 +329,8 @@ static void linear_backward_bf16_cuda(floatX* dinp, float* dweight, const bf16* 
     if (dweight) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, in16, IC, dout16, OC, 1.0f, dweight, IC);
 }
 // the backward for an input in bf16 already (the scan's y for out_proj): one copy of dout
-static void linear_backward_b16_cuda(floatX* dinp, float* dweight, const floatX* dout, const bf16* in16, const float* weight,
+template <typename TD>
+static void linear_backward_b16_cuda(TD* dinp, float* dweight, const floatX* dout, const bf16* in16, const float* weight,
                                      int N, int IC, int OC) {
     if (N == 0 || (!dinp && !dweight)) return;
     linear_backward_bf16_cuda(dinp, dweight, linear_round_bf16(dout, (size_t)N * OC, 1), in16, weight, N, IC, OC);
@@ -364,8 +376,8 @@ static void linear_backward_cuda(floatX* dinp, float* dweight, float* dbias, con
 // linear_split_bf16 says whether the bf16 path applies; the _b16 functions take an input its
 // producer wrote in bf16 already (an RMSNorm with a bf16 output): no copy of it at all.
 static bool linear_split_bf16(int N, int IC, int OA, int OB) { return linear_use_bf16(std::min(OA, OB), N, IC); }
-static void linear_forward_split_b16_cuda(floatX* out_a, floatX* out_b, const bf16* in16, const float* W, int N, int IC, int OA,
-                                          int OB) {
+template <typename OT>
+static void linear_forward_split_b16_cuda(OT* out_a, OT* out_b, const bf16* in16, const float* W, int N, int IC, int OA, int OB) {
     if (N == 0) return;
     const bf16* W16 = linear_weight_bf16(W, (size_t)(OA + OB) * IC);
     linear_gemm(CUBLAS_OP_T, CUBLAS_OP_N, OA, N, IC, W16, IC, in16, IC, 0.0f, out_a, OA);
@@ -386,6 +398,13 @@ static void linear_backward_split_b16_cuda(floatX* dinp, float* dW, const floatX
                                            const float* W, int N, int IC, int OA, int OB) {
     if (N == 0 || (!dinp && !dW)) return;
     linear_backward_bf16_cuda(dinp, dW, linear_round_bf16_split(dout_a, dout_b, N, OA, OB), in16, W, N, IC, OA + OB);
+}
+// the same with both gradients in bf16 already (bf16 activations): two products of K = OA and OB into
+// dinp (a second pass over dinp costs less than interleaving the two halves into one operand)
+static void linear_backward_split_bf16_cuda(floatX* dinp, float* dW, const bf16* dout_a, const bf16* dout_b, const bf16* in16,
+                                            const float* W, int N, int IC, int OA, int OB) {
+    linear_backward_bf16_cuda(dinp, dW, dout_a, in16, W, N, IC, OA);
+    linear_backward_bf16_cuda(dinp, dW ? dW + (size_t)OA * IC : nullptr, dout_b, in16, W + (size_t)OA * IC, N, IC, OB);
 }
 static void linear_backward_split_cuda(floatX* dinp, float* dW, const floatX* dout_a, const floatX* dout_b, const floatX* inp,
                                        const float* W, int N, int IC, int OA, int OB) {

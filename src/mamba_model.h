@@ -265,6 +265,8 @@ typedef struct {
     float* hs;       // (B, n_chunks, E, N) scan states at chunk starts
     floatX* y;       // (BT, E) gated scan output (bf16 in this memory when y_bf16)
     bool y_bf16;     // the last forward stored y in bf16 for out_proj (mamba_y_bf16)
+    bool bf16;       // the last forward ran with bf16 activations (mamba_acts_bf16): xin, z, dt_low,
+                     // Bm, Cm, delta and y are bf16 in these views (and the backward's gradients too)
     floatX *h_in_proj, *h_x_proj, *h_dt_proj, *h_out_proj;  // (BT, r) LoRA bottlenecks (nullptr: no adapter)
     Mamba2Acts m2;   // M2: the block's own (mamba2.h)
     floatX* qkv;     // (BT, 3D)  A
@@ -322,6 +324,8 @@ typedef struct MambaModel {
     Mamba2Config m2cfg;           // the M2 layers' block config
     Mamba2Scratch m2_scratch;     // shared by the M2 layers (forward and backward)
     std::vector<size_t> layer_act_bytes;  // activation bytes of each layer (the memory report)
+    std::vector<char> acts16;     // M1 layers laid out for bf16 activations (half-size views; mamba_plan_acts16)
+    bool all_acts16;              // every layer is: the shared u, xn, xdbl and the backward scratch are halved too
     int wpe_index;                // learned positions (cfg.pos_embed), else -1
     float* wpe; float* dwpe;      // (max_seq, D)
     floatX* dresid;     // (BT, D) gradient of the residual stream
@@ -431,6 +435,37 @@ static LayerParams layer_grad_views(const ParamStore* ps, const LayerIndex& li) 
     return d;
 }
 
+// an activation view of n elements: fp32, or bf16 (half the bytes) for a layer laid out for bf16
+// activations (its kernels then read and write it as bf16)
+static floatX* mamba_take_act(Arena* a, size_t n, bool half) {
+    return half ? reinterpret_cast<floatX*>(arena_take<uint16_t>(a, n)) : arena_take<floatX>(a, n);
+}
+
+// A GPU model built under --matmul bf16: each M1 layer without adapters whose products are wide
+// enough at the built shape (the rule of mamba_acts_bf16) and whose conv and scan have bf16 kernels
+// is laid out with its activations in bf16, half the bytes, and then runs with bf16 activations at
+// every forward shape. Where every layer is such a one, the shared buffers (xn, u, xdbl) and the
+// backward scratch are halved too.
+static void mamba_plan_acts16(MambaModel* m) {
+    const MambaConfig& c = m->cfg;
+    m->acts16.assign(c.n_layer, 0);
+    m->all_acts16 = false;
+#ifdef __CUDACC__
+    if (!m->on_gpu || g_matmul_precision != MATMUL_BF16) return;
+    int BT = m->B * m->T, n = 0;
+    bool fits = linear_split_bf16(BT, c.d_model, c.d_inner, c.d_inner) && linear_use_bf16(c.d_model, BT, c.d_inner) &&
+                conv1d_silu_b16_ok(c.d_conv) && c.d_state == SCAN_FAST_N &&
+                rmsnorm_vec_ok(c.d_model, nullptr, nullptr, nullptr);  // (the views are 16-byte aligned)
+    for (int l = 0; l < c.n_layer; l++) {
+        const LayerLora& ll = m->lora_layers[l];
+        bool adapter = lora_active(ll.in_proj) || lora_active(ll.x_proj) || lora_active(ll.dt_proj) || lora_active(ll.out_proj);
+        m->acts16[l] = fits && m->layer_index[l].kind == LAYER_M1 && !adapter;
+        n += m->acts16[l];
+    }
+    m->all_acts16 = n == c.n_layer;
+#endif
+}
+
 // activations for (m->B, m->T), carved from one arena (see params.h)
 static void mamba_layout_acts(MambaModel* m, Arena* a) {
     const MambaConfig& c = m->cfg;
@@ -452,10 +487,11 @@ static void mamba_layout_acts(MambaModel* m, Arena* a) {
         }
         if (kind == LAYER_MLP) x.hpre = arena_take<floatX>(a, BT * H);
         if (kind != LAYER_M1) { m->layer_act_bytes[l] = a->used - start; continue; }
-        x.xin = arena_take<floatX>(a, BT * E);    x.z = arena_take<floatX>(a, BT * E);
-        x.dt_low = arena_take<floatX>(a, BT * R); x.Bm = arena_take<floatX>(a, BT * N);
-        x.Cm = arena_take<floatX>(a, BT * N);     x.delta = arena_take<floatX>(a, BT * E);
-        x.hs = arena_take<float>(a, hs);          x.y = arena_take<floatX>(a, BT * E);
+        auto act = [&](size_t n) { return mamba_take_act(a, n, m->acts16[l]); };
+        x.xin = act(BT * E);    x.z = act(BT * E);
+        x.dt_low = act(BT * R); x.Bm = act(BT * N);
+        x.Cm = act(BT * N);     x.delta = act(BT * E);
+        x.hs = arena_take<float>(a, hs);          x.y = act(BT * E);
         const LayerLora& ll = m->lora_layers[l];
         size_t r = m->lora.rank;
         x.h_in_proj = lora_active(ll.in_proj) ? arena_take<floatX>(a, BT * r) : nullptr;
@@ -468,9 +504,9 @@ static void mamba_layout_acts(MambaModel* m, Arena* a) {
     m->resid_out = arena_take<floatX>(a, BT * D); m->rstd_f = arena_take<float>(a, BT);
     m->xf = arena_take<floatX>(a, BT * D);
     m->logits_chunk = arena_take<floatX>(a, (size_t)m->chunk_rows * c.vocab_size);
-    m->losses = arena_take<float>(a, BT);         m->xn = arena_take<floatX>(a, BT * D);
-    m->xdbl = has_m1 ? arena_take<floatX>(a, BT * (R + 2 * N)) : nullptr;
-    m->u = has_m1 ? arena_take<floatX>(a, BT * E) : nullptr;
+    m->losses = arena_take<float>(a, BT);         m->xn = mamba_take_act(a, BT * D, m->all_acts16);
+    m->xdbl = has_m1 ? mamba_take_act(a, BT * (R + 2 * N), m->all_acts16) : nullptr;
+    m->u = has_m1 ? mamba_take_act(a, BT * E, m->all_acts16) : nullptr;
     m->mlp_h = mamba_has_kind(c, LAYER_MLP) ? arena_take<floatX>(a, BT * H) : nullptr;
     // the M2 layers' shared workspace sits with the activations: the forward needs it too
     if (mamba_has_kind(c, LAYER_M2)) mamba2_layout_scratch(&m->m2_scratch, a, m->m2cfg, m->B, m->T);
@@ -490,11 +526,12 @@ static void mamba_layout_scratch(MambaModel* m, Arena* a) {
     // the rest is per kind and one layer's at a time: the kinds share the bytes (a union)
     size_t kinds_start = a->used, end = a->used;
     if (mamba_has_kind(c, LAYER_M1)) {
-        s.dy = arena_take<floatX>(a, BT * E);      s.du = arena_take<floatX>(a, BT * E);
-        s.ddelta = arena_take<floatX>(a, BT * E);  s.dz = arena_take<floatX>(a, BT * E);
-        s.dxin = arena_take<floatX>(a, BT * E);    s.ddt_low = arena_take<floatX>(a, BT * R);
+        bool h = m->all_acts16;  // (dBm, dCm, ddt_low stay fp32 under bf16 activations)
+        s.dy = mamba_take_act(a, BT * E, h);       s.du = mamba_take_act(a, BT * E, h);
+        s.ddelta = mamba_take_act(a, BT * E, h);   s.dz = mamba_take_act(a, BT * E, h);
+        s.dxin = mamba_take_act(a, BT * E, h);     s.ddt_low = arena_take<floatX>(a, BT * R);
         s.dBm = arena_take<floatX>(a, BT * N);     s.dCm = arena_take<floatX>(a, BT * N);
-        s.dxdbl = arena_take<floatX>(a, BT * (R + 2 * N));
+        s.dxdbl = mamba_take_act(a, BT * (R + 2 * N), h);
         s.dh_lora = m->lora.rank > 0 ? arena_take<floatX>(a, BT * m->lora.rank) : nullptr;
         end = std::max(end, a->used);
     }
@@ -547,6 +584,7 @@ static void mamba_build(MambaModel* m, MambaConfig cfg, int B, int T, bool on_gp
         for (LoraAdapter* a : {&ll.in_proj, &ll.x_proj, &ll.dt_proj, &ll.out_proj}) lora_resolve(a, ps);
     }
     m->acts.resize(cfg.n_layer);
+    mamba_plan_acts16(m);
     // chunks of at most g_logits_chunk_floats logits: all BT rows at once for small vocabularies
     m->chunk_rows = (int)std::max<size_t>(1, std::min<size_t>((size_t)B * T, g_logits_chunk_floats / cfg.vocab_size));
     m->logits = nullptr;
@@ -775,6 +813,89 @@ static void mamba_layer_norm(MambaModel* m, int l, int BT, bool xn16, const char
     PROF(m->on_gpu, prof_name, rmsnorm_forward(m->on_gpu, m->xn, a.rstd, a.resid, p.norm_w, BT, D));
 }
 
+// --matmul bf16 on the GPU, a Mamba-1 layer without active adapters and with the fast scan's
+// d_state (16): bf16 activations. Every (BT, E) activation of the layer (xin, z, u, delta, y),
+// dt_low, Bm, Cm, and their gradients (dy, du, ddelta, dz, dxin) are bf16, written once by their
+// producer and read as they are by every consumer (no copies); every product runs on bf16 tensor
+// cores (thin ones included) with fp32 accumulation. The residual stream and its gradient, rstd,
+// the scan's states (hs) and sums, dBm / dCm (summed by atomics), ddt_low, the parameters and
+// their gradients stay fp32, as do the official kernels' (residual_in_fp32). The bf16 values live
+// in the fp32-sized views of LayerActs / LayerScratch (half of each).
+static bool mamba_acts_bf16(const MambaModel* m, int l, int BT, bool adapters) {
+#ifdef __CUDACC__
+    if (m->acts16[l]) {  // laid out for them (mamba_plan_acts16)
+        if (g_matmul_precision != MATMUL_BF16)
+            FATAL("the model was built under --matmul bf16 (its activations are laid out in bf16); the matmul precision "
+                  "changed since: set it before mamba_build");
+        return true;
+    }
+    const MambaConfig& c = m->cfg;
+    const LayerLora& ll = m->lora_layers[l];
+    const LayerActs& a = m->acts[l];
+    const LayerScratch& s = m->scratch;
+    bool adapter = adapters && (lora_active(ll.in_proj) || lora_active(ll.x_proj) || lora_active(ll.dt_proj) ||
+                                lora_active(ll.out_proj));
+    return m->on_gpu && !adapter && linear_split_bf16(BT, c.d_model, c.d_inner, c.d_inner) &&
+           linear_use_bf16(c.d_model, BT, c.d_inner) && conv1d_silu_b16_ok(c.d_conv) &&
+           rmsnorm_vec_ok(c.d_model, m->xn, a.resid, m->layers[l].norm_w) &&
+           selective_scan_forward_fast_ok(c.d_state, a.hs, a.Bm, a.Cm) &&
+           (!m->params.with_grads || selective_scan_backward_fast_ok(c.d_state, a.hs, a.Bm, a.Cm, s.dBm, s.dCm));
+#else
+    (void)m; (void)l; (void)BT; (void)adapters;
+    return false;
+#endif
+}
+
+#ifdef __CUDACC__
+static bf16* as_bf16(floatX* x) { return reinterpret_cast<bf16*>(x); }
+
+// mamba_layer_forward's composition with bf16 activations (mamba_acts_bf16)
+static void mamba_layer_forward_bf16(MambaModel* m, int l, floatX* layer_out, int B, int T) {
+    const MambaConfig& c = m->cfg;
+    int D = c.d_model, E = c.d_inner, N = c.d_state, K = c.d_conv, R = c.dt_rank, BT = B * T;
+    const LayerParams& p = m->layers[l];
+    LayerActs& a = m->acts[l];
+    bf16 *xn = as_bf16(m->xn), *xin = as_bf16(a.xin), *z = as_bf16(a.z), *u = as_bf16(m->u), *xdbl = as_bf16(m->xdbl);
+    bf16 *dt_low = as_bf16(a.dt_low), *Bm = as_bf16(a.Bm), *Cm = as_bf16(a.Cm), *delta = as_bf16(a.delta), *y = as_bf16(a.y);
+    mamba_layer_norm(m, l, BT, true, "rmsnorm");
+    PROF(true, "in_proj", linear_forward_split_b16_cuda(xin, z, xn, p.in_proj_w, BT, D, E, E));  // [x | z]
+    PROF(true, "conv1d+silu", conv1d_silu_forward_b16_cuda(u, xin, p.conv_w, p.conv_b, B, T, E, K));
+    PROF(true, "x_proj", linear_forward_b16_cuda(xdbl, u, p.x_proj_w, BT, E, R + 2 * N);
+                         split_columns_cuda(dt_low, Bm, Cm, xdbl, BT, R, N, N));
+    PROF(true, "dt_proj", linear_forward_b16_cuda(delta, dt_low, p.dt_proj_w, BT, R, E));
+    PROF(true, "scan", selective_scan_forward_b16_cuda(y, a.hs, u, delta, p.A_log, Bm, Cm, p.D, z, p.dt_proj_b, B, T, E));
+    PROF(true, "out_proj", linear_forward_b16_cuda(layer_out, y, p.out_proj_w, BT, E, D);
+                           add_inplace(true, layer_out, a.resid, (size_t)BT * D));
+}
+
+// mamba_layer_backward's with bf16 activations: the scratch gradients dy, du, ddelta, dz, dxin are
+// bf16 (zeroed like the fp32 ones: zero bits are 0 in both), dBm, dCm, ddt_low and dxn fp32
+static void mamba_layer_backward_bf16(MambaModel* m, int l, int B, int T) {
+    const MambaConfig& c = m->cfg;
+    int D = c.d_model, E = c.d_inner, N = c.d_state, K = c.d_conv, R = c.dt_rank, BT = B * T;
+    const LayerParams& p = m->layers[l];
+    const LayerParams& dp = m->dlayers[l];
+    LayerActs& a = m->acts[l];
+    LayerScratch& s = m->scratch;
+    bf16 *xn = as_bf16(m->xn), *xin = as_bf16(a.xin), *z = as_bf16(a.z), *u = as_bf16(m->u);
+    bf16 *dt_low = as_bf16(a.dt_low), *Bm = as_bf16(a.Bm), *Cm = as_bf16(a.Cm), *delta = as_bf16(a.delta), *y = as_bf16(a.y);
+    bf16 *dy = as_bf16(s.dy), *du = as_bf16(s.du), *ddelta = as_bf16(s.ddelta), *dz = as_bf16(s.dz), *dxin = as_bf16(s.dxin);
+    bf16* dxdbl = as_bf16(s.dxdbl);
+    backend_memset0(true, (char*)m->scratch_memory + m->layer_scratch_start, m->scratch_bytes - m->layer_scratch_start);
+    mamba_layer_norm(m, l, BT, true, "recompute");
+    PROF(true, "recompute", conv1d_silu_forward_b16_cuda(u, xin, p.conv_w, p.conv_b, B, T, E, K));
+    PROF(true, "out_proj", linear_backward_b16_cuda(dy, dp.out_proj_w, m->dresid, y, p.out_proj_w, BT, E, D));
+    PROF(true, "scan", selective_scan_backward_b16_cuda(du, ddelta, dp.A_log, s.dBm, s.dCm, dp.D, dz, dp.dt_proj_b, dy, u, delta,
+                                                        p.A_log, Bm, Cm, p.D, z, p.dt_proj_b, a.hs, B, T, E));
+    PROF(true, "dt_proj", linear_backward_bf16_cuda(s.ddt_low, dp.dt_proj_w, ddelta, dt_low, p.dt_proj_w, BT, R, E));
+    PROF(true, "x_proj", concat_columns_cuda(dxdbl, s.ddt_low, s.dBm, s.dCm, BT, R, N, N);
+                         linear_backward_bf16_cuda(du, dp.x_proj_w, dxdbl, u, p.x_proj_w, BT, E, R + 2 * N));
+    PROF(true, "conv1d+silu", conv1d_silu_backward_b16_cuda(dxin, dp.conv_w, dp.conv_b, du, xin, p.conv_w, p.conv_b, B, T, E, K));
+    PROF(true, "in_proj", linear_backward_split_bf16_cuda(s.dxn, dp.in_proj_w, dxin, dz, xn, p.in_proj_w, BT, D, E, E));
+    PROF(true, "rmsnorm", rmsnorm_backward(true, m->dresid, dp.norm_w, s.dxn, a.resid, p.norm_w, a.rstd, BT, D));
+}
+#endif
+
 static void mamba_layer_forward(MambaModel* m, int l, floatX* layer_out, int B, int T) {
     const MambaConfig& c = m->cfg;
     int D = c.d_model, E = c.d_inner, N = c.d_state, K = c.d_conv, R = c.dt_rank, BT = B * T;
@@ -783,6 +904,13 @@ static void mamba_layer_forward(MambaModel* m, int l, floatX* layer_out, int B, 
     LayerActs& a = m->acts[l];
     const LayerLora& ll = m->lora_layers[l];
     bool lora = m->lora.rank > 0 && !m->lora_merged;
+    a.bf16 = mamba_acts_bf16(m, l, BT, lora);
+#ifdef __CUDACC__
+    if (a.bf16) {
+        mamba_layer_forward_bf16(m, l, layer_out, B, T);
+        return;
+    }
+#endif
     const bool xn16 = mamba_xn_bf16(m, l, BT, lora);
     mamba_layer_norm(m, l, BT, xn16, "rmsnorm");
 #ifdef __CUDACC__
@@ -920,6 +1048,12 @@ static void mamba_layer_backward(MambaModel* m, int l, int B, int T) {
     LayerScratch& s = m->scratch;
     const LayerLora& ll = m->lora_layers[l];
     bool lora = m->lora.rank > 0;  // (a merged model is for inference: mamba_backward refuses it)
+#ifdef __CUDACC__
+    if (a.bf16) {
+        mamba_layer_backward_bf16(m, l, B, T);
+        return;
+    }
+#endif
     backend_memset0(on_gpu, (char*)m->scratch_memory + m->layer_scratch_start, m->scratch_bytes - m->layer_scratch_start);
     // recompute what the forward did not keep (bit-identical to the forward's values)
     const bool xn16 = mamba_xn_bf16(m, l, BT, lora);

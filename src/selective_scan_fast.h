@@ -2,6 +2,8 @@
 // forward and backward, with their launchers. Same inputs, outputs and math as the generic kernels
 // in selective_scan.h, which #includes this file and calls these launchers when N == 16 and the
 // pointers allow; read selective_scan.h first (shapes and equations are there).
+// Both are templates over the activations' type T (u, delta, z, Bm, Cm, y and dout, du, ddelta, dz):
+// fp32, or bf16 for train_mamba's bf16 activations; hs, dBm, dCm and every sum inside stay fp32.
 //
 // How they reach speed (the versions that led here, with timings and floor arithmetic, are in
 // dev/notes_scan.md and dev/selective_scan_{forward,backward}.cu; this file holds forward v7 and
@@ -102,22 +104,22 @@ __device__ __forceinline__ void scan_cp_async(void* sdst, const void* gsrc, bool
     else
         asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gsrc), "r"(n) : "memory");
 }
-// Copy the PACK = Packed128<floatX>::size consecutive channels [e0, e0 + PACK) of one activation
+// Copy the PACK = Packed128<T>::size consecutive channels [e0, e0 + PACK) of one activation
 // row into shared memory asynchronously, zero-filling channels past E and rows past L (row_ok
 // false). VEC: one 16-byte copy (E % PACK == 0, aligned); otherwise one 4-byte copy per channel,
-// or plain loads if floatX is narrower than 4 bytes.
-template <bool VEC>
-__device__ __forceinline__ void scan_stage_vec(floatX* dst, const floatX* src, int e0, int E, bool row_ok) {
-    constexpr int PACK = Packed128<floatX>::size;
+// or plain loads if T is narrower than 4 bytes.
+template <bool VEC, typename T>
+__device__ __forceinline__ void scan_stage_vec(T* dst, const T* src, int e0, int E, bool row_ok) {
+    constexpr int PACK = Packed128<T>::size;
     if constexpr (VEC) {
         scan_cp_async<16>(dst, src + (e0 < E ? e0 : 0), row_ok && e0 < E);
-    } else if constexpr (sizeof(floatX) == 4) {
+    } else if constexpr (sizeof(T) == 4) {
         #pragma unroll
         for (int q = 0; q < PACK; q++)
             scan_cp_async<4>(dst + q, src + (e0 + q < E ? e0 + q : 0), row_ok && e0 + q < E);
     } else {
         #pragma unroll
-        for (int q = 0; q < PACK; q++) dst[q] = (row_ok && e0 + q < E) ? src[e0 + q] : (floatX)0.0f;
+        for (int q = 0; q < PACK; q++) dst[q] = (row_ok && e0 + q < E) ? src[e0 + q] : (T)0.0f;
     }
 }
 
@@ -129,27 +131,28 @@ __device__ __forceinline__ void scan_cp_async_wait_one() { asm volatile("cp.asyn
 // fast forward (N == 16)
 
 // the forward's ring of raw input tiles: 2 slots, each [u, delta, z: TILE x CH][Bm, Cm: TILE x N]
-// in floatX, as read from global memory (dynamic shared memory: 32 KB for fp32)
+// in T, as read from global memory (dynamic shared memory: 32 KB for fp32, 16 KB for bf16)
 constexpr int SCAN_FWD_SLOT = 3 * SCAN_FWD_TILE * SCAN_FAST_CH + 2 * SCAN_FWD_TILE * SCAN_FAST_N;
-static constexpr size_t scan_fwd_fast_smem() { return 2 * (size_t)SCAN_FWD_SLOT * sizeof(floatX); }
+template <typename T>
+static constexpr size_t scan_fwd_fast_smem() { return 2 * (size_t)SCAN_FWD_SLOT * sizeof(T); }
 
-// forward: grid (ceil(E / 32), B), block 128, 27.8 KB static + scan_fwd_fast_smem() dynamic
+// forward: grid (ceil(E / 32), B), block 128, 27.8 KB static + scan_fwd_fast_smem<T>() dynamic
 // shared memory. Thread tid owns channel eb + tid/4 and its states [4g, 4g+4), g = tid % 4.
 // Per 32-step tile t: issue the copies of tile t+2 into the slot tile t was staged from, scan
 // tile t from the staged arrays, wait for tile t+1's copies, barrier, store tile t's out and
 // stage tile t+1 (convert, dt = softplus) from its slot, barrier.
-// VEC: u, delta, z, out rows as 16-byte vectors (E % Packed128<floatX>::size == 0, aligned), else
+// VEC: u, delta, z, out rows as 16-byte vectors (E % Packed128<T>::size == 0, aligned), else
 // per element. OT: the output's type (bf16 for a product that takes bf16 operands: the fp32 value
 // rounded to nearest, a vector of PACK values stored as 2 * PACK bytes).
-template <bool VEC, typename OT = floatX>
+template <bool VEC, typename T, typename OT = T>
 __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast_kernel(
-    OT* __restrict__ out, float* __restrict__ hs, const floatX* __restrict__ u,
-    const floatX* __restrict__ delta, const float* __restrict__ A_log, const floatX* __restrict__ Bm,
-    const floatX* __restrict__ Cm, const float* __restrict__ D, const floatX* __restrict__ z,
+    OT* __restrict__ out, float* __restrict__ hs, const T* __restrict__ u,
+    const T* __restrict__ delta, const float* __restrict__ A_log, const T* __restrict__ Bm,
+    const T* __restrict__ Cm, const float* __restrict__ D, const T* __restrict__ z,
     const float* __restrict__ delta_bias, int B, int L, int E) {
     constexpr int N = SCAN_FAST_N, S = SCAN_FAST_S, CH = SCAN_FAST_CH, THREADS = SCAN_FAST_THREADS;
     constexpr int TT = SCAN_FWD_TILE, W = SCAN_FWD_W;
-    constexpr int PACK = Packed128<floatX>::size;       // floatX per 16-byte vector
+    constexpr int PACK = Packed128<T>::size;       // T per 16-byte vector
     constexpr int ROWV = CH / PACK;                     // vectors per tile row of u, delta, z, out
     constexpr int ACT_PER_THR = TT * ROWV / THREADS;    // such vectors per thread per tile
     constexpr int BC_VECS = TT * N / PACK;              // vectors per Bm (or Cm) tile
@@ -176,14 +179,14 @@ __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast
 
     // the ring slot of the tile starting at t0
     auto slot_of = [&](int t0) {
-        return reinterpret_cast<floatX*>(scan_fwd_ring) + ((t0 / TT) & 1) * SCAN_FWD_SLOT;
+        return reinterpret_cast<T*>(scan_fwd_ring) + ((t0 / TT) & 1) * SCAN_FWD_SLOT;
     };
     // start the copies of the tile at t0 (zeros past L and past E) and commit them as one group.
     // Past the end it commits an empty group, so "all but the newest group" keeps meaning the
     // tile before. Only the fp32 scalar path can copy single elements (4-byte cp.async); a 2-byte
-    // floatX there is loaded and stored synchronously.
+    // T there is loaded and stored synchronously.
     auto issue = [&](int t0) {
-        floatX* slot = slot_of(t0);
+        T* slot = slot_of(t0);
         if (t0 < L) {
             #pragma unroll
             for (int k = 0; k < ACT_PER_THR; k++) {
@@ -192,8 +195,8 @@ __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast
                 size_t off = ((size_t)b * L + (row_ok ? t : 0)) * E;
                 #pragma unroll
                 for (int w = 0; w < 3; w++) {
-                    const floatX* src = (w == 0 ? u : w == 1 ? delta : z) + off;
-                    floatX* dst = slot + (w * TT + r) * CH + cv * PACK;
+                    const T* src = (w == 0 ? u : w == 1 ? delta : z) + off;
+                    T* dst = slot + (w * TT + r) * CH + cv * PACK;
                     scan_stage_vec<VEC>(dst, src, e0, E, row_ok);
                 }
             }
@@ -202,7 +205,7 @@ __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast
                 int j = tid + k * THREADS;
                 if (j < 2 * BC_VECS) {
                     int i = j % BC_VECS, r = i / (N / PACK), nv = i % (N / PACK), t = t0 + r;
-                    const floatX* src = (j < BC_VECS ? Bm : Cm) + ((size_t)b * L + (t < L ? t : 0)) * N;
+                    const T* src = (j < BC_VECS ? Bm : Cm) + ((size_t)b * L + (t < L ? t : 0)) * N;
                     scan_cp_async<16>(slot + (j < BC_VECS ? BM_OFF : CM_OFF) + r * N + nv * PACK,
                                       src + nv * PACK, t < L);
                 }
@@ -213,15 +216,15 @@ __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast
     // the raw tile at t0 (landed, published by a barrier) -> the staged arrays; dt and dt*u once
     // per (t, e). dt = 0 past L or past E makes those steps identities.
     auto stage = [&](int t0) {
-        const floatX* slot = slot_of(t0);
+        const T* slot = slot_of(t0);
         #pragma unroll
         for (int k = 0; k < ACT_PER_THR; k++) {
             int i = tid + k * THREADS, r = i / ROWV, cv = i % ROWV, t = t0 + r;
-            const floatX* src = slot + r * CH + cv * PACK;
+            const T* src = slot + r * CH + cv * PACK;
             // typed copies rather than load128 (an int4 load): the values stay in float registers
-            Packed128<floatX> pu = *reinterpret_cast<const Packed128<floatX>*>(src);
-            Packed128<floatX> pd = *reinterpret_cast<const Packed128<floatX>*>(src + TT * CH);
-            Packed128<floatX> pz = *reinterpret_cast<const Packed128<floatX>*>(src + 2 * TT * CH);
+            Packed128<T> pu = *reinterpret_cast<const Packed128<T>*>(src);
+            Packed128<T> pd = *reinterpret_cast<const Packed128<T>*>(src + TT * CH);
+            Packed128<T> pz = *reinterpret_cast<const Packed128<T>*>(src + 2 * TT * CH);
             #pragma unroll
             for (int j = 0; j < PACK; j += 4) {
                 float4 uf, zf;
@@ -248,8 +251,8 @@ __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast
             int j = tid + k * THREADS;
             if (j < 2 * BC_VECS) {
                 int i = j % BC_VECS, r = i / (N / PACK), nv = i % (N / PACK);
-                Packed128<floatX> p =
-                    *reinterpret_cast<const Packed128<floatX>*>(slot + (j < BC_VECS ? BM_OFF : CM_OFF) + r * N + nv * PACK);
+                Packed128<T> p =
+                    *reinterpret_cast<const Packed128<T>*>(slot + (j < BC_VECS ? BM_OFF : CM_OFF) + r * N + nv * PACK);
                 float* dst = j < BC_VECS ? &B_s[r][nv * PACK] : &C_s[r][nv * PACK];
                 #pragma unroll
                 for (int q = 0; q < PACK; q++) dst[q] = (float)p.v[q];
@@ -301,12 +304,12 @@ __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast
             int i = tid + k * THREADS, r = i / ROWV, cv = i % ROWV, t = t0 + r, ee = eb + cv * PACK;
             if (t < L) {
                 OT* dst = out + ((size_t)b * L + t) * E;
-                if constexpr (sizeof(OT) == sizeof(floatX)) {
-                    Packed128<floatX> p;
+                if constexpr (sizeof(OT) == sizeof(T)) {
+                    Packed128<T> p;
                     #pragma unroll
-                    for (int q = 0; q < PACK; q++) p.v[q] = (floatX)o_s[r][cv * PACK + q];
+                    for (int q = 0; q < PACK; q++) p.v[q] = (T)o_s[r][cv * PACK + q];
                     if (VEC) {
-                        if (ee < E) store128cs(reinterpret_cast<floatX*>(dst) + ee, p);
+                        if (ee < E) store128cs(reinterpret_cast<T*>(dst) + ee, p);
                     } else {
                         #pragma unroll
                         for (int q = 0; q < PACK; q++)
@@ -345,31 +348,32 @@ __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast
 #define SCAN_LN2 0.6931471805599453f
 static_assert(SCAN_BWD_SUB * 8 == SCAN_BWD_THREADS, "one thread per (step, float4) of a sub-chunk's dB/dC");
 
-// dst[0..4) += v: one 16-byte fp32 atomic (sm_90); scalar atomics if floatX is not float
-// (bf16 would then round every block's partial sum: an fp32 scratch would be more accurate)
-__device__ __forceinline__ void scan_atomic_add4(floatX* dst, float4 v) {
-    if constexpr (std::is_same<floatX, float>::value) {
-        atomic_add_float4(reinterpret_cast<float*>(dst), v);
-    } else {
-        atomicAdd(dst, (floatX)v.x); atomicAdd(dst + 1, (floatX)v.y);
-        atomicAdd(dst + 2, (floatX)v.z); atomicAdd(dst + 3, (floatX)v.w);
-    }
-}
+// dst[0..4) += v: one 16-byte fp32 atomic (sm_90). dBm / dCm stay fp32 for bf16 activations too:
+// every block adds its partial sum into them, and bf16 would round each addition.
+__device__ __forceinline__ void scan_atomic_add4(float* dst, float4 v) { atomic_add_float4(dst, v); }
 __device__ __forceinline__ void scan_cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
-// 4 consecutive floatX as floats: from shared memory (16-byte aligned for fp32) ...
-__device__ __forceinline__ float4 scan_lds4f(const floatX* p) {
-    if constexpr (sizeof(floatX) == 4) return *reinterpret_cast<const float4*>(p);
+// 4 consecutive T as floats: from shared memory (16-byte aligned for fp32) ...
+template <typename T>
+__device__ __forceinline__ float4 scan_lds4f(const T* p) {
+    if constexpr (sizeof(T) == 4) return *reinterpret_cast<const float4*>(p);
     else return make_float4((float)p[0], (float)p[1], (float)p[2], (float)p[3]);
 }
 // ... and from a global row at channels e0 .. e0+3, zeros past E or for an invalid row. VEC:
-// E % Packed128<floatX>::size == 0 and the row is 16-byte aligned, so e0 % 4 == 0 allows one
+// E % Packed128<T>::size == 0 and the row is 16-byte aligned, so e0 % 4 == 0 allows one
 // 16-byte fp32 load.
-template <bool VEC>
-__device__ __forceinline__ float4 scan_ldg4f(const floatX* row, int e0, int E, bool valid) {
+template <bool VEC, typename T>
+__device__ __forceinline__ float4 scan_ldg4f(const T* row, int e0, int E, bool valid) {
     float4 r = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if constexpr (VEC && sizeof(floatX) == 4) {
+    if constexpr (VEC && sizeof(T) == 4) {
         if (valid && e0 < E) r = __ldg(reinterpret_cast<const float4*>(row + e0));
+    } else if constexpr (VEC && sizeof(T) == 2) {  // 4 bf16: one 8-byte load
+        if (valid && e0 < E) {
+            uint2 q = __ldg(reinterpret_cast<const uint2*>(row + e0));
+            float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&q.x));
+            float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&q.y));
+            r = make_float4(lo.x, lo.y, hi.x, hi.y);
+        }
     } else {
         float* rv = &r.x;
         #pragma unroll
@@ -388,16 +392,17 @@ __device__ __forceinline__ int scan_bwd_cell(int t, int c) {
     return t * SCAN_BWD_CH + (c ^ (((t >> 1) & 1) << 3));
 }
 
-// dynamic shared memory of the fast backward (36 KB for fp32: 6 blocks fit on an SM)
+// dynamic shared memory of the fast backward (36 KB for fp32, 32 KB for bf16: 6 blocks fit on an SM)
+template <typename T>
 static constexpr size_t scan_bwd_fast_smem() {
-    return (size_t)2 * SCAN_CHUNK * SCAN_BWD_CH * sizeof(floatX)        // raw u, delta of the next chunk
+    return (size_t)2 * SCAN_CHUNK * SCAN_BWD_CH * sizeof(T)        // raw u, delta of the next chunk
            + ((size_t)4 * SCAN_CHUNK * SCAN_BWD_CH                      // dt, u, dy, q tiles
               + (size_t)2 * SCAN_CHUNK * SCAN_FAST_N                    // Bm, Cm
               + (size_t)2 * (SCAN_BWD_THREADS / 32) * SCAN_BWD_SUB * 32) // dB/dC slabs, 2 buffers
                  * sizeof(float);
 }
 
-// backward: grid (ceil(E / 16), B), block 64, scan_bwd_fast_smem() dynamic shared memory.
+// backward: grid (ceil(E / 16), B), block 64, scan_bwd_fast_smem<T>() dynamic shared memory.
 // Thread tid owns channel eb + tid/4 and its states [4g, 4g+4), g = tid % 4, in the scan phases;
 // in the conversion it handles 4-channel groups (tid % 4) of rows tid/4 + 16k.
 // Per chunk c, last to first:
@@ -414,17 +419,17 @@ static constexpr size_t scan_bwd_fast_smem() {
 //  e. du, ddelta, dz += the tiles (16-byte read-modify-writes, every load issued before any store)
 // The opaque re-reads of tid keep the compiler from hoisting the staging / conversion / phase-e
 // index math out of the chunk loop, which kept ~40 addresses live through the reverse (spills).
-template <bool VEC>
+template <bool VEC, typename T>
 __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selective_scan_backward_fast_kernel(
-    floatX* __restrict__ du, floatX* __restrict__ ddelta, float* __restrict__ dA_log,
-    floatX* __restrict__ dBm, floatX* __restrict__ dCm, float* __restrict__ dD, floatX* __restrict__ dz,
-    float* __restrict__ ddelta_bias, const floatX* __restrict__ dout, const floatX* __restrict__ u,
-    const floatX* __restrict__ delta, const float* __restrict__ A_log, const floatX* __restrict__ Bm,
-    const floatX* __restrict__ Cm, const float* __restrict__ D, const floatX* __restrict__ z,
+    T* __restrict__ du, T* __restrict__ ddelta, float* __restrict__ dA_log,
+    float* __restrict__ dBm, float* __restrict__ dCm, float* __restrict__ dD, T* __restrict__ dz,
+    float* __restrict__ ddelta_bias, const T* __restrict__ dout, const T* __restrict__ u,
+    const T* __restrict__ delta, const float* __restrict__ A_log, const T* __restrict__ Bm,
+    const T* __restrict__ Cm, const float* __restrict__ D, const T* __restrict__ z,
     const float* __restrict__ delta_bias, const float* __restrict__ hs, int B, int L, int E) {
     constexpr int N = SCAN_FAST_N, S = SCAN_FAST_S, CH = SCAN_BWD_CH, THREADS = SCAN_BWD_THREADS;
     constexpr int WARPS = THREADS / 32, CK = SCAN_CHUNK, SC = SCAN_BWD_SUB, NSC = CK / SC;
-    constexpr int PACK = Packed128<floatX>::size;        // floatX per 16-byte vector
+    constexpr int PACK = Packed128<T>::size;        // T per 16-byte vector
     constexpr int ROWV = CH / PACK;                      // 16-byte vectors per activation tile row
     constexpr int BCV = N / PACK;                        // 16-byte vectors per Bm / Cm row
     constexpr int CV = CH / 4;                           // 4-channel groups per tile row
@@ -437,7 +442,7 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
     static_assert(CH % 8 == 0 && PACK % 4 == 0 && N % PACK == 0, "whole warps, whole float4s");
 
     extern __shared__ __align__(16) unsigned char scan_bwd_smem[];
-    floatX* raw = reinterpret_cast<floatX*>(scan_bwd_smem);    // [2][CK][CH]: u, delta as read
+    T* raw = reinterpret_cast<T*>(scan_bwd_smem);    // [2][CK][CH]: u, delta as read
     float* dt_s = reinterpret_cast<float*>(raw + 2 * CK * CH); // tiles (scan_bwd_cell): dt, then ddelta
     float* u_s = dt_s + CK * CH;                               // u, then du
     float* dy_s = u_s + CK * CH;                               // dy = dout silu(z)
@@ -467,7 +472,7 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
 
     auto opaque_tid = []() { unsigned t; asm volatile("mov.u32 %0, %%tid.x;" : "=r"(t)); return (int)t; };
     // chunk cc's u, delta -> raw (zeros past L and past E), one commit group. Only the fp32 scalar
-    // path can copy single elements (4-byte cp.async); a 2-byte floatX there is copied synchronously.
+    // path can copy single elements (4-byte cp.async); a 2-byte T there is copied synchronously.
     auto issue_in = [&](int cc) {
         int tb = cc * CK, ln = min(CK, L - tb);
         const int tid = opaque_tid();
@@ -476,8 +481,8 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
             int i = tid + k * THREADS, w = i / (CK * ROWV), rem = i % (CK * ROWV);
             int r = rem / ROWV, v = rem % ROWV, e0 = eb + v * PACK;
             bool row_ok = r < ln;
-            const floatX* src = (w == 0 ? u : delta) + ((size_t)b * L + tb + (row_ok ? r : 0)) * E;
-            floatX* dst = raw + (w * CK + r) * CH + v * PACK;
+            const T* src = (w == 0 ? u : delta) + ((size_t)b * L + tb + (row_ok ? r : 0)) * E;
+            T* dst = raw + (w * CK + r) * CH + v * PACK;
             scan_stage_vec<VEC>(dst, src, e0, E, row_ok);
         }
         scan_cp_async_commit();
@@ -493,7 +498,7 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
 
         // a. Bm, Cm rows (L2 hits: every block of batch element b reads them) and this thread's z,
         // dout cells straight into registers, issued before the wait so their latency overlaps it
-        Packed128<floatX> bcr[BC_PER_THR];
+        Packed128<T> bcr[BC_PER_THR];
         {
             const int tid = opaque_tid();
             #pragma unroll
@@ -503,7 +508,7 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
                     bcr[k] = load128((w == 0 ? Bm : Cm) + ((size_t)b * L + t0 + r) * N + v * PACK);
                 } else {
                     #pragma unroll
-                    for (int q = 0; q < PACK; q++) bcr[k].v[q] = (floatX)0.0f;
+                    for (int q = 0; q < PACK; q++) bcr[k].v[q] = (T)0.0f;
                 }
             }
         }
@@ -681,7 +686,7 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
         // e. du, ddelta, dz += tiles; every old value is loaded before any is used
         {
             const int tid = opaque_tid();
-            Packed128<floatX> od[EV][3];
+            Packed128<T> od[EV][3];
             #pragma unroll
             for (int k = 0; k < EV; k++) {
                 int i = tid + k * THREADS, r = i / ROWV, v = i % ROWV, e0 = eb + v * PACK;
@@ -696,9 +701,9 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
                     #pragma unroll
                     for (int q = 0; q < PACK; q++) {
                         bool in = r < len && e0 + q < E;
-                        od[k][0].v[q] = in ? du[off + q] : (floatX)0.0f;
-                        od[k][1].v[q] = in ? ddelta[off + q] : (floatX)0.0f;
-                        od[k][2].v[q] = in ? dz[off + q] : (floatX)0.0f;
+                        od[k][0].v[q] = in ? du[off + q] : (T)0.0f;
+                        od[k][1].v[q] = in ? ddelta[off + q] : (T)0.0f;
+                        od[k][2].v[q] = in ? dz[off + q] : (T)0.0f;
                     }
                 }
             }
@@ -707,7 +712,7 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
                 int i = tid + k * THREADS, r = i / ROWV, v = i % ROWV, e0 = eb + v * PACK;
                 if (r >= len) continue;
                 size_t off = ((size_t)b * L + t0 + r) * E + e0;
-                Packed128<floatX> pu, pd, pz;
+                Packed128<T> pu, pd, pz;
                 #pragma unroll
                 for (int q4 = 0; q4 < PACK; q4 += 4) {
                     int o = scan_bwd_cell(r, v * PACK + q4);  // 4 consecutive channels stay consecutive
@@ -719,9 +724,9 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
                     const float* zv = &zq.x;
                     #pragma unroll
                     for (int q = 0; q < 4; q++) {
-                        pu.v[q4 + q] = (floatX)((float)od[k][0].v[q4 + q] + av[q]);
-                        pd.v[q4 + q] = (floatX)((float)od[k][1].v[q4 + q] + dv[q]);
-                        pz.v[q4 + q] = (floatX)((float)od[k][2].v[q4 + q] + zv[q]);
+                        pu.v[q4 + q] = (T)((float)od[k][0].v[q4 + q] + av[q]);
+                        pd.v[q4 + q] = (T)((float)od[k][1].v[q4 + q] + dv[q]);
+                        pz.v[q4 + q] = (T)((float)od[k][2].v[q4 + q] + zv[q]);
                     }
                 }
                 if constexpr (VEC) {
@@ -764,35 +769,36 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
 //   forward:  Bm, Cm (16-byte cp.async row copies) and hs (float4 stores)
 //   backward: hs (float4 loads), Bm, Cm (16-byte loads), dBm, dCm (16-byte atomics)
 // The (B, L, E) activations and their gradients go as 16-byte vectors too when E is a multiple of
-// Packed128<floatX>::size and they are aligned, else per element in the same kernel (4-byte
-// cp.async for fp32 u, delta): any L and E work (e.g. E = 37).
+// Packed128<T>::size and they are aligned, else per element in the same kernel (4-byte cp.async
+// for fp32 u, delta): any L and E work (e.g. E = 37).
+// T: the activations' type (u, delta, z, Bm, Cm, dout, du, ddelta, dz): fp32, or bf16 under
+// --matmul bf16 (selective_scan_forward_b16_cuda / selective_scan_backward_b16_cuda); A_log, D, the
+// delta bias, hs, dBm, dCm and every sum inside stay fp32.
 
-static bool selective_scan_forward_fast_ok(int N, const float* hs, const floatX* Bm, const floatX* Cm) {
+template <typename T>
+static bool selective_scan_forward_fast_ok(int N, const float* hs, const T* Bm, const T* Cm) {
     return N == SCAN_FAST_N && aligned16(hs) && aligned16(Bm) && aligned16(Cm);
 }
 
-template <typename OT>
-static void selective_scan_forward_fast_t(OT* out, float* hs, const floatX* u, const floatX* delta,
-                                          const float* A_log, const floatX* Bm, const floatX* Cm,
-                                          const float* D, const floatX* z, const float* delta_bias,
-                                          int B, int L, int E) {
-    bool vec = E % Packed128<floatX>::size == 0 && aligned16(u) && aligned16(delta) && aligned16(z) &&
-               aligned16(out);
-    const size_t smem = scan_fwd_fast_smem();
-    static bool smem_opt_in = false;  // static + dynamic shared memory over 48 KB needs an opt-in (per OT)
+template <typename T, typename OT>
+static void selective_scan_forward_fast_t(OT* out, float* hs, const T* u, const T* delta, const float* A_log, const T* Bm,
+                                          const T* Cm, const float* D, const T* z, const float* delta_bias, int B, int L, int E) {
+    bool vec = E % Packed128<T>::size == 0 && aligned16(u) && aligned16(delta) && aligned16(z) && aligned16(out);
+    const size_t smem = scan_fwd_fast_smem<T>();
+    static bool smem_opt_in = false;  // static + dynamic shared memory over 48 KB needs an opt-in (per T, OT)
     if (!smem_opt_in) {
-        cudaCheck(cudaFuncSetAttribute(selective_scan_forward_fast_kernel<true, OT>,
+        cudaCheck(cudaFuncSetAttribute(selective_scan_forward_fast_kernel<true, T, OT>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        cudaCheck(cudaFuncSetAttribute(selective_scan_forward_fast_kernel<false, OT>,
+        cudaCheck(cudaFuncSetAttribute(selective_scan_forward_fast_kernel<false, T, OT>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         smem_opt_in = true;
     }
     dim3 grid(ceil_div(E, SCAN_FAST_CH), B);
     if (vec)
-        selective_scan_forward_fast_kernel<true, OT><<<grid, SCAN_FAST_THREADS, smem>>>(
+        selective_scan_forward_fast_kernel<true, T, OT><<<grid, SCAN_FAST_THREADS, smem>>>(
             out, hs, u, delta, A_log, Bm, Cm, D, z, delta_bias, B, L, E);
     else
-        selective_scan_forward_fast_kernel<false, OT><<<grid, SCAN_FAST_THREADS, smem>>>(
+        selective_scan_forward_fast_kernel<false, T, OT><<<grid, SCAN_FAST_THREADS, smem>>>(
             out, hs, u, delta, A_log, Bm, Cm, D, z, delta_bias, B, L, E);
     cudaCheckLaunch();
 }
@@ -802,46 +808,66 @@ static void selective_scan_forward_fast(floatX* out, float* hs, const floatX* u,
                                         int B, int L, int E) {
     selective_scan_forward_fast_t(out, hs, u, delta, A_log, Bm, Cm, D, z, delta_bias, B, L, E);
 }
-// the forward with a bf16 output (for out_proj under --matmul bf16; the fast path only: the caller
-// checks selective_scan_forward_fast_ok)
+// the forward with a bf16 output (for out_proj under --matmul bf16 when the activations stay fp32;
+// the fast path only: the caller checks selective_scan_forward_fast_ok)
 static void selective_scan_forward_bf16_cuda(bf16* out, float* hs, const floatX* u, const floatX* delta,
                                              const float* A_log, const floatX* Bm, const floatX* Cm,
                                              const float* D, const floatX* z, const float* delta_bias,
                                              int B, int L, int E) {
     selective_scan_forward_fast_t(out, hs, u, delta, A_log, Bm, Cm, D, z, delta_bias, B, L, E);
 }
-
-static bool selective_scan_backward_fast_ok(int N, const float* hs, const floatX* Bm, const floatX* Cm,
-                                            const floatX* dBm, const floatX* dCm) {
-    return N == SCAN_FAST_N && aligned16(hs) && aligned16(Bm) && aligned16(Cm) && aligned16(dBm) &&
-           aligned16(dCm);
+// bf16 activations in and out (the fast path only: the caller checks selective_scan_forward_fast_ok)
+static void selective_scan_forward_b16_cuda(bf16* out, float* hs, const bf16* u, const bf16* delta, const float* A_log,
+                                            const bf16* Bm, const bf16* Cm, const float* D, const bf16* z,
+                                            const float* delta_bias, int B, int L, int E) {
+    selective_scan_forward_fast_t(out, hs, u, delta, A_log, Bm, Cm, D, z, delta_bias, B, L, E);
 }
 
-static void selective_scan_backward_fast(floatX* du, floatX* ddelta, float* dA_log, floatX* dBm,
-                                         floatX* dCm, float* dD, floatX* dz, float* ddelta_bias,
-                                         const floatX* dout, const floatX* u, const floatX* delta,
-                                         const float* A_log, const floatX* Bm, const floatX* Cm,
-                                         const float* D, const floatX* z, const float* delta_bias,
-                                         const float* hs, int B, int L, int E) {
-    bool vec = E % Packed128<floatX>::size == 0 && aligned16(u) && aligned16(delta) && aligned16(z) &&
-               aligned16(dout) && aligned16(du) && aligned16(ddelta) && aligned16(dz);
-    const size_t smem = scan_bwd_fast_smem();  // 36 KB (fp32): no opt-in needed under 48 KB
+template <typename T>
+static bool selective_scan_backward_fast_ok(int N, const float* hs, const T* Bm, const T* Cm, const float* dBm,
+                                            const float* dCm) {
+    return N == SCAN_FAST_N && aligned16(hs) && aligned16(Bm) && aligned16(Cm) && aligned16(dBm) && aligned16(dCm);
+}
+
+template <typename T>
+static void selective_scan_backward_fast_t(T* du, T* ddelta, float* dA_log, float* dBm, float* dCm, float* dD, T* dz,
+                                           float* ddelta_bias, const T* dout, const T* u, const T* delta, const float* A_log,
+                                           const T* Bm, const T* Cm, const float* D, const T* z, const float* delta_bias,
+                                           const float* hs, int B, int L, int E) {
+    bool vec = E % Packed128<T>::size == 0 && aligned16(u) && aligned16(delta) && aligned16(z) && aligned16(dout) &&
+               aligned16(du) && aligned16(ddelta) && aligned16(dz);
+    const size_t smem = scan_bwd_fast_smem<T>();  // 36 KB (fp32) / 32 KB (bf16): no opt-in needed under 48 KB
     static bool carveout_set = false;
     if (!carveout_set) {  // ask for the largest shared-memory carveout so 6 blocks fit per SM
-        cudaCheck(cudaFuncSetAttribute(selective_scan_backward_fast_kernel<true>,
+        cudaCheck(cudaFuncSetAttribute(selective_scan_backward_fast_kernel<true, T>,
                                        cudaFuncAttributePreferredSharedMemoryCarveout, 100));
-        cudaCheck(cudaFuncSetAttribute(selective_scan_backward_fast_kernel<false>,
+        cudaCheck(cudaFuncSetAttribute(selective_scan_backward_fast_kernel<false, T>,
                                        cudaFuncAttributePreferredSharedMemoryCarveout, 100));
         carveout_set = true;
     }
     dim3 grid(ceil_div(E, SCAN_BWD_CH), B);
     if (vec)
-        selective_scan_backward_fast_kernel<true><<<grid, SCAN_BWD_THREADS, smem>>>(
-            du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z,
-            delta_bias, hs, B, L, E);
+        selective_scan_backward_fast_kernel<true, T><<<grid, SCAN_BWD_THREADS, smem>>>(
+            du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z, delta_bias, hs, B, L, E);
     else
-        selective_scan_backward_fast_kernel<false><<<grid, SCAN_BWD_THREADS, smem>>>(
-            du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z,
-            delta_bias, hs, B, L, E);
+        selective_scan_backward_fast_kernel<false, T><<<grid, SCAN_BWD_THREADS, smem>>>(
+            du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z, delta_bias, hs, B, L, E);
     cudaCheckLaunch();
+}
+static void selective_scan_backward_fast(floatX* du, floatX* ddelta, float* dA_log, floatX* dBm, floatX* dCm, float* dD,
+                                         floatX* dz, float* ddelta_bias, const floatX* dout, const floatX* u,
+                                         const floatX* delta, const float* A_log, const floatX* Bm, const floatX* Cm,
+                                         const float* D, const floatX* z, const float* delta_bias, const float* hs, int B,
+                                         int L, int E) {
+    selective_scan_backward_fast_t(du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z,
+                                   delta_bias, hs, B, L, E);
+}
+// bf16 activations and gradients (du, ddelta, dz += in bf16: one rounding per addition); dBm, dCm
+// and the parameter gradients fp32. The fast path only: the caller checks selective_scan_backward_fast_ok.
+static void selective_scan_backward_b16_cuda(bf16* du, bf16* ddelta, float* dA_log, float* dBm, float* dCm, float* dD,
+                                             bf16* dz, float* ddelta_bias, const bf16* dout, const bf16* u, const bf16* delta,
+                                             const float* A_log, const bf16* Bm, const bf16* Cm, const float* D, const bf16* z,
+                                             const float* delta_bias, const float* hs, int B, int L, int E) {
+    selective_scan_backward_fast_t(du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z,
+                                   delta_bias, hs, B, L, E);
 }

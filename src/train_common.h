@@ -54,7 +54,7 @@ static void train_options_append(std::vector<OptSpec>* table, TrainOptions* t) {
         {"--resume", OPT_STR, &t->resume, "resume from this checkpoint"},
         {"--seed", OPT_U64, &t->seed, "random seed"},
         {"--device", OPT_STR, &t->device, "auto | cpu | cuda"},
-        {"--matmul", OPT_STR, &t->matmul, "GPU matmul precision: tf32 | bf16 (operands rounded to bf16) | fp32 (exact)"},
+        {"--matmul", OPT_STR, &t->matmul, "GPU precision: bf16 (bf16 operands; train_mamba: Mamba-1 activations in bf16 too) | tf32 | fp32 (exact)"},
         {"--profile", OPT_INT, &t->profile, "time each component over this many steps and print a breakdown"},
         {"--log-every", OPT_INT, &t->log_every, "steps between progress lines"},
     };

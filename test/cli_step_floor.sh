@@ -47,6 +47,16 @@ m = re.search(r"^\| lm_head \| [0-9.]+ \| ([0-9.]+) \|", open(sys.argv[1]).read(
 want = 3 * 2 * 8192 * 768 * 50280 / 800e12 * 1e3 + 2 * 4 * 8192 * 50280 / 3e12 * 1e3
 assert m and abs(float(m.group(1)) - round(want, 2)) <= 0.006, (m and m.group(1), want)
 PY
+/usr/bin/python3 data_scripts/step_floor.py "$tmp/profile.log" --activations bf16 > "$tmp/b16.md" 2>&1
+/usr/bin/python3 - "$tmp/b16.md" <<'PY' && pass "--activations bf16: the scan's bytes at 2 per element fall below its exponentials (2 x B T E N at 3.7e12/s)" || fail "--activations bf16" "$(grep scan "$tmp/b16.md")"
+import sys, re
+m = re.search(r"^\| scan \| [0-9.]+ \| ([0-9.]+) \|", open(sys.argv[1]).read(), re.M)
+BT, E, N, L = 8192, 1536, 16, 24
+t_bytes = 2 * BT * ((3 * E + 2 * N + E) + (4 * E + 2 * N) + (3 * E + 2 * N)) * L / 3e12 * 1e3
+t_exps = 2 * BT * E * N * L / 3.7e12 * 1e3
+assert t_bytes < t_exps
+assert m and abs(float(m.group(1)) - round(t_exps, 2)) <= 0.006, (m and m.group(1), t_exps)
+PY
 echo "no table here" > "$tmp/empty.log"
 expect_error "a log without a --profile table is refused" "no 'per-component time' table" /usr/bin/python3 data_scripts/step_floor.py "$tmp/empty.log"
 expect_error "a missing log is refused" "No such file" /usr/bin/python3 data_scripts/step_floor.py "$tmp/none.log"

@@ -333,6 +333,82 @@ static void test_conv1d(Rng* r, int B, int L, int E, int K) {
     cudaFree(d_dw); cudaFree(d_db);
 }
 
+// bf16 device copies and back (bf16 activations)
+static bf16* to_device_bf16(const Vec& h) {
+    std::vector<bf16> b(h.size());
+    for (size_t i = 0; i < h.size(); i++) b[i] = from_f32<bf16>(h[i]);
+    bf16* d;
+    cudaCheck(cudaMalloc(&d, (b.size() + 8) * sizeof(bf16)));
+    cudaCheck(cudaMemcpy(d, b.data(), b.size() * sizeof(bf16), cudaMemcpyHostToDevice));
+    return d;
+}
+static Vec from_device_bf16(const bf16* d, size_t n) {
+    std::vector<bf16> b(n);
+    cudaCheck(cudaMemcpy(b.data(), d, n * sizeof(bf16), cudaMemcpyDeviceToHost));
+    Vec f(n);
+    for (size_t i = 0; i < n; i++) f[i] = to_f32(b[i]);
+    return f;
+}
+static const double BF16_U = 1.0 / 256;  // bf16's unit roundoff: one rounding moves a value by <= u relative
+
+// conv1d + SiLU with bf16 activations (x, out, dout, dx): the CPU on the same bf16 inputs; out and
+// dx are the fp32 results rounded once (+ u); dweight, dbias fp32. dx starts at zero (the model's
+// scratch) and a second call must add as much again (2x, two roundings)
+static void test_conv1d_silu_bf16(Rng* r, int B, int L, int E, int K) {
+    char shape[64]; snprintf(shape, sizeof shape, "bf16 B=%d L=%d E=%d K=%d", B, L, E, K);
+    size_t n = (size_t)B * L * E;
+    Vec x = round_bf16_vec(random_vec(n, r, -2, 2)), w = random_vec((size_t)E * K, r), b = random_vec(E, r), out(n);
+    Vec dout = round_bf16_vec(random_vec(n, r)), dx(n, 0.0f), dw(w.size(), 0.0f), db(E, 0.0f);
+    bf16 *d_x = to_device_bf16(x), *d_dout = to_device_bf16(dout), *d_out = to_device_bf16(Vec(n, NAN)), *d_dx = to_device_bf16(dx);
+    float *d_w = to_device(w), *d_b = to_device(b), *d_dw = to_device(dw), *d_db = to_device(db);
+    conv1d_silu_forward_cpu(out.data(), x.data(), w.data(), b.data(), B, L, E, K);
+    conv1d_silu_forward_b16_cuda(d_out, d_x, d_w, d_b, B, L, E, K);
+    check_close((std::string("conv1d_silu_forward ") + shape).c_str(), from_device_bf16(d_out, n).data(), out.data(), n, 1e-5 + BF16_U);
+    conv1d_silu_backward_cpu(dx.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(), b.data(), B, L, E, K);
+    for (int pass = 1; pass <= 2; pass++) {
+        conv1d_silu_backward_b16_cuda(d_dx, d_dw, d_db, d_dout, d_x, d_w, d_b, B, L, E, K);
+        Vec want_dx = dx, want_dw = dw, want_db = db;
+        for (float& v : want_dx) v *= pass;
+        for (float& v : want_dw) v *= pass;
+        for (float& v : want_db) v *= pass;
+        std::string tag = std::string(pass == 2 ? " (added twice) " : " ") + shape;
+        check_close(("conv1d_silu_backward dx" + tag).c_str(), from_device_bf16(d_dx, n).data(), want_dx.data(), n, 1e-5 + pass * BF16_U);
+        check_dev(("conv1d_silu_backward dweight" + tag).c_str(), "", d_dw, want_dw, 1e-4);
+        check_dev(("conv1d_silu_backward dbias" + tag).c_str(), "", d_db, want_db, 1e-4);
+    }
+    cudaFree(d_x); cudaFree(d_dout); cudaFree(d_out); cudaFree(d_dx); cudaFree(d_w); cudaFree(d_b); cudaFree(d_dw); cudaFree(d_db);
+}
+
+// the products of bf16 activations (linear.h): a bf16 output (out = in16 W^T rounded once) and a
+// bf16 input gradient (dinp16 += dout16 W, rounded once per call), against the CPU on the same
+// bf16 operands (the weight rounded as linear_weight_bf16 does); dW fp32. Thin shapes included:
+// with bf16 activations every product of the layer takes this path (dt_proj: IC = 48)
+static void test_linear_bf16_activations(Rng* r, int N, int IC, int OC) {
+    char shape[96]; snprintf(shape, sizeof shape, "bf16 activations N=%d IC=%d OC=%d", N, IC, OC);
+    Vec inp = round_bf16_vec(random_vec((size_t)N * IC, r)), W = random_vec((size_t)OC * IC, r);
+    Vec dout = round_bf16_vec(random_vec((size_t)N * OC, r)), Wr = round_bf16_vec(W);
+    bf16 *d_in = to_device_bf16(inp), *d_dout = to_device_bf16(dout), *d_out = to_device_bf16(Vec((size_t)N * OC, NAN));
+    bf16* d_dinp = to_device_bf16(Vec(inp.size(), 0.0f));
+    float *d_W = to_device(W), *d_dW = to_device(Vec(W.size(), 0.0f));
+    Vec out((size_t)N * OC, 0.0f), dinp(inp.size(), 0.0f), dW(W.size(), 0.0f);
+    linear_forward_cpu(out.data(), inp.data(), Wr.data(), nullptr, N, IC, OC);
+    linear_backward_cpu(dinp.data(), dW.data(), nullptr, dout.data(), inp.data(), Wr.data(), N, IC, OC);
+    linear_forward_b16_cuda(d_out, d_in, d_W, N, IC, OC);
+    check_close((std::string("linear_forward bf16 out ") + shape).c_str(), from_device_bf16(d_out, out.size()).data(), out.data(),
+                out.size(), 1e-5 + BF16_U);
+    for (int pass = 1; pass <= 2; pass++) {
+        linear_backward_bf16_cuda(d_dinp, d_dW, d_dout, d_in, d_W, N, IC, OC);
+        Vec want_dinp = dinp, want_dW = dW;
+        for (float& v : want_dinp) v *= pass;
+        for (float& v : want_dW) v *= pass;
+        std::string tag = std::string(pass == 2 ? " (added twice) " : " ") + shape;
+        check_close(("linear_backward bf16 dinp" + tag).c_str(), from_device_bf16(d_dinp, dinp.size()).data(), want_dinp.data(),
+                    dinp.size(), 1e-5 + pass * BF16_U);
+        check_dev(("linear_backward bf16 dweight" + tag).c_str(), "", d_dW, want_dW, 1e-5);
+    }
+    cudaFree(d_in); cudaFree(d_dout); cudaFree(d_out); cudaFree(d_dinp); cudaFree(d_W); cudaFree(d_dW);
+}
+
 static void test_conv1d_silu(Rng* r, int B, int L, int E, int K) {
     char shape[64]; snprintf(shape, sizeof shape, "B=%d L=%d E=%d K=%d", B, L, E, K);
     size_t n = (size_t)B * L * E;
@@ -561,6 +637,15 @@ int main() {
     test_conv1d_silu(&r, 2, 70, 38, 3);     // other templated K
     test_conv1d_silu(&r, 2, 70, 37, 5);     // generic-K fallback
     test_conv1d_silu(&r, 1, 9, 6, 1);       // K = 1 (generic)
+    test_conv1d_silu_bf16(&r, 8, 1024, 1536, 4);  // bf16 activations: 4 channels a thread
+    test_conv1d_silu_bf16(&r, 2, 130, 36, 4);     // E % 8 != 0 (still 4 channels a thread)
+    test_conv1d_silu_bf16(&r, 2, 7, 37, 4);       // E odd: one channel a thread
+    test_conv1d_silu_bf16(&r, 1, 1, 40, 3);
+    test_conv1d_silu_bf16(&r, 2, 70, 38, 2);
+    test_linear_bf16_activations(&r, 2048, 768, 1536);  // in_proj's half
+    test_linear_bf16_activations(&r, 1000, 48, 1536);   // dt_proj (thin input)
+    test_linear_bf16_activations(&r, 1000, 1536, 80);   // x_proj (thin output)
+    test_linear_bf16_activations(&r, 7, 40, 24);
     test_activations(&r, 1);
     test_activations(&r, 37);
     test_activations(&r, 100003);

@@ -6,6 +6,30 @@
 #include "test_util.h"
 #include "mamba_test_util.h"
 
+// the bf16 layout's bytes: per M1 layer xin, z, delta, y (BT x E), dt_low (BT x R), Bm, Cm (BT x N)
+// at 2 bytes instead of 4; with every layer so, the shared xn (BT x D), xdbl (BT x (R + 2N)), u (BT x E)
+// and the backward scratch's dy, du, ddelta, dz, dxin (BT x E) and dxdbl too. Views are 16-byte
+// aligned: up to 15 bytes of padding each either way.
+static void acts16_layout_check(MambaConfig c, int B, int T) {
+    MambaModel m32, m16;
+    linear_set_precision(MATMUL_FP32);
+    mamba_build(&m32, c, B, T, true);
+    linear_set_precision(MATMUL_BF16);
+    mamba_build(&m16, c, B, T, true);
+    linear_set_precision(MATMUL_FP32);
+    c = m16.cfg;
+    size_t BT = (size_t)B * T, E = c.d_inner, R = c.dt_rank, N = c.d_state, D = c.d_model, L = c.n_layer;
+    double want_acts = 2.0 * BT * (L * (4 * E + R + 2 * N) + D + (R + 2 * N) + E);
+    double want_scratch = 2.0 * BT * (5 * E + R + 2 * N);
+    double got_acts = (double)m32.acts_bytes - m16.acts_bytes, got_scratch = (double)m32.scratch_bytes - m16.scratch_bytes;
+    report(fabs(got_acts - want_acts) <= 16.0 * (7 * L + 3), "bf16 layout: activations smaller by 2 bytes an element of the layers' tensors",
+           "%.0f fewer bytes, want %.0f", got_acts, want_acts);
+    report(fabs(got_scratch - want_scratch) <= 16.0 * 6, "bf16 layout: backward scratch smaller by 2 bytes an element",
+           "%.0f fewer bytes, want %.0f", got_scratch, want_scratch);
+    report(m16.all_acts16 && !m32.all_acts16, "bf16 layout: every layer of a pure M1 model built under bf16, none under fp32");
+    mamba_free(&m32); mamba_free(&m16);
+}
+
 int main() {
     cublasCheck(cublasSetMathMode(cublas_handle(), CUBLAS_DEFAULT_MATH));  // exact FP32 for comparisons
     MambaConfig small = {50, 32, 2, 16, 4, 2, 0, 0};
@@ -15,9 +39,15 @@ int main() {
     MambaConfig odd = {257, 40, 3, 8, 3, 2, 0, 0};  // odd widths: E = 80, dt_rank 3
     model_gpu_step_check(odd, 2, 67, "step odd");
     // --matmul bf16 against the fp32 CPU (tolerances derived in mamba_test_util.h)
-    model_gpu_step_check(small, 3, 130, "step small", true);
-    model_gpu_step_check(odd, 2, 67, "step odd", true);
-    model_gpu_step_check(MambaConfig{300, 128, 2, 16, 4, 2, 0, 0}, 4, 256, "step d128", true);
+    model_gpu_step_check(small, 3, 130, "step small", true, 0);  // too narrow for bf16 activations
+    model_gpu_step_check(odd, 2, 67, "step odd", true, 0);
+    model_gpu_step_check(MambaConfig{300, 128, 2, 16, 4, 2, 0, 0}, 4, 256, "step d128", true, 2);  // bf16 activations
+    model_gpu_step_check(MambaConfig{300, 132, 2, 16, 4, 3, 0, 0}, 2, 67, "step d132 E396", true, 2);  // E % 8 != 0, dt_rank 9: per-element paths
+    // built under --matmul bf16 (train_mamba's order): the layers laid out in bf16 at half the bytes;
+    // they take bf16 activations at a smaller step shape too (BT = 64: below the products' 128 rule)
+    model_gpu_step_check(MambaConfig{300, 128, 2, 16, 4, 2, 0, 0}, 4, 256, "step d128 built bf16", true, 2, true);
+    model_gpu_step_check(MambaConfig{300, 128, 2, 16, 4, 2, 0, 0}, 4, 256, "step d128 built bf16, run 1x64", true, 2, true, 1, 64);
+    acts16_layout_check(MambaConfig{300, 128, 3, 16, 4, 2, 0, 0}, 4, 256);
     model_forward_train_check(small, 3, 130, true, "model");
     model_forward_train_check(MambaConfig{300, 128, 2, 16, 4, 2, 0, 0}, 4, 256, true, "model d128");
     model_gpu_loss_curve(MambaConfig{64, 64, 2, 16, 4, 2, 0, 0}, 4, 96, 30, "M1");

@@ -25,22 +25,35 @@ static float* dev_poisoned(size_t n, int off) { return device_poisoned(n + off) 
 // misalign = 1: shift every device buffer by one float, which must send N = 16 to the generic kernels;
 // 2: shift only the (B, L, E) activations and their gradients, which must send N = 16 with E % 4 == 0
 // to the fast kernels' per-element path
+// random scan inputs: A = -exp(A_log) near -(n + 1) (S4D-real), delta mostly where softplus curves.
+// linear_steps: ~1% of the steps take softplus's linear branch (x > 20); u is shrunk there so these
+// steps (dA ~ 0: a state reset) stay O(1) and do not dominate the error norms
+struct ScanInputs { std::vector<float> u, delta, A_log, Bm, Cm, D, z, delta_bias, dout; };
+static ScanInputs scan_random_inputs(int B, int L, int E, int N, Rng* r, bool linear_steps) {
+    size_t BLE = (size_t)B * L * E, BLN = (size_t)B * L * N;
+    ScanInputs in;
+    in.u = random_vec(BLE, r, -1.5f, 1.5f);
+    in.delta = random_vec(BLE, r, -3.0f, 1.0f);
+    if (linear_steps)
+        for (size_t i = 0; i < BLE; i++)
+            if (rng_uniform(r) < 0.01f) { in.delta[i] = 21.0f + rng_uniform(r); in.u[i] *= 0.05f; }
+    in.A_log.resize((size_t)E * N);
+    for (int e = 0; e < E; e++)
+        for (int n = 0; n < N; n++) in.A_log[e * N + n] = logf((float)(n + 1)) + 0.2f * (rng_uniform(r) - 0.5f);
+    in.Bm = random_vec(BLN, r); in.Cm = random_vec(BLN, r); in.D = random_vec(E, r);
+    in.z = random_vec(BLE, r, -2.0f, 2.0f); in.delta_bias = random_vec(E, r, -1.0f, 0.5f);
+    in.dout = random_vec(BLE, r);
+    return in;
+}
+
 static void test_shape(int B, int L, int E, int N, uint64_t seed, int misalign = 0) {
     Rng r; rng_seed(&r, seed);
     size_t BLE = (size_t)B * L * E, BLN = (size_t)B * L * N, EN = (size_t)E * N;
     int nc = scan_n_chunks(L);
     size_t HS = (size_t)B * nc * E * N;
-    std::vector<float> u = random_vec(BLE, &r, -1.5f, 1.5f), delta = random_vec(BLE, &r, -3.0f, 1.0f);
-    // ~1% of the steps take softplus's linear branch (x > 20); u is shrunk there so these steps
-    // (dA ~ 0: a state reset) stay O(1) and do not dominate the error norms
-    for (size_t i = 0; i < BLE; i++)
-        if (rng_uniform(&r) < 0.01f) { delta[i] = 21.0f + rng_uniform(&r); u[i] *= 0.05f; }
-    std::vector<float> A_log(EN);
-    for (int e = 0; e < E; e++)
-        for (int n = 0; n < N; n++) A_log[e * N + n] = logf((float)(n + 1)) + 0.2f * (rng_uniform(&r) - 0.5f);
-    std::vector<float> Bm = random_vec(BLN, &r), Cm = random_vec(BLN, &r), D = random_vec(E, &r);
-    std::vector<float> z = random_vec(BLE, &r, -2.0f, 2.0f), delta_bias = random_vec(E, &r, -1.0f, 0.5f);
-    std::vector<float> dout = random_vec(BLE, &r);
+    ScanInputs in = scan_random_inputs(B, L, E, N, &r, true);
+    std::vector<float> &u = in.u, &delta = in.delta, &A_log = in.A_log, &Bm = in.Bm, &Cm = in.Cm, &D = in.D, &z = in.z;
+    std::vector<float> &delta_bias = in.delta_bias, &dout = in.dout;
     bool fast = N == 16 && misalign != 1;
     double tol = fast ? TOL_FAST : TOL_GENERIC;
     int off = misalign == 1 ? 1 : 0, offa = misalign ? 1 : 0;  // offa: (B, L, E) buffers
@@ -138,6 +151,88 @@ static void test_shape(int B, int L, int E, int N, uint64_t seed, int misalign =
     for (int k = 0; k < 8; k++) cudaCheck(cudaFree(d_g[k] - goff[k]));
 }
 
+// bf16 activations (selective_scan_forward_b16_cuda / selective_scan_backward_b16_cuda): u, delta,
+// z, Bm, Cm, dout rounded to bf16 on both sides, so the CPU reference sees the kernels' exact inputs.
+// The kernels compute in fp32 as the fp32 path does and round each bf16 output once (relative error
+// <= u = 2^-8 per element, so <= u in relative L2): out, du, ddelta, dz within TOL_FAST + u; hs,
+// dBm, dCm, dA_log, dD, ddelta_bias (fp32) within TOL_FAST. The gradients start at zero (as the
+// model's scratch does); a second call must add the same again (2x the reference, two roundings).
+// misalign: shift the (B, L, E) buffers by one element (2 bytes): the per-element path.
+static bf16* dev_bf16(const std::vector<float>& h, int off) {
+    std::vector<bf16> b(h.size() + off, from_f32<bf16>(0.0f));
+    for (size_t i = 0; i < h.size(); i++) b[i + off] = from_f32<bf16>(h[i]);
+    bf16* d;
+    cudaCheck(cudaMalloc(&d, b.size() * sizeof(bf16)));
+    cudaCheck(cudaMemcpy(d, b.data(), b.size() * sizeof(bf16), cudaMemcpyHostToDevice));
+    return d + off;
+}
+static std::vector<float> host_bf16(const bf16* d, size_t n) {
+    std::vector<bf16> b(n);
+    cudaCheck(cudaMemcpy(b.data(), d, n * sizeof(bf16), cudaMemcpyDeviceToHost));
+    std::vector<float> f(n);
+    for (size_t i = 0; i < n; i++) f[i] = to_f32(b[i]);
+    return f;
+}
+static void round_bf16(std::vector<float>& v) {
+    for (float& x : v) x = to_f32(from_f32<bf16>(x));
+}
+static void test_shape_bf16(int B, int L, int E, uint64_t seed, int misalign = 0) {
+    const int N = 16;
+    const double u16 = 1.0 / 256;  // bf16's unit roundoff
+    Rng r; rng_seed(&r, seed);
+    size_t BLE = (size_t)B * L * E, BLN = (size_t)B * L * N, EN = (size_t)E * N;
+    size_t HS = (size_t)B * scan_n_chunks(L) * E * N;
+    ScanInputs in = scan_random_inputs(B, L, E, N, &r, false);
+    std::vector<float> &u = in.u, &delta = in.delta, &A_log = in.A_log, &Bm = in.Bm, &Cm = in.Cm, &D = in.D, &z = in.z;
+    std::vector<float> &delta_bias = in.delta_bias, &dout = in.dout;
+    for (std::vector<float>* v : {&u, &delta, &Bm, &Cm, &z, &dout}) round_bf16(*v);
+    std::vector<float> out(BLE), hs(HS);
+    selective_scan_forward_cpu(out.data(), hs.data(), u.data(), delta.data(), A_log.data(), Bm.data(), Cm.data(), D.data(),
+                               z.data(), delta_bias.data(), B, L, E, N);
+    size_t sizes[8] = {BLE, BLE, EN, BLN, BLN, (size_t)E, BLE, (size_t)E};
+    const char* names[8] = {"du", "ddelta", "dA_log", "dBm", "dCm", "dD", "dz", "ddelta_bias"};
+    std::vector<float> ref[8];
+    for (int k = 0; k < 8; k++) ref[k].assign(sizes[k], 0.0f);
+    selective_scan_backward_cpu(ref[0].data(), ref[1].data(), ref[2].data(), ref[3].data(), ref[4].data(), ref[5].data(),
+                                ref[6].data(), ref[7].data(), dout.data(), u.data(), delta.data(), A_log.data(), Bm.data(),
+                                Cm.data(), D.data(), z.data(), delta_bias.data(), hs.data(), B, L, E, N);
+    const int oa = misalign ? 1 : 0;
+    bf16 *d_u = dev_bf16(u, oa), *d_delta = dev_bf16(delta, oa), *d_z = dev_bf16(z, oa), *d_dout = dev_bf16(dout, oa);
+    bf16 *d_Bm = dev_bf16(Bm, 0), *d_Cm = dev_bf16(Cm, 0);
+    std::vector<float> nan_act(BLE, NAN);
+    bf16* d_out = dev_bf16(nan_act, oa);  // poisoned
+    float *d_A_log = to_device(A_log), *d_D = to_device(D), *d_bias = to_device(delta_bias), *d_hs = device_poisoned(HS);
+    selective_scan_forward_b16_cuda(d_out, d_hs, d_u, d_delta, d_A_log, d_Bm, d_Cm, d_D, d_z, d_bias, B, L, E);
+    char tag[96], name[176];
+    snprintf(tag, sizeof tag, "B=%d L=%d E=%d%s", B, L, E, misalign ? " misaligned activations" : "");
+    snprintf(name, sizeof name, "scan bf16 activations: forward out %s", tag);
+    check_close(name, host_bf16(d_out, BLE).data(), out.data(), BLE, TOL_FAST + u16);
+    snprintf(name, sizeof name, "scan bf16 activations: forward hs %s", tag);
+    check_close(name, from_device(d_hs, HS).data(), hs.data(), HS, TOL_FAST);
+    // backward from the CPU's hs (each direction on its own), twice into the same gradients
+    cudaCheck(cudaMemcpy(d_hs, hs.data(), HS * sizeof(float), cudaMemcpyHostToDevice));
+    std::vector<float> zero_act(BLE, 0.0f);
+    bf16 *d_du = dev_bf16(zero_act, oa), *d_ddelta = dev_bf16(zero_act, oa), *d_dz = dev_bf16(zero_act, oa);
+    float* d_p[8] = {};
+    for (int k : {2, 3, 4, 5, 7}) d_p[k] = to_device(std::vector<float>(sizes[k], 0.0f));
+    for (int pass = 1; pass <= 2; pass++) {
+        selective_scan_backward_b16_cuda(d_du, d_ddelta, d_p[2], d_p[3], d_p[4], d_p[5], d_dz, d_p[7], d_dout, d_u, d_delta,
+                                         d_A_log, d_Bm, d_Cm, d_D, d_z, d_bias, d_hs, B, L, E);
+        for (int k = 0; k < 8; k++) {
+            bool act = k == 0 || k == 1 || k == 6;
+            std::vector<float> got = act ? host_bf16(k == 0 ? d_du : k == 1 ? d_ddelta : d_dz, sizes[k]) : from_device(d_p[k], sizes[k]);
+            std::vector<float> want(sizes[k]);
+            for (size_t i = 0; i < sizes[k]; i++) want[i] = pass * ref[k][i];
+            snprintf(name, sizeof name, "scan bf16 activations: backward %s%s %s", names[k], pass == 2 ? " (added twice)" : "", tag);
+            check_close(name, got.data(), want.data(), sizes[k], TOL_FAST + (act ? pass * u16 : 0.0));
+        }
+    }
+    for (bf16* p : {d_u, d_delta, d_z, d_dout, d_out, d_du, d_ddelta, d_dz}) cudaCheck(cudaFree(p - oa));
+    for (bf16* p : {d_Bm, d_Cm}) cudaCheck(cudaFree(p));
+    for (float* p : {d_A_log, d_D, d_bias, d_hs}) cudaCheck(cudaFree(p));
+    for (int k : {2, 3, 4, 5, 7}) cudaCheck(cudaFree(d_p[k]));
+}
+
 // timing only (no CPU reference at this size)
 static void time_shape(int B, int L, int E, int N) {
     size_t BLE = (size_t)B * L * E, BLN = (size_t)B * L * N, EN = (size_t)E * N;
@@ -189,6 +284,14 @@ int main() {
     test_shape(2, 70, 9, 40, 11);    // N > 32: two states per lane
     test_shape(1, 64, 5, 64, 12);
     test_shape(2, 70, 36, 16, 13, 1);
+    // bf16 activations (the fast kernels only): E = 1536, 64 vector path (8 bf16 a vector), 40 and 96
+    // (partial blocks), 36 (E % 8 != 0: per-element path), misaligned; L = 1, 7, 130, 1000
+    test_shape_bf16(2, 1000, 1536, 21);
+    test_shape_bf16(1, 1, 64, 22);
+    test_shape_bf16(2, 7, 40, 23);
+    test_shape_bf16(3, 130, 96, 24);
+    test_shape_bf16(2, 130, 36, 25);
+    test_shape_bf16(2, 65, 64, 26, 1);
     time_shape(8, 1024, 1536, 16);
     return test_summary();
 }

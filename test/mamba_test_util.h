@@ -114,14 +114,27 @@ static void model_forward_train_check(const MambaConfig& c, int B, int T, bool o
 // Each product is then off by at most ~sqrt(2/3) u ~ 3.2e-3 norm-wise (u = 2^-8; test_linear_bf16 in
 // gpu_layers.cu checks the rule itself); a gradient passes through up to ~8 of them (head, out_proj,
 // dt_proj, x_proj, in_proj, each layer's), so we allow 3e-2 on gradients and 2e-3 on the loss.
-static void model_gpu_step_check(const MambaConfig& c, int B, int T, const char* label, bool bf16 = false) {
+// Layers whose products are all wide enough (every side >= 128) also take bf16 activations
+// (mamba_acts_bf16): each of a layer's activations and gradients is rounded once more (<= u), about
+// a dozen per layer on a gradient's path, under the same bound. acts16: how many M1 layers must have
+// run with bf16 activations (-1: not checked), so a test cannot pass on the other path.
+// build_bf16: the GPU model is built under --matmul bf16 (as train_mamba does), so those layers are
+// laid out in bf16 (mamba_plan_acts16); else the precision is set after the build (fp32-sized views).
+// run_B, run_T (0: B, T): the step's shape, at most the built one.
+static void model_gpu_step_check(const MambaConfig& c, int B, int T, const char* label, bool bf16 = false, int acts16 = -1,
+                                 bool build_bf16 = false, int run_B = 0, int run_T = 0) {
     bool tensor_cores = mamba_has_kind(c, LAYER_ATTN) ||
                         (mamba_has_kind(c, LAYER_M2) && ssd_tc_ok(c.m2_headdim, c.m2_d_state, {}));
     double grad_tol = bf16 ? 3e-2 : tensor_cores ? 1e-2 : 1e-4, param_tol = bf16 || tensor_cores ? 5e-4 : 1e-6;
     double loss_tol = bf16 ? 2e-3 : 1e-5;
     MambaModel cpu, gpu;
+    MatmulPrecision before = g_matmul_precision;
     mamba_build(&cpu, c, B, T, false);
+    if (build_bf16) linear_set_precision(MATMUL_BF16);
     mamba_build(&gpu, c, B, T, true);
+    linear_set_precision(before);
+    if (run_B) B = run_B;
+    if (run_T) T = run_T;
     mamba_init_params(&cpu, 11);
     Rng r; rng_seed(&r, 12);
     ParamStore& pc = cpu.params;
@@ -131,21 +144,31 @@ static void model_gpu_step_check(const MambaConfig& c, int B, int T, const char*
     std::vector<int> tok, tgt;
     random_tokens(&tok, (size_t)B * T, c.vocab_size, &r); random_tokens(&tgt, (size_t)B * T, c.vocab_size, &r);
     float lc = mamba_forward(&cpu, tok.data(), tgt.data(), B, T);
-    MatmulPrecision before = g_matmul_precision;
     if (bf16) linear_set_precision(MATMUL_BF16);
     float lg = mamba_forward(&gpu, tok.data(), tgt.data(), B, T);
+    char name[224];
+    if (acts16 >= 0) {
+        int n16 = 0;
+        for (int l = 0; l < c.n_layer; l++) n16 += gpu.layer_index[l].kind == LAYER_M1 && gpu.acts[l].bf16;
+        snprintf(name, sizeof name, "%s B=%d T=%d: %d layers with bf16 activations", label, B, T, acts16);
+        report(n16 == acts16, name, "%d", n16);
+    }
     mamba_zero_grad(&cpu); mamba_backward(&cpu);
     cudaCheck(cudaMemset(pg.grads, 0xFF, pg.num_trainable * sizeof(float)));
     mamba_zero_grad(&gpu); mamba_backward(&gpu);
     if (bf16) linear_set_precision(before);
-    char name[224];
     snprintf(name, sizeof name, "%s B=%d T=%d%s: loss", label, B, T, bf16 ? " bf16 matmuls" : "");
     check_close(name, &lg, &lc, 1, loss_tol);
     std::vector<float> g = from_device(pg.grads, pg.num_trainable);
+    double worst = 0;
+    std::string worst_name;
     for (const ParamTensor& t : pc.tensors) {
         snprintf(name, sizeof name, "%s B=%d T=%d%s: grad %s", label, B, T, bf16 ? " bf16 matmuls" : "", t.name.c_str());
         check_close(name, g.data() + t.offset, pc.grads + t.offset, t.numel, grad_tol);
+        double e = rel_err(g.data() + t.offset, pc.grads + t.offset, t.numel);
+        if (e > worst) { worst = e; worst_name = t.name; }
     }
+    printf("     (largest gradient error %.2e: %s; loss %.2e)\n", worst, worst_name.c_str(), fabs((double)lg - lc) / fabs(lc));
     AdamWConfig adamw = {0.9f, 0.95f, 1e-8f, 0.1f};  // decay groups included
     for (MambaModel* m : {&cpu, &gpu}) params_adamw_step(&m->params, adamw, 1e-3f, 1, 0.5f);
     std::vector<float> p = from_device(pg.params, pg.num_params);
