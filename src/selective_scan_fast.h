@@ -342,11 +342,25 @@ __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast
 // ---------------------------------------------------------------------------
 // fast backward (N == 16)
 
-#define SCAN_BWD_CH 16                      // channels per block (4 threads each: 2 warps)
-#define SCAN_BWD_THREADS (4 * SCAN_BWD_CH)
-#define SCAN_BWD_MIN_BLOCKS 6               // blocks per SM the registers must allow (168 regs)
 #define SCAN_LN2 0.6931471805599453f
-static_assert(SCAN_BWD_SUB * 8 == SCAN_BWD_THREADS, "one thread per (step, float4) of a sub-chunk's dB/dC");
+#define SCAN_BWD_WARPS_PER_SM 12  // the registers (168 a thread) allow 12 warps per SM
+
+// The backward's block per activation type (dev/notes_scan.md, backward v8 and v9):
+//   fp32: v8, 16 channels (64 threads); u, delta staged by cp.async one chunk ahead, Bm, Cm, z, dout
+//         loaded into registers at the chunk top: 36 KB of shared memory, 6 blocks (12 warps) per SM,
+//         the B8 E1536 grid one wave (v9's layout needs 88 KB in fp32: two waves)
+//   bf16: v9, 32 channels (128 threads); every input staged by cp.async one chunk ahead: 68 KB, 3
+//         blocks (12 warps) per SM; 0.433 against v8's 0.484 ms in bf16 (dev, H100, B8 L1024 E1536)
+template <typename T> struct ScanBwdShape {
+    static constexpr int CH = 16;           // channels per block (4 threads each)
+    static constexpr bool BC_ASYNC = false;  // Bm, Cm staged by cp.async (else loaded into registers)
+    static constexpr int NRAW = 2;           // activations staged by cp.async: u, delta (4: z, dout too)
+};
+template <> struct ScanBwdShape<bf16> {
+    static constexpr int CH = 32;
+    static constexpr bool BC_ASYNC = true;
+    static constexpr int NRAW = 4;
+};
 
 // dst[0..4) += v: one 16-byte fp32 atomic (sm_90). dBm / dCm stay fp32 for bf16 activations too:
 // every block adds its partial sum into them, and bf16 would round each addition.
@@ -383,33 +397,38 @@ __device__ __forceinline__ float4 scan_ldg4f(const T* row, int e0, int E, bool v
     return r;
 }
 
-// Cell (t, c) of the backward's [t][channel] fp32 tiles (16 channels a row). The 4-channel groups
+// Cell (t, c) of the backward's [t][channel] fp32 tiles (CH channels a row). The 4-channel groups
 // are XOR-swizzled by row so that the reverse's quad outputs (thread g writes step r + g, r % 4 == 0,
-// of its channel; a warp holds 8 aligned channels) hit 32 different banks: two rows share the 32
-// banks, so rows t and t + 2 would collide without flipping bit 3 of c every other row pair.
-// XOR by 8 keeps 4-aligned groups contiguous (float4 access).
+// of its channel; a warp holds 8 aligned channels) hit 32 different banks. CH = 16: two rows share
+// the 32 banks, so rows t and t + 2 would collide without flipping bit 3 of c every other row pair;
+// CH = 32: one row per 32 banks, flip by (t & 3) << 3. XOR by multiples of 8 keeps 4-aligned groups
+// contiguous (float4 access).
+template <int CH>
 __device__ __forceinline__ int scan_bwd_cell(int t, int c) {
-    return t * SCAN_BWD_CH + (c ^ (((t >> 1) & 1) << 3));
+    constexpr int RP = CH >= 32 ? 1 : 32 / CH, MASK = CH / 8 - 1;
+    return t * CH + (c ^ (((t / RP) & MASK) << 3));
 }
 
-// dynamic shared memory of the fast backward (36 KB for fp32, 32 KB for bf16: 6 blocks fit on an SM)
+// dynamic shared memory of the fast backward: 36 KB for fp32, 68 KB for bf16 (ScanBwdShape)
 template <typename T>
 static constexpr size_t scan_bwd_fast_smem() {
-    return (size_t)2 * SCAN_CHUNK * SCAN_BWD_CH * sizeof(T)        // raw u, delta of the next chunk
-           + ((size_t)4 * SCAN_CHUNK * SCAN_BWD_CH                      // dt, u, dy, q tiles
-              + (size_t)2 * SCAN_CHUNK * SCAN_FAST_N                    // Bm, Cm
-              + (size_t)2 * (SCAN_BWD_THREADS / 32) * SCAN_BWD_SUB * 32) // dB/dC slabs, 2 buffers
+    using S = ScanBwdShape<T>;
+    return ((size_t)S::NRAW * SCAN_CHUNK * S::CH + (S::BC_ASYNC ? 2 * SCAN_CHUNK * SCAN_FAST_N : 0)) * sizeof(T)  // raw inputs
+           + ((size_t)4 * SCAN_CHUNK * S::CH                          // dt, u, dy, q tiles
+              + (size_t)2 * SCAN_CHUNK * SCAN_FAST_N                  // Bm, Cm
+              + (size_t)2 * (S::CH * 4 / 32) * SCAN_BWD_SUB * 32)     // dB/dC slabs, 2 buffers
                  * sizeof(float);
 }
 
-// backward: grid (ceil(E / 16), B), block 64, scan_bwd_fast_smem<T>() dynamic shared memory.
+// backward: grid (ceil(E / CH), B), block 4 CH, scan_bwd_fast_smem<T>() dynamic shared memory
+// (CH, and what is staged how: ScanBwdShape<T>).
 // Thread tid owns channel eb + tid/4 and its states [4g, 4g+4), g = tid % 4, in the scan phases;
-// in the conversion it handles 4-channel groups (tid % 4) of rows tid/4 + 16k.
+// in the conversion it handles 4-channel groups (tid % (CH/4)) of rows tid/(CH/4) + 16k.
 // Per chunk c, last to first:
-//  a. load Bm, Cm (into registers) and this thread's z, dout cells; wait for the cp.async copy
-//     of u, delta (issued during chunk c+1); barrier
+//  a. load Bm, Cm (into registers) and this thread's z, dout cells unless they are staged; wait
+//     for the cp.async copies of chunk c (issued during chunk c+1); barrier
 //  b. conversion into fp32 tiles: dt = softplus(delta + bias) (0 past L / E: identity steps),
-//     u, dy = dout silu(z), q = dout silu'(z); Bm, Cm; barrier; start copying chunk c-1's u, delta
+//     u, dy = dout silu(z), q = dout silu'(z); Bm, Cm; barrier; start copying chunk c-1's inputs
 //  c. checkpoint pass from hs: the state entering each 8-step sub-chunk -> hc (local memory)
 //  d. sub-chunks last to first: recompute the 8 steps' h and dA into registers, then walk them
 //     backwards. Per step: dB/dC terms reduce-scattered over the warp's 8 channels and stored in a
@@ -420,30 +439,36 @@ static constexpr size_t scan_bwd_fast_smem() {
 // The opaque re-reads of tid keep the compiler from hoisting the staging / conversion / phase-e
 // index math out of the chunk loop, which kept ~40 addresses live through the reverse (spills).
 template <bool VEC, typename T>
-__global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selective_scan_backward_fast_kernel(
+__global__ void __launch_bounds__(4 * ScanBwdShape<T>::CH, SCAN_BWD_WARPS_PER_SM * 8 / ScanBwdShape<T>::CH)
+    selective_scan_backward_fast_kernel(
     T* __restrict__ du, T* __restrict__ ddelta, float* __restrict__ dA_log,
     float* __restrict__ dBm, float* __restrict__ dCm, float* __restrict__ dD, T* __restrict__ dz,
     float* __restrict__ ddelta_bias, const T* __restrict__ dout, const T* __restrict__ u,
     const T* __restrict__ delta, const float* __restrict__ A_log, const T* __restrict__ Bm,
     const T* __restrict__ Cm, const float* __restrict__ D, const T* __restrict__ z,
     const float* __restrict__ delta_bias, const float* __restrict__ hs, int B, int L, int E) {
-    constexpr int N = SCAN_FAST_N, S = SCAN_FAST_S, CH = SCAN_BWD_CH, THREADS = SCAN_BWD_THREADS;
+    constexpr int CH = ScanBwdShape<T>::CH, NRAW = ScanBwdShape<T>::NRAW;
+    constexpr bool BC_ASYNC = ScanBwdShape<T>::BC_ASYNC;
+    constexpr int N = SCAN_FAST_N, S = SCAN_FAST_S, THREADS = 4 * CH;
     constexpr int WARPS = THREADS / 32, CK = SCAN_CHUNK, SC = SCAN_BWD_SUB, NSC = CK / SC;
     constexpr int PACK = Packed128<T>::size;        // T per 16-byte vector
     constexpr int ROWV = CH / PACK;                      // 16-byte vectors per activation tile row
     constexpr int BCV = N / PACK;                        // 16-byte vectors per Bm / Cm row
     constexpr int CV = CH / 4;                           // 4-channel groups per tile row
-    constexpr int IN_PER_THR = 2 * CK * ROWV / THREADS;  // u, delta vectors copied per thread per chunk
-    constexpr int BC_PER_THR = 2 * CK * BCV / THREADS;   // Bm, Cm vectors loaded per thread per chunk
+    constexpr int IN_PER_THR = NRAW * CK * ROWV / THREADS;  // staged activation vectors per thread per chunk
+    constexpr int BC_PER_THR = 2 * CK * BCV / THREADS;      // Bm, Cm vectors per thread per chunk
     constexpr int KC = CK * CV / THREADS;                // conversion cells (row, 4 channels) per thread
     constexpr int EV = CK * ROWV / THREADS;              // phase-e vectors per thread per gradient
-    static_assert((2 * CK * ROWV) % THREADS == 0 && (2 * CK * BCV) % THREADS == 0, "even splits");
+    static_assert((NRAW * CK * ROWV) % THREADS == 0 && (2 * CK * BCV) % THREADS == 0, "even splits");
+    static_assert(NRAW == 2 || NRAW == 4, "u, delta always staged; z, dout staged or loaded");
+    static_assert(SC * 8 <= THREADS, "one thread per (step, float4) of a sub-chunk's dB/dC");
     static_assert((CK * CV) % THREADS == 0 && (CK * ROWV) % THREADS == 0, "even splits");
     static_assert(CH % 8 == 0 && PACK % 4 == 0 && N % PACK == 0, "whole warps, whole float4s");
 
     extern __shared__ __align__(16) unsigned char scan_bwd_smem[];
-    T* raw = reinterpret_cast<T*>(scan_bwd_smem);    // [2][CK][CH]: u, delta as read
-    float* dt_s = reinterpret_cast<float*>(raw + 2 * CK * CH); // tiles (scan_bwd_cell): dt, then ddelta
+    T* raw = reinterpret_cast<T*>(scan_bwd_smem);              // [NRAW][CK][CH]: u, delta(, z, dout) as read
+    T* raw_bc = raw + NRAW * CK * CH;                          // [2][CK][N]: Bm, Cm as read (BC_ASYNC)
+    float* dt_s = reinterpret_cast<float*>(raw_bc + (BC_ASYNC ? 2 * CK * N : 0));  // tiles (scan_bwd_cell): dt, then ddelta
     float* u_s = dt_s + CK * CH;                               // u, then du
     float* dy_s = u_s + CK * CH;                               // dy = dout silu(z)
     float* q_s = dy_s + CK * CH;                               // dout silu'(z), then dz
@@ -471,8 +496,9 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
     const int slab_idx = ((lane >> 4) & 1) * 16 + g * S + ((lane >> 2) & 3);
 
     auto opaque_tid = []() { unsigned t; asm volatile("mov.u32 %0, %%tid.x;" : "=r"(t)); return (int)t; };
-    // chunk cc's u, delta -> raw (zeros past L and past E), one commit group. Only the fp32 scalar
-    // path can copy single elements (4-byte cp.async); a 2-byte T there is copied synchronously.
+    // chunk cc's u, delta (z, dout; Bm, Cm) -> raw (zeros past L and past E), one commit group. Only
+    // the fp32 scalar path can copy single elements (4-byte cp.async); a 2-byte T there is copied
+    // synchronously. Bm, Cm rows are whole 16-byte vectors (N = 16, aligned).
     auto issue_in = [&](int cc) {
         int tb = cc * CK, ln = min(CK, L - tb);
         const int tid = opaque_tid();
@@ -481,9 +507,18 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
             int i = tid + k * THREADS, w = i / (CK * ROWV), rem = i % (CK * ROWV);
             int r = rem / ROWV, v = rem % ROWV, e0 = eb + v * PACK;
             bool row_ok = r < ln;
-            const T* src = (w == 0 ? u : delta) + ((size_t)b * L + tb + (row_ok ? r : 0)) * E;
+            const T* src = (w == 0 ? u : w == 1 ? delta : w == 2 ? z : dout) + ((size_t)b * L + tb + (row_ok ? r : 0)) * E;
             T* dst = raw + (w * CK + r) * CH + v * PACK;
             scan_stage_vec<VEC>(dst, src, e0, E, row_ok);
+        }
+        if constexpr (BC_ASYNC) {
+            #pragma unroll
+            for (int k = 0; k < BC_PER_THR; k++) {
+                int i = tid + k * THREADS, w = i / (CK * BCV), rem = i % (CK * BCV), r = rem / BCV, v = rem % BCV;
+                bool row_ok = r < ln;
+                const T* src = (w == 0 ? Bm : Cm) + ((size_t)b * L + tb + (row_ok ? r : 0)) * N + v * PACK;
+                scan_cp_async<16>(raw_bc + (w * CK + r) * N + v * PACK, src, row_ok);
+            }
         }
         scan_cp_async_commit();
     };
@@ -498,8 +533,8 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
 
         // a. Bm, Cm rows (L2 hits: every block of batch element b reads them) and this thread's z,
         // dout cells straight into registers, issued before the wait so their latency overlaps it
-        Packed128<T> bcr[BC_PER_THR];
-        {
+        Packed128<T> bcr[BC_ASYNC ? 1 : BC_PER_THR];
+        if constexpr (!BC_ASYNC) {
             const int tid = opaque_tid();
             #pragma unroll
             for (int k = 0; k < BC_PER_THR; k++) {
@@ -512,8 +547,8 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
                 }
             }
         }
-        float4 zg[KC][2];  // z, dout
-        {
+        float4 zg[NRAW == 4 ? 1 : KC][2];  // z, dout
+        if constexpr (NRAW == 2) {
             const int tid = opaque_tid(), cv0 = (tid % CV) * 4;
             #pragma unroll
             for (int k = 0; k < KC; k++) {
@@ -535,9 +570,17 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
                 int r = tid / CV + k * (THREADS / CV);
                 float4 uu = scan_lds4f(raw + r * CH + cv0);
                 float4 dd = scan_lds4f(raw + (CK + r) * CH + cv0);
+                float4 zz, go;
+                if constexpr (NRAW == 4) {
+                    zz = scan_lds4f(raw + (2 * CK + r) * CH + cv0);
+                    go = scan_lds4f(raw + (3 * CK + r) * CH + cv0);
+                } else {
+                    zz = zg[k][0];
+                    go = zg[k][1];
+                }
                 const float* dv = &dd.x;
-                const float* zv = &zg[k][0].x;
-                const float* gv = &zg[k][1].x;
+                const float* zv = &zz.x;
+                const float* gv = &go.x;
                 float4 dt4, dy4, q4;
                 float* dtv = &dt4.x;
                 float* dyv = &dy4.x;
@@ -551,20 +594,25 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
                     dyv[q] = gv[q] * zv[q] * s;
                     qv[q] = gv[q] * s * (1.0f + zv[q] * (1.0f - s));  // silu'(z) = s (1 + z (1 - s))
                 }
-                int o = scan_bwd_cell(r, cv0);
+                int o = scan_bwd_cell<CH>(r, cv0);
                 *reinterpret_cast<float4*>(dt_s + o) = dt4;
                 *reinterpret_cast<float4*>(u_s + o) = uu;
                 *reinterpret_cast<float4*>(dy_s + o) = dy4;
                 *reinterpret_cast<float4*>(q_s + o) = q4;
             }
             #pragma unroll
-            for (int k = 0; k < BC_PER_THR; k++) {  // the (w, r, v) mapping of the loads in a.
+            for (int k = 0; k < BC_PER_THR; k++) {  // the (w, r, v) mapping of the loads (or copies) in a.
                 int i = tid + k * THREADS, w = i / (CK * BCV), rem = i % (CK * BCV), r = rem / BCV, v = rem % BCV;
                 float* dst = (w == 0 ? B_s : C_s) + r * N + v * PACK;
                 #pragma unroll
-                for (int q = 0; q < PACK; q += 4)
-                    *reinterpret_cast<float4*>(dst + q) = make_float4((float)bcr[k].v[q], (float)bcr[k].v[q + 1],
-                                                                      (float)bcr[k].v[q + 2], (float)bcr[k].v[q + 3]);
+                for (int q = 0; q < PACK; q += 4) {
+                    if constexpr (BC_ASYNC) {
+                        *reinterpret_cast<float4*>(dst + q) = scan_lds4f(raw_bc + (w * CK + r) * N + v * PACK + q);
+                    } else {
+                        *reinterpret_cast<float4*>(dst + q) = make_float4((float)bcr[k].v[q], (float)bcr[k].v[q + 1],
+                                                                          (float)bcr[k].v[q + 2], (float)bcr[k].v[q + 3]);
+                    }
+                }
             }
         }
         __syncthreads();  // tiles ready; raw is free
@@ -582,7 +630,7 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
                 for (int s = 0; s < S; s++) hc[k][s] = h[s];
                 #pragma unroll
                 for (int j = 0; j < SC; j++) {
-                    int r = k * SC + j, o = scan_bwd_cell(r, cl);
+                    int r = k * SC + j, o = scan_bwd_cell<CH>(r, cl);
                     float dt = dt_s[o], dtu = dt * u_s[o];
                     float4 bv = *reinterpret_cast<const float4*>(&B_s[r * N + g * S]);
                     h[0] = scan_ex2(dt * A2[0]) * h[0] + dtu * bv.x;
@@ -605,7 +653,7 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
             float hsub[SC][S], dAs[SC][S];  // h_t and dA_t of the sub-chunk's steps
             #pragma unroll
             for (int j = 0; j < SC; j++) {
-                int r = k * SC + j, o = scan_bwd_cell(r, cl);
+                int r = k * SC + j, o = scan_bwd_cell<CH>(r, cl);
                 float dt = dt_s[o], dtu = dt * u_s[o];
                 float4 bv = *reinterpret_cast<const float4*>(&B_s[r * N + g * S]);
                 float bb[S] = {bv.x, bv.y, bv.z, bv.w};
@@ -622,7 +670,7 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
             float dub[4], dtb[4], yb[4];  // this thread's parts of du, ddt, y for a group of 4 steps
             #pragma unroll
             for (int j = SC - 1; j >= 0; j--) {
-                int r = k * SC + j, o = scan_bwd_cell(r, cl);
+                int r = k * SC + j, o = scan_bwd_cell<CH>(r, cl);
                 float dt = dt_s[o], uu = u_s[o], dy = dy_s[o];
                 float4 bv = *reinterpret_cast<const float4*>(&B_s[r * N + g * S]);
                 float4 cv = *reinterpret_cast<const float4*>(&C_s[r * N + g * S]);
@@ -653,7 +701,7 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
                     scan_reduce_scatter<2, 2>(yb, lane);
                     scan_reduce_scatter<1, 1>(dub, lane); scan_reduce_scatter<1, 1>(dtb, lane);
                     scan_reduce_scatter<1, 1>(yb, lane);
-                    int oo = scan_bwd_cell(r + g, cl);
+                    int oo = scan_bwd_cell<CH>(r + g, cl);
                     float uo = u_s[oo], dto = dt_s[oo], dyo = dy_s[oo], qo = q_s[oo];
                     float dd = dtb[0] * scan_dsoftplus_from_dt(dto);
                     u_s[oo] = dub[0] + dyo * Dv;       // du
@@ -665,7 +713,7 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
             }
             __syncthreads();  // slab[k & 1] complete (and, at k = 0, every tile)
             const int tidf = opaque_tid();
-            {  // thread: step j = tidf / 8 of the sub-chunk, float4 qv = tidf % 8 (dB for qv < 4, else dC)
+            if (tidf < SC * 8) {  // thread: step j = tidf / 8 of the sub-chunk, float4 qv = tidf % 8 (dB for qv < 4, else dC)
                 int j = tidf / 8, qv = tidf % 8, r = k * SC + j;
                 if (r < len) {
                     const float* sp = slab + ((k & 1) * WARPS * SC + j) * 32 + qv * 4;
@@ -715,7 +763,7 @@ __global__ void __launch_bounds__(SCAN_BWD_THREADS, SCAN_BWD_MIN_BLOCKS) selecti
                 Packed128<T> pu, pd, pz;
                 #pragma unroll
                 for (int q4 = 0; q4 < PACK; q4 += 4) {
-                    int o = scan_bwd_cell(r, v * PACK + q4);  // 4 consecutive channels stay consecutive
+                    int o = scan_bwd_cell<CH>(r, v * PACK + q4);  // 4 consecutive channels stay consecutive
                     float4 a = *reinterpret_cast<const float4*>(u_s + o);
                     float4 d = *reinterpret_cast<const float4*>(dt_s + o);
                     float4 zq = *reinterpret_cast<const float4*>(q_s + o);
@@ -836,21 +884,22 @@ static void selective_scan_backward_fast_t(T* du, T* ddelta, float* dA_log, floa
                                            const float* hs, int B, int L, int E) {
     bool vec = E % Packed128<T>::size == 0 && aligned16(u) && aligned16(delta) && aligned16(z) && aligned16(dout) &&
                aligned16(du) && aligned16(ddelta) && aligned16(dz);
-    const size_t smem = scan_bwd_fast_smem<T>();  // 36 KB (fp32) / 32 KB (bf16): no opt-in needed under 48 KB
-    static bool carveout_set = false;
-    if (!carveout_set) {  // ask for the largest shared-memory carveout so 6 blocks fit per SM
-        cudaCheck(cudaFuncSetAttribute(selective_scan_backward_fast_kernel<true, T>,
-                                       cudaFuncAttributePreferredSharedMemoryCarveout, 100));
-        cudaCheck(cudaFuncSetAttribute(selective_scan_backward_fast_kernel<false, T>,
-                                       cudaFuncAttributePreferredSharedMemoryCarveout, 100));
-        carveout_set = true;
+    const size_t smem = scan_bwd_fast_smem<T>();  // 36 KB (fp32), 68 KB (bf16: over 48 KB needs the opt-in)
+    static bool attributes_set = false;
+    if (!attributes_set) {  // the opt-in, and the largest shared-memory carveout so 12 warps fit per SM
+        for (auto kernel : {selective_scan_backward_fast_kernel<true, T>, selective_scan_backward_fast_kernel<false, T>}) {
+            cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+            cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
+        }
+        attributes_set = true;
     }
-    dim3 grid(ceil_div(E, SCAN_BWD_CH), B);
+    constexpr int CH = ScanBwdShape<T>::CH;
+    dim3 grid(ceil_div(E, CH), B);
     if (vec)
-        selective_scan_backward_fast_kernel<true, T><<<grid, SCAN_BWD_THREADS, smem>>>(
+        selective_scan_backward_fast_kernel<true, T><<<grid, 4 * CH, smem>>>(
             du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z, delta_bias, hs, B, L, E);
     else
-        selective_scan_backward_fast_kernel<false, T><<<grid, SCAN_BWD_THREADS, smem>>>(
+        selective_scan_backward_fast_kernel<false, T><<<grid, 4 * CH, smem>>>(
             du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z, delta_bias, hs, B, L, E);
     cudaCheckLaunch();
 }
