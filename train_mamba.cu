@@ -359,9 +359,13 @@ int main(int argc, char** argv) {
         mamba_set_training(&m, true, t.seed * 1000003ull + step);  // adapter dropout: a new mask per step
         // the loss comes from the backward's head pass (a forward without the head: mamba_forward_train);
         // a loss or gradient that is not finite stops the run in optimizer_step, before AdamW
-        mamba_forward_train(&m, inputs.data(), targets.data(), B, T);
-        mamba_zero_grad(&m);
-        float loss = mamba_backward(&m);
+        float loss;
+        {
+            LinearWeightsFixed fixed;  // no weight changes until the optimizer: one bf16 copy of each weight a step
+            mamba_forward_train(&m, inputs.data(), targets.data(), B, T);
+            mamba_zero_grad(&m);
+            loss = mamba_backward(&m);
+        }
         StepStats ss = optimizer_step(&m.params, t, step, loss, &log);
         double ms = wall_ms() - t0, mib = device_memory_mib(on_gpu);
         if (step > st.step) { step_ms_sum += ms; timed_steps++; }  // the first step is warm-up

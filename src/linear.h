@@ -319,14 +319,20 @@ static void linear_forward_b16_cuda(OT* out, const bf16* in16, const float* weig
     // out^T (OC x N) = W (OC x IC, stored as col-major IC x OC -> op T) * inp^T (IC x N)
     linear_gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, linear_weight_bf16(weight, (size_t)OC * IC), IC, in16, IC, 0.0f, out, OC);
 }
+// (W16: the weight's bf16 copy, or null when dinp is)
 template <typename TD>
-static void linear_backward_bf16_cuda(TD* dinp, float* dweight, const bf16* dout16, const bf16* in16, const float* weight,
-                                      int N, int IC, int OC) {
+static void linear_backward_bf16w_cuda(TD* dinp, float* dweight, const bf16* dout16, const bf16* in16, const bf16* W16,
+                                       int N, int IC, int OC) {
     if (N == 0) return;
     // dinp^T (IC x N) += W^T (col-major IC x OC) * dout^T (OC x N)
     // dweight^T (IC x OC) += inp^T (IC x N) * dout (N x OC; dout stored col-major OC x N -> op T)
-    if (dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, linear_weight_bf16(weight, (size_t)OC * IC), IC, dout16, OC, 1.0f, dinp, IC);
+    if (dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, W16, IC, dout16, OC, 1.0f, dinp, IC);
     if (dweight) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, in16, IC, dout16, OC, 1.0f, dweight, IC);
+}
+template <typename TD>
+static void linear_backward_bf16_cuda(TD* dinp, float* dweight, const bf16* dout16, const bf16* in16, const float* weight,
+                                      int N, int IC, int OC) {
+    linear_backward_bf16w_cuda(dinp, dweight, dout16, in16, dinp ? linear_weight_bf16(weight, (size_t)OC * IC) : nullptr, N, IC, OC);
 }
 // the backward for an input in bf16 already (the scan's y for out_proj): one copy of dout
 template <typename TD>
@@ -403,8 +409,10 @@ static void linear_backward_split_b16_cuda(floatX* dinp, float* dW, const floatX
 // dinp (a second pass over dinp costs less than interleaving the two halves into one operand)
 static void linear_backward_split_bf16_cuda(floatX* dinp, float* dW, const bf16* dout_a, const bf16* dout_b, const bf16* in16,
                                             const float* W, int N, int IC, int OA, int OB) {
-    linear_backward_bf16_cuda(dinp, dW, dout_a, in16, W, N, IC, OA);
-    linear_backward_bf16_cuda(dinp, dW ? dW + (size_t)OA * IC : nullptr, dout_b, in16, W + (size_t)OA * IC, N, IC, OB);
+    const bf16* W16 = dinp ? linear_weight_bf16(W, (size_t)(OA + OB) * IC) : nullptr;  // the forward's copy, in one scope
+    linear_backward_bf16w_cuda(dinp, dW, dout_a, in16, W16, N, IC, OA);
+    linear_backward_bf16w_cuda(dinp, dW ? dW + (size_t)OA * IC : nullptr, dout_b, in16, W16 ? W16 + (size_t)OA * IC : nullptr, N,
+                               IC, OB);
 }
 static void linear_backward_split_cuda(floatX* dinp, float* dW, const floatX* dout_a, const floatX* dout_b, const floatX* inp,
                                        const float* W, int N, int IC, int OA, int OB) {

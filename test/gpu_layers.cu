@@ -54,7 +54,7 @@ static void test_embedding(Rng* r, int BT, int C, int V) {
 static void test_rmsnorm(Rng* r, int N, int C) {
     char shape[64]; snprintf(shape, sizeof shape, "N=%d C=%d", N, C);
     Vec x = random_vec((size_t)N * C, r, -2, 2), w = random_vec(C, r, 0.5f, 1.5f), out(x.size()), rstd(N);
-    Vec dout = random_vec(x.size(), r), dx = random_vec(x.size(), r), dw = random_vec(C, r), dx_init = dx;
+    Vec dout = random_vec(x.size(), r), dx = random_vec(x.size(), r), dw = random_vec(C, r), dx_init = dx, dw_init = dw;
     float *d_x = to_device(x), *d_w = to_device(w), *d_out = device_poisoned(x.size()), *d_rstd = device_poisoned(N);
     float *d_dout = to_device(dout), *d_dx = to_device(dx), *d_dw = to_device(dw);
     rmsnorm_forward_cpu(out.data(), rstd.data(), x.data(), w.data(), N, C);
@@ -72,6 +72,13 @@ static void test_rmsnorm(Rng* r, int N, int C) {
         rmsnorm_backward(true, d_dx2, nullptr, d_dout, d_x, d_w, d_rstd, N, C);
         check_same_dev("rmsnorm_backward dweight=nullptr dx", shape, d_dx2, d_dx, x.size());
         cudaFree(d_dx2);
+    }
+    if (rmsnorm_vec_ok(C, d_dx, d_dout, d_x)) {  // the vector path's dweight: per-block partial sums added
+        // in a fixed order (no atomics): the same bits again (the fallback kernels still use atomics)
+        float *d_dx3 = to_device(dx_init), *d_dw3 = to_device(dw_init);
+        rmsnorm_backward(true, d_dx3, d_dw3, d_dout, d_x, d_w, d_rstd, N, C);
+        check_same_dev("rmsnorm_backward dweight: the same bits on a second call", shape, d_dw3, d_dw, C);
+        cudaFree(d_dx3); cudaFree(d_dw3);
     }
     cudaFree(d_x); cudaFree(d_w); cudaFree(d_out); cudaFree(d_rstd); cudaFree(d_dout); cudaFree(d_dx); cudaFree(d_dw);
 }

@@ -30,7 +30,45 @@ static void acts16_layout_check(MambaConfig c, int B, int T) {
     mamba_free(&m32); mamba_free(&m16);
 }
 
+// train_mamba's step holds one LinearWeightsFixed around forward and backward, so each weight is
+// copied to bf16 once a step instead of once a pass: the same loss bits and the same gradients as
+// with only the passes' own scopes (to 1e-6: the scan and the conv sum some with float atomics, whose
+// order changes from run to run; the spread of two runs without the outer scope is printed), and
+// every layer's four products' weights (used once a pass, twice a step) then hold copies of their own.
+static void step_scope_check(const MambaConfig& c, int B, int T) {
+    linear_set_precision(MATMUL_BF16);
+    MambaModel m;
+    mamba_build(&m, c, B, T, true);
+    mamba_init_params(&m, 9);
+    Rng r; rng_seed(&r, 10);
+    std::vector<int> tok, tgt;
+    random_tokens(&tok, (size_t)B * T, c.vocab_size, &r); random_tokens(&tgt, (size_t)B * T, c.vocab_size, &r);
+    size_t n = m.params.num_trainable;
+    std::vector<float> g[3];
+    float loss[3];
+    int copies[3];
+    for (int run = 0; run < 3; run++) {  // 0, 1: the passes' scopes only; 2: one scope around both
+        LinearWeightsFixed* outer = run == 2 ? new LinearWeightsFixed() : nullptr;
+        mamba_forward_train(&m, tok.data(), tgt.data(), B, T);
+        mamba_zero_grad(&m);
+        loss[run] = mamba_backward(&m);
+        delete outer;
+        copies[run] = linear_weight_copies();
+        g[run] = from_device(m.params.grads, n);
+    }
+    printf("     (gradients: run to run %.2e, one scope a step against the passes' %.2e)\n", rel_err(g[1].data(), g[0].data(), n),
+           rel_err(g[2].data(), g[0].data(), n));
+    report(loss[0] == loss[2] && loss[1] == loss[2], "one weight scope a step: the same loss", "%.9g vs %.9g", loss[0], loss[2]);
+    check_close("one weight scope a step: the same gradients (to 1e-6: atomics)", g[2].data(), g[0].data(), n, 1e-6);
+    report(copies[2] - copies[1] == 4 * c.n_layer, "one weight scope a step: each layer's 4 product weights copied once a step",
+           "%d more copies, want %d", copies[2] - copies[1], 4 * c.n_layer);
+    mamba_free(&m);
+    linear_set_precision(MATMUL_FP32);
+}
+
 int main() {
+    // first: the weight-copy cache is keyed by address, and later tests free and reallocate weights
+    step_scope_check(MambaConfig{300, 128, 3, 16, 4, 2, 0, 0}, 4, 256);
     cublasCheck(cublasSetMathMode(cublas_handle(), CUBLAS_DEFAULT_MATH));  // exact FP32 for comparisons
     MambaConfig small = {50, 32, 2, 16, 4, 2, 0, 0};
     model_gpu_step_check(small, 2, 1, "step small");

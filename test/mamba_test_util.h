@@ -92,7 +92,7 @@ static void model_forward_train_check(const MambaConfig& c, int B, int T, bool o
                  on_gpu ? "GPU" : "CPU", B, T, chunked ? " (head chunks of 3 rows)" : "");
         report(la == lb && la == la_bwd, name, "%.9g, %.9g, %.9g", la, la_bwd, lb);
         // the CPU's gradients are the same bits; the GPU's backward sums some gradients with float
-        // atomics (rmsnorm weights, the scan's A and D), whose order changes from run to run
+        // atomics (the conv's weights, the scan's A, D, dB, dC), whose order changes from run to run
         snprintf(name, sizeof name, "%s %s B=%d T=%d%s: mamba_forward_train + backward: the same gradients%s", label,
                  on_gpu ? "GPU" : "CPU", B, T, chunked ? " (head chunks of 3 rows)" : "", on_gpu ? " (to 1e-6: atomics)" : ", bit for bit");
         if (on_gpu) check_close(name, gb.data(), ga.data(), n, 1e-6);
