@@ -263,8 +263,7 @@ typedef struct {
     floatX* Cm;      // (BT, N)
     floatX* delta;   // (BT, E) before bias and softplus
     float* hs;       // (B, n_chunks, E, N) scan states at chunk starts
-    floatX* y;       // (BT, E) gated scan output (bf16 in this memory when y_bf16)
-    bool y_bf16;     // the last forward stored y in bf16 for out_proj (mamba_y_bf16)
+    floatX* y;       // (BT, E) gated scan output
     bool bf16;       // the last forward ran with bf16 activations (mamba_acts_bf16): xin, z, dt_low,
                      // Bm, Cm, delta and y are bf16 in these views (and the backward's gradients too)
     floatX *h_in_proj, *h_x_proj, *h_dt_proj, *h_out_proj;  // (BT, r) LoRA bottlenecks (nullptr: no adapter)
@@ -770,35 +769,7 @@ static TrainState mamba_load_adapter(MambaModel* m, const char* path, bool with_
 // ---------------------------------------------------------------------------
 // forward
 
-// --matmul bf16 on the GPU: a Mamba-1 layer's RMSNorm writes xn in bf16 (in m->xn's memory) for
-// in_proj, its only reader when in_proj has no adapter, and in_proj takes it as it is: no fp32 xn
-// and no copy of it, in the forward and in the backward's recomputation
-static bool mamba_xn_bf16(const MambaModel* m, int l, int BT, bool adapters) {
-#ifdef __CUDACC__
-    const MambaConfig& c = m->cfg;
-    bool adapter = adapters && lora_active(m->lora_layers[l].in_proj);
-    return m->on_gpu && !adapter && linear_split_bf16(BT, c.d_model, c.d_inner, c.d_inner) &&
-           rmsnorm_vec_ok(c.d_model, m->xn, m->acts[l].resid, m->layers[l].norm_w);
-#else
-    (void)m; (void)l; (void)BT; (void)adapters;
-    return false;
-#endif
-}
-// the same for the scan's output y: out_proj is its only reader when out_proj has no adapter; the
-// fast scan (d_state 16) writes it in bf16, out_proj takes it as it is (the forward records the
-// choice in LayerActs::y_bf16 for the backward)
-static bool mamba_y_bf16(const MambaModel* m, int l, int BT, bool adapters) {
-#ifdef __CUDACC__
-    const MambaConfig& c = m->cfg;
-    const LayerActs& a = m->acts[l];
-    bool adapter = adapters && lora_active(m->lora_layers[l].out_proj);
-    return m->on_gpu && !adapter && linear_use_bf16(c.d_model, BT, c.d_inner) && selective_scan_forward_fast_ok(c.d_state, a.hs, a.Bm, a.Cm);
-#else
-    (void)m; (void)l; (void)BT; (void)adapters;
-    return false;
-#endif
-}
-// the layer's RMSNorm into m->xn (bf16 where mamba_xn_bf16 says so, then `xn16` is true)
+// the layer's RMSNorm into m->xn: fp32, or bf16 (xn16: the bf16-activation layer's)
 static void mamba_layer_norm(MambaModel* m, int l, int BT, bool xn16, const char* prof_name) {
     const LayerParams& p = m->layers[l];
     LayerActs& a = m->acts[l];
@@ -911,13 +882,8 @@ static void mamba_layer_forward(MambaModel* m, int l, floatX* layer_out, int B, 
         return;
     }
 #endif
-    const bool xn16 = mamba_xn_bf16(m, l, BT, lora);
-    mamba_layer_norm(m, l, BT, xn16, "rmsnorm");
-#ifdef __CUDACC__
-    if (xn16) PROF(true, "in_proj", linear_forward_split_b16_cuda(a.xin, a.z, reinterpret_cast<const bf16*>(m->xn), p.in_proj_w, BT, D, E, E));
-    else
-#endif
-        PROF(on_gpu, "in_proj", linear_forward_split(on_gpu, a.xin, a.z, m->xn, p.in_proj_w, BT, D, E, E));  // [x | z]
+    mamba_layer_norm(m, l, BT, false, "rmsnorm");
+    PROF(on_gpu, "in_proj", linear_forward_split(on_gpu, a.xin, a.z, m->xn, p.in_proj_w, BT, D, E, E));  // [x | z]
     if (lora && lora_active(ll.in_proj))
         PROF(on_gpu, "lora", lora_forward(on_gpu, ll.in_proj, mamba_lora_run(m, l, 0), a.h_in_proj, m->xn, a.xin,
                                           ll.in_proj.out_features == 2 * E ? a.z : nullptr, BT));
@@ -930,19 +896,9 @@ static void mamba_layer_forward(MambaModel* m, int l, floatX* layer_out, int B, 
     PROF(on_gpu, "dt_proj", linear_forward(on_gpu, a.delta, a.dt_low, p.dt_proj_w, (const float*)nullptr, BT, R, E));
     if (lora && lora_active(ll.dt_proj))
         PROF(on_gpu, "lora", lora_forward(on_gpu, ll.dt_proj, mamba_lora_run(m, l, 2), a.h_dt_proj, a.dt_low, a.delta, nullptr, BT));
-    a.y_bf16 = mamba_y_bf16(m, l, BT, lora);
-#ifdef __CUDACC__
-    if (a.y_bf16) {
-        bf16* y16 = reinterpret_cast<bf16*>(a.y);
-        PROF(true, "scan", selective_scan_forward_bf16_cuda(y16, a.hs, m->u, a.delta, p.A_log, a.Bm, a.Cm, p.D, a.z, p.dt_proj_b, B, T, E));
-        PROF(true, "out_proj", linear_forward_b16_cuda(layer_out, y16, p.out_proj_w, BT, E, D));
-    } else
-#endif
-    {
-        PROF(on_gpu, "scan", selective_scan_forward(on_gpu, a.y, a.hs, m->u, a.delta, p.A_log, a.Bm, a.Cm, p.D, a.z,
-                                                    p.dt_proj_b, B, T, E, N));
-        PROF(on_gpu, "out_proj", linear_forward(on_gpu, layer_out, a.y, p.out_proj_w, (const float*)nullptr, BT, E, D));
-    }
+    PROF(on_gpu, "scan", selective_scan_forward(on_gpu, a.y, a.hs, m->u, a.delta, p.A_log, a.Bm, a.Cm, p.D, a.z, p.dt_proj_b,
+                                                B, T, E, N));
+    PROF(on_gpu, "out_proj", linear_forward(on_gpu, layer_out, a.y, p.out_proj_w, (const float*)nullptr, BT, E, D));
     if (lora && lora_active(ll.out_proj))
         PROF(on_gpu, "lora", lora_forward(on_gpu, ll.out_proj, mamba_lora_run(m, l, 3), a.h_out_proj, a.y, layer_out, nullptr, BT));
     PROF(on_gpu, "out_proj", add_inplace(on_gpu, layer_out, a.resid, (size_t)BT * D));
@@ -1056,16 +1012,10 @@ static void mamba_layer_backward(MambaModel* m, int l, int B, int T) {
 #endif
     backend_memset0(on_gpu, (char*)m->scratch_memory + m->layer_scratch_start, m->scratch_bytes - m->layer_scratch_start);
     // recompute what the forward did not keep (bit-identical to the forward's values)
-    const bool xn16 = mamba_xn_bf16(m, l, BT, lora);
-    mamba_layer_norm(m, l, BT, xn16, "recompute");
+    mamba_layer_norm(m, l, BT, false, "recompute");
     PROF(on_gpu, "recompute", conv1d_silu_forward(on_gpu, m->u, a.xin, p.conv_w, p.conv_b, B, T, E, K));
     // m->dresid holds dloss/d(layer output); the residual branch passes it through unchanged
-#ifdef __CUDACC__
-    if (a.y_bf16)
-        PROF(true, "out_proj", linear_backward_b16_cuda(s.dy, dp.out_proj_w, m->dresid, reinterpret_cast<const bf16*>(a.y), p.out_proj_w, BT, E, D));
-    else
-#endif
-        PROF(on_gpu, "out_proj", linear_backward(on_gpu, s.dy, dp.out_proj_w, (float*)nullptr, m->dresid, a.y, p.out_proj_w, BT, E, D));
+    PROF(on_gpu, "out_proj", linear_backward(on_gpu, s.dy, dp.out_proj_w, (float*)nullptr, m->dresid, a.y, p.out_proj_w, BT, E, D));
     if (lora && lora_active(ll.out_proj))
         PROF(on_gpu, "lora", lora_backward(on_gpu, ll.out_proj, mamba_lora_run(m, l, 3), a.h_out_proj, a.y, s.dy, m->dresid, nullptr, BT));
     PROF(on_gpu, "scan", selective_scan_backward(on_gpu, s.du, s.ddelta, dp.A_log, s.dBm, s.dCm, dp.D, s.dz, dp.dt_proj_b,
@@ -1078,13 +1028,7 @@ static void mamba_layer_backward(MambaModel* m, int l, int B, int T) {
     if (lora && lora_active(ll.x_proj))
         PROF(on_gpu, "lora", lora_backward(on_gpu, ll.x_proj, mamba_lora_run(m, l, 1), a.h_x_proj, m->u, s.du, s.dxdbl, nullptr, BT));
     PROF(on_gpu, "conv1d+silu", conv1d_silu_backward(on_gpu, s.dxin, dp.conv_w, dp.conv_b, s.du, a.xin, p.conv_w, p.conv_b, B, T, E, K));
-#ifdef __CUDACC__
-    if (xn16)
-        PROF(true, "in_proj", linear_backward_split_b16_cuda(s.dxn, dp.in_proj_w, s.dxin, s.dz, reinterpret_cast<const bf16*>(m->xn),
-                                                             p.in_proj_w, BT, D, E, E));
-    else
-#endif
-        PROF(on_gpu, "in_proj", linear_backward_split(on_gpu, s.dxn, dp.in_proj_w, s.dxin, s.dz, m->xn, p.in_proj_w, BT, D, E, E));
+    PROF(on_gpu, "in_proj", linear_backward_split(on_gpu, s.dxn, dp.in_proj_w, s.dxin, s.dz, m->xn, p.in_proj_w, BT, D, E, E));
     if (lora && lora_active(ll.in_proj))
         PROF(on_gpu, "lora", lora_backward(on_gpu, ll.in_proj, mamba_lora_run(m, l, 0), a.h_in_proj, m->xn, s.dxn, s.dxin,
                                            ll.in_proj.out_features == 2 * E ? s.dz : nullptr, BT));

@@ -142,11 +142,10 @@ static constexpr size_t scan_fwd_fast_smem() { return 2 * (size_t)SCAN_FWD_SLOT 
 // tile t from the staged arrays, wait for tile t+1's copies, barrier, store tile t's out and
 // stage tile t+1 (convert, dt = softplus) from its slot, barrier.
 // VEC: u, delta, z, out rows as 16-byte vectors (E % Packed128<T>::size == 0, aligned), else
-// per element. OT: the output's type (bf16 for a product that takes bf16 operands: the fp32 value
-// rounded to nearest, a vector of PACK values stored as 2 * PACK bytes).
-template <bool VEC, typename T, typename OT = T>
+// per element. T: the activations' type (out is the fp32 value rounded to T).
+template <bool VEC, typename T>
 __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast_kernel(
-    OT* __restrict__ out, float* __restrict__ hs, const T* __restrict__ u,
+    T* __restrict__ out, float* __restrict__ hs, const T* __restrict__ u,
     const T* __restrict__ delta, const float* __restrict__ A_log, const T* __restrict__ Bm,
     const T* __restrict__ Cm, const float* __restrict__ D, const T* __restrict__ z,
     const float* __restrict__ delta_bias, int B, int L, int E) {
@@ -303,34 +302,16 @@ __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast
         for (int k = 0; k < ACT_PER_THR; k++) {
             int i = tid + k * THREADS, r = i / ROWV, cv = i % ROWV, t = t0 + r, ee = eb + cv * PACK;
             if (t < L) {
-                OT* dst = out + ((size_t)b * L + t) * E;
-                if constexpr (sizeof(OT) == sizeof(T)) {
-                    Packed128<T> p;
-                    #pragma unroll
-                    for (int q = 0; q < PACK; q++) p.v[q] = (T)o_s[r][cv * PACK + q];
-                    if (VEC) {
-                        if (ee < E) store128cs(reinterpret_cast<T*>(dst) + ee, p);
-                    } else {
-                        #pragma unroll
-                        for (int q = 0; q < PACK; q++)
-                            if (ee + q < E) dst[ee + q] = p.v[q];
-                    }
+                T* dst = out + ((size_t)b * L + t) * E;
+                Packed128<T> p;
+                #pragma unroll
+                for (int q = 0; q < PACK; q++) p.v[q] = (T)o_s[r][cv * PACK + q];
+                if (VEC) {
+                    if (ee < E) store128cs(dst + ee, p);
                 } else {
-                    static_assert(PACK == 4, "the bf16 output packs 4 values");
-                    const float* o = &o_s[r][cv * PACK];
-                    if (VEC) {
-                        if (ee < E) {
-                            __nv_bfloat162 lo = __floats2bfloat162_rn(o[0], o[1]), hi = __floats2bfloat162_rn(o[2], o[3]);
-                            uint2 q2;
-                            q2.x = *reinterpret_cast<uint32_t*>(&lo);
-                            q2.y = *reinterpret_cast<uint32_t*>(&hi);
-                            __stcs(reinterpret_cast<uint2*>(dst + ee), q2);
-                        }
-                    } else {
-                        #pragma unroll
-                        for (int q = 0; q < PACK; q++)
-                            if (ee + q < E) dst[ee + q] = from_f32<OT>(o[q]);
-                    }
+                    #pragma unroll
+                    for (int q = 0; q < PACK; q++)
+                        if (ee + q < E) dst[ee + q] = p.v[q];
                 }
             }
         }
@@ -828,25 +809,25 @@ static bool selective_scan_forward_fast_ok(int N, const float* hs, const T* Bm, 
     return N == SCAN_FAST_N && aligned16(hs) && aligned16(Bm) && aligned16(Cm);
 }
 
-template <typename T, typename OT>
-static void selective_scan_forward_fast_t(OT* out, float* hs, const T* u, const T* delta, const float* A_log, const T* Bm,
+template <typename T>
+static void selective_scan_forward_fast_t(T* out, float* hs, const T* u, const T* delta, const float* A_log, const T* Bm,
                                           const T* Cm, const float* D, const T* z, const float* delta_bias, int B, int L, int E) {
     bool vec = E % Packed128<T>::size == 0 && aligned16(u) && aligned16(delta) && aligned16(z) && aligned16(out);
     const size_t smem = scan_fwd_fast_smem<T>();
-    static bool smem_opt_in = false;  // static + dynamic shared memory over 48 KB needs an opt-in (per T, OT)
+    static bool smem_opt_in = false;  // static + dynamic shared memory over 48 KB needs an opt-in (per T)
     if (!smem_opt_in) {
-        cudaCheck(cudaFuncSetAttribute(selective_scan_forward_fast_kernel<true, T, OT>,
+        cudaCheck(cudaFuncSetAttribute(selective_scan_forward_fast_kernel<true, T>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        cudaCheck(cudaFuncSetAttribute(selective_scan_forward_fast_kernel<false, T, OT>,
+        cudaCheck(cudaFuncSetAttribute(selective_scan_forward_fast_kernel<false, T>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         smem_opt_in = true;
     }
     dim3 grid(ceil_div(E, SCAN_FAST_CH), B);
     if (vec)
-        selective_scan_forward_fast_kernel<true, T, OT><<<grid, SCAN_FAST_THREADS, smem>>>(
+        selective_scan_forward_fast_kernel<true, T><<<grid, SCAN_FAST_THREADS, smem>>>(
             out, hs, u, delta, A_log, Bm, Cm, D, z, delta_bias, B, L, E);
     else
-        selective_scan_forward_fast_kernel<false, T, OT><<<grid, SCAN_FAST_THREADS, smem>>>(
+        selective_scan_forward_fast_kernel<false, T><<<grid, SCAN_FAST_THREADS, smem>>>(
             out, hs, u, delta, A_log, Bm, Cm, D, z, delta_bias, B, L, E);
     cudaCheckLaunch();
 }
@@ -854,14 +835,6 @@ static void selective_scan_forward_fast(floatX* out, float* hs, const floatX* u,
                                         const float* A_log, const floatX* Bm, const floatX* Cm,
                                         const float* D, const floatX* z, const float* delta_bias,
                                         int B, int L, int E) {
-    selective_scan_forward_fast_t(out, hs, u, delta, A_log, Bm, Cm, D, z, delta_bias, B, L, E);
-}
-// the forward with a bf16 output (for out_proj under --matmul bf16 when the activations stay fp32;
-// the fast path only: the caller checks selective_scan_forward_fast_ok)
-static void selective_scan_forward_bf16_cuda(bf16* out, float* hs, const floatX* u, const floatX* delta,
-                                             const float* A_log, const floatX* Bm, const floatX* Cm,
-                                             const float* D, const floatX* z, const float* delta_bias,
-                                             int B, int L, int E) {
     selective_scan_forward_fast_t(out, hs, u, delta, A_log, Bm, Cm, D, z, delta_bias, B, L, E);
 }
 // bf16 activations in and out (the fast path only: the caller checks selective_scan_forward_fast_ok)

@@ -47,8 +47,8 @@ static void test_functions(int N, int IC, int OC, int r, float p) {
 }
 
 // bf16: the GPU under --matmul bf16 against the fp32 CPU (tolerances as mamba_test_util.h's bf16 step),
-// at d_model 128 so the products take bf16 operands and the RMSNorm / scan write bf16 for in_proj /
-// out_proj where no adapter on them reads their outputs too
+// at d_model 128 so the products take bf16 operands; a layer with an adapter keeps fp32 activations
+// (the bf16-activation path is for layers without)
 static void test_model_step(const char* targets, const char* train_also, float dropout, int B, int T, bool bf16 = false) {
     MambaConfig c = {50, bf16 ? 128 : 32, 2, 16, 4, 2, 0, 0};
     mamba_config_derive(&c);
@@ -103,8 +103,7 @@ int main() {
     test_model_step("in_proj_x,out_proj", "A_log,D,conv1d", 0.0f, 3, 9);
     test_model_step("in_proj,dt_proj", "norm", 0.1f, 2, 33);
     test_model_step("out_proj", "", 0.0f, 1, 1);
-    // --matmul bf16: adapters beside the bf16 RMSNorm / scan outputs (x_proj), on out_proj (the scan
-    // then writes fp32 y for the adapter), on in_proj (the RMSNorm then writes fp32 xn)
+    // --matmul bf16: an adapter on x_proj, on out_proj, on in_proj (each layer then on fp32 activations)
     test_model_step("x_proj", "", 0.0f, 2, 128, true);
     test_model_step("out_proj", "norm", 0.0f, 2, 128, true);
     test_model_step("in_proj", "", 0.1f, 2, 128, true);
