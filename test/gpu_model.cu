@@ -67,6 +67,18 @@ static void step_scope_check(const MambaConfig& c, int B, int T) {
 }
 
 int main() {
+    // a model laid out for bf16 activations refuses a forward after the precision changed (its views
+    // hold 2 bytes an element); in a child process, before this process touches CUDA
+    expect_fatal("a model built under --matmul bf16 refuses a forward under fp32", "built under --matmul bf16", [] {
+        MambaConfig c = {300, 128, 2, 16, 4, 2, 0, 0};
+        linear_set_precision(MATMUL_BF16);
+        MambaModel m;
+        mamba_build(&m, c, 2, 64, true);
+        mamba_init_params(&m, 1);
+        linear_set_precision(MATMUL_FP32);
+        std::vector<int> tok(128, 1);
+        mamba_forward(&m, tok.data(), tok.data(), 2, 64);
+    });
     // first: the weight-copy cache is keyed by address, and later tests free and reallocate weights
     step_scope_check(MambaConfig{300, 128, 3, 16, 4, 2, 0, 0}, 4, 256);
     cublasCheck(cublasSetMathMode(cublas_handle(), CUBLAS_DEFAULT_MATH));  // exact FP32 for comparisons
