@@ -382,12 +382,31 @@ static void linear_backward_cuda(floatX* dinp, float* dweight, float* dbias, con
 // linear_split_bf16 says whether the bf16 path applies; the _b16 functions take an input its
 // producer wrote in bf16 already (an RMSNorm with a bf16 output): no copy of it at all.
 static bool linear_split_bf16(int N, int IC, int OA, int OB) { return linear_use_bf16(std::min(OA, OB), N, IC); }
+// C_i (m x n, column-major) = op(A_i) op(B_i) + beta C_i for i = 0, 1, with A_1 = A_0 + sA and so
+// on: two halves of one shape as one strided-batched launch (twice the tiles of either half, one
+// launch). Returns false, launching nothing, where the halves are not a non-negative stride apart
+// or the two C would overlap (the caller then runs two products).
+static cudaDataType linear_cuda_type(float*) { return CUDA_R_32F; }
+static cudaDataType linear_cuda_type(bf16*) { return CUDA_R_16BF; }
+template <typename CT>
+static bool linear_gemm_pair(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const bf16* A0, const bf16* A1, int lda,
+                             const bf16* B0, const bf16* B1, int ldb, float beta, CT* C0, CT* C1, int ldc) {
+    long long sA = A1 - A0, sB = B1 - B0, sC = C1 - C0;
+    if (sA < 0 || sB < 0 || sC < (long long)ldc * n) return false;
+    const float one = 1.0f;
+    cublasCheck(cublasGemmStridedBatchedEx(cublas_handle(), ta, tb, m, n, k, &one, A0, CUDA_R_16BF, lda, sA, B0, CUDA_R_16BF, ldb, sB,
+                                           &beta, C0, linear_cuda_type(C0), ldc, sC, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return true;
+}
+
 template <typename OT>
 static void linear_forward_split_b16_cuda(OT* out_a, OT* out_b, const bf16* in16, const float* W, int N, int IC, int OA, int OB) {
     if (N == 0) return;
     const bf16* W16 = linear_weight_bf16(W, (size_t)(OA + OB) * IC);
+    const bf16* W16b = W16 + (size_t)OA * IC;
+    if (OA == OB && linear_gemm_pair(CUBLAS_OP_T, CUBLAS_OP_N, OA, N, IC, W16, W16b, IC, in16, in16, IC, 0.0f, out_a, out_b, OA)) return;
     linear_gemm(CUBLAS_OP_T, CUBLAS_OP_N, OA, N, IC, W16, IC, in16, IC, 0.0f, out_a, OA);
-    linear_gemm(CUBLAS_OP_T, CUBLAS_OP_N, OB, N, IC, W16 + (size_t)OA * IC, IC, in16, IC, 0.0f, out_b, OB);
+    linear_gemm(CUBLAS_OP_T, CUBLAS_OP_N, OB, N, IC, W16b, IC, in16, IC, 0.0f, out_b, OB);
 }
 static void linear_forward_split_cuda(floatX* out_a, floatX* out_b, const floatX* inp, const float* W, int N, int IC, int OA,
                                       int OB) {
@@ -410,9 +429,14 @@ static void linear_backward_split_b16_cuda(floatX* dinp, float* dW, const floatX
 static void linear_backward_split_bf16_cuda(floatX* dinp, float* dW, const bf16* dout_a, const bf16* dout_b, const bf16* in16,
                                             const float* W, int N, int IC, int OA, int OB) {
     const bf16* W16 = dinp ? linear_weight_bf16(W, (size_t)(OA + OB) * IC) : nullptr;  // the forward's copy, in one scope
-    linear_backward_bf16w_cuda(dinp, dW, dout_a, in16, W16, N, IC, OA);
-    linear_backward_bf16w_cuda(dinp, dW ? dW + (size_t)OA * IC : nullptr, dout_b, in16, W16 ? W16 + (size_t)OA * IC : nullptr, N,
-                               IC, OB);
+    // dW's halves as one launch where dout_a, dout_b are one stride apart (the model's scratch)
+    bool dw_paired = dW && OA == OB && N > 0 &&
+                     linear_gemm_pair(CUBLAS_OP_N, CUBLAS_OP_T, IC, OA, N, in16, in16, IC, dout_a, dout_b, OA, 1.0f, dW,
+                                      dW + (size_t)OA * IC, IC);
+    float* dW_rest = dw_paired ? nullptr : dW;
+    linear_backward_bf16w_cuda(dinp, dW_rest, dout_a, in16, W16, N, IC, OA);
+    linear_backward_bf16w_cuda(dinp, dW_rest ? dW_rest + (size_t)OA * IC : nullptr, dout_b, in16, W16 ? W16 + (size_t)OA * IC : nullptr,
+                               N, IC, OB);
 }
 static void linear_backward_split_cuda(floatX* dinp, float* dW, const floatX* dout_a, const floatX* dout_b, const floatX* inp,
                                        const float* W, int N, int IC, int OA, int OB) {

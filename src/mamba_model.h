@@ -527,8 +527,8 @@ static void mamba_layout_scratch(MambaModel* m, Arena* a) {
     if (mamba_has_kind(c, LAYER_M1)) {
         bool h = m->all_acts16;  // (dBm, dCm, ddt_low stay fp32 under bf16 activations)
         s.dy = mamba_take_act(a, BT * E, h);       s.du = mamba_take_act(a, BT * E, h);
-        s.ddelta = mamba_take_act(a, BT * E, h);   s.dz = mamba_take_act(a, BT * E, h);
-        s.dxin = mamba_take_act(a, BT * E, h);     s.ddt_low = arena_take<floatX>(a, BT * R);
+        s.ddelta = mamba_take_act(a, BT * E, h);   s.dxin = mamba_take_act(a, BT * E, h);  // dxin, dz in this order: in_proj's
+        s.dz = mamba_take_act(a, BT * E, h);       s.ddt_low = arena_take<floatX>(a, BT * R);  // dW halves run as one launch
         s.dBm = arena_take<floatX>(a, BT * N);     s.dCm = arena_take<floatX>(a, BT * N);
         s.dxdbl = mamba_take_act(a, BT * (R + 2 * N), h);
         s.dh_lora = m->lora.rank > 0 ? arena_take<floatX>(a, BT * m->lora.rank) : nullptr;

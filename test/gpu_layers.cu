@@ -416,6 +416,36 @@ static void test_linear_bf16_activations(Rng* r, int N, int IC, int OC) {
     cudaFree(d_in); cudaFree(d_dout); cudaFree(d_out); cudaFree(d_dinp); cudaFree(d_W); cudaFree(d_dW);
 }
 
+// in_proj's split product on bf16 activations: the forward writing bf16 x | z, the backward from bf16
+// dx | dz (linear_backward_split_bf16_cuda), the halves one stride apart (as the model's views: one
+// strided-batched launch each for the forward and dW) or in the other order (two products each),
+// against the CPU's two halves on the same bf16 operands (the weight rounded as the copies are)
+static void test_split_bf16_activations(Rng* r, int N, int IC, int O, bool paired) {
+    char shape[96]; snprintf(shape, sizeof shape, "split, bf16 activations N=%d IC=%d O=%d %s", N, IC, O, paired ? "(one launch)" : "(two)");
+    Vec inp = round_bf16_vec(random_vec((size_t)N * IC, r)), W = random_vec((size_t)2 * O * IC, r), Wr = round_bf16_vec(W);
+    Vec da = round_bf16_vec(random_vec((size_t)N * O, r)), db = round_bf16_vec(random_vec((size_t)N * O, r));
+    Vec both((size_t)2 * N * O, NAN);
+    bf16* out = to_device_bf16(both);  // [a | b] consecutive (paired) or [b | a]
+    Vec g2((size_t)2 * N * O);
+    for (size_t i = 0; i < (size_t)N * O; i++) { g2[i] = paired ? da[i] : db[i]; g2[(size_t)N * O + i] = paired ? db[i] : da[i]; }
+    bf16* grads = to_device_bf16(g2);
+    bf16 *out_a = paired ? out : out + (size_t)N * O, *out_b = paired ? out + (size_t)N * O : out;
+    bf16 *g_a = paired ? grads : grads + (size_t)N * O, *g_b = paired ? grads + (size_t)N * O : grads;
+    bf16* d_in = to_device_bf16(inp);
+    float *d_W = to_device(W), *d_dinp = to_device(Vec(inp.size(), 0.0f)), *d_dW = to_device(Vec(W.size(), 0.0f));
+    linear_forward_split_b16_cuda(out_a, out_b, d_in, d_W, N, IC, O, O);
+    linear_backward_split_bf16_cuda(d_dinp, d_dW, g_a, g_b, d_in, d_W, N, IC, O, O);
+    Vec ra((size_t)N * O, 0.0f), rb((size_t)N * O, 0.0f), rdinp(inp.size(), 0.0f), rdW(W.size(), 0.0f);
+    linear_forward_split(false, ra.data(), rb.data(), inp.data(), Wr.data(), N, IC, O, O);
+    linear_backward_split(false, rdinp.data(), rdW.data(), da.data(), db.data(), inp.data(), Wr.data(), N, IC, O, O);
+    std::string sh = std::string(" ") + shape;
+    check_close(("forward x half (bf16)" + sh).c_str(), from_device_bf16(out_a, ra.size()).data(), ra.data(), ra.size(), 1e-5 + BF16_U);
+    check_close(("forward z half (bf16)" + sh).c_str(), from_device_bf16(out_b, rb.size()).data(), rb.data(), rb.size(), 1e-5 + BF16_U);
+    check_dev(("backward dinp" + sh).c_str(), "", d_dinp, rdinp, 1e-5);
+    check_dev(("backward dW" + sh).c_str(), "", d_dW, rdW, 1e-5);
+    cudaFree(out); cudaFree(grads); cudaFree(d_in); cudaFree(d_W); cudaFree(d_dinp); cudaFree(d_dW);
+}
+
 static void test_conv1d_silu(Rng* r, int B, int L, int E, int K) {
     char shape[64]; snprintf(shape, sizeof shape, "B=%d L=%d E=%d K=%d", B, L, E, K);
     size_t n = (size_t)B * L * E;
@@ -653,6 +683,9 @@ int main() {
     test_linear_bf16_activations(&r, 1000, 48, 1536);   // dt_proj (thin input)
     test_linear_bf16_activations(&r, 1000, 1536, 80);   // x_proj (thin output)
     test_linear_bf16_activations(&r, 7, 40, 24);
+    test_split_bf16_activations(&r, 1000, 768, 1536, true);
+    test_split_bf16_activations(&r, 1000, 768, 1536, false);
+    test_split_bf16_activations(&r, 7, 40, 24, true);
     test_activations(&r, 1);
     test_activations(&r, 37);
     test_activations(&r, 100003);
