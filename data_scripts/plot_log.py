@@ -47,6 +47,8 @@ def read_log(path):
                 row = json.loads(line)
             except ValueError:
                 row = None
+            if isinstance(row, dict) and "summary" in row:  # the run's last line (timings, final losses): no step
+                continue
             if not isinstance(row, dict) or number(row.get("step")) is None:
                 bad += 1
                 if bad <= 3:
