@@ -256,3 +256,15 @@ static void concat_columns(bool on_gpu, floatX* out, const floatX* a, const floa
     if (on_gpu) GPU_CALL(concat_columns_cuda(out, a, b, c, N, ca, cb, cc));
     else concat_columns_cpu(out, a, b, c, N, ca, cb, cc);
 }
+#ifdef __CUDACC__
+// bf16 activations (the GPU only): x_proj's bf16 output split into dt_low | Bm | Cm, and the fp32
+// gradients ddt_low | dBm | dCm joined into x_proj's bf16 operand
+static void split_columns(bool on_gpu, bf16* a, bf16* b, bf16* c, const bf16* in, int N, int ca, int cb, int cc) {
+    if (!on_gpu) FATAL("bf16 activations run on the GPU only");
+    split_columns_cuda(a, b, c, in, N, ca, cb, cc);
+}
+static void concat_columns(bool on_gpu, bf16* out, const float* a, const float* b, const float* c, int N, int ca, int cb, int cc) {
+    if (!on_gpu) FATAL("bf16 activations run on the GPU only");
+    concat_columns_cuda(out, a, b, c, N, ca, cb, cc);
+}
+#endif

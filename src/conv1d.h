@@ -564,3 +564,17 @@ static void conv1d_silu_backward(bool on_gpu, floatX* dx, float* dweight, float*
     if (on_gpu) GPU_CALL(conv1d_silu_backward_cuda(dx, dweight, dbias, dout, x, weight, bias, B, L, E, K));
     else conv1d_silu_backward_cpu(dx, dweight, dbias, dout, x, weight, bias, B, L, E, K);
 }
+#ifdef __CUDACC__
+// the same for bf16 activations (x, out, dout, dx in bf16; the GPU only): mamba_model.h's layer is
+// one template over the activation type and calls these where its activations are bf16
+static void conv1d_silu_forward(bool on_gpu, bf16* out, const bf16* x, const float* weight, const float* bias, int B, int L,
+                                int E, int K) {
+    if (!on_gpu) FATAL("bf16 activations run on the GPU only");
+    conv1d_silu_forward_b16_cuda(out, x, weight, bias, B, L, E, K);
+}
+static void conv1d_silu_backward(bool on_gpu, bf16* dx, float* dweight, float* dbias, const bf16* dout, const bf16* x,
+                                 const float* weight, const float* bias, int B, int L, int E, int K) {
+    if (!on_gpu) FATAL("bf16 activations run on the GPU only");
+    conv1d_silu_backward_b16_cuda(dx, dweight, dbias, dout, x, weight, bias, B, L, E, K);
+}
+#endif

@@ -5,6 +5,7 @@
 // exact fp32, TF32 tensor cores, or bf16 operands (see below).
 #pragma once
 #include <algorithm>
+#include <type_traits>
 #include "common.h"
 
 // dst (cols, rows) = src (rows, cols)^T, in 32x32 blocks so both sides stay in cache
@@ -491,3 +492,29 @@ static void linear_backward_split(bool on_gpu, floatX* dinp, float* dW, const fl
         linear_backward_cpu(dinp, dW ? dW + (size_t)OA * IC : nullptr, nullptr, dout_b, inp, W + (size_t)OA * IC, N, IC, OB);
     }
 }
+#ifdef __CUDACC__
+// the same on bf16 activations (the GPU only): the input in bf16, the output (forward) or the input
+// gradient (backward) fp32 or bf16, the output gradient fp32 (rounded once here) or bf16; no bias
+template <typename OT>
+static void linear_forward(bool on_gpu, OT* out, const bf16* in16, const float* weight, const float* bias, int N, int IC, int OC) {
+    if (!on_gpu || bias) FATAL("bf16 activations: the GPU's products only, without a bias");
+    linear_forward_b16_cuda(out, in16, weight, N, IC, OC);
+}
+template <typename OT>
+static void linear_forward_split(bool on_gpu, OT* out_a, OT* out_b, const bf16* in16, const float* W, int N, int IC, int OA, int OB) {
+    if (!on_gpu) FATAL("bf16 activations run on the GPU only");
+    linear_forward_split_b16_cuda(out_a, out_b, in16, W, N, IC, OA, OB);
+}
+template <typename TD, typename TO>
+static void linear_backward(bool on_gpu, TD* dinp, float* dweight, float* dbias, const TO* dout, const bf16* in16, const float* weight,
+                            int N, int IC, int OC) {
+    if (!on_gpu || dbias) FATAL("bf16 activations: the GPU's products only, without a bias");
+    if constexpr (std::is_same<TO, bf16>::value) linear_backward_bf16_cuda(dinp, dweight, dout, in16, weight, N, IC, OC);
+    else linear_backward_b16_cuda(dinp, dweight, dout, in16, weight, N, IC, OC);
+}
+static void linear_backward_split(bool on_gpu, float* dinp, float* dW, const bf16* dout_a, const bf16* dout_b, const bf16* in16,
+                                  const float* W, int N, int IC, int OA, int OB) {
+    if (!on_gpu) FATAL("bf16 activations run on the GPU only");
+    linear_backward_split_bf16_cuda(dinp, dW, dout_a, dout_b, in16, W, N, IC, OA, OB);
+}
+#endif

@@ -817,91 +817,57 @@ static bool mamba_acts_bf16(const MambaModel* m, int l, int BT, bool adapters) {
 #endif
 }
 
-#ifdef __CUDACC__
-static bf16* as_bf16(floatX* x) { return reinterpret_cast<bf16*>(x); }
+// A Mamba-1 layer, forward: layer_out = resid + out_proj(scan(...)), on activations of type AT: fp32
+// (the CPU, and the GPU under --matmul tf32 / fp32 or where an adapter reads them), or bf16 (the GPU
+// under --matmul bf16: mamba_acts_bf16). The activations live in the fp32-typed views of LayerActs and
+// the scratch (a bf16 layer's hold bf16, at 2 bytes an element where the layout was planned for it);
+// the component wrappers dispatch on the pointers' types (the bf16 ones run the GPU only). LoRA
+// adapters only ever meet fp32 activations (a layer with one is never bf16).
+template <typename AT> static AT* act_view(floatX* x) { return reinterpret_cast<AT*>(x); }
 
-// mamba_layer_forward's composition with bf16 activations (mamba_acts_bf16)
-static void mamba_layer_forward_bf16(MambaModel* m, int l, floatX* layer_out, int B, int T) {
-    const MambaConfig& c = m->cfg;
-    int D = c.d_model, E = c.d_inner, N = c.d_state, K = c.d_conv, R = c.dt_rank, BT = B * T;
-    const LayerParams& p = m->layers[l];
-    LayerActs& a = m->acts[l];
-    bf16 *xn = as_bf16(m->xn), *xin = as_bf16(a.xin), *z = as_bf16(a.z), *u = as_bf16(m->u), *xdbl = as_bf16(m->xdbl);
-    bf16 *dt_low = as_bf16(a.dt_low), *Bm = as_bf16(a.Bm), *Cm = as_bf16(a.Cm), *delta = as_bf16(a.delta), *y = as_bf16(a.y);
-    mamba_layer_norm(m, l, BT, true, "rmsnorm");
-    PROF(true, "in_proj", linear_forward_split_b16_cuda(xin, z, xn, p.in_proj_w, BT, D, E, E));  // [x | z]
-    PROF(true, "conv1d+silu", conv1d_silu_forward_b16_cuda(u, xin, p.conv_w, p.conv_b, B, T, E, K));
-    PROF(true, "x_proj", linear_forward_b16_cuda(xdbl, u, p.x_proj_w, BT, E, R + 2 * N);
-                         split_columns_cuda(dt_low, Bm, Cm, xdbl, BT, R, N, N));
-    PROF(true, "dt_proj", linear_forward_b16_cuda(delta, dt_low, p.dt_proj_w, BT, R, E));
-    PROF(true, "scan", selective_scan_forward_b16_cuda(y, a.hs, u, delta, p.A_log, Bm, Cm, p.D, z, p.dt_proj_b, B, T, E));
-    PROF(true, "out_proj", linear_forward_b16_cuda(layer_out, y, p.out_proj_w, BT, E, D);
-                           add_inplace(true, layer_out, a.resid, (size_t)BT * D));
-}
-
-// mamba_layer_backward's with bf16 activations: the scratch gradients dy, du, ddelta, dz, dxin are
-// bf16 (zeroed like the fp32 ones: zero bits are 0 in both), dBm, dCm, ddt_low and dxn fp32
-static void mamba_layer_backward_bf16(MambaModel* m, int l, int B, int T) {
-    const MambaConfig& c = m->cfg;
-    int D = c.d_model, E = c.d_inner, N = c.d_state, K = c.d_conv, R = c.dt_rank, BT = B * T;
-    const LayerParams& p = m->layers[l];
-    const LayerParams& dp = m->dlayers[l];
-    LayerActs& a = m->acts[l];
-    LayerScratch& s = m->scratch;
-    bf16 *xn = as_bf16(m->xn), *xin = as_bf16(a.xin), *z = as_bf16(a.z), *u = as_bf16(m->u);
-    bf16 *dt_low = as_bf16(a.dt_low), *Bm = as_bf16(a.Bm), *Cm = as_bf16(a.Cm), *delta = as_bf16(a.delta), *y = as_bf16(a.y);
-    bf16 *dy = as_bf16(s.dy), *du = as_bf16(s.du), *ddelta = as_bf16(s.ddelta), *dz = as_bf16(s.dz), *dxin = as_bf16(s.dxin);
-    bf16* dxdbl = as_bf16(s.dxdbl);
-    backend_memset0(true, (char*)m->scratch_memory + m->layer_scratch_start, m->scratch_bytes - m->layer_scratch_start);
-    mamba_layer_norm(m, l, BT, true, "recompute");
-    PROF(true, "recompute", conv1d_silu_forward_b16_cuda(u, xin, p.conv_w, p.conv_b, B, T, E, K));
-    PROF(true, "out_proj", linear_backward_b16_cuda(dy, dp.out_proj_w, m->dresid, y, p.out_proj_w, BT, E, D));
-    PROF(true, "scan", selective_scan_backward_b16_cuda(du, ddelta, dp.A_log, s.dBm, s.dCm, dp.D, dz, dp.dt_proj_b, dy, u, delta,
-                                                        p.A_log, Bm, Cm, p.D, z, p.dt_proj_b, a.hs, B, T, E));
-    PROF(true, "dt_proj", linear_backward_bf16_cuda(s.ddt_low, dp.dt_proj_w, ddelta, dt_low, p.dt_proj_w, BT, R, E));
-    PROF(true, "x_proj", concat_columns_cuda(dxdbl, s.ddt_low, s.dBm, s.dCm, BT, R, N, N);
-                         linear_backward_bf16_cuda(du, dp.x_proj_w, dxdbl, u, p.x_proj_w, BT, E, R + 2 * N));
-    PROF(true, "conv1d+silu", conv1d_silu_backward_b16_cuda(dxin, dp.conv_w, dp.conv_b, du, xin, p.conv_w, p.conv_b, B, T, E, K));
-    PROF(true, "in_proj", linear_backward_split_bf16_cuda(s.dxn, dp.in_proj_w, dxin, dz, xn, p.in_proj_w, BT, D, E, E));
-    PROF(true, "rmsnorm", rmsnorm_backward(true, m->dresid, dp.norm_w, s.dxn, a.resid, p.norm_w, a.rstd, BT, D));
-}
-#endif
-
-static void mamba_layer_forward(MambaModel* m, int l, floatX* layer_out, int B, int T) {
+template <typename AT>
+static void mamba_m1_forward(MambaModel* m, int l, floatX* layer_out, int B, int T, bool lora) {
     const MambaConfig& c = m->cfg;
     int D = c.d_model, E = c.d_inner, N = c.d_state, K = c.d_conv, R = c.dt_rank, BT = B * T;
     bool on_gpu = m->on_gpu;
-    LayerParams& p = m->layers[l];
+    const LayerParams& p = m->layers[l];
     LayerActs& a = m->acts[l];
     const LayerLora& ll = m->lora_layers[l];
-    bool lora = m->lora.rank > 0 && !m->lora_merged;
-    a.bf16 = mamba_acts_bf16(m, l, BT, lora);
-#ifdef __CUDACC__
-    if (a.bf16) {
-        mamba_layer_forward_bf16(m, l, layer_out, B, T);
-        return;
-    }
-#endif
-    mamba_layer_norm(m, l, BT, false, "rmsnorm");
-    PROF(on_gpu, "in_proj", linear_forward_split(on_gpu, a.xin, a.z, m->xn, p.in_proj_w, BT, D, E, E));  // [x | z]
+    AT *xn = act_view<AT>(m->xn), *xin = act_view<AT>(a.xin), *z = act_view<AT>(a.z), *u = act_view<AT>(m->u);
+    AT *xdbl = act_view<AT>(m->xdbl), *dt_low = act_view<AT>(a.dt_low), *Bm = act_view<AT>(a.Bm), *Cm = act_view<AT>(a.Cm);
+    AT *delta = act_view<AT>(a.delta), *y = act_view<AT>(a.y);
+    mamba_layer_norm(m, l, BT, sizeof(AT) == 2, "rmsnorm");
+    PROF(on_gpu, "in_proj", linear_forward_split(on_gpu, xin, z, xn, p.in_proj_w, BT, D, E, E));  // [x | z]
     if (lora && lora_active(ll.in_proj))
         PROF(on_gpu, "lora", lora_forward(on_gpu, ll.in_proj, mamba_lora_run(m, l, 0), a.h_in_proj, m->xn, a.xin,
                                           ll.in_proj.out_features == 2 * E ? a.z : nullptr, BT));
-    PROF(on_gpu, "conv1d+silu", conv1d_silu_forward(on_gpu, m->u, a.xin, p.conv_w, p.conv_b, B, T, E, K));
+    PROF(on_gpu, "conv1d+silu", conv1d_silu_forward(on_gpu, u, xin, p.conv_w, p.conv_b, B, T, E, K));
     // one GEMM for all three projections (three skinny ones cost ~3x), then split
-    PROF(on_gpu, "x_proj", linear_forward(on_gpu, m->xdbl, m->u, p.x_proj_w, (const float*)nullptr, BT, E, R + 2 * N));
+    PROF(on_gpu, "x_proj", linear_forward(on_gpu, xdbl, u, p.x_proj_w, (const float*)nullptr, BT, E, R + 2 * N));
     if (lora && lora_active(ll.x_proj))
         PROF(on_gpu, "lora", lora_forward(on_gpu, ll.x_proj, mamba_lora_run(m, l, 1), a.h_x_proj, m->u, m->xdbl, nullptr, BT));
-    PROF(on_gpu, "x_proj", split_columns(on_gpu, a.dt_low, a.Bm, a.Cm, m->xdbl, BT, R, N, N));
-    PROF(on_gpu, "dt_proj", linear_forward(on_gpu, a.delta, a.dt_low, p.dt_proj_w, (const float*)nullptr, BT, R, E));
+    PROF(on_gpu, "x_proj", split_columns(on_gpu, dt_low, Bm, Cm, xdbl, BT, R, N, N));
+    PROF(on_gpu, "dt_proj", linear_forward(on_gpu, delta, dt_low, p.dt_proj_w, (const float*)nullptr, BT, R, E));
     if (lora && lora_active(ll.dt_proj))
         PROF(on_gpu, "lora", lora_forward(on_gpu, ll.dt_proj, mamba_lora_run(m, l, 2), a.h_dt_proj, a.dt_low, a.delta, nullptr, BT));
-    PROF(on_gpu, "scan", selective_scan_forward(on_gpu, a.y, a.hs, m->u, a.delta, p.A_log, a.Bm, a.Cm, p.D, a.z, p.dt_proj_b,
-                                                B, T, E, N));
-    PROF(on_gpu, "out_proj", linear_forward(on_gpu, layer_out, a.y, p.out_proj_w, (const float*)nullptr, BT, E, D));
+    PROF(on_gpu, "scan", selective_scan_forward(on_gpu, y, a.hs, u, delta, p.A_log, Bm, Cm, p.D, z, p.dt_proj_b, B, T, E, N));
+    PROF(on_gpu, "out_proj", linear_forward(on_gpu, layer_out, y, p.out_proj_w, (const float*)nullptr, BT, E, D));
     if (lora && lora_active(ll.out_proj))
         PROF(on_gpu, "lora", lora_forward(on_gpu, ll.out_proj, mamba_lora_run(m, l, 3), a.h_out_proj, a.y, layer_out, nullptr, BT));
     PROF(on_gpu, "out_proj", add_inplace(on_gpu, layer_out, a.resid, (size_t)BT * D));
+}
+
+static void mamba_layer_forward(MambaModel* m, int l, floatX* layer_out, int B, int T) {
+    bool lora = m->lora.rank > 0 && !m->lora_merged;
+    LayerActs& a = m->acts[l];
+    a.bf16 = mamba_acts_bf16(m, l, B * T, lora);
+#ifdef __CUDACC__
+    if (a.bf16) {
+        mamba_m1_forward<bf16>(m, l, layer_out, B, T, false);
+        return;
+    }
+#endif
+    mamba_m1_forward<floatX>(m, l, layer_out, B, T, lora);
 }
 
 // an M2, A or F layer: layer_out = resid + Mixer(RMSNorm(resid))
@@ -994,46 +960,58 @@ static void mamba_forward_train(MambaModel* m, const int* tokens, const int* tar
 
 static void mamba_zero_grad(MambaModel* m) { params_zero_grad(&m->params); }
 
-static void mamba_layer_backward(MambaModel* m, int l, int B, int T) {
+// A Mamba-1 layer, backward, on activations of type AT (mamba_m1_forward's). The scratch gradients
+// dy, du, ddelta, dz, dxin and dxdbl are AT (zeroed alike: zero bits are 0 in both), dBm, dCm, ddt_low
+// and dxn fp32.
+template <typename AT>
+static void mamba_m1_backward(MambaModel* m, int l, int B, int T, bool lora) {
     const MambaConfig& c = m->cfg;
     int D = c.d_model, E = c.d_inner, N = c.d_state, K = c.d_conv, R = c.dt_rank, BT = B * T;
     bool on_gpu = m->on_gpu;
-    LayerParams& p = m->layers[l];
-    LayerParams& dp = m->dlayers[l];
+    const LayerParams& p = m->layers[l];
+    const LayerParams& dp = m->dlayers[l];
     LayerActs& a = m->acts[l];
     LayerScratch& s = m->scratch;
     const LayerLora& ll = m->lora_layers[l];
-    bool lora = m->lora.rank > 0;  // (a merged model is for inference: mamba_backward refuses it)
-#ifdef __CUDACC__
-    if (a.bf16) {
-        mamba_layer_backward_bf16(m, l, B, T);
-        return;
-    }
-#endif
+    AT *xn = act_view<AT>(m->xn), *xin = act_view<AT>(a.xin), *z = act_view<AT>(a.z), *u = act_view<AT>(m->u);
+    AT *dt_low = act_view<AT>(a.dt_low), *Bm = act_view<AT>(a.Bm), *Cm = act_view<AT>(a.Cm), *delta = act_view<AT>(a.delta);
+    AT *y = act_view<AT>(a.y), *dy = act_view<AT>(s.dy), *du = act_view<AT>(s.du), *ddelta = act_view<AT>(s.ddelta);
+    AT *dz = act_view<AT>(s.dz), *dxin = act_view<AT>(s.dxin), *dxdbl = act_view<AT>(s.dxdbl);
     backend_memset0(on_gpu, (char*)m->scratch_memory + m->layer_scratch_start, m->scratch_bytes - m->layer_scratch_start);
     // recompute what the forward did not keep (bit-identical to the forward's values)
-    mamba_layer_norm(m, l, BT, false, "recompute");
-    PROF(on_gpu, "recompute", conv1d_silu_forward(on_gpu, m->u, a.xin, p.conv_w, p.conv_b, B, T, E, K));
+    mamba_layer_norm(m, l, BT, sizeof(AT) == 2, "recompute");
+    PROF(on_gpu, "recompute", conv1d_silu_forward(on_gpu, u, xin, p.conv_w, p.conv_b, B, T, E, K));
     // m->dresid holds dloss/d(layer output); the residual branch passes it through unchanged
-    PROF(on_gpu, "out_proj", linear_backward(on_gpu, s.dy, dp.out_proj_w, (float*)nullptr, m->dresid, a.y, p.out_proj_w, BT, E, D));
+    PROF(on_gpu, "out_proj", linear_backward(on_gpu, dy, dp.out_proj_w, (float*)nullptr, m->dresid, y, p.out_proj_w, BT, E, D));
     if (lora && lora_active(ll.out_proj))
         PROF(on_gpu, "lora", lora_backward(on_gpu, ll.out_proj, mamba_lora_run(m, l, 3), a.h_out_proj, a.y, s.dy, m->dresid, nullptr, BT));
-    PROF(on_gpu, "scan", selective_scan_backward(on_gpu, s.du, s.ddelta, dp.A_log, s.dBm, s.dCm, dp.D, s.dz, dp.dt_proj_b,
-                             s.dy, m->u, a.delta, p.A_log, a.Bm, a.Cm, p.D, a.z, p.dt_proj_b, a.hs, B, T, E, N));
-    PROF(on_gpu, "dt_proj", linear_backward(on_gpu, s.ddt_low, dp.dt_proj_w, (float*)nullptr, s.ddelta, a.dt_low, p.dt_proj_w, BT, R, E));
+    PROF(on_gpu, "scan", selective_scan_backward(on_gpu, du, ddelta, dp.A_log, s.dBm, s.dCm, dp.D, dz, dp.dt_proj_b, dy, u, delta,
+                                                 p.A_log, Bm, Cm, p.D, z, p.dt_proj_b, a.hs, B, T, E, N));
+    PROF(on_gpu, "dt_proj", linear_backward(on_gpu, s.ddt_low, dp.dt_proj_w, (float*)nullptr, ddelta, dt_low, p.dt_proj_w, BT, R, E));
     if (lora && lora_active(ll.dt_proj))
         PROF(on_gpu, "lora", lora_backward(on_gpu, ll.dt_proj, mamba_lora_run(m, l, 2), a.h_dt_proj, a.dt_low, s.ddt_low, s.ddelta, nullptr, BT));
-    PROF(on_gpu, "x_proj", concat_columns(on_gpu, s.dxdbl, s.ddt_low, s.dBm, s.dCm, BT, R, N, N);
-                      linear_backward(on_gpu, s.du, dp.x_proj_w, (float*)nullptr, s.dxdbl, m->u, p.x_proj_w, BT, E, R + 2 * N));
+    PROF(on_gpu, "x_proj", concat_columns(on_gpu, dxdbl, s.ddt_low, s.dBm, s.dCm, BT, R, N, N);
+                      linear_backward(on_gpu, du, dp.x_proj_w, (float*)nullptr, dxdbl, u, p.x_proj_w, BT, E, R + 2 * N));
     if (lora && lora_active(ll.x_proj))
         PROF(on_gpu, "lora", lora_backward(on_gpu, ll.x_proj, mamba_lora_run(m, l, 1), a.h_x_proj, m->u, s.du, s.dxdbl, nullptr, BT));
-    PROF(on_gpu, "conv1d+silu", conv1d_silu_backward(on_gpu, s.dxin, dp.conv_w, dp.conv_b, s.du, a.xin, p.conv_w, p.conv_b, B, T, E, K));
-    PROF(on_gpu, "in_proj", linear_backward_split(on_gpu, s.dxn, dp.in_proj_w, s.dxin, s.dz, m->xn, p.in_proj_w, BT, D, E, E));
+    PROF(on_gpu, "conv1d+silu", conv1d_silu_backward(on_gpu, dxin, dp.conv_w, dp.conv_b, du, xin, p.conv_w, p.conv_b, B, T, E, K));
+    PROF(on_gpu, "in_proj", linear_backward_split(on_gpu, s.dxn, dp.in_proj_w, dxin, dz, xn, p.in_proj_w, BT, D, E, E));
     if (lora && lora_active(ll.in_proj))
         PROF(on_gpu, "lora", lora_backward(on_gpu, ll.in_proj, mamba_lora_run(m, l, 0), a.h_in_proj, m->xn, s.dxn, s.dxin,
                                            ll.in_proj.out_features == 2 * E ? s.dz : nullptr, BT));
     // dresid += d(norm branch): dresid now holds dloss/d(layer input)
     PROF(on_gpu, "rmsnorm", rmsnorm_backward(on_gpu, m->dresid, dp.norm_w, s.dxn, a.resid, p.norm_w, a.rstd, BT, D));
+}
+
+static void mamba_layer_backward(MambaModel* m, int l, int B, int T) {
+    bool lora = m->lora.rank > 0;  // (a merged model is for inference: mamba_backward refuses it)
+#ifdef __CUDACC__
+    if (m->acts[l].bf16) {  // the last forward's choice
+        mamba_m1_backward<bf16>(m, l, B, T, false);
+        return;
+    }
+#endif
+    mamba_m1_backward<floatX>(m, l, B, T, lora);
 }
 
 // an M2, A or F layer's backward: m->dresid holds dloss/d(layer output) on entry and

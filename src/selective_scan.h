@@ -842,3 +842,22 @@ static void selective_scan_backward(bool on_gpu, floatX* du, floatX* ddelta, flo
     else selective_scan_backward_cpu(du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm,
                                      Cm, D, z, delta_bias, hs, B, L, E, N);
 }
+#ifdef __CUDACC__
+// the same for bf16 activations (the GPU's fast kernels only: d_state 16 and the pointers they take)
+static void selective_scan_forward(bool on_gpu, bf16* out, float* hs, const bf16* u, const bf16* delta, const float* A_log,
+                                   const bf16* Bm, const bf16* Cm, const float* D, const bf16* z, const float* delta_bias,
+                                   int B, int L, int E, int N) {
+    if (!on_gpu || !selective_scan_forward_fast_ok(N, hs, Bm, Cm))
+        FATAL("bf16 activations: the scan runs on the GPU's fast kernels only (d_state %d)", SCAN_FAST_N);
+    selective_scan_forward_b16_cuda(out, hs, u, delta, A_log, Bm, Cm, D, z, delta_bias, B, L, E);
+}
+static void selective_scan_backward(bool on_gpu, bf16* du, bf16* ddelta, float* dA_log, float* dBm, float* dCm, float* dD,
+                                    bf16* dz, float* ddelta_bias, const bf16* dout, const bf16* u, const bf16* delta,
+                                    const float* A_log, const bf16* Bm, const bf16* Cm, const float* D, const bf16* z,
+                                    const float* delta_bias, const float* hs, int B, int L, int E, int N) {
+    if (!on_gpu || !selective_scan_backward_fast_ok(N, hs, Bm, Cm, dBm, dCm))
+        FATAL("bf16 activations: the scan runs on the GPU's fast kernels only (d_state %d)", SCAN_FAST_N);
+    selective_scan_backward_b16_cuda(du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z,
+                                     delta_bias, hs, B, L, E);
+}
+#endif
