@@ -20,6 +20,7 @@
 //
 // Build and run: make build/dev_grid_barrier && ./build/dev_grid_barrier
 #include <cooperative_groups.h>
+#include <functional>
 #include "dev_common.h"
 
 namespace cg = cooperative_groups;
@@ -66,20 +67,38 @@ __global__ void empty_kernel(float* sink, int pdl) {
 
 static int g_sms = 0;
 
-// median us per barrier over `reps` launches of `rounds` barriers
+// median us per unit of `launch` (which does `units` barriers or kernels on `stream`), over `reps`
+// runs after two warm-up runs; `before` runs outside the timed span
+static double median_us(cudaStream_t stream, int units, int reps, const std::function<void()>& before,
+                        const std::function<void()>& launch) {
+    cudaEvent_t a, b;
+    cudaCheck(cudaEventCreate(&a));
+    cudaCheck(cudaEventCreate(&b));
+    std::vector<double> us;
+    for (int rep = 0; rep < reps + 2; rep++) {
+        before();
+        cudaCheck(cudaEventRecord(a, stream));
+        launch();
+        cudaCheck(cudaEventRecord(b, stream));
+        cudaCheck(cudaEventSynchronize(b));
+        float ms;
+        cudaCheck(cudaEventElapsedTime(&ms, a, b));
+        if (rep >= 2) us.push_back(ms * 1e3 / units);
+    }
+    cudaCheck(cudaEventDestroy(a));
+    cudaCheck(cudaEventDestroy(b));
+    std::sort(us.begin(), us.end());
+    return us[us.size() / 2];
+}
+
+// us per barrier: one cooperative launch of `rounds` barriers
 static double time_barriers(int version, int blocks_per_sm, int threads, int rounds, int reps) {
     float* sink = dev_alloc<float>(4096);
     cudaCheck(cudaMemset(sink, 0, 4096 * sizeof(float)));
     unsigned int* counter;
     cudaCheck(cudaMalloc(&counter, sizeof(unsigned int)));
     int blocks = g_sms * blocks_per_sm;
-    cudaEvent_t a, b;
-    cudaCheck(cudaEventCreate(&a));
-    cudaCheck(cudaEventCreate(&b));
-    std::vector<double> us;
-    for (int rep = 0; rep < reps + 2; rep++) {  // the first two are warm-up
-        cudaCheck(cudaMemset(counter, 0, sizeof(unsigned int)));
-        cudaCheck(cudaEventRecord(a));
+    double us = median_us(0, rounds, reps, [&] { cudaCheck(cudaMemset(counter, 0, sizeof(unsigned int))); }, [&] {
         if (version == 1) {
             void* args[] = {&rounds, &sink};
             cudaCheck(cudaLaunchCooperativeKernel((void*)barrier_cg_kernel, blocks, threads, args, 0, 0));
@@ -87,19 +106,13 @@ static double time_barriers(int version, int blocks_per_sm, int threads, int rou
             void* args[] = {&counter, &rounds, &sink};
             cudaCheck(cudaLaunchCooperativeKernel((void*)barrier_atomic_kernel, blocks, threads, args, 0, 0));
         }
-        cudaCheck(cudaEventRecord(b));
-        cudaCheck(cudaEventSynchronize(b));
-        float ms;
-        cudaCheck(cudaEventElapsedTime(&ms, a, b));
-        if (rep >= 2) us.push_back(ms * 1e3 / rounds);
-    }
-    std::sort(us.begin(), us.end());
+    });
     cudaCheck(cudaFree(counter));
     dev_free(sink);
-    return us[us.size() / 2];
+    return us;
 }
 
-// median us per kernel over a graph of `kernels` empty kernels (one block per SM)
+// us per kernel: a CUDA graph of `kernels` empty kernels (one block per SM)
 static double time_boundaries(bool pdl, int threads, int kernels, int reps) {
     float* sink = dev_alloc<float>(4096);
     cudaCheck(cudaMemset(sink, 0, 4096 * sizeof(float)));
@@ -123,25 +136,12 @@ static double time_boundaries(bool pdl, int threads, int kernels, int reps) {
     }
     cudaCheck(cudaStreamEndCapture(s, &g));
     cudaCheck(cudaGraphInstantiate(&ge, g, 0));
-    cudaEvent_t a, b;
-    cudaCheck(cudaEventCreate(&a));
-    cudaCheck(cudaEventCreate(&b));
-    std::vector<double> us;
-    for (int rep = 0; rep < reps + 2; rep++) {
-        cudaCheck(cudaEventRecord(a, s));
-        cudaCheck(cudaGraphLaunch(ge, s));
-        cudaCheck(cudaEventRecord(b, s));
-        cudaCheck(cudaEventSynchronize(b));
-        float ms;
-        cudaCheck(cudaEventElapsedTime(&ms, a, b));
-        if (rep >= 2) us.push_back(ms * 1e3 / kernels);
-    }
-    std::sort(us.begin(), us.end());
+    double us = median_us(s, kernels, reps, [] {}, [&] { cudaCheck(cudaGraphLaunch(ge, s)); });
     cudaCheck(cudaGraphExecDestroy(ge));
     cudaCheck(cudaGraphDestroy(g));
     cudaCheck(cudaStreamDestroy(s));
     dev_free(sink);
-    return us[us.size() / 2];
+    return us;
 }
 
 int main() {

@@ -262,25 +262,21 @@ static void linear_weights_fixed_end() {
         for (LinearWeightCopy& c : g_weight_copies) c.used = c.fresh = false;
 }
 
-// C (m x n, column-major, ldc) = op(A) op(B) + beta C: fp32 operands (FP32 / TF32 by the math
-// mode), or bf16 copies (BF16), fp32 C either way
+// C (m x n, column-major, ldc) = op(A) op(B) + beta C on fp32 operands (FP32 / TF32 by the math mode)
 static void linear_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* A, int lda,
                         const float* B, int ldb, float beta, float* C, int ldc) {
     const float one = 1.0f;
     cublasCheck(cublasSgemm(cublas_handle(), ta, tb, m, n, k, &one, A, lda, B, ldb, &beta, C, ldc));
 }
+static cudaDataType linear_cuda_type(float*) { return CUDA_R_32F; }
+static cudaDataType linear_cuda_type(bf16*) { return CUDA_R_16BF; }
+// ... on bf16 operands: C fp32, or bf16 (bf16 activations: beta C added in fp32, one rounding at the end)
+template <typename CT>
 static void linear_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const bf16* A, int lda,
-                        const bf16* B, int ldb, float beta, float* C, int ldc) {
+                        const bf16* B, int ldb, float beta, CT* C, int ldc) {
     const float one = 1.0f;
     cublasCheck(cublasGemmEx(cublas_handle(), ta, tb, m, n, k, &one, A, CUDA_R_16BF, lda, B, CUDA_R_16BF, ldb, &beta,
-                             C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-}
-// ... and a bf16 C (bf16 activations): fp32 accumulation, beta C added in fp32, one rounding at the end
-static void linear_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const bf16* A, int lda,
-                        const bf16* B, int ldb, float beta, bf16* C, int ldc) {
-    const float one = 1.0f;
-    cublasCheck(cublasGemmEx(cublas_handle(), ta, tb, m, n, k, &one, A, CUDA_R_16BF, lda, B, CUDA_R_16BF, ldb, &beta,
-                             C, CUDA_R_16BF, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                             C, linear_cuda_type(C), ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 __global__ void linear_bias_kernel(floatX* out, const float* bias, int N, int OC) {
@@ -387,8 +383,6 @@ static bool linear_split_bf16(int N, int IC, int OA, int OB) { return linear_use
 // on: two halves of one shape as one strided-batched launch (twice the tiles of either half, one
 // launch). Returns false, launching nothing, where the halves are not a non-negative stride apart
 // or the two C would overlap (the caller then runs two products).
-static cudaDataType linear_cuda_type(float*) { return CUDA_R_32F; }
-static cudaDataType linear_cuda_type(bf16*) { return CUDA_R_16BF; }
 template <typename CT>
 static bool linear_gemm_pair(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const bf16* A0, const bf16* A1, int lda,
                              const bf16* B0, const bf16* B1, int ldb, float beta, CT* C0, CT* C1, int ldc) {

@@ -445,20 +445,29 @@ static floatX* mamba_take_act(Arena* a, size_t n, bool half) {
 // is laid out with its activations in bf16, half the bytes, and then runs with bf16 activations at
 // every forward shape. Where every layer is such a one, the shared buffers (xn, u, xdbl) and the
 // backward scratch are halved too.
+static bool mamba_layer_has_adapter(const MambaModel* m, int l) {
+    const LayerLora& ll = m->lora_layers[l];
+    return lora_active(ll.in_proj) || lora_active(ll.x_proj) || lora_active(ll.dt_proj) || lora_active(ll.out_proj);
+}
+#ifdef __CUDACC__
+// whether a Mamba-1 layer of this shape can take bf16 activations over BT rows: its products wide
+// enough for bf16 (under --matmul bf16), the conv's and the fast scan's bf16 kernels, the RMSNorm's
+// vector path (the arena's views are 16-byte aligned, as the kernels' vector paths need)
+static bool mamba_bf16_shape_ok(const MambaConfig& c, int BT) {
+    return linear_split_bf16(BT, c.d_model, c.d_inner, c.d_inner) && linear_use_bf16(c.d_model, BT, c.d_inner) &&
+           conv1d_silu_b16_ok(c.d_conv) && c.d_state == SCAN_FAST_N && rmsnorm_vec_ok(c.d_model, nullptr, nullptr, nullptr);
+}
+#endif
 static void mamba_plan_acts16(MambaModel* m) {
     const MambaConfig& c = m->cfg;
     m->acts16.assign(c.n_layer, 0);
     m->all_acts16 = false;
 #ifdef __CUDACC__
     if (!m->on_gpu || g_matmul_precision != MATMUL_BF16) return;
-    int BT = m->B * m->T, n = 0;
-    bool fits = linear_split_bf16(BT, c.d_model, c.d_inner, c.d_inner) && linear_use_bf16(c.d_model, BT, c.d_inner) &&
-                conv1d_silu_b16_ok(c.d_conv) && c.d_state == SCAN_FAST_N &&
-                rmsnorm_vec_ok(c.d_model, nullptr, nullptr, nullptr);  // (the views are 16-byte aligned)
+    bool fits = mamba_bf16_shape_ok(c, m->B * m->T);
+    int n = 0;
     for (int l = 0; l < c.n_layer; l++) {
-        const LayerLora& ll = m->lora_layers[l];
-        bool adapter = lora_active(ll.in_proj) || lora_active(ll.x_proj) || lora_active(ll.dt_proj) || lora_active(ll.out_proj);
-        m->acts16[l] = fits && m->layer_index[l].kind == LAYER_M1 && !adapter;
+        m->acts16[l] = fits && m->layer_index[l].kind == LAYER_M1 && !mamba_layer_has_adapter(m, l);
         n += m->acts16[l];
     }
     m->all_acts16 = n == c.n_layer;
@@ -790,27 +799,18 @@ static void mamba_layer_norm(MambaModel* m, int l, int BT, bool xn16, const char
 // producer and read as they are by every consumer (no copies); every product runs on bf16 tensor
 // cores (thin ones included) with fp32 accumulation. The residual stream and its gradient, rstd,
 // the scan's states (hs) and sums, dBm / dCm (summed by atomics), ddt_low, the parameters and
-// their gradients stay fp32, as do the official kernels' (residual_in_fp32). The bf16 values live
-// in the fp32-sized views of LayerActs / LayerScratch (half of each).
+// their gradients stay fp32, as do the official kernels' (residual_in_fp32). A layer laid out for
+// them (mamba_plan_acts16) always takes them; in a model built under another precision, a layer
+// takes them, in the halves of its fp32-sized views, where the shapes fit this forward.
 static bool mamba_acts_bf16(const MambaModel* m, int l, int BT, bool adapters) {
 #ifdef __CUDACC__
-    if (m->acts16[l]) {  // laid out for them (mamba_plan_acts16)
+    if (m->acts16[l]) {
         if (g_matmul_precision != MATMUL_BF16)
             FATAL("the model was built under --matmul bf16 (its activations are laid out in bf16); the matmul precision "
                   "changed since: set it before mamba_build");
         return true;
     }
-    const MambaConfig& c = m->cfg;
-    const LayerLora& ll = m->lora_layers[l];
-    const LayerActs& a = m->acts[l];
-    const LayerScratch& s = m->scratch;
-    bool adapter = adapters && (lora_active(ll.in_proj) || lora_active(ll.x_proj) || lora_active(ll.dt_proj) ||
-                                lora_active(ll.out_proj));
-    return m->on_gpu && !adapter && linear_split_bf16(BT, c.d_model, c.d_inner, c.d_inner) &&
-           linear_use_bf16(c.d_model, BT, c.d_inner) && conv1d_silu_b16_ok(c.d_conv) &&
-           rmsnorm_vec_ok(c.d_model, m->xn, a.resid, m->layers[l].norm_w) &&
-           selective_scan_forward_fast_ok(c.d_state, a.hs, a.Bm, a.Cm) &&
-           (!m->params.with_grads || selective_scan_backward_fast_ok(c.d_state, a.hs, a.Bm, a.Cm, s.dBm, s.dCm));
+    return m->on_gpu && !(adapters && mamba_layer_has_adapter(m, l)) && mamba_bf16_shape_ok(m->cfg, BT);
 #else
     (void)m; (void)l; (void)BT; (void)adapters;
     return false;
