@@ -1316,11 +1316,7 @@ static void ssd_lb_backward(floatX* dx, floatX* ddt, float* dA, floatX* dBm, flo
     ssd_lb_state_kernel<Q, N, PT, true><<<nc * nch, PT * 4, sm2 * sizeof(float)>>>(dstates, dh0, dfinal_state, ring2, f2, f2 + 2 * nch, dy,
                                                                                   dt, A, Cm, B, L, H, P, G);
     cudaCheckLaunch();
-    size_t sm4 = ::SsdChunkBwd2Smem<Q, N>::floats(P);
-    ssd_set_smem((const void*)::ssd_tc_chunk_bwd2_kernel<Q, N>, sm4, "ssd_backward");
-    ::ssd_tc_chunk_bwd2_kernel<Q, N><<<dim3(nc, G, B), 256, sm4 * sizeof(float)>>>(dx, ddt, dA, dBm, dCm, dD, dy, x, dt, A, Bm, Cm, D,
-                                                                                  cb, states, dstates, L, H, P, G);
-    cudaCheckLaunch();
+    ::ssd_tc_chunk_backward<Q, N>(dx, ddt, dA, dBm, dCm, dD, dy, x, dt, A, Bm, Cm, D, cb, states, dstates, B, L, H, P, G);
 }
 template <int Q, int PT>
 static void lb_fwd(floatX* y, float* fs, const floatX* x, const floatX* dt, const float* A, const floatX* Bm, const floatX* Cm,

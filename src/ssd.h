@@ -450,7 +450,9 @@ static void ssd_step_cpu(floatX* y, float* state, const floatX* x, const floatX*
 //                dC (intra + exp(cs_t) dy_t H_c), dB (intra + through S_c), dD, and
 //                d(cs_t), turned into ddt and dA by a reverse cumulative sum   ssd_chunk_backward_kernel
 // dBm, dCm (shared by the heads of a group) are summed from per-head parts; dA and dD (summed
-// over chunks and b) use one float atomic per block (none when the caller's pointer is nullptr).
+// over chunks and b) use one float atomic per block (none when the caller's pointer is nullptr), and
+// shared-memory float atomics sum d(cs) inside a block: these plain kernels' bits may vary from run
+// to run (the tensor-core kernels' do not).
 #define SSD_CUDA_CHUNK 64
 
 // cs[0..Qc) and dts[0..Qc) of chunk (b, h, t0); thread 0, then a barrier
@@ -854,6 +856,8 @@ static void ssd_backward_simt_cuda(floatX* dx, floatX* ddt, float* dA, floatX* d
 //                            masked decayed CB) -> dx, ddt; dW = dY Xᵀ -> dCB = mask∘decay(dW) dt_s;
 //                            dC = sum_h [dCB_h B + exp(cs) dY_h H_c,h], dB = sum_h [dCB_hᵀ C + exp(cl-cs) dt X_h G_{c+1},h];
 //                            d(cs) (mask exponents, state read, chunk state, chunk decay) -> ddt, dA; dD
+//                            (dA, dD: one part per block and head, then ssd_param_reduce_kernel adds them
+//                            in a fixed order: the tensor-core backward's bits repeat from run to run)
 // Shared-memory rows are padded so the fragment loads of each product hit 32 banks (row length
 // = 4 mod 32 floats where a warp reads 8 rows x 4 columns, 8 mod 32 where it reads 4 rows x 8).
 // The helpers below (operands, SsdTile, decays, cp.async) are shared with dev/ssd.cu's versions.
@@ -1392,8 +1396,8 @@ template <int Q, int N> struct SsdChunkBwd2Smem {
     }
 };
 template <int Q, int N>
-__global__ void __launch_bounds__(256, 1) ssd_tc_chunk_bwd2_kernel(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm,
-        float* dD, const floatX* dy, const floatX* x, const floatX* dt, const float* A, const floatX* Bm, const floatX* Cm,
+__global__ void __launch_bounds__(256, 1) ssd_tc_chunk_bwd2_kernel(floatX* dx, floatX* ddt, float* dA_part, floatX* dBm, floatX* dCm,
+        float* dD_part, const floatX* dy, const floatX* x, const floatX* dt, const float* A, const floatX* Bm, const floatX* Cm,
         const float* D, const float* cb, const bf16* states, const bf16* dstates, int L, int H, int P, int G) {
     typedef SsdChunkBwd2Smem<Q, N> S_;
     typedef bf16 ST;
@@ -1587,9 +1591,10 @@ __global__ void __launch_bounds__(256, 1) ssd_tc_chunk_bwd2_kernel(floatX* dx, f
                     if (t < Qc) ddt[((size_t)b * L + t0 + t) * H + h] = (floatX)(dtb[Q + t] + Ah * cum + dd[e]);
                 }
                 dAp = warp_sum(dAp);
-                if (lane == 0) {  // a nullptr dA / dD is frozen: not written
-                    if (dA) atomicAdd(&dA[h], dAp);
-                    if (dD) atomicAdd(&dD[h], dDh);
+                if (lane == 0) {  // this block's parts, (B, nc, H), summed in order by ssd_param_reduce_kernel
+                    const size_t at = ((size_t)b * nc + c) * H + h;
+                    if (dA_part) dA_part[at] = dAp;  // nullptr: frozen
+                    if (dD_part) dD_part[at] = dDh;
                 }
             }
         }
@@ -1626,6 +1631,50 @@ __global__ void __launch_bounds__(256, 1) ssd_tc_chunk_bwd2_kernel(floatX* dx, f
     };
     add_rows(dCm, dCt);
     add_rows(dBm, dBt);
+}
+
+// dA[h] += sum_i dA_part[i * H + h] and dD likewise, i over the n = B * nc blocks of the per-chunk
+// backward: a fixed order, so the bits repeat from run to run (float atomics would not)
+__global__ void ssd_param_reduce_kernel(float* dA, float* dD, const float* dA_part, const float* dD_part, int n, int H) {
+    __shared__ float red[2][32];
+    const int h = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    float a = 0.0f, d = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        if (dA) a += dA_part[(size_t)i * H + h];
+        if (dD) d += dD_part[(size_t)i * H + h];
+    }
+    a = warp_sum(a); d = warp_sum(d);
+    if (lane == 0) { red[0][warp] = a; red[1][warp] = d; }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        a = 0.0f; d = 0.0f;
+        for (int w = 0; w < (int)(blockDim.x / 32); w++) { a += red[0][w]; d += red[1][w]; }
+        if (dA) dA[h] += a;
+        if (dD) dD[h] += d;
+    }
+}
+
+// the per-chunk backward (every gradient but the state passes'), then dA and dD from its per-block parts
+// (nullptr dA / dD: frozen, not written)
+template <int Q, int N>
+static void ssd_tc_chunk_backward(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm, float* dD, const floatX* dy,
+                                  const floatX* x, const floatX* dt, const float* A, const floatX* Bm, const floatX* Cm,
+                                  const float* D, const float* cb, const bf16* states, const bf16* dstates, int B, int L, int H,
+                                  int P, int G) {
+    const int nc = ceil_div(L, Q);
+    static DeviceScratch part_buf;
+    const size_t n = (size_t)B * nc;
+    float* part = part_buf.get(2 * n * H);
+    size_t sm4 = SsdChunkBwd2Smem<Q, N>::floats(P);
+    ssd_set_smem((const void*)ssd_tc_chunk_bwd2_kernel<Q, N>, sm4, "ssd_backward");
+    ssd_tc_chunk_bwd2_kernel<Q, N><<<dim3(nc, G, B), 256, sm4 * sizeof(float)>>>(dx, ddt, dA ? part : nullptr, dBm, dCm,
+                                                                                dD ? part + n * H : nullptr, dy, x, dt, A, Bm, Cm,
+                                                                                D, cb, states, dstates, L, H, P, G);
+    cudaCheckLaunch();
+    if (dA || dD) {
+        ssd_param_reduce_kernel<<<H, 256>>>(dA, dD, part, part + n * H, (int)n, H);
+        cudaCheckLaunch();
+    }
 }
 
 // the forward on the tensor cores: C Bᵀ per chunk and group, then the sequential kernel
@@ -1671,11 +1720,7 @@ static void ssd_tc_backward(floatX* dx, floatX* ddt, float* dA, floatX* dBm, flo
     ssd_tc_dstate_kernel<Q, N, PT><<<dim3(P / PT, H, B), PT * 4, sm3 * sizeof(float)>>>(dstates, dh0, dfinal_state, dy, dt, A, Cm,
                                                                                     L, H, P, G);
     cudaCheckLaunch();
-    size_t sm4 = SsdChunkBwd2Smem<Q, N>::floats(P);
-    ssd_set_smem((const void*)ssd_tc_chunk_bwd2_kernel<Q, N>, sm4, "ssd_backward");
-    ssd_tc_chunk_bwd2_kernel<Q, N><<<dim3(nc, G, B), 256, sm4 * sizeof(float)>>>(dx, ddt, dA, dBm, dCm, dD, dy, x, dt, A, Bm, Cm, D,
-                                                                                cb, states, dstates, L, H, P, G);
-    cudaCheckLaunch();
+    ssd_tc_chunk_backward<Q, N>(dx, ddt, dA, dBm, dCm, dD, dy, x, dt, A, Bm, Cm, D, cb, states, dstates, B, L, H, P, G);
 }
 
 // The tensor-core configuration (dev/ssd.cu and dev/notes_kernels.md measure the alternatives): the

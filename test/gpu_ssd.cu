@@ -6,7 +6,8 @@
 //   - the tensor-core kernels (P a multiple of 32, N 64 or 128): TF32 operands, held to 2e-3 and
 //     3e-3 (1e-2 with bf16 state tensors); dev/ssd.cu measures <= 7e-4 with fp32 states.
 // Shapes with one chunk, several chunks, a partial last chunk, L = 1, 1 and 2 groups. Outputs are
-// poisoned (NaN) before the kernels write them.
+// poisoned (NaN) before the kernels write them. The tensor-core backward run twice gives the same
+// bits (its dA and dD sums have a fixed order).
 #include "../src/ssd.h"
 #include "test_util.h"
 
@@ -63,6 +64,22 @@ static void test_shape(int B, int L, int H, int P, int G, int N, bool with_h0, b
     check_close(label("dC"), from_device(gdC, BLGN).data(), dC.data(), BLGN, tol_g);
     check_close(label("dD"), from_device(gdD, H).data(), dD.data(), H, tol_g);
     check_close(label("dh0"), from_device(gdh0, BHPN).data(), dh0.data(), BHPN, tol_g);
+    if (tc) {  // the tensor-core backward sums in a fixed order: a second call from the same buffers gives the same bits
+        struct { const char* what; float* first; const Vec* start; size_t n; } items[] = {
+            {"dx", gdx, &gdx0, BLHP}, {"ddt", gddt, &gddt0, BLH}, {"dA", gdA, &gdA0, (size_t)H}, {"dB", gdB, &gdB0, BLGN},
+            {"dC", gdC, &gdC0, BLGN}, {"dD", gdD, &gdD0, (size_t)H}, {"dh0", gdh0, &gdh00, BHPN}};
+        float *rdx = to_device(gdx0), *rddt = to_device(gddt0), *rdA = to_device(gdA0), *rdB = to_device(gdB0);
+        float *rdC = to_device(gdC0), *rdD = to_device(gdD0), *rdh0 = to_device(gdh00);
+        ssd_backward_cuda(rdx, rddt, rdA, rdB, rdC, rdD, rdh0, gdy, gdf, gx, gdt, gA, gB, gC, gD, gh0, B, L, H, P, G, N);
+        float* again[] = {rdx, rddt, rdA, rdB, rdC, rdD, rdh0};
+        std::string differ;
+        for (int i = 0; i < 7; i++) {
+            Vec a = from_device(items[i].first, items[i].n), b = from_device(again[i], items[i].n);
+            if (memcmp(a.data(), b.data(), a.size() * sizeof(float)) != 0) differ += std::string(" ") + items[i].what;
+        }
+        report(differ.empty(), label("backward twice: the same bits"), "differ:%s", differ.c_str());
+        for (float* q : again) cudaCheck(cudaFree(q));
+    }
     {  // frozen A_log and D (LoRA): dA = dD = nullptr; the input gradients match the normal GPU call (to
        // 1e-6: the kernels sum some terms with float atomics, whose order varies) and the CPU reference
         float *fdx = to_device(gdx0), *fddt = to_device(gddt0), *fdB = to_device(gdB0), *fdC = to_device(gdC0);
