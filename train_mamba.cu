@@ -131,7 +131,7 @@ static void validate(const Options* o) {
 // generates there (src/mamba_generate.h: the recurrent step on the device weights, in a CUDA
 // graph), unless it has unmerged LoRA adapters (a LoRA run's periodic samples): the CPU step
 // folds those into a host copy of the weights, the GPU decoder reads the weights as they are.
-// A pattern with M2, A or F layers generates with the CPU step (the GPU decoder is Mamba-1's).
+// A pattern with M2, A or F layers runs layer by layer, without a graph (see mamba_generate.h).
 static std::string generate_text(const MambaModel* m, const Options& o, int n, uint64_t seed) {
     bool bytes = m->cfg.vocab_size == 256;
     std::vector<int> prompt;
@@ -139,7 +139,7 @@ static std::string generate_text(const MambaModel* m, const Options& o, int n, u
     if (prompt.empty()) prompt.push_back(bytes ? '\n' : 0);
     std::string text = bytes ? o.prompt : "";
     std::vector<int> tokens;
-    bool gpu_decoder = m->on_gpu && !(m->lora.rank > 0 && !m->lora_merged) && mamba_is_pure_m1(m->cfg);
+    bool gpu_decoder = m->on_gpu && !(m->lora.rank > 0 && !m->lora_merged);
     if (gpu_decoder)
         GPU_CALL(tokens = mamba_generate_gpu(m, {prompt}, n, o.temperature, o.top_k, seed, /*use_graph=*/true, DECODE_AUTO,
                                              o.gen_weights == "bf16")[0]);
@@ -160,22 +160,27 @@ static void bench_generate(const MambaModel* m, const Options& o) {
            DECODE_FUSED_MAX_ROWS, o.train.matmul == "fp32" ? "FP32" : "TF32", mamba_decoder_weight_bytes(m) / 4 / 1e6);
     printf("peak memory bandwidth %.0f GB/s (bus %d bits, memory clock %d MHz, double data rate)\n", bw / 1e9, bus_bits, clock_khz / 1000);
     printf("us per step = per token of each sequence (median of 7 runs of 64 steps, CUDA events; step + sampling)\n");
+    const bool layered = decoder_layered(m);
+    if (layered)
+        printf("layer pattern %s: the step runs layer by layer on the default stream, without a CUDA graph (the graph columns\n"
+               "are plain launches too) and with fp32 weights; the state floor leaves out the KV caches\n", c.layers.c_str());
     for (bool half : {false, true}) {
+        if (half && layered) continue;
         size_t wbytes = mamba_decoder_weight_bytes(m, half);
         double floor_us = wbytes / bw * 1e6;
-        printf("\n%s weights (the fused GEMVs, batch <= %d): %.1f MiB read per step, weight-read floor %.1f us\n",
-               half ? "bf16" : "fp32", DECODE_FUSED_MAX_ROWS, wbytes / 1048576.0, floor_us);
+        if (layered) printf("\nfp32 weights: %.1f MiB read per step, weight-read floor %.1f us\n", wbytes / 1048576.0, floor_us);
+        else printf("\n%s weights (the fused GEMVs, batch <= %d): %.1f MiB read per step, weight-read floor %.1f us\n",
+                    half ? "bf16" : "fp32", DECODE_FUSED_MAX_ROWS, wbytes / 1048576.0, floor_us);
         printf("%6s %14s %14s %22s %14s %12s %14s\n", "batch", "plain greedy", "graph greedy", "graph sampled", "tokens/s", "x floor",
                "state floor");
         for (int batch : {1, 8, 64}) {
             double plain = mamba_bench_generate(m, batch, false, 0.0f, 0, 64, 7, DECODE_AUTO, DECODE_PDL_DEFAULT, half);
             double graph = mamba_bench_generate(m, batch, true, 0.0f, 0, 64, 7, DECODE_AUTO, DECODE_PDL_DEFAULT, half);
             double sampled = mamba_bench_generate(m, batch, true, o.temperature, o.top_k, 64, 7, DECODE_AUTO, DECODE_PDL_DEFAULT, half);
-            // the recurrent state is read and written once per step too: conv (E, K-1) + SSM (E, N) per layer and sequence;
+            // the recurrent state is read and written once per step too (mamba_decoder_state_bytes);
             // above the fused path's batch the weights are read in fp32
             size_t wb = batch <= DECODE_FUSED_MAX_ROWS ? wbytes : mamba_decoder_weight_bytes(m);
-            double state_bytes = 2.0 * 4.0 * batch * c.n_layer * (double)c.d_inner * (c.d_conv - 1 + c.d_state);
-            double state_floor_us = (wb + state_bytes) / bw * 1e6;
+            double state_floor_us = (wb + mamba_decoder_state_bytes(m, batch)) / bw * 1e6;
             printf("%6d %11.1f us %11.1f us %19.1f us %14.0f %11.2fx %11.1f us\n", batch, plain, graph, sampled, batch / (graph * 1e-6),
                    graph / (wb / bw * 1e6), state_floor_us);
         }

@@ -4,7 +4,7 @@
 #   memory (--matmul tf32 and bf16), the memory breakdown, the per-component time (--profile)
 #   and each component's distance to its floor (data_scripts/step_floor.py)
 #   generation: us/token at batch 1, 8, 64 against the weight-read floor (--bench-generate)
-#   the mamba2-130m shape (24 Mamba-2 blocks, d_state 128, headdim 64): its training step
+#   the mamba2-130m shape (24 Mamba-2 blocks, d_state 128, headdim 64): its training step and generation
 # Logs under $OUT (default out/bench); the table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,9 @@ M130="--random-data --vocab 50280 --d-model 768 --n-layer 24 --batch 8 --seq-len
 ./train_mamba --resume /tmp/bench130m.ckpt --bench-generate > "$OUT/generate.log" 2>&1 || echo "(generation benchmark failed: $OUT/generate.log)"
 rm -f /tmp/bench130m.ckpt
 ./train_mamba --random-data --vocab 50280 --d-model 768 --layers "M2*24" --batch 8 --seq-len 1024 --eval-interval 0 \
-    --log-every 5 --steps 10 > "$OUT/mamba2_step.log" 2>&1
+    --log-every 5 --steps 10 --checkpoint /tmp/bench_m2.ckpt > "$OUT/mamba2_step.log" 2>&1
+./train_mamba --resume /tmp/bench_m2.ckpt --bench-generate > "$OUT/generate_m2.log" 2>&1 || echo "(mamba2 generation benchmark failed: $OUT/generate_m2.log)"
+rm -f /tmp/bench_m2.ckpt
 /usr/bin/python3 - "$GPU" "$OUT" <<'PY'
 import re, sys
 gpu, out = sys.argv[1], sys.argv[2]
@@ -63,4 +65,7 @@ gen = open(out + "/generate.log").read().strip()
 print("\ngeneration (anchors: official generate with CUDA graphs 1.60 ms/token at batch 1, H100, bf16; "
       "weight-read floor 87 us in bf16, twice that for fp32 weights)")
 print(gen if gen else "(no output)")
+gen2 = open(out + "/generate_m2.log").read().strip()
+print("\nmamba2-130m generation (the layered step: M2 blocks through mamba2_step_cuda, fp32 weights, no CUDA graph)")
+print(gen2 if gen2 else "(no output)")
 PY

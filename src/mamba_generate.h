@@ -100,6 +100,27 @@
 // this is mamba_generate's stream, so the same seed gives the same tokens as the CPU when
 // the logits are equal.
 //
+// Layer patterns (--layers with M2, A or F blocks; decoder_layered): every layer runs through
+// the framework's own one-token step functions, the same the CPU reference composes in
+// mamba_step: the Mamba-1 layers as the cuBLAS path above, M2 mamba2_step_cuda (conv step, SSD
+// step, gated RMSNorm; states (rows, C, K-1) and (rows, H, P, N) per layer), A the qkv product,
+// this token's k and v appended to the layer's KV cache (rows, max_len, D) and
+// attention_step_cuda over the positions so far, F the two products and GELU; learned positions
+// (a pattern without M1 and M2 layers) are added to the embedding row. These step functions
+// launch on the default stream and the global cuBLAS handle, so a layered decoder runs on the
+// default stream (its own handle set to it) and without a CUDA graph (use_graph is ignored),
+// and its weights stay fp32 (bf16_weights is ignored). max_len (mamba_decoder_init): the
+// positions a sequence may reach, what the KV caches hold.
+// Measured (H100, mamba2-130m shape: 24 M2 layers, d_state 128, headdim 64; train_mamba
+// --bench-generate, batch 1 / 8 / 64, µs a step; calls vary by ~15% at batch 1): the first version
+// 2645 / 3223 / 8345; with one-row products as a GEMV (an sgemm with one column before) and the SSD
+// step a warp per state row 1941 / 2377 / 3616; with the gated RMSNorm a block per row (a single warp
+// walked the row: 51 us a layer) 1626 / 2239 / 2826; with linear.h's GEMV instead of cublasSgemv
+// and 768 threads in the norm 1136-1490 / 2017-2434 / 2765-2811. At batch 1 that is ~290 kernels a
+// step of 2.7-7 us each (ncu: the four GEMVs 4.4-6.9 us, the SSD step 5.4, the norm 6.0): what is
+// left is the launches themselves, which a CUDA graph would overlap (the framework's step functions
+// would need a stream argument). A hybrid of 21 M2 and 3 A layers: 1160 us at batch 1.
+//
 // LoRA: the decoder reads the base weights only. A model with unmerged adapters is refused
 // (merging here would change the weights a training run goes on with); the --sample path
 // merges them first, and the trainer's periodic samples of a LoRA run use the CPU step
@@ -992,7 +1013,24 @@ struct MambaGpuDecoder {
     bf16* w16 = nullptr;
     std::vector<const bf16*> in_proj16, x_proj16, out_proj16;  // per layer
     const bf16* wte16 = nullptr;
+    // layer patterns (decoder_layered, see the top of the file); the M1 state buffers above keep
+    // a slot per layer, M1 or not
+    bool layered = false;
+    int pos = 0;                      // tokens fed since mamba_decoder_start (the next token's position)
+    int max_len = 0;                  // positions the KV caches hold
+    float* m2_state = nullptr;        // per M2 layer: conv (max_batch, C, K-1) then SSM (max_batch, H, P, N)
+    size_t m2_state_floats = 0;
+    std::vector<size_t> m2_offset;    // per layer: the offset of its conv state in m2_state (M2 layers)
+    void* m2_work = nullptr;          // the M2 step's scratch (mamba2_layout_scratch for max_batch rows)
+    Mamba2Scratch m2_scratch;
+    float* kv_cache = nullptr;        // per A layer: k then v, (max_batch, max_len, D) each
+    size_t kv_floats = 0;
+    std::vector<size_t> kv_offset;    // per layer: the offset of its k cache in kv_cache (A layers)
+    float *qkv = nullptr, *q = nullptr, *att = nullptr, *hid = nullptr, *out = nullptr;  // A, F, M2 (max_batch rows)
 };
+
+// whether the decoder runs the model layer by layer (any pattern but pure Mamba-1)
+static bool decoder_layered(const MambaModel* m) { return !mamba_is_pure_m1(m->cfg); }
 
 static size_t mamba_decoder_conv_floats(const MambaConfig& c, int batch) {
     return (size_t)c.n_layer * batch * c.d_inner * (c.d_conv - 1);
@@ -1015,26 +1053,65 @@ static void mamba_decoder_check_model(const MambaModel* m) {
         FATAL("GPU generation reads the base weights only, and this model has unmerged LoRA adapters: "
               "merge them first (mamba_lora_merge, as --sample does) or generate with the CPU step (mamba_generate)");
     if (!m->on_gpu) FATAL("GPU generation needs a model on the GPU (this one is on the CPU: use mamba_generate)");
-    if (!mamba_is_pure_m1(m->cfg))
-        FATAL("the GPU decoder runs Mamba-1 models; this one's pattern is %s (generate with the CPU step, mamba_generate)",
-              m->cfg.layers.c_str());
 }
 
-// path: see DecodePath; pdl: see DecodePdl (off where the device lacks it)
+// the buffers of a layered decoder: M2 states and scratch, KV caches, the A / F / M2 activations
+static void decoder_init_layers(MambaGpuDecoder* d) {
+    const MambaModel* m = d->m;
+    const MambaConfig& c = m->cfg;
+    const Mamba2Config& c2 = m->m2cfg;
+    size_t Bm = d->max_batch, D = c.d_model;
+    d->m2_offset.assign(c.n_layer, 0); d->kv_offset.assign(c.n_layer, 0);
+    for (int l = 0; l < c.n_layer; l++) {
+        LayerKind kind = m->layer_index[l].kind;
+        if (kind == LAYER_M2) {
+            d->m2_offset[l] = d->m2_state_floats;
+            d->m2_state_floats += Bm * ((size_t)c2.conv_dim * (c2.d_conv - 1) + (size_t)c2.nheads * c2.headdim * c2.d_state);
+        }
+        if (kind == LAYER_ATTN) { d->kv_offset[l] = d->kv_floats; d->kv_floats += 2 * Bm * d->max_len * D; }
+    }
+    if (d->m2_state_floats) {
+        d->m2_state = decoder_alloc_poisoned(d->m2_state_floats);
+        size_t bytes = mamba2_scratch_bytes(c2, d->max_batch, 1);
+        cudaCheck(cudaMalloc(&d->m2_work, bytes));
+        cudaCheck(cudaMemset(d->m2_work, 0xFF, bytes));  // NaN: a value the step reads before writing shows up
+        Arena a = {(char*)d->m2_work, 0};
+        mamba2_layout_scratch(&d->m2_scratch, &a, c2, d->max_batch, 1);
+    }
+    if (d->kv_floats) d->kv_cache = decoder_alloc_poisoned(d->kv_floats);  // positions past pos are never read
+    d->qkv = decoder_alloc_poisoned(Bm * 3 * D); d->q = decoder_alloc_poisoned(Bm * D);
+    d->att = decoder_alloc_poisoned(Bm * D);     d->out = decoder_alloc_poisoned(Bm * D);
+    d->hid = decoder_alloc_poisoned(Bm * (size_t)c.mlp_mult * D);
+}
+
+// path: see DecodePath; pdl: see DecodePdl (off where the device lacks it). max_len: the
+// positions a sequence may reach, i.e. the KV caches' length (patterns with attention layers;
+// 0: the model's max_seq, which a pattern without learned positions does not have)
 static void mamba_decoder_init(MambaGpuDecoder* d, const MambaModel* m, int max_batch, bool use_graph,
-                               DecodePath path = DECODE_AUTO, DecodePdl pdl = DECODE_PDL_DEFAULT, bool bf16_weights = false) {
+                               DecodePath path = DECODE_AUTO, DecodePdl pdl = DECODE_PDL_DEFAULT, bool bf16_weights = false,
+                               int max_len = 0) {
     mamba_decoder_check_model(m);
     if (max_batch < 1) FATAL("GPU decoder: batch must be >= 1, got %d", max_batch);
     const MambaConfig& c = m->cfg;
+    const bool layered = decoder_layered(m);
+    if (layered && path == DECODE_FUSED)
+        FATAL("GPU decoder: the fused step runs Mamba-1 models; this one's pattern is %s (use DECODE_AUTO or DECODE_BLAS)",
+              c.layers.c_str());
+    if (max_len <= 0) max_len = c.pos_embed ? c.max_seq : 0;
+    if (mamba_has_kind(c, LAYER_ATTN) && max_len <= 0)
+        FATAL("GPU decoder: pattern %s has attention layers: give the positions a sequence may reach (max_len) for their KV caches",
+              c.layers.c_str());
     size_t Bm = max_batch, D = c.d_model, E = c.d_inner, N = c.d_state, R = c.dt_rank, V = c.vocab_size;
     *d = MambaGpuDecoder();
-    d->m = m; d->max_batch = max_batch; d->use_graph = use_graph; d->path = path;
+    d->m = m; d->max_batch = max_batch; d->use_graph = use_graph && !layered; d->path = path;
+    d->layered = layered; d->max_len = max_len;
     int dev = 0, major = 0;
     cudaCheck(cudaGetDevice(&dev));
     cudaCheck(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
     d->pdl = major >= 9 ? pdl : PDL_OFF;
     cudaCheck(cudaDeviceSynchronize());  // the weights were written on the default stream
-    cudaCheck(cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking));
+    // a layered decoder stays on the default stream, where the M2 / A / F step functions launch
+    if (!layered) cudaCheck(cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking));
     cublasCheck(cublasCreate(&d->blas));
     cublasMath_t mode;
     cublasCheck(cublasGetMathMode(cublas_handle(), &mode));  // TF32 or exact FP32, as the caller chose
@@ -1054,7 +1131,8 @@ static void mamba_decoder_init(MambaGpuDecoder* d, const MambaModel* m, int max_
     d->xf = decoder_alloc_poisoned(Bm * D);      d->logits = decoder_alloc_poisoned(Bm * V);
     d->head_key_cap = gpu_sm_count() * GEMV_WARPS_PER_SM;  // >= decode_gemv_blocks at any block size
     cudaCheck(cudaMalloc(&d->head_keys, Bm * d->head_key_cap * sizeof(unsigned long long)));
-    if (bf16_weights) {  // one buffer, each tensor starting on a 16-byte boundary
+    if (layered) decoder_init_layers(d);
+    if (bf16_weights && !layered) {  // one buffer, each tensor starting on a 16-byte boundary
         const size_t XD = R + 2 * N;
         std::vector<std::pair<const float*, size_t>> src;  // (fp32 weights, count) in buffer order
         for (int l = 0; l < c.n_layer; l++) {
@@ -1084,26 +1162,27 @@ static void mamba_decoder_free(MambaGpuDecoder* d) {
     if (!d->m) return;
     cudaCheck(cudaStreamSynchronize(d->stream));
     if (d->graph) cudaCheck(cudaGraphExecDestroy(d->graph));
-    for (float* p : {d->conv_state, d->ssm_state, d->x, d->xn, d->rstd, d->xz, d->u, d->xdbl, d->y, d->xf, d->logits})
-        cudaCheck(cudaFree(p));
+    for (float* p : {d->conv_state, d->ssm_state, d->x, d->xn, d->rstd, d->xz, d->u, d->xdbl, d->y, d->xf, d->logits,
+                     d->m2_state, d->kv_cache, d->qkv, d->q, d->att, d->hid, d->out})
+        if (p) cudaCheck(cudaFree(p));
     cudaCheck(cudaFree(d->tokens));
     cudaCheck(cudaFree(d->head_keys));
     if (d->w16) cudaCheck(cudaFree(d->w16));
+    if (d->m2_work) cudaCheck(cudaFree(d->m2_work));
     cublasCheck(cublasDestroy(d->blas));
     cudaCheck(cudaFree(d->blas_workspace));
-    cudaCheck(cudaStreamDestroy(d->stream));
+    if (d->stream) cudaCheck(cudaStreamDestroy(d->stream));
     *d = MambaGpuDecoder();
 }
 
 // out (N, OC) (row stride ldo) = inp (N, IC) (row stride ldi) @ W^T + beta * out; W: (OC, IC)
-// (linear_forward_cuda's product, with row strides, on the decoder's handle)
-// One row (batch 1) is a matrix-vector product: cublasSgemv reads W with the whole GPU, where
-// an sgemm with N = 1 runs on a few thread blocks (on an H100 the 130m step took ~1 ms that way).
+// (linear_forward_cuda's product, with row strides, on the decoder's stream and handle)
+// One row (batch 1) is linear.h's GEMV (an sgemm with N = 1 runs on a few thread blocks: on an
+// H100 the 130m step took ~1 ms that way; cuBLAS's sgemv reads at ~0.7 TB/s).
 static void decoder_gemm(MambaGpuDecoder* d, float* out, int ldo, const float* inp, int ldi, const float* W, int N, int IC,
                          int OC, float beta) {
     const float one = 1.0f;
-    if (N == 1)  // out (OC) = W (col-major IC x OC)^T inp (IC) + beta out
-        cublasCheck(cublasSgemv(d->blas, CUBLAS_OP_T, IC, OC, &one, W, IC, inp, 1, &beta, out, 1));
+    if (N == 1) linear_gemv_cuda(out, inp, W, IC, OC, beta, d->stream);
     else
         cublasCheck(cublasSgemm(d->blas, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, &one, W, IC, inp, ldi, &beta, out, ldo));
 }
@@ -1119,7 +1198,22 @@ static void decoder_rmsnorm(MambaGpuDecoder* d, float* out, const float* x, cons
     cudaCheckLaunch();
 }
 
-// the cuBLAS step for `rows` sequences: d->tokens -> d->logits; advances the states
+// the A layer's step inputs: q (rows, D) from qkv (rows, 3D) = [q | k | v]; this token's k and v
+// into the layer's caches (rows, max_len, D) at position pos
+__global__ void decode_kv_append_kernel(float* q, float* k_cache, float* v_cache, const float* qkv, int rows, int D,
+                                        int max_len, int pos) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= (size_t)rows * D) return;
+    size_t b = i / D, c = i % D;
+    const float* r = qkv + b * 3 * D;
+    size_t at = (b * max_len + pos) * D + c;
+    q[i] = r[c];
+    k_cache[at] = r[D + c];
+    v_cache[at] = r[2 * D + c];
+}
+
+// the cuBLAS step for `rows` sequences: d->tokens -> d->logits; advances the states. A Mamba-1
+// model takes the first case of the switch only; a layered decoder (on the default stream) any.
 static void decoder_step_blas(MambaGpuDecoder* d, int rows) {
     const MambaModel* m = d->m;
     const MambaConfig& c = m->cfg;
@@ -1128,22 +1222,55 @@ static void decoder_step_blas(MambaGpuDecoder* d, int rows) {
     const int block = 256;
     embedding_forward_kernel<<<ceil_div(rows * D, block), block, 0, s>>>(d->x, d->tokens, m->wte, rows, D);
     cudaCheckLaunch();
+    if (m->wpe) position_add_forward_cuda(d->x, m->wpe + (size_t)d->pos * D, rows, 1, D);  // learned positions
     for (int l = 0; l < c.n_layer; l++) {
         const LayerParams& p = m->layers[l];
-        float* conv_st = d->conv_state + (size_t)l * d->max_batch * E * (K - 1);
-        float* ssm_st = d->ssm_state + (size_t)l * d->max_batch * E * N;
         decoder_rmsnorm(d, d->xn, d->x, p.norm_w, rows, D);
-        decoder_gemm(d, d->xz, 2 * E, d->xn, D, p.in_proj_w, rows, D, 2 * E, 0.0f);  // [x | z]
-        decode_conv1d_silu_step_kernel<<<ceil_div(rows * E, block), block, 0, s>>>(d->u, conv_st, d->xz, 2 * E, p.conv_w,
-                                                                                    p.conv_b, rows, E, K);
-        cudaCheckLaunch();
-        decoder_gemm(d, d->xdbl, XD, d->u, E, p.x_proj_w, rows, E, XD, 0.0f);       // [dt_low | Bm | Cm]
-        // dt_proj (from the first R columns of xdbl) and the scan step: one warp per (row, channel)
-        decode_scan_step_kernel<<<ceil_div(rows * E, block / 32), block, 0, s>>>(d->y, ssm_st, d->u, d->xdbl, XD, R, p.dt_proj_w,
-                                                                                  p.dt_proj_b, p.A_log, p.D, d->xz + E, 2 * E,
-                                                                                  rows, E, N);
-        cudaCheckLaunch();
-        decoder_gemm(d, d->x, D, d->y, E, p.out_proj_w, rows, E, D, 1.0f);          // x += out_proj(y)
+        switch (m->layer_index[l].kind) {
+        case LAYER_M1: {
+            float* conv_st = d->conv_state + (size_t)l * d->max_batch * E * (K - 1);
+            float* ssm_st = d->ssm_state + (size_t)l * d->max_batch * E * N;
+            decoder_gemm(d, d->xz, 2 * E, d->xn, D, p.in_proj_w, rows, D, 2 * E, 0.0f);  // [x | z]
+            decode_conv1d_silu_step_kernel<<<ceil_div(rows * E, block), block, 0, s>>>(d->u, conv_st, d->xz, 2 * E, p.conv_w,
+                                                                                        p.conv_b, rows, E, K);
+            cudaCheckLaunch();
+            decoder_gemm(d, d->xdbl, XD, d->u, E, p.x_proj_w, rows, E, XD, 0.0f);       // [dt_low | Bm | Cm]
+            // dt_proj (from the first R columns of xdbl) and the scan step: one warp per (row, channel)
+            decode_scan_step_kernel<<<ceil_div(rows * E, block / 32), block, 0, s>>>(d->y, ssm_st, d->u, d->xdbl, XD, R,
+                                                                                      p.dt_proj_w, p.dt_proj_b, p.A_log, p.D,
+                                                                                      d->xz + E, 2 * E, rows, E, N);
+            cudaCheckLaunch();
+            decoder_gemm(d, d->x, D, d->y, E, p.out_proj_w, rows, E, D, 1.0f);          // x += out_proj(y)
+            break;
+        }
+        case LAYER_M2: {
+            const Mamba2Config& c2 = m->m2cfg;
+            float* conv_st = d->m2_state + d->m2_offset[l];
+            float* ssm_st = conv_st + (size_t)d->max_batch * c2.conv_dim * (c2.d_conv - 1);
+            mamba2_step_cuda(d->out, conv_st, ssm_st, d->m2_scratch, d->xn, p.m2, c2, rows);
+            add_inplace_cuda(d->x, d->out, (size_t)rows * D);
+            break;
+        }
+        case LAYER_ATTN: {
+            float* k_cache = d->kv_cache + d->kv_offset[l];
+            float* v_cache = k_cache + (size_t)d->max_batch * d->max_len * D;
+            decoder_gemm(d, d->qkv, 3 * D, d->xn, D, p.qkv_w, rows, D, 3 * D, 0.0f);
+            decode_kv_append_kernel<<<ceil_div(rows * D, block), block, 0, s>>>(d->q, k_cache, v_cache, d->qkv, rows, D,
+                                                                                 d->max_len, d->pos);
+            cudaCheckLaunch();
+            attention_step_cuda(d->att, d->q, k_cache, v_cache, rows, d->pos + 1, d->max_len, D, c.attn_heads);
+            decoder_gemm(d, d->x, D, d->att, D, p.attn_proj_w, rows, D, D, 1.0f);      // x += proj(attention)
+            break;
+        }
+        case LAYER_MLP: {
+            const int H = c.mlp_mult * D;
+            decoder_gemm(d, d->hid, H, d->xn, D, p.fc_w, rows, D, H, 0.0f);
+            gelu_forward_cuda(d->hid, d->hid, (size_t)rows * H);
+            decoder_gemm(d, d->x, D, d->hid, H, p.fc_proj_w, rows, H, D, 1.0f);        // x += proj(gelu(fc))
+            break;
+        }
+        default: FATAL("GPU decoder: unknown layer kind");
+        }
     }
     decoder_rmsnorm(d, d->xf, d->x, m->norm_f_w, rows, D);
     decoder_gemm(d, d->logits, V, d->xf, D, m->wte, rows, D, V, 0.0f);
@@ -1232,7 +1359,7 @@ static bool decoder_fused_ok(const MambaConfig& c, int rows) {
 }
 static bool decoder_fused(const MambaGpuDecoder* d, int rows) {
     const MambaConfig& c = d->m->cfg;
-    if (d->path == DECODE_BLAS) return false;
+    if (d->path == DECODE_BLAS || d->layered) return false;
     if (d->path == DECODE_FUSED) {
         if (!decoder_fused_ok(c, rows))
             FATAL("GPU decoder: the fused step takes up to %d rows of width <= %d and d_conv <= %d, not %d rows of %d, d_conv %d",
@@ -1282,13 +1409,20 @@ static void mamba_decoder_start(MambaGpuDecoder* d, int rows) {
     const MambaConfig& c = d->m->cfg;
     cudaCheck(cudaMemsetAsync(d->conv_state, 0, mamba_decoder_conv_floats(c, d->max_batch) * sizeof(float), d->stream));
     cudaCheck(cudaMemsetAsync(d->ssm_state, 0, mamba_decoder_ssm_floats(c, d->max_batch) * sizeof(float), d->stream));
+    if (d->m2_state) cudaCheck(cudaMemsetAsync(d->m2_state, 0, d->m2_state_floats * sizeof(float), d->stream));
+    d->pos = 0;  // the KV caches' old positions are never read again
 }
 
 // one step of the current batch from d->tokens (asynchronous)
 static void mamba_decoder_step(MambaGpuDecoder* d) {
     if (d->rows < 1) FATAL("GPU decoder: call mamba_decoder_start first");
+    const MambaConfig& c = d->m->cfg;
+    if (d->m->wpe && d->pos >= c.max_seq) FATAL("generation past the model's %d learned positions (max_seq)", c.max_seq);
+    if (d->kv_cache && d->pos >= d->max_len)
+        FATAL("GPU decoder: position %d is past the %d positions of the KV caches (mamba_decoder_init's max_len)", d->pos, d->max_len);
     if (d->use_graph) cudaCheck(cudaGraphLaunch(d->graph, d->stream));
     else mamba_decoder_step_launch(d, d->rows);
+    d->pos++;
 }
 
 // feeds host tokens (rows) and runs one step; the logits are in d->logits (rows, V)
@@ -1351,8 +1485,11 @@ static std::vector<std::vector<int>> mamba_generate_gpu(const MambaModel* m, con
                                                         float temperature, int top_k, uint64_t seed, bool use_graph = true,
                                                         DecodePath path = DECODE_AUTO, bool bf16_weights = false) {
     mamba_decoder_check_model(m);
+    int P = prompts.empty() ? 0 : (int)prompts[0].size();
+    n_new = mamba_generation_fit(m->cfg, P, n_new);
     MambaGpuDecoder d;
-    mamba_decoder_init(&d, m, (int)std::max<size_t>(1, prompts.size()), use_graph, path, DECODE_PDL_DEFAULT, bf16_weights);
+    mamba_decoder_init(&d, m, (int)std::max<size_t>(1, prompts.size()), use_graph, path, DECODE_PDL_DEFAULT, bf16_weights,
+                       std::max(1, P + n_new - 1));
     std::vector<std::vector<int>> out = mamba_decoder_generate(&d, prompts, n_new, temperature, top_k, seed);
     mamba_decoder_free(&d);
     return out;
@@ -1365,7 +1502,10 @@ static double mamba_bench_generate(const MambaModel* m, int batch, bool use_grap
                                    int trials = 7, DecodePath path = DECODE_AUTO, DecodePdl pdl = DECODE_PDL_DEFAULT,
                                    bool bf16_weights = false) {
     MambaGpuDecoder d;
-    mamba_decoder_init(&d, m, batch, use_graph, path, pdl, bf16_weights);
+    int positions = (trials + 1) * steps;  // warm-up + trials, one sequence: the KV caches' length
+    if (m->cfg.pos_embed && positions > m->cfg.max_seq)
+        FATAL("generation benchmark: %d positions, the model has %d (max_seq): use fewer steps", positions, m->cfg.max_seq);
+    mamba_decoder_init(&d, m, batch, use_graph, path, pdl, bf16_weights, positions);
     mamba_decoder_start(&d, batch);
     std::vector<float> hu((size_t)steps * batch);
     Rng rng; rng_seed(&rng, 1);
@@ -1414,6 +1554,21 @@ static double gpu_peak_bandwidth(int* bus_bits = nullptr, int* clock_khz = nullp
     return 2.0 * khz * 1e3 * (p.memoryBusWidth / 8.0);
 }
 
+// bytes of the recurrent state one step reads and writes for `batch` sequences: the conv and SSM
+// states of the M1 and M2 layers (the attention layers' KV caches, whose reads grow with the
+// position, are left out)
+static double mamba_decoder_state_bytes(const MambaModel* m, int batch) {
+    const MambaConfig& c = m->cfg;
+    const Mamba2Config& c2 = m->m2cfg;
+    double floats = 0;
+    for (int l = 0; l < c.n_layer; l++) {
+        LayerKind kind = m->layer_index[l].kind;
+        if (kind == LAYER_M1) floats += (double)c.d_inner * (c.d_conv - 1 + c.d_state);
+        if (kind == LAYER_M2) floats += (double)c2.conv_dim * (c2.d_conv - 1) + (double)c2.nheads * c2.headdim * c2.d_state;
+    }
+    return 2.0 * sizeof(float) * batch * floats;
+}
+
 // bytes of the weights one step reads (every tensor but LoRA adapters: a merged model reads W
 // only); bf16_weights: the tensors mamba_decoder_init copies to bf16 count 2 bytes, the rest 4
 static size_t mamba_decoder_weight_bytes(const MambaModel* m, bool bf16_weights = false) {
@@ -1422,7 +1577,8 @@ static size_t mamba_decoder_weight_bytes(const MambaModel* m, bool bf16_weights 
         if (!lora_is_adapter(t.name)) n += t.numel;
     const MambaConfig& c = m->cfg;
     size_t E = c.d_inner, D = c.d_model, XD = c.dt_rank + 2 * c.d_state;
-    size_t half = bf16_weights ? c.n_layer * (2 * E * D + XD * E + D * E) + (size_t)c.vocab_size * D : 0;
+    bool copies = bf16_weights && !decoder_layered(m);  // a layered decoder reads fp32 weights
+    size_t half = copies ? c.n_layer * (2 * E * D + XD * E + D * E) + (size_t)c.vocab_size * D : 0;
     return n * sizeof(float) - half * (sizeof(float) - sizeof(bf16));
 }
 

@@ -1176,6 +1176,15 @@ static void mamba_step(MambaStepState* s, int token, float* logits) {
     s->pos++;
 }
 
+// the new tokens of a generation that fit a model with learned positions: prompt_len + n - 1
+// tokens are fed (the last new one is only sampled), at most max_seq (a note says when n shrinks)
+static int mamba_generation_fit(const MambaConfig& c, int prompt_len, int n) {
+    if (!c.pos_embed || prompt_len + n - 1 <= c.max_seq) return n;
+    int fit = std::max(0, c.max_seq - prompt_len + 1);
+    fprintf(stderr, "note: %d prompt + %d new tokens exceed the model's %d positions: generating %d\n", prompt_len, n, c.max_seq, fit);
+    return fit;
+}
+
 // generates n tokens after the prompt with the recurrent step (CPU reference;
 // a GPU model's parameters are copied to the host once)
 static std::vector<int> mamba_generate(const MambaModel* m, const std::vector<int>& prompt, int n, float temperature,
@@ -1185,12 +1194,7 @@ static std::vector<int> mamba_generate(const MambaModel* m, const std::vector<in
     backend_copy(m->on_gpu, host.data(), ps->params, ps->num_params * sizeof(float), false);
     if (m->lora.rank > 0 && !m->lora_merged) mamba_lora_fold(m, host.data(), false, +1.0f);  // the step reads W only
     MambaStepState s; mamba_step_init(&s, m, host.data());
-    if (m->cfg.pos_embed && (int)prompt.size() + n - 1 > m->cfg.max_seq) {  // learned positions end at max_seq
-        int fit = std::max(0, m->cfg.max_seq - (int)prompt.size() + 1);
-        fprintf(stderr, "note: %zu prompt + %d new tokens exceed the model's %d positions: generating %d\n", prompt.size(), n,
-                m->cfg.max_seq, fit);
-        n = fit;
-    }
+    n = mamba_generation_fit(m->cfg, (int)prompt.size(), n);
     std::vector<float> logits(m->cfg.vocab_size);
     Rng rng; rng_seed(&rng, seed);
     for (int t : prompt) mamba_step(&s, t, logits.data());

@@ -8,18 +8,8 @@
 #include "test_util.h"
 #include "mamba_test_util.h"
 
-static MambaConfig pattern_config(const char* layers, int V, int D) {
-    MambaConfig c = {};
-    c.vocab_size = V; c.d_model = D; c.d_state = 8; c.d_conv = 4; c.expand = 2;
-    c.layers = layers;
-    c.m2_d_state = 16; c.m2_headdim = 16; c.m2_ngroups = 1; c.m2_chunk = 32;
-    c.attn_heads = 2; c.mlp_mult = 4;
-    mamba_config_derive(&c);
-    return c;
-}
-
 static void step_check(const char* layers, int B, int T, int D, int ngroups = 1) {
-    MambaConfig c = pattern_config(layers, 50, D);
+    MambaConfig c = hybrid_test_config(layers, 50, D);
     c.m2_ngroups = ngroups;
     char label[96]; snprintf(label, sizeof label, "%s D=%d G=%d", layers, D, ngroups);
     model_gpu_step_check(c, B, T, label);
@@ -27,7 +17,7 @@ static void step_check(const char* layers, int B, int T, int D, int ngroups = 1)
 
 // a GPU model generates with the CPU step on a host copy of its weights
 static void test_generate_from_gpu_model(const char* layers) {
-    MambaConfig c = pattern_config(layers, 40, 32);
+    MambaConfig c = hybrid_test_config(layers, 40, 32);
     int T = 12;
     MambaModel gpu;
     mamba_build(&gpu, c, 1, T, true);
@@ -54,10 +44,10 @@ int main() {
     step_check("M2", 1, 1, 32);              // one token
     step_check("A,F,A,F", 2, 100, 64);       // a pure transformer: learned positions
     step_check("M2,M2,A,F", 2, 300, 64);     // several SSD chunks
-    MambaConfig tc = pattern_config("M2,F,M2", 50, 64);  // heads of 32, state 64: the SSD's tensor-core path
+    MambaConfig tc = hybrid_test_config("M2,F,M2", 50, 64);  // heads of 32, state 64: the SSD's tensor-core path
     tc.m2_headdim = 32; tc.m2_d_state = 64;
     model_gpu_step_check(tc, 2, 130, "M2,F,M2 P32 N64 (tensor-core SSD)");
-    model_gpu_loss_curve(pattern_config("M2,A,F,M1", 64, 64), 4, 96, 20, "M2,A,F,M1");
+    model_gpu_loss_curve(hybrid_test_config("M2,A,F,M1", 64, 64), 4, 96, 20, "M2,A,F,M1");
     test_generate_from_gpu_model("M2,A,F,M1");
     test_generate_from_gpu_model("A,F");
     return test_summary();

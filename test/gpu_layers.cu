@@ -641,7 +641,9 @@ int main() {
     test_rmsnorm_bf16(&r, 1, 768);
     test_rmsnorm_bf16(&r, 1000, 768);
     test_rmsnorm_bf16(&r, 37, 4096);
-    test_linear(&r, 1, 5, 3, true, true);
+    test_linear(&r, 1, 5, 3, true, true);        // one row: the GEMV (one float at a time)
+    test_linear(&r, 1, 768, 1536, false, true);  // the GEMV with 16-byte loads, a partial last unrolled round
+    test_linear(&r, 1, 1536, 24, true, false);   // 24 outputs: a partial block of warps
     test_linear(&r, 7, 37, 19, true, true);
     test_linear(&r, 7, 37, 19, false, false);
     test_linear(&r, 333, 129, 67, true, true);

@@ -19,6 +19,18 @@ static void jitter_params(MambaModel* m, uint64_t seed) {
     }
 }
 
+// a layer-pattern model of the GPU tests' size: M1 state 8, M2 heads of 16 with state 16 and
+// chunks of 32, attention heads 2, MLP width 4 D
+static MambaConfig hybrid_test_config(const char* layers, int V, int D) {
+    MambaConfig c = {};
+    c.vocab_size = V; c.d_model = D; c.d_state = 8; c.d_conv = 4; c.expand = 2;
+    c.layers = layers;
+    c.m2_d_state = 16; c.m2_headdim = 16; c.m2_ngroups = 1; c.m2_chunk = 32;
+    c.attn_heads = 2; c.mlp_mult = 4;
+    mamba_config_derive(&c);
+    return c;
+}
+
 static void random_tokens(std::vector<int>* v, size_t n, int V, Rng* r) {
     v->resize(n);
     for (auto& t : *v) t = rng_u32(r) % V;

@@ -11,13 +11,11 @@
 #include "test_util.h"
 #include "mamba_test_util.h"
 
+// the GPU tests' pattern config made smaller: M1 state 4, M2 blocks of 4 heads of 4 with state 4, two
+// groups, chunks of 3 (no length here is a multiple of 3), MLP width 2 D
 static MambaConfig pattern_config(const char* layers, int vocab = 13, int d_model = 8) {
-    MambaConfig c = {};
-    c.vocab_size = vocab; c.d_model = d_model; c.d_state = 4; c.d_conv = 4; c.expand = 2;
-    c.layers = layers;
-    // small M2 blocks: 4 heads of 4, two groups, chunks of 3 (no length here is a multiple of 3)
-    c.m2_d_state = 4; c.m2_headdim = 4; c.m2_ngroups = 2; c.m2_chunk = 3;
-    c.attn_heads = 2; c.mlp_mult = 2;
+    MambaConfig c = hybrid_test_config(layers, vocab, d_model);
+    c.d_state = 4; c.m2_d_state = 4; c.m2_headdim = 4; c.m2_ngroups = 2; c.m2_chunk = 3; c.mlp_mult = 2;
     mamba_config_derive(&c);
     return c;
 }
