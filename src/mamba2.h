@@ -65,6 +65,7 @@
 #include "linear.h"
 #include "rmsnorm.h"
 #include "ssd.h"
+#include "profiler.h"
 
 // the reference's init constants
 #define MAMBA2_A_INIT_MIN 1.0f
@@ -477,15 +478,28 @@ static void mamba2_dt_forward_cuda(floatX* dt, const floatX* dt_raw, const float
 }
 
 // out[c] += sum_r partial[r, c] in order: one thread per column (consecutive columns: coalesced)
+// block (32 columns, 16 row ranges): thread (x, y) sums its column over rows [y, y+1) * ceil(R / 16) in
+// order, then row 0 adds the 16 parts in order (a fixed order: the same bits every run). (One thread a
+// column walked all R rows: 11.7 us for the mamba2-130m norm's 256 x 1536 partials, 6 blocks on an H100.)
 __global__ void mamba2_column_sums_add_kernel(float* out, const float* partial, int R, int C) {
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
+    __shared__ float part[16][33];
+    const int c = blockIdx.x * 32 + threadIdx.x, rows = (R + 15) / 16;
+    const int ra = min(R, threadIdx.y * rows), rb = min(R, ra + rows);
     float s = 0.0f;
-    for (int r = 0; r < R; r++) s += partial[(size_t)r * C + c];
-    out[c] += s;
+    if (c < C) {
+        #pragma unroll 8
+        for (int r = ra; r < rb; r++) s += partial[(size_t)r * C + c];
+    }
+    part[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C) {
+        float t = 0.0f;
+        for (int y = 0; y < 16; y++) t += part[y][threadIdx.x];
+        out[c] += t;
+    }
 }
 static void mamba2_column_sums_add_cuda(float* out, const float* partial, int R, int C) {
-    mamba2_column_sums_add_kernel<<<ceil_div(C, 256), 256>>>(out, partial, R, C);
+    mamba2_column_sums_add_kernel<<<ceil_div(C, 32), dim3(32, 16)>>>(out, partial, R, C);
     cudaCheckLaunch();
 }
 
@@ -524,9 +538,9 @@ static void mamba2_dt_backward_cuda(floatX* ddt_raw, float* ddt_bias, float* par
     mamba2_column_sums_add_cuda(ddt_bias, partial, R, H);
 }
 
-// one block per (row, group): the group's sum of g^2 by a block reduction, then the outputs. (A warp
-// per (row, group) left a generation step, one row, to a single warp walking its 1536 channels twice
-// with one load in flight: 51 us on an H100, half the M2 step; 256 threads: 10 us.)
+// norm groups (NG > 1) or rows over 2048 channels: one block per (row, group), the group's sum of g^2
+// by a block reduction, then the outputs. (A warp per (row, group) left a generation step, one row, to
+// a single warp walking its 1536 channels twice with one load in flight: 51 us on an H100.)
 __global__ void mamba2_gated_rmsnorm_forward_kernel(floatX* out, float* rstd, const floatX* y, const floatX* z,
                                                     const float* w, int N, int E, int NG) {
     __shared__ float sh[32];
@@ -545,10 +559,62 @@ __global__ void mamba2_gated_rmsnorm_forward_kernel(floatX* out, float* rstd, co
         out[o + c] = (floatX)(g * r * w[q * Eg + c]);
     }
 }
+// NG = 1, E <= 512 MAMBA2_NORM_COLS: one block per MAMBA2_PARTIAL_ROWS rows, MAMBA2_NORM_COLS columns a
+// thread (c = tid + k blockDim) in registers from the loads to the outputs, the next row's y, z loaded
+// during this row's reduction (the backward's layout, below). (A block per row: 124 us a layer at the
+// mamba2-130m shape on an H100, 2.5x the bytes' floor: a short-lived block per row, two passes.)
+#define MAMBA2_NORM_COLS 4
+__global__ void __launch_bounds__(512) mamba2_gated_rmsnorm_forward_rows_kernel(floatX* out, float* rstd, const floatX* y,
+                                                                                const floatX* z, const float* w, int N,
+                                                                                int E) {
+    constexpr int K = MAMBA2_NORM_COLS;
+    __shared__ float sh[32];
+    const int r0 = blockIdx.x * MAMBA2_PARTIAL_ROWS, r1 = min(N, r0 + MAMBA2_PARTIAL_ROWS);
+    float wv[K], yv[K], zv[K], y2[K], z2[K];
+    auto load = [&](int n, float* a, float* b) {
+        #pragma unroll
+        for (int k = 0; k < K; k++) {
+            int col = threadIdx.x + k * blockDim.x;
+            a[k] = col < E ? (float)y[(size_t)n * E + col] : 0.0f;
+            b[k] = col < E ? (float)z[(size_t)n * E + col] : 0.0f;
+        }
+    };
+    #pragma unroll
+    for (int k = 0; k < K; k++) {
+        int col = threadIdx.x + k * blockDim.x;
+        wv[k] = col < E ? w[col] : 0.0f;
+    }
+    load(r0, yv, zv);
+    for (int n = r0; n < r1; n++) {
+        if (n + 1 < r1) load(n + 1, y2, z2);  // in flight during this row's reduction
+        float g[K], ss = 0.0f;
+        #pragma unroll
+        for (int k = 0; k < K; k++) {
+            g[k] = yv[k] * silu_f(zv[k]);
+            ss += g[k] * g[k];
+        }
+        const float r = 1.0f / sqrtf(rmsnorm_block_sum(ss, sh) / E + RMSNORM_EPS);
+        if (threadIdx.x == 0) rstd[n] = r;
+        #pragma unroll
+        for (int k = 0; k < K; k++) {
+            int col = threadIdx.x + k * blockDim.x;
+            if (col < E) out[(size_t)n * E + col] = (floatX)(g[k] * r * wv[k]);
+        }
+        #pragma unroll
+        for (int k = 0; k < K; k++) { yv[k] = y2[k]; zv[k] = z2[k]; }
+    }
+}
+
 static void mamba2_gated_rmsnorm_forward_cuda(floatX* out, float* rstd, const floatX* y, const floatX* z,
                                               const float* w, int N, int E, int NG) {
     size_t tasks = (size_t)N * NG;
     if (tasks == 0) return;
+    if (NG == 1 && ceil_div(E, MAMBA2_NORM_COLS) <= 512) {
+        const int threads = ceil_div(ceil_div(E, MAMBA2_NORM_COLS), 32) * 32;
+        mamba2_gated_rmsnorm_forward_rows_kernel<<<mamba2_partial_count(N), threads>>>(out, rstd, y, z, w, N, E);
+        cudaCheckLaunch();
+        return;
+    }
     const int threads = std::min(1024, ceil_div(E / NG, 64) * 32);  // two channels a thread (one round trip each pass)
     mamba2_gated_rmsnorm_forward_kernel<<<(unsigned)tasks, threads>>>(out, rstd, y, z, w, N, E, NG);
     cudaCheckLaunch();
@@ -590,11 +656,86 @@ __global__ void mamba2_gated_rmsnorm_dw_partial_kernel(float* partial, const flo
     }
     partial[(size_t)r * E + c] = acc;
 }
+// NG = 1, E <= 512 MAMBA2_NORM_COLS: dy, dz (+=) and dw's partials in one pass. One block per partial
+// (rows [r, r+1) * MAMBA2_PARTIAL_ROWS, the CPU's partition), MAMBA2_NORM_COLS columns a thread (c = tid
+// + k blockDim) held in registers from the loads through the row's reduction to its outputs, the next
+// row's loads (old dy, dz too) issued before this row's reduction, dw's column sums over the block's
+// rows in registers.
+// (The per-row kernel above plus the partial kernel read dout, y, z three times: 12.1 ms of the
+// mamba2-130m step on an H100, 2.3x the bytes' floor.)
+__global__ void __launch_bounds__(512) mamba2_gated_rmsnorm_backward_rows_kernel(floatX* dy, floatX* dz, float* partial, const floatX* dout,
+                                                          const floatX* y, const floatX* z, const float* w,
+                                                          const float* rstd, int N, int E) {
+    constexpr int K = MAMBA2_NORM_COLS;
+    __shared__ float sh[32];
+    const int r0 = blockIdx.x * MAMBA2_PARTIAL_ROWS, r1 = min(N, r0 + MAMBA2_PARTIAL_ROWS);
+    // this row's dout, y, z and the old dy, dz (the accumulated outputs), and the next row's
+    float wv[K], dwacc[K], go[K], yv[K], zv[K], oy[K], oz[K], go2[K], y2[K], z2[K], oy2[K], oz2[K];
+    auto load = [&](int n, float* a, float* b, float* c, float* d, float* e) {
+        #pragma unroll
+        for (int k = 0; k < K; k++) {
+            int col = threadIdx.x + k * blockDim.x;
+            size_t o = (size_t)n * E + col;
+            bool in = col < E;
+            a[k] = in ? (float)dout[o] : 0.0f;
+            b[k] = in ? (float)y[o] : 0.0f;
+            c[k] = in ? (float)z[o] : 0.0f;
+            d[k] = in && dy ? (float)dy[o] : 0.0f;
+            e[k] = in && dz ? (float)dz[o] : 0.0f;
+        }
+    };
+    #pragma unroll
+    for (int k = 0; k < K; k++) {
+        int col = threadIdx.x + k * blockDim.x;
+        wv[k] = col < E ? w[col] : 0.0f;
+        dwacc[k] = 0.0f;
+    }
+    load(r0, go, yv, zv, oy, oz);
+    for (int n = r0; n < r1; n++) {
+        if (n + 1 < r1) load(n + 1, go2, y2, z2, oy2, oz2);  // in flight during this row's reduction
+        const float r = rstd[n];
+        float sz[K], dot = 0.0f;  // sum_c dout w g, g = y silu(z)
+        #pragma unroll
+        for (int k = 0; k < K; k++) {
+            sz[k] = silu_f(zv[k]);
+            dot += go[k] * wv[k] * yv[k] * sz[k];
+        }
+        const float kk = r * r * rmsnorm_block_sum(dot, sh) / E;
+        #pragma unroll
+        for (int k = 0; k < K; k++) {
+            int col = threadIdx.x + k * blockDim.x;
+            if (col >= E) continue;
+            size_t o = (size_t)n * E + col;
+            float g = yv[k] * sz[k], dg = r * (go[k] * wv[k] - g * kk);
+            if (dy) dy[o] = (floatX)(oy[k] + dg * sz[k]);
+            if (dz) dz[o] = (floatX)(oz[k] + dg * yv[k] * silu_grad_f(zv[k]));
+            dwacc[k] += go[k] * g * r;
+        }
+        #pragma unroll
+        for (int k = 0; k < K; k++) { go[k] = go2[k]; yv[k] = y2[k]; zv[k] = z2[k]; oy[k] = oy2[k]; oz[k] = oz2[k]; }
+    }
+    if (partial) {
+        #pragma unroll
+        for (int k = 0; k < K; k++) {
+            int col = threadIdx.x + k * blockDim.x;
+            if (col < E) partial[(size_t)blockIdx.x * E + col] = dwacc[k];
+        }
+    }
+}
+
 static void mamba2_gated_rmsnorm_backward_cuda(floatX* dy, floatX* dz, float* dw, float* partial, const floatX* dout,
                                                const floatX* y, const floatX* z, const float* w, const float* rstd,
                                                int N, int E, int NG) {
     size_t tasks = (size_t)N * NG;
     if (tasks == 0) return;
+    if (NG == 1 && ceil_div(E, MAMBA2_NORM_COLS) <= 512) {  // (at 1024 threads its ~70 registers do not fit)
+        if (!dy && !dz && !dw) return;
+        int R = mamba2_partial_count(N), threads = ceil_div(ceil_div(E, MAMBA2_NORM_COLS), 32) * 32;
+        mamba2_gated_rmsnorm_backward_rows_kernel<<<R, threads>>>(dy, dz, dw ? partial : nullptr, dout, y, z, w, rstd, N, E);
+        cudaCheckLaunch();
+        if (dw) mamba2_column_sums_add_cuda(dw, partial, R, E);
+        return;
+    }
     if (dy || dz) {
         mamba2_gated_rmsnorm_backward_kernel<<<(unsigned)((tasks + 7) / 8), 256>>>(dy, dz, dout, y, z, w, rstd, N, E, NG);
         cudaCheckLaunch();
@@ -699,17 +840,21 @@ static void mamba2_block_forward_on(bool on_gpu, floatX* out, const Mamba2Acts& 
     int BL = B * L, D = c.d_model, E = c.d_inner, H = c.nheads, P = c.headdim, G = c.ngroups, N = c.d_state;
     int C = c.conv_dim, K = c.d_conv, GN = G * N;
     // in_proj as three GEMMs over contiguous row blocks of the weight: z, xBC, dt_raw
-    linear_forward(on_gpu, a.z, inp, p.in_proj_w, nullptr, BL, D, E);
-    linear_forward(on_gpu, a.xBC, inp, p.in_proj_w + (size_t)E * D, nullptr, BL, D, C);
-    linear_forward(on_gpu, a.dt_raw, inp, p.in_proj_w + (size_t)(E + C) * D, nullptr, BL, D, H);
+    PROF(on_gpu, "m2_in_proj", {
+        linear_forward(on_gpu, a.z, inp, p.in_proj_w, nullptr, BL, D, E);
+        linear_forward(on_gpu, a.xBC, inp, p.in_proj_w + (size_t)E * D, nullptr, BL, D, C);
+        linear_forward(on_gpu, a.dt_raw, inp, p.in_proj_w + (size_t)(E + C) * D, nullptr, BL, D, H);
+    });
     // conv1d + SiLU over [x | B | C], then split into the SSD's contiguous inputs
-    conv1d_silu_forward(on_gpu, s.xBCc, a.xBC, p.conv_w, p.conv_b, B, L, C, K);
-    split_columns(on_gpu, a.x, a.Bm, a.Cm, s.xBCc, BL, E, GN, GN);
-    mamba2_dt_forward(on_gpu, a.dt, a.dt_raw, p.dt_bias, BL, H);
-    mamba2_A_forward(on_gpu, s.A, p.A_log, H);
-    ssd_forward(on_gpu, a.y, ssm_state_out, a.x, a.dt, s.A, a.Bm, a.Cm, p.D, nullptr, B, L, H, P, G, N, c.chunk);
-    mamba2_gated_rmsnorm_forward(on_gpu, a.yn, a.rstd, a.y, a.z, p.norm_w, BL, E, c.norm_groups);
-    linear_forward(on_gpu, out, a.yn, p.out_proj_w, nullptr, BL, E, D);
+    PROF(on_gpu, "m2_conv1d+silu", conv1d_silu_forward(on_gpu, s.xBCc, a.xBC, p.conv_w, p.conv_b, B, L, C, K));
+    PROF(on_gpu, "m2_elementwise", {
+        split_columns(on_gpu, a.x, a.Bm, a.Cm, s.xBCc, BL, E, GN, GN);
+        mamba2_dt_forward(on_gpu, a.dt, a.dt_raw, p.dt_bias, BL, H);
+        mamba2_A_forward(on_gpu, s.A, p.A_log, H);
+    });
+    PROF(on_gpu, "ssd", ssd_forward(on_gpu, a.y, ssm_state_out, a.x, a.dt, s.A, a.Bm, a.Cm, p.D, nullptr, B, L, H, P, G, N, c.chunk));
+    PROF(on_gpu, "m2_gated_norm", mamba2_gated_rmsnorm_forward(on_gpu, a.yn, a.rstd, a.y, a.z, p.norm_w, BL, E, c.norm_groups));
+    PROF(on_gpu, "m2_out_proj", linear_forward(on_gpu, out, a.yn, p.out_proj_w, nullptr, BL, E, D));
     if (conv_state_out) mamba2_conv_state(on_gpu, conv_state_out, a.xBC, B, L, C, K);
 }
 
@@ -726,42 +871,49 @@ static void mamba2_block_backward_on(bool on_gpu, floatX* dinp, const Mamba2Para
     size_t bE = (size_t)BL * E * sizeof(floatX), bGN = (size_t)BL * GN * sizeof(floatX);
     size_t bH = (size_t)BL * H * sizeof(floatX), bC = (size_t)BL * C * sizeof(floatX);
     // out_proj -> dyn
-    backend_memset0(on_gpu, s.dyn, bE);
-    linear_backward(on_gpu, s.dyn, d.out_proj_w, nullptr, dout, a.yn, p.out_proj_w, BL, E, D);
+    PROF(on_gpu, "m2_elementwise", backend_memset0(on_gpu, s.dyn, bE));
+    PROF(on_gpu, "m2_out_proj", linear_backward(on_gpu, s.dyn, d.out_proj_w, nullptr, dout, a.yn, p.out_proj_w, BL, E, D));
     // gated RMSNorm -> dy (the SSD output), dz
-    backend_memset0(on_gpu, s.dy, bE);
-    backend_memset0(on_gpu, s.dz, bE);
-    mamba2_gated_rmsnorm_backward(on_gpu, s.dy, s.dz, d.norm_w, s.col_partial, s.dyn, a.y, a.z, p.norm_w, a.rstd, BL,
-                                  E, c.norm_groups);
+    PROF(on_gpu, "m2_elementwise", { backend_memset0(on_gpu, s.dy, bE); backend_memset0(on_gpu, s.dz, bE); });
+    PROF(on_gpu, "m2_gated_norm", mamba2_gated_rmsnorm_backward(on_gpu, s.dy, s.dz, d.norm_w, s.col_partial, s.dyn, a.y, a.z,
+                                                                p.norm_w, a.rstd, BL, E, c.norm_groups));
     // SSD -> dx, ddt, dA, dBm, dCm, dD (dA only when A_log trains; nullptr for a frozen A_log / D)
-    backend_memset0(on_gpu, s.dx, bE);
-    backend_memset0(on_gpu, s.ddt, bH);
-    backend_memset0(on_gpu, s.dBm, bGN);
-    backend_memset0(on_gpu, s.dCm, bGN);
-    if (d.A_log) backend_memset0(on_gpu, s.dA, (size_t)H * sizeof(float));
-    mamba2_A_forward(on_gpu, s.A, p.A_log, H);
-    ssd_backward(on_gpu, s.dx, s.ddt, d.A_log ? s.dA : nullptr, s.dBm, s.dCm, d.D, nullptr, s.dy, nullptr, a.x, a.dt,
-                 s.A, a.Bm, a.Cm, p.D, nullptr, B, L, H, P, G, N);
-    if (d.A_log) mamba2_A_backward(on_gpu, d.A_log, s.dA, s.A, H);
+    PROF(on_gpu, "m2_elementwise", {
+        backend_memset0(on_gpu, s.dx, bE);
+        backend_memset0(on_gpu, s.ddt, bH);
+        backend_memset0(on_gpu, s.dBm, bGN);
+        backend_memset0(on_gpu, s.dCm, bGN);
+        if (d.A_log) backend_memset0(on_gpu, s.dA, (size_t)H * sizeof(float));
+        mamba2_A_forward(on_gpu, s.A, p.A_log, H);
+    });
+    PROF(on_gpu, "ssd", ssd_backward(on_gpu, s.dx, s.ddt, d.A_log ? s.dA : nullptr, s.dBm, s.dCm, d.D, nullptr, s.dy, nullptr,
+                                     a.x, a.dt, s.A, a.Bm, a.Cm, p.D, nullptr, B, L, H, P, G, N));
     // dt = softplus(dt_raw + dt_bias) -> ddt_raw, dt_bias
-    backend_memset0(on_gpu, s.ddt_raw, bH);
-    mamba2_dt_backward(on_gpu, s.ddt_raw, d.dt_bias, s.col_partial, s.ddt, a.dt_raw, p.dt_bias, BL, H);
+    PROF(on_gpu, "m2_elementwise", {
+        if (d.A_log) mamba2_A_backward(on_gpu, d.A_log, s.dA, s.A, H);
+        backend_memset0(on_gpu, s.ddt_raw, bH);
+        mamba2_dt_backward(on_gpu, s.ddt_raw, d.dt_bias, s.col_partial, s.ddt, a.dt_raw, p.dt_bias, BL, H);
+    });
     // conv1d + SiLU (recomputes its pre-activation): d[x | B | C] -> dxBC; nullptr for frozen weights
     bool need_conv_in = dinp || d.in_proj_w;
     if (need_conv_in || d.conv_w || d.conv_b) {
-        concat_columns(on_gpu, s.xBCc, s.dx, s.dBm, s.dCm, BL, E, GN, GN);
-        backend_memset0(on_gpu, s.dxBC, bC);
-        conv1d_silu_backward(on_gpu, s.dxBC, d.conv_w, d.conv_b,
-                             s.xBCc, a.xBC, p.conv_w, p.conv_b, B, L, C, K);
+        PROF(on_gpu, "m2_elementwise", {
+            concat_columns(on_gpu, s.xBCc, s.dx, s.dBm, s.dCm, BL, E, GN, GN);
+            backend_memset0(on_gpu, s.dxBC, bC);
+        });
+        PROF(on_gpu, "m2_conv1d+silu", conv1d_silu_backward(on_gpu, s.dxBC, d.conv_w, d.conv_b,
+                                                             s.xBCc, a.xBC, p.conv_w, p.conv_b, B, L, C, K));
     }
     // in_proj, the three row blocks: dinp accumulates all three (each call skips when it has
     // neither dinp nor a weight gradient, so dxBC is read only when it was computed)
     float* dW = d.in_proj_w;
-    linear_backward(on_gpu, dinp, dW, nullptr, s.dz, inp, p.in_proj_w, BL, D, E);
-    linear_backward(on_gpu, dinp, dW ? dW + (size_t)E * D : nullptr, nullptr, s.dxBC, inp, p.in_proj_w + (size_t)E * D,
-                    BL, D, C);
-    linear_backward(on_gpu, dinp, dW ? dW + (size_t)(E + C) * D : nullptr, nullptr, s.ddt_raw, inp,
-                    p.in_proj_w + (size_t)(E + C) * D, BL, D, H);
+    PROF(on_gpu, "m2_in_proj", {
+        linear_backward(on_gpu, dinp, dW, nullptr, s.dz, inp, p.in_proj_w, BL, D, E);
+        linear_backward(on_gpu, dinp, dW ? dW + (size_t)E * D : nullptr, nullptr, s.dxBC, inp, p.in_proj_w + (size_t)E * D,
+                        BL, D, C);
+        linear_backward(on_gpu, dinp, dW ? dW + (size_t)(E + C) * D : nullptr, nullptr, s.ddt_raw, inp,
+                        p.in_proj_w + (size_t)(E + C) * D, BL, D, H);
+    });
 }
 
 // One token per batch row: inp, out (B, D); conv_state (B, C, K-1) and ssm_state (B, H, P, N),

@@ -340,6 +340,11 @@ int main() {
     test_norm(37, 64, 2, 4, 12);      // dw only
     test_norm(37, 64, 1, 3, 13);      // dy, dz only
     test_norm(37, 64, 2, 1, 14);      // dy only
+    // one group (the one-pass kernel): rows past a partial of 32, E not a multiple of 4 or of the block
+    test_norm(70, 37, 1, 7, 15);
+    test_norm(33, 1537, 1, 5, 16);    // dy and dw
+    test_norm(65, 2049, 1, 6, 17);    // dz and dw; 2049 > 512 threads x 4 columns: the per-row kernels
+    test_norm(40, 2048, 1, 4, 18);    // dw only, 512 threads of 4 columns
     test_conv_state(2, 37, 26, 4, 15);
     test_conv_state(3, 2, 20, 4, 16);  // L < K-1: zero padded
     test_conv_state(1, 1, 9, 3, 17);
