@@ -225,6 +225,23 @@ template <int NC, typename T> __device__ __forceinline__ void store_channels(T* 
     *reinterpret_cast<ConvChannels<T, NC>*>(p) = v;
 }
 
+// The fused kernels' output (forward) or output gradient (backward) as a (B, L, E) tensor whose
+// columns may live in three tensors: [0, w0) in a (rows of w0), [w0, w0 + w1) in b (rows of w1),
+// [w0 + w1, E) in c (rows of E - w0 - w1). Mamba-2's conv writes the SSD's x, B and C (and reads their
+// gradients) this way instead of through a (B, L, C) copy split or concatenated by another pass. One
+// tensor: {p, nullptr, nullptr, E, 0}. A thread's NC channels lie in one part (w0, w1 multiples of NC).
+template <typename T> struct ConvCols {
+    T* a; T* b; T* c; int w0, w1;
+    // the part holding channel e: its element (row 0, e) and its row length
+    __device__ __forceinline__ T* col(int e, int E, size_t* row_len) const {
+        if (e < w0) { *row_len = w0; return a + e; }
+        if (e < w0 + w1) { *row_len = w1; return b + (e - w0); }
+        *row_len = E - w0 - w1;
+        return c + (e - w0 - w1);
+    }
+};
+template <typename T> static ConvCols<T> conv_cols(T* p, int E) { return ConvCols<T>{p, nullptr, nullptr, E, 0}; }
+
 // SiLU and its derivative in the fused kernels: for bf16 activations with the SFU's exponential and
 // a fast division (~1e-6 relative, far below the result's bf16 rounding: the kernels spent about
 // half their issue slots in the accurate expf and IEEE division); fp32 keeps the CPU's silu_f /
@@ -243,12 +260,14 @@ template <typename T> __device__ __forceinline__ float conv_silu_grad(float x) {
 }
 
 template <int K, int NC, typename T>
-__global__ void __launch_bounds__(64) conv1d_silu_forward_kernel(T* out, const T* x, const float* weight,
+__global__ void __launch_bounds__(64) conv1d_silu_forward_kernel(ConvCols<T> out, const T* x, const float* weight,
                                                                  const float* bias, int L, int E) {
     int e0 = (blockIdx.x * blockDim.x + threadIdx.x) * NC;
     if (e0 >= E) return;
     int b = blockIdx.z, t0 = blockIdx.y * CSILU_TT;
-    size_t base = (size_t)b * L * E + e0;
+    size_t base = (size_t)b * L * E + e0, out_len;
+    T* out_col = out.col(e0, E, &out_len);
+    out_col += (size_t)b * L * out_len;  // row t of batch element b: + t * out_len
     float wr[NC][K], br[NC];
 #pragma unroll
     for (int j = 0; j < NC; j++) {
@@ -278,7 +297,7 @@ __global__ void __launch_bounds__(64) conv1d_silu_forward_kernel(T* out, const T
                 for (int k = 0; k < K; k++) p += wr[j][k] * (float)in[i + k].v[j];
                 o.v[j] = (T)conv_silu<T>(p);
             }
-            store_channels<NC>(out + base + (size_t)t * E, o);
+            store_channels<NC>(out_col + (size_t)t * out_len, o);
         }
     }
 }
@@ -292,7 +311,7 @@ __global__ void __launch_bounds__(64) conv1d_silu_forward_kernel(T* out, const T
 // the grid) skips its atomics; both nullptr skips the block reduction.
 template <int K, int NC, typename T>
 __global__ void __launch_bounds__(32 * CSILU_TY)
-    conv1d_silu_backward_kernel(T* dx, float* dweight, float* dbias, const T* dout, const T* x,
+    conv1d_silu_backward_kernel(T* dx, float* dweight, float* dbias, ConvCols<const T> dout, const T* x,
                                 const float* weight, const float* bias, int L, int E) {
     __shared__ float sm[CSILU_TY][K + 1][32 * NC];
     int e0 = (blockIdx.x * 32 + threadIdx.x) * NC;
@@ -303,7 +322,9 @@ __global__ void __launch_bounds__(32 * CSILU_TY)
 #pragma unroll
         for (int j = 0; j < NC; j++) acc[k][j] = 0.0f;
     if (e0 < E && t0 < L) {  // no early return: the block meets at __syncthreads below
-        size_t base = (size_t)b * L * E + e0;
+        size_t base = (size_t)b * L * E + e0, dout_len;
+        const T* dout_col = dout.col(e0, E, &dout_len);
+        dout_col += (size_t)b * L * dout_len;  // row s of batch element b: + s * dout_len
         float wr[NC][K], br[NC];
 #pragma unroll
         for (int j = 0; j < NC; j++) {
@@ -326,7 +347,7 @@ __global__ void __launch_bounds__(32 * CSILU_TY)
             float xs[NC], dp[NC];
             if (s < L) {
                 ConvChannels<T, NC> xv = load_channels<NC>(x + base + (size_t)s * E);
-                ConvChannels<T, NC> gv = load_channels<NC>(dout + base + (size_t)s * E);
+                ConvChannels<T, NC> gv = load_channels<NC>(dout_col + (size_t)s * dout_len);
 #pragma unroll
                 for (int j = 0; j < NC; j++) {
                     xs[j] = (float)xv.v[j];
@@ -451,17 +472,23 @@ __global__ void conv1d_silu_backward_dw_generic_kernel(float* dweight, float* db
     conv1d_reduce_dw(dweight, dbias, acc, e, E, K);
 }
 
-// vector width usable for these pointers and E (8-byte accesses need 8-byte aligned rows)
+// vector width usable for these pointers and E (8-byte accesses need 8-byte aligned rows); a split
+// tensor's parts each need it too, and widths that keep a thread's channels in one part
 static inline bool conv1d_silu_vec_ok(int E, int nc, size_t elem_bytes, const void* a, const void* b, const void* c) {
     size_t bytes = (size_t)nc * elem_bytes;
     return E % nc == 0 && ((uintptr_t)a % bytes) == 0 && ((uintptr_t)b % bytes) == 0 &&
            ((uintptr_t)c % bytes) == 0;
 }
+template <typename T>
+static bool conv_cols_vec_ok(const ConvCols<T>& t, int E, int nc) {
+    if (!t.b) return conv1d_silu_vec_ok(E, nc, sizeof(T), t.a, t.a, t.a);
+    return t.w0 % nc == 0 && t.w1 % nc == 0 && conv1d_silu_vec_ok(E, nc, sizeof(T), t.a, t.b, t.c);
+}
 
 template <int K, typename T>
-static void conv1d_silu_forward_launch(T* out, const T* x, const float* weight, const float* bias, int B, int L, int E) {
+static void conv1d_silu_forward_launch(ConvCols<T> out, const T* x, const float* weight, const float* bias, int B, int L, int E) {
     constexpr int NC = 8 / sizeof(T);
-    if (conv1d_silu_vec_ok(E, NC, sizeof(T), out, x, x)) {
+    if (conv_cols_vec_ok(out, E, NC) && conv1d_silu_vec_ok(E, NC, sizeof(T), x, x, x)) {
         dim3 grid(ceil_div(E / NC, 64), ceil_div(L, CSILU_TT), B);
         conv1d_silu_forward_kernel<K, NC, T><<<grid, 64>>>(out, x, weight, bias, L, E);
     } else {
@@ -471,11 +498,11 @@ static void conv1d_silu_forward_launch(T* out, const T* x, const float* weight, 
     cudaCheckLaunch();
 }
 template <int K, typename T>
-static void conv1d_silu_backward_launch(T* dx, float* dweight, float* dbias, const T* dout, const T* x, const float* weight,
-                                        const float* bias, int B, int L, int E) {
+static void conv1d_silu_backward_launch(T* dx, float* dweight, float* dbias, ConvCols<const T> dout, const T* x,
+                                        const float* weight, const float* bias, int B, int L, int E) {
     constexpr int NC = 8 / sizeof(T);
     dim3 block(32, CSILU_TY);
-    if (conv1d_silu_vec_ok(E, NC, sizeof(T), dx, dout, x)) {
+    if (conv_cols_vec_ok(dout, E, NC) && conv1d_silu_vec_ok(E, NC, sizeof(T), dx, x, x)) {
         dim3 grid(ceil_div(E / NC, 32), ceil_div(L, CSILU_TTB * CSILU_TY), B);
         conv1d_silu_backward_kernel<K, NC, T><<<grid, block>>>(dx, dweight, dbias, dout, x, weight, bias, L, E);
     } else {
@@ -489,9 +516,9 @@ static void conv1d_silu_forward_cuda(floatX* out, const floatX* x, const float* 
                                      int B, int L, int E, int K) {
     size_t n = (size_t)B * L * E;
     if (n == 0) return;
-    if (K == 4) conv1d_silu_forward_launch<4>(out, x, weight, bias, B, L, E);
-    else if (K == 3) conv1d_silu_forward_launch<3>(out, x, weight, bias, B, L, E);
-    else if (K == 2) conv1d_silu_forward_launch<2>(out, x, weight, bias, B, L, E);
+    if (K == 4) conv1d_silu_forward_launch<4>(conv_cols(out, E), x, weight, bias, B, L, E);
+    else if (K == 3) conv1d_silu_forward_launch<3>(conv_cols(out, E), x, weight, bias, B, L, E);
+    else if (K == 2) conv1d_silu_forward_launch<2>(conv_cols(out, E), x, weight, bias, B, L, E);
     else {
         conv1d_silu_forward_generic_kernel<<<(unsigned)((n + 255) / 256), 256>>>(out, x, weight, bias, B, L, E, K);
         cudaCheckLaunch();
@@ -503,9 +530,9 @@ static void conv1d_silu_backward_cuda(floatX* dx, float* dweight, float* dbias, 
                                       int B, int L, int E, int K) {
     size_t n = (size_t)B * L * E;
     if (n == 0) return;
-    if (K == 4) conv1d_silu_backward_launch<4>(dx, dweight, dbias, dout, x, weight, bias, B, L, E);
-    else if (K == 3) conv1d_silu_backward_launch<3>(dx, dweight, dbias, dout, x, weight, bias, B, L, E);
-    else if (K == 2) conv1d_silu_backward_launch<2>(dx, dweight, dbias, dout, x, weight, bias, B, L, E);
+    if (K == 4) conv1d_silu_backward_launch<4>(dx, dweight, dbias, conv_cols(dout, E), x, weight, bias, B, L, E);
+    else if (K == 3) conv1d_silu_backward_launch<3>(dx, dweight, dbias, conv_cols(dout, E), x, weight, bias, B, L, E);
+    else if (K == 2) conv1d_silu_backward_launch<2>(dx, dweight, dbias, conv_cols(dout, E), x, weight, bias, B, L, E);
     else {
         if (K > CONV1D_MAX_K) FATAL("conv1d_silu_backward_cuda: K=%d > %d", K, CONV1D_MAX_K);
         conv1d_silu_backward_dx_generic_kernel<<<(unsigned)((n + 255) / 256), 256>>>(dx, dout, x, weight, bias,
@@ -525,17 +552,17 @@ static bool conv1d_silu_b16_ok(int K) { return K >= 2 && K <= 4; }
 static void conv1d_silu_forward_b16_cuda(bf16* out, const bf16* x, const float* weight, const float* bias, int B, int L, int E,
                                          int K) {
     if ((size_t)B * L * E == 0) return;
-    if (K == 4) conv1d_silu_forward_launch<4>(out, x, weight, bias, B, L, E);
-    else if (K == 3) conv1d_silu_forward_launch<3>(out, x, weight, bias, B, L, E);
-    else if (K == 2) conv1d_silu_forward_launch<2>(out, x, weight, bias, B, L, E);
+    if (K == 4) conv1d_silu_forward_launch<4>(conv_cols(out, E), x, weight, bias, B, L, E);
+    else if (K == 3) conv1d_silu_forward_launch<3>(conv_cols(out, E), x, weight, bias, B, L, E);
+    else if (K == 2) conv1d_silu_forward_launch<2>(conv_cols(out, E), x, weight, bias, B, L, E);
     else FATAL("conv1d_silu_forward_b16_cuda: K=%d (the bf16 kernels take 2..4)", K);
 }
 static void conv1d_silu_backward_b16_cuda(bf16* dx, float* dweight, float* dbias, const bf16* dout, const bf16* x,
                                           const float* weight, const float* bias, int B, int L, int E, int K) {
     if ((size_t)B * L * E == 0) return;
-    if (K == 4) conv1d_silu_backward_launch<4>(dx, dweight, dbias, dout, x, weight, bias, B, L, E);
-    else if (K == 3) conv1d_silu_backward_launch<3>(dx, dweight, dbias, dout, x, weight, bias, B, L, E);
-    else if (K == 2) conv1d_silu_backward_launch<2>(dx, dweight, dbias, dout, x, weight, bias, B, L, E);
+    if (K == 4) conv1d_silu_backward_launch<4>(dx, dweight, dbias, conv_cols(dout, E), x, weight, bias, B, L, E);
+    else if (K == 3) conv1d_silu_backward_launch<3>(dx, dweight, dbias, conv_cols(dout, E), x, weight, bias, B, L, E);
+    else if (K == 2) conv1d_silu_backward_launch<2>(dx, dweight, dbias, conv_cols(dout, E), x, weight, bias, B, L, E);
     else FATAL("conv1d_silu_backward_b16_cuda: K=%d (the bf16 kernels take 2..4)", K);
 }
 #endif
@@ -564,6 +591,44 @@ static void conv1d_silu_backward(bool on_gpu, floatX* dx, float* dweight, float*
     if (on_gpu) GPU_CALL(conv1d_silu_backward_cuda(dx, dweight, dbias, dout, x, weight, bias, B, L, E, K));
     else conv1d_silu_backward_cpu(dx, dweight, dbias, dout, x, weight, bias, B, L, E, K);
 }
+
+// conv1d + SiLU whose output columns go to three tensors (ConvCols): out_a (B, L, wa), out_b (B, L, wb),
+// out_c (B, L, E - wa - wb), e.g. Mamba-2's x, B and C; and its backward reading the output gradient from
+// three such tensors. The GPU's fused kernels (K 2..4) address the parts directly; the CPU and any other
+// K run the one-tensor functions through `scratch` (B, L, E) and split_columns / concat_columns.
+static void conv1d_silu_forward_split(bool on_gpu, floatX* out_a, floatX* out_b, floatX* out_c, floatX* scratch,
+                                      const floatX* x, const float* weight, const float* bias, int B, int L, int E, int K,
+                                      int wa, int wb) {
+#ifdef __CUDACC__
+    if (on_gpu && K >= 2 && K <= 4) {
+        if ((size_t)B * L * E == 0) return;
+        ConvCols<floatX> out = {out_a, out_b, out_c, wa, wb};
+        if (K == 4) conv1d_silu_forward_launch<4>(out, x, weight, bias, B, L, E);
+        else if (K == 3) conv1d_silu_forward_launch<3>(out, x, weight, bias, B, L, E);
+        else conv1d_silu_forward_launch<2>(out, x, weight, bias, B, L, E);
+        return;
+    }
+#endif
+    conv1d_silu_forward(on_gpu, scratch, x, weight, bias, B, L, E, K);
+    split_columns(on_gpu, out_a, out_b, out_c, scratch, B * L, wa, wb, E - wa - wb);
+}
+static void conv1d_silu_backward_split(bool on_gpu, floatX* dx, float* dweight, float* dbias, const floatX* dout_a,
+                                       const floatX* dout_b, const floatX* dout_c, floatX* scratch, const floatX* x,
+                                       const float* weight, const float* bias, int B, int L, int E, int K, int wa, int wb) {
+#ifdef __CUDACC__
+    if (on_gpu && K >= 2 && K <= 4) {
+        if ((size_t)B * L * E == 0) return;
+        ConvCols<const floatX> dout = {dout_a, dout_b, dout_c, wa, wb};
+        if (K == 4) conv1d_silu_backward_launch<4>(dx, dweight, dbias, dout, x, weight, bias, B, L, E);
+        else if (K == 3) conv1d_silu_backward_launch<3>(dx, dweight, dbias, dout, x, weight, bias, B, L, E);
+        else conv1d_silu_backward_launch<2>(dx, dweight, dbias, dout, x, weight, bias, B, L, E);
+        return;
+    }
+#endif
+    concat_columns(on_gpu, scratch, dout_a, dout_b, dout_c, B * L, wa, wb, E - wa - wb);
+    conv1d_silu_backward(on_gpu, dx, dweight, dbias, scratch, x, weight, bias, B, L, E, K);
+}
+
 #ifdef __CUDACC__
 // the same for bf16 activations (x, out, dout, dx in bf16; the GPU only): mamba_model.h's layer is
 // one template over the activation type and calls these where its activations are bf16

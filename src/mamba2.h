@@ -239,7 +239,8 @@ typedef struct {
     float* A;            // (H) -exp(A_log)
     float* dA;           // (H) the SSD's dloss/dA (used only when A_log trains)
     float* col_partial;  // (ceil(BL / MAMBA2_PARTIAL_ROWS), E) partial column sums
-    floatX* xBCc;        // (BL, C) the conv output [x | B | C] (forward); its gradient (backward)
+    floatX* xBCc;        // (BL, C) the conv output [x | B | C] (forward); its gradient (backward); the GPU's
+                         // fused conv (d_conv 2..4) does without it (conv1d_silu_forward_split), the step uses it
     floatX* dxBC;        // (BL, C) d of the conv input
     floatX* dyn;         // (BL, E) d of out_proj's input
     floatX* dy;          // (BL, E) d of the SSD output
@@ -845,10 +846,11 @@ static void mamba2_block_forward_on(bool on_gpu, floatX* out, const Mamba2Acts& 
         linear_forward(on_gpu, a.xBC, inp, p.in_proj_w + (size_t)E * D, nullptr, BL, D, C);
         linear_forward(on_gpu, a.dt_raw, inp, p.in_proj_w + (size_t)(E + C) * D, nullptr, BL, D, H);
     });
-    // conv1d + SiLU over [x | B | C], then split into the SSD's contiguous inputs
-    PROF(on_gpu, "m2_conv1d+silu", conv1d_silu_forward(on_gpu, s.xBCc, a.xBC, p.conv_w, p.conv_b, B, L, C, K));
+    // conv1d + SiLU over [x | B | C], written as the SSD's three contiguous inputs (the GPU's kernel
+    // addresses them directly; the CPU goes through xBCc and a split)
+    PROF(on_gpu, "m2_conv1d+silu", conv1d_silu_forward_split(on_gpu, a.x, a.Bm, a.Cm, s.xBCc, a.xBC, p.conv_w, p.conv_b, B, L,
+                                                             C, K, E, GN));
     PROF(on_gpu, "m2_elementwise", {
-        split_columns(on_gpu, a.x, a.Bm, a.Cm, s.xBCc, BL, E, GN, GN);
         mamba2_dt_forward(on_gpu, a.dt, a.dt_raw, p.dt_bias, BL, H);
         mamba2_A_forward(on_gpu, s.A, p.A_log, H);
     });
@@ -897,12 +899,9 @@ static void mamba2_block_backward_on(bool on_gpu, floatX* dinp, const Mamba2Para
     // conv1d + SiLU (recomputes its pre-activation): d[x | B | C] -> dxBC; nullptr for frozen weights
     bool need_conv_in = dinp || d.in_proj_w;
     if (need_conv_in || d.conv_w || d.conv_b) {
-        PROF(on_gpu, "m2_elementwise", {
-            concat_columns(on_gpu, s.xBCc, s.dx, s.dBm, s.dCm, BL, E, GN, GN);
-            backend_memset0(on_gpu, s.dxBC, bC);
-        });
-        PROF(on_gpu, "m2_conv1d+silu", conv1d_silu_backward(on_gpu, s.dxBC, d.conv_w, d.conv_b,
-                                                             s.xBCc, a.xBC, p.conv_w, p.conv_b, B, L, C, K));
+        PROF(on_gpu, "m2_elementwise", backend_memset0(on_gpu, s.dxBC, bC));
+        PROF(on_gpu, "m2_conv1d+silu", conv1d_silu_backward_split(on_gpu, s.dxBC, d.conv_w, d.conv_b, s.dx, s.dBm, s.dCm,
+                                                                   s.xBCc, a.xBC, p.conv_w, p.conv_b, B, L, C, K, E, GN));
     }
     // in_proj, the three row blocks: dinp accumulates all three (each call skips when it has
     // neither dinp nor a weight gradient, so dxBC is read only when it was computed)

@@ -477,6 +477,34 @@ static void test_conv1d_silu(Rng* r, int B, int L, int E, int K) {
     cudaFree(d_dw); cudaFree(d_db);
 }
 
+// the split forms (Mamba-2's conv: output columns [0, wa) / [wa, wa + wb) / the rest in three tensors,
+// the backward's output gradient read from three): the one-tensor CPU reference split / concatenated
+static void test_conv1d_silu_split(Rng* r, int B, int L, int E, int K, int wa, int wb) {
+    char shape[96]; snprintf(shape, sizeof shape, "split B=%d L=%d E=%d K=%d parts %d/%d/%d", B, L, E, K, wa, wb, E - wa - wb);
+    const int wc = E - wa - wb;
+    size_t n = (size_t)B * L * E, rows = (size_t)B * L;
+    Vec x = random_vec(n, r, -2, 2), w = random_vec((size_t)E * K, r), b = random_vec(E, r), out(n);
+    Vec dout = random_vec(n, r), dx = random_vec(n, r), dw = random_vec(w.size(), r), db = random_vec(E, r);
+    Vec oa(rows * wa), ob(rows * wb), oc(rows * wc), ga(rows * wa), gb(rows * wb), gc(rows * wc);
+    conv1d_silu_forward_cpu(out.data(), x.data(), w.data(), b.data(), B, L, E, K);
+    split_columns_cpu(oa.data(), ob.data(), oc.data(), out.data(), (int)rows, wa, wb, wc);
+    split_columns_cpu(ga.data(), gb.data(), gc.data(), dout.data(), (int)rows, wa, wb, wc);  // the gradient's parts
+    float *d_x = to_device(x), *d_w = to_device(w), *d_b = to_device(b), *d_scr = device_poisoned(n);
+    float *d_oa = device_poisoned(oa.size()), *d_ob = device_poisoned(ob.size()), *d_oc = device_poisoned(oc.size());
+    float *d_ga = to_device(ga), *d_gb = to_device(gb), *d_gc = to_device(gc);
+    float *d_dx = to_device(dx), *d_dw = to_device(dw), *d_db = to_device(db);
+    conv1d_silu_forward_split(true, d_oa, d_ob, d_oc, d_scr, d_x, d_w, d_b, B, L, E, K, wa, wb);
+    check_dev("conv1d_silu_forward_split part a", shape, d_oa, oa, 1e-5);
+    check_dev("conv1d_silu_forward_split part b", shape, d_ob, ob, 1e-5);
+    check_dev("conv1d_silu_forward_split part c", shape, d_oc, oc, 1e-5);
+    conv1d_silu_backward_cpu(dx.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(), b.data(), B, L, E, K);
+    conv1d_silu_backward_split(true, d_dx, d_dw, d_db, d_ga, d_gb, d_gc, d_scr, d_x, d_w, d_b, B, L, E, K, wa, wb);
+    check_dev("conv1d_silu_backward_split dx", shape, d_dx, dx, 1e-5);
+    check_dev("conv1d_silu_backward_split dweight", shape, d_dw, dw, 1e-4);
+    check_dev("conv1d_silu_backward_split dbias", shape, d_db, db, 1e-4);
+    for (float* q : {d_x, d_w, d_b, d_scr, d_oa, d_ob, d_oc, d_ga, d_gb, d_gc, d_dx, d_dw, d_db}) cudaFree(q);
+}
+
 static void test_activations(Rng* r, size_t n) {
     char shape[64]; snprintf(shape, sizeof shape, "n=%zu", n);
     Vec x = random_vec(n, r, -8, 8), y = random_vec(n, r), dout = random_vec(n, r), dx0 = random_vec(n, r);
@@ -676,6 +704,10 @@ int main() {
     test_conv1d_silu(&r, 2, 70, 38, 3);     // other templated K
     test_conv1d_silu(&r, 2, 70, 37, 5);     // generic-K fallback
     test_conv1d_silu(&r, 1, 9, 6, 1);       // K = 1 (generic)
+    test_conv1d_silu_split(&r, 2, 130, 96, 4, 64, 16);  // Mamba-2's layout (x | B | C), 8-byte accesses
+    test_conv1d_silu_split(&r, 2, 37, 37, 4, 21, 8);    // an odd part width: one channel a thread
+    test_conv1d_silu_split(&r, 1, 70, 40, 3, 24, 8);    // K = 3
+    test_conv1d_silu_split(&r, 2, 9, 40, 5, 24, 8);     // K = 5: through the scratch, split / concatenated
     test_conv1d_silu_bf16(&r, 8, 1024, 1536, 4);  // bf16 activations: 4 channels a thread
     test_conv1d_silu_bf16(&r, 2, 130, 36, 4);     // E % 8 != 0 (still 4 channels a thread)
     test_conv1d_silu_bf16(&r, 2, 7, 37, 4);       // E odd: one channel a thread
