@@ -142,6 +142,17 @@ __device__ __forceinline__ void atomic_add_float4(float* dst, float4 v) {
 
 static inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
+// the current device's number of SMs (queried once): grid sizes that fill the GPU
+static int gpu_sm_count() {
+    static int sms = 0;
+    if (sms == 0) {
+        int dev = 0;
+        cudaCheck(cudaGetDevice(&dev));
+        cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    }
+    return sms;
+}
+
 // one cuBLAS handle for the process, created on first use
 static cublasHandle_t cublas_handle() {
     static cublasHandle_t handle = nullptr;

@@ -260,12 +260,8 @@ static void rmsnorm_backward_cuda(floatX* dx, float* dweight, const floatX* dout
     if (N == 0) return;
     if (rmsnorm_vec_ok(C, dx, dout, x) && aligned16(weight)) {
         int threads = rmsnorm_vec_threads(C);
-        static int sms = 0, cached_threads = -1, per_sm = 0;  // host queries, cached per block size
-        if (!sms) {
-            int dev = 0;
-            cudaCheck(cudaGetDevice(&dev));
-            cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-        }
+        static int cached_threads = -1, per_sm = 0;  // the occupancy query, cached per block size
+        const int sms = gpu_sm_count();
         if (threads != cached_threads) {
             cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, rmsnorm_backward_vec_kernel, threads, 0));
             cached_threads = threads;

@@ -345,6 +345,7 @@ int main() {
     test_norm(33, 1537, 1, 5, 16);    // dy and dw
     test_norm(65, 2049, 1, 6, 17);    // dz and dw; 2049 > 512 threads x 4 columns: the per-row kernels
     test_norm(40, 2048, 1, 4, 18);    // dw only, 512 threads of 4 columns
+    test_norm(1101, 96, 1, 7, 19);    // enough rows for several a forward block (N / (2 SMs)), the last block partial
     test_conv_state(2, 37, 26, 4, 15);
     test_conv_state(3, 2, 20, 4, 16);  // L < K-1: zero padded
     test_conv_state(1, 1, 9, 3, 17);
