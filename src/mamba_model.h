@@ -34,7 +34,7 @@
 //   mamba_free(m)
 // plus mamba_config_kv (the checkpoint's config) and the recurrent step for
 // generation (mamba_step_init / mamba_step; the GPU decoder of mamba_generate.h
-// takes pure Mamba-1 models).
+// runs the same composition on the device).
 //
 // LoRA (lora.h): mamba_build with a LoraConfig adds adapters to the chosen
 // linear layers and freezes everything else (except --train-also tensors).
