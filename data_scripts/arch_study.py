@@ -4,7 +4,8 @@ Reads OUT_DIR/{mamba1,mamba2,transformer,hybrid}.jsonl and .log (train_mamba's J
 stdout), writes OUT_DIR/results.csv, results.md and arch_study.png (validation loss against
 tokens seen, one line per model).
 """
-import csv, json, os, re, sys
+import json, os, re, sys
+from study_io import pyplot_or_none, write_csv, write_markdown
 
 RUNS = [("mamba1", "Mamba-1", "M1 x 8"), ("mamba2", "Mamba-2", "M2 x 8"),
         ("transformer", "Transformer", "(A,F) x 4"), ("hybrid", "Hybrid", "M2,M2,A,F,M2,M2,A,F")]
@@ -32,25 +33,16 @@ def main():
         table.append({"model": label, "layers": pattern, "params_M": summary["params"] / 1e6, "steps": steps,
                       "tokens_M": steps * tps / 1e6, "val_loss": vals[-1][1], "best_val_loss": min(v for _, v in vals),
                       "tok_per_s": summary["tok_per_s"], "step_ms": summary["step_ms"], "peak_mib": summary["peak_mib"]})
-    with open(os.path.join(out, "results.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(table[0].keys()))
-        w.writeheader()
-        w.writerows(table)
+    write_csv(os.path.join(out, "results.csv"), table)
     lines = [f"KJV bytes, same recipe and tokens for every model ({card})", "",
              "| model | layers | params | tokens | val loss (nats/byte) | best | tokens/s | ms/step | peak memory |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         lines.append(f"| {r['model']} | {r['layers']} | {r['params_M']:.2f}M | {r['tokens_M']:.2f}M | {r['val_loss']:.4f} | "
                      f"{r['best_val_loss']:.4f} | {r['tok_per_s'] / 1000:.1f}k | {r['step_ms']:.1f} | {r['peak_mib']:.0f} MiB |")
-    md = "\n".join(lines) + "\n"
-    open(os.path.join(out, "results.md"), "w").write(md)
-    print(md)
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(matplotlib missing: no plot)")
+    write_markdown(os.path.join(out, "results.md"), lines)
+    plt = pyplot_or_none()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, pts in curves.items():  # from the first evaluation after step 0 (the initial ~5.6 flattens the rest)

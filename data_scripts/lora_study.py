@@ -6,10 +6,10 @@ Reads OUT_DIR/<run>.jsonl (the summary line and the evaluations of each
 fine-tuning run) and the checkpoint sizes; writes OUT_DIR/results.csv,
 OUT_DIR/results.md and OUT_DIR/lora_study.png.
 """
-import csv
 import json
 import os
 import sys
+from study_io import pyplot_or_none, write_csv, write_markdown
 
 RUNS = [("full", "full fine-tuning", "-")] + [
     (f"{t}_r{r}", label, str(r)) for r in (4, 16) for t, label in
@@ -46,10 +46,7 @@ def main():
             "checkpoint_bytes": os.path.getsize(os.path.join(out, name + ".ckpt")),
         })
     base_ckpt = os.path.getsize(os.path.join(out, "base.ckpt"))
-    with open(os.path.join(out, "results.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(results[0]))
-        w.writeheader()
-        w.writerows(results)
+    write_csv(os.path.join(out, "results.csv"), results)
     lines = [f"Device: {device}. Base model before fine-tuning: fortunes val loss {base_new:.3f}, "
              f"KJV val loss {base_old:.3f} (nats/byte). Full checkpoint with AdamW state: {base_ckpt / 2**20:.1f} MiB.", "",
              "| method | rank | trainable params | % | optimizer state MiB | peak memory MiB (measured) | above the process before the model MiB "
@@ -62,15 +59,9 @@ def main():
                      f"{r['optimizer_state_mib']:.2f} | {r['peak_mem_mib']:.0f} | {r['mem_above_context_mib']:.0f} | "
                      f"{r['ms_per_step']:.1f} | {r['fortunes_val_loss']:.3f} | {r['kjv_val_loss_after']:.3f} "
                      f"(+{r['kjv_val_loss_after'] - base_old:.3f}) | {size_s} |")
-    md = "\n".join(lines) + "\n"
-    open(os.path.join(out, "results.md"), "w").write(md)
-    print(md)
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(matplotlib missing: no plot; apt-get install python3-matplotlib)")
+    write_markdown(os.path.join(out, "results.md"), lines)
+    plt = pyplot_or_none()
+    if plt is None:
         return
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5))
     # each run's path through (learning, forgetting): one point per evaluation, from the base model

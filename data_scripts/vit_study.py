@@ -18,7 +18,8 @@
         OUT/study.md    the same as a markdown table
         OUT/study.png   accuracy against GFLOP per image, and against images/s
 """
-import argparse, csv, glob, gzip, json, os, struct, sys
+import argparse, glob, gzip, json, os, struct, sys
+from study_io import pyplot_or_none, write_csv, write_markdown
 
 CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
 SPECIAL = ["<pad>", "<bos>", "<eos>", "<image>", "<unk>", "<sep>"]
@@ -122,10 +123,7 @@ def report(args):
         r["flops_vs_none"] = r["gflop_per_image"] / ref["gflop_per_image"] if ref else float("nan")
         r["speedup_vs_none"] = r["images_per_s"] / ref["images_per_s"] if ref else float("nan")
         r["acc_delta_points"] = 100 * (r["accuracy"] - ref["accuracy"]) if ref else float("nan")
-    with open(os.path.join(out, "study.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(os.path.join(out, "study.csv"), rows)
     b = rows[0]["batch"]
     md = [f"Device: {rows[0]['device']}. Accuracy: the test split ({rows[0]['test_images']} images); GFLOP: analytic per image "
           f"(one multiply-add = 2 FLOPs); images/s: one batch of {b} through the classifier (upload, forward, logits back), "
@@ -136,14 +134,9 @@ def report(args):
         md.append(f"| {r['method']} | {r['ratio']:g} | {r['patch_tokens']} | {100 * r['accuracy']:.2f}% | {r['acc_delta_points']:+.2f} | "
                   f"{r['gflop_per_image']:.5f} | {100 * r['flops_vs_none']:.0f}% | {r['images_per_s']:.0f} | {r['speedup_vs_none']:.2f}x | "
                   f"{r['ms_per_batch']:.3f} ({r['ms_p10']:.3f}-{r['ms_p90']:.3f}) | {r['tome_schedule'] or '-'} |")
-    open(os.path.join(out, "study.md"), "w").write("\n".join(md) + "\n")
-    print("\n".join(md))
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(plot skipped: no matplotlib)")
+    write_markdown(os.path.join(out, "study.md"), md)
+    plt = pyplot_or_none()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, xkey, xlabel in ((axes[0], "gflop_per_image", "GFLOP per image (analytic)"),

@@ -15,6 +15,7 @@ is the same.
 Usage: vlm_study.py OUT
 """
 import csv, glob, json, os, sys
+from study_io import pyplot_or_none, write_csv, write_markdown
 
 import numpy as np
 
@@ -92,11 +93,7 @@ def main():
             "device": pre1["device"],
         })
         rows.append(row)
-    keys = list(rows[0].keys())
-    with open(os.path.join(out, "study.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(os.path.join(out, "study.csv"), rows)
     b = rows[0]["batch"]
     md = [f"Device: {rows[0]['device']}. Accuracy: exact match on the test questions (teacher-forced greedy); "
           f"KL and top-1: the answer tokens against none; LM GFLOP: the prefill's, ViT GFLOP: the vision encoder's (analytic, batch 1; "
@@ -110,14 +107,9 @@ def main():
                   f"{pc(r['acc_where'])} | {pc(r['acc_colour'])} | {pc(r['acc_count'])} | {pc(r['acc_exists'])} | "
                   f"{r['kl_full_reduced']:.4f} | {100 * r['top1_agreement']:.1f}% | {r['lm_prefill_gflop']:.5f} | "
                   f"{r['prefill_ms']:.3f} | {r['ttft_ms']:.3f} | {r['decode_ms']:.3f} | {r['ttft_ms_batch']:.3f} | {r['vision_gflop']:.5f} |")
-    open(os.path.join(out, "study.md"), "w").write("\n".join(md) + "\n")
-    print("\n".join(md))
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(plots skipped: no matplotlib)")
+    write_markdown(os.path.join(out, "study.md"), md)
+    plt = pyplot_or_none()
+    if plt is None:
         return
     for xkey, xlabel, fname in (("lm_prefill_gflop", "LM prefill GFLOP (analytic, batch 1)", "acc_vs_flops.png"),
                                 ("ttft_ms", "time to first token, ms (batch 1, median)", "acc_vs_latency.png")):
