@@ -78,7 +78,7 @@ static std::vector<OptSpec> option_table(Options* o) {
         {"--prompt", OPT_STR, &o->prompt, "prompt for samples (bytes, vocab 256)"},
         {"--temperature", OPT_FLOAT, &o->temperature, "sampling temperature (0: greedy)"},
         {"--top-k", OPT_INT, &o->top_k, "sample among the k most likely tokens (0: all)"},
-        {"--gen-weights", OPT_STR, &o->gen_weights, "GPU generation reads its matmul weights in bf16 (half the bytes) or fp32"},
+        {"--gen-weights", OPT_STR, &o->gen_weights, "GPU generation of a Mamba-1 model reads its matmul weights in bf16 (half the bytes) or fp32 (other layer patterns: fp32)"},
         {"--sample", OPT_INT, &o->sample_only, "load --resume, generate this many tokens, exit"},
         {"--bench-generate", OPT_FLAG, &o->bench_generate, "load --resume, time GPU generation (us/token at batch 1, 8, 64) against the weight-read floor, exit"},
         {"--export-hf", OPT_STR, &o->export_hf, "load --resume, write DIR/model.safetensors + config.json (Hugging Face Mamba), exit"},
