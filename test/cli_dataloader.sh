@@ -4,12 +4,7 @@
 # build/test_dataloader opens the shards. Ends with "N passed, N failed".
 set -u
 cd "$(dirname "$0")/.."
-passed=0; failed=0
-check() {  # check NAME CMD...: pass when CMD succeeds
-    local name=$1; shift
-    if "$@" >/dev/null 2>&1; then echo "PASS $name"; passed=$((passed + 1))
-    else echo "FAIL $name"; failed=$((failed + 1)); fi
-}
+source test/testlib.sh
 tmp=$(mktemp -d /tmp/cli_dataloader_XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 PY=/usr/bin/python3
@@ -21,7 +16,7 @@ check "missing bible program: says how to install" grep -q "apt-get install bibl
 
 if ! command -v bible >/dev/null; then
     echo "SKIP the rest: bible-kjv is not installed"
-    echo "$passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit
+    finish; exit
 fi
 
 check "prepare_kjv.py runs" $PY data_scripts/prepare_kjv.py "$tmp/kjv"
@@ -64,7 +59,6 @@ if [ -x build/test_dataloader ]; then
     check "dataloader opens train.bin (B=64 T=1024)" build/test_dataloader open "$tmp/kjv/train.bin" 64 1024
     check "dataloader opens val.bin (B=8 T=1024)" build/test_dataloader open "$tmp/kjv/val.bin" 8 1024
 else
-    echo "FAIL build/test_dataloader not built"; failed=$((failed + 1))
+    fail "build/test_dataloader not built"
 fi
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

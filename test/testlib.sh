@@ -4,6 +4,11 @@
 passed=0; failed=0
 pass() { echo "PASS $1"; passed=$((passed + 1)); }
 fail() { echo "FAIL $1${2:+: $2}"; failed=$((failed + 1)); }
+# check NAME CMD...: passes when CMD succeeds (its output discarded)
+check() {
+    local name=$1; shift
+    if "$@" >/dev/null 2>&1; then pass "$name"; else fail "$name"; fi
+}
 # expect_error NAME PATTERN CMD...: CMD must exit nonzero and print PATTERN on stderr
 expect_error() {
     local name=$1 pattern=$2; shift 2
