@@ -319,17 +319,9 @@ static void mamba2_dt_forward_cpu(floatX* dt, const floatX* dt_raw, const float*
             dt[(size_t)i * H + h] = (floatX)softplus_f((float)dt_raw[(size_t)i * H + h] + dt_bias[h]);
 }
 
-// out[c] += sum_r partial[r, c], r in order: partial (R, C); the second half of every column sum
-// here (the first: partial[r, c] = the sum of rows [r, r+1) * MAMBA2_PARTIAL_ROWS, in order), so
-// the result is the same bits for any number of threads
-static void mamba2_column_sums_add_cpu(float* out, const float* partial, int R, int C) {
-#pragma omp parallel for
-    for (int c = 0; c < C; c++) {
-        float s = 0.0f;
-        for (int r = 0; r < R; r++) s += partial[(size_t)r * C + c];
-        out[c] += s;
-    }
-}
+// Every column sum here (dt_bias, the norm's weight) is in two halves with fixed orders: partial[r, c] =
+// the sum of rows [r, r+1) * MAMBA2_PARTIAL_ROWS in order, then column_sums_add (common.h) adds the
+// partials; so the result is the same bits for any number of threads.
 
 // dt's backward: v = ddt * softplus'(dt_raw + dt_bias);  ddt_raw += v;  ddt_bias += sum_rows v
 // ddt, dt_raw, ddt_raw (N, H); partial (ceil(N / MAMBA2_PARTIAL_ROWS), H). Either gradient may be nullptr.
@@ -358,7 +350,7 @@ static void mamba2_dt_backward_cpu(floatX* ddt_raw, float* ddt_bias, float* part
             partial[(size_t)r * H + h] = acc;
         }
     }
-    mamba2_column_sums_add_cpu(ddt_bias, partial, R, H);
+    column_sums_add_cpu(ddt_bias, partial, R, H);
 }
 
 // Gated RMSNorm (norm_before_gate=False): g = y * silu(z); out = g * rstd * w, rstd per group of
@@ -425,7 +417,7 @@ static void mamba2_gated_rmsnorm_backward_cpu(floatX* dy, floatX* dz, float* dw,
                 part[c] += (float)dout[o] * g * rstd[(size_t)n * NG + c / Eg];
             }
     }
-    mamba2_column_sums_add_cpu(dw, partial, R, E);
+    column_sums_add_cpu(dw, partial, R, E);
 }
 
 // the conv state after the last token: the last K-1 conv inputs, oldest first, zeros before t = 0.
@@ -478,32 +470,6 @@ static void mamba2_dt_forward_cuda(floatX* dt, const floatX* dt_raw, const float
     cudaCheckLaunch();
 }
 
-// out[c] += sum_r partial[r, c] in order: one thread per column (consecutive columns: coalesced)
-// block (32 columns, 16 row ranges): thread (x, y) sums its column over rows [y, y+1) * ceil(R / 16) in
-// order, then row 0 adds the 16 parts in order (a fixed order: the same bits every run). (One thread a
-// column walked all R rows: 11.7 us for the mamba2-130m norm's 256 x 1536 partials, 6 blocks on an H100.)
-__global__ void mamba2_column_sums_add_kernel(float* out, const float* partial, int R, int C) {
-    __shared__ float part[16][33];
-    const int c = blockIdx.x * 32 + threadIdx.x, rows = (R + 15) / 16;
-    const int ra = min(R, threadIdx.y * rows), rb = min(R, ra + rows);
-    float s = 0.0f;
-    if (c < C) {
-        #pragma unroll 8
-        for (int r = ra; r < rb; r++) s += partial[(size_t)r * C + c];
-    }
-    part[threadIdx.y][threadIdx.x] = s;
-    __syncthreads();
-    if (threadIdx.y == 0 && c < C) {
-        float t = 0.0f;
-        for (int y = 0; y < 16; y++) t += part[y][threadIdx.x];
-        out[c] += t;
-    }
-}
-static void mamba2_column_sums_add_cuda(float* out, const float* partial, int R, int C) {
-    mamba2_column_sums_add_kernel<<<ceil_div(C, 32), dim3(32, 16)>>>(out, partial, R, C);
-    cudaCheckLaunch();
-}
-
 __global__ void mamba2_dt_backward_kernel(floatX* ddt_raw, const floatX* ddt, const floatX* dt_raw,
                                           const float* dt_bias, int N, int H) {
     for (size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x; j < (size_t)N * H; j += (size_t)gridDim.x * blockDim.x) {
@@ -536,7 +502,7 @@ static void mamba2_dt_backward_cuda(floatX* ddt_raw, float* ddt_bias, float* par
     int R = mamba2_partial_count(N);
     mamba2_dt_bias_partial_kernel<<<dim3(R, ceil_div(H, 128)), 128>>>(partial, ddt, dt_raw, dt_bias, N, H);
     cudaCheckLaunch();
-    mamba2_column_sums_add_cuda(ddt_bias, partial, R, H);
+    column_sums_add_cuda(ddt_bias, partial, R, H);
 }
 
 // norm groups (NG > 1) or rows over 2048 channels: one block per (row, group), the group's sum of g^2
@@ -737,7 +703,7 @@ static void mamba2_gated_rmsnorm_backward_cuda(floatX* dy, floatX* dz, float* dw
         int R = mamba2_partial_count(N), threads = ceil_div(ceil_div(E, MAMBA2_NORM_COLS), 32) * 32;
         mamba2_gated_rmsnorm_backward_rows_kernel<<<R, threads>>>(dy, dz, dw ? partial : nullptr, dout, y, z, w, rstd, N, E);
         cudaCheckLaunch();
-        if (dw) mamba2_column_sums_add_cuda(dw, partial, R, E);
+        if (dw) column_sums_add_cuda(dw, partial, R, E);
         return;
     }
     if (dy || dz) {
@@ -748,7 +714,7 @@ static void mamba2_gated_rmsnorm_backward_cuda(floatX* dy, floatX* dz, float* dw
     int R = mamba2_partial_count(N);
     mamba2_gated_rmsnorm_dw_partial_kernel<<<dim3(R, ceil_div(E, 128)), 128>>>(partial, dout, y, z, rstd, N, E, NG);
     cudaCheckLaunch();
-    mamba2_column_sums_add_cuda(dw, partial, R, E);
+    column_sums_add_cuda(dw, partial, R, E);
 }
 
 // one thread per (b, ch, k) of the state

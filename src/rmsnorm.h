@@ -161,7 +161,7 @@ __global__ void rmsnorm_forward_vec_kernel(OT* out, float* rstd, const floatX* x
 // A block walks rows blockIdx.x, blockIdx.x + gridDim.x, ...: per row one block reduction for
 // the dot product, then the dx update. Each thread owns the same columns on every row, so its
 // dweight partial is VEC registers, written at the end to row blockIdx.x of dw_part (grid, C);
-// rmsnorm_dweight_reduce_kernel adds those rows into dweight. (A float atomic per column per block
+// column_sums_add_cuda (common.h) adds those rows into dweight. (A float atomic per column per block
 // instead took 43 of the kernel's 73 us at 8192 x 768 on an H100: 1320 blocks on the same 768
 // addresses, in an order that changed from run to run.) The grid is the number of resident blocks,
 // so every block does ~N/grid rows. dw_part may be nullptr (a frozen weight: no partials).
@@ -205,26 +205,6 @@ __global__ void rmsnorm_backward_vec_kernel(floatX* dx, float* dw_part, const fl
     }
 }
 
-// dweight[c] += sum of part[r][c] over the rows r: block (8, 128), x the column (8 columns: one
-// 32-byte sector a row), y strides over the rows; then a fixed tree over y in shared memory (the
-// same bits on every run). 96 blocks for C = 768: the ~4 MB of partials are read by most SMs.
-#define RMSNORM_RED_COLS 8
-#define RMSNORM_RED_ROWS 128
-__global__ void __launch_bounds__(RMSNORM_RED_COLS * RMSNORM_RED_ROWS)
-    rmsnorm_dweight_reduce_kernel(float* dweight, const float* part, int rows, int C) {
-    __shared__ float sh[RMSNORM_RED_ROWS][RMSNORM_RED_COLS];
-    int x = threadIdx.x, y = threadIdx.y, c = blockIdx.x * RMSNORM_RED_COLS + x;
-    float s = 0.0f;
-    if (c < C)
-        for (int r = y; r < rows; r += RMSNORM_RED_ROWS) s += part[(size_t)r * C + c];
-    sh[y][x] = s;
-    __syncthreads();
-    for (int stride = RMSNORM_RED_ROWS / 2; stride > 0; stride /= 2) {
-        if (y < stride) sh[y][x] += sh[y + stride][x];
-        __syncthreads();
-    }
-    if (y == 0 && c < C) dweight[c] += sh[0][x];
-}
 static DeviceScratch g_rmsnorm_dw_part;
 
 // the vector path needs whole 16-byte vectors per row, aligned pointers and C/VEC <= 1024
@@ -270,9 +250,8 @@ static void rmsnorm_backward_cuda(floatX* dx, float* dweight, const floatX* dout
         if (grid > N) grid = N;
         float* part = dweight ? g_rmsnorm_dw_part.get((size_t)grid * C) : nullptr;
         rmsnorm_backward_vec_kernel<<<grid, threads>>>(dx, part, dout, x, weight, rstd, N, C);
-        if (dweight)
-            rmsnorm_dweight_reduce_kernel<<<ceil_div(C, RMSNORM_RED_COLS), dim3(RMSNORM_RED_COLS, RMSNORM_RED_ROWS)>>>(dweight, part, grid, C);
         cudaCheckLaunch();
+        if (dweight) column_sums_add_cuda(dweight, part, grid, C);
         return;
     }
     const int block = 256;

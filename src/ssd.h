@@ -856,7 +856,7 @@ static void ssd_backward_simt_cuda(floatX* dx, floatX* ddt, float* dA, floatX* d
 //                            masked decayed CB) -> dx, ddt; dW = dY Xᵀ -> dCB = mask∘decay(dW) dt_s;
 //                            dC = sum_h [dCB_h B + exp(cs) dY_h H_c,h], dB = sum_h [dCB_hᵀ C + exp(cl-cs) dt X_h G_{c+1},h];
 //                            d(cs) (mask exponents, state read, chunk state, chunk decay) -> ddt, dA; dD
-//                            (dA, dD: one part per block and head, then ssd_param_reduce_kernel adds them
+//                            (dA, dD: one part per block and head, then column_sums_add_cuda adds them
 //                            in a fixed order: the tensor-core backward's bits repeat from run to run)
 // Shared-memory rows are padded so the fragment loads of each product hit 32 banks (row length
 // = 4 mod 32 floats where a warp reads 8 rows x 4 columns, 8 mod 32 where it reads 4 rows x 8).
@@ -1591,7 +1591,7 @@ __global__ void __launch_bounds__(256, 1) ssd_tc_chunk_bwd2_kernel(floatX* dx, f
                     if (t < Qc) ddt[((size_t)b * L + t0 + t) * H + h] = (floatX)(dtb[Q + t] + Ah * cum + dd[e]);
                 }
                 dAp = warp_sum(dAp);
-                if (lane == 0) {  // this block's parts, (B, nc, H), summed in order by ssd_param_reduce_kernel
+                if (lane == 0) {  // this block's parts, (B, nc, H), summed in order by column_sums_add_cuda
                     const size_t at = ((size_t)b * nc + c) * H + h;
                     if (dA_part) dA_part[at] = dAp;  // nullptr: frozen
                     if (dD_part) dD_part[at] = dDh;
@@ -1633,27 +1633,6 @@ __global__ void __launch_bounds__(256, 1) ssd_tc_chunk_bwd2_kernel(floatX* dx, f
     add_rows(dBm, dBt);
 }
 
-// dA[h] += sum_i dA_part[i * H + h] and dD likewise, i over the n = B * nc blocks of the per-chunk
-// backward: a fixed order, so the bits repeat from run to run (float atomics would not)
-__global__ void ssd_param_reduce_kernel(float* dA, float* dD, const float* dA_part, const float* dD_part, int n, int H) {
-    __shared__ float red[2][32];
-    const int h = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    float a = 0.0f, d = 0.0f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        if (dA) a += dA_part[(size_t)i * H + h];
-        if (dD) d += dD_part[(size_t)i * H + h];
-    }
-    a = warp_sum(a); d = warp_sum(d);
-    if (lane == 0) { red[0][warp] = a; red[1][warp] = d; }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        a = 0.0f; d = 0.0f;
-        for (int w = 0; w < (int)(blockDim.x / 32); w++) { a += red[0][w]; d += red[1][w]; }
-        if (dA) dA[h] += a;
-        if (dD) dD[h] += d;
-    }
-}
-
 // the per-chunk backward (every gradient but the state passes'), then dA and dD from its per-block parts
 // (nullptr dA / dD: frozen, not written)
 template <int Q, int N>
@@ -1671,10 +1650,9 @@ static void ssd_tc_chunk_backward(floatX* dx, floatX* ddt, float* dA, floatX* dB
                                                                                 dD ? part + n * H : nullptr, dy, x, dt, A, Bm, Cm,
                                                                                 D, cb, states, dstates, L, H, P, G);
     cudaCheckLaunch();
-    if (dA || dD) {
-        ssd_param_reduce_kernel<<<H, 256>>>(dA, dD, part, part + n * H, (int)n, H);
-        cudaCheckLaunch();
-    }
+    // dA[h] += sum over the n = B * nc blocks of their parts (n, H), dD likewise: a fixed order
+    if (dA) column_sums_add_cuda(dA, part, (int)n, H);
+    if (dD) column_sums_add_cuda(dD, part + n * H, (int)n, H);
 }
 
 // the forward on the tensor cores: C Bᵀ per chunk and group, then the sequential kernel

@@ -34,6 +34,26 @@ static void check_same_dev(const char* what, const char* shape, const float* a, 
     report(bad == 0, name, "%zu of %zu differ", bad, n);
 }
 
+// column_sums_add (common.h): out[c] += sum_r part[r][c] on both backends against a double sum,
+// out starting from random values (the +=); the kernel twice on the same input gives the same bits
+static void test_column_sums(Rng* r, int R, int C) {
+    char shape[64]; snprintf(shape, sizeof shape, "R=%d C=%d", R, C);
+    Vec part = random_vec((size_t)R * C, r), out0 = random_vec(C, r), want(C), cpu = out0;
+    for (int c = 0; c < C; c++) {
+        double s = out0[c];
+        for (int i = 0; i < R; i++) s += part[(size_t)i * C + c];
+        want[c] = (float)s;
+    }
+    column_sums_add_cpu(cpu.data(), part.data(), R, C);
+    check_close((std::string("column_sums_add_cpu ") + shape).c_str(), cpu.data(), want.data(), C, 1e-5 * (1 + R / 64));
+    float *d_part = to_device(part), *d_a = to_device(out0), *d_b = to_device(out0);
+    column_sums_add_cuda(d_a, d_part, R, C);
+    column_sums_add_cuda(d_b, d_part, R, C);
+    check_dev("column_sums_add_cuda", shape, d_a, want, 1e-5 * (1 + R / 64));
+    check_same_dev("column_sums_add_cuda twice, the same bits", shape, d_a, d_b, C);
+    cudaFree(d_part); cudaFree(d_a); cudaFree(d_b);
+}
+
 static void test_embedding(Rng* r, int BT, int C, int V) {
     char shape[64]; snprintf(shape, sizeof shape, "BT=%d C=%d V=%d", BT, C, V);
     std::vector<int> tok(BT);
@@ -653,6 +673,11 @@ int main() {
         test_columns(&rc, 8192, 48, 16, 16);
         test_columns(&rc, 37, 3, 5, 7);
     }
+    test_column_sums(&r, 1, 1);
+    test_column_sums(&r, 129, 7);      // rows past one pass of the block's 128, columns in a partial block
+    test_column_sums(&r, 64, 24);      // the SSD's dA / dD parts (B * nc, H)
+    test_column_sums(&r, 1320, 768);   // the RMSNorm backward's partials
+    test_column_sums(&r, 256, 1537);   // the gated norm's, odd width
     test_embedding(&r, 1, 37, 7);
     test_embedding(&r, 13, 33, 50);
     test_embedding(&r, 4096, 256, 256);
