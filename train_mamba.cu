@@ -162,8 +162,9 @@ static void bench_generate(const MambaModel* m, const Options& o) {
     printf("us per step = per token of each sequence (median of 7 runs of 64 steps, CUDA events; step + sampling)\n");
     const bool layered = decoder_layered(m);
     if (layered)
-        printf("layer pattern %s: the step runs layer by layer on the default stream, without a CUDA graph (the graph columns\n"
-               "are plain launches too) and with fp32 weights; the state floor leaves out the KV caches\n", c.layers.c_str());
+        printf("layer pattern %s: the step runs layer by layer through the framework's step functions, with fp32 weights%s;\n"
+               "the state floor leaves out the KV caches\n", c.layers.c_str(),
+               decoder_graph_ok(m) ? "" : ", without a CUDA graph (a kernel takes the position: the graph columns are plain launches too)");
     for (bool half : {false, true}) {
         if (half && layered) continue;
         size_t wbytes = mamba_decoder_weight_bytes(m, half);

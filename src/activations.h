@@ -142,42 +142,42 @@ static inline unsigned activations_grid(size_t n, int block) {
 
 static void silu_forward_cuda(floatX* out, const floatX* x, size_t n) {
     if (n == 0) return;
-    silu_forward_kernel<<<activations_grid(n, 256), 256>>>(out, x, n);
+    silu_forward_kernel<<<activations_grid(n, 256), 256, 0, launch_stream()>>>(out, x, n);
     cudaCheckLaunch();
 }
 static void silu_backward_cuda(floatX* dx, const floatX* dout, const floatX* x, size_t n) {
     if (n == 0) return;
-    silu_backward_kernel<<<activations_grid(n, 256), 256>>>(dx, dout, x, n);
+    silu_backward_kernel<<<activations_grid(n, 256), 256, 0, launch_stream()>>>(dx, dout, x, n);
     cudaCheckLaunch();
 }
 static void gelu_forward_cuda(floatX* out, const floatX* x, size_t n) {
     if (n == 0) return;
-    gelu_forward_kernel<<<activations_grid(n, 256), 256>>>(out, x, n);
+    gelu_forward_kernel<<<activations_grid(n, 256), 256, 0, launch_stream()>>>(out, x, n);
     cudaCheckLaunch();
 }
 static void gelu_backward_cuda(floatX* dx, const floatX* dout, const floatX* x, size_t n) {
     if (n == 0) return;
-    gelu_backward_kernel<<<activations_grid(n, 256), 256>>>(dx, dout, x, n);
+    gelu_backward_kernel<<<activations_grid(n, 256), 256, 0, launch_stream()>>>(dx, dout, x, n);
     cudaCheckLaunch();
 }
 static void softplus_forward_cuda(floatX* out, const floatX* x, size_t n) {
     if (n == 0) return;
-    softplus_forward_kernel<<<activations_grid(n, 256), 256>>>(out, x, n);
+    softplus_forward_kernel<<<activations_grid(n, 256), 256, 0, launch_stream()>>>(out, x, n);
     cudaCheckLaunch();
 }
 static void softplus_backward_cuda(floatX* dx, const floatX* dout, const floatX* x, size_t n) {
     if (n == 0) return;
-    softplus_backward_kernel<<<activations_grid(n, 256), 256>>>(dx, dout, x, n);
+    softplus_backward_kernel<<<activations_grid(n, 256), 256, 0, launch_stream()>>>(dx, dout, x, n);
     cudaCheckLaunch();
 }
 static void add_forward_cuda(floatX* out, const floatX* a, const floatX* b, size_t n) {
     if (n == 0) return;
-    add_forward_kernel<<<activations_grid(n, 256), 256>>>(out, a, b, n);
+    add_forward_kernel<<<activations_grid(n, 256), 256, 0, launch_stream()>>>(out, a, b, n);
     cudaCheckLaunch();
 }
 static void add_inplace_cuda(floatX* acc, const floatX* x, size_t n) {
     if (n == 0) return;
-    add_inplace_kernel<<<activations_grid(n, 256), 256>>>(acc, x, n);
+    add_inplace_kernel<<<activations_grid(n, 256), 256, 0, launch_stream()>>>(acc, x, n);
     cudaCheckLaunch();
 }
 // one thread per element of the wide matrix; rows are short (~80), so the
@@ -199,14 +199,14 @@ __global__ void columns_kernel(TW* wide, TP* a, TP* b, TP* c, int N, int ca, int
 template <typename TW, typename TP>
 static void split_columns_cuda(TP* a, TP* b, TP* c, const TW* in, int N, int ca, int cb, int cc) {
     size_t n = (size_t)N * (ca + cb + cc);
-    columns_kernel<<<activations_grid(n, 256), 256>>>((TW*)in, a, b, c, N, ca, cb, cc, true);
+    columns_kernel<<<activations_grid(n, 256), 256, 0, launch_stream()>>>((TW*)in, a, b, c, N, ca, cb, cc, true);
     cudaCheckLaunch();
 }
 
 template <typename TW, typename TP>
 static void concat_columns_cuda(TW* out, const TP* a, const TP* b, const TP* c, int N, int ca, int cb, int cc) {
     size_t n = (size_t)N * (ca + cb + cc);
-    columns_kernel<<<activations_grid(n, 256), 256>>>(out, (TP*)a, (TP*)b, (TP*)c, N, ca, cb, cc, false);
+    columns_kernel<<<activations_grid(n, 256), 256, 0, launch_stream()>>>(out, (TP*)a, (TP*)b, (TP*)c, N, ca, cb, cc, false);
     cudaCheckLaunch();
 }
 #endif

@@ -75,7 +75,7 @@ static void adamw_update_cuda(float* params, const float* grads, float* m, float
     float bc1 = 1.0f - powf(beta1, (float)t), bc2 = 1.0f - powf(beta2, (float)t);
     size_t g = (n + 255) / 256;
     unsigned grid = (unsigned)(g < 65536 ? g : 65536);
-    adamw_kernel<<<grid, 256>>>(params, grads, m, v, n, lr, beta1, beta2, eps, weight_decay, bc1, bc2, grad_scale);
+    adamw_kernel<<<grid, 256, 0, launch_stream()>>>(params, grads, m, v, n, lr, beta1, beta2, eps, weight_decay, bc1, bc2, grad_scale);
     cudaCheckLaunch();
 }
 
@@ -83,11 +83,11 @@ static void adamw_update_cuda(float* params, const float* grads, float* m, float
 static double sum_squares_cuda(const float* x, size_t n) {
     static double* d_acc = nullptr;  // one device scalar for the process
     if (!d_acc) cudaCheck(cudaMalloc(&d_acc, sizeof(double)));
-    cudaCheck(cudaMemsetAsync(d_acc, 0, sizeof(double)));
+    cudaCheck(cudaMemsetAsync(d_acc, 0, sizeof(double), launch_stream()));
     if (n > 0) {
         size_t g = (n + 255) / 256;
         unsigned grid = (unsigned)(g < 1024 ? g : 1024);  // few blocks: few atomics; threads stride
-        sum_squares_kernel<<<grid, 256>>>(d_acc, x, n);
+        sum_squares_kernel<<<grid, 256, 0, launch_stream()>>>(d_acc, x, n);
         cudaCheckLaunch();
     }
     double h = 0.0;

@@ -324,7 +324,7 @@ static void attention_forward_bias_plain_cuda(floatX* out, float* lse, const flo
     const int block = 256, warps = block / 32;
     float scale = 1.0f / sqrtf((float)(C / NH));
     float* P = attention_scratch(rows * T);
-    attention_forward_kernel<<<(unsigned)((rows + warps - 1) / warps), block>>>(out, lse, P, qkv, key_bias, lengths, B, T, C,
+    attention_forward_kernel<<<(unsigned)((rows + warps - 1) / warps), block, 0, launch_stream()>>>(out, lse, P, qkv, key_bias, lengths, B, T, C,
                                                                                NH, causal, scale);
     cudaCheckLaunch();
 }
@@ -342,11 +342,11 @@ static void attention_backward_plain_cuda(floatX* dqkv, float* D, const floatX* 
     float scale = 1.0f / sqrtf((float)(C / NH));
     float* P = attention_scratch(2 * rows * T);
     float* dS = P + rows * T;
-    attention_backward_rows_kernel<<<(unsigned)((rows + warps - 1) / warps), block>>>(
+    attention_backward_rows_kernel<<<(unsigned)((rows + warps - 1) / warps), block, 0, launch_stream()>>>(
         dqkv, D, P, dS, dout, qkv, out, lse, lengths, B, T, C, NH, causal, scale);
     cudaCheckLaunch();
     size_t n = (size_t)B * T * C;
-    attention_backward_cols_kernel<<<(unsigned)((n + block - 1) / block), block>>>(dqkv, P, dS, dout, qkv, lengths, B,
+    attention_backward_cols_kernel<<<(unsigned)((n + block - 1) / block), block, 0, launch_stream()>>>(dqkv, P, dS, dout, qkv, lengths, B,
                                                                                   T, C, NH, causal, scale);
     cudaCheckLaunch();
 }
@@ -357,7 +357,7 @@ static void attention_step_cuda(floatX* out, const floatX* q, const floatX* k_ca
     if (B == 0) return;
     float scale = 1.0f / sqrtf((float)(C / NH));
     float* p = attention_scratch((size_t)B * NH * (n > 0 ? n : 1));
-    attention_step_kernel<<<B * NH, 32>>>(out, p, q, k_cache, v_cache, n, T_max, C, NH, scale);
+    attention_step_kernel<<<B * NH, 32, 0, launch_stream()>>>(out, p, q, k_cache, v_cache, n, T_max, C, NH, scale);
     cudaCheckLaunch();
 }
 
@@ -441,7 +441,7 @@ __global__ void att_bwd_d_kernel(float* D, const F* dout, const F* out, int B, i
 }
 template <typename F> static void att_bwd_d(float* D, const F* dout, const F* out, int B, int T, int C, int NH) {
     size_t rows = (size_t)B * T * NH;
-    att_bwd_d_kernel<F><<<(unsigned)((rows + 255) / 256), 256>>>(D, dout, out, B, T, NH, C / NH);
+    att_bwd_d_kernel<F><<<(unsigned)((rows + 255) / 256), 256, 0, launch_stream()>>>(D, dout, out, B, T, NH, C / NH);
     cudaCheckLaunch();
 }
 
@@ -845,9 +845,9 @@ static void att_fwd_tc(F* out, float* lse, const F* qkv, const float* key_bias, 
     const float scale_log2 = ATT_LOG2E / sqrtf((float)(C / NH));
     dim3 grid(B * NH, ceil_div(T, ATT_TC_ROWS));
     if (key_bias)
-        ATT_HD_DISPATCH(C / NH, att_tc_fwd_kernel<P, F, HD, true><<<grid, ATT_TC_THREADS>>>(out, lse, qkv, key_bias, lengths, T, C, NH, causal, scale_log2));
+        ATT_HD_DISPATCH(C / NH, att_tc_fwd_kernel<P, F, HD, true><<<grid, ATT_TC_THREADS, 0, launch_stream()>>>(out, lse, qkv, key_bias, lengths, T, C, NH, causal, scale_log2));
     else
-        ATT_HD_DISPATCH(C / NH, att_tc_fwd_kernel<P, F, HD, false><<<grid, ATT_TC_THREADS>>>(out, lse, qkv, nullptr, lengths, T, C, NH, causal, scale_log2));
+        ATT_HD_DISPATCH(C / NH, att_tc_fwd_kernel<P, F, HD, false><<<grid, ATT_TC_THREADS, 0, launch_stream()>>>(out, lse, qkv, nullptr, lengths, T, C, NH, causal, scale_log2));
     cudaCheckLaunch();
 }
 template <typename P, typename F>  // no bias (dev/attention.cu's versions)
@@ -862,9 +862,9 @@ static void att_bwd_tc(F* dqkv, float* Dbuf, const F* dout, const F* qkv, const 
     att_bwd_d(Dbuf, dout, out, B, T, C, NH);
     const AttBwdArgs<F> args{dqkv, dout, qkv, lse, Dbuf, lengths, T, C, NH, causal, scale, scale_log2};
     dim3 grid(B * NH, ceil_div(T, ATT_TC_ROWS));
-    ATT_HD_DISPATCH(C / NH, att_tc_bwd_dkv_kernel<P, F, HD><<<grid, ATT_TC_THREADS>>>(args));
+    ATT_HD_DISPATCH(C / NH, att_tc_bwd_dkv_kernel<P, F, HD><<<grid, ATT_TC_THREADS, 0, launch_stream()>>>(args));
     cudaCheckLaunch();
-    ATT_HD_DISPATCH(C / NH, att_tc_bwd_dq_kernel<P, F, HD><<<grid, ATT_TC_THREADS>>>(args));
+    ATT_HD_DISPATCH(C / NH, att_tc_bwd_dq_kernel<P, F, HD><<<grid, ATT_TC_THREADS, 0, launch_stream()>>>(args));
     cudaCheckLaunch();
 }
 

@@ -281,7 +281,7 @@ static void clip_matmul_cuda(float* out, const TA* A, size_t as_i, size_t as_k, 
                              const float* ra, const float* rb, const float* kscale, const float* log_scale, int N,
                              int M, int K) {
     dim3 grid(ceil_div(M, 32), ceil_div(N, 32));
-    clip_matmul_kernel<<<grid, dim3(32, 8)>>>(out, A, as_i, as_k, B, bs_k, bs_j, ra, rb, kscale, log_scale, N, M, K);
+    clip_matmul_kernel<<<grid, dim3(32, 8), 0, launch_stream()>>>(out, A, as_i, as_k, B, bs_k, bs_j, ra, rb, kscale, log_scale, N, M, K);
     cudaCheckLaunch();
 }
 
@@ -289,8 +289,8 @@ static void clip_matmul_cuda(float* out, const TA* A, size_t as_i, size_t as_k, 
 static void clip_cosines_cuda(float* out, float* rn_a, float* rn_b, const floatX* a, const floatX* b, int N, int M,
                               int E, const float* log_scale) {
     const int block = 256, rows = block / 32;
-    clip_rnorm_kernel<<<ceil_div(N, rows), block>>>(rn_a, a, N, E);
-    clip_rnorm_kernel<<<ceil_div(M, rows), block>>>(rn_b, b, M, E);
+    clip_rnorm_kernel<<<ceil_div(N, rows), block, 0, launch_stream()>>>(rn_a, a, N, E);
+    clip_rnorm_kernel<<<ceil_div(M, rows), block, 0, launch_stream()>>>(rn_b, b, M, E);
     cudaCheckLaunch();
     clip_matmul_cuda(out, a, (size_t)E, (size_t)1, b, (size_t)1, (size_t)E, rn_a, rn_b, (const float*)nullptr,
                      log_scale, N, M, E);
@@ -410,11 +410,11 @@ static float clip_loss_forward_cuda(float* cache, const floatX* img, const float
     const int block = 256, rows = block / 32;
     float* L = cache + o.G;
     clip_cosines_cuda(L, cache + o.rn_img, cache + o.rn_txt, img, txt, N, N, E, log_scale);
-    clip_lse_rows_kernel<<<ceil_div(N, rows), block>>>(cache + o.lse_row, L, N);
-    clip_lse_cols_kernel<<<ceil_div(N, 32), dim3(32, 8)>>>(cache + o.lse_col, L, N);
-    clip_dlogits_kernel<<<ceil_div(N, rows), block>>>(L, cache + o.term, cache + o.gl_row, cache + o.lse_row,
+    clip_lse_rows_kernel<<<ceil_div(N, rows), block, 0, launch_stream()>>>(cache + o.lse_row, L, N);
+    clip_lse_cols_kernel<<<ceil_div(N, 32), dim3(32, 8), 0, launch_stream()>>>(cache + o.lse_col, L, N);
+    clip_dlogits_kernel<<<ceil_div(N, rows), block, 0, launch_stream()>>>(L, cache + o.term, cache + o.gl_row, cache + o.lse_row,
                                                       cache + o.lse_col, N);
-    clip_loss_sum_kernel<<<1, 32>>>(cache + o.loss, cache + o.gl, cache + o.term, cache + o.gl_row, N);
+    clip_loss_sum_kernel<<<1, 32, 0, launch_stream()>>>(cache + o.loss, cache + o.gl, cache + o.term, cache + o.gl_row, N);
     cudaCheckLaunch();
     float loss;
     cudaCheck(cudaMemcpy(&loss, cache + o.loss, sizeof(float), cudaMemcpyDeviceToHost));
@@ -434,9 +434,9 @@ static void clip_loss_backward_cuda(floatX* dimg, floatX* dtxt, float* dlog_scal
                      (const float*)nullptr, rn_txt, log_scale, N, E, N);
     clip_matmul_cuda(dv, G, (size_t)1, (size_t)N, img, (size_t)E, (size_t)1, (const float*)nullptr,
                      (const float*)nullptr, rn_img, log_scale, N, E, N);
-    clip_dnormalize_kernel<<<ceil_div(N, rows), block>>>(dimg, du, img, rn_img, N, E);
-    clip_dnormalize_kernel<<<ceil_div(N, rows), block>>>(dtxt, dv, txt, rn_txt, N, E);
-    clip_dscale_kernel<<<1, 1>>>(dlog_scale, cache + o.gl, log_scale);
+    clip_dnormalize_kernel<<<ceil_div(N, rows), block, 0, launch_stream()>>>(dimg, du, img, rn_img, N, E);
+    clip_dnormalize_kernel<<<ceil_div(N, rows), block, 0, launch_stream()>>>(dtxt, dv, txt, rn_txt, N, E);
+    clip_dscale_kernel<<<1, 1, 0, launch_stream()>>>(dlog_scale, cache + o.gl, log_scale);
     cudaCheckLaunch();
 }
 #endif

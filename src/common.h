@@ -159,6 +159,34 @@ static cublasHandle_t cublas_handle() {
     if (!handle) cublasCheck(cublasCreate(&handle));
     return handle;
 }
+
+// The stream the framework's kernels, copies and cuBLAS calls go to, as PyTorch's "current stream":
+// the legacy default stream (0) unless a StreamScope holds another. Every launch in src/ names it
+// (<<<grid, block, smem, launch_stream()>>>); the GPU decoder runs a step of a layer pattern inside a
+// scope of its own stream, so that the framework's step functions can be captured into a CUDA graph.
+static cudaStream_t g_launch_stream = 0;
+static inline cudaStream_t launch_stream() { return g_launch_stream; }
+
+// sets launch_stream() and the shared cuBLAS handle's stream for its lifetime (nested scopes restore
+// the outer one). cublasSetStream resets the handle's workspace to cuBLAS's default one, which a
+// call may then allocate, and no allocation may happen inside a graph capture: so a non-default
+// stream also gets a fixed workspace (32 MiB, cuBLAS's size for Hopper, allocated on first use).
+struct StreamScope {
+    cudaStream_t prev;
+    explicit StreamScope(cudaStream_t s) : prev(g_launch_stream) { use(s); }
+    ~StreamScope() { use(prev); }
+    StreamScope(const StreamScope&) = delete;
+    static void use(cudaStream_t s) {
+        static void* workspace = nullptr;
+        const size_t workspace_bytes = 32u << 20;
+        g_launch_stream = s;
+        cublasCheck(cublasSetStream(cublas_handle(), s));
+        if (s) {
+            if (!workspace) cudaCheck(cudaMalloc(&workspace, workspace_bytes));
+            cublasCheck(cublasSetWorkspace(cublas_handle(), workspace, workspace_bytes));
+        }
+    }
+};
 #endif
 
 // ---------------------------------------------------------------------------
@@ -202,7 +230,7 @@ static inline void backend_free(bool on_gpu, void* p) {
 
 static inline void backend_memset0(bool on_gpu, void* p, size_t bytes) {
 #ifdef __CUDACC__
-    if (on_gpu) { cudaCheck(cudaMemsetAsync(p, 0, bytes)); return; }
+    if (on_gpu) { cudaCheck(cudaMemsetAsync(p, 0, bytes, launch_stream())); return; }
 #endif
     memset(p, 0, bytes);
 }
@@ -210,7 +238,7 @@ static inline void backend_memset0(bool on_gpu, void* p, size_t bytes) {
 // copy within one backend (device to device on the GPU)
 static inline void backend_copy_device(bool on_gpu, void* dst, const void* src, size_t bytes) {
 #ifdef __CUDACC__
-    if (on_gpu) { cudaCheck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice)); return; }
+    if (on_gpu) { cudaCheck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, launch_stream())); return; }
 #endif
     memcpy(dst, src, bytes);
 }
@@ -218,7 +246,7 @@ static inline void backend_copy_device(bool on_gpu, void* dst, const void* src, 
 // copy `height` rows of `width` bytes within one backend, rows `spitch` / `dpitch` bytes apart
 static inline void backend_copy_2d(bool on_gpu, void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height) {
 #ifdef __CUDACC__
-    if (on_gpu) { cudaCheck(cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, cudaMemcpyDeviceToDevice)); return; }
+    if (on_gpu) { cudaCheck(cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, cudaMemcpyDeviceToDevice, launch_stream())); return; }
 #endif
     for (size_t r = 0; r < height; r++) memcpy((char*)dst + r * dpitch, (const char*)src + r * spitch, width);
 }
@@ -290,7 +318,7 @@ __global__ void __launch_bounds__(COLUMN_SUMS_COLS * COLUMN_SUMS_ROWS)
 }
 static void column_sums_add_cuda(float* out, const float* part, int R, int C) {
     if (C == 0) return;
-    column_sums_add_kernel<<<ceil_div(C, COLUMN_SUMS_COLS), dim3(COLUMN_SUMS_COLS, COLUMN_SUMS_ROWS)>>>(out, part, R, C);
+    column_sums_add_kernel<<<ceil_div(C, COLUMN_SUMS_COLS), dim3(COLUMN_SUMS_COLS, COLUMN_SUMS_ROWS), 0, launch_stream()>>>(out, part, R, C);
     cudaCheckLaunch();
 }
 #endif

@@ -183,7 +183,7 @@ static void conv1d_forward_cuda(floatX* out, const floatX* x, const float* weigh
                                 int B, int L, int E, int K) {
     size_t n = (size_t)B * L * E;
     if (n == 0) return;
-    conv1d_forward_kernel<<<(unsigned)((n + 255) / 256), 256>>>(out, x, weight, bias, B, L, E, K);
+    conv1d_forward_kernel<<<(unsigned)((n + 255) / 256), 256, 0, launch_stream()>>>(out, x, weight, bias, B, L, E, K);
     cudaCheckLaunch();
 }
 
@@ -192,12 +192,12 @@ static void conv1d_backward_cuda(floatX* dx, float* dweight, float* dbias, const
     size_t n = (size_t)B * L * E;
     if (n == 0) return;
     if (K > CONV1D_MAX_K) FATAL("conv1d_backward_cuda: K=%d > %d", K, CONV1D_MAX_K);
-    conv1d_backward_dx_kernel<<<(unsigned)((n + 255) / 256), 256>>>(dx, dout, weight, B, L, E, K);
+    conv1d_backward_dx_kernel<<<(unsigned)((n + 255) / 256), 256, 0, launch_stream()>>>(dx, dout, weight, B, L, E, K);
     cudaCheckLaunch();
     if (!dweight && !dbias) return;  // both frozen
     const int rows_per_block = 256;
     dim3 grid(ceil_div(E, 32), ceil_div(B * L, rows_per_block));
-    conv1d_backward_dw_kernel<<<grid, dim3(32, 8)>>>(dweight, dbias, dout, x, B, L, E, K, rows_per_block);
+    conv1d_backward_dw_kernel<<<grid, dim3(32, 8), 0, launch_stream()>>>(dweight, dbias, dout, x, B, L, E, K, rows_per_block);
     cudaCheckLaunch();
 }
 
@@ -490,10 +490,10 @@ static void conv1d_silu_forward_launch(ConvCols<T> out, const T* x, const float*
     constexpr int NC = 8 / sizeof(T);
     if (conv_cols_vec_ok(out, E, NC) && conv1d_silu_vec_ok(E, NC, sizeof(T), x, x, x)) {
         dim3 grid(ceil_div(E / NC, 64), ceil_div(L, CSILU_TT), B);
-        conv1d_silu_forward_kernel<K, NC, T><<<grid, 64>>>(out, x, weight, bias, L, E);
+        conv1d_silu_forward_kernel<K, NC, T><<<grid, 64, 0, launch_stream()>>>(out, x, weight, bias, L, E);
     } else {
         dim3 grid(ceil_div(E, 64), ceil_div(L, CSILU_TT), B);
-        conv1d_silu_forward_kernel<K, 1, T><<<grid, 64>>>(out, x, weight, bias, L, E);
+        conv1d_silu_forward_kernel<K, 1, T><<<grid, 64, 0, launch_stream()>>>(out, x, weight, bias, L, E);
     }
     cudaCheckLaunch();
 }
@@ -504,10 +504,10 @@ static void conv1d_silu_backward_launch(T* dx, float* dweight, float* dbias, Con
     dim3 block(32, CSILU_TY);
     if (conv_cols_vec_ok(dout, E, NC) && conv1d_silu_vec_ok(E, NC, sizeof(T), dx, x, x)) {
         dim3 grid(ceil_div(E / NC, 32), ceil_div(L, CSILU_TTB * CSILU_TY), B);
-        conv1d_silu_backward_kernel<K, NC, T><<<grid, block>>>(dx, dweight, dbias, dout, x, weight, bias, L, E);
+        conv1d_silu_backward_kernel<K, NC, T><<<grid, block, 0, launch_stream()>>>(dx, dweight, dbias, dout, x, weight, bias, L, E);
     } else {
         dim3 grid(ceil_div(E, 32), ceil_div(L, CSILU_TTB * CSILU_TY), B);
-        conv1d_silu_backward_kernel<K, 1, T><<<grid, block>>>(dx, dweight, dbias, dout, x, weight, bias, L, E);
+        conv1d_silu_backward_kernel<K, 1, T><<<grid, block, 0, launch_stream()>>>(dx, dweight, dbias, dout, x, weight, bias, L, E);
     }
     cudaCheckLaunch();
 }
@@ -520,7 +520,7 @@ static void conv1d_silu_forward_cuda(floatX* out, const floatX* x, const float* 
     else if (K == 3) conv1d_silu_forward_launch<3>(conv_cols(out, E), x, weight, bias, B, L, E);
     else if (K == 2) conv1d_silu_forward_launch<2>(conv_cols(out, E), x, weight, bias, B, L, E);
     else {
-        conv1d_silu_forward_generic_kernel<<<(unsigned)((n + 255) / 256), 256>>>(out, x, weight, bias, B, L, E, K);
+        conv1d_silu_forward_generic_kernel<<<(unsigned)((n + 255) / 256), 256, 0, launch_stream()>>>(out, x, weight, bias, B, L, E, K);
         cudaCheckLaunch();
     }
 }
@@ -535,13 +535,13 @@ static void conv1d_silu_backward_cuda(floatX* dx, float* dweight, float* dbias, 
     else if (K == 2) conv1d_silu_backward_launch<2>(dx, dweight, dbias, conv_cols(dout, E), x, weight, bias, B, L, E);
     else {
         if (K > CONV1D_MAX_K) FATAL("conv1d_silu_backward_cuda: K=%d > %d", K, CONV1D_MAX_K);
-        conv1d_silu_backward_dx_generic_kernel<<<(unsigned)((n + 255) / 256), 256>>>(dx, dout, x, weight, bias,
+        conv1d_silu_backward_dx_generic_kernel<<<(unsigned)((n + 255) / 256), 256, 0, launch_stream()>>>(dx, dout, x, weight, bias,
                                                                                    B, L, E, K);
         cudaCheckLaunch();
         if (!dweight && !dbias) return;  // both frozen
         const int rows_per_block = 256;
         dim3 grid(ceil_div(E, 32), ceil_div(B * L, rows_per_block));
-        conv1d_silu_backward_dw_generic_kernel<<<grid, dim3(32, 8)>>>(dweight, dbias, dout, x, weight, bias, B, L,
+        conv1d_silu_backward_dw_generic_kernel<<<grid, dim3(32, 8), 0, launch_stream()>>>(dweight, dbias, dout, x, weight, bias, B, L,
                                                                       E, K, rows_per_block);
         cudaCheckLaunch();
     }

@@ -141,7 +141,7 @@ static void cross_entropy_cuda(float* losses, floatX* logits, const int* targets
     if (BT == 0) return;
     // blockDim: a multiple of 32, >= VEC (head/tail threads); big rows get the full 1024
     int block = V >= 16384 ? 1024 : 256;
-    cross_entropy_kernel<floatX><<<BT, block>>>(losses, logits, targets, V, dloss_scale, write_grad, (floatX*)nullptr, false);
+    cross_entropy_kernel<floatX><<<BT, block, 0, launch_stream()>>>(losses, logits, targets, V, dloss_scale, write_grad, (floatX*)nullptr, false);
     cudaCheckLaunch();
 }
 // the same with the gradient written as bf16 to grad (BT, V) (the logits are left as they are)
@@ -152,7 +152,7 @@ static void cross_entropy_grad_bf16_cuda(float* losses, floatX* logits, const in
     // a vector of 4 bf16 at grad row i, column head + 4k: 8-byte aligned when every row is (V % 4 == 0)
     // and the fp32 rows' head is 0 (logits 16-byte aligned)
     bool grad_vec = V % 4 == 0 && aligned16(logits) && ((uintptr_t)grad & 7) == 0;
-    cross_entropy_kernel<bf16><<<BT, block>>>(losses, logits, targets, V, dloss_scale, true, grad, grad_vec);
+    cross_entropy_kernel<bf16><<<BT, block, 0, launch_stream()>>>(losses, logits, targets, V, dloss_scale, true, grad, grad_vec);
     cudaCheckLaunch();
 }
 #endif

@@ -49,7 +49,7 @@ static void embedding_forward_cuda(floatX* out, const int* tokens, const float* 
     size_t n = (size_t)BT * C;
     if (n == 0) return;
     const int block = 256;
-    embedding_forward_kernel<<<(unsigned)((n + block - 1) / block), block>>>(out, tokens, wte, BT, C);
+    embedding_forward_kernel<<<(unsigned)((n + block - 1) / block), block, 0, launch_stream()>>>(out, tokens, wte, BT, C);
     cudaCheckLaunch();
 }
 
@@ -57,7 +57,7 @@ static void embedding_backward_cuda(float* dwte, const floatX* dout, const int* 
     size_t n = (size_t)BT * C;
     if (n == 0) return;
     const int block = 256;
-    embedding_backward_kernel<<<(unsigned)((n + block - 1) / block), block>>>(dwte, dout, tokens, BT, C);
+    embedding_backward_kernel<<<(unsigned)((n + block - 1) / block), block, 0, launch_stream()>>>(dwte, dout, tokens, BT, C);
     cudaCheckLaunch();
 }
 #endif

@@ -154,7 +154,7 @@ static void layernorm_forward_cuda(floatX* out, float* mean, float* rstd, const 
                                    const float* bias, int N, int C) {
     if (N == 0) return;
     const int block = 256, rows = block / 32;
-    layernorm_forward_kernel<<<ceil_div(N, rows), block>>>(out, mean, rstd, x, weight, bias, N, C);
+    layernorm_forward_kernel<<<ceil_div(N, rows), block, 0, launch_stream()>>>(out, mean, rstd, x, weight, bias, N, C);
     cudaCheckLaunch();
 }
 
@@ -163,7 +163,7 @@ static void layernorm_backward_cuda(floatX* dx, float* dweight, float* dbias, co
                                     const float* weight, const float* mean, const float* rstd, int N, int C) {
     if (N == 0 || C == 0) return;
     const int block = 256, rows = block / 32;
-    layernorm_backward_dx_kernel<<<ceil_div(N, rows), block>>>(dx, dout, x, weight, mean, rstd, N, C);
+    layernorm_backward_dx_kernel<<<ceil_div(N, rows), block, 0, launch_stream()>>>(dx, dout, x, weight, mean, rstd, N, C);
     cudaCheckLaunch();
     if (!dweight) return;  // frozen (no gradient buffers): dx only
     const int rows_per_block = 256;
@@ -171,9 +171,9 @@ static void layernorm_backward_cuda(floatX* dx, float* dweight, float* dbias, co
     static DeviceScratch scratch;
     float* part = scratch.get((size_t)2 * slabs * C);
     dim3 grid(ceil_div(C, 32), slabs);
-    layernorm_dparams_partial_kernel<<<grid, dim3(32, 8)>>>(part, dout, x, mean, rstd, N, C, rows_per_block);
+    layernorm_dparams_partial_kernel<<<grid, dim3(32, 8), 0, launch_stream()>>>(part, dout, x, mean, rstd, N, C, rows_per_block);
     cudaCheckLaunch();
-    layernorm_dparams_sum_kernel<<<ceil_div(C, 256), 256>>>(dweight, dbias, part, C, slabs);
+    layernorm_dparams_sum_kernel<<<ceil_div(C, 256), 256, 0, launch_stream()>>>(dweight, dbias, part, C, slabs);
     cudaCheckLaunch();
 }
 #endif

@@ -167,7 +167,7 @@ __global__ void linear_round_bf16_kernel(bf16* dst, const float* src, size_t n, 
     }
     for (size_t j = i; j < i + 8 && j < n; j++) dst[j] = from_f32<bf16>(src[j]);
 }
-static void linear_round_bf16_into(bf16* dst, const float* src, size_t n, cudaStream_t stream = 0) {
+static void linear_round_bf16_into(bf16* dst, const float* src, size_t n, cudaStream_t stream = launch_stream()) {
     unsigned blocks = (unsigned)((n + 8 * 256 - 1) / (8 * 256));
     linear_round_bf16_kernel<<<blocks, 256, 0, stream>>>(dst, src, n, aligned16(src) && aligned16(dst));
     cudaCheckLaunch();
@@ -209,7 +209,7 @@ static const bf16* linear_round_bf16_split(const float* a, const float* b, int N
     bf16* dst = reinterpret_cast<bf16*>(g_linear_bf16_scratch[1].get(n / 2 + 8));
     bool vec = OA % 4 == 0 && OB % 4 == 0 && aligned16(a) && aligned16(b);
     unsigned blocks = (unsigned)((n + 4 * 256 - 1) / (4 * 256));
-    linear_round_bf16_split_kernel<<<blocks, 256>>>(dst, a, b, N, OA, OB, vec);
+    linear_round_bf16_split_kernel<<<blocks, 256, 0, launch_stream()>>>(dst, a, b, N, OA, OB, vec);
     cudaCheckLaunch();
     return dst;
 }
@@ -295,7 +295,8 @@ __global__ void linear_gemv_kernel(float* out, const float* x, const float* W, i
     acc = warp_sum(acc);
     if (lane == 0) out[o] = beta != 0.0f ? acc + beta * out[o] : acc;
 }
-static void linear_gemv_cuda(float* out, const float* x, const float* W, int IC, int OC, float beta, cudaStream_t stream = 0) {
+static void linear_gemv_cuda(float* out, const float* x, const float* W, int IC, int OC, float beta,
+                             cudaStream_t stream = launch_stream()) {
     const int warps = 8;
     if (OC <= 0) return;
     if (IC % 4 == 0 && aligned16(x) && aligned16(W))
@@ -392,7 +393,7 @@ static void linear_forward_cuda(floatX* out, const floatX* inp, const float* wei
     else linear_gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, weight, IC, inp, IC, 0.0f, out, OC);
     if (bias) {
         size_t n = (size_t)N * OC;
-        linear_bias_kernel<<<(unsigned)((n + 255) / 256), 256>>>(out, bias, N, OC);
+        linear_bias_kernel<<<(unsigned)((n + 255) / 256), 256, 0, launch_stream()>>>(out, bias, N, OC);
     }
     cudaCheckLaunch();
 }
@@ -411,7 +412,7 @@ static void linear_backward_cuda(floatX* dinp, float* dweight, float* dbias, con
     if (dbias) {
         const int rows_per_block = 256;
         dim3 grid(ceil_div(OC, 32), ceil_div(N, rows_per_block));
-        linear_dbias_kernel<<<grid, dim3(32, 8)>>>(dbias, dout, N, OC, rows_per_block);
+        linear_dbias_kernel<<<grid, dim3(32, 8), 0, launch_stream()>>>(dbias, dout, N, OC, rows_per_block);
     }
     cudaCheckLaunch();
 }

@@ -189,7 +189,7 @@ __global__ void lora_dropout_kernel(floatX* out, const floatX* in, size_t n, flo
     out[i] = (floatX)(accumulate ? (float)out[i] + v : v);
 }
 static void lora_dropout_cuda(floatX* out, const floatX* in, size_t n, float p, uint64_t seed, bool accumulate) {
-    lora_dropout_kernel<<<(unsigned)((n + 255) / 256), 256>>>(out, in, n, p, seed, accumulate);
+    lora_dropout_kernel<<<(unsigned)((n + 255) / 256), 256, 0, launch_stream()>>>(out, in, n, p, seed, accumulate);
     cudaCheckLaunch();
 }
 

@@ -240,7 +240,7 @@ typedef struct {
     float* dA;           // (H) the SSD's dloss/dA (used only when A_log trains)
     float* col_partial;  // (ceil(BL / MAMBA2_PARTIAL_ROWS), E) partial column sums
     floatX* xBCc;        // (BL, C) the conv output [x | B | C] (forward); its gradient (backward); the GPU's
-                         // fused conv (d_conv 2..4) does without it (conv1d_silu_forward_split), the step uses it
+                         // fused conv (d_conv 2..4) does without it (conv1d_silu_forward_split)
     floatX* dxBC;        // (BL, C) d of the conv input
     floatX* dyn;         // (BL, E) d of out_proj's input
     floatX* dy;          // (BL, E) d of the SSD output
@@ -251,6 +251,7 @@ typedef struct {
     floatX* ddt;         // (BL, H) d of dt
     floatX* ddt_raw;     // (BL, H) d of in_proj's dt columns
     Mamba2Acts step;     // the recurrent step's activations, (B, 1)
+    floatX* step_proj;   // (B, d_in_proj) the step's in_proj output [z | xBC | dt_raw]
 } Mamba2Scratch;
 
 // partials of a column sum over N rows
@@ -274,6 +275,7 @@ static void mamba2_layout_scratch(Mamba2Scratch* s, Arena* ar, const Mamba2Confi
     s->ddt = arena_take<floatX>(ar, BL * H);
     s->ddt_raw = arena_take<floatX>(ar, BL * H);
     mamba2_layout_acts(&s->step, ar, c, B, 1);
+    s->step_proj = arena_take<floatX>(ar, (size_t)B * c.d_in_proj);
 }
 
 // bytes mamba2_layout_scratch takes for (B, L)
@@ -431,12 +433,41 @@ static void mamba2_conv_state_cpu(float* conv_state, const floatX* xBC, int B, i
             }
 }
 
-// one token of conv1d + SiLU: out = silu(conv1d_step(xBC)), conv_state (B, C, K-1) updated in place
-// (conv1d_step_cpu's layout); xBC, out (B, C)
-static void mamba2_conv_step_silu_cpu(floatX* out, float* conv_state, const floatX* xBC, const float* conv_w,
-                                      const float* conv_b, int B, int C, int K) {
-    conv1d_step_cpu(out, conv_state, xBC, conv_w, conv_b, B, C, K);
-    silu_forward_cpu(out, out, (size_t)B * C);
+// one channel of the conv step: silu(bias + w[K-1] x + sum_k w[k] state[k]) (conv1d_step_cpu's order),
+// then the state (K-1 inputs, oldest first) shifts x in
+HOST_DEVICE float mamba2_conv_step_channel(float* state, const float* w, float bias, float x, int K) {
+    float sum = bias + w[K - 1] * x;
+    for (int k = 0; k < K - 1; k++) sum += w[k] * state[k];
+    for (int k = 0; k + 1 < K - 1; k++) state[k] = state[k + 1];  // shift out the oldest
+    if (K > 1) state[K - 2] = x;
+    return silu_f(sum);
+}
+
+// One token's elementwise work between in_proj and the SSD, in one pass (a generation step is a
+// chain of small launches: one here instead of five). proj (B, Z) is in_proj's output [z | xBC | dt_raw]
+// (row stride Z = E + C + H, C = E + 2 GN):
+//   z (B, E)                 = proj[:, :E], copied out for the gated norm
+//   [x (B, E) | Bm | Cm (B, GN)] = silu(conv1d step(xBC))  conv_state (B, C, K-1) updated in place, the
+//                              sums in conv1d_step_cpu's order
+//   dt (B, H)                = softplus(dt_raw + dt_bias)
+//   A (H)                    = -exp(A_log)
+static void mamba2_step_prologue_cpu(floatX* z, floatX* x, floatX* Bm, floatX* Cm, floatX* dt, float* A, float* conv_state,
+                                     const floatX* proj, const float* conv_w, const float* conv_b, const float* dt_bias,
+                                     const float* A_log, int B, int E, int GN, int H, int K) {
+    const int C = E + 2 * GN, Z = E + C + H;
+    for (int h = 0; h < H; h++) A[h] = -expf(A_log[h]);
+    for (int b = 0; b < B; b++) {
+        const floatX* row = proj + (size_t)b * Z;
+        for (int e = 0; e < E; e++) z[(size_t)b * E + e] = row[e];
+        for (int ch = 0; ch < C; ch++) {
+            floatX v = (floatX)mamba2_conv_step_channel(conv_state + ((size_t)b * C + ch) * (K - 1), conv_w + (size_t)ch * K,
+                                                        conv_b[ch], (float)row[E + ch], K);
+            if (ch < E) x[(size_t)b * E + ch] = v;
+            else if (ch < E + GN) Bm[(size_t)b * GN + ch - E] = v;
+            else Cm[(size_t)b * GN + ch - E - GN] = v;
+        }
+        for (int h = 0; h < H; h++) dt[(size_t)b * H + h] = (floatX)softplus_f((float)row[E + C + h] + dt_bias[h]);
+    }
 }
 
 #ifdef __CUDACC__
@@ -450,11 +481,11 @@ __global__ void mamba2_A_backward_kernel(float* dA_log, const float* dA, const f
     if (h < H) dA_log[h] += dA[h] * A[h];
 }
 static void mamba2_A_forward_cuda(float* A, const float* A_log, int H) {
-    mamba2_A_forward_kernel<<<ceil_div(H, 128), 128>>>(A, A_log, H);
+    mamba2_A_forward_kernel<<<ceil_div(H, 128), 128, 0, launch_stream()>>>(A, A_log, H);
     cudaCheckLaunch();
 }
 static void mamba2_A_backward_cuda(float* dA_log, const float* dA, const float* A, int H) {
-    mamba2_A_backward_kernel<<<ceil_div(H, 128), 128>>>(dA_log, dA, A, H);
+    mamba2_A_backward_kernel<<<ceil_div(H, 128), 128, 0, launch_stream()>>>(dA_log, dA, A, H);
     cudaCheckLaunch();
 }
 
@@ -466,7 +497,7 @@ __global__ void mamba2_dt_forward_kernel(floatX* dt, const floatX* dt_raw, const
 static void mamba2_dt_forward_cuda(floatX* dt, const floatX* dt_raw, const float* dt_bias, int N, int H) {
     size_t n = (size_t)N * H;
     if (n == 0) return;
-    mamba2_dt_forward_kernel<<<activations_grid(n, 256), 256>>>(dt, dt_raw, dt_bias, N, H);
+    mamba2_dt_forward_kernel<<<activations_grid(n, 256), 256, 0, launch_stream()>>>(dt, dt_raw, dt_bias, N, H);
     cudaCheckLaunch();
 }
 
@@ -495,12 +526,12 @@ static void mamba2_dt_backward_cuda(floatX* ddt_raw, float* ddt_bias, float* par
     size_t n = (size_t)N * H;
     if (n == 0) return;
     if (ddt_raw) {
-        mamba2_dt_backward_kernel<<<activations_grid(n, 256), 256>>>(ddt_raw, ddt, dt_raw, dt_bias, N, H);
+        mamba2_dt_backward_kernel<<<activations_grid(n, 256), 256, 0, launch_stream()>>>(ddt_raw, ddt, dt_raw, dt_bias, N, H);
         cudaCheckLaunch();
     }
     if (!ddt_bias) return;
     int R = mamba2_partial_count(N);
-    mamba2_dt_bias_partial_kernel<<<dim3(R, ceil_div(H, 128)), 128>>>(partial, ddt, dt_raw, dt_bias, N, H);
+    mamba2_dt_bias_partial_kernel<<<dim3(R, ceil_div(H, 128)), 128, 0, launch_stream()>>>(partial, ddt, dt_raw, dt_bias, N, H);
     cudaCheckLaunch();
     column_sums_add_cuda(ddt_bias, partial, R, H);
 }
@@ -581,12 +612,12 @@ static void mamba2_gated_rmsnorm_forward_cuda(floatX* out, float* rstd, const fl
     if (NG == 1 && ceil_div(E, MAMBA2_NORM_COLS) <= 512) {
         const int threads = ceil_div(ceil_div(E, MAMBA2_NORM_COLS), 32) * 32;
         const int rows = std::max(1, std::min(MAMBA2_PARTIAL_ROWS, N / (2 * gpu_sm_count())));  // >= 2 blocks an SM
-        mamba2_gated_rmsnorm_forward_rows_kernel<<<ceil_div(N, rows), threads>>>(out, rstd, y, z, w, N, E, rows);
+        mamba2_gated_rmsnorm_forward_rows_kernel<<<ceil_div(N, rows), threads, 0, launch_stream()>>>(out, rstd, y, z, w, N, E, rows);
         cudaCheckLaunch();
         return;
     }
     const int threads = std::min(1024, ceil_div(E / NG, 64) * 32);  // two channels a thread (one round trip each pass)
-    mamba2_gated_rmsnorm_forward_kernel<<<(unsigned)tasks, threads>>>(out, rstd, y, z, w, N, E, NG);
+    mamba2_gated_rmsnorm_forward_kernel<<<(unsigned)tasks, threads, 0, launch_stream()>>>(out, rstd, y, z, w, N, E, NG);
     cudaCheckLaunch();
 }
 
@@ -701,18 +732,18 @@ static void mamba2_gated_rmsnorm_backward_cuda(floatX* dy, floatX* dz, float* dw
     if (NG == 1 && ceil_div(E, MAMBA2_NORM_COLS) <= 512) {  // (at 1024 threads its ~70 registers do not fit)
         if (!dy && !dz && !dw) return;
         int R = mamba2_partial_count(N), threads = ceil_div(ceil_div(E, MAMBA2_NORM_COLS), 32) * 32;
-        mamba2_gated_rmsnorm_backward_rows_kernel<<<R, threads>>>(dy, dz, dw ? partial : nullptr, dout, y, z, w, rstd, N, E);
+        mamba2_gated_rmsnorm_backward_rows_kernel<<<R, threads, 0, launch_stream()>>>(dy, dz, dw ? partial : nullptr, dout, y, z, w, rstd, N, E);
         cudaCheckLaunch();
         if (dw) column_sums_add_cuda(dw, partial, R, E);
         return;
     }
     if (dy || dz) {
-        mamba2_gated_rmsnorm_backward_kernel<<<(unsigned)((tasks + 7) / 8), 256>>>(dy, dz, dout, y, z, w, rstd, N, E, NG);
+        mamba2_gated_rmsnorm_backward_kernel<<<(unsigned)((tasks + 7) / 8), 256, 0, launch_stream()>>>(dy, dz, dout, y, z, w, rstd, N, E, NG);
         cudaCheckLaunch();
     }
     if (!dw) return;
     int R = mamba2_partial_count(N);
-    mamba2_gated_rmsnorm_dw_partial_kernel<<<dim3(R, ceil_div(E, 128)), 128>>>(partial, dout, y, z, rstd, N, E, NG);
+    mamba2_gated_rmsnorm_dw_partial_kernel<<<dim3(R, ceil_div(E, 128)), 128, 0, launch_stream()>>>(partial, dout, y, z, rstd, N, E, NG);
     cudaCheckLaunch();
     column_sums_add_cuda(dw, partial, R, E);
 }
@@ -728,29 +759,42 @@ __global__ void mamba2_conv_state_kernel(float* conv_state, const floatX* xBC, i
 static void mamba2_conv_state_cuda(float* conv_state, const floatX* xBC, int B, int L, int C, int K) {
     size_t n = (size_t)B * C * (K - 1);
     if (n == 0) return;
-    mamba2_conv_state_kernel<<<(unsigned)((n + 255) / 256), 256>>>(conv_state, xBC, B, L, C, K);
+    mamba2_conv_state_kernel<<<(unsigned)((n + 255) / 256), 256, 0, launch_stream()>>>(conv_state, xBC, B, L, C, K);
     cudaCheckLaunch();
 }
 
-// one thread per (b, ch): the same sum order as conv1d_step_cpu, then the shift and SiLU
-__global__ void mamba2_conv_step_silu_kernel(floatX* out, float* conv_state, const floatX* xBC, const float* conv_w,
-                                             const float* conv_b, int B, int C, int K) {
+// one thread per output value: threads [0, H) write A, then B rows of Z = E + C + H threads take z,
+// the conv channels (the CPU's sum order) and dt
+__global__ void mamba2_step_prologue_kernel(floatX* z, floatX* x, floatX* Bm, floatX* Cm, floatX* dt, float* A,
+                                            float* conv_state, const floatX* proj, const float* conv_w,
+                                            const float* conv_b, const float* dt_bias, const float* A_log, int B, int E,
+                                            int GN, int H, int K) {
+    const int C = E + 2 * GN, Z = E + C + H;
     int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= B * C) return;
-    int ch = i % C;
-    float* st = conv_state + (size_t)i * (K - 1);
-    const float* wc = conv_w + (size_t)ch * K;
-    float xv = (float)xBC[i];
-    float s = conv_b[ch] + wc[K - 1] * xv;
-    for (int k = 0; k < K - 1; k++) s += wc[k] * st[k];
-    for (int k = 0; k + 1 < K - 1; k++) st[k] = st[k + 1];  // shift out the oldest
-    if (K > 1) st[K - 2] = xv;
-    out[i] = (floatX)silu_f(s);
+    if (i < H) { A[i] = -expf(A_log[i]); return; }
+    i -= H;
+    if (i >= B * Z) return;
+    const int b = i / Z, j = i % Z;
+    const floatX* row = proj + (size_t)b * Z;
+    if (j < E) { z[(size_t)b * E + j] = row[j]; return; }
+    if (j >= E + C) {
+        const int h = j - E - C;
+        dt[(size_t)b * H + h] = (floatX)softplus_f((float)row[j] + dt_bias[h]);
+        return;
+    }
+    const int ch = j - E;
+    floatX v = (floatX)mamba2_conv_step_channel(conv_state + ((size_t)b * C + ch) * (K - 1), conv_w + (size_t)ch * K, conv_b[ch],
+                                                (float)row[j], K);
+    if (ch < E) x[(size_t)b * E + ch] = v;
+    else if (ch < E + GN) Bm[(size_t)b * GN + ch - E] = v;
+    else Cm[(size_t)b * GN + ch - E - GN] = v;
 }
-static void mamba2_conv_step_silu_cuda(floatX* out, float* conv_state, const floatX* xBC, const float* conv_w,
-                                       const float* conv_b, int B, int C, int K) {
-    if (B * C == 0) return;
-    mamba2_conv_step_silu_kernel<<<ceil_div(B * C, 256), 256>>>(out, conv_state, xBC, conv_w, conv_b, B, C, K);
+static void mamba2_step_prologue_cuda(floatX* z, floatX* x, floatX* Bm, floatX* Cm, floatX* dt, float* A, float* conv_state,
+                                      const floatX* proj, const float* conv_w, const float* conv_b, const float* dt_bias,
+                                      const float* A_log, int B, int E, int GN, int H, int K) {
+    const int n = H + B * (E + E + 2 * GN + H);
+    mamba2_step_prologue_kernel<<<ceil_div(n, 256), 256, 0, launch_stream()>>>(z, x, Bm, Cm, dt, A, conv_state, proj, conv_w, conv_b, dt_bias,
+                                                            A_log, B, E, GN, H, K);
     cudaCheckLaunch();
 }
 #endif  // __CUDACC__
@@ -788,10 +832,11 @@ static void mamba2_conv_state(bool on_gpu, float* conv_state, const floatX* xBC,
     if (on_gpu) GPU_CALL(mamba2_conv_state_cuda(conv_state, xBC, B, L, C, K));
     else mamba2_conv_state_cpu(conv_state, xBC, B, L, C, K);
 }
-static void mamba2_conv_step_silu(bool on_gpu, floatX* out, float* conv_state, const floatX* xBC, const float* conv_w,
-                                  const float* conv_b, int B, int C, int K) {
-    if (on_gpu) GPU_CALL(mamba2_conv_step_silu_cuda(out, conv_state, xBC, conv_w, conv_b, B, C, K));
-    else mamba2_conv_step_silu_cpu(out, conv_state, xBC, conv_w, conv_b, B, C, K);
+static void mamba2_step_prologue(bool on_gpu, floatX* z, floatX* x, floatX* Bm, floatX* Cm, floatX* dt, float* A,
+                                 float* conv_state, const floatX* proj, const float* conv_w, const float* conv_b,
+                                 const float* dt_bias, const float* A_log, int B, int E, int GN, int H, int K) {
+    if (on_gpu) GPU_CALL(mamba2_step_prologue_cuda(z, x, Bm, Cm, dt, A, conv_state, proj, conv_w, conv_b, dt_bias, A_log, B, E, GN, H, K));
+    else mamba2_step_prologue_cpu(z, x, Bm, Cm, dt, A, conv_state, proj, conv_w, conv_b, dt_bias, A_log, B, E, GN, H, K);
 }
 
 // ---------------------------------------------------------------------------
@@ -809,10 +854,10 @@ static void mamba2_block_forward_on(bool on_gpu, floatX* out, const Mamba2Acts& 
     mamba2_check_scratch("mamba2_block_forward", s, (size_t)B * L, 0);
     int BL = B * L, D = c.d_model, E = c.d_inner, H = c.nheads, P = c.headdim, G = c.ngroups, N = c.d_state;
     int C = c.conv_dim, K = c.d_conv, GN = G * N;
-    // in_proj as three GEMMs over contiguous row blocks of the weight: z, xBC, dt_raw
+    // in_proj over contiguous row blocks of the weight: z and xBC as one split product (one bf16 copy
+    // of inp for both on the GPU), dt_raw apart (24 columns: a thin product)
     PROF(on_gpu, "m2_in_proj", {
-        linear_forward(on_gpu, a.z, inp, p.in_proj_w, nullptr, BL, D, E);
-        linear_forward(on_gpu, a.xBC, inp, p.in_proj_w + (size_t)E * D, nullptr, BL, D, C);
+        linear_forward_split(on_gpu, a.z, a.xBC, inp, p.in_proj_w, BL, D, E, C);
         linear_forward(on_gpu, a.dt_raw, inp, p.in_proj_w + (size_t)(E + C) * D, nullptr, BL, D, H);
     });
     // conv1d + SiLU over [x | B | C], written as the SSD's three contiguous inputs (the GPU's kernel
@@ -872,13 +917,12 @@ static void mamba2_block_backward_on(bool on_gpu, floatX* dinp, const Mamba2Para
         PROF(on_gpu, "m2_conv1d+silu", conv1d_silu_backward_split(on_gpu, s.dxBC, d.conv_w, d.conv_b, s.dx, s.dBm, s.dCm,
                                                                    s.xBCc, a.xBC, p.conv_w, p.conv_b, B, L, C, K, E, GN));
     }
-    // in_proj, the three row blocks: dinp accumulates all three (each call skips when it has
-    // neither dinp nor a weight gradient, so dxBC is read only when it was computed)
+    // in_proj, the three row blocks: dinp accumulates all three, z and xBC as one split product (one
+    // product of K = E + C into dinp on the GPU). Each call skips when it has neither dinp nor a
+    // weight gradient, so dxBC is read only when it was computed.
     float* dW = d.in_proj_w;
     PROF(on_gpu, "m2_in_proj", {
-        linear_backward(on_gpu, dinp, dW, nullptr, s.dz, inp, p.in_proj_w, BL, D, E);
-        linear_backward(on_gpu, dinp, dW ? dW + (size_t)E * D : nullptr, nullptr, s.dxBC, inp, p.in_proj_w + (size_t)E * D,
-                        BL, D, C);
+        linear_backward_split(on_gpu, dinp, dW, s.dz, s.dxBC, inp, p.in_proj_w, BL, D, E, C);
         linear_backward(on_gpu, dinp, dW ? dW + (size_t)(E + C) * D : nullptr, nullptr, s.ddt_raw, inp,
                         p.in_proj_w + (size_t)(E + C) * D, BL, D, H);
     });
@@ -886,21 +930,19 @@ static void mamba2_block_backward_on(bool on_gpu, floatX* dinp, const Mamba2Para
 
 // One token per batch row: inp, out (B, D); conv_state (B, C, K-1) and ssm_state (B, H, P, N),
 // updated in place (zeros before the first token); s: scratch laid out for at least B rows (any
-// L). The same arithmetic as the forward, one step: the conv step, ssd_step.
+// L). The same arithmetic as the forward, one step: in_proj, the prologue (z, the conv step, dt, A in
+// one pass), ssd_step, the gated norm, out_proj: five launches on the GPU.
 static void mamba2_step_on(bool on_gpu, floatX* out, float* conv_state, float* ssm_state, const Mamba2Scratch& s,
                            const floatX* inp, const Mamba2Params& p, const Mamba2Config& c, int B) {
     mamba2_check_shape("mamba2_step", c, B, 1);
     mamba2_check_scratch("mamba2_step", s, (size_t)B, B);
     int D = c.d_model, E = c.d_inner, H = c.nheads, P = c.headdim, G = c.ngroups, N = c.d_state;
-    int C = c.conv_dim, K = c.d_conv, GN = G * N;
+    int K = c.d_conv, GN = G * N;
     const Mamba2Acts& t = s.step;  // this token's activations, (B, 1)
-    linear_forward(on_gpu, t.z, inp, p.in_proj_w, nullptr, B, D, E);
-    linear_forward(on_gpu, t.xBC, inp, p.in_proj_w + (size_t)E * D, nullptr, B, D, C);
-    linear_forward(on_gpu, t.dt_raw, inp, p.in_proj_w + (size_t)(E + C) * D, nullptr, B, D, H);
-    mamba2_conv_step_silu(on_gpu, s.xBCc, conv_state, t.xBC, p.conv_w, p.conv_b, B, C, K);
-    split_columns(on_gpu, t.x, t.Bm, t.Cm, s.xBCc, B, E, GN, GN);
-    mamba2_dt_forward(on_gpu, t.dt, t.dt_raw, p.dt_bias, B, H);
-    mamba2_A_forward(on_gpu, s.A, p.A_log, H);
+    // in_proj as one product (its rows are [z | xBC | dt_raw]), then the prologue: z, the conv step, dt, A
+    linear_forward(on_gpu, s.step_proj, inp, p.in_proj_w, nullptr, B, D, c.d_in_proj);
+    mamba2_step_prologue(on_gpu, t.z, t.x, t.Bm, t.Cm, t.dt, s.A, conv_state, s.step_proj, p.conv_w, p.conv_b, p.dt_bias,
+                         p.A_log, B, E, GN, H, K);
     ssd_step(on_gpu, t.y, ssm_state, t.x, t.dt, s.A, t.Bm, t.Cm, p.D, B, H, P, G, N);
     mamba2_gated_rmsnorm_forward(on_gpu, t.yn, t.rstd, t.y, t.z, p.norm_w, B, E, c.norm_groups);
     linear_forward(on_gpu, out, t.yn, p.out_proj_w, nullptr, B, E, D);

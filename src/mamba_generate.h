@@ -106,22 +106,28 @@
 // step, gated RMSNorm; states (rows, C, K-1) and (rows, H, P, N) per layer), A the qkv product,
 // this token's k and v appended to the layer's KV cache (rows, max_len, D) and
 // attention_step_cuda over the positions so far, F the two products and GELU; learned positions
-// (a pattern without M1 and M2 layers) are added to the embedding row. These step functions
-// launch on the default stream and the global cuBLAS handle, so a layered decoder runs on the
-// default stream (its own handle set to it) and without a CUDA graph (use_graph is ignored),
-// and its weights stay fp32 (bf16_weights is ignored). max_len (mamba_decoder_init): the
-// positions a sequence may reach, what the KV caches hold.
+// (a pattern without M1 and M2 layers) are added to the embedding row. These step functions launch
+// on launch_stream() and the shared cuBLAS handle (common.h), which the step sets to d->stream with a
+// StreamScope, so a layered step is captured into a CUDA graph like the Mamba-1 one, except where a
+// kernel takes the position as an argument (attention layers, learned positions): those patterns
+// launch the step plainly (use_graph is ignored). Weights stay fp32 (bf16_weights is ignored).
+// max_len (mamba_decoder_init): the positions a sequence may reach, what the KV caches hold.
+// The Mamba-2 step is five launches (mamba2_step_on: in_proj as one product, one prologue kernel
+// for z, the conv step, dt and A, the SSD step, the gated norm, out_proj) plus the RMSNorm and the
+// residual add.
 // Measured (H100, mamba2-130m shape: 24 M2 layers, d_state 128, headdim 64; train_mamba
 // --bench-generate, batch 1 / 8 / 64, µs a step; calls vary by ~15% at batch 1): the first version
 // 2645 / 3223 / 8345; with one-row products as a GEMV (an sgemm with one column before) and the SSD
 // step a warp per state row 1941 / 2377 / 3616; with the gated RMSNorm a block per row (a single warp
 // walked the row: 51 us a layer) 1626 / 2239 / 2826; with linear.h's GEMV instead of cublasSgemv
 // and 768 threads in the norm 1136-1490 / 2017-2434 / 2765-2811. At batch 1 that is ~290 kernels a
-// step of 2.7-7 us each (ncu: the four GEMVs 4.4-6.9 us, the SSD step 5.4, the norm 6.0): what is
-// left is the launches themselves, which a CUDA graph would overlap (the framework's step functions
-// would need a stream argument). A hybrid of 21 M2 and 3 A layers: 1160 us at batch 1. (Later the
+// step of 2.7-7 us each (ncu: the four GEMVs 4.4-6.9 us, the SSD step 5.4, the norm 6.0). (Later the
 // training step's gated-norm forward took 32 rows a block, 3815 us at batch 64, until it took N / (2 SMs)
-// rows a block: 1350 / 2526 / 2708 us on the final code; batch 1 and 8 vary by ~20% between calls.)
+// rows a block: 1350 / 2526 / 2708 us; batch 1 and 8 vary by ~20% between calls.) Seventh session: the
+// M2 step as five launches instead of ten (in_proj one product, the prologue kernel) and the step
+// captured in a CUDA graph (launch_stream()), the old and new binaries in one call: 1096 / 1822 / 2762
+// -> 620 / 936 / 1940 us (graph; plain launches 764 / 1160 / 2179). A hybrid of 21 M2 and 3 A layers
+// (no graph: attention takes the position): 1160 -> 971 us at batch 1.
 //
 // LoRA: the decoder reads the base weights only. A model with unmerged adapters is refused
 // (merging here would change the weights a training run goes on with); the --sample path
@@ -1024,6 +1030,11 @@ struct MambaGpuDecoder {
 
 // whether the decoder runs the model layer by layer (any pattern but pure Mamba-1)
 static bool decoder_layered(const MambaModel* m) { return !mamba_is_pure_m1(m->cfg); }
+// whether a step can be a CUDA graph: a graph bakes in its launch arguments, and attention layers (the
+// KV position) and learned positions take the position as one, so those patterns launch plainly
+static bool decoder_graph_ok(const MambaModel* m) {
+    return !(decoder_layered(m) && (mamba_has_kind(m->cfg, LAYER_ATTN) || m->cfg.pos_embed));
+}
 
 static size_t mamba_decoder_conv_floats(const MambaConfig& c, int batch) {
     return (size_t)c.n_layer * batch * c.d_inner * (c.d_conv - 1);
@@ -1096,15 +1107,16 @@ static void mamba_decoder_init(MambaGpuDecoder* d, const MambaModel* m, int max_
               c.layers.c_str());
     size_t Bm = max_batch, D = c.d_model, E = c.d_inner, N = c.d_state, R = c.dt_rank, V = c.vocab_size;
     *d = MambaGpuDecoder();
-    d->m = m; d->max_batch = max_batch; d->use_graph = use_graph && !layered; d->path = path;
+    d->m = m; d->max_batch = max_batch; d->use_graph = use_graph && decoder_graph_ok(m); d->path = path;
     d->layered = layered; d->max_len = max_len;
     int dev = 0, major = 0;
     cudaCheck(cudaGetDevice(&dev));
     cudaCheck(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
     d->pdl = major >= 9 ? pdl : PDL_OFF;
     cudaCheck(cudaDeviceSynchronize());  // the weights were written on the default stream
-    // a layered decoder stays on the default stream, where the M2 / A / F step functions launch
-    if (!layered) cudaCheck(cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking));
+    // the step runs on this stream: the fused kernels name it, the framework's step functions of a
+    // layered decoder take it from the StreamScope around the step (common.h)
+    cudaCheck(cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking));
     cublasCheck(cublasCreate(&d->blas));
     cublasMath_t mode;
     cublasCheck(cublasGetMathMode(cublas_handle(), &mode));  // TF32 or exact FP32, as the caller chose
@@ -1206,7 +1218,8 @@ __global__ void decode_kv_append_kernel(float* q, float* k_cache, float* v_cache
 }
 
 // the cuBLAS step for `rows` sequences: d->tokens -> d->logits; advances the states. A Mamba-1
-// model takes the first case of the switch only; a layered decoder (on the default stream) any.
+// model takes the first case of the switch only; a layered decoder any (the framework's functions
+// launch on launch_stream(), d->stream inside mamba_decoder_step_launch's scope).
 static void decoder_step_blas(MambaGpuDecoder* d, int rows) {
     const MambaModel* m = d->m;
     const MambaConfig& c = m->cfg;
@@ -1365,6 +1378,7 @@ static bool decoder_fused(const MambaGpuDecoder* d, int rows) {
 // one step for `rows` sequences: d->tokens -> d->logits; advances the states. Every launch
 // goes to d->stream (so this can be captured).
 static void mamba_decoder_step_launch(MambaGpuDecoder* d, int rows) {
+    StreamScope scope(d->stream);  // the framework's functions (layered steps, position_add) launch there too
     if (decoder_fused(d, rows)) decoder_step_fused(d, rows);
     else { decoder_step_blas(d, rows); d->head_keys_n = 0; }
 }

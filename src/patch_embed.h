@@ -40,7 +40,7 @@ __global__ void patchify_kernel(floatX* patches, const float* images, int B, int
 static void patchify_cuda(floatX* patches, const float* images, int B, int H, int W, int p) {
     size_t n = (size_t)B * (H / p) * (W / p) * p * p * 3;
     if (n == 0) return;
-    patchify_kernel<<<(unsigned)((n + 255) / 256), 256>>>(patches, images, B, H, W, p);
+    patchify_kernel<<<(unsigned)((n + 255) / 256), 256, 0, launch_stream()>>>(patches, images, B, H, W, p);
     cudaCheckLaunch();
 }
 #endif

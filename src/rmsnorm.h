@@ -218,12 +218,12 @@ static inline int rmsnorm_vec_threads(int C) { return ceil_div(C / Packed128<flo
 static void rmsnorm_forward_cuda(floatX* out, float* rstd, const floatX* x, const float* weight, int N, int C) {
     if (N == 0) return;
     if (rmsnorm_vec_ok(C, out, x, weight)) {
-        rmsnorm_forward_vec_kernel<<<N, rmsnorm_vec_threads(C)>>>(out, rstd, x, weight, C);
+        rmsnorm_forward_vec_kernel<<<N, rmsnorm_vec_threads(C), 0, launch_stream()>>>(out, rstd, x, weight, C);
         cudaCheckLaunch();
         return;
     }
     const int block = 256;
-    rmsnorm_forward_kernel<<<ceil_div(N, block / 32), block>>>(out, rstd, x, weight, N, C);
+    rmsnorm_forward_kernel<<<ceil_div(N, block / 32), block, 0, launch_stream()>>>(out, rstd, x, weight, N, C);
     cudaCheckLaunch();
 }
 
@@ -231,7 +231,7 @@ static void rmsnorm_forward_cuda(floatX* out, float* rstd, const floatX* x, cons
 static void rmsnorm_forward_bf16_cuda(bf16* out, float* rstd, const floatX* x, const float* weight, int N, int C) {
     if (N == 0) return;
     if (!rmsnorm_vec_ok(C, out, x, weight)) FATAL("rmsnorm_forward_bf16_cuda: C = %d or the pointers do not suit the vector path", C);
-    rmsnorm_forward_vec_kernel<bf16><<<N, rmsnorm_vec_threads(C)>>>(out, rstd, x, weight, C);
+    rmsnorm_forward_vec_kernel<bf16><<<N, rmsnorm_vec_threads(C), 0, launch_stream()>>>(out, rstd, x, weight, C);
     cudaCheckLaunch();
 }
 
@@ -249,7 +249,7 @@ static void rmsnorm_backward_cuda(floatX* dx, float* dweight, const floatX* dout
         int grid = (per_sm > 0 ? per_sm : 1) * sms;
         if (grid > N) grid = N;
         float* part = dweight ? g_rmsnorm_dw_part.get((size_t)grid * C) : nullptr;
-        rmsnorm_backward_vec_kernel<<<grid, threads>>>(dx, part, dout, x, weight, rstd, N, C);
+        rmsnorm_backward_vec_kernel<<<grid, threads, 0, launch_stream()>>>(dx, part, dout, x, weight, rstd, N, C);
         cudaCheckLaunch();
         if (dweight) column_sums_add_cuda(dweight, part, grid, C);
         return;
@@ -260,7 +260,7 @@ static void rmsnorm_backward_cuda(floatX* dx, float* dweight, const floatX* dout
     size_t smem = (size_t)C * sizeof(float);
     if (smem > 48 * 1024)
         cudaCheck(cudaFuncSetAttribute(rmsnorm_backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    rmsnorm_backward_kernel<<<grid, block, smem>>>(dx, dweight, dout, x, weight, rstd, N, C);
+    rmsnorm_backward_kernel<<<grid, block, smem, launch_stream()>>>(dx, dweight, dout, x, weight, rstd, N, C);
     cudaCheckLaunch();
 }
 #endif

@@ -796,7 +796,7 @@ static void selective_scan_forward_cuda(floatX* out, float* hs, const floatX* u,
     }
     ScanGenericKernels generic = scan_generic_kernels(N);
     dim3 grid(ceil_div(E, SCAN_THREADS / generic.G), B);
-    generic.forward<<<grid, SCAN_THREADS>>>(out, hs, u, delta, A_log, Bm, Cm, D, z, delta_bias, B, L, E, N);
+    generic.forward<<<grid, SCAN_THREADS, 0, launch_stream()>>>(out, hs, u, delta, A_log, Bm, Cm, D, z, delta_bias, B, L, E, N);
     cudaCheckLaunch();
 }
 
@@ -814,7 +814,7 @@ static void selective_scan_backward_cuda(floatX* du, floatX* ddelta, float* dA_l
     }
     ScanGenericKernels generic = scan_generic_kernels(N);
     dim3 grid(ceil_div(E, SCAN_THREADS / generic.G), B);
-    generic.backward<<<grid, SCAN_THREADS>>>(du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta,
+    generic.backward<<<grid, SCAN_THREADS, 0, launch_stream()>>>(du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta,
                                              A_log, Bm, Cm, D, z, delta_bias, hs, B, L, E, N);
     cudaCheckLaunch();
 }

@@ -824,10 +824,10 @@ static void selective_scan_forward_fast_t(T* out, float* hs, const T* u, const T
     }
     dim3 grid(ceil_div(E, SCAN_FAST_CH), B);
     if (vec)
-        selective_scan_forward_fast_kernel<true, T><<<grid, SCAN_FAST_THREADS, smem>>>(
+        selective_scan_forward_fast_kernel<true, T><<<grid, SCAN_FAST_THREADS, smem, launch_stream()>>>(
             out, hs, u, delta, A_log, Bm, Cm, D, z, delta_bias, B, L, E);
     else
-        selective_scan_forward_fast_kernel<false, T><<<grid, SCAN_FAST_THREADS, smem>>>(
+        selective_scan_forward_fast_kernel<false, T><<<grid, SCAN_FAST_THREADS, smem, launch_stream()>>>(
             out, hs, u, delta, A_log, Bm, Cm, D, z, delta_bias, B, L, E);
     cudaCheckLaunch();
 }
@@ -869,10 +869,10 @@ static void selective_scan_backward_fast_t(T* du, T* ddelta, float* dA_log, floa
     constexpr int CH = ScanBwdShape<T>::CH;
     dim3 grid(ceil_div(E, CH), B);
     if (vec)
-        selective_scan_backward_fast_kernel<true, T><<<grid, 4 * CH, smem>>>(
+        selective_scan_backward_fast_kernel<true, T><<<grid, 4 * CH, smem, launch_stream()>>>(
             du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z, delta_bias, hs, B, L, E);
     else
-        selective_scan_backward_fast_kernel<false, T><<<grid, 4 * CH, smem>>>(
+        selective_scan_backward_fast_kernel<false, T><<<grid, 4 * CH, smem, launch_stream()>>>(
             du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z, delta_bias, hs, B, L, E);
     cudaCheckLaunch();
 }

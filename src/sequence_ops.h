@@ -108,11 +108,11 @@ __global__ void row_gather_kernel(floatX* a, floatX* b, const int* idx, int N, i
     else a[i] = b[j];            // a: out, b: in
 }
 static void row_gather_forward_cuda(floatX* out, const floatX* in, const int* idx, int N, int C) {
-    row_gather_kernel<<<(unsigned)(((size_t)N * C + 255) / 256), 256>>>(out, (floatX*)in, idx, N, C, false);
+    row_gather_kernel<<<(unsigned)(((size_t)N * C + 255) / 256), 256, 0, launch_stream()>>>(out, (floatX*)in, idx, N, C, false);
     cudaCheckLaunch();
 }
 static void row_gather_backward_cuda(floatX* din, const floatX* dout, const int* idx, int N, int C) {
-    row_gather_kernel<<<(unsigned)(((size_t)N * C + 255) / 256), 256>>>(din, (floatX*)dout, idx, N, C, true);
+    row_gather_kernel<<<(unsigned)(((size_t)N * C + 255) / 256), 256, 0, launch_stream()>>>(din, (floatX*)dout, idx, N, C, true);
     cudaCheckLaunch();
 }
 
@@ -175,41 +175,41 @@ __global__ void position_add_indexed_kernel(floatX* x, const float* pos, const i
 static void position_add_indexed_cuda(floatX* x, const float* pos, const int* index, int B, int T, int C) {
     size_t n = (size_t)B * T * C;
     if (n == 0) return;
-    position_add_indexed_kernel<<<grid_for(n), 256>>>(x, pos, index, n, C);
+    position_add_indexed_kernel<<<grid_for(n), 256, 0, launch_stream()>>>(x, pos, index, n, C);
     cudaCheckLaunch();
 }
 static void position_add_forward_cuda(floatX* x, const float* pos, int B, int T, int C) {
     size_t n = (size_t)B * T * C;
-    position_add_forward_kernel<<<grid_for(n), 256>>>(x, pos, n, (size_t)T * C);
+    position_add_forward_kernel<<<grid_for(n), 256, 0, launch_stream()>>>(x, pos, n, (size_t)T * C);
     cudaCheckLaunch();
 }
 static void position_add_backward_cuda(float* dpos, const floatX* dx, int B, int T, int C) {
-    position_add_backward_kernel<<<grid_for((size_t)T * C), 256>>>(dpos, dx, B, (size_t)T * C);
+    position_add_backward_kernel<<<grid_for((size_t)T * C), 256, 0, launch_stream()>>>(dpos, dx, B, (size_t)T * C);
     cudaCheckLaunch();
 }
 static void cls_prepend_forward_cuda(floatX* out, const floatX* in, const float* cls, int B, int P, int C) {
-    cls_prepend_forward_kernel<<<grid_for((size_t)B * (P + 1) * C), 256>>>(out, in, cls, B, P, C);
+    cls_prepend_forward_kernel<<<grid_for((size_t)B * (P + 1) * C), 256, 0, launch_stream()>>>(out, in, cls, B, P, C);
     cudaCheckLaunch();
 }
 static void cls_prepend_backward_cuda(floatX* din, float* dcls, const floatX* dout, int B, int P, int C) {
     size_t n = std::max((size_t)B * P * C, (size_t)C);
-    cls_prepend_backward_kernel<<<grid_for(n), 256>>>(din, dcls, dout, B, P, C);
+    cls_prepend_backward_kernel<<<grid_for(n), 256, 0, launch_stream()>>>(din, dcls, dout, B, P, C);
     cudaCheckLaunch();
 }
 static void cls_drop_forward_cuda(floatX* out, const floatX* in, int B, int P, int C) {
-    cls_drop_kernel<<<grid_for((size_t)B * P * C), 256>>>(out, (floatX*)in, B, P, C, false);
+    cls_drop_kernel<<<grid_for((size_t)B * P * C), 256, 0, launch_stream()>>>(out, (floatX*)in, B, P, C, false);
     cudaCheckLaunch();
 }
 static void cls_drop_backward_cuda(floatX* din, const floatX* dout, int B, int P, int C) {
-    cls_drop_kernel<<<grid_for((size_t)B * P * C), 256>>>(din, (floatX*)dout, B, P, C, true);
+    cls_drop_kernel<<<grid_for((size_t)B * P * C), 256, 0, launch_stream()>>>(din, (floatX*)dout, B, P, C, true);
     cudaCheckLaunch();
 }
 static void image_splice_forward_cuda(floatX* x, const floatX* tok, const floatX* img, int B, int T, int P, int C) {
-    image_splice_kernel<<<grid_for((size_t)B * T * C), 256>>>(x, (floatX*)tok, (floatX*)img, B, T, P, C, false);
+    image_splice_kernel<<<grid_for((size_t)B * T * C), 256, 0, launch_stream()>>>(x, (floatX*)tok, (floatX*)img, B, T, P, C, false);
     cudaCheckLaunch();
 }
 static void image_splice_backward_cuda(floatX* dtok, floatX* dimg, const floatX* dx, int B, int T, int P, int C) {
-    image_splice_kernel<<<grid_for((size_t)B * T * C), 256>>>((floatX*)dx, dtok, dimg, B, T, P, C, true);
+    image_splice_kernel<<<grid_for((size_t)B * T * C), 256, 0, launch_stream()>>>((floatX*)dx, dtok, dimg, B, T, P, C, true);
     cudaCheckLaunch();
 }
 #endif

@@ -774,9 +774,9 @@ static void ssd_chunk_states_cuda(float* states, float* final_state, const float
     int nc = ceil_div(L, SSD_CUDA_CHUNK);
     size_t sm1 = ssd_smem_outer(P, N);
     ssd_set_smem((const void*)ssd_outer_kernel, sm1, "ssd (chunk states)");
-    ssd_outer_kernel<<<dim3(nc, H, B), 256, sm1 * sizeof(float)>>>(states, x, dt, A, Bm, B, L, H, P, G, N, 0);
+    ssd_outer_kernel<<<dim3(nc, H, B), 256, sm1 * sizeof(float), launch_stream()>>>(states, x, dt, A, Bm, B, L, H, P, G, N, 0);
     cudaCheckLaunch();
-    ssd_pass_kernel<<<dim3(H, B), 256, nc * sizeof(float)>>>(states, final_state, h0, dt, A, L, H, P, N, nc);
+    ssd_pass_kernel<<<dim3(H, B), 256, nc * sizeof(float), launch_stream()>>>(states, final_state, h0, dt, A, L, H, P, N, nc);
     cudaCheckLaunch();
 }
 
@@ -791,7 +791,7 @@ static void ssd_forward_simt_cuda(floatX* y, float* final_state, const floatX* x
     ssd_chunk_states_cuda(states, final_state, x, dt, A, Bm, h0, B, L, H, P, G, N);
     size_t sm3 = ssd_smem_out(P, N);
     ssd_set_smem((const void*)ssd_out_kernel, sm3, "ssd_forward");
-    ssd_out_kernel<<<dim3(nc, H, B), 256, sm3 * sizeof(float)>>>(y, x, dt, A, Bm, Cm, D, states, B, L, H, P, G, N);
+    ssd_out_kernel<<<dim3(nc, H, B), 256, sm3 * sizeof(float), launch_stream()>>>(y, x, dt, A, Bm, Cm, D, states, B, L, H, P, G, N);
     cudaCheckLaunch();
 }
 
@@ -811,19 +811,19 @@ static void ssd_backward_simt_cuda(floatX* dx, floatX* ddt, float* dA, floatX* d
     float* dCh = dCh_buf.get(n_heads);
     ssd_chunk_states_cuda(states, nullptr, x, dt, A, Bm, h0, B, L, H, P, G, N);  // recomputed
     size_t sm1 = ssd_smem_outer(P, N);
-    ssd_outer_kernel<<<dim3(nc, H, B), 256, sm1 * sizeof(float)>>>(dS, dy, dt, A, Cm, B, L, H, P, G, N, 1);
+    ssd_outer_kernel<<<dim3(nc, H, B), 256, sm1 * sizeof(float), launch_stream()>>>(dS, dy, dt, A, Cm, B, L, H, P, G, N, 1);
     cudaCheckLaunch();
-    ssd_pass_backward_kernel<<<dim3(H, B), 256, 2 * nc * sizeof(float)>>>(dS, dcl, dh0, dfinal_state, states, dt, A, L, H, P, N, nc);
+    ssd_pass_backward_kernel<<<dim3(H, B), 256, 2 * nc * sizeof(float), launch_stream()>>>(dS, dcl, dh0, dfinal_state, states, dt, A, L, H, P, N, nc);
     cudaCheckLaunch();
     size_t sm6 = ssd_smem_chunk_backward(P, N);
     ssd_set_smem((const void*)ssd_chunk_backward_kernel, sm6, "ssd_backward");
-    ssd_chunk_backward_kernel<<<dim3(nc, H, B), 256, sm6 * sizeof(float)>>>(dx, ddt, dA, dBh, dCh, dD, dy, x, dt, A, Bm, Cm, D,
+    ssd_chunk_backward_kernel<<<dim3(nc, H, B), 256, sm6 * sizeof(float), launch_stream()>>>(dx, ddt, dA, dBh, dCh, dD, dy, x, dt, A, Bm, Cm, D,
                                                                              states, dS, dcl, B, L, H, P, G, N);
     cudaCheckLaunch();
     size_t n_groups = (size_t)B * L * G * N;
     unsigned grid = (unsigned)((n_groups + 255) / 256);
-    ssd_group_sum_kernel<<<grid, 256>>>(dBm, dBh, B, L, H, G, N);
-    ssd_group_sum_kernel<<<grid, 256>>>(dCm, dCh, B, L, H, G, N);
+    ssd_group_sum_kernel<<<grid, 256, 0, launch_stream()>>>(dBm, dBh, B, L, H, G, N);
+    ssd_group_sum_kernel<<<grid, 256, 0, launch_stream()>>>(dCm, dCh, B, L, H, G, N);
     cudaCheckLaunch();
 }
 
@@ -1646,7 +1646,7 @@ static void ssd_tc_chunk_backward(floatX* dx, floatX* ddt, float* dA, floatX* dB
     float* part = part_buf.get(2 * n * H);
     size_t sm4 = SsdChunkBwd2Smem<Q, N>::floats(P);
     ssd_set_smem((const void*)ssd_tc_chunk_bwd2_kernel<Q, N>, sm4, "ssd_backward");
-    ssd_tc_chunk_bwd2_kernel<Q, N><<<dim3(nc, G, B), 256, sm4 * sizeof(float)>>>(dx, ddt, dA ? part : nullptr, dBm, dCm,
+    ssd_tc_chunk_bwd2_kernel<Q, N><<<dim3(nc, G, B), 256, sm4 * sizeof(float), launch_stream()>>>(dx, ddt, dA ? part : nullptr, dBm, dCm,
                                                                                 dD ? part + n * H : nullptr, dy, x, dt, A, Bm, Cm,
                                                                                 D, cb, states, dstates, L, H, P, G);
     cudaCheckLaunch();
@@ -1664,11 +1664,11 @@ static void ssd_tc_forward(floatX* y, float* final_state, const floatX* x, const
     float* cb = cb_buf.get((size_t)B * nc * G * Q * Q);
     size_t sm1 = ssd_tc_cb_smem<Q, N>();
     ssd_set_smem((const void*)ssd_tc_cb_kernel<Q, N>, sm1, "ssd (C Bᵀ)");
-    ssd_tc_cb_kernel<Q, N><<<dim3(nc, G, B), 128, sm1 * sizeof(float)>>>(cb, Bm, Cm, L, G);
+    ssd_tc_cb_kernel<Q, N><<<dim3(nc, G, B), 128, sm1 * sizeof(float), launch_stream()>>>(cb, Bm, Cm, L, G);
     cudaCheckLaunch();
     size_t sm2 = SsdFwdSmem<Q, N, PT>::floats;
     ssd_set_smem((const void*)ssd_tc_fwd_kernel<Q, N, PT>, sm2, "ssd_forward");
-    ssd_tc_fwd_kernel<Q, N, PT><<<dim3(P / PT, H, B), PT * 4, sm2 * sizeof(float)>>>(y, final_state, x, dt, A, Bm, Cm, D, h0, cb,
+    ssd_tc_fwd_kernel<Q, N, PT><<<dim3(P / PT, H, B), PT * 4, sm2 * sizeof(float), launch_stream()>>>(y, final_state, x, dt, A, Bm, Cm, D, h0, cb,
                                                                                  L, H, P, G);
     cudaCheckLaunch();
 }
@@ -1687,15 +1687,15 @@ static void ssd_tc_backward(floatX* dx, floatX* ddt, float* dA, floatX* dBm, flo
     bf16* dstates = reinterpret_cast<bf16*>(dstates_buf.get(n_states));
     size_t sm1 = ssd_tc_cb_smem<Q, N>();
     ssd_set_smem((const void*)ssd_tc_cb_kernel<Q, N>, sm1, "ssd (C Bᵀ)");
-    ssd_tc_cb_kernel<Q, N><<<dim3(nc, G, B), 128, sm1 * sizeof(float)>>>(cb, Bm, Cm, L, G);
+    ssd_tc_cb_kernel<Q, N><<<dim3(nc, G, B), 128, sm1 * sizeof(float), launch_stream()>>>(cb, Bm, Cm, L, G);
     cudaCheckLaunch();
     size_t sm2 = SsdStatesSmem<Q, N, PT>::floats;
     ssd_set_smem((const void*)ssd_tc_states_kernel<Q, N, PT>, sm2, "ssd (states)");
-    ssd_tc_states_kernel<Q, N, PT><<<dim3(P / PT, H, B), PT * 4, sm2 * sizeof(float)>>>(states, x, dt, A, Bm, h0, L, H, P, G);
+    ssd_tc_states_kernel<Q, N, PT><<<dim3(P / PT, H, B), PT * 4, sm2 * sizeof(float), launch_stream()>>>(states, x, dt, A, Bm, h0, L, H, P, G);
     cudaCheckLaunch();
     size_t sm3 = SsdDstateSmem<Q, N, PT>::floats;
     ssd_set_smem((const void*)ssd_tc_dstate_kernel<Q, N, PT>, sm3, "ssd (state gradients)");
-    ssd_tc_dstate_kernel<Q, N, PT><<<dim3(P / PT, H, B), PT * 4, sm3 * sizeof(float)>>>(dstates, dh0, dfinal_state, dy, dt, A, Cm,
+    ssd_tc_dstate_kernel<Q, N, PT><<<dim3(P / PT, H, B), PT * 4, sm3 * sizeof(float), launch_stream()>>>(dstates, dh0, dfinal_state, dy, dt, A, Cm,
                                                                                     L, H, P, G);
     cudaCheckLaunch();
     ssd_tc_chunk_backward<Q, N>(dx, ddt, dA, dBm, dCm, dD, dy, x, dt, A, Bm, Cm, D, cb, states, dstates, B, L, H, P, G);
@@ -1799,7 +1799,7 @@ static void ssd_step_cuda(floatX* y, float* state, const floatX* x, const floatX
     ssd_check_shape("ssd_step", B, 1, H, P, G, N);
     size_t rows = (size_t)B * H * P;
     if (rows == 0) return;
-    ssd_step_kernel<<<(unsigned)((rows * 32 + 255) / 256), 256>>>(y, state, x, dt, A, Bm, Cm, D, B, H, P, G, N);
+    ssd_step_kernel<<<(unsigned)((rows * 32 + 255) / 256), 256, 0, launch_stream()>>>(y, state, x, dt, A, Bm, Cm, D, B, H, P, G, N);
     cudaCheckLaunch();
 }
 #endif  // __CUDACC__

@@ -375,31 +375,31 @@ template <typename T> static T* token_reduction_scratch(int which, size_t n) {
 // on the device: d_score (B, P), qkv and d_qrow on the device
 static void fastv_image_scores_cuda(float* d_score, const floatX* qkv, const int* d_qrow, int B, int T, int C, int NH, int img0, int P) {
     float* prob = token_reduction_scratch<float>(0, (size_t)B * NH * T);
-    fastv_probs_kernel<<<B * NH, 32>>>(prob, qkv, d_qrow, B, T, C, NH);
+    fastv_probs_kernel<<<B * NH, 32, 0, launch_stream()>>>(prob, qkv, d_qrow, B, T, C, NH);
     cudaCheckLaunch();
     size_t n = (size_t)B * P;
-    fastv_mean_kernel<<<(unsigned)((n + 255) / 256), 256>>>(d_score, prob, d_qrow, B, T, NH, img0, P);
+    fastv_mean_kernel<<<(unsigned)((n + 255) / 256), 256, 0, launch_stream()>>>(d_score, prob, d_qrow, B, T, NH, img0, P);
     cudaCheckLaunch();
 }
 
 static void token_saliency_cuda(float* d_sal, const float* d_images, int B, int H, int W, int ps) {
     size_t n = (size_t)B * (H / ps) * (W / ps);
     if (n == 0) return;
-    token_saliency_kernel<<<(unsigned)((n + 255) / 256), 256>>>(d_sal, d_images, B, H, W, ps);
+    token_saliency_kernel<<<(unsigned)((n + 255) / 256), 256, 0, launch_stream()>>>(d_sal, d_images, B, H, W, ps);
     cudaCheckLaunch();
 }
 
 static void token_gather_cuda(floatX* out, const floatX* in, const int* idx, int B, int P, int K, int C) {
     size_t n = (size_t)B * K * C;
     if (n == 0) return;
-    token_gather_kernel<<<(unsigned)((n + 255) / 256), 256>>>(out, in, idx, B, P, K, C);
+    token_gather_kernel<<<(unsigned)((n + 255) / 256), 256, 0, launch_stream()>>>(out, in, idx, B, P, K, C);
     cudaCheckLaunch();
 }
 
 static void token_pool2x2_cuda(floatX* out, const floatX* in, int B, int gh, int gw, int C) {
     size_t n = (size_t)B * ((gh + 1) / 2) * ((gw + 1) / 2) * C;
     if (n == 0) return;
-    token_pool2x2_kernel<<<(unsigned)((n + 255) / 256), 256>>>(out, in, B, gh, gw, C);
+    token_pool2x2_kernel<<<(unsigned)((n + 255) / 256), 256, 0, launch_stream()>>>(out, in, B, gh, gw, C);
     cudaCheckLaunch();
 }
 #endif

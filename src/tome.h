@@ -372,21 +372,21 @@ __global__ void tome_init_kernel(float* size, int* rep, int B, int T) {
 static void tome_key_mean_cuda(float* metric, const floatX* qkv, int B, int T, int C, int NH) {
     size_t n = (size_t)B * T * (C / NH);
     if (n == 0) return;
-    tome_key_mean_kernel<<<(unsigned)((n + 255) / 256), 256>>>(metric, qkv, B, T, C, NH);
+    tome_key_mean_kernel<<<(unsigned)((n + 255) / 256), 256, 0, launch_stream()>>>(metric, qkv, B, T, C, NH);
     cudaCheckLaunch();
 }
 
 static void tome_best_match_cuda(float* score, int* best, const float* metric, int B, int T, int hd) {
     size_t n = (size_t)B * ((T + 1) / 2 - 1);
     if (n == 0) return;
-    tome_best_match_kernel<<<(unsigned)((n + 127) / 128), 128>>>(score, best, metric, B, T, hd);
+    tome_best_match_kernel<<<(unsigned)((n + 127) / 128), 128, 0, launch_stream()>>>(score, best, metric, B, T, hd);
     cudaCheckLaunch();
 }
 
 static void token_merge_cuda(floatX* out, const floatX* x, const float* w, const int* off, const int* mem, int G, int C) {
     size_t n = (size_t)G * C;
     if (n == 0) return;
-    token_merge_kernel<<<(unsigned)((n + 255) / 256), 256>>>(out, x, w, off, mem, G, C);
+    token_merge_kernel<<<(unsigned)((n + 255) / 256), 256, 0, launch_stream()>>>(out, x, w, off, mem, G, C);
     cudaCheckLaunch();
 }
 
@@ -396,27 +396,27 @@ static void tome_select_batch_cuda(int* dst, const float* score, const int* best
     size_t shm = (size_t)std::max(nA, 1) * sizeof(float);
     if (shm > 48 * 1024) FATAL("tome_select_batch_cuda: %d tokens exceed the kernel's shared memory", T);
     if (B == 0 || T == 0) return;
-    tome_select_batch_kernel<<<B, 128, shm>>>(dst, score, best, B, T, r);
+    tome_select_batch_kernel<<<B, 128, shm, launch_stream()>>>(dst, score, best, B, T, r);
     cudaCheckLaunch();
 }
 
 static void tome_merge_groups_cuda(int* off, int* mem, float* size2, int* rep2, const int* dst, const float* size, const int* rep,
                                    int B, int T, int T2) {
     size_t n = std::max((size_t)B * T, (size_t)1);
-    tome_merge_groups_kernel<<<(unsigned)((n + 127) / 128), 128>>>(off, mem, size2, rep2, dst, size, rep, B, T, T2);
+    tome_merge_groups_kernel<<<(unsigned)((n + 127) / 128), 128, 0, launch_stream()>>>(off, mem, size2, rep2, dst, size, rep, B, T, T2);
     cudaCheckLaunch();
 }
 
 static void tome_size_bias_cuda(float* bias, const float* size, const float* log_table, int n) {
     if (n == 0) return;
-    tome_size_bias_kernel<<<(n + 255) / 256, 256>>>(bias, size, log_table, n);
+    tome_size_bias_kernel<<<(n + 255) / 256, 256, 0, launch_stream()>>>(bias, size, log_table, n);
     cudaCheckLaunch();
 }
 
 static void tome_init_cuda(float* size, int* rep, int B, int T) {
     size_t n = (size_t)B * T;
     if (n == 0) return;
-    tome_init_kernel<<<(unsigned)((n + 255) / 256), 256>>>(size, rep, B, T);
+    tome_init_kernel<<<(unsigned)((n + 255) / 256), 256, 0, launch_stream()>>>(size, rep, B, T);
     cudaCheckLaunch();
 }
 #endif

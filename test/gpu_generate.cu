@@ -385,7 +385,7 @@ static void test_step_logits(MambaConfig c, int B, const char* label, bool jitte
     MambaGpuDecoder plain, graph;  // one row more than used: rows < max_batch works; KV caches of `steps` positions
     mamba_decoder_init(&plain, &gpu, B + 1, false, path, pdl, bf16w, steps);
     mamba_decoder_init(&graph, &gpu, B + 1, true, path, pdl, bf16w, steps);
-    const bool layered = plain.layered;  // no CUDA graph: `graph` runs plain launches too
+    const bool graphed = graph.use_graph;  // false: a pattern whose kernels take the position, `graph` runs plain launches
     mamba_decoder_start(&plain, B);
     mamba_decoder_start(&graph, B);
     double worst = 0;
@@ -422,7 +422,7 @@ static void test_step_logits(MambaConfig c, int B, const char* label, bool jitte
              jitter ? " (jittered)" : "", B, pn.c_str(), steps);
     report(worst < tol, name, "worst rel err %.3e > %.0e", worst, tol);
     snprintf(name, sizeof name, "decoder step %s batch %d %s: CUDA graph logits == plain, bit for bit", label, B, pn.c_str());
-    if (!layered) report(graph_same, name, "they differ");
+    if (graphed) report(graph_same, name, "they differ");
     // a new batch starts from zero states: the first step's logits again
     mamba_decoder_start(&plain, B);
     std::vector<int> in0(B);
@@ -515,7 +515,7 @@ static void test_greedy(MambaConfig c, int B, const char* label, DecodePath path
         snprintf(name, sizeof name, "greedy %s batch %d %s row %d: GPU == argmax of the parallel forward", label, B, pn.c_str(), b);
         report(plain[b] == fwd, name, "%s (smallest top-2 logit gap %.2e)", diff_tokens(plain[b], fwd).c_str(), min_gap);
         snprintf(name, sizeof name, "greedy %s batch %d %s row %d: CUDA graph == plain", label, B, pn.c_str(), b);
-        if (!decoder_layered(&gpu)) report(graph[b] == plain[b], name, "%s", diff_tokens(graph[b], plain[b]).c_str());
+        if (decoder_graph_ok(&gpu)) report(graph[b] == plain[b], name, "%s", diff_tokens(graph[b], plain[b]).c_str());
     }
     mamba_free(&cpu); mamba_free(&gpu);
 }
@@ -543,7 +543,7 @@ static void test_sampled(MambaConfig c, int B, float temperature, int top_k) {
                  temperature, top_k, B, b);
         report(plain[b] == ref[b], name, "%s", diff_tokens(plain[b], ref[b]).c_str());
         snprintf(name, sizeof name, "sampled t=%g top_k=%d batch %d row %d: CUDA graph == plain", temperature, top_k, B, b);
-        if (!decoder_layered(&gpu)) report(graph[b] == plain[b], name, "%s", diff_tokens(graph[b], plain[b]).c_str());
+        if (decoder_graph_ok(&gpu)) report(graph[b] == plain[b], name, "%s", diff_tokens(graph[b], plain[b]).c_str());
     }
     mamba_free(&cpu); mamba_free(&gpu);
 }
@@ -833,8 +833,20 @@ int main(int argc, char** argv) {
     test_sampled(odd, 3, 0.7f, 40);
 
     // layer patterns: the decoder layer by layer (M2 state 16 / heads of 16, attention, MLP, learned positions)
-    for (const char* layers : {"M2,A,F,M1", "M2*2", "A,F,A"}) {
+    for (const char* layers : {"M2,A,F,M1", "M2*2", "A,F,A", "M2,F,M1"}) {
         MambaConfig h = hybrid_test_config(layers, 61, 32);
+        {  // the rule of decoder_graph_ok: captured unless a kernel takes the position (attention, learned positions)
+            MambaModel m;
+            mamba_build(&m, h, 1, 1, true, false);
+            bool want = !mamba_has_kind(h, LAYER_ATTN) && !h.pos_embed;
+            MambaGpuDecoder d;
+            mamba_decoder_init(&d, &m, 1, true, DECODE_AUTO, DECODE_PDL_DEFAULT, false, 4);
+            char name[128];
+            snprintf(name, sizeof name, "decoder %s: %s", layers, want ? "a CUDA graph of the step" : "plain launches (a kernel takes the position)");
+            report(d.use_graph == want && decoder_graph_ok(&m) == want, name, "use_graph %d", (int)d.use_graph);
+            mamba_decoder_free(&d);
+            mamba_free(&m);
+        }
         test_step_logits(h, 1, layers, false, 1e-5, DECODE_AUTO);
         test_step_logits(h, 3, layers, false, 1e-5, DECODE_BLAS);
         test_greedy(h, 1, layers);

@@ -122,26 +122,52 @@ static void test_conv_state(int B, int L, int C, int K, uint64_t seed) {
     free_all({gx, gcs});
 }
 
-// several tokens in a row from a random state
-static void test_conv_step(int B, int C, int K, uint64_t seed) {
+// the step's prologue, several tokens in a row from a random conv state: the CPU's against the
+// components it fuses (conv1d_step_cpu, silu, the split, dt_forward, A_forward: the same bits), then
+// the GPU's against the CPU's (outputs poisoned)
+static void test_step_prologue(int B, int E, int GN, int H, int K, uint64_t seed) {
     Rng r; rng_seed(&r, seed);
-    char tag[64]; snprintf(tag, sizeof tag, "B%d C%d K%d x4", B, C, K);
-    size_t ns = (size_t)B * C * (K - 1), nx = (size_t)B * C;
-    Vec w = random_vec((size_t)C * K, &r), b = random_vec(C, &r), state = random_vec(ns, &r);
-    float *gw = to_device(w), *gb = to_device(b), *gs = to_device_any(state);
+    char tag[64]; snprintf(tag, sizeof tag, "B%d E%d GN%d H%d K%d x4", B, E, GN, H, K);
+    const int C = E + 2 * GN, Z = E + C + H;
+    size_t ns = (size_t)B * C * (K - 1);
+    Vec w = random_vec((size_t)C * K, &r), cb = random_vec(C, &r), state = random_vec(ns, &r), ref_state = state;
+    Vec dt_bias = random_vec(H, &r), A_log = random_vec(H, &r, -1, 2);
+    float *gw = to_device(w), *gcb = to_device(cb), *gs = to_device_any(state), *gbias = to_device(dt_bias), *glog = to_device(A_log);
+    bool cpu_same = true;
     double worst = 0;
     for (int step = 0; step < 4; step++) {
-        Vec x = random_vec(nx, &r), out(nx);
-        float *gx = to_device(x), *gout = device_poisoned(nx);
-        mamba2_conv_step_silu_cpu(out.data(), state.data(), x.data(), w.data(), b.data(), B, C, K);
-        mamba2_conv_step_silu(true, gout, gs, gx, gw, gb, B, C, K);
-        worst = fmax(worst, rel_err(from_device(gout, nx).data(), out.data(), nx));
-        free_all({gx, gout});
+        Vec proj = random_vec((size_t)B * Z, &r);
+        Vec z((size_t)B * E), x((size_t)B * E), Bm((size_t)B * GN), Cm((size_t)B * GN), dt((size_t)B * H), A(H);
+        mamba2_step_prologue_cpu(z.data(), x.data(), Bm.data(), Cm.data(), dt.data(), A.data(), state.data(), proj.data(),
+                                 w.data(), cb.data(), dt_bias.data(), A_log.data(), B, E, GN, H, K);
+        // the reference composition
+        Vec xbc((size_t)B * C), conv((size_t)B * C), raw((size_t)B * H), rz((size_t)B * E), rx(x.size()), rB(Bm.size()),
+            rC(Cm.size()), rdt(dt.size()), rA(H);
+        for (int b = 0; b < B; b++) {
+            for (int e = 0; e < E; e++) rz[(size_t)b * E + e] = proj[(size_t)b * Z + e];
+            for (int ch = 0; ch < C; ch++) xbc[(size_t)b * C + ch] = proj[(size_t)b * Z + E + ch];
+            for (int h = 0; h < H; h++) raw[(size_t)b * H + h] = proj[(size_t)b * Z + E + C + h];
+        }
+        conv1d_step_cpu(conv.data(), ref_state.data(), xbc.data(), w.data(), cb.data(), B, C, K);
+        silu_forward_cpu(conv.data(), conv.data(), conv.size());
+        split_columns_cpu(rx.data(), rB.data(), rC.data(), conv.data(), B, E, GN, GN);
+        mamba2_dt_forward_cpu(rdt.data(), raw.data(), dt_bias.data(), B, H);
+        mamba2_A_forward_cpu(rA.data(), A_log.data(), H);
+        cpu_same = cpu_same && z == rz && x == rx && Bm == rB && Cm == rC && dt == rdt && A == rA && state == ref_state;
+        float *gproj = to_device(proj), *gz = device_poisoned(z.size()), *gx = device_poisoned(x.size());
+        float *gB = device_poisoned(Bm.size()), *gC = device_poisoned(Cm.size()), *gdt = device_poisoned(dt.size()), *gA = device_poisoned(H);
+        mamba2_step_prologue(true, gz, gx, gB, gC, gdt, gA, gs, gproj, gw, gcb, gbias, glog, B, E, GN, H, K);
+        const float* gots[6] = {gz, gx, gB, gC, gdt, gA};
+        const Vec* refs[6] = {&z, &x, &Bm, &Cm, &dt, &A};
+        for (int i = 0; i < 6; i++) worst = fmax(worst, rel_err(from_device(gots[i], refs[i]->size()).data(), refs[i]->data(), refs[i]->size()));
+        free_all({gproj, gz, gx, gB, gC, gdt, gA});
     }
-    char name[128]; snprintf(name, sizeof name, "conv1d+SiLU step out %s (rel err %.1e)", tag, worst);
+    char name[160]; snprintf(name, sizeof name, "step prologue CPU == conv step + SiLU + split + dt + A %s (bitwise)", tag);
+    report(cpu_same, name, "differs");
+    snprintf(name, sizeof name, "step prologue GPU == CPU: z, x, B, C, dt, A %s (rel err %.1e)", tag, worst);
     report(worst < TOL_KERNEL, name, "tol %.0e", TOL_KERNEL);
-    check_dev("conv1d+SiLU step state", tag, gs, state.data(), ns, TOL_KERNEL);
-    free_all({gw, gb, gs});
+    check_dev("step prologue conv state", tag, gs, state.data(), ns, TOL_KERNEL);
+    free_all({gw, gcb, gs, gbias, glog});
 }
 
 // ---------------------------------------------------------------------------
@@ -349,9 +375,10 @@ int main() {
     test_conv_state(2, 37, 26, 4, 15);
     test_conv_state(3, 2, 20, 4, 16);  // L < K-1: zero padded
     test_conv_state(1, 1, 9, 3, 17);
-    test_conv_step(3, 26, 4, 18);
-    test_conv_step(2, 20, 2, 19);
-    test_conv_step(1, 9, 1, 20);       // K 1: no state
+    test_step_prologue(3, 26, 8, 5, 4, 18);
+    test_step_prologue(2, 20, 3, 4, 2, 19);
+    test_step_prologue(1, 9, 1, 1, 1, 20);       // K 1: no state
+    test_step_prologue(1, 1536, 128, 24, 4, 21); // the mamba2-130m shape at batch 1
 
     //                    D   expand P   N   G  K  NG       B   L   TF32
     test_block(make_config(16, 2, 8, 16, 1, 4, 1), 1, 1, false, 21);
