@@ -35,7 +35,7 @@ typedef struct {
     int eval_interval = 100, eval_batches = 16;
     int sample_interval = 0, sample_len = 200;
     std::string prompt = "And God said";
-    std::string gen_weights = "bf16";  // the GPU decoder's in_proj/x_proj/out_proj/head weights: bf16 | fp32
+    std::string gen_weights = "bf16";  // the GPU decoder GEMVs' weights (any layer pattern): bf16 | fp32
     float temperature = 0.8f;
     int top_k = 40;
     int sample_only = 0;  // generate this many tokens from --resume and exit
@@ -78,7 +78,7 @@ static std::vector<OptSpec> option_table(Options* o) {
         {"--prompt", OPT_STR, &o->prompt, "prompt for samples (bytes, vocab 256)"},
         {"--temperature", OPT_FLOAT, &o->temperature, "sampling temperature (0: greedy)"},
         {"--top-k", OPT_INT, &o->top_k, "sample among the k most likely tokens (0: all)"},
-        {"--gen-weights", OPT_STR, &o->gen_weights, "GPU generation of a Mamba-1 model reads its matmul weights in bf16 (half the bytes) or fp32 (other layer patterns: fp32)"},
+        {"--gen-weights", OPT_STR, &o->gen_weights, "GPU generation reads the matmul weights of its GEMVs (batch <= 8) in bf16 (half the bytes) or fp32"},
         {"--sample", OPT_INT, &o->sample_only, "load --resume, generate this many tokens, exit"},
         {"--bench-generate", OPT_FLAG, &o->bench_generate, "load --resume, time GPU generation (us/token at batch 1, 8, 64) against the weight-read floor, exit"},
         {"--export-hf", OPT_STR, &o->export_hf, "load --resume, write DIR/model.safetensors + config.json (Hugging Face Mamba), exit"},
@@ -162,16 +162,14 @@ static void bench_generate(const MambaModel* m, const Options& o) {
     printf("us per step = per token of each sequence (median of 7 runs of 64 steps, CUDA events; step + sampling)\n");
     const bool layered = decoder_layered(m);
     if (layered)
-        printf("layer pattern %s: the step runs layer by layer through the framework's step functions, with fp32 weights%s;\n"
-               "the state floor leaves out the KV caches\n", c.layers.c_str(),
+        printf("layer pattern %s: the step runs layer by layer (the decode GEMVs for the products up to batch %d, cuBLAS above)%s;\n"
+               "the state floor leaves out the KV caches\n", c.layers.c_str(), DECODE_FUSED_MAX_ROWS,
                decoder_graph_ok(m) ? "" : ", without a CUDA graph (a kernel takes the position: the graph columns are plain launches too)");
     for (bool half : {false, true}) {
-        if (half && layered) continue;
         size_t wbytes = mamba_decoder_weight_bytes(m, half);
         double floor_us = wbytes / bw * 1e6;
-        if (layered) printf("\nfp32 weights: %.1f MiB read per step, weight-read floor %.1f us\n", wbytes / 1048576.0, floor_us);
-        else printf("\n%s weights (the fused GEMVs, batch <= %d): %.1f MiB read per step, weight-read floor %.1f us\n",
-                    half ? "bf16" : "fp32", DECODE_FUSED_MAX_ROWS, wbytes / 1048576.0, floor_us);
+        printf("\n%s weights (the fused GEMVs, batch <= %d): %.1f MiB read per step, weight-read floor %.1f us\n",
+               half ? "bf16" : "fp32", DECODE_FUSED_MAX_ROWS, wbytes / 1048576.0, floor_us);
         printf("%6s %14s %14s %22s %14s %12s %14s\n", "batch", "plain greedy", "graph greedy", "graph sampled", "tokens/s", "x floor",
                "state floor");
         for (int batch : {1, 8, 64}) {

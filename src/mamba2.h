@@ -928,24 +928,32 @@ static void mamba2_block_backward_on(bool on_gpu, floatX* dinp, const Mamba2Para
     });
 }
 
-// One token per batch row: inp, out (B, D); conv_state (B, C, K-1) and ssm_state (B, H, P, N),
-// updated in place (zeros before the first token); s: scratch laid out for at least B rows (any
-// L). The same arithmetic as the forward, one step: in_proj, the prologue (z, the conv step, dt, A in
-// one pass), ssd_step, the gated norm, out_proj: five launches on the GPU.
-static void mamba2_step_on(bool on_gpu, floatX* out, float* conv_state, float* ssm_state, const Mamba2Scratch& s,
-                           const floatX* inp, const Mamba2Params& p, const Mamba2Config& c, int B) {
+// The step between its two projections: s.step_proj (B, d_in_proj), in_proj's output, -> s.step.yn
+// (B, E), out_proj's input: the prologue (z, the conv step, dt, A in one pass), ssd_step, the gated
+// norm. conv_state, ssm_state as mamba2_step. (The GPU decoder runs the two projections itself, with
+// the RMSNorm before in_proj and the residual add after out_proj fused into its GEMVs.)
+static void mamba2_step_core(bool on_gpu, float* conv_state, float* ssm_state, const Mamba2Scratch& s,
+                             const Mamba2Params& p, const Mamba2Config& c, int B) {
     mamba2_check_shape("mamba2_step", c, B, 1);
     mamba2_check_scratch("mamba2_step", s, (size_t)B, B);
-    int D = c.d_model, E = c.d_inner, H = c.nheads, P = c.headdim, G = c.ngroups, N = c.d_state;
-    int K = c.d_conv, GN = G * N;
+    int E = c.d_inner, H = c.nheads, P = c.headdim, G = c.ngroups, N = c.d_state, K = c.d_conv, GN = G * N;
     const Mamba2Acts& t = s.step;  // this token's activations, (B, 1)
-    // in_proj as one product (its rows are [z | xBC | dt_raw]), then the prologue: z, the conv step, dt, A
-    linear_forward(on_gpu, s.step_proj, inp, p.in_proj_w, nullptr, B, D, c.d_in_proj);
     mamba2_step_prologue(on_gpu, t.z, t.x, t.Bm, t.Cm, t.dt, s.A, conv_state, s.step_proj, p.conv_w, p.conv_b, p.dt_bias,
                          p.A_log, B, E, GN, H, K);
     ssd_step(on_gpu, t.y, ssm_state, t.x, t.dt, s.A, t.Bm, t.Cm, p.D, B, H, P, G, N);
     mamba2_gated_rmsnorm_forward(on_gpu, t.yn, t.rstd, t.y, t.z, p.norm_w, B, E, c.norm_groups);
-    linear_forward(on_gpu, out, t.yn, p.out_proj_w, nullptr, B, E, D);
+}
+
+// One token per batch row: inp, out (B, D); conv_state (B, C, K-1) and ssm_state (B, H, P, N),
+// updated in place (zeros before the first token); s: scratch laid out for at least B rows (any
+// L). The same arithmetic as the forward, one step: in_proj (one product: its rows are [z | xBC |
+// dt_raw]), mamba2_step_core, out_proj: five launches on the GPU.
+static void mamba2_step_on(bool on_gpu, floatX* out, float* conv_state, float* ssm_state, const Mamba2Scratch& s,
+                           const floatX* inp, const Mamba2Params& p, const Mamba2Config& c, int B) {
+    mamba2_check_shape("mamba2_step", c, B, 1);
+    linear_forward(on_gpu, s.step_proj, inp, p.in_proj_w, nullptr, B, c.d_model, c.d_in_proj);
+    mamba2_step_core(on_gpu, conv_state, ssm_state, s, p, c, B);
+    linear_forward(on_gpu, out, s.step.yn, p.out_proj_w, nullptr, B, c.d_inner, c.d_model);
 }
 
 // CPU reference

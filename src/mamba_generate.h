@@ -102,19 +102,22 @@
 //
 // Layer patterns (--layers with M2, A or F blocks; decoder_layered): every layer runs through
 // the framework's own one-token step functions, the same the CPU reference composes in
-// mamba_step: the Mamba-1 layers as the cuBLAS path above, M2 mamba2_step_cuda (conv step, SSD
-// step, gated RMSNorm; states (rows, C, K-1) and (rows, H, P, N) per layer), A the qkv product,
+// mamba_step: the Mamba-1 layers as the cuBLAS path above, M2 mamba2_step's parts (in_proj,
+// mamba2_step_core, out_proj; states (rows, C, K-1) and (rows, H, P, N) per layer), A the qkv product,
 // this token's k and v appended to the layer's KV cache (rows, max_len, D) and
 // attention_step_cuda over the positions so far, F the two products and GELU; learned positions
-// (a pattern without M1 and M2 layers) are added to the embedding row. These step functions launch
-// on launch_stream() and the shared cuBLAS handle (common.h), which the step sets to d->stream with a
-// StreamScope, so a layered step is captured into a CUDA graph like the Mamba-1 one, except where a
-// kernel takes the position as an argument (attention layers, learned positions): those patterns
-// launch the step plainly (use_graph is ignored). Weights stay fp32 (bf16_weights is ignored).
-// max_len (mamba_decoder_init): the positions a sequence may reach, what the KV caches hold.
-// The Mamba-2 step is five launches (mamba2_step_on: in_proj as one product, one prologue kernel
-// for z, the conv step, dt and A, the SSD step, the gated norm, out_proj) plus the RMSNorm and the
-// residual add.
+// (a pattern without M1 and M2 layers) are added to the embedding row. The layers' products go
+// through decoder_product: up to DECODE_FUSED_MAX_ROWS rows the decode GEMV above (the RMSNorm before
+// in_proj / qkv / fc as its prologue, the residual add after out_proj / proj / fc_proj as beta = 1,
+// bf16 weights if asked, programmatic dependent launch as the fused step), else the RMSNorm kernel and
+// cuBLAS; the head likewise (decoder_head, with its argmax keys). So an M2 layer is five launches:
+// in_proj (with the RMSNorm), mamba2_step_core (the prologue kernel for z, the conv step, dt and A;
+// the SSD step; the gated norm), out_proj (with the residual add). (The gated norm as out_proj's
+// prologue too was slower: see the measurements below.) The framework's functions launch on launch_stream() and the shared cuBLAS
+// handle (common.h), which the step sets to d->stream with a StreamScope, so a layered step is captured
+// into a CUDA graph like the Mamba-1 one, except where a kernel takes the position as an argument
+// (attention layers, learned positions): those patterns launch the step plainly (use_graph is
+// ignored). max_len (mamba_decoder_init): the positions a sequence may reach, what the KV caches hold.
 // Measured (H100, mamba2-130m shape: 24 M2 layers, d_state 128, headdim 64; train_mamba
 // --bench-generate, batch 1 / 8 / 64, µs a step; calls vary by ~15% at batch 1): the first version
 // 2645 / 3223 / 8345; with one-row products as a GEMV (an sgemm with one column before) and the SSD
@@ -127,7 +130,11 @@
 // M2 step as five launches instead of ten (in_proj one product, the prologue kernel) and the step
 // captured in a CUDA graph (launch_stream()), the old and new binaries in one call: 1096 / 1822 / 2762
 // -> 620 / 936 / 1940 us (graph; plain launches 764 / 1160 / 2179). A hybrid of 21 M2 and 3 A layers
-// (no graph: attention takes the position): 1160 -> 971 us at batch 1.
+// (no graph: attention takes the position): 1160 -> 971 us at batch 1. Then the products as decode
+// GEMVs (decoder_product: the norm and the residual add fused, the fused head): 549 / 877 / 1903 us,
+// and with bf16 weights 426 / 820 / 1906 (5.5x the 77 us floor at batch 1); the hybrid 792, bf16 684.
+// The gated norm as out_proj's prologue as well was slower (597 us, bf16): each block's single warp
+// per row walks 1536 values with an exp and a division before its product (dev/notes_kernels.md).
 //
 // LoRA: the decoder reads the base weights only. A model with unmerged adapters is refused
 // (merging here would change the weights a training run goes on with); the --sample path
@@ -691,7 +698,7 @@ static void decode_gemv_cuda_p(const DecodeGemv& a, cudaStream_t stream, bool pd
     else if (a.rows <= 8) decode_gemv_launch<8, P>(a, stream, pdl);
     else decode_gemv_launch<16, P>(a, stream, pdl);
 }
-static void decode_gemv_cuda(const DecodeGemv& a, cudaStream_t stream = 0, bool pdl = false) {
+static void decode_gemv_cuda(const DecodeGemv& a, cudaStream_t stream = launch_stream(), bool pdl = false) {
     if (a.rows < 1 || a.rows > GEMV_MAX_ROWS) FATAL("decode GEMV: %d rows, it takes 1..%d", a.rows, GEMV_MAX_ROWS);
     if (decode_gemv_smem(a.rows, a.IC) > GEMV_MAX_SMEM) FATAL("decode GEMV: %d rows of %d inputs exceed its shared memory", a.rows, a.IC);
     if (a.conv_E > 0 && (a.conv_K < 1 || a.conv_K > GEMV_MAX_K)) FATAL("decode GEMV: conv width %d, it takes 1..%d", a.conv_K, GEMV_MAX_K);
@@ -968,7 +975,7 @@ sample_rows_kernel(int* __restrict__ out, int* __restrict__ out2, const float* _
 
 // one token per row from logits (rows, V) (device pointers); see sample_token
 static void sample_rows_cuda(int* out, int* out2, const float* logits, int rows, int V, float temperature, int top_k,
-                             const float* uniforms, cudaStream_t stream = 0, const unsigned long long* keys = nullptr,
+                             const float* uniforms, cudaStream_t stream = launch_stream(), const unsigned long long* keys = nullptr,
                              int nkeys = 0) {
     if (rows <= 0) return;
     sample_rows_kernel<<<rows, SAMPLE_THREADS, 0, stream>>>(out, out2, logits, V, temperature, top_k, uniforms, keys, nkeys);
@@ -1005,13 +1012,13 @@ struct MambaGpuDecoder {
     int head_keys_n = 0;  // keys per row the last fused step wrote (0: the last step was not fused)
     cudaGraphExec_t graph = nullptr;  // one step for graph_rows rows
     int graph_rows = 0;
-    // bf16 weights (mamba_decoder_init's bf16_weights): copies of in_proj, x_proj, out_proj and the
-    // head (wte), rounded to nearest, made at init from the model's fp32 weights; the fused step's
+    // bf16 weights (mamba_decoder_init's bf16_weights): copies of the matrices the decode GEMVs read
+    // (decoder_w16_sources: M1 in_proj, x_proj, out_proj; M2 in_proj, out_proj; A qkv, proj; F fc,
+    // fc_proj; the head, wte), rounded to nearest, made at init from the model's fp32 weights; the
     // GEMVs read these (half the bytes), the rest (norms, conv, dt_proj, A, D, the embedding rows)
     // and the cuBLAS path stay fp32. A decoder lives for one generation, so the copies cannot go stale.
     bf16* w16 = nullptr;
-    std::vector<const bf16*> in_proj16, x_proj16, out_proj16;  // per layer
-    const bf16* wte16 = nullptr;
+    std::vector<std::pair<const float*, const bf16*>> w16_of;  // (fp32 weight, its copy)
     // layer patterns (decoder_layered, see the top of the file); the M1 state buffers above keep
     // a slot per layer, M1 or not
     bool layered = false;
@@ -1034,6 +1041,34 @@ static bool decoder_layered(const MambaModel* m) { return !mamba_is_pure_m1(m->c
 // KV position) and learned positions take the position as one, so those patterns launch plainly
 static bool decoder_graph_ok(const MambaModel* m) {
     return !(decoder_layered(m) && (mamba_has_kind(m->cfg, LAYER_ATTN) || m->cfg.pos_embed));
+}
+
+// the fp32 matrices a decoder with bf16 weights copies, with their sizes (see w16 above)
+static std::vector<std::pair<const float*, size_t>> decoder_w16_sources(const MambaModel* m) {
+    const MambaConfig& c = m->cfg;
+    const size_t D = c.d_model, E = c.d_inner, XD = c.dt_rank + 2 * c.d_state, V = c.vocab_size, F = (size_t)c.mlp_mult * D;
+    std::vector<std::pair<const float*, size_t>> src;
+    for (int l = 0; l < c.n_layer; l++) {
+        const LayerParams& p = m->layers[l];
+        switch (m->layer_index[l].kind) {
+        case LAYER_M1: src.push_back({p.in_proj_w, 2 * E * D}); src.push_back({p.x_proj_w, XD * E}); src.push_back({p.out_proj_w, D * E}); break;
+        case LAYER_M2:
+            src.push_back({p.m2.in_proj_w, (size_t)m->m2cfg.d_in_proj * D});
+            src.push_back({p.m2.out_proj_w, D * (size_t)m->m2cfg.d_inner});
+            break;
+        case LAYER_ATTN: src.push_back({p.qkv_w, 3 * D * D}); src.push_back({p.attn_proj_w, D * D}); break;
+        case LAYER_MLP: src.push_back({p.fc_w, F * D}); src.push_back({p.fc_proj_w, D * F}); break;
+        default: FATAL("GPU decoder: unknown layer kind");
+        }
+    }
+    src.push_back({m->wte, V * D});
+    return src;
+}
+// the bf16 copy of weight W, or nullptr (fp32 weights)
+static const bf16* decoder_w16(const MambaGpuDecoder* d, const float* W) {
+    for (const auto& e : d->w16_of)
+        if (e.first == W) return e.second;
+    return nullptr;
 }
 
 static size_t mamba_decoder_conv_floats(const MambaConfig& c, int batch) {
@@ -1137,29 +1172,18 @@ static void mamba_decoder_init(MambaGpuDecoder* d, const MambaModel* m, int max_
     d->head_key_cap = gpu_sm_count() * GEMV_WARPS_PER_SM;  // >= decode_gemv_blocks at any block size
     cudaCheck(cudaMalloc(&d->head_keys, Bm * d->head_key_cap * sizeof(unsigned long long)));
     if (layered) decoder_init_layers(d);
-    if (bf16_weights && !layered) {  // one buffer, each tensor starting on a 16-byte boundary
-        const size_t XD = R + 2 * N;
-        std::vector<std::pair<const float*, size_t>> src;  // (fp32 weights, count) in buffer order
-        for (int l = 0; l < c.n_layer; l++) {
-            const LayerParams& p = m->layers[l];
-            src.push_back({p.in_proj_w, 2 * E * D}); src.push_back({p.x_proj_w, XD * E}); src.push_back({p.out_proj_w, D * E});
-        }
-        src.push_back({m->wte, V * D});
+    if (bf16_weights) {  // one buffer, each tensor starting on a 16-byte boundary
+        std::vector<std::pair<const float*, size_t>> src = decoder_w16_sources(m);
         size_t total = 0;
         for (auto& t : src) total += (t.second + 7) & ~(size_t)7;
         cudaCheck(cudaMalloc(&d->w16, total * sizeof(bf16)));
-        std::vector<const bf16*> dst;
         size_t off = 0;
         for (auto& t : src) {
             bf16* q = d->w16 + off;
             linear_round_bf16_into(q, t.first, t.second, d->stream);
-            dst.push_back(q);
+            d->w16_of.push_back({t.first, q});
             off += (t.second + 7) & ~(size_t)7;
         }
-        for (int l = 0; l < c.n_layer; l++) {
-            d->in_proj16.push_back(dst[3 * l]); d->x_proj16.push_back(dst[3 * l + 1]); d->out_proj16.push_back(dst[3 * l + 2]);
-        }
-        d->wte16 = dst.back();
     }
 }
 
@@ -1217,10 +1241,41 @@ __global__ void decode_kv_append_kernel(float* q, float* k_cache, float* v_cache
     v_cache[at] = r[2 * D + c];
 }
 
-// the cuBLAS step for `rows` sequences: d->tokens -> d->logits; advances the states. A Mamba-1
-// model takes the first case of the switch only; a layered decoder any (the framework's functions
-// launch on launch_stream(), d->stream inside mamba_decoder_step_launch's scope).
-static void decoder_step_blas(MambaGpuDecoder* d, int rows) {
+// whether a layered step's product of `rows` rows and IC inputs runs as the decode GEMV (the fused
+// path's batches: the rows' inputs must fit its shared memory)
+static bool decoder_gemv_ok(const MambaGpuDecoder* d, int rows, int IC) {
+    return d->path != DECODE_BLAS && rows <= DECODE_FUSED_MAX_ROWS && rows <= GEMV_MAX_ROWS &&
+           decode_gemv_smem(rows, IC) <= GEMV_MAX_SMEM;
+}
+
+// out (rows, OC) (row stride ldo) = beta * out + [rmsnorm(inp) * norm_w, if norm_w] @ W^T, W (OC, IC):
+// a layered step's products. The decode GEMV where decoder_gemv_ok (the RMSNorm as its prologue, the
+// residual add as beta = 1, the bf16 copy of W where the decoder has one: one launch), else the
+// RMSNorm kernel into d->xn and decoder_gemm.
+static void decoder_product(MambaGpuDecoder* d, float* out, int ldo, const float* inp, int ldi, const float* W,
+                            const float* norm_w, int rows, int IC, int OC, float beta) {
+    if (decoder_gemv_ok(d, rows, IC)) {
+        DecodeGemv a = {};
+        a.out = out; a.ldo = ldo; a.inp = inp; a.ldi = ldi; a.W = W; a.W16 = decoder_w16(d, W);
+        a.rows = rows; a.IC = IC; a.OC = OC; a.beta = beta; a.norm_w = norm_w;
+        a.pdl_early = d->pdl == PDL_EARLY;
+        decode_gemv_cuda(a, d->stream, d->pdl != PDL_OFF);
+        return;
+    }
+    if (norm_w) {
+        decoder_rmsnorm(d, d->xn, inp, norm_w, rows, IC);
+        inp = d->xn; ldi = IC;
+    }
+    decoder_gemm(d, out, ldo, inp, ldi, W, rows, IC, OC, beta);
+}
+
+static void decoder_head(MambaGpuDecoder* d, int rows, bool pdl);
+
+// the step layer by layer for `rows` sequences: d->tokens -> d->logits; advances the states. The
+// cuBLAS path of a Mamba-1 model (the first case of the switch only), and a layer pattern (any case:
+// its products through decoder_product, the framework's functions on launch_stream(), which is
+// d->stream inside mamba_decoder_step_launch's scope).
+static void decoder_step_layers(MambaGpuDecoder* d, int rows) {
     const MambaModel* m = d->m;
     const MambaConfig& c = m->cfg;
     const int D = c.d_model, E = c.d_inner, N = c.d_state, K = c.d_conv, R = c.dt_rank, V = c.vocab_size, XD = R + 2 * N;
@@ -1231,11 +1286,11 @@ static void decoder_step_blas(MambaGpuDecoder* d, int rows) {
     if (m->wpe) position_add_forward_cuda(d->x, m->wpe + (size_t)d->pos * D, rows, 1, D);  // learned positions
     for (int l = 0; l < c.n_layer; l++) {
         const LayerParams& p = m->layers[l];
-        decoder_rmsnorm(d, d->xn, d->x, p.norm_w, rows, D);
         switch (m->layer_index[l].kind) {
         case LAYER_M1: {
             float* conv_st = d->conv_state + (size_t)l * d->max_batch * E * (K - 1);
             float* ssm_st = d->ssm_state + (size_t)l * d->max_batch * E * N;
+            decoder_rmsnorm(d, d->xn, d->x, p.norm_w, rows, D);
             decoder_gemm(d, d->xz, 2 * E, d->xn, D, p.in_proj_w, rows, D, 2 * E, 0.0f);  // [x | z]
             decode_conv1d_silu_step_kernel<<<ceil_div(rows * E, block), block, 0, s>>>(d->u, conv_st, d->xz, 2 * E, p.conv_w,
                                                                                         p.conv_b, rows, E, K);
@@ -1249,37 +1304,44 @@ static void decoder_step_blas(MambaGpuDecoder* d, int rows) {
             decoder_gemm(d, d->x, D, d->y, E, p.out_proj_w, rows, E, D, 1.0f);          // x += out_proj(y)
             break;
         }
-        case LAYER_M2: {
+        case LAYER_M2: {  // mamba2_step with its two products here: the norm and the residual add fused into them
             const Mamba2Config& c2 = m->m2cfg;
+            const Mamba2Scratch& s2 = d->m2_scratch;
             float* conv_st = d->m2_state + d->m2_offset[l];
             float* ssm_st = conv_st + (size_t)d->max_batch * c2.conv_dim * (c2.d_conv - 1);
-            mamba2_step_cuda(d->out, conv_st, ssm_st, d->m2_scratch, d->xn, p.m2, c2, rows);
-            add_inplace_cuda(d->x, d->out, (size_t)rows * D);
+            decoder_product(d, s2.step_proj, c2.d_in_proj, d->x, D, p.m2.in_proj_w, p.norm_w, rows, D, c2.d_in_proj, 0.0f);
+            mamba2_step_core(true, conv_st, ssm_st, s2, p.m2, c2, rows);
+            decoder_product(d, d->x, D, s2.step.yn, c2.d_inner, p.m2.out_proj_w, nullptr, rows, c2.d_inner, D, 1.0f);
             break;
         }
         case LAYER_ATTN: {
             float* k_cache = d->kv_cache + d->kv_offset[l];
             float* v_cache = k_cache + (size_t)d->max_batch * d->max_len * D;
-            decoder_gemm(d, d->qkv, 3 * D, d->xn, D, p.qkv_w, rows, D, 3 * D, 0.0f);
+            decoder_product(d, d->qkv, 3 * D, d->x, D, p.qkv_w, p.norm_w, rows, D, 3 * D, 0.0f);
             decode_kv_append_kernel<<<ceil_div(rows * D, block), block, 0, s>>>(d->q, k_cache, v_cache, d->qkv, rows, D,
                                                                                  d->max_len, d->pos);
             cudaCheckLaunch();
             attention_step_cuda(d->att, d->q, k_cache, v_cache, rows, d->pos + 1, d->max_len, D, c.attn_heads);
-            decoder_gemm(d, d->x, D, d->att, D, p.attn_proj_w, rows, D, D, 1.0f);      // x += proj(attention)
+            decoder_product(d, d->x, D, d->att, D, p.attn_proj_w, nullptr, rows, D, D, 1.0f);  // x += proj(attention)
             break;
         }
         case LAYER_MLP: {
             const int H = c.mlp_mult * D;
-            decoder_gemm(d, d->hid, H, d->xn, D, p.fc_w, rows, D, H, 0.0f);
+            decoder_product(d, d->hid, H, d->x, D, p.fc_w, p.norm_w, rows, D, H, 0.0f);
             gelu_forward_cuda(d->hid, d->hid, (size_t)rows * H);
-            decoder_gemm(d, d->x, D, d->hid, H, p.fc_proj_w, rows, H, D, 1.0f);        // x += proj(gelu(fc))
+            decoder_product(d, d->x, D, d->hid, H, p.fc_proj_w, nullptr, rows, H, D, 1.0f);    // x += proj(gelu(fc))
             break;
         }
         default: FATAL("GPU decoder: unknown layer kind");
         }
     }
+    if (decoder_gemv_ok(d, rows, D)) {  // the fused head (the norm as its prologue, argmax keys for greedy sampling)
+        decoder_head(d, rows, d->pdl != PDL_OFF);
+        return;
+    }
     decoder_rmsnorm(d, d->xf, d->x, m->norm_f_w, rows, D);
     decoder_gemm(d, d->logits, V, d->xf, D, m->wte, rows, D, V, 0.0f);
+    d->head_keys_n = 0;
 }
 
 // the fused step's launches (layer l; pdl: may start before the previous kernel ends)
@@ -1294,7 +1356,7 @@ static void decoder_in_proj(MambaGpuDecoder* d, int l, int rows, bool pdl) {
     a.inp = l == 0 ? m->wte : d->x; a.ldi = D;
     a.tokens = l == 0 ? d->tokens : nullptr; a.emb_out = l == 0 ? d->x : nullptr;
     a.W = p.in_proj_w; a.rows = rows; a.IC = D; a.OC = 2 * E; a.beta = 0.0f; a.norm_w = p.norm_w;
-    a.W16 = d->w16 ? d->in_proj16[l] : nullptr;
+    a.W16 = decoder_w16(d, a.W);
     a.conv_E = E; a.conv_K = K; a.conv_state = d->conv_state + (size_t)l * d->max_batch * E * (K - 1);
     a.conv_w = p.conv_w; a.conv_b = p.conv_b; a.u = d->u;
     a.pdl_early = d->pdl == PDL_EARLY;
@@ -1307,7 +1369,7 @@ static void decoder_x_proj(MambaGpuDecoder* d, int l, int rows, bool pdl) {
     DecodeGemv a = {};
     a.out = d->xdbl; a.ldo = XD; a.inp = d->u; a.ldi = E;
     a.W = d->m->layers[l].x_proj_w; a.rows = rows; a.IC = E; a.OC = XD; a.beta = 0.0f;
-    a.W16 = d->w16 ? d->x_proj16[l] : nullptr;
+    a.W16 = decoder_w16(d, a.W);
     a.pdl_early = d->pdl == PDL_EARLY;
     decode_gemv_cuda(a, d->stream, pdl);
 }
@@ -1327,7 +1389,7 @@ static void decoder_out_proj(MambaGpuDecoder* d, int l, int rows, bool pdl) {
     DecodeGemv a = {};
     a.out = d->x; a.ldo = c.d_model; a.inp = d->y; a.ldi = c.d_inner;
     a.W = d->m->layers[l].out_proj_w; a.rows = rows; a.IC = c.d_inner; a.OC = c.d_model; a.beta = 1.0f;
-    a.W16 = d->w16 ? d->out_proj16[l] : nullptr;
+    a.W16 = decoder_w16(d, a.W);
     a.pdl_early = d->pdl == PDL_EARLY;
     decode_gemv_cuda(a, d->stream, pdl);
 }
@@ -1337,7 +1399,7 @@ static void decoder_head(MambaGpuDecoder* d, int rows, bool pdl) {
     DecodeGemv a = {};
     a.out = d->logits; a.ldo = m->cfg.vocab_size; a.inp = d->x; a.ldi = m->cfg.d_model;
     a.W = m->wte; a.rows = rows; a.IC = m->cfg.d_model; a.OC = m->cfg.vocab_size; a.beta = 0.0f; a.norm_w = m->norm_f_w;
-    a.W16 = d->wte16;
+    a.W16 = decoder_w16(d, a.W);
     a.pdl_early = d->pdl == PDL_EARLY;
     a.argmax_keys = d->head_keys;  // (rows, blocks): greedy sampling reads these (decoder_sample)
     d->head_keys_n = decode_gemv_blocks(a);
@@ -1380,7 +1442,7 @@ static bool decoder_fused(const MambaGpuDecoder* d, int rows) {
 static void mamba_decoder_step_launch(MambaGpuDecoder* d, int rows) {
     StreamScope scope(d->stream);  // the framework's functions (layered steps, position_add) launch there too
     if (decoder_fused(d, rows)) decoder_step_fused(d, rows);
-    else { decoder_step_blas(d, rows); d->head_keys_n = 0; }
+    else decoder_step_layers(d, rows);
 }
 
 // samples the current batch's tokens from d->logits into out (and the next input tokens);
@@ -1582,10 +1644,9 @@ static size_t mamba_decoder_weight_bytes(const MambaModel* m, bool bf16_weights 
     size_t n = 0;
     for (const ParamTensor& t : m->params.tensors)
         if (!lora_is_adapter(t.name)) n += t.numel;
-    const MambaConfig& c = m->cfg;
-    size_t E = c.d_inner, D = c.d_model, XD = c.dt_rank + 2 * c.d_state;
-    bool copies = bf16_weights && !decoder_layered(m);  // a layered decoder reads fp32 weights
-    size_t half = copies ? c.n_layer * (2 * E * D + XD * E + D * E) + (size_t)c.vocab_size * D : 0;
+    size_t half = 0;  // the weights read as bf16 copies
+    if (bf16_weights)
+        for (const auto& t : decoder_w16_sources(m)) half += t.second;
     return n * sizeof(float) - half * (sizeof(float) - sizeof(bf16));
 }
 

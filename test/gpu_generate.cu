@@ -848,9 +848,12 @@ int main(int argc, char** argv) {
             mamba_free(&m);
         }
         test_step_logits(h, 1, layers, false, 1e-5, DECODE_AUTO);
+        test_step_logits(h, 3, layers, false, 1e-5, DECODE_AUTO);  // the decode GEMVs at 3 rows
         test_step_logits(h, 3, layers, false, 1e-5, DECODE_BLAS);
+        test_step_logits(h, 2, layers, false, 1e-5, DECODE_AUTO, DECODE_PDL_DEFAULT, true, true);  // bf16 copies of representable weights
         test_greedy(h, 1, layers);
         test_greedy(h, 4, layers);
+        test_greedy(h, 12, layers);  // past DECODE_FUSED_MAX_ROWS: cuBLAS products
     }
     {
         MambaConfig h = hybrid_test_config("M1,M2,A,F", 61, 64);
@@ -861,20 +864,22 @@ int main(int argc, char** argv) {
     }
     test_sampled(hybrid_test_config("A,F", 61, 32), 2, 0.8f, 10);
 
-    {  // the floor's byte count with bf16 weights: the tensors the decoder copies at 2 bytes, by name
+    for (const MambaConfig& cfg : {odd, hybrid_test_config("M2,A,F,M1", 61, 32)}) {
+        // the floor's byte count with bf16 weights: the tensors the decoder copies at 2 bytes, by name
         MambaModel m;
-        mamba_build(&m, odd, 1, 1, true, false);
+        mamba_build(&m, cfg, 1, 1, true, false);
         size_t want = 0;
         for (const ParamTensor& t : m.params.tensors) {
             const std::string& n = t.name;
             bool half = n == "embedding.weight";
-            for (const char* s : {"in_proj.weight", "x_proj.weight", "out_proj.weight"})
+            for (const char* s : {"in_proj.weight", "x_proj.weight", "out_proj.weight", "qkv.weight", "fc.weight", "fc_proj.weight"})
                 half |= n.size() > strlen(s) && n.compare(n.size() - strlen(s), strlen(s), s) == 0;
             want += t.numel * (half ? 2 : 4);
         }
         size_t got = mamba_decoder_weight_bytes(&m, true);
-        report(got == want && mamba_decoder_weight_bytes(&m) == 4 * m.params.num_params,
-               "mamba_decoder_weight_bytes: bf16 copies at 2 bytes, the rest at 4", "%zu vs %zu", got, want);
+        char name[128];
+        snprintf(name, sizeof name, "mamba_decoder_weight_bytes %s: bf16 copies at 2 bytes, the rest at 4", cfg.layers.c_str());
+        report(got == want && mamba_decoder_weight_bytes(&m) == 4 * m.params.num_params, name, "%zu vs %zu", got, want);
         mamba_free(&m);
     }
     test_lora_merged();
