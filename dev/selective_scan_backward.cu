@@ -732,7 +732,7 @@ static void scan_bwd_v4(T* du, T* ddelta, float* dA_log, T* dBm, T* dCm, float* 
 // per state-step; the rest latency at 3 warps per sub-partition), fwd v5 + bwd v5 0.55-0.75 ms;
 // L=4096 bwd 1.6-2.4 ms, fwd+bwd 2.2-3.0 ms. fp32 (88 KB smem: 2 blocks/SM) 0.5-0.7 ms.
 
-// cp.async: scan_cp_async<16>, scan_cp_async_commit / _wait_all (src/selective_scan_fast.h)
+// cp.async: cp_async<16>, cp_async_commit / cp_async_wait<0> (src/common.h)
 
 // 4 consecutive T from shared memory as floats (8-byte aligned for bf16, 16 for fp32)
 __device__ __forceinline__ float4 lds4f(const float* p) { return *reinterpret_cast<const float4*>(p); }
@@ -908,7 +908,7 @@ __global__ void __launch_bounds__(CH * 4, V5B_MINB * V5B_CH / CH) scan_bwd_v5_ke
             bool valid = r < ln;
             const T* row = src + ((size_t)b * L + tb + (valid ? r : 0)) * E;
             if (VEC_OK) {
-                scan_cp_async<16>(dst, row + (e0 < E ? e0 : 0), valid && e0 < E);
+                cp_async<16>(dst, row + (e0 < E ? e0 : 0), valid && e0 < E);
             } else {
 #pragma unroll
                 for (int q = 0; q < VEC; q++) dst[q] = (valid && e0 + q < E) ? row[e0 + q] : from_f32<T>(0.0f);
@@ -921,10 +921,10 @@ __global__ void __launch_bounds__(CH * 4, V5B_MINB * V5B_CH / CH) scan_bwd_v5_ke
                 int w = i / (CK * BCV), rem = i % (CK * BCV), r = rem / BCV, v = rem % BCV;
                 bool valid = r < ln;
                 const T* src = (w == 0 ? Bm : Cm) + ((size_t)b * L + tb + (valid ? r : 0)) * N + v * VEC;
-                scan_cp_async<16>(raw_bc + (w * CK + r) * N + v * VEC, src, valid);
+                cp_async<16>(raw_bc + (w * CK + r) * N + v * VEC, src, valid);
             }
         }
-        scan_cp_async_commit();
+        cp_async_commit();
     };
     auto hs_load = [&](int cc) {
         return *reinterpret_cast<const float4*>(hs + (((size_t)b * nc + cc) * E + ec) * N + g * S);
@@ -963,7 +963,7 @@ __global__ void __launch_bounds__(CH * 4, V5B_MINB * V5B_CH / CH) scan_bwd_v5_ke
                 zg[k][1] = ldg4f<T, VEC_OK>(dout + off, eb + cv0, E, valid);
             }
         }
-        scan_cp_async_wait_all();
+        cp_async_wait<0>();
         __syncthreads();  // raw inputs of chunk c landed; the previous chunk is done with every tile
         // b. conversion
         {

@@ -13,7 +13,7 @@
 #include "dev_common.h"
 // SCAN_CHUNK and scan_n_chunks, softplus_f (common.h), and the device helpers the src kernels
 // share with these versions: scan_ex2 (2^x on the SFU), scan_softplus_fast, scan_silu_fast,
-// scan_reduce_scatter, scan_cp_async and its commit / wait (src/selective_scan_fast.h)
+// scan_reduce_scatter (src/selective_scan_fast.h), cp_async and its commit / wait (src/common.h)
 #include "../src/selective_scan.h"
 
 // one level of a warp reduce-scatter of 2M values: lanes with bit M set keep the upper half
@@ -672,7 +672,7 @@ static void scan_fwd_v5(T* out, float* hs, const T* u, const T* delta, const flo
 // Prediction: bf16 0.125-0.140 ms at L=1024 (from 0.153), fp32 ~0.130; L=4096 0.49-0.55 / ~0.50.
 // If it does not move, the edge latency is not the load but the staging/reduction work itself.
 
-// The cp.async helpers are src's (scan_cp_async<16>, scan_cp_async_commit / _wait_one), which
+// The cp.async helpers are common.h's (cp_async<16>, cp_async_commit / cp_async_wait<1>), which
 // forward v7 became.
 
 template <typename T, int N, bool VEC_OK, int TPC, bool FAST_SP>
@@ -731,7 +731,7 @@ __global__ void __launch_bounds__(V5_CH * TPC) scan_fwd_v7_kernel(T* out, float*
                     const T* src = (w == 0 ? u : w == 1 ? delta : z) + off;
                     T* dst = raw + (w * V5_TT + r) * V5_CH + cv * VEC;
                     if (VEC_OK) {
-                        scan_cp_async<16>(dst, src + (e0 < E ? e0 : 0), valid && e0 < E);
+                        cp_async<16>(dst, src + (e0 < E ? e0 : 0), valid && e0 < E);
                     } else {
 #pragma unroll
                         for (int q = 0; q < VEC; q++) dst[q] = (valid && e0 + q < E) ? src[e0 + q] : from_f32<T>(0.0f);
@@ -744,11 +744,11 @@ __global__ void __launch_bounds__(V5_CH * TPC) scan_fwd_v7_kernel(T* out, float*
                 if (j < 2 * BC_VECS) {
                     int i = j % BC_VECS, r = i / (N / VEC), nv = i % (N / VEC), t = t0 + r;
                     const T* src = (j < BC_VECS ? Bm : Cm) + ((size_t)b * L + (t < L ? t : 0)) * N + nv * VEC;
-                    scan_cp_async<16>(raw + 3 * V5_TT * V5_CH + (j < BC_VECS ? 0 : V5_TT * N) + r * N + nv * VEC, src, t < L);
+                    cp_async<16>(raw + 3 * V5_TT * V5_CH + (j < BC_VECS ? 0 : V5_TT * N) + r * N + nv * VEC, src, t < L);
                 }
             }
         }
-        scan_cp_async_commit();
+        cp_async_commit();
     };
     auto stage = [&](int t0) {
         const T* raw = slot_of(t0);
@@ -806,7 +806,7 @@ __global__ void __launch_bounds__(V5_CH * TPC) scan_fwd_v7_kernel(T* out, float*
     __syncthreads();  // bias_s
     issue(0);
     issue(V5_TT);
-    scan_cp_async_wait_one();  // tile 0 landed (tile 1 may be in flight)
+    cp_async_wait<1>();  // tile 0 landed (tile 1 may be in flight)
     __syncthreads();
     stage(0);
     __syncthreads();
@@ -845,7 +845,7 @@ __global__ void __launch_bounds__(V5_CH * TPC) scan_fwd_v7_kernel(T* out, float*
             int r = q * TPC + g;
             o_s[r][cl] = (yq[0] + Dv * u_s[r][cl]) * scan_silu_fast(z_s[r][cl]);
         }
-        scan_cp_async_wait_one();  // this thread's copies of tile t0 + TT landed; the barrier publishes them
+        cp_async_wait<1>();  // this thread's copies of tile t0 + TT landed; the barrier publishes them
         __syncthreads();
 #pragma unroll
         for (int k = 0; k < ACT_PER_THR; k++) {
@@ -1023,7 +1023,7 @@ __global__ void __launch_bounds__(V5_CH * TPC, V8_MINB) scan_fwd_v8_kernel(T* ou
                         bool valid = t < L;
                         const T* src = (w == 0 ? u : w == 1 ? delta : z) + ((size_t)b * L + (valid ? t : 0)) * E;
                         if (VEC_OK) {
-                            scan_cp_async<16>(dst, src + (e0 < E ? e0 : 0), valid && e0 < E);
+                            cp_async<16>(dst, src + (e0 < E ? e0 : 0), valid && e0 < E);
                         } else {
 #pragma unroll
                             for (int q = 0; q < VEC; q++) dst[q] = (valid && e0 + q < E) ? src[e0 + q] : from_f32<T>(0.0f);
@@ -1033,12 +1033,12 @@ __global__ void __launch_bounds__(V5_CH * TPC, V8_MINB) scan_fwd_v8_kernel(T* ou
                         i -= isC * BC_V;
                         int r = i / (N / VEC), t = t0 + r;
                         const T* src = (isC ? Cm : Bm) + ((size_t)b * L + (t < L ? t : 0)) * N + (i % (N / VEC)) * VEC;
-                        scan_cp_async<16>(dst, src, t < L);
+                        cp_async<16>(dst, src, t < L);
                     }
                 }
             }
         }
-        scan_cp_async_commit();
+        cp_async_commit();
     };
     // raw tile t0 -> the fp32 tiles: dt = softplus once per (t, e) (0 past L / E: identity steps)
     auto stage = [&](int t0) {
@@ -1072,7 +1072,7 @@ __global__ void __launch_bounds__(V5_CH * TPC, V8_MINB) scan_fwd_v8_kernel(T* ou
     __syncthreads();  // bias_s
     issue(0);
     issue(V5_TT);
-    scan_cp_async_wait_one();  // tile 0 landed (tile 1 may be in flight)
+    cp_async_wait<1>();  // tile 0 landed (tile 1 may be in flight)
     __syncthreads();
     stage(0);
     __syncthreads();
@@ -1106,7 +1106,7 @@ __global__ void __launch_bounds__(V5_CH * TPC, V8_MINB) scan_fwd_v8_kernel(T* ou
             int r = q * TPC + g;
             o_s[r][cl] = (yq[0] + Dv * u_s[r][cl]) * scan_silu_fast(z_s[r][cl]);
         }
-        scan_cp_async_wait_one();  // this thread's copies of tile t0 + TT landed; the barrier publishes them
+        cp_async_wait<1>();  // this thread's copies of tile t0 + TT landed; the barrier publishes them
         __syncthreads();
 #pragma unroll
         for (int k = 0; k < ACT_U / THREADS; k++) {

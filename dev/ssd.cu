@@ -188,7 +188,7 @@ __global__ void __launch_bounds__(PT * 4) ssd_tc_seq_kernel(floatX* y, float* fs
         ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
     };
     issue(0);
-    ssd_cp_commit();
+    cp_async_commit();
     SsdTile<PT, N, W, WMS> S;  // the state slice [p][n] entering the current chunk
     if (h0)
         S.pairs([&](int p, int n, float& v0, float& v1) {
@@ -198,14 +198,14 @@ __global__ void __launch_bounds__(PT * 4) ssd_tc_seq_kernel(floatX* y, float* fs
     for (int c = 0; c < nc; c++) {
         const int t0 = c * Q, Qc = min(Q, L - t0);
         if (c + 1 < nc) issue(c + 1);
-        ssd_cp_commit();
+        cp_async_commit();
         if constexpr (OUT) S.pairs([&](int p, int n, float& v0, float& v1) { ssd_st2(Hs + p * LDH + n, v0, v1); });
         else S.pairs([&](int p, int n, float& v0, float& v1) {
             ssd_st2(states + (((size_t)b * nc + c) * H + h) * PN + (size_t)(p0 + p) * N + n, v0, v1);
         });
         float *Bs, *Xs, *Cs, *CBs, *dtb;
         stage(c, Bs, Xs, Cs, CBs, dtb);
-        ssd_cp_wait1();
+        cp_async_wait<1>();
         __syncthreads();
         {
             float cl = ssd_tc_cumsum<Q>(cs, dts, dtb, 1, Qc, Ah);
@@ -259,7 +259,7 @@ __global__ void __launch_bounds__(PT * 4) ssd_tc_dstate_kernel(ST* dstates, floa
         ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
     };
     issue(nc - 1);
-    ssd_cp_commit();
+    cp_async_commit();
     SsdTile<PT, N, W, WMS> Gt;  // G_{c+1}, [p][n]
     if (dfinal)
         Gt.pairs([&](int p, int n, float& v0, float& v1) {
@@ -269,12 +269,12 @@ __global__ void __launch_bounds__(PT * 4) ssd_tc_dstate_kernel(ST* dstates, floa
     for (int c = nc - 1; c >= 0; c--) {
         const int Qc = min(Q, L - c * Q);
         if (c > 0) issue(c - 1);
-        ssd_cp_commit();
+        cp_async_commit();
         Gt.pairs([&](int p, int n, float& v0, float& v1) {
             ssd_st2(dstates + (((size_t)b * nc + c) * H + h) * PN + (size_t)(p0 + p) * N + n, v0, v1);
         });
         float *Cs = sm + (c & 1) * STAGE, *DYs = Cs + Q * LDC, *dtb = DYs + Q * LDY;
-        ssd_cp_wait1();
+        cp_async_wait<1>();
         __syncthreads();
         ssd_tc_cumsum<Q>(cs, dts, dtb, 1, Qc, Ah);
         for (int i = threadIdx.x & 31; i < Q; i += 32) ecs[i] = __expf(cs[i]);
@@ -338,13 +338,13 @@ __global__ void __launch_bounds__(W_ * 32, 1) ssd_tc_chunk_bwd_kernel(floatX* dx
         int r = i / (N / 4), c4 = (i % (N / 4)) * 4;
         bool ok = r < Qc;
         size_t at = (((size_t)b * L + t0 + (ok ? r : 0)) * G + g) * N + c4;
-        ssd_cp16(Bs + r * LDB + c4, Bm + at, ok);
-        ssd_cp16(Cs + r * LDC + c4, Cm + at, ok);
+        cp_async<16>(Bs + r * LDB + c4, Bm + at, ok);
+        cp_async<16>(Cs + r * LDC + c4, Cm + at, ok);
     }
     const float* cbc = cb + (((size_t)b * nc + c) * G + g) * Q * Q;
     for (int i = threadIdx.x; i < Q * (Q / 4); i += blockDim.x) {
         int r = i / (Q / 4), c4 = (i % (Q / 4)) * 4;
-        ssd_cp16(CBs + r * LDCB + c4, cbc + r * Q + c4, true);
+        cp_async<16>(CBs + r * LDCB + c4, cbc + r * Q + c4, true);
     }
     auto slice = [&](int st, float*& Xs, float*& DYs, float*& DXs, ST*& Hs, ST*& Gs, float*& dtb) {
         float* sb = stage0 + (st & 1) * STAGE;
@@ -360,21 +360,21 @@ __global__ void __launch_bounds__(W_ * 32, 1) ssd_tc_chunk_bwd_kernel(floatX* dx
             int r = i / (PS / 4), c4 = (i % (PS / 4)) * 4;
             bool ok = r < Qc;
             size_t at = (((size_t)b * L + t0 + (ok ? r : 0)) * H + h) * P + ps * PS + c4;
-            ssd_cp16(Xs + r * LDX + c4, x + at, ok);
-            ssd_cp16(DYs + r * LDX + c4, dy + at, ok);
-            ssd_cp16(DXs + r * LDX + c4, dx + at, ok);
+            cp_async<16>(Xs + r * LDX + c4, x + at, ok);
+            cp_async<16>(DYs + r * LDX + c4, dy + at, ok);
+            cp_async<16>(DXs + r * LDX + c4, dx + at, ok);
         }
         const size_t so = (((size_t)b * nc + c) * H + h) * PN + (size_t)ps * PS * N;
         for (int i = threadIdx.x; i < PS * (N / SV); i += blockDim.x) {
             int r = i / (N / SV), c8 = (i % (N / SV)) * SV;
-            ssd_cp16(Hs + r * LDS + c8, states + so + (size_t)r * N + c8, true);
-            ssd_cp16(Gs + r * LDS + c8, dstates + so + (size_t)r * N + c8, true);
+            cp_async<16>(Hs + r * LDS + c8, states + so + (size_t)r * N + c8, true);
+            cp_async<16>(Gs + r * LDS + c8, dstates + so + (size_t)r * N + c8, true);
         }
         ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
         if (ps == nps - 1) ssd_cp_dt<Q>(dtb + Q, ddt + ((size_t)b * L + t0) * H + h, H, Qc);
     };
     issue(0);
-    ssd_cp_commit();
+    cp_async_commit();
 
     TQ dW, dCB;               // this head's dY Xᵀ; the group's sum of dCB
     TN dCt, dBt;              // the group's dC, dB (the state terms of every head so far)
@@ -385,8 +385,8 @@ __global__ void __launch_bounds__(W_ * 32, 1) ssd_tc_chunk_bwd_kernel(floatX* dx
         float *Xs, *DYs, *DXs, *dtb; ST *Hs, *Gs;
         slice(st, Xs, DYs, DXs, Hs, Gs, dtb);
         if (st + 1 < nst) issue(st + 1);
-        ssd_cp_commit();
-        ssd_cp_wait1();
+        cp_async_commit();
+        cp_async_wait<1>();
         __syncthreads();
         const float Ah = A[h], Dh = D[h];
         if (ps == 0) {  // a new head: its cumulative decays (and W)
@@ -589,7 +589,7 @@ __global__ void __launch_bounds__(PT * 4, 2) ssd_tc_fwd_kernel(floatX* y, float*
         ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
     };
     issue(0);
-    ssd_cp_commit();
+    cp_async_commit();
     TS S;  // the state slice [p][n] entering the current chunk: this warp's rows m0..m0+15, columns n0..n0+N/2-1
     const int wn = S.wn, m0 = S.m0, n0 = S.n0, partner = warp ^ (W / 2);  // WM = W / 2: the pair differs in wn
     if (h0)
@@ -600,9 +600,9 @@ __global__ void __launch_bounds__(PT * 4, 2) ssd_tc_fwd_kernel(floatX* y, float*
     for (int c = 0; c < nc; c++) {
         const int t0 = c * Q, Qc = min(Q, L - t0);
         if (c + 1 < nc) issue(c + 1);
-        ssd_cp_commit();
+        cp_async_commit();
         float *Bs = sm + (c & 1) * STAGE, *Xs = Bs + Q * LDB, *Cs = Xs + Q * LDX, *CBs = Cs + Q * LDC, *dtb = CBs + Q * LDCB;
-        ssd_cp_wait1();
+        cp_async_wait<1>();
         __syncthreads();
         {
             float cl = ssd_tc_cumsum<Q>(cs, dts, dtb, 1, Qc, Ah);
@@ -724,13 +724,13 @@ __global__ void __launch_bounds__(256, 1) ssd_tc_chunk_bwd2_kernel(floatX* dx, f
         int r = i / (N / 4), c4 = (i % (N / 4)) * 4;
         bool ok = r < Qc;
         size_t at = (((size_t)b * L + t0 + (ok ? r : 0)) * G + g) * N + c4;
-        ssd_cp16(Bs + r * LDB + c4, Bm + at, ok);
-        ssd_cp16(Cs + r * LDC + c4, Cm + at, ok);
+        cp_async<16>(Bs + r * LDB + c4, Bm + at, ok);
+        cp_async<16>(Cs + r * LDC + c4, Cm + at, ok);
     }
     const float* cbc = cb + (((size_t)b * nc + c) * G + g) * Q * Q;
     for (int i = threadIdx.x; i < Q * (Q / 4); i += blockDim.x) {
         int r = i / (Q / 4), c4 = (i % (Q / 4)) * 4;
-        ssd_cp16(CBs + r * LDCB + c4, cbc + r * Q + c4, true);
+        cp_async<16>(CBs + r * LDCB + c4, cbc + r * Q + c4, true);
     }
     auto slice = [&](int st, float*& Xs, float*& DYs, float*& DXs, ST*& Hs, ST*& Gs, float*& dtb) {
         float* sb = stage0 + (st & 1) * STAGE;
@@ -746,21 +746,21 @@ __global__ void __launch_bounds__(256, 1) ssd_tc_chunk_bwd2_kernel(floatX* dx, f
             int r = i / (PS / 4), c4 = (i % (PS / 4)) * 4;
             bool ok = r < Qc;
             size_t at = (((size_t)b * L + t0 + (ok ? r : 0)) * H + h) * P + ps * PS + c4;
-            ssd_cp16(Xs + r * LDX + c4, x + at, ok);
-            ssd_cp16(DYs + r * LDX + c4, dy + at, ok);
-            ssd_cp16(DXs + r * LDX + c4, dx + at, ok);
+            cp_async<16>(Xs + r * LDX + c4, x + at, ok);
+            cp_async<16>(DYs + r * LDX + c4, dy + at, ok);
+            cp_async<16>(DXs + r * LDX + c4, dx + at, ok);
         }
         const size_t so = (((size_t)b * nc + c) * H + h) * PN + (size_t)ps * PS * N;
         for (int i = threadIdx.x; i < PS * (N / SV); i += blockDim.x) {
             int r = i / (N / SV), c8 = (i % (N / SV)) * SV;
-            ssd_cp16(Hs + r * LDS + c8, states + so + (size_t)r * N + c8, true);
-            ssd_cp16(Gs + r * LDS + c8, dstates + so + (size_t)r * N + c8, true);
+            cp_async<16>(Hs + r * LDS + c8, states + so + (size_t)r * N + c8, true);
+            cp_async<16>(Gs + r * LDS + c8, dstates + so + (size_t)r * N + c8, true);
         }
         ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
         if (ps == nps - 1) ssd_cp_dt<Q>(dtb + Q, ddt + ((size_t)b * L + t0) * H + h, H, Qc);
     };
     issue(0);
-    ssd_cp_commit();
+    cp_async_commit();
 
     TQ dW, dCB;               // this head's dY Xᵀ; the group's sum of dCB
     TN dCt, dBt;              // the group's dC, dB (the state terms of every head so far)
@@ -771,8 +771,8 @@ __global__ void __launch_bounds__(256, 1) ssd_tc_chunk_bwd2_kernel(floatX* dx, f
         float *Xs, *DYs, *DXs, *dtb; ST *Hs, *Gs;
         slice(st, Xs, DYs, DXs, Hs, Gs, dtb);
         if (st + 1 < nst) issue(st + 1);
-        ssd_cp_commit();
-        ssd_cp_wait1();
+        cp_async_commit();
+        cp_async_wait<1>();
         __syncthreads();
         const float Ah = A[h], Dh = D[h];
         if (ps == 0) {  // a new head: its cumulative decays (and W)
@@ -1088,8 +1088,8 @@ __global__ void __launch_bounds__(PT * 4, 2) ssd_lb_fwd_kernel(floatX* y, float*
         ssd_cp_rows<Q, N>(Cs, LDC, Cm + row * N, (size_t)G * N, Qc);
         ssd_cp_rows<Q, Q>(CBs, LDCB, cb + (((size_t)b * nc + c) * G + gr) * Q * Q, Q, Q);
         ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
-        ssd_cp_commit();
-        ssd_cp_wait0();
+        cp_async_commit();
+        cp_async_wait<0>();
     }
     __syncthreads();
     const float cl = ssd_tc_cumsum<Q>(cs, dts, dtb, 1, Qc, Ah);
@@ -1213,8 +1213,8 @@ __global__ void __launch_bounds__(PT * 4, 3) ssd_lb_state_kernel(bf16* states, f
     ssd_cp_rows<Q, PT>(Us, LDU, u + (((size_t)b * L + t0) * H + h) * P + p0, (size_t)H * P, Qc);
     ssd_cp_rows<Q, N>(Vs, LDV, V + (((size_t)b * L + t0) * G + gr) * N, (size_t)G * N, Qc);
     ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
-    ssd_cp_commit();
-    ssd_cp_wait0();
+    cp_async_commit();
+    cp_async_wait<0>();
     __syncthreads();
     const float cl = ssd_tc_cumsum<Q>(cs, dts, dtb, 1, Qc, Ah);
     for (int i = lane; i < Q; i += 32) ws[i] = REV ? __expf(cs[i]) : __expf(cl - cs[i]) * dts[i];

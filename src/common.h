@@ -127,6 +127,25 @@ struct DeviceScratch {
     }
 };
 
+// cp.async (sm_80+): a global -> shared copy that does not pass through registers; the thread goes
+// on at once and waits for its copies later (cp_async_wait). BYTES = 16 (.cg, cached in L2 only; the
+// source 16-byte aligned) or 4 (.ca; a float anywhere). full = false reads nothing and zero-fills the
+// destination (rows or channels past the end).
+template <int BYTES>
+__device__ __forceinline__ void cp_async(void* sdst, const void* gsrc, bool full) {
+    static_assert(BYTES == 16 || BYTES == 4, "cp.async sizes used here");
+    unsigned s = (unsigned)__cvta_generic_to_shared(sdst);
+    int n = full ? BYTES : 0;
+    if constexpr (BYTES == 16)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gsrc), "r"(n) : "memory");
+    else
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gsrc), "r"(n) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// all of this thread's committed groups but the PENDING most recent ones have landed
+template <int PENDING>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING) : "memory"); }
+
 // dst[0..3] += v atomically: one 16-byte atomic on sm_90+, four float atomics
 // before (A100, RTX 30xx/40xx); dst must be 16-byte aligned
 __device__ __forceinline__ void atomic_add_float4(float* dst, float4 v) {

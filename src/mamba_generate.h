@@ -75,6 +75,14 @@
 // halving their bytes did not move them. Tried and not kept: twice the weight rows per warp for bf16
 // (the same bytes in flight per lane as fp32): 344.5 vs 326.9 us, the grid halves where it is not
 // capped (in_proj 4.60, x_proj 2.67, out_proj 2.76 us); only the head gained (29.7 us).
+// Seventh session (H100, against the binary before in one call): the activation fill of the
+// non-norm GEMVs (x_proj, out_proj) by 16-byte cp.async copies, all in flight at once (the register
+// loads took 8 dependent rounds for 8 rows of 1536), and the scan step two channels a warp where
+// N <= 16 (decode_scan_lanes: 12288 warps at batch 8 were 1.45 waves): batch 1 / 8 329.9 / 853.5 ->
+// 296.5 / 660.4 us (bf16 weights), 379.8 / 881.0 -> 355.0 / 689.5 (fp32); per launch at batch 8 (bf16):
+// x_proj 6.63 -> 4.78 us, the scan 8.55 -> 4.63, out_proj 6.96 -> 5.08; the head stays at 56.9 us
+// (2.4x its bytes: each 16-byte shared load of the activations feeds 8 FMAs at WR = 2, and 16 warp
+// sums end every row group).
 // What is left (batch 1): ~2 us of dependency latency per kernel (97 a step) and weights that
 // are only partly loaded ahead (the next kernel's blocks fit beside the running ones only where
 // registers allow); next: weights prefetched into shared memory by the bulk copy engine, or x_proj
@@ -254,45 +262,64 @@ __global__ void decode_scan_step_kernel(float* __restrict__ y, float* __restrict
 // round of loads (u, z, dt_low, Bm, Cm for r, n = lane and lane + 32).
 // pdl: 0 = a plain launch, else a DecodePdl mode (the step's data through L2 only). It takes
 // more registers than decode_scan_step_kernel (lower occupancy), which the cuBLAS path keeps.
+// It also runs two channels a warp where N <= 16 (LW = 16 lanes each; the sums over r and n in
+// another tree than decode_scan_step_kernel's, so the two paths differ by float rounding).
+// LW lanes per (row, channel): 16 where N <= 16 (two channels a warp: half the warps, so batch 8 of the
+// 130m shape, 12288 channels, fits one wave of resident warps), else 32.
+template <int LW>
+__device__ __forceinline__ float decode_lanes_sum(float v) {  // over the LW lanes of this channel
+    for (int off = LW / 2; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    return v;
+}
+static int decode_scan_lanes(int N) { return N <= 16 ? 16 : 32; }
+template <int LW>
 __global__ void decode_scan_step_pdl_kernel(float* __restrict__ y, float* __restrict__ h, const float* __restrict__ u,
                                             const float* __restrict__ xdbl, int ldxd, int R, const float* __restrict__ dt_proj_w,
                                             const float* __restrict__ delta_bias, const float* __restrict__ A_log,
                                             const float* __restrict__ D, const float* __restrict__ z, int ldz, int rows, int E,
                                             int N, int pdl) {
+    static_assert(LW == 16 || LW == 32, "half or whole warps");
+    constexpr int RW = 64 / LW;  // dt_proj weights (and dt_low values) a lane loads ahead: r = lane + LW * i
     if (pdl == PDL_EARLY) pdl_trigger();
-    int w = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32;
-    if (w >= rows * E) return;  // whole warps
-    int b = w / E, e = w % E;
+    const int lane = threadIdx.x % LW, w_all = (blockIdx.x * blockDim.x + threadIdx.x) / LW;
+    if ((w_all - (threadIdx.x % 32) / LW) >= rows * E) return;  // whole warps past the end
+    const bool valid = w_all < rows * E;  // a half-warp past the end joins its warp's shuffles, writes nothing
+    const int w = valid ? w_all : rows * E - 1, b = w / E, e = w % E;
     const float* wr = dt_proj_w + (size_t)e * R;
     float* hb = h + (size_t)w * N;
     const bool l2 = pdl != 0;
-    const float wd0 = lane < R ? wr[lane] : 0.0f, wd1 = lane + 32 < R ? wr[lane + 32] : 0.0f;  // r = lane, lane + 32
-    const float A0 = lane < N ? -expf(A_log[(size_t)e * N + lane]) : 0.0f;                 // n = lane
+    float wd[RW];
+#pragma unroll
+    for (int i = 0; i < RW; i++) wd[i] = lane + LW * i < R ? wr[lane + LW * i] : 0.0f;
+    const float A0 = lane < N ? -expf(A_log[(size_t)e * N + lane]) : 0.0f;  // n = lane
     const float h0 = lane < N ? ld_step(hb + lane, l2) : 0.0f;
     const float Dv = D[e], bias = delta_bias[e];
     pdl_wait();
     if (pdl == PDL_AFTER_WAIT) pdl_trigger();
     const float* xb = xdbl + (size_t)b * ldxd;
     const float ut = ld_step(u + w, l2), zt = ld_step(z + (size_t)b * ldz + e, l2);
-    const float x0 = lane < R ? ld_step(xb + lane, l2) : 0.0f, x1 = lane + 32 < R ? ld_step(xb + lane + 32, l2) : 0.0f;
+    float xr[RW];
+#pragma unroll
+    for (int i = 0; i < RW; i++) xr[i] = lane + LW * i < R ? ld_step(xb + lane + LW * i, l2) : 0.0f;
     const float B0 = lane < N ? ld_step(xb + R + lane, l2) : 0.0f, C0 = lane < N ? ld_step(xb + R + N + lane, l2) : 0.0f;
-    float dl = 0.0f;  // the order of the loop r = lane, lane + 32, ...
-    if (lane < R) dl += x0 * wd0;
-    if (lane + 32 < R) dl += x1 * wd1;
-    for (int r = lane + 64; r < R; r += 32) dl += ld_step(xb + r, l2) * wr[r];
-    float delta = warp_sum(dl);
+    float dl = 0.0f;  // the order of the loop r = lane, lane + LW, ...
+#pragma unroll
+    for (int i = 0; i < RW; i++)
+        if (lane + LW * i < R) dl += xr[i] * wd[i];
+    for (int r = lane + LW * RW; r < R; r += LW) dl += ld_step(xb + r, l2) * wr[r];
+    float delta = decode_lanes_sum<LW>(dl);
     float dt = softplus_f(delta + bias);
     float part = 0.0f;
-    for (int n = lane; n < N; n += 32) {
+    for (int n = lane; n < N; n += LW) {
         const bool first = n == lane;
         float A = first ? A0 : -expf(A_log[(size_t)e * N + n]);
         float Bn = first ? B0 : ld_step(xb + R + n, l2), Cn = first ? C0 : ld_step(xb + R + N + n, l2);
         float hn = expf(dt * A) * (first ? h0 : ld_step(hb + n, l2)) + dt * Bn * ut;
-        hb[n] = hn;
+        if (valid) hb[n] = hn;
         part += Cn * hn;
     }
-    float acc = Dv * ut + warp_sum(part);
-    if (lane == 0) y[w] = acc * silu_f(zt);
+    float acc = Dv * ut + decode_lanes_sum<LW>(part);
+    if (lane == 0 && valid) y[w] = acc * silu_f(zt);
 }
 
 // the sampler's order key (see sample_rows_kernel), here because the head GEMV makes them too:
@@ -571,6 +598,16 @@ __global__ void __launch_bounds__(GEMV_MAX_WARPS * 32) decode_gemv_kernel(const 
                 *reinterpret_cast<float4*>(xr + k) = x4;
             }
         }
+    } else if (in_vec && !emb) {  // the whole block by 16-byte cp.async copies: all in flight at once, so a fill
+        // of 8 rows costs one L2 round trip (loads in registers, GEMV_FILL a round, took 8 rounds at 8 x 1536)
+        const int n4 = ICp / 4, total = R * n4;
+        for (int q = threadIdx.x; q < total; q += blockDim.x) {
+            const int r = q / n4, k = 4 * (q - r * n4);
+            const bool full = r < a.rows;  // in_vec: IC % 4 == 0, so k < IC
+            cp_async<16>(&gemv_smem[q], full ? a.inp + (size_t)(a.tokens ? a.tokens[r] : r) * a.ldi + k : a.inp, full);
+        }
+        cp_async_commit();
+        cp_async_wait<0>();
     } else {  // the whole block, GEMV_FILL float4 per thread per round (all loads of a round in flight)
         const int n4 = ICp / 4, total = R * n4;
         for (int q0 = threadIdx.x; q0 < total; q0 += GEMV_FILL * blockDim.x) {
@@ -1380,8 +1417,10 @@ static void decoder_scan(MambaGpuDecoder* d, int l, int rows, bool pdl) {
     const int E = c.d_inner, N = c.d_state, R = c.dt_rank, XD = R + 2 * N;
     float* ssm_st = d->ssm_state + (size_t)l * d->max_batch * E * N;
     const int block = 256;
-    decoder_launch(decode_scan_step_pdl_kernel, ceil_div(rows * E, block / 32), block, 0, d->stream, pdl, d->y, ssm_st, d->u, d->xdbl,
-                   XD, R, p.dt_proj_w, p.dt_proj_b, p.A_log, p.D, d->xz + E, 2 * E, rows, E, N, pdl ? (int)d->pdl : 0);
+    const int lw = decode_scan_lanes(N);
+    decoder_launch(lw == 16 ? decode_scan_step_pdl_kernel<16> : decode_scan_step_pdl_kernel<32>, ceil_div(rows * E, block / lw), block,
+                   0, d->stream, pdl, d->y, ssm_st, d->u, d->xdbl, XD, R, p.dt_proj_w, p.dt_proj_b, p.A_log, p.D, d->xz + E, 2 * E,
+                   rows, E, N, pdl ? (int)d->pdl : 0);
 }
 // out_proj: x += y @ out_proj_w^T
 static void decoder_out_proj(MambaGpuDecoder* d, int l, int rows, bool pdl) {

@@ -90,20 +90,6 @@ __device__ __forceinline__ void scan_reduce_scatter(float* v, int lane) {
     }
 }
 
-// cp.async: a global -> shared copy that does not pass through registers; the thread goes on at
-// once and waits for its copies later (cp.async.wait_group). BYTES = 16 (.cg, cached in L2 only;
-// the source must be 16-byte aligned) or 4 (.ca; a float anywhere). full = false reads nothing and
-// zero-fills the destination (rows past L, channels past E).
-template <int BYTES>
-__device__ __forceinline__ void scan_cp_async(void* sdst, const void* gsrc, bool full) {
-    static_assert(BYTES == 16 || BYTES == 4, "cp.async sizes used here");
-    unsigned s = (unsigned)__cvta_generic_to_shared(sdst);
-    int n = full ? BYTES : 0;
-    if constexpr (BYTES == 16)
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gsrc), "r"(n) : "memory");
-    else
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gsrc), "r"(n) : "memory");
-}
 // Copy the PACK = Packed128<T>::size consecutive channels [e0, e0 + PACK) of one activation
 // row into shared memory asynchronously, zero-filling channels past E and rows past L (row_ok
 // false). VEC: one 16-byte copy (E % PACK == 0, aligned); otherwise one 4-byte copy per channel,
@@ -112,20 +98,17 @@ template <bool VEC, typename T>
 __device__ __forceinline__ void scan_stage_vec(T* dst, const T* src, int e0, int E, bool row_ok) {
     constexpr int PACK = Packed128<T>::size;
     if constexpr (VEC) {
-        scan_cp_async<16>(dst, src + (e0 < E ? e0 : 0), row_ok && e0 < E);
+        cp_async<16>(dst, src + (e0 < E ? e0 : 0), row_ok && e0 < E);
     } else if constexpr (sizeof(T) == 4) {
         #pragma unroll
         for (int q = 0; q < PACK; q++)
-            scan_cp_async<4>(dst + q, src + (e0 + q < E ? e0 + q : 0), row_ok && e0 + q < E);
+            cp_async<4>(dst + q, src + (e0 + q < E ? e0 + q : 0), row_ok && e0 + q < E);
     } else {
         #pragma unroll
         for (int q = 0; q < PACK; q++) dst[q] = (row_ok && e0 + q < E) ? src[e0 + q] : (T)0.0f;
     }
 }
 
-__device__ __forceinline__ void scan_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-// all of this thread's committed groups but the most recent one have landed
-__device__ __forceinline__ void scan_cp_async_wait_one() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
 
 // ---------------------------------------------------------------------------
 // fast forward (N == 16)
@@ -205,12 +188,12 @@ __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast
                 if (j < 2 * BC_VECS) {
                     int i = j % BC_VECS, r = i / (N / PACK), nv = i % (N / PACK), t = t0 + r;
                     const T* src = (j < BC_VECS ? Bm : Cm) + ((size_t)b * L + (t < L ? t : 0)) * N;
-                    scan_cp_async<16>(slot + (j < BC_VECS ? BM_OFF : CM_OFF) + r * N + nv * PACK,
+                    cp_async<16>(slot + (j < BC_VECS ? BM_OFF : CM_OFF) + r * N + nv * PACK,
                                       src + nv * PACK, t < L);
                 }
             }
         }
-        scan_cp_async_commit();
+        cp_async_commit();
     };
     // the raw tile at t0 (landed, published by a barrier) -> the staged arrays; dt and dt*u once
     // per (t, e). dt = 0 past L or past E makes those steps identities.
@@ -266,7 +249,7 @@ __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast
     #pragma unroll
     for (int s = 0; s < S; s++) { A2[s] = -expf(A_log[ec * N + g * S + s]) * SCAN_LOG2E; h[s] = 0.0f; }
     float Dv = D[ec];
-    scan_cp_async_wait_one();  // this thread's copies of tile 0 landed (tile 1 may be in flight)
+    cp_async_wait<1>();  // this thread's copies of tile 0 landed (tile 1 may be in flight)
     __syncthreads();           // everyone's, and bias_s
     stage(0);
     __syncthreads();
@@ -296,7 +279,7 @@ __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast
             int r = q * 4 + g;  // yq[0] is now the full y of step r
             o_s[r][cl] = (yq[0] + Dv * u_s[r][cl]) * scan_silu_fast(z_s[r][cl]);
         }
-        scan_cp_async_wait_one();  // this thread's copies of tile t0 + TT landed
+        cp_async_wait<1>();  // this thread's copies of tile t0 + TT landed
         __syncthreads();  // o_s complete; everyone's copies of t0 + TT landed; done reading this tile
         #pragma unroll
         for (int k = 0; k < ACT_PER_THR; k++) {
@@ -346,7 +329,6 @@ template <> struct ScanBwdShape<bf16> {
 // dst[0..4) += v: one 16-byte fp32 atomic (sm_90). dBm / dCm stay fp32 for bf16 activations too:
 // every block adds its partial sum into them, and bf16 would round each addition.
 __device__ __forceinline__ void scan_atomic_add4(float* dst, float4 v) { atomic_add_float4(dst, v); }
-__device__ __forceinline__ void scan_cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
 // 4 consecutive T as floats: from shared memory (16-byte aligned for fp32) ...
 template <typename T>
@@ -498,10 +480,10 @@ __global__ void __launch_bounds__(4 * ScanBwdShape<T>::CH, SCAN_BWD_WARPS_PER_SM
                 int i = tid + k * THREADS, w = i / (CK * BCV), rem = i % (CK * BCV), r = rem / BCV, v = rem % BCV;
                 bool row_ok = r < ln;
                 const T* src = (w == 0 ? Bm : Cm) + ((size_t)b * L + tb + (row_ok ? r : 0)) * N + v * PACK;
-                scan_cp_async<16>(raw_bc + (w * CK + r) * N + v * PACK, src, row_ok);
+                cp_async<16>(raw_bc + (w * CK + r) * N + v * PACK, src, row_ok);
             }
         }
-        scan_cp_async_commit();
+        cp_async_commit();
     };
     auto hs_load = [&](int cc) {
         return *reinterpret_cast<const float4*>(hs + (((size_t)b * nc + cc) * E + ec) * N + g * S);
@@ -540,7 +522,7 @@ __global__ void __launch_bounds__(4 * ScanBwdShape<T>::CH, SCAN_BWD_WARPS_PER_SM
                 zg[k][1] = scan_ldg4f<VEC>(dout + off, eb + cv0, E, valid);
             }
         }
-        scan_cp_async_wait_all();
+        cp_async_wait<0>();
         __syncthreads();  // u, delta of chunk c landed; the previous chunk is done with every tile
 
         // b. conversion

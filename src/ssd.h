@@ -1073,18 +1073,6 @@ __device__ __forceinline__ float ssd_tc_cumsum(float* cs, float* dts, const floa
     return __shfl_sync(0xffffffffu, incl, 31);
 }
 
-// cp.async: global -> shared without registers; full = false reads nothing and zero-fills
-__device__ __forceinline__ void ssd_cp16(void* sdst, const void* gsrc, bool full) {
-    unsigned s = (unsigned)__cvta_generic_to_shared(sdst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gsrc), "r"(full ? 16 : 0) : "memory");
-}
-__device__ __forceinline__ void ssd_cp4(void* sdst, const void* gsrc, bool full) {
-    unsigned s = (unsigned)__cvta_generic_to_shared(sdst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gsrc), "r"(full ? 4 : 0) : "memory");
-}
-__device__ __forceinline__ void ssd_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void ssd_cp_wait1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }  // all but the last group
-__device__ __forceinline__ void ssd_cp_wait0() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 // rows [0, Q) of COLS floats (row r at src + r * stride) into shared rows of ld floats; rows from
 // `valid` on are zero-filled (their source clamped to row 0, which is never read)
 template <int Q, int COLS>
@@ -1093,13 +1081,13 @@ __device__ __forceinline__ void ssd_cp_rows(float* dst, int ld, const floatX* sr
     for (int i = threadIdx.x; i < Q * V; i += blockDim.x) {
         int r = i / V, c = (i % V) * 4;
         bool ok = r < valid;
-        ssd_cp16(dst + r * ld + c, src + (ok ? (size_t)r * stride : 0) + c, ok);
+        cp_async<16>(dst + r * ld + c, src + (ok ? (size_t)r * stride : 0) + c, ok);
     }
 }
 // dt of the chunk's steps [0, Q) of one head (zero past `valid`), 4-byte copies
 template <int Q>
 __device__ __forceinline__ void ssd_cp_dt(float* dst, const floatX* src, size_t stride, int valid) {
-    for (int i = threadIdx.x; i < Q; i += blockDim.x) ssd_cp4(dst + i, src + (i < valid ? (size_t)i * stride : 0), i < valid);
+    for (int i = threadIdx.x; i < Q; i += blockDim.x) cp_async<4>(dst + i, src + (i < valid ? (size_t)i * stride : 0), i < valid);
 }
 
 // two adjacent values: fp32 outputs, or a state tensor of ssd_tc_state_t (fp32 or bf16)
@@ -1116,8 +1104,8 @@ __global__ void __launch_bounds__(128) ssd_tc_cb_kernel(float* cb, const floatX*
     const size_t row0 = (((size_t)b * L + t0) * G + g) * N;
     ssd_cp_rows<Q, N>(Cs, LD, Cm + row0, (size_t)G * N, Qc);
     ssd_cp_rows<Q, N>(Bs, LD, Bm + row0, (size_t)G * N, Qc);
-    ssd_cp_commit();
-    ssd_cp_wait0();
+    cp_async_commit();
+    cp_async_wait<0>();
     __syncthreads();
     SsdTile<Q, Q, 4> T;
     T.mma<N>([&](int t, int n) { return Cs[t * LD + n]; }, [&](int n, int s) { return Bs[s * LD + n]; });
@@ -1158,7 +1146,7 @@ __global__ void __launch_bounds__(PT * 4) ssd_tc_states_kernel(bf16* states, con
         ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
     };
     issue(0);
-    ssd_cp_commit();
+    cp_async_commit();
     SsdTile<PT, N, W> S;  // the state slice [p][n] entering the current chunk
     if (h0)
         S.pairs([&](int p, int n, float& v0, float& v1) {
@@ -1168,13 +1156,13 @@ __global__ void __launch_bounds__(PT * 4) ssd_tc_states_kernel(bf16* states, con
     for (int c = 0; c < nc; c++) {
         const int t0 = c * Q, Qc = min(Q, L - t0);
         if (c + 1 < nc) issue(c + 1);
-        ssd_cp_commit();
+        cp_async_commit();
         S.pairs([&](int p, int n, float& v0, float& v1) {
             ssd_st2(states + (((size_t)b * nc + c) * H + h) * PN + (size_t)(p0 + p) * N + n, v0, v1);
         });
         float *Bs, *Xs, *dtb;
         stage(c, Bs, Xs, dtb);
-        ssd_cp_wait1();
+        cp_async_wait<1>();
         __syncthreads();
         {
             float cl = ssd_tc_cumsum<Q>(cs, dts, dtb, 1, Qc, Ah);
@@ -1213,7 +1201,7 @@ __global__ void __launch_bounds__(PT * 4) ssd_tc_dstate_kernel(bf16* dstates, fl
         ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
     };
     issue(nc - 1);
-    ssd_cp_commit();
+    cp_async_commit();
     SsdTile<PT, N, W> Gt;  // G_{c+1}, [p][n]
     if (dfinal)
         Gt.pairs([&](int p, int n, float& v0, float& v1) {
@@ -1223,12 +1211,12 @@ __global__ void __launch_bounds__(PT * 4) ssd_tc_dstate_kernel(bf16* dstates, fl
     for (int c = nc - 1; c >= 0; c--) {
         const int Qc = min(Q, L - c * Q);
         if (c > 0) issue(c - 1);
-        ssd_cp_commit();
+        cp_async_commit();
         Gt.pairs([&](int p, int n, float& v0, float& v1) {
             ssd_st2(dstates + (((size_t)b * nc + c) * H + h) * PN + (size_t)(p0 + p) * N + n, v0, v1);
         });
         float *Cs = sm + (c & 1) * STAGE, *DYs = Cs + Q * LDC, *dtb = DYs + Q * LDY;
-        ssd_cp_wait1();
+        cp_async_wait<1>();
         __syncthreads();
         ssd_tc_cumsum<Q>(cs, dts, dtb, 1, Qc, Ah);
         for (int i = threadIdx.x & 31; i < Q; i += 32) ecs[i] = __expf(cs[i]);
@@ -1288,7 +1276,7 @@ __global__ void __launch_bounds__(PT * 4, 2) ssd_tc_fwd_kernel(floatX* y, float*
         ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
     };
     issue(0);
-    ssd_cp_commit();
+    cp_async_commit();
     TS S;  // the state slice [p][n] entering the current chunk: this warp's rows m0..m0+15, columns n0..n0+N/2-1
     const int wn = S.wn, m0 = S.m0, n0 = S.n0, partner = warp ^ (W / 2);  // WM = W / 2: the pair differs in wn
     if (h0)
@@ -1299,9 +1287,9 @@ __global__ void __launch_bounds__(PT * 4, 2) ssd_tc_fwd_kernel(floatX* y, float*
     for (int c = 0; c < nc; c++) {
         const int t0 = c * Q, Qc = min(Q, L - t0);
         if (c + 1 < nc) issue(c + 1);
-        ssd_cp_commit();
+        cp_async_commit();
         float *Bs = sm + (c & 1) * STAGE, *Xs = Bs + Q * LDB, *Cs = Xs + Q * LDX, *CBs = Cs + Q * LDC, *dtb = CBs + Q * LDCB;
-        ssd_cp_wait1();
+        cp_async_wait<1>();
         __syncthreads();
         {
             float cl = ssd_tc_cumsum<Q>(cs, dts, dtb, 1, Qc, Ah);
@@ -1422,13 +1410,13 @@ __global__ void __launch_bounds__(256, 1) ssd_tc_chunk_bwd2_kernel(floatX* dx, f
         int r = i / (N / 4), c4 = (i % (N / 4)) * 4;
         bool ok = r < Qc;
         size_t at = (((size_t)b * L + t0 + (ok ? r : 0)) * G + g) * N + c4;
-        ssd_cp16(Bs + r * LDB + c4, Bm + at, ok);
-        ssd_cp16(Cs + r * LDC + c4, Cm + at, ok);
+        cp_async<16>(Bs + r * LDB + c4, Bm + at, ok);
+        cp_async<16>(Cs + r * LDC + c4, Cm + at, ok);
     }
     const float* cbc = cb + (((size_t)b * nc + c) * G + g) * Q * Q;
     for (int i = threadIdx.x; i < Q * (Q / 4); i += blockDim.x) {
         int r = i / (Q / 4), c4 = (i % (Q / 4)) * 4;
-        ssd_cp16(CBs + r * LDCB + c4, cbc + r * Q + c4, true);
+        cp_async<16>(CBs + r * LDCB + c4, cbc + r * Q + c4, true);
     }
     auto slice = [&](int st, float*& Xs, float*& DYs, float*& DXs, ST*& Hs, ST*& Gs, float*& dtb) {
         float* sb = stage0 + (st & 1) * STAGE;
@@ -1444,21 +1432,21 @@ __global__ void __launch_bounds__(256, 1) ssd_tc_chunk_bwd2_kernel(floatX* dx, f
             int r = i / (PS / 4), c4 = (i % (PS / 4)) * 4;
             bool ok = r < Qc;
             size_t at = (((size_t)b * L + t0 + (ok ? r : 0)) * H + h) * P + ps * PS + c4;
-            ssd_cp16(Xs + r * LDX + c4, x + at, ok);
-            ssd_cp16(DYs + r * LDX + c4, dy + at, ok);
-            ssd_cp16(DXs + r * LDX + c4, dx + at, ok);
+            cp_async<16>(Xs + r * LDX + c4, x + at, ok);
+            cp_async<16>(DYs + r * LDX + c4, dy + at, ok);
+            cp_async<16>(DXs + r * LDX + c4, dx + at, ok);
         }
         const size_t so = (((size_t)b * nc + c) * H + h) * PN + (size_t)ps * PS * N;
         for (int i = threadIdx.x; i < PS * (N / SV); i += blockDim.x) {
             int r = i / (N / SV), c8 = (i % (N / SV)) * SV;
-            ssd_cp16(Hs + r * LDS + c8, states + so + (size_t)r * N + c8, true);
-            ssd_cp16(Gs + r * LDS + c8, dstates + so + (size_t)r * N + c8, true);
+            cp_async<16>(Hs + r * LDS + c8, states + so + (size_t)r * N + c8, true);
+            cp_async<16>(Gs + r * LDS + c8, dstates + so + (size_t)r * N + c8, true);
         }
         ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
         if (ps == nps - 1) ssd_cp_dt<Q>(dtb + Q, ddt + ((size_t)b * L + t0) * H + h, H, Qc);
     };
     issue(0);
-    ssd_cp_commit();
+    cp_async_commit();
 
     TQ dW, dCB;               // this head's dY Xᵀ; the group's sum of dCB
     TN dCt, dBt;              // the group's dC, dB (the state terms of every head so far)
@@ -1469,8 +1457,8 @@ __global__ void __launch_bounds__(256, 1) ssd_tc_chunk_bwd2_kernel(floatX* dx, f
         float *Xs, *DYs, *DXs, *dtb; ST *Hs, *Gs;
         slice(st, Xs, DYs, DXs, Hs, Gs, dtb);
         if (st + 1 < nst) issue(st + 1);
-        ssd_cp_commit();
-        ssd_cp_wait1();
+        cp_async_commit();
+        cp_async_wait<1>();
         __syncthreads();
         const float Ah = A[h], Dh = D[h];
         if (ps == 0) {  // a new head: its cumulative decays (and W)

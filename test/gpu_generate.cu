@@ -133,9 +133,12 @@ static void test_scan_step(int B, int E, int N, int R, bool pdl_kernel = false) 
                                 z.data(), dtb.data(), B, E, N);
         float *gu = to_device(u), *gxdbl = to_device(xdbl), *gxz = to_device(xz);
         cudaCheck(cudaMemset(gy, 0xFF, (size_t)B * E * sizeof(float)));
-        if (pdl_kernel)
-            decode_scan_step_pdl_kernel<<<ceil_div(B * E, 8), 256>>>(gy, gh, gu, gxdbl, XD, R, gdtw, gdtb, gA, gD, gxz + E, 2 * E, B, E, N,
-                                                                     PDL_AFTER_WAIT);
+        if (pdl_kernel && decode_scan_lanes(N) == 16)  // two channels a warp
+            decode_scan_step_pdl_kernel<16><<<ceil_div(B * E, 16), 256>>>(gy, gh, gu, gxdbl, XD, R, gdtw, gdtb, gA, gD, gxz + E, 2 * E, B,
+                                                                          E, N, PDL_AFTER_WAIT);
+        else if (pdl_kernel)
+            decode_scan_step_pdl_kernel<32><<<ceil_div(B * E, 8), 256>>>(gy, gh, gu, gxdbl, XD, R, gdtw, gdtb, gA, gD, gxz + E, 2 * E, B, E,
+                                                                         N, PDL_AFTER_WAIT);
         else
             decode_scan_step_kernel<<<ceil_div(B * E, 8), 256>>>(gy, gh, gu, gxdbl, XD, R, gdtw, gdtb, gA, gD, gxz + E, 2 * E, B, E, N);
         cudaCheckLaunch();
@@ -678,7 +681,7 @@ static int bench_main() {
     const int w0 = g_decode_gemv_warps, w1 = w0 == 8 ? 4 : 8;  // the default block size and the other one
     printf("%6s %13s %13s %13s %10s%-3d %13s %9s\n", "batch", "cuBLAS graph", "fused no-PDL", "fused PDL", "PDL, warps ", w1,
            "PDL plain", "x floor");
-    double step1 = 0, step4 = 0;
+    double step1 = 0, step4 = 0, step8 = 0;
     for (int batch : {1, 2, 4, 8, 16, 64}) {
         double blas = mamba_bench_generate(&m, batch, true, 0.0f, 0, 64, 7, DECODE_BLAS);
         if (batch <= GEMV_MAX_ROWS) {
@@ -692,6 +695,7 @@ static int bench_main() {
                    std::min(std::min(off, pdl), blas) / floor_us);
             if (batch == 1) step1 = pdl;
             if (batch == 4) step4 = pdl;
+            if (batch == 8) step8 = pdl;
         } else {
             printf("%6d %10.1f us %13s %13s %13s %13s %8.2fx\n", batch, blas, "-", "-", "-", "-", blas / floor_us);
         }
@@ -699,9 +703,13 @@ static int bench_main() {
     }
     bench_kernels(&m, 1, bw, step1);
     bench_kernels(&m, 4, bw, step4);
+    bench_kernels(&m, 8, bw, step8);
     double step1_bf16 = mamba_bench_generate(&m, 1, true, 0.0f, 0, 64, 7, DECODE_FUSED, DECODE_PDL_DEFAULT, true);
     printf("\nbatch 1 with bf16 weights (graph, PDL): %.1f us per step\n", step1_bf16);
     bench_kernels(&m, 1, bw, step1_bf16, true);
+    double step8_bf16 = mamba_bench_generate(&m, 8, true, 0.0f, 0, 64, 7, DECODE_FUSED, DECODE_PDL_DEFAULT, true);
+    printf("\nbatch 8 with bf16 weights (graph, PDL): %.1f us per step\n", step8_bf16);
+    bench_kernels(&m, 8, bw, step8_bf16, true);
     mamba_free(&m);
     return 0;
 }
@@ -751,6 +759,9 @@ int main(int argc, char** argv) {
     test_scan_step(3, 80, 16, 5, true);
     test_scan_step(2, 37, 8, 3, true);
     test_scan_step(2, 24, 40, 70, true);  // N above 32, R above 64: the loops past the loads ahead
+    test_scan_step(3, 37, 16, 48, true);  // two channels a warp, 111 channels: the last warp half past the end
+    test_scan_step(1, 1, 16, 70, true);   // one channel; R past the 4 loads ahead of a half warp
+    test_scan_step(8, 1536, 16, 48, true);  // batch 8 of the 130m shape
 
     for (int V : {2, 7, 256, 1000, 50280}) {
         test_sampler(V, LOGITS_NORMAL, "normal");
