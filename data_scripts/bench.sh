@@ -66,6 +66,6 @@ print("\ngeneration (anchors: official generate with CUDA graphs 1.60 ms/token a
       "weight-read floor 87 us in bf16, twice that for fp32 weights)")
 print(gen if gen else "(no output)")
 gen2 = open(out + "/generate_m2.log").read().strip()
-print("\nmamba2-130m generation (the layered step: M2 blocks through mamba2_step_cuda, fp32 weights, no CUDA graph)")
+print("\nmamba2-130m generation (the layered step: M2 layers as the decode GEMVs and mamba2_step_core, in a CUDA graph)")
 print(gen2 if gen2 else "(no output)")
 PY

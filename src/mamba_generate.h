@@ -34,7 +34,7 @@
 //     in_proj   decode_gemv_kernel: rmsnorm prologue (layer 0: the embedding rows too), the
 //               in_proj product, then the conv step + SiLU on the x half (u, conv state) and z
 //     x_proj    decode_gemv_kernel: u -> xdbl
-//     scan      decode_scan_step_pdl_kernel: dt_proj + softplus + the state update + gate -> y
+//     scan      decode_scan_step_kernel: dt_proj + softplus + the state update + gate -> y
 //     out_proj  decode_gemv_kernel: x += y @ out_proj_w^T (the residual add in the epilogue)
 //     head      decode_gemv_kernel: rmsnorm prologue, logits, and each block's largest argmax
 //               key per row, so greedy sampling reads ~500 keys instead of V logits
@@ -83,6 +83,11 @@
 // x_proj 6.63 -> 4.78 us, the scan 8.55 -> 4.63, out_proj 6.96 -> 5.08; the head stays at 56.9 us
 // (2.4x its bytes: each 16-byte shared load of the activations feeds 8 FMAs at WR = 2, and 16 warp
 // sums end every row group).
+// Then the scan step at 4 lanes a channel past 16384 channels (the cuBLAS path of batch 64 now runs
+// the same kernel, plainly; a warp per channel took 36.5 us a launch there, 11.6 waves, H200 ncu):
+// H200, against the binary before the batch-8 changes in one call, bf16 weights, batch 1 / 8 / 64:
+// 322.7 / 832.5 / 1585.4 -> 283.8 / 642.0 / 1132.8 us (fp32: 346.9 / 842.0 / 1582.9 -> 319.3 / 670.0 /
+// 1132.6); mamba2-130m 414.4 / 794.0 -> 402.5 / 734.7 (batch 64 is its cuBLAS products: 1721 either way).
 // What is left (batch 1): ~2 us of dependency latency per kernel (97 a step) and weights that
 // are only partly loaded ahead (the next kernel's blocks fit beside the running ones only where
 // registers allow); next: weights prefetched into shared memory by the bulk copy engine, or x_proj
@@ -224,66 +229,37 @@ __global__ void decode_conv1d_silu_step_kernel(float* __restrict__ u, float* __r
 // read-only cached path
 __device__ __forceinline__ float ld_step(const float* p, bool l2) { return l2 ? __ldcg(p) : __ldg(p); }
 
-// one warp per (row, channel): first delta = dt_low . dt_proj_w[e] (the dt_proj product, fused
-// here: R is small), then the states n = lane, lane + 32, ... with selective_scan_step_cpu's
-// arithmetic (expf / softplus_f / silu_f), y = D u + sum over the lanes of Cm h.
+// The scan step: LW lanes per (row, channel). First delta = dt_low . dt_proj_w[e] (the dt_proj
+// product, fused here: R is small; the sum over r = lane, lane + LW, ... then a tree over the lanes),
+// then the states n = lane, lane + LW, ... with selective_scan_step_cpu's arithmetic (expf /
+// softplus_f / silu_f), y = (D u + sum over the lanes of Cm h) * silu(z).
 // xdbl (row stride ldxd) = [dt_low (R) | Bm (N) | Cm (N)]; z: columns E.. of xz (row stride ldz).
-__global__ void decode_scan_step_kernel(float* __restrict__ y, float* __restrict__ h, const float* __restrict__ u,
-                                        const float* __restrict__ xdbl, int ldxd, int R, const float* __restrict__ dt_proj_w,
-                                        const float* __restrict__ delta_bias, const float* __restrict__ A_log,
-                                        const float* __restrict__ D, const float* __restrict__ z, int ldz, int rows, int E,
-                                        int N) {
-    int w = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32;
-    if (w >= rows * E) return;  // whole warps
-    int b = w / E, e = w % E;
-    const float* xb = xdbl + (size_t)b * ldxd;
-    const float* wr = dt_proj_w + (size_t)e * R;
-    float dl = 0.0f;
-    for (int r = lane; r < R; r += 32) dl += xb[r] * wr[r];
-    float delta = warp_sum(dl);
-    float ut = u[w];
-    float dt = softplus_f(delta + delta_bias[e]);
-    float* hb = h + (size_t)w * N;
-    float part = 0.0f;
-    for (int n = lane; n < N; n += 32) {
-        float A = -expf(A_log[(size_t)e * N + n]);
-        float hn = expf(dt * A) * hb[n] + dt * xb[R + n] * ut;
-        hb[n] = hn;
-        part += xb[R + N + n] * hn;
-    }
-    float acc = D[e] * ut + warp_sum(part);
-    if (lane == 0) y[w] = acc * silu_f(z[(size_t)b * ldz + e]);
-}
-
-// The fused step's version of decode_scan_step_kernel (the same arithmetic). Before the
-// dependency wait (see pdl_wait) it loads what no kernel of this step writes: the parameters,
-// and the state h (written only by this layer's scan, one step earlier; every step starts with
-// a launch that waits for the whole previous step). After it, every input of the step in one
-// round of loads (u, z, dt_low, Bm, Cm for r, n = lane and lane + 32).
-// pdl: 0 = a plain launch, else a DecodePdl mode (the step's data through L2 only). It takes
-// more registers than decode_scan_step_kernel (lower occupancy), which the cuBLAS path keeps.
-// It also runs two channels a warp where N <= 16 (LW = 16 lanes each; the sums over r and n in
-// another tree than decode_scan_step_kernel's, so the two paths differ by float rounding).
-// LW lanes per (row, channel): 16 where N <= 16 (two channels a warp: half the warps, so batch 8 of the
-// 130m shape, 12288 channels, fits one wave of resident warps), else 32.
+// Before the dependency wait (see pdl_wait) it loads what no kernel of this step writes: the
+// parameters, and the state h (written only by this layer's scan, one step earlier; every step starts
+// with a launch that waits for the whole previous step). After it, every input of the step in one
+// round of loads (u, z, dt_low, Bm, Cm: the first RW values of r and the first of n a lane).
+// pdl: 0 = a plain launch (the cuBLAS path), else a DecodePdl mode (the step's data through L2 only).
+// LW (decode_scan_lanes): 32 for N > 16; else 16, two channels a warp (batch 8 of the 130m shape,
+// 12288 channels, was 1.45 waves of whole warps: 8.5 -> 4.6 us), and 4 past 16384 channels (batch 64:
+// a warp per channel took 36.5 us a launch, H200 ncu, 11.6 waves).
 template <int LW>
 __device__ __forceinline__ float decode_lanes_sum(float v) {  // over the LW lanes of this channel
     for (int off = LW / 2; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
     return v;
 }
-static int decode_scan_lanes(int N) { return N <= 16 ? 16 : 32; }
+static int decode_scan_lanes(int N, int channels) { return N > 16 ? 32 : channels > 16384 ? 4 : 16; }
 template <int LW>
-__global__ void decode_scan_step_pdl_kernel(float* __restrict__ y, float* __restrict__ h, const float* __restrict__ u,
-                                            const float* __restrict__ xdbl, int ldxd, int R, const float* __restrict__ dt_proj_w,
-                                            const float* __restrict__ delta_bias, const float* __restrict__ A_log,
-                                            const float* __restrict__ D, const float* __restrict__ z, int ldz, int rows, int E,
-                                            int N, int pdl) {
-    static_assert(LW == 16 || LW == 32, "half or whole warps");
+__global__ void decode_scan_step_kernel(float* __restrict__ y, float* __restrict__ h, const float* __restrict__ u,
+                                        const float* __restrict__ xdbl, int ldxd, int R, const float* __restrict__ dt_proj_w,
+                                        const float* __restrict__ delta_bias, const float* __restrict__ A_log,
+                                        const float* __restrict__ D, const float* __restrict__ z, int ldz, int rows, int E, int N,
+                                        int pdl) {
+    static_assert(LW == 4 || LW == 16 || LW == 32, "lanes per channel");
     constexpr int RW = 64 / LW;  // dt_proj weights (and dt_low values) a lane loads ahead: r = lane + LW * i
     if (pdl == PDL_EARLY) pdl_trigger();
     const int lane = threadIdx.x % LW, w_all = (blockIdx.x * blockDim.x + threadIdx.x) / LW;
     if ((w_all - (threadIdx.x % 32) / LW) >= rows * E) return;  // whole warps past the end
-    const bool valid = w_all < rows * E;  // a half-warp past the end joins its warp's shuffles, writes nothing
+    const bool valid = w_all < rows * E;  // lanes past the end join their warp's shuffles, write nothing
     const int w = valid ? w_all : rows * E - 1, b = w / E, e = w % E;
     const float* wr = dt_proj_w + (size_t)e * R;
     float* hb = h + (size_t)w * N;
@@ -1307,6 +1283,7 @@ static void decoder_product(MambaGpuDecoder* d, float* out, int ldo, const float
 }
 
 static void decoder_head(MambaGpuDecoder* d, int rows, bool pdl);
+static void decoder_scan(MambaGpuDecoder* d, int l, int rows, bool pdl);
 
 // the step layer by layer for `rows` sequences: d->tokens -> d->logits; advances the states. The
 // cuBLAS path of a Mamba-1 model (the first case of the switch only), and a layer pattern (any case:
@@ -1326,18 +1303,13 @@ static void decoder_step_layers(MambaGpuDecoder* d, int rows) {
         switch (m->layer_index[l].kind) {
         case LAYER_M1: {
             float* conv_st = d->conv_state + (size_t)l * d->max_batch * E * (K - 1);
-            float* ssm_st = d->ssm_state + (size_t)l * d->max_batch * E * N;
             decoder_rmsnorm(d, d->xn, d->x, p.norm_w, rows, D);
             decoder_gemm(d, d->xz, 2 * E, d->xn, D, p.in_proj_w, rows, D, 2 * E, 0.0f);  // [x | z]
             decode_conv1d_silu_step_kernel<<<ceil_div(rows * E, block), block, 0, s>>>(d->u, conv_st, d->xz, 2 * E, p.conv_w,
                                                                                         p.conv_b, rows, E, K);
             cudaCheckLaunch();
             decoder_gemm(d, d->xdbl, XD, d->u, E, p.x_proj_w, rows, E, XD, 0.0f);       // [dt_low | Bm | Cm]
-            // dt_proj (from the first R columns of xdbl) and the scan step: one warp per (row, channel)
-            decode_scan_step_kernel<<<ceil_div(rows * E, block / 32), block, 0, s>>>(d->y, ssm_st, d->u, d->xdbl, XD, R,
-                                                                                      p.dt_proj_w, p.dt_proj_b, p.A_log, p.D,
-                                                                                      d->xz + E, 2 * E, rows, E, N);
-            cudaCheckLaunch();
+            decoder_scan(d, l, rows, false);  // dt_proj (from the first R columns of xdbl) and the scan step
             decoder_gemm(d, d->x, D, d->y, E, p.out_proj_w, rows, E, D, 1.0f);          // x += out_proj(y)
             break;
         }
@@ -1417,10 +1389,10 @@ static void decoder_scan(MambaGpuDecoder* d, int l, int rows, bool pdl) {
     const int E = c.d_inner, N = c.d_state, R = c.dt_rank, XD = R + 2 * N;
     float* ssm_st = d->ssm_state + (size_t)l * d->max_batch * E * N;
     const int block = 256;
-    const int lw = decode_scan_lanes(N);
-    decoder_launch(lw == 16 ? decode_scan_step_pdl_kernel<16> : decode_scan_step_pdl_kernel<32>, ceil_div(rows * E, block / lw), block,
-                   0, d->stream, pdl, d->y, ssm_st, d->u, d->xdbl, XD, R, p.dt_proj_w, p.dt_proj_b, p.A_log, p.D, d->xz + E, 2 * E,
-                   rows, E, N, pdl ? (int)d->pdl : 0);
+    const int lw = decode_scan_lanes(N, rows * E);
+    decoder_launch(lw == 4 ? decode_scan_step_kernel<4> : lw == 16 ? decode_scan_step_kernel<16> : decode_scan_step_kernel<32>,
+                   ceil_div(rows * E, block / lw), block, 0, d->stream, pdl, d->y, ssm_st, d->u, d->xdbl, XD, R, p.dt_proj_w,
+                   p.dt_proj_b, p.A_log, p.D, d->xz + E, 2 * E, rows, E, N, pdl ? (int)d->pdl : 0);
 }
 // out_proj: x += y @ out_proj_w^T
 static void decoder_out_proj(MambaGpuDecoder* d, int l, int rows, bool pdl) {

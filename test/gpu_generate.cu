@@ -103,8 +103,9 @@ static void test_conv_step(int B, int E, int K) {
 
 // the scan step kernel computes delta = dt_low @ dt_proj_w^T itself: the CPU side runs
 // linear_forward_cpu for it, then selective_scan_step_cpu
-// pdl_kernel: decode_scan_step_pdl_kernel (the fused step's, launched plainly: its waits are no-ops)
-static void test_scan_step(int B, int E, int N, int R, bool pdl_kernel = false) {
+// LW lanes per channel (decode_scan_step_kernel<LW>, launched plainly: its waits are no-ops);
+// pdl: 0 (the cuBLAS path's loads) or PDL_AFTER_WAIT (the fused path's, through L2)
+static void test_scan_step(int B, int E, int N, int R, int LW, int pdl) {
     Rng r; rng_seed(&r, 200 + N);
     int XD = R + 2 * N, steps = 5;
     std::vector<float> A_log = random_vec((size_t)E * N, &r, -1, 1.5f), Dp = random_vec(E, &r), dtb = random_vec(E, &r, -2, 0.5f);
@@ -133,14 +134,8 @@ static void test_scan_step(int B, int E, int N, int R, bool pdl_kernel = false) 
                                 z.data(), dtb.data(), B, E, N);
         float *gu = to_device(u), *gxdbl = to_device(xdbl), *gxz = to_device(xz);
         cudaCheck(cudaMemset(gy, 0xFF, (size_t)B * E * sizeof(float)));
-        if (pdl_kernel && decode_scan_lanes(N) == 16)  // two channels a warp
-            decode_scan_step_pdl_kernel<16><<<ceil_div(B * E, 16), 256>>>(gy, gh, gu, gxdbl, XD, R, gdtw, gdtb, gA, gD, gxz + E, 2 * E, B,
-                                                                          E, N, PDL_AFTER_WAIT);
-        else if (pdl_kernel)
-            decode_scan_step_pdl_kernel<32><<<ceil_div(B * E, 8), 256>>>(gy, gh, gu, gxdbl, XD, R, gdtw, gdtb, gA, gD, gxz + E, 2 * E, B, E,
-                                                                         N, PDL_AFTER_WAIT);
-        else
-            decode_scan_step_kernel<<<ceil_div(B * E, 8), 256>>>(gy, gh, gu, gxdbl, XD, R, gdtw, gdtb, gA, gD, gxz + E, 2 * E, B, E, N);
+        auto kernel = LW == 4 ? decode_scan_step_kernel<4> : LW == 16 ? decode_scan_step_kernel<16> : decode_scan_step_kernel<32>;
+        kernel<<<ceil_div(B * E, 256 / LW), 256>>>(gy, gh, gu, gxdbl, XD, R, gdtw, gdtb, gA, gD, gxz + E, 2 * E, B, E, N, pdl);
         cudaCheckLaunch();
         std::vector<float> hy = from_device(gy, y.size()), hh = from_device(gh, h_c.size());
         worst_y = std::max(worst_y, rel_err(hy.data(), y.data(), y.size()));
@@ -148,10 +143,11 @@ static void test_scan_step(int B, int E, int N, int R, bool pdl_kernel = false) 
         for (float* p : {gu, gxdbl, gxz}) cudaCheck(cudaFree(p));
     }
     char name[128];
-    const char* kn = pdl_kernel ? "scan step (fused step's kernel)" : "scan step";
-    snprintf(name, sizeof name, "%s (+dt_proj) B=%d E=%d N=%d R=%d, %d steps: output", kn, B, E, N, R, steps);
+    snprintf(name, sizeof name, "scan step (+dt_proj), %d lanes a channel, pdl %d, B=%d E=%d N=%d R=%d, %d steps: output", LW, pdl, B, E,
+             N, R, steps);
     report(worst_y < 1e-5, name, "worst rel err %.3e", worst_y);
-    snprintf(name, sizeof name, "%s (+dt_proj) B=%d E=%d N=%d R=%d, %d steps: state", kn, B, E, N, R, steps);
+    snprintf(name, sizeof name, "scan step (+dt_proj), %d lanes a channel, pdl %d, B=%d E=%d N=%d R=%d, %d steps: state", LW, pdl, B, E,
+             N, R, steps);
     report(worst_h < 1e-5, name, "worst rel err %.3e", worst_h);
     for (float* p : {gA, gD, gdtb, gdtw, gh, gy}) cudaCheck(cudaFree(p));
 }
@@ -753,15 +749,22 @@ int main(int argc, char** argv) {
     test_conv_step(3, 80, 4);
     test_conv_step(2, 37, 3);
     test_conv_step(2, 16, 1);
-    test_scan_step(3, 80, 16, 5);
-    test_scan_step(2, 37, 8, 3);
-    test_scan_step(2, 24, 40, 37);  // N and R above 32: lanes loop
-    test_scan_step(3, 80, 16, 5, true);
-    test_scan_step(2, 37, 8, 3, true);
-    test_scan_step(2, 24, 40, 70, true);  // N above 32, R above 64: the loops past the loads ahead
-    test_scan_step(3, 37, 16, 48, true);  // two channels a warp, 111 channels: the last warp half past the end
-    test_scan_step(1, 1, 16, 70, true);   // one channel; R past the 4 loads ahead of a half warp
-    test_scan_step(8, 1536, 16, 48, true);  // batch 8 of the 130m shape
+    for (int pdl : {0, (int)PDL_AFTER_WAIT}) {
+        test_scan_step(3, 80, 16, 5, 32, pdl);
+        test_scan_step(2, 37, 8, 3, 32, pdl);
+        test_scan_step(2, 24, 40, 70, 32, pdl);   // N above 32, R above 64: the loops past the loads ahead
+        test_scan_step(3, 37, 16, 48, 16, pdl);   // two channels a warp, 111 channels: the last warp half past the end
+        test_scan_step(1, 1, 16, 70, 16, pdl);    // one channel; R past the 4 loads ahead of a half warp
+        test_scan_step(3, 37, 16, 48, 4, pdl);    // eight channels a warp, the last warp partly past the end
+        test_scan_step(2, 5, 9, 70, 4, pdl);      // N not a multiple of the lanes; R past the 16 loads ahead
+    }
+    test_scan_step(8, 1536, 16, 48, 16, PDL_AFTER_WAIT);  // batch 8 of the 130m shape
+    test_scan_step(64, 1536, 16, 48, 4, 0);               // batch 64 (the cuBLAS path)
+    {  // the rule of decode_scan_lanes
+        bool ok = decode_scan_lanes(40, 100) == 32 && decode_scan_lanes(16, 12288) == 16 && decode_scan_lanes(16, 98304) == 4 &&
+                  decode_scan_lanes(17, 98304) == 32;
+        report(ok, "decode_scan_lanes: 32 for N > 16, else 16 up to 16384 channels and 4 past them", "differs");
+    }
 
     for (int V : {2, 7, 256, 1000, 50280}) {
         test_sampler(V, LOGITS_NORMAL, "normal");
