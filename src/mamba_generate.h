@@ -1026,8 +1026,8 @@ struct MambaGpuDecoder {
     cudaGraphExec_t graph = nullptr;  // one step for graph_rows rows
     int graph_rows = 0;
     // bf16 weights (mamba_decoder_init's bf16_weights): copies of the matrices the decode GEMVs read
-    // (decoder_w16_sources: M1 in_proj, x_proj, out_proj; M2 in_proj, out_proj; A qkv, proj; F fc,
-    // fc_proj; the head, wte), rounded to nearest, made at init from the model's fp32 weights; the
+    // (decoder_w16_sources: M1 in_proj, x_proj, out_proj of a pure Mamba-1 model; M2 in_proj, out_proj;
+    // A qkv, proj; F fc, fc_proj; the head, wte), rounded to nearest, made at init from the model's fp32 weights; the
     // GEMVs read these (half the bytes), the rest (norms, conv, dt_proj, A, D, the embedding rows)
     // and the cuBLAS path stay fp32. A decoder lives for one generation, so the copies cannot go stale.
     bf16* w16 = nullptr;
@@ -1064,7 +1064,10 @@ static std::vector<std::pair<const float*, size_t>> decoder_w16_sources(const Ma
     for (int l = 0; l < c.n_layer; l++) {
         const LayerParams& p = m->layers[l];
         switch (m->layer_index[l].kind) {
-        case LAYER_M1: src.push_back({p.in_proj_w, 2 * E * D}); src.push_back({p.x_proj_w, XD * E}); src.push_back({p.out_proj_w, D * E}); break;
+        case LAYER_M1:  // the fused step's GEMVs; in a layer pattern an M1 layer runs the cuBLAS path on fp32 weights
+            if (decoder_layered(m)) break;
+            src.push_back({p.in_proj_w, 2 * E * D}); src.push_back({p.x_proj_w, XD * E}); src.push_back({p.out_proj_w, D * E});
+            break;
         case LAYER_M2:
             src.push_back({p.m2.in_proj_w, (size_t)m->m2cfg.d_in_proj * D});
             src.push_back({p.m2.out_proj_w, D * (size_t)m->m2cfg.d_inner});

@@ -885,9 +885,14 @@ int main(int argc, char** argv) {
         size_t want = 0;
         for (const ParamTensor& t : m.params.tensors) {
             const std::string& n = t.name;
-            bool half = n == "embedding.weight";
+            bool half = false;
             for (const char* s : {"in_proj.weight", "x_proj.weight", "out_proj.weight", "qkv.weight", "fc.weight", "fc_proj.weight"})
                 half |= n.size() > strlen(s) && n.compare(n.size() - strlen(s), strlen(s), s) == 0;
+            // a layer pattern's M1 layers run the cuBLAS path on fp32 weights (their names lack a block prefix)
+            bool m1_tensor = n.find(".mixer.") == std::string::npos && n.find(".attn.") == std::string::npos &&
+                             n.find(".mlp.") == std::string::npos;
+            if (decoder_layered(&m) && m1_tensor) half = false;
+            half |= n == "embedding.weight";
             want += t.numel * (half ? 2 : 4);
         }
         size_t got = mamba_decoder_weight_bytes(&m, true);
