@@ -298,13 +298,17 @@ __global__ void attention_backward_cols_kernel(floatX* dqkv, const float* P, con
     drow[2 * C + c] = from_f32<floatX>(to_f32(drow[2 * C + c]) + dv);
 }
 
-// one warp (block of 32) per (b, h)
+// one warp (block of 32) per (b, h), over positions [0, n); with `positions` (device, optional) row b
+// reads positions [0, positions[b] + 1) instead, the count taken when the kernel runs (a decode step
+// captured in a CUDA graph, whose launch arguments are fixed). p: (B NH, T_max) scratch.
 __global__ void attention_step_kernel(floatX* out, float* p, const floatX* q, const floatX* k_cache,
-                                      const floatX* v_cache, int n, int T_max, int C, int NH, float scale) {
+                                      const floatX* v_cache, int n, const int* positions, int T_max, int C, int NH,
+                                      float scale) {
     int b = blockIdx.x / NH, h = blockIdx.x % NH;
     int hd = C / NH;
+    if (positions) n = positions[b] + 1;
     size_t off = (size_t)b * T_max * C + (size_t)h * hd;
-    attention_row_warp(out + (size_t)b * C + (size_t)h * hd, p + (size_t)blockIdx.x * n, q + (size_t)b * C + (size_t)h * hd,
+    attention_row_warp(out + (size_t)b * C + (size_t)h * hd, p + (size_t)blockIdx.x * T_max, q + (size_t)b * C + (size_t)h * hd,
                        k_cache + off, v_cache + off, C, n, n, hd, scale);
 }
 
@@ -351,14 +355,19 @@ static void attention_backward_plain_cuda(floatX* dqkv, float* D, const floatX* 
     cudaCheckLaunch();
 }
 
+// attention_step_cpu's step with its probabilities in p (B NH, T_max); positions: see the kernel
+static void attention_step_launch(floatX* out, float* p, const floatX* q, const floatX* k_cache, const floatX* v_cache,
+                                  int B, int n, const int* positions, int T_max, int C, int NH) {
+    if (B == 0) return;
+    float scale = 1.0f / sqrtf((float)(C / NH));
+    attention_step_kernel<<<B * NH, 32, 0, launch_stream()>>>(out, p, q, k_cache, v_cache, n, positions, T_max, C, NH, scale);
+    cudaCheckLaunch();
+}
 // the probabilities go to the same cached scratch as the plain kernels' P
 static void attention_step_cuda(floatX* out, const floatX* q, const floatX* k_cache, const floatX* v_cache, int B,
                                 int n, int T_max, int C, int NH) {
     if (B == 0) return;
-    float scale = 1.0f / sqrtf((float)(C / NH));
-    float* p = attention_scratch((size_t)B * NH * (n > 0 ? n : 1));
-    attention_step_kernel<<<B * NH, 32, 0, launch_stream()>>>(out, p, q, k_cache, v_cache, n, T_max, C, NH, scale);
-    cudaCheckLaunch();
+    attention_step_launch(out, attention_scratch((size_t)B * NH * T_max), q, k_cache, v_cache, B, n, nullptr, T_max, C, NH);
 }
 
 // ---------------------------------------------------------------------------

@@ -60,6 +60,27 @@ static void conv1d_backward_cpu(floatX* dx, float* dweight, float* dbias, const 
     }
 }
 
+// One channel of the causal conv's recurrent step (generation), written once for every step in the
+// framework (this CPU step, Mamba-2's step prologue, the decoder's conv kernel and its GEMV epilogue):
+//   out = bias + sum_{k < K} w[k] window[k],  window = [state[0], ..., state[K-2], x]
+// summed in conv1d_forward_cpu's order (oldest input first), so the step gives the forward's bits;
+// and the state, the last K-1 inputs oldest first, shifted by one into new_state (new_state[K-2] = x;
+// new_state may be state: in place). KMAX > 0 unrolls the loops to KMAX taps (K <= KMAX), so that
+// arrays the caller holds in registers are only indexed by constants. (Picking w[K-1] out by a loop of
+// `if (k == K - 1)` was folded back into a run-time index, which put the decode GEMV's registers in a
+// 40-byte stack frame and its step 3% slower.)
+template <int KMAX = 0>
+HOST_DEVICE float conv1d_step_channel(float* new_state, const float* state, const float* w, float bias, float x, int K) {
+    float sum = bias;
+#pragma unroll
+    for (int k = 0; k < (KMAX > 0 ? KMAX : K); k++)
+        if (k < K) sum += w[k] * (k < K - 1 ? state[k] : x);
+#pragma unroll
+    for (int k = 0; k < (KMAX > 0 ? KMAX - 1 : K - 1); k++)  // shift out the oldest (in place: state[k + 1] is read first)
+        if (k < K - 1) new_state[k] = k + 1 < K - 1 ? state[k + 1] : x;
+    return sum;
+}
+
 // one recurrent step for generation: x: (B, E) new input; state: (B, E, K-1) the
 // last K-1 inputs (oldest first), updated in place; out: (B, E)
 static void conv1d_step_cpu(float* out, float* state, const float* x, const float* weight, const float* bias,
@@ -67,12 +88,7 @@ static void conv1d_step_cpu(float* out, float* state, const float* x, const floa
     for (int b = 0; b < B; b++)
         for (int e = 0; e < E; e++) {
             float* st = state + ((size_t)b * E + e) * (K - 1);
-            float xv = x[(size_t)b * E + e];
-            float s = bias[e] + weight[e * K + K - 1] * xv;
-            for (int k = 0; k < K - 1; k++) s += weight[e * K + k] * st[k];
-            out[(size_t)b * E + e] = s;
-            for (int k = 0; k + 1 < K - 1; k++) st[k] = st[k + 1];  // shift out the oldest
-            if (K > 1) st[K - 2] = xv;
+            out[(size_t)b * E + e] = conv1d_step_channel(st, st, weight + (size_t)e * K, bias[e], x[(size_t)b * E + e], K);
         }
 }
 

@@ -433,16 +433,6 @@ static void mamba2_conv_state_cpu(float* conv_state, const floatX* xBC, int B, i
             }
 }
 
-// one channel of the conv step: silu(bias + w[K-1] x + sum_k w[k] state[k]) (conv1d_step_cpu's order),
-// then the state (K-1 inputs, oldest first) shifts x in
-HOST_DEVICE float mamba2_conv_step_channel(float* state, const float* w, float bias, float x, int K) {
-    float sum = bias + w[K - 1] * x;
-    for (int k = 0; k < K - 1; k++) sum += w[k] * state[k];
-    for (int k = 0; k + 1 < K - 1; k++) state[k] = state[k + 1];  // shift out the oldest
-    if (K > 1) state[K - 2] = x;
-    return silu_f(sum);
-}
-
 // One token's elementwise work between in_proj and the SSD, in one pass (a generation step is a
 // chain of small launches: one here instead of five). proj (B, Z) is in_proj's output [z | xBC | dt_raw]
 // (row stride Z = E + C + H, C = E + 2 GN):
@@ -460,8 +450,8 @@ static void mamba2_step_prologue_cpu(floatX* z, floatX* x, floatX* Bm, floatX* C
         const floatX* row = proj + (size_t)b * Z;
         for (int e = 0; e < E; e++) z[(size_t)b * E + e] = row[e];
         for (int ch = 0; ch < C; ch++) {
-            floatX v = (floatX)mamba2_conv_step_channel(conv_state + ((size_t)b * C + ch) * (K - 1), conv_w + (size_t)ch * K,
-                                                        conv_b[ch], (float)row[E + ch], K);
+            float* st = conv_state + ((size_t)b * C + ch) * (K - 1);
+            floatX v = (floatX)silu_f(conv1d_step_channel(st, st, conv_w + (size_t)ch * K, conv_b[ch], (float)row[E + ch], K));
             if (ch < E) x[(size_t)b * E + ch] = v;
             else if (ch < E + GN) Bm[(size_t)b * GN + ch - E] = v;
             else Cm[(size_t)b * GN + ch - E - GN] = v;
@@ -783,8 +773,8 @@ __global__ void mamba2_step_prologue_kernel(floatX* z, floatX* x, floatX* Bm, fl
         return;
     }
     const int ch = j - E;
-    floatX v = (floatX)mamba2_conv_step_channel(conv_state + ((size_t)b * C + ch) * (K - 1), conv_w + (size_t)ch * K, conv_b[ch],
-                                                (float)row[j], K);
+    float* st = conv_state + ((size_t)b * C + ch) * (K - 1);
+    floatX v = (floatX)silu_f(conv1d_step_channel(st, st, conv_w + (size_t)ch * K, conv_b[ch], (float)row[j], K));
     if (ch < E) x[(size_t)b * E + ch] = v;
     else if (ch < E + GN) Bm[(size_t)b * GN + ch - E] = v;
     else Cm[(size_t)b * GN + ch - E - GN] = v;

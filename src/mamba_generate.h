@@ -23,11 +23,10 @@
 //   (filled with NaN at creation so a value no kernel wrote shows up as NaN); tokens (max_batch):
 //   the input token of the next step; head_keys (max_batch, head_key_cap): the fused head's
 //   per-block argmax keys (decoder_sample hands them to greedy sampling).
-// Everything runs on the decoder's own stream and cuBLAS handle (the handle's math mode is
-// copied from cublas_handle(): TF32 or exact FP32 as the trainer/test chose), so a step can
-// be captured in a CUDA graph: cuBLAS is told the stream (cublasSetStream) and then given a
-// fixed workspace (cublasSetWorkspace; setting the stream resets the workspace, so it comes
-// second), and no launch goes to the legacy default stream.
+// Everything runs on the decoder's own stream: a step runs inside a StreamScope of it (common.h),
+// which points launch_stream() and the shared cuBLAS handle (its math mode TF32 or exact FP32 as the
+// trainer/test chose) at that stream with a fixed workspace, so a step can be captured in a CUDA
+// graph: no launch goes to the legacy default stream and cuBLAS allocates nothing.
 //
 // Two ways to run a step (DecodePath; AUTO picks by batch):
 //   fused (batch <= DECODE_FUSED_MAX_ROWS = 8): 4 launches a layer + the head, all our own kernels
@@ -118,7 +117,7 @@
 // mamba_step: the Mamba-1 layers as the cuBLAS path above, M2 mamba2_step's parts (in_proj,
 // mamba2_step_core, out_proj; states (rows, C, K-1) and (rows, H, P, N) per layer), A the qkv product,
 // this token's k and v appended to the layer's KV cache (rows, max_len, D) and
-// attention_step_cuda over the positions so far, F the two products and GELU; learned positions
+// attention_step_launch over the positions so far, F the two products and GELU; learned positions
 // (a pattern without M1 and M2 layers) are added to the embedding row. The layers' products go
 // through decoder_product: up to DECODE_FUSED_MAX_ROWS rows the decode GEMV above (the RMSNorm before
 // in_proj / qkv / fc as its prologue, the residual add after out_proj / proj / fc_proj as beta = 1,
@@ -128,9 +127,10 @@
 // the SSD step; the gated norm), out_proj (with the residual add). (The gated norm as out_proj's
 // prologue too was slower: see the measurements below.) The framework's functions launch on launch_stream() and the shared cuBLAS
 // handle (common.h), which the step sets to d->stream with a StreamScope, so a layered step is captured
-// into a CUDA graph like the Mamba-1 one, except where a kernel takes the position as an argument
-// (attention layers, learned positions): those patterns launch the step plainly (use_graph is
-// ignored). max_len (mamba_decoder_init): the positions a sequence may reach, what the KV caches hold.
+// into a CUDA graph like the Mamba-1 one. A graph bakes in its launch arguments, so the kernels that
+// depend on the position (the KV append, the attention step, learned positions) read each row's
+// position from d->positions on the device, and the step's last launch before the head advances it.
+// max_len (mamba_decoder_init): the positions a sequence may reach, what the KV caches hold.
 // Measured (H100, mamba2-130m shape: 24 M2 layers, d_state 128, headdim 64; train_mamba
 // --bench-generate, batch 1 / 8 / 64, µs a step; calls vary by ~15% at batch 1): the first version
 // 2645 / 3223 / 8345; with one-row products as a GEMV (an sgemm with one column before) and the SSD
@@ -146,6 +146,8 @@
 // (no graph: attention takes the position): 1160 -> 971 us at batch 1. Then the products as decode
 // GEMVs (decoder_product: the norm and the residual add fused, the fused head): 549 / 877 / 1903 us,
 // and with bf16 weights 426 / 820 / 1906 (5.5x the 77 us floor at batch 1); the hybrid 792, bf16 684.
+// Eighth session: the positions on the device, so the hybrid's step is a CUDA graph too (H200, bf16
+// weights, batch 1 / 8 / 64): 626 / 1072 / 2158 -> 554 / 1006 / 1942 us.
 // The gated norm as out_proj's prologue as well was slower (597 us, bf16): each block's single warp
 // per row walks 1536 values with an exp and a division before its product (dev/notes_kernels.md).
 //
@@ -205,9 +207,8 @@ static void decoder_launch(void (*kernel)(KArgs...), int blocks, int threads, si
 enum DecodePdl { PDL_OFF = 0, PDL_AFTER_WAIT, PDL_EARLY };
 #define DECODE_PDL_DEFAULT PDL_AFTER_WAIT
 
-// one thread per (row, channel): the causal conv's newest output from the K-1 saved inputs
-// and the new one, then SiLU; the state shifts by one (oldest out, newest in). The sum is
-// accumulated in conv1d_step_cpu's order. x is the first E columns of xz (row stride ldx).
+// one thread per (row, channel): conv1d_step_channel, then SiLU. x is the first E columns of xz
+// (row stride ldx).
 __global__ void decode_conv1d_silu_step_kernel(float* __restrict__ u, float* __restrict__ state,
                                                const float* __restrict__ x, int ldx, const float* __restrict__ weight,
                                                const float* __restrict__ bias, int rows, int E, int K) {
@@ -215,13 +216,7 @@ __global__ void decode_conv1d_silu_step_kernel(float* __restrict__ u, float* __r
     if (idx >= rows * E) return;
     int b = idx / E, e = idx % E;
     float* st = state + (size_t)idx * (K - 1);
-    const float* w = weight + (size_t)e * K;
-    float xv = x[(size_t)b * ldx + e];
-    float s = bias[e] + w[K - 1] * xv;
-    for (int k = 0; k < K - 1; k++) s += w[k] * st[k];
-    for (int k = 0; k + 1 < K - 1; k++) st[k] = st[k + 1];  // shift out the oldest
-    if (K > 1) st[K - 2] = xv;
-    u[idx] = silu_f(s);
+    u[idx] = silu_f(conv1d_step_channel(st, st, weight + (size_t)e * K, bias[e], x[(size_t)b * ldx + e], K));
 }
 
 // a load of data an earlier kernel of the step wrote: through L2 only (ld.global.cg) when the
@@ -452,15 +447,14 @@ __device__ __forceinline__ void gemv_store_row(float* row, int k, int n, float4 
 // what a lane's epilogue reads besides the product, loaded ahead: the conv taps, bias and state
 // of output (r, o) (o < conv_E), or the residual out[r, o] (beta = 1)
 struct GemvEpi {
-    float cw[GEMV_MAX_K - 1], wl, cb, st[GEMV_MAX_K - 1], res;  // cw: the taps of the saved inputs; wl: of the new one
+    float cw[GEMV_MAX_K], cb, st[GEMV_MAX_K - 1], res;  // cw: the conv's taps (zero past K)
 };
 // taps and bias (weights: may be read before the wait)
 __device__ __forceinline__ void gemv_epi_weights(GemvEpi& e, const DecodeGemv& a, int o) {
     if (o < a.conv_E) {
         const float* cw = a.conv_w + (size_t)o * a.conv_K;
 #pragma unroll
-        for (int k = 0; k < GEMV_MAX_K - 1; k++) e.cw[k] = k < a.conv_K - 1 ? cw[k] : 0.0f;
-        e.wl = cw[a.conv_K - 1];
+        for (int k = 0; k < GEMV_MAX_K; k++) e.cw[k] = k < a.conv_K ? cw[k] : 0.0f;
         e.cb = a.conv_b[o];
     }
 }
@@ -474,20 +468,12 @@ __device__ __forceinline__ void gemv_epi_data(GemvEpi& e, const DecodeGemv& a, i
         e.res = __ldcg(a.out + (size_t)r * a.ldo + o);
     }
 }
-// the output (r, o) = v: the conv step + SiLU (conv1d_step_cpu's order: bias + w[K-1] x, then
-// the saved inputs oldest first; the state shifts by one) or the store (beta = 1: the residual add)
+// the output (r, o) = v: the conv step (conv1d_step_channel on the taps and state in registers, the
+// shifted state stored) + SiLU, or the store (beta = 1: the residual add)
 __device__ __forceinline__ void gemv_epilogue(const GemvEpi& e, const DecodeGemv& a, int r, int o, float v) {
     if (o < a.conv_E) {
-        const int K = a.conv_K;
-        float s = e.cb + e.wl * v;
-#pragma unroll
-        for (int k = 0; k < GEMV_MAX_K - 1; k++)
-            if (k < K - 1) s += e.cw[k] * e.st[k];
-        float* st = a.conv_state + ((size_t)r * a.conv_E + o) * (K - 1);
-#pragma unroll
-        for (int k = 0; k < GEMV_MAX_K - 1; k++)
-            if (k < K - 1) st[k] = k + 1 < K - 1 ? e.st[k + 1] : v;  // shift out the oldest, the newest last
-        a.u[(size_t)r * a.conv_E + o] = silu_f(s);
+        float* st = a.conv_state + ((size_t)r * a.conv_E + o) * (a.conv_K - 1);
+        a.u[(size_t)r * a.conv_E + o] = silu_f(conv1d_step_channel<GEMV_MAX_K>(st, e.st, e.cw, e.cb, v, a.conv_K));
     } else {
         a.out[(size_t)r * a.ldo + o] = a.beta != 0.0f ? e.res + v : v;
     }
@@ -1012,9 +998,6 @@ struct MambaGpuDecoder {
     DecodePath path = DECODE_AUTO;  // as asked; the batch's own choice is decoder_fused(d, rows)
     DecodePdl pdl = PDL_OFF;  // programmatic dependent launch between the fused step's kernels (sm_90+)
     cudaStream_t stream = nullptr;
-    cublasHandle_t blas = nullptr;
-    void* blas_workspace = nullptr;
-    size_t blas_workspace_bytes = 0;
     float* conv_state = nullptr;  // (n_layer, max_batch, E, K-1)
     float* ssm_state = nullptr;   // (n_layer, max_batch, E, N)
     int* tokens = nullptr;        // (max_batch) the next step's input tokens
@@ -1045,17 +1028,15 @@ struct MambaGpuDecoder {
     float* kv_cache = nullptr;        // per A layer: k then v, (max_batch, max_len, D) each
     size_t kv_floats = 0;
     std::vector<size_t> kv_offset;    // per layer: the offset of its k cache in kv_cache (A layers)
+    float* att_p = nullptr;           // (max_batch, heads, max_len) the attention step's probabilities
+    int* positions = nullptr;         // (max_batch) each row's position in this step, on the device: the KV append,
+                                      // the attention step and learned positions read it when they run, and the
+                                      // step's last kernel advances it, so a captured step serves every position
     float *qkv = nullptr, *q = nullptr, *att = nullptr, *hid = nullptr, *out = nullptr;  // A, F, M2 (max_batch rows)
 };
 
 // whether the decoder runs the model layer by layer (any pattern but pure Mamba-1)
 static bool decoder_layered(const MambaModel* m) { return !mamba_is_pure_m1(m->cfg); }
-// whether a step can be a CUDA graph: a graph bakes in its launch arguments, and attention layers (the
-// KV position) and learned positions take the position as one, so those patterns launch plainly
-static bool decoder_graph_ok(const MambaModel* m) {
-    return !(decoder_layered(m) && (mamba_has_kind(m->cfg, LAYER_ATTN) || m->cfg.pos_embed));
-}
-
 // the fp32 matrices a decoder with bf16 weights copies, with their sizes (see w16 above)
 static std::vector<std::pair<const float*, size_t>> decoder_w16_sources(const MambaModel* m) {
     const MambaConfig& c = m->cfg;
@@ -1133,7 +1114,10 @@ static void decoder_init_layers(MambaGpuDecoder* d) {
         Arena a = {(char*)d->m2_work, 0};
         mamba2_layout_scratch(&d->m2_scratch, &a, c2, d->max_batch, 1);
     }
-    if (d->kv_floats) d->kv_cache = decoder_alloc_poisoned(d->kv_floats);  // positions past pos are never read
+    if (d->kv_floats) {
+        d->kv_cache = decoder_alloc_poisoned(d->kv_floats);  // positions past pos are never read
+        d->att_p = decoder_alloc_poisoned(Bm * (size_t)c.attn_heads * d->max_len);
+    }
     d->qkv = decoder_alloc_poisoned(Bm * 3 * D); d->q = decoder_alloc_poisoned(Bm * D);
     d->att = decoder_alloc_poisoned(Bm * D);     d->out = decoder_alloc_poisoned(Bm * D);
     d->hid = decoder_alloc_poisoned(Bm * (size_t)c.mlp_mult * D);
@@ -1158,7 +1142,7 @@ static void mamba_decoder_init(MambaGpuDecoder* d, const MambaModel* m, int max_
               c.layers.c_str());
     size_t Bm = max_batch, D = c.d_model, E = c.d_inner, N = c.d_state, R = c.dt_rank, V = c.vocab_size;
     *d = MambaGpuDecoder();
-    d->m = m; d->max_batch = max_batch; d->use_graph = use_graph && decoder_graph_ok(m); d->path = path;
+    d->m = m; d->max_batch = max_batch; d->use_graph = use_graph; d->path = path;
     d->layered = layered; d->max_len = max_len;
     int dev = 0, major = 0;
     cudaCheck(cudaGetDevice(&dev));
@@ -1168,18 +1152,12 @@ static void mamba_decoder_init(MambaGpuDecoder* d, const MambaModel* m, int max_
     // the step runs on this stream: the fused kernels name it, the framework's step functions of a
     // layered decoder take it from the StreamScope around the step (common.h)
     cudaCheck(cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking));
-    cublasCheck(cublasCreate(&d->blas));
-    cublasMath_t mode;
-    cublasCheck(cublasGetMathMode(cublas_handle(), &mode));  // TF32 or exact FP32, as the caller chose
-    cublasCheck(cublasSetMathMode(d->blas, mode));
-    cublasCheck(cublasSetStream(d->blas, d->stream));
-    d->blas_workspace_bytes = 32u << 20;  // cuBLAS's recommendation for Hopper
-    cudaCheck(cudaMalloc(&d->blas_workspace, d->blas_workspace_bytes));
-    cublasCheck(cublasSetWorkspace(d->blas, d->blas_workspace, d->blas_workspace_bytes));  // after SetStream (it resets it)
     d->conv_state = decoder_alloc_poisoned(mamba_decoder_conv_floats(c, max_batch));
     d->ssm_state = decoder_alloc_poisoned(mamba_decoder_ssm_floats(c, max_batch));
     cudaCheck(cudaMalloc(&d->tokens, Bm * sizeof(int)));
     cudaCheck(cudaMemset(d->tokens, 0, Bm * sizeof(int)));
+    cudaCheck(cudaMalloc(&d->positions, Bm * sizeof(int)));
+    cudaCheck(cudaMemset(d->positions, 0, Bm * sizeof(int)));
     d->x = decoder_alloc_poisoned(Bm * D);       d->xn = decoder_alloc_poisoned(Bm * D);
     d->rstd = decoder_alloc_poisoned(Bm);        d->xz = decoder_alloc_poisoned(Bm * 2 * E);
     d->u = decoder_alloc_poisoned(Bm * E);       d->xdbl = decoder_alloc_poisoned(Bm * (R + 2 * N));
@@ -1208,28 +1186,25 @@ static void mamba_decoder_free(MambaGpuDecoder* d) {
     cudaCheck(cudaStreamSynchronize(d->stream));
     if (d->graph) cudaCheck(cudaGraphExecDestroy(d->graph));
     for (float* p : {d->conv_state, d->ssm_state, d->x, d->xn, d->rstd, d->xz, d->u, d->xdbl, d->y, d->xf, d->logits,
-                     d->m2_state, d->kv_cache, d->qkv, d->q, d->att, d->hid, d->out})
+                     d->m2_state, d->kv_cache, d->att_p, d->qkv, d->q, d->att, d->hid, d->out})
         if (p) cudaCheck(cudaFree(p));
     cudaCheck(cudaFree(d->tokens));
+    cudaCheck(cudaFree(d->positions));
     cudaCheck(cudaFree(d->head_keys));
     if (d->w16) cudaCheck(cudaFree(d->w16));
     if (d->m2_work) cudaCheck(cudaFree(d->m2_work));
-    cublasCheck(cublasDestroy(d->blas));
-    cudaCheck(cudaFree(d->blas_workspace));
     if (d->stream) cudaCheck(cudaStreamDestroy(d->stream));
     *d = MambaGpuDecoder();
 }
 
-// out (N, OC) (row stride ldo) = inp (N, IC) (row stride ldi) @ W^T + beta * out; W: (OC, IC)
-// (linear_forward_cuda's product, with row strides, on the decoder's stream and handle)
-// One row (batch 1) is linear.h's GEMV (an sgemm with N = 1 runs on a few thread blocks: on an
-// H100 the 130m step took ~1 ms that way; cuBLAS's sgemv reads at ~0.7 TB/s).
+// out (N, OC) (row stride ldo) = inp (N, IC) (row stride ldi) @ W^T + beta * out; W: (OC, IC):
+// linear.h's product (one row: its GEMV; an sgemm with N = 1 runs on a few thread blocks, on an H100
+// the 130m step took ~1 ms that way), on the shared cuBLAS handle, which the step's StreamScope points
+// at d->stream with a fixed workspace (so this can be captured)
 static void decoder_gemm(MambaGpuDecoder* d, float* out, int ldo, const float* inp, int ldi, const float* W, int N, int IC,
                          int OC, float beta) {
-    const float one = 1.0f;
-    if (N == 1) linear_gemv_cuda(out, inp, W, IC, OC, beta, d->stream);
-    else
-        cublasCheck(cublasSgemm(d->blas, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, &one, W, IC, inp, ldi, &beta, out, ldo));
+    if (launch_stream() != d->stream) FATAL("decoder_gemm outside the step's StreamScope");
+    linear_gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, W, IC, inp, ldi, beta, out, ldo);
 }
 
 // RMSNorm of `rows` rows: rmsnorm.h's block-per-row vector kernel where it applies (one
@@ -1244,17 +1219,23 @@ static void decoder_rmsnorm(MambaGpuDecoder* d, float* out, const float* x, cons
 }
 
 // the A layer's step inputs: q (rows, D) from qkv (rows, 3D) = [q | k | v]; this token's k and v
-// into the layer's caches (rows, max_len, D) at position pos
+// into the layer's caches (rows, max_len, D) at the row's position (positions: device)
 __global__ void decode_kv_append_kernel(float* q, float* k_cache, float* v_cache, const float* qkv, int rows, int D,
-                                        int max_len, int pos) {
+                                        int max_len, const int* positions) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i >= (size_t)rows * D) return;
     size_t b = i / D, c = i % D;
     const float* r = qkv + b * 3 * D;
-    size_t at = (b * max_len + pos) * D + c;
+    size_t at = (b * max_len + positions[b]) * D + c;
     q[i] = r[c];
     k_cache[at] = r[D + c];
     v_cache[at] = r[2 * D + c];
+}
+
+// each row's position one further (the end of a step)
+__global__ void decode_positions_advance_kernel(int* positions, int rows) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < rows) positions[i]++;
 }
 
 // whether a layered step's product of `rows` rows and IC inputs runs as the decode GEMV (the fused
@@ -1300,7 +1281,7 @@ static void decoder_step_layers(MambaGpuDecoder* d, int rows) {
     const int block = 256;
     embedding_forward_kernel<<<ceil_div(rows * D, block), block, 0, s>>>(d->x, d->tokens, m->wte, rows, D);
     cudaCheckLaunch();
-    if (m->wpe) position_add_forward_cuda(d->x, m->wpe + (size_t)d->pos * D, rows, 1, D);  // learned positions
+    if (m->wpe) position_add_indexed_cuda(d->x, m->wpe, d->positions, rows, 1, D);  // learned positions
     for (int l = 0; l < c.n_layer; l++) {
         const LayerParams& p = m->layers[l];
         switch (m->layer_index[l].kind) {
@@ -1331,9 +1312,10 @@ static void decoder_step_layers(MambaGpuDecoder* d, int rows) {
             float* v_cache = k_cache + (size_t)d->max_batch * d->max_len * D;
             decoder_product(d, d->qkv, 3 * D, d->x, D, p.qkv_w, p.norm_w, rows, D, 3 * D, 0.0f);
             decode_kv_append_kernel<<<ceil_div(rows * D, block), block, 0, s>>>(d->q, k_cache, v_cache, d->qkv, rows, D,
-                                                                                 d->max_len, d->pos);
+                                                                                 d->max_len, d->positions);
             cudaCheckLaunch();
-            attention_step_cuda(d->att, d->q, k_cache, v_cache, rows, d->pos + 1, d->max_len, D, c.attn_heads);
+            attention_step_launch(d->att, d->att_p, d->q, k_cache, v_cache, rows, d->pos + 1, d->positions, d->max_len, D,
+                                  c.attn_heads);
             decoder_product(d, d->x, D, d->att, D, p.attn_proj_w, nullptr, rows, D, D, 1.0f);  // x += proj(attention)
             break;
         }
@@ -1346,6 +1328,10 @@ static void decoder_step_layers(MambaGpuDecoder* d, int rows) {
         }
         default: FATAL("GPU decoder: unknown layer kind");
         }
+    }
+    if (d->kv_cache || m->wpe) {  // every reader of the positions has run: the next step's
+        decode_positions_advance_kernel<<<ceil_div(rows, block), block, 0, s>>>(d->positions, rows);
+        cudaCheckLaunch();
     }
     if (decoder_gemv_ok(d, rows, D)) {  // the fused head (the norm as its prologue, argmax keys for greedy sampling)
         decoder_head(d, rows, d->pdl != PDL_OFF);
@@ -1472,6 +1458,7 @@ static void decoder_sample(MambaGpuDecoder* d, int* out, float temperature, int 
 static void mamba_decoder_capture(MambaGpuDecoder* d, int rows) {
     if (d->graph) { cudaCheck(cudaGraphExecDestroy(d->graph)); d->graph = nullptr; d->graph_rows = 0; }
     cudaCheck(cudaMemsetAsync(d->tokens, 0, rows * sizeof(int), d->stream));
+    cudaCheck(cudaMemsetAsync(d->positions, 0, rows * sizeof(int), d->stream));  // in the KV caches' range
     mamba_decoder_step_launch(d, rows);
     cudaCheck(cudaStreamSynchronize(d->stream));
     cudaGraph_t g;
@@ -1493,6 +1480,7 @@ static void mamba_decoder_start(MambaGpuDecoder* d, int rows) {
     cudaCheck(cudaMemsetAsync(d->conv_state, 0, mamba_decoder_conv_floats(c, d->max_batch) * sizeof(float), d->stream));
     cudaCheck(cudaMemsetAsync(d->ssm_state, 0, mamba_decoder_ssm_floats(c, d->max_batch) * sizeof(float), d->stream));
     if (d->m2_state) cudaCheck(cudaMemsetAsync(d->m2_state, 0, d->m2_state_floats * sizeof(float), d->stream));
+    cudaCheck(cudaMemsetAsync(d->positions, 0, d->max_batch * sizeof(int), d->stream));
     d->pos = 0;  // the KV caches' old positions are never read again
 }
 

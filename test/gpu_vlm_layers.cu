@@ -199,7 +199,23 @@ static void test_attention_step(Rng* r, int B, int n, int T_max, int C, int NH) 
     attention_step_cpu(out.data(), q.data(), kc.data(), vc.data(), B, n, T_max, C, NH);
     attention_step(true, d_out, d_q, d_kc, d_vc, B, n, T_max, C, NH);
     expect_close("attention_step", shape, d_out, out, 1e-5);
-    for (float* p : {d_q, d_kc, d_vc, d_out}) cudaFree(p);
+    // with the positions on the device (a decode step in a CUDA graph): row b at position n - 1 - b % 2,
+    // so it reads one position less for odd rows; each row against the CPU over its own count
+    std::vector<int> positions(B);
+    for (int b = 0; b < B; b++) positions[b] = std::max(0, n - 1 - b % 2);
+    Vec out_rows((size_t)B * C);
+    for (int b = 0; b < B; b++)
+        attention_step_cpu(out_rows.data() + (size_t)b * C, q.data() + (size_t)b * C, kc.data() + (size_t)b * T_max * C,
+                           vc.data() + (size_t)b * T_max * C, 1, positions[b] + 1, T_max, C, NH);
+    int* d_positions = nullptr;
+    cudaCheck(cudaMalloc(&d_positions, B * sizeof(int)));
+    cudaCheck(cudaMemcpy(d_positions, positions.data(), B * sizeof(int), cudaMemcpyHostToDevice));
+    float* d_p = device_poisoned((size_t)B * NH * T_max);
+    cudaCheck(cudaMemset(d_out, 0xFF, out.size() * sizeof(float)));  // NaN again
+    attention_step_launch(d_out, d_p, d_q, d_kc, d_vc, B, 1000000, d_positions, T_max, C, NH);  // n is ignored
+    expect_close("attention_step with device positions", shape, d_out, out_rows, 1e-5);
+    cudaFree(d_positions);
+    for (float* p : {d_q, d_kc, d_vc, d_out, d_p}) cudaFree(p);
 }
 
 static void test_patch_embed(Rng* r, int B, int H, int W, int p, int D, bool with_bias) {
