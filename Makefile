@@ -110,6 +110,7 @@ DEV_BINS := $(patsubst dev/%.cu,build/dev_%,$(DEV_SRCS))
 build/dev_%: dev/%.cu dev/dev_common.h $(SRC_HEADERS) | $(ARCH_CHECK)
 	@mkdir -p build
 	$(NVCC) $(NVCC_FLAGS) $< -o $@ $(NVCC_LIBS)
+build/dev_matmul: NVCC_LIBS += -lcublasLt
 # the backward workbench #includes the forward one (its kernels make hs)
 build/dev_selective_scan_backward: dev/selective_scan_forward.cu
 dev: $(DEV_BINS)
