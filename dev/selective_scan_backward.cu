@@ -197,11 +197,11 @@ __global__ void scan_bwd_v1_kernel(T* du, T* ddelta, float* dA_log, float* dBC, 
             g[n] *= dA;
         }
         // reduce-scatter the 32 values over the 32 lanes: lane l ends with the warp sum of v[l]
-        reduce_scatter_level<16>(v, lane);
-        reduce_scatter_level<8>(v, lane);
-        reduce_scatter_level<4>(v, lane);
-        reduce_scatter_level<2>(v, lane);
-        reduce_scatter_level<1>(v, lane);
+        reduce_scatter_level<16, 16>(v, lane);
+        reduce_scatter_level<8, 8>(v, lane);
+        reduce_scatter_level<4, 4>(v, lane);
+        reduce_scatter_level<2, 2>(v, lane);
+        reduce_scatter_level<1, 1>(v, lane);
         // the warp is one batch element (blockDim is a multiple of 32 and b = blockIdx.y)
         atomicAdd(dBC + (lane < N ? row * N + lane : nBC + row * N + lane - N), v[0]);
         if (ok) {
@@ -333,10 +333,10 @@ __global__ void __launch_bounds__(V2B_THREADS, RS ? 1 : 2) scan_bwd_v2_kernel(T*
             if (RS) {
                 ybuf[r % 16] = yp;
                 if (r % 16 == 15) {  // lane n gets the sum over the 16 states of step r - 15 + n
-                    reduce_scatter_level<8>(ybuf, lane);
-                    reduce_scatter_level<4>(ybuf, lane);
-                    reduce_scatter_level<2>(ybuf, lane);
-                    reduce_scatter_level<1>(ybuf, lane);
+                    reduce_scatter_level<8, 8>(ybuf, lane);
+                    reduce_scatter_level<4, 4>(ybuf, lane);
+                    reduce_scatter_level<2, 2>(ybuf, lane);
+                    reduce_scatter_level<1, 1>(ybuf, lane);
                     y_s[r - 15 + n][cl] = ybuf[0];
                 }
             } else {
@@ -401,10 +401,10 @@ __global__ void __launch_bounds__(V2B_THREADS, RS ? 1 : 2) scan_bwd_v2_kernel(T*
                 }
             }
             if (RS && r % 16 == 0) {  // steps r .. r+15 complete: lane n gets step r + n
-                reduce_scatter_level<8>(dubuf, lane); reduce_scatter_level<8>(dtbuf, lane);
-                reduce_scatter_level<4>(dubuf, lane); reduce_scatter_level<4>(dtbuf, lane);
-                reduce_scatter_level<2>(dubuf, lane); reduce_scatter_level<2>(dtbuf, lane);
-                reduce_scatter_level<1>(dubuf, lane); reduce_scatter_level<1>(dtbuf, lane);
+                reduce_scatter_level<8, 8>(dubuf, lane); reduce_scatter_level<8, 8>(dtbuf, lane);
+                reduce_scatter_level<4, 4>(dubuf, lane); reduce_scatter_level<4, 4>(dtbuf, lane);
+                reduce_scatter_level<2, 2>(dubuf, lane); reduce_scatter_level<2, 2>(dtbuf, lane);
+                reduce_scatter_level<1, 1>(dubuf, lane); reduce_scatter_level<1, 1>(dtbuf, lane);
                 y_s[r + n][cl] = dubuf[0];
                 dt2_s[r + n][cl] = dtbuf[0];
             }
@@ -473,8 +473,7 @@ static void scan_bwd_v2(T* du, T* ddelta, float* dA_log, T* dBm, T* dCm, float* 
 //     global atomics.
 // ~2 shuffles per state-step (v3: ~5), loads amortized over 4 states.
 
-// scan_reduce_scatter<H, OFF> (src/selective_scan_fast.h): like reduce_scatter_level but the lane
-// bit (OFF) differs from the value half size (H)
+// reduce_scatter_level<H, OFF> (src/common.h): the lane bit (OFF) may differ from the value half size (H)
 
 #define V4B_CH 32
 #define V4B_THREADS 128
@@ -570,8 +569,8 @@ __global__ void __launch_bounds__(V4B_THREADS) scan_bwd_v4_kernel(T* du, T* ddel
                         h[3] = scan_ex2(dt * A2[3]) * h[3] + dtu * bv.w;
                         yq[j] = cv.x * h[0] + cv.y * h[1] + cv.z * h[2] + cv.w * h[3];
                     }
-                    reduce_scatter_level<2>(yq, lane);
-                    reduce_scatter_level<1>(yq, lane);
+                    reduce_scatter_level<2, 2>(yq, lane);
+                    reduce_scatter_level<1, 1>(yq, lane);
                     y_s[k * V4B_SC + q * 4 + g][cl] = yq[0];
                 }
             }
@@ -633,16 +632,16 @@ __global__ void __launch_bounds__(V4B_THREADS) scan_bwd_v4_kernel(T* du, T* ddel
                 dub[j % 4] = dsum * dt;
                 dtb[j % 4] = tsum + dsum * uu;  // sum_s g (hp dA A + B u)
                 // dB/dC over the warp's 8 channels (lane bits 4, 3, 2): lane ends with value lane >> 2
-                scan_reduce_scatter<4, 16>(v, lane);
-                scan_reduce_scatter<2, 8>(v, lane);
-                scan_reduce_scatter<1, 4>(v, lane);
+                reduce_scatter_level<4, 16>(v, lane);
+                reduce_scatter_level<2, 8>(v, lane);
+                reduce_scatter_level<1, 4>(v, lane);
                 {
                     int jv = lane >> 2, n = g * S + (jv & 3);
                     atomicAdd(jv < 4 ? &dB_s[r][n] : &dC_s[r][n], v[0]);
                 }
                 if (j % 4 == 0) {  // steps r .. r+3 complete: thread g gets step r + g
-                    reduce_scatter_level<2>(dub, lane); reduce_scatter_level<2>(dtb, lane);
-                    reduce_scatter_level<1>(dub, lane); reduce_scatter_level<1>(dtb, lane);
+                    reduce_scatter_level<2, 2>(dub, lane); reduce_scatter_level<2, 2>(dtb, lane);
+                    reduce_scatter_level<1, 1>(dub, lane); reduce_scatter_level<1, 1>(dtb, lane);
                     du_s[r + g][cl] = dub[0];
                     y_s[r + g][cl] = dtb[0];
                 }
@@ -1100,15 +1099,15 @@ __global__ void __launch_bounds__(CH * 4, V5B_MINB * V5B_CH / CH) scan_bwd_v5_ke
                 dub[j % 4] = dsum * dt;
                 dtb[j % 4] = tsum * SCAN_LN2 + dsum * uu;  // sum_s g (hp dA A + B u)
                 yb[j % 4] = ysum;                    // sum_n C h (this thread's 4 states)
-                scan_reduce_scatter<4, 16>(v, lane);
-                scan_reduce_scatter<2, 8>(v, lane);
-                scan_reduce_scatter<1, 4>(v, lane);
+                reduce_scatter_level<4, 16>(v, lane);
+                reduce_scatter_level<2, 8>(v, lane);
+                reduce_scatter_level<1, 4>(v, lane);
                 slab_w[j * 32 + slab_idx] = v[0];
                 if (j % 4 == 0) {  // steps r .. r+3 done by the whole quad: thread g finishes step r + g
-                    reduce_scatter_level<2>(dub, lane); reduce_scatter_level<2>(dtb, lane);
-                    reduce_scatter_level<2>(yb, lane);
-                    reduce_scatter_level<1>(dub, lane); reduce_scatter_level<1>(dtb, lane);
-                    reduce_scatter_level<1>(yb, lane);
+                    reduce_scatter_level<2, 2>(dub, lane); reduce_scatter_level<2, 2>(dtb, lane);
+                    reduce_scatter_level<2, 2>(yb, lane);
+                    reduce_scatter_level<1, 1>(dub, lane); reduce_scatter_level<1, 1>(dtb, lane);
+                    reduce_scatter_level<1, 1>(yb, lane);
                     int oo = v5b_sw<CH>(r + g, cl);
                     float uo = u_s[oo], dto = dt_s[oo], dyo = dy_s[oo], qo = q_s[oo];
                     float dd = dtb[0] * scan_dsoftplus_from_dt(dto);

@@ -13,15 +13,11 @@
 #include "dev_common.h"
 // SCAN_CHUNK and scan_n_chunks, softplus_f (common.h), and the device helpers the src kernels
 // share with these versions: scan_ex2 (2^x on the SFU), scan_softplus_fast, scan_silu_fast,
-// scan_reduce_scatter (src/selective_scan_fast.h), cp_async and its commit / wait (src/common.h)
+// reduce_scatter_level, cp_async and its commit / wait (src/common.h)
 #include "../src/selective_scan.h"
 
-// one level of a warp reduce-scatter of 2M values: lanes with bit M set keep the upper half
-// v[M, 2M), the others the lower half, each adding its partner's copy (lane ^ M); after the levels
-// 16, 8, 4, 2, 1 lane l holds the warp sum of the original v[l]
-template <int M> __device__ __forceinline__ void reduce_scatter_level(float* v, int lane) {
-    scan_reduce_scatter<M, M>(v, lane);
-}
+// reduce_scatter_level<M, M> (src/common.h): one level of a warp reduce-scatter of 2M values; after the
+// levels 16, 8, 4, 2, 1 lane l holds the warp sum of the original v[l]
 
 // ---------------------------------------------------------------------------
 // CPU reference (double accumulation). Inputs as float (already rounded to the GPU dtype).
@@ -621,8 +617,8 @@ __global__ void __launch_bounds__(V5_CH * TPC) scan_fwd_v5_kernel(T* out, float*
                 yq[j] = y;
             }
             // reduce-scatter over the TPC threads of the channel: thread g ends with step q*TPC + g
-            if (TPC >= 4) reduce_scatter_level<(TPC >= 4 ? TPC / 2 : 1)>(yq, lane);
-            if (TPC >= 2) reduce_scatter_level<1>(yq, lane);
+            if (TPC >= 4) reduce_scatter_level<(TPC >= 4 ? TPC / 2 : 1), (TPC >= 4 ? TPC / 2 : 1)>(yq, lane);
+            if (TPC >= 2) reduce_scatter_level<1, 1>(yq, lane);
             int r = q * TPC + g;
             o_s[r][cl] = (yq[0] + Dv * u_s[r][cl]) * scan_silu_fast(z_s[r][cl]);
         }
@@ -840,8 +836,8 @@ __global__ void __launch_bounds__(V5_CH * TPC) scan_fwd_v7_kernel(T* out, float*
                 yq[j] = y;
             }
             // reduce-scatter over the TPC threads of the channel: thread g ends with step q*TPC + g
-            if (TPC >= 4) reduce_scatter_level<(TPC >= 4 ? TPC / 2 : 1)>(yq, lane);
-            if (TPC >= 2) reduce_scatter_level<1>(yq, lane);
+            if (TPC >= 4) reduce_scatter_level<(TPC >= 4 ? TPC / 2 : 1), (TPC >= 4 ? TPC / 2 : 1)>(yq, lane);
+            if (TPC >= 2) reduce_scatter_level<1, 1>(yq, lane);
             int r = q * TPC + g;
             o_s[r][cl] = (yq[0] + Dv * u_s[r][cl]) * scan_silu_fast(z_s[r][cl]);
         }
@@ -936,7 +932,7 @@ static void scan_fwd_v7(T* out, float* hs, const T* u, const T* delta, const flo
 // lane; afterwards v[0] of lane l holds the group's sum of the original v[l % G]
 template <int G> __device__ __forceinline__ void reduce_scatter_group(float* v, int lane) {
     if constexpr (G >= 2) {
-        reduce_scatter_level<G / 2>(v, lane);
+        reduce_scatter_level<G / 2, G / 2>(v, lane);
         reduce_scatter_group<G / 2>(v, lane);
     }
 }

@@ -111,6 +111,35 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
+// One level of a reduce-scatter across lanes: lanes with bit OFF set keep the upper half
+// v[H, 2H), the others the lower half, each adding its partner's (lane ^ OFF) copy. Levels
+// <2,2> then <1,1> over 4 values leave lane l with the 4-lane sum of v[l % 4].
+template <int H, int OFF>
+__device__ __forceinline__ void reduce_scatter_level(float* v, int lane) {
+    bool up = lane & OFF;
+#pragma unroll
+    for (int i = 0; i < H; i++) {
+        float send = up ? v[i] : v[i + H], keep = up ? v[i + H] : v[i];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, OFF);
+    }
+}
+// V sums over the warp's 32 lanes (V a power of two <= 32) in V - 1 + log2(32 / V) shuffles, where V
+// warp_sums take 5 V: returns, in lane l, the warp's sum of v[l >> (5 - log2 V)] (v is clobbered).
+// Levels on lane bits 16, 8, ... halve the values a lane holds; the low bits then sum the last one.
+template <int V, int OFF = 16>
+__device__ __forceinline__ float warp_reduce_scatter(float* v, int lane) {
+    static_assert(V >= 1 && V <= 32 && (V & (V - 1)) == 0, "V: a power of two up to 32");
+    if constexpr (V > 1) {
+        reduce_scatter_level<V / 2, OFF>(v, lane);
+        return warp_reduce_scatter<V / 2, OFF / 2>(v, lane);
+    } else {
+        float t = v[0];
+#pragma unroll
+        for (int off = OFF; off > 0; off >>= 1) t += __shfl_xor_sync(0xffffffffu, t, off);
+        return t;
+    }
+}
+
 // a device buffer a kernel family keeps for the process and grows on demand:
 //   static DeviceScratch scratch;  float* p = scratch.get(n);
 // cudaFree waits for the device, so no kernel still reads a buffer that is replaced

@@ -488,15 +488,18 @@ __device__ __forceinline__ void gemv_epilogue(const GemvEpi& e, const DecodeGemv
 //   after the wait: the activation rows into shared memory (L2-only loads, all of a round in
 //     flight); with the rmsnorm a warp per row, which sums the row's squares itself and writes
 //     (x rstd) nw (no block-wide reduction); one barrier; then per chunk 16-byte shared reads and
-//     FMAs into WR x R sums, a butterfly over the lanes, and lane i * R + r finishes output
-//     (r, row0 + i) with the values it loaded ahead (conv state, residual).
+//     FMAs into V = WR x R sums, a reduce-scatter over the lanes (warp_reduce_scatter: at 8 rows
+//     16 shuffles a row group, where 16 warp sums took 80), and lane (i R + r) << (5 - log2 V)
+//     finishes output (r, row0 + i) with the values it loaded ahead (conv state, residual).
 //   with argmax_keys: at the end, the block's largest sample_key of each row (deterministic).
 // Shared memory: R x ICp floats, ICp = IC rounded up to 4.
 template <int R, int P, typename WT>
 __global__ void __launch_bounds__(GEMV_MAX_WARPS * 32) decode_gemv_kernel(const DecodeGemv a) {
     typedef GemvWeights<WT> GW;
     constexpr int WR = GEMV_SLOTS / P;
-    static_assert(WR * R <= 32, "one lane per output of a row group");
+    constexpr int V = WR * R;  // outputs of a row group: a power of two, each finished by 32 / V lanes
+    static_assert(V <= 32 && (V & (V - 1)) == 0, "one lane per output of a row group");
+    constexpr int V_SHIFT = V == 1 ? 5 : V == 2 ? 4 : V == 4 ? 3 : V == 8 ? 2 : V == 16 ? 1 : 0;  // 5 - log2 V
     extern __shared__ float4 gemv_smem[];
     float* xs = reinterpret_cast<float*>(gemv_smem);  // (R, ICp)
     if (a.pdl_early) pdl_trigger();
@@ -507,10 +510,13 @@ __global__ void __launch_bounds__(GEMV_MAX_WARPS * 32) decode_gemv_kernel(const 
     int row0 = (blockIdx.x * nwarps + warp) * WR, k0 = 0;
     typename GW::Raw w[WR][P];
     gemv_load_chunk<WR, P, WT>(w, a, row0, k0, lane, vec);  // weights only: before the wait
-    const int ei = lane / R, er = lane % R;              // the output this lane finishes: (er, row0 + ei)
+    // the output this lane finishes, (er, row0 + ei): value i * R + r = lane >> V_SHIFT of the
+    // row group's reduce-scatter, by the first of the 32 / V lanes that hold it
+    const int ei = (lane >> V_SHIFT) / R, er = (lane >> V_SHIFT) % R;
+    const bool finisher = (lane & ((1 << V_SHIFT) - 1)) == 0;
     GemvEpi epi;
     epi.res = 0.0f;
-    bool mine = ei < WR && er < a.rows && row0 + ei < a.OC;
+    bool mine = finisher && er < a.rows && row0 + ei < a.OC;
     if (mine) gemv_epi_weights(epi, a, row0 + ei);
     pdl_wait();
     if (!a.pdl_early) pdl_trigger();
@@ -621,31 +627,32 @@ __global__ void __launch_bounds__(GEMV_MAX_WARPS * 32) decode_gemv_kernel(const 
             }
         }
         k0 += 128 * P;
-        if (k0 >= ICp) {  // the row group is done: sum over the lanes, lane i * R + r finishes (r, row0 + i)
-            float v = 0.0f;
+        if (k0 >= ICp) {  // the row group is done: its V sums over the lanes (a reduce-scatter: V - 1 + V_SHIFT
+            // shuffles; V warp sums took 5 V), lane (i * R + r) << V_SHIFT finishes (r, row0 + i)
+            float* sums = &acc[0][0];
+            const float v = warp_reduce_scatter<V>(sums, lane);
 #pragma unroll
             for (int i = 0; i < WR; i++)
 #pragma unroll
-                for (int r = 0; r < R; r++) {
-                    float t = warp_sum(acc[i][r]);
-                    if (lane == i * R + r) v = t;
-                    acc[i][r] = 0.0f;
-                }
+                for (int r = 0; r < R; r++) acc[i][r] = 0.0f;
             if (mine) {
                 gemv_epilogue(epi, a, er, row0 + ei, v);
                 kmax = max(kmax, sample_key(a.beta != 0.0f && row0 + ei >= a.conv_E ? epi.res + v : v, row0 + ei));  // as stored
             }
             k0 = 0;
             row0 += stride;
-            mine = ei < WR && er < a.rows && row0 + ei < a.OC;
+            mine = finisher && er < a.rows && row0 + ei < a.OC;
             if (mine) { gemv_epi_weights(epi, a, row0 + ei); gemv_epi_data(epi, a, er, row0 + ei); }  // a later row group
         }
         if (row0 < a.OC) gemv_load_chunk<WR, P, WT>(w, a, row0, k0, lane, vec);
     }
-    if (a.argmax_keys) {  // the block's largest key of each row: over the lanes of a row (lane % R), then the warps
+    if (a.argmax_keys) {  // the block's largest key of each row: over the lanes of a row, then the warps
         __shared__ unsigned long long s_keys[GEMV_MAX_WARPS][R];
-        for (int off = 16; off >= R; off >>= 1) kmax = max(kmax, __shfl_xor_sync(0xffffffffu, kmax, off));
-        if (lane < R) s_keys[warp][lane] = kmax;
+        // row r's lanes: (i * R + r) << V_SHIFT plus the low V_SHIFT bits, so every lane bit but row's
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1)
+            if (off < (1 << V_SHIFT) || off >= (R << V_SHIFT)) kmax = max(kmax, __shfl_xor_sync(0xffffffffu, kmax, off));
+        if (lane < (R << V_SHIFT) && finisher) s_keys[warp][lane >> V_SHIFT] = kmax;
         __syncthreads();
         if (threadIdx.x < a.rows) {
             unsigned long long k = 0;

@@ -77,19 +77,6 @@ __device__ __forceinline__ float scan_dsoftplus_from_dt(float dt) {
 }
 __device__ __forceinline__ float scan_silu_fast(float z) { return __fdividef(z, 1.0f + __expf(-z)); }
 
-// One level of a reduce-scatter across lanes: lanes with bit OFF set keep the upper half
-// v[H, 2H), the others the lower half, each adding its partner's (lane ^ OFF) copy. Levels
-// <2,2> then <1,1> over 4 values leave lane l with the 4-lane sum of v[l % 4].
-template <int H, int OFF>
-__device__ __forceinline__ void scan_reduce_scatter(float* v, int lane) {
-    bool up = lane & OFF;
-    #pragma unroll
-    for (int i = 0; i < H; i++) {
-        float send = up ? v[i] : v[i + H], keep = up ? v[i + H] : v[i];
-        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, OFF);
-    }
-}
-
 // Copy the PACK = Packed128<T>::size consecutive channels [e0, e0 + PACK) of one activation
 // row into shared memory asynchronously, zero-filling channels past E and rows past L (row_ok
 // false). VEC: one 16-byte copy (E % PACK == 0, aligned); otherwise one 4-byte copy per channel,
@@ -274,8 +261,8 @@ __global__ void __launch_bounds__(SCAN_FAST_THREADS) selective_scan_forward_fast
                 h[3] = scan_ex2(d.x * A2[3]) * h[3] + d.y * bv.w;
                 yq[j] = cv.x * h[0] + cv.y * h[1] + cv.z * h[2] + cv.w * h[3];
             }
-            scan_reduce_scatter<2, 2>(yq, lane);
-            scan_reduce_scatter<1, 1>(yq, lane);
+            reduce_scatter_level<2, 2>(yq, lane);
+            reduce_scatter_level<1, 1>(yq, lane);
             int r = q * 4 + g;  // yq[0] is now the full y of step r
             o_s[r][cl] = (yq[0] + Dv * u_s[r][cl]) * scan_silu_fast(z_s[r][cl]);
         }
@@ -655,15 +642,15 @@ __global__ void __launch_bounds__(4 * ScanBwdShape<T>::CH, SCAN_BWD_WARPS_PER_SM
                 dub[j % 4] = dsum * dt;
                 dtb[j % 4] = tsum * SCAN_LN2 + dsum * uu;  // sum_n g (h_{t-1} dA A + Bm u)
                 yb[j % 4] = ysum;
-                scan_reduce_scatter<4, 16>(v, lane);
-                scan_reduce_scatter<2, 8>(v, lane);
-                scan_reduce_scatter<1, 4>(v, lane);
+                reduce_scatter_level<4, 16>(v, lane);
+                reduce_scatter_level<2, 8>(v, lane);
+                reduce_scatter_level<1, 4>(v, lane);
                 slab_w[j * 32 + slab_idx] = v[0];
                 if (j % 4 == 0) {  // steps r .. r+3 done by the quad: thread g finishes step r + g
-                    scan_reduce_scatter<2, 2>(dub, lane); scan_reduce_scatter<2, 2>(dtb, lane);
-                    scan_reduce_scatter<2, 2>(yb, lane);
-                    scan_reduce_scatter<1, 1>(dub, lane); scan_reduce_scatter<1, 1>(dtb, lane);
-                    scan_reduce_scatter<1, 1>(yb, lane);
+                    reduce_scatter_level<2, 2>(dub, lane); reduce_scatter_level<2, 2>(dtb, lane);
+                    reduce_scatter_level<2, 2>(yb, lane);
+                    reduce_scatter_level<1, 1>(dub, lane); reduce_scatter_level<1, 1>(dtb, lane);
+                    reduce_scatter_level<1, 1>(yb, lane);
                     int oo = scan_bwd_cell<CH>(r + g, cl);
                     float uo = u_s[oo], dto = dt_s[oo], dyo = dy_s[oo], qo = q_s[oo];
                     float dd = dtb[0] * scan_dsoftplus_from_dt(dto);

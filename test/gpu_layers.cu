@@ -54,6 +54,32 @@ static void test_column_sums(Rng* r, int R, int C) {
     cudaFree(d_part); cudaFree(d_a); cudaFree(d_b);
 }
 
+// warp_reduce_scatter<V> (common.h): lane l returns the warp's sum of v[l >> (5 - log2 V)], against a
+// double sum over the 32 lanes' values (one warp; values[lane][j] random)
+template <int V>
+__global__ void reduce_scatter_test_kernel(float* out, const float* values) {
+    float v[V];
+    for (int j = 0; j < V; j++) v[j] = values[threadIdx.x * V + j];
+    out[threadIdx.x] = warp_reduce_scatter<V>(v, threadIdx.x);
+}
+template <int V>
+static void test_warp_reduce_scatter(Rng* r) {
+    Vec values = random_vec(32 * V, r), want(32);
+    int shift = 0;
+    while ((32 >> shift) > V) shift++;
+    for (int l = 0; l < 32; l++) {
+        double s = 0;
+        for (int q = 0; q < 32; q++) s += values[q * V + (l >> shift)];
+        want[l] = (float)s;
+    }
+    float *d_values = to_device(values), *d_out = device_poisoned(32);
+    reduce_scatter_test_kernel<V><<<1, 32>>>(d_out, d_values);
+    cudaCheck(cudaGetLastError());
+    char shape[32]; snprintf(shape, sizeof shape, "V=%d", V);
+    check_dev("warp_reduce_scatter: lane l holds the sum of value l >> (5 - log2 V)", shape, d_out, want, 1e-5);
+    cudaFree(d_values); cudaFree(d_out);
+}
+
 static void test_embedding(Rng* r, int BT, int C, int V) {
     char shape[64]; snprintf(shape, sizeof shape, "BT=%d C=%d V=%d", BT, C, V);
     std::vector<int> tok(BT);
@@ -673,6 +699,8 @@ int main() {
         test_columns(&rc, 8192, 48, 16, 16);
         test_columns(&rc, 37, 3, 5, 7);
     }
+    test_warp_reduce_scatter<1>(&r); test_warp_reduce_scatter<2>(&r); test_warp_reduce_scatter<4>(&r);
+    test_warp_reduce_scatter<8>(&r); test_warp_reduce_scatter<16>(&r); test_warp_reduce_scatter<32>(&r);
     test_column_sums(&r, 1, 1);
     test_column_sums(&r, 129, 7);      // rows past one pass of the block's 128, columns in a partial block
     test_column_sums(&r, 64, 24);      // the SSD's dA / dD parts (B * nc, H)
