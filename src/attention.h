@@ -298,18 +298,126 @@ __global__ void attention_backward_cols_kernel(floatX* dqkv, const float* P, con
     drow[2 * C + c] = from_f32<floatX>(to_f32(drow[2 * C + c]) + dv);
 }
 
-// one warp (block of 32) per (b, h), over positions [0, n); with `positions` (device, optional) row b
-// reads positions [0, positions[b] + 1) instead, the count taken when the kernel runs (a decode step
-// captured in a CUDA graph, whose launch arguments are fixed). p: (B NH, T_max) scratch.
-__global__ void attention_step_kernel(floatX* out, float* p, const floatX* q, const floatX* k_cache,
-                                      const floatX* v_cache, int n, const int* positions, int T_max, int C, int NH,
-                                      float scale) {
-    int b = blockIdx.x / NH, h = blockIdx.x % NH;
-    int hd = C / NH;
+// The decode step split over the keys (as flash-decoding): the keys [0, n) of a (b, h) go in spans of
+// ATT_STEP_KEYS to blocks that run at once, each writing a partial softmax (its max m, sum l and
+// sum_j exp(s_j - m) v_j), and a second kernel merges a row's partials. One warp a row walking all
+// n keys (the first version) took ~55 us a layer at ~256 positions in a hybrid's generation step
+// (H200), the rest of a layer ~12; with the positions on the device (a graph) the grid covers T_max
+// and the spans past a row's n return at once. Partials: (B NH, spans, hd + 2) floats.
+#define ATT_STEP_KEYS 128    // keys a block: a lane a key in the scores
+#define ATT_STEP_THREADS 128
+static int attention_step_spans(int T_max) { return ceil_div(T_max > 0 ? T_max : 1, ATT_STEP_KEYS); }
+static size_t attention_step_scratch_floats(int B, int NH, int T_max, int hd) {
+    return (size_t)B * NH * attention_step_spans(T_max) * (hd + 2);
+}
+
+// grid (B NH, spans); q row (b, h): the scores of the span's keys (a lane a key, q in shared memory),
+// their max and exp-sum, then sum_j e_j v_j with threads over (channels, key group). VEC: K and V rows
+// read as float4 (C and hd multiples of 4, 16-byte aligned caches), CPT channels a thread. The loads
+// of a row are unrolled so that many are in flight: the first version's scalar loops, one L2 round
+// trip per channel, took ~30 us a layer at ~256 keys.
+template <bool VEC>
+__global__ void __launch_bounds__(ATT_STEP_THREADS) attention_step_partial_kernel(
+    float* part, const floatX* q, const floatX* k_cache, const floatX* v_cache, int n, const int* positions, int T_max,
+    int C, int NH, float scale) {
+    constexpr int CPT = VEC ? 4 : 1;
+    extern __shared__ float4 att_smem4[];
+    const int bh = blockIdx.x, b = bh / NH, h = bh % NH, hd = C / NH, span = blockIdx.y;
     if (positions) n = positions[b] + 1;
-    size_t off = (size_t)b * T_max * C + (size_t)h * hd;
-    attention_row_warp(out + (size_t)b * C + (size_t)h * hd, p + (size_t)blockIdx.x * T_max, q + (size_t)b * C + (size_t)h * hd,
-                       k_cache + off, v_cache + off, C, n, n, hd, scale);
+    const int j0 = span * ATT_STEP_KEYS, keys = min(ATT_STEP_KEYS, n - j0);
+    if (keys <= 0) return;  // past the row's keys: the merge reads only the spans below n
+    float4* red4 = att_smem4;                                              // (ATT_STEP_THREADS) the key groups' sums
+    float* red = reinterpret_cast<float*>(att_smem4);                      // the block reductions (the same memory)
+    float* es = reinterpret_cast<float*>(att_smem4 + ATT_STEP_THREADS);    // (ATT_STEP_KEYS) scores, then exp(s - m)
+    float* qs = es + ATT_STEP_KEYS;                                        // (hd)
+    const size_t off = (size_t)b * T_max * C + (size_t)h * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) qs[d] = to_f32(q[(size_t)b * C + (size_t)h * hd + d]);
+    __syncthreads();
+    float s = -INFINITY;
+    if (threadIdx.x < keys) {
+        const floatX* kr = k_cache + off + (size_t)(j0 + threadIdx.x) * C;
+        float dot = 0.0f;
+        if constexpr (VEC) {
+            const float4* k4 = reinterpret_cast<const float4*>(kr);
+            const float4* q4 = reinterpret_cast<const float4*>(qs);
+#pragma unroll 8
+            for (int d = 0; d < hd / 4; d++) {
+                float4 kv = k4[d], qv = q4[d];
+                dot += qv.x * kv.x + qv.y * kv.y + qv.z * kv.z + qv.w * kv.w;
+            }
+        } else {
+#pragma unroll 8
+            for (int d = 0; d < hd; d++) dot += qs[d] * to_f32(kr[d]);
+        }
+        s = scale * dot;
+    }
+    // the span's max, then e_j = exp(s_j - m) and their sum (block reductions through `red`)
+    float m = warp_max(s);
+    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = m;
+    __syncthreads();
+    m = red[0];
+    for (int w = 1; w < (int)blockDim.x / 32; w++) m = fmaxf(m, red[w]);
+    const float e = threadIdx.x < keys ? expf(s - m) : 0.0f;
+    if (threadIdx.x < ATT_STEP_KEYS) es[threadIdx.x] = e;
+    __syncthreads();  // every warp has read red[] for m
+    float l = warp_sum(e);
+    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = l;
+    __syncthreads();
+    l = 0.0f;
+    for (int w = 0; w < (int)blockDim.x / 32; w++) l += red[w];
+    float* out = part + ((size_t)bh * gridDim.y + span) * (hd + 2);
+    if (threadIdx.x == 0) { out[0] = m; out[1] = l; }
+    __syncthreads();  // red is reused below
+    // sum_j e_j v_j: `width` threads over the row's hd / CPT channel groups, G groups of keys j = g, g + G, ...
+    const int tpr = hd / CPT, G = tpr < (int)blockDim.x ? blockDim.x / tpr : 1, width = G == 1 ? blockDim.x : tpr;
+    for (int c0 = 0; c0 < tpr; c0 += width) {
+        const int c = c0 + threadIdx.x % width, g = threadIdx.x / width;
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (c < tpr && g < G) {
+            const floatX* vr = v_cache + off + (size_t)j0 * C + (size_t)c * CPT;
+#pragma unroll 4
+            for (int j = g; j < keys; j += G) {
+                const float ej = es[j];
+                if constexpr (VEC) {
+                    float4 v4 = *reinterpret_cast<const float4*>(vr + (size_t)j * C);
+                    acc.x += ej * v4.x; acc.y += ej * v4.y; acc.z += ej * v4.z; acc.w += ej * v4.w;
+                } else {
+                    acc.x += ej * to_f32(vr[(size_t)j * C]);
+                }
+            }
+        }
+        red4[threadIdx.x] = acc;
+        __syncthreads();
+        if (g == 0 && c < tpr) {
+            float4 t = acc;
+            for (int q2 = 1; q2 < G; q2++) {
+                float4 o = red4[threadIdx.x + q2 * width];
+                t.x += o.x; t.y += o.y; t.z += o.z; t.w += o.w;
+            }
+            out[2 + c * CPT] = t.x;
+            if constexpr (VEC) { out[2 + c * CPT + 1] = t.y; out[2 + c * CPT + 2] = t.z; out[2 + c * CPT + 3] = t.w; }
+        }
+        __syncthreads();
+    }
+}
+
+// one block per (b, h): out = sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s over the row's spans
+__global__ void attention_step_merge_kernel(floatX* out, const float* part, int n, const int* positions, int spans_grid,
+                                            int C, int NH) {
+    const int bh = blockIdx.x, b = bh / NH, h = bh % NH, hd = C / NH;
+    if (positions) n = positions[b] + 1;
+    const int spans = (n + ATT_STEP_KEYS - 1) / ATT_STEP_KEYS;
+    const float* p = part + (size_t)bh * spans_grid * (hd + 2);
+    float M = -INFINITY;
+    for (int s = 0; s < spans; s++) M = fmaxf(M, p[(size_t)s * (hd + 2)]);
+    float L = 0.0f;
+    for (int s = 0; s < spans; s++) L += expf(p[(size_t)s * (hd + 2)] - M) * p[(size_t)s * (hd + 2) + 1];
+    const float inv = spans > 0 ? 1.0f / L : 0.0f;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float acc = 0.0f;
+        for (int s = 0; s < spans; s++) acc += expf(p[(size_t)s * (hd + 2)] - M) * p[(size_t)s * (hd + 2) + 2 + d];
+        out[(size_t)b * C + (size_t)h * hd + d] = from_f32<floatX>(acc * inv);
+    }
 }
 
 // a device buffer of at least `floats` floats, kept for the process and grown on demand
@@ -355,19 +463,34 @@ static void attention_backward_plain_cuda(floatX* dqkv, float* D, const floatX* 
     cudaCheckLaunch();
 }
 
-// attention_step_cpu's step with its probabilities in p (B NH, T_max); positions: see the kernel
-static void attention_step_launch(floatX* out, float* p, const floatX* q, const floatX* k_cache, const floatX* v_cache,
+// attention_step_cpu's step; part: attention_step_scratch_floats(B, NH, T_max, hd) floats. positions
+// (device, optional): row b reads the keys [0, positions[b] + 1), the count taken when the kernels run
+// (a decode step captured in a CUDA graph, whose launch arguments are fixed); n is then ignored.
+static void attention_step_launch(floatX* out, float* part, const floatX* q, const floatX* k_cache, const floatX* v_cache,
                                   int B, int n, const int* positions, int T_max, int C, int NH) {
     if (B == 0) return;
-    float scale = 1.0f / sqrtf((float)(C / NH));
-    attention_step_kernel<<<B * NH, 32, 0, launch_stream()>>>(out, p, q, k_cache, v_cache, n, positions, T_max, C, NH, scale);
+    const int hd = C / NH, spans = attention_step_spans(T_max);
+    const float scale = 1.0f / sqrtf((float)hd);
+    const size_t smem = (4 * ATT_STEP_THREADS + ATT_STEP_KEYS + hd) * sizeof(float);
+    if (smem > 48 * 1024) FATAL("attention step: head dim %d is past what the decode kernel takes", hd);
+    const bool vec = sizeof(floatX) == 4 && C % 4 == 0 && hd % 4 == 0 && aligned16(k_cache) && aligned16(v_cache);
+    if (vec)
+        attention_step_partial_kernel<true><<<dim3(B * NH, spans), ATT_STEP_THREADS, smem, launch_stream()>>>(
+            part, q, k_cache, v_cache, n, positions, T_max, C, NH, scale);
+    else
+        attention_step_partial_kernel<false><<<dim3(B * NH, spans), ATT_STEP_THREADS, smem, launch_stream()>>>(
+            part, q, k_cache, v_cache, n, positions, T_max, C, NH, scale);
+    cudaCheckLaunch();
+    attention_step_merge_kernel<<<B * NH, std::min(128, ((hd + 31) / 32) * 32), 0, launch_stream()>>>(out, part, n, positions,
+                                                                                                    spans, C, NH);
     cudaCheckLaunch();
 }
-// the probabilities go to the same cached scratch as the plain kernels' P
+// the partials go to the same cached scratch as the plain kernels' P
 static void attention_step_cuda(floatX* out, const floatX* q, const floatX* k_cache, const floatX* v_cache, int B,
                                 int n, int T_max, int C, int NH) {
     if (B == 0) return;
-    attention_step_launch(out, attention_scratch((size_t)B * NH * T_max), q, k_cache, v_cache, B, n, nullptr, T_max, C, NH);
+    float* part = attention_scratch(attention_step_scratch_floats(B, NH, T_max, C / NH));
+    attention_step_launch(out, part, q, k_cache, v_cache, B, n, nullptr, T_max, C, NH);
 }
 
 // ---------------------------------------------------------------------------

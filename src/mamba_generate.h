@@ -1035,7 +1035,7 @@ struct MambaGpuDecoder {
     float* kv_cache = nullptr;        // per A layer: k then v, (max_batch, max_len, D) each
     size_t kv_floats = 0;
     std::vector<size_t> kv_offset;    // per layer: the offset of its k cache in kv_cache (A layers)
-    float* att_p = nullptr;           // (max_batch, heads, max_len) the attention step's probabilities
+    float* att_part = nullptr;        // the attention step's partial softmaxes (attention_step_scratch_floats)
     int* positions = nullptr;         // (max_batch) each row's position in this step, on the device: the KV append,
                                       // the attention step and learned positions read it when they run, and the
                                       // step's last kernel advances it, so a captured step serves every position
@@ -1123,7 +1123,7 @@ static void decoder_init_layers(MambaGpuDecoder* d) {
     }
     if (d->kv_floats) {
         d->kv_cache = decoder_alloc_poisoned(d->kv_floats);  // positions past pos are never read
-        d->att_p = decoder_alloc_poisoned(Bm * (size_t)c.attn_heads * d->max_len);
+        d->att_part = decoder_alloc_poisoned(attention_step_scratch_floats(Bm, c.attn_heads, d->max_len, D / c.attn_heads));
     }
     d->qkv = decoder_alloc_poisoned(Bm * 3 * D); d->q = decoder_alloc_poisoned(Bm * D);
     d->att = decoder_alloc_poisoned(Bm * D);     d->out = decoder_alloc_poisoned(Bm * D);
@@ -1193,7 +1193,7 @@ static void mamba_decoder_free(MambaGpuDecoder* d) {
     cudaCheck(cudaStreamSynchronize(d->stream));
     if (d->graph) cudaCheck(cudaGraphExecDestroy(d->graph));
     for (float* p : {d->conv_state, d->ssm_state, d->x, d->xn, d->rstd, d->xz, d->u, d->xdbl, d->y, d->xf, d->logits,
-                     d->m2_state, d->kv_cache, d->att_p, d->qkv, d->q, d->att, d->hid, d->out})
+                     d->m2_state, d->kv_cache, d->att_part, d->qkv, d->q, d->att, d->hid, d->out})
         if (p) cudaCheck(cudaFree(p));
     cudaCheck(cudaFree(d->tokens));
     cudaCheck(cudaFree(d->positions));
@@ -1321,7 +1321,7 @@ static void decoder_step_layers(MambaGpuDecoder* d, int rows) {
             decode_kv_append_kernel<<<ceil_div(rows * D, block), block, 0, s>>>(d->q, k_cache, v_cache, d->qkv, rows, D,
                                                                                  d->max_len, d->positions);
             cudaCheckLaunch();
-            attention_step_launch(d->att, d->att_p, d->q, k_cache, v_cache, rows, d->pos + 1, d->positions, d->max_len, D,
+            attention_step_launch(d->att, d->att_part, d->q, k_cache, v_cache, rows, d->pos + 1, d->positions, d->max_len, D,
                                   c.attn_heads);
             decoder_product(d, d->x, D, d->att, D, p.attn_proj_w, nullptr, rows, D, D, 1.0f);  // x += proj(attention)
             break;

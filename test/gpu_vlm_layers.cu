@@ -210,7 +210,7 @@ static void test_attention_step(Rng* r, int B, int n, int T_max, int C, int NH) 
     int* d_positions = nullptr;
     cudaCheck(cudaMalloc(&d_positions, B * sizeof(int)));
     cudaCheck(cudaMemcpy(d_positions, positions.data(), B * sizeof(int), cudaMemcpyHostToDevice));
-    float* d_p = device_poisoned((size_t)B * NH * T_max);
+    float* d_p = device_poisoned(attention_step_scratch_floats(B, NH, T_max, C / NH));
     cudaCheck(cudaMemset(d_out, 0xFF, out.size() * sizeof(float)));  // NaN again
     attention_step_launch(d_out, d_p, d_q, d_kc, d_vc, B, 1000000, d_positions, T_max, C, NH);  // n is ignored
     expect_close("attention_step with device positions", shape, d_out, out_rows, 1e-5);
@@ -288,7 +288,12 @@ int main(int argc, char** argv) {
     test_attention_step(&r, 1, 1, 1, 4, 1);
     test_attention_step(&r, 2, 7, 13, 12, 3);
     test_attention_step(&r, 3, 45, 64, 96, 3);
-    test_attention_step(&r, 2, 300, 301, 768, 12);
+    test_attention_step(&r, 2, 300, 301, 768, 12);   // three spans of keys (ATT_STEP_KEYS 128), the last partial
+    test_attention_step(&r, 3, 256, 300, 256, 2);    // head dim 128, two whole spans, a third one empty
+    test_attention_step(&r, 1, 129, 131, 200, 1);    // head dim 200, one key past a span
+    test_attention_step(&r, 1, 130, 131, 600, 1);    // head dim 600: its float4 channel groups in two passes
+    test_attention_step(&r, 2, 150, 160, 30, 3);     // head dim 10, C 30: the scalar path (not multiples of 4)
+    test_attention_step(&r, 1, 40, 41, 258, 2);      // head dim 129, scalar, channels in two passes
     test_patch_embed(&r, 1, 4, 4, 1, 3, true);
     test_patch_embed(&r, 3, 10, 15, 5, 7, false);
     test_patch_embed(&r, 2, 32, 48, 16, 64, true);
