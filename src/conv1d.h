@@ -249,7 +249,7 @@ template <int NC, typename T> __device__ __forceinline__ void store_channels(T* 
 template <typename T> struct ConvCols {
     T* a; T* b; T* c; int w0, w1;
     // the part holding channel e: its element (row 0, e) and its row length
-    __device__ __forceinline__ T* col(int e, int E, size_t* row_len) const {
+    __host__ __device__ __forceinline__ T* col(int e, int E, size_t* row_len) const {
         if (e < w0) { *row_len = w0; return a + e; }
         if (e < w0 + w1) { *row_len = w1; return b + (e - w0); }
         *row_len = E - w0 - w1;

@@ -922,16 +922,23 @@ static void mamba2_block_backward_on(bool on_gpu, floatX* dinp, const Mamba2Para
 // (B, E), out_proj's input: the prologue (z, the conv step, dt, A in one pass), ssd_step, the gated
 // norm. conv_state, ssm_state as mamba2_step. (The GPU decoder runs the two projections itself, with
 // the RMSNorm before in_proj and the residual add after out_proj fused into its GEMVs.)
+// what follows the prologue: the SSD step from s.step's z, x, B, C, dt and s.A, then the gated norm
+// into s.step.yn (the GPU decoder runs this after a decode GEMV that did the prologue's work)
+static void mamba2_step_tail(bool on_gpu, float* ssm_state, const Mamba2Scratch& s, const Mamba2Params& p,
+                             const Mamba2Config& c, int B) {
+    const Mamba2Acts& t = s.step;
+    ssd_step(on_gpu, t.y, ssm_state, t.x, t.dt, s.A, t.Bm, t.Cm, p.D, B, c.nheads, c.headdim, c.ngroups, c.d_state);
+    mamba2_gated_rmsnorm_forward(on_gpu, t.yn, t.rstd, t.y, t.z, p.norm_w, B, c.d_inner, c.norm_groups);
+}
 static void mamba2_step_core(bool on_gpu, float* conv_state, float* ssm_state, const Mamba2Scratch& s,
                              const Mamba2Params& p, const Mamba2Config& c, int B) {
     mamba2_check_shape("mamba2_step", c, B, 1);
     mamba2_check_scratch("mamba2_step", s, (size_t)B, B);
-    int E = c.d_inner, H = c.nheads, P = c.headdim, G = c.ngroups, N = c.d_state, K = c.d_conv, GN = G * N;
+    int E = c.d_inner, H = c.nheads, G = c.ngroups, N = c.d_state, K = c.d_conv, GN = G * N;
     const Mamba2Acts& t = s.step;  // this token's activations, (B, 1)
     mamba2_step_prologue(on_gpu, t.z, t.x, t.Bm, t.Cm, t.dt, s.A, conv_state, s.step_proj, p.conv_w, p.conv_b, p.dt_bias,
                          p.A_log, B, E, GN, H, K);
-    ssd_step(on_gpu, t.y, ssm_state, t.x, t.dt, s.A, t.Bm, t.Cm, p.D, B, H, P, G, N);
-    mamba2_gated_rmsnorm_forward(on_gpu, t.yn, t.rstd, t.y, t.z, p.norm_w, B, E, c.norm_groups);
+    mamba2_step_tail(on_gpu, ssm_state, s, p, c, B);
 }
 
 // One token per batch row: inp, out (B, D); conv_state (B, C, K-1) and ssm_state (B, H, P, N),

@@ -122,10 +122,12 @@
 // through decoder_product: up to DECODE_FUSED_MAX_ROWS rows the decode GEMV above (the RMSNorm before
 // in_proj / qkv / fc as its prologue, the residual add after out_proj / proj / fc_proj as beta = 1,
 // bf16 weights if asked, programmatic dependent launch as the fused step), else the RMSNorm kernel and
-// cuBLAS; the head likewise (decoder_head, with its argmax keys). So an M2 layer is five launches:
-// in_proj (with the RMSNorm), mamba2_step_core (the prologue kernel for z, the conv step, dt and A;
-// the SSD step; the gated norm), out_proj (with the residual add). (The gated norm as out_proj's
-// prologue too was slower: see the measurements below.) The framework's functions launch on launch_stream() and the shared cuBLAS
+// cuBLAS; the head likewise (decoder_head, with its argmax keys). So an M2 layer is four launches on
+// the GEMV path: in_proj (decoder_m2_in_proj: the RMSNorm, the product, and the step's prologue in
+// its epilogue: z, the conv step + SiLU into x, B, C, dt, A), mamba2_step_tail (the SSD step; the
+// gated norm), out_proj (with the residual add); on the cuBLAS path five (the product, then
+// mamba2_step_core with its prologue kernel). (The gated norm as out_proj's prologue too was slower:
+// see the measurements below.) The framework's functions launch on launch_stream() and the shared cuBLAS
 // handle (common.h), which the step sets to d->stream with a StreamScope, so a layered step is captured
 // into a CUDA graph like the Mamba-1 one. A graph bakes in its launch arguments, so the kernels that
 // depend on the position (the KV append, the attention step, learned positions) read each row's
@@ -147,7 +149,11 @@
 // GEMVs (decoder_product: the norm and the residual add fused, the fused head): 549 / 877 / 1903 us,
 // and with bf16 weights 426 / 820 / 1906 (5.5x the 77 us floor at batch 1); the hybrid 792, bf16 684.
 // Eighth session: the positions on the device, so the hybrid's step is a CUDA graph too (H200, bf16
-// weights, batch 1 / 8 / 64): 626 / 1072 / 2158 -> 554 / 1006 / 1942 us.
+// weights, batch 1 / 8 / 64): 626 / 1072 / 2158 -> 554 / 1006 / 1942 us. Then (H100, each against the
+// binary before in one call, bf16 weights, batch 1 / 8): the GEMVs' reduce-scatter, mamba2-130m 425 /
+// 750 -> 424 / 722; the prologue in in_proj's epilogue (four launches a layer) 423 / 722 -> 377 / 667
+// (fp32 weights 535 / 775 -> 477 / 713); the hybrid with the split attention step and the prologue
+// 596 / 974 -> 413 / 677.
 // The gated norm as out_proj's prologue as well was slower (597 us, bf16): each block's single warp
 // per row walks 1536 values with an exp and a division before its product (dev/notes_kernels.md).
 //
@@ -312,6 +318,9 @@ __device__ __forceinline__ int sample_key_index(unsigned long long key) {
 //   in_proj   acts = rmsnorm(x) * norm_w (layer 0: x = wte[tokens], written to emb_out), then
 //             outputs o < conv_E (the conv input) go through the conv step + SiLU into u (and
 //             the conv state), outputs o >= conv_E (z) to out
+//   M2 in_proj  the same with Mamba-2's rows [z | xBC | dt_raw]: z to out, the conv step + SiLU of
+//             xBC into x, B and C (a ConvCols), softplus(dt_raw + dt_bias) into dt, and A = -exp(A_log)
+//             (the Mamba-2 step's prologue kernel folded into the product: one launch less a layer)
 //   x_proj    acts = u: a plain product
 //   out_proj  beta = 1: out += product (the residual add)
 //   head      acts = rmsnorm(x) * norm_f_w, out = logits (and argmax_keys)
@@ -324,7 +333,7 @@ __device__ __forceinline__ int sample_key_index(unsigned long long key) {
 #define GEMV_FILL 6       // float4 each thread loads at once when the block fills the activations
 
 struct DecodeGemv {
-    float* out; int ldo;        // (rows, OC), row stride ldo (outputs o < conv_E are not written)
+    float* out; int ldo;        // (rows, OC), row stride ldo (the conv's and dt's outputs are not written here)
     const float* inp; int ldi;  // (rows, IC), row stride ldi; with tokens: the rows inp + tokens[r] * ldi
     const float* W;             // (OC, IC)
     const bf16* W16;            // GPU only, (OC, IC) or null: read instead of W (bf16 weights; the CPU reference reads W)
@@ -333,11 +342,17 @@ struct DecodeGemv {
     const float* norm_w;        // (IC) or null: acts = rmsnorm(inp row) * norm_w (eps RMSNORM_EPS)
     const int* tokens;          // (rows) or null: the input rows are embedding rows
     float* emb_out;             // (rows, IC) or null: the input rows as read (before the norm)
-    int conv_E, conv_K;         // conv_E > 0: outputs [0, conv_E) are the conv's input channels (conv_K <= GEMV_MAX_K)
+    int conv_E, conv_K;         // conv_E > 0: outputs [conv_begin, conv_begin + conv_E) are the conv's input channels
+    int conv_begin;             //   (conv_K <= GEMV_MAX_K): Mamba-1's x half [0, E), Mamba-2's xBC [E, E + C)
     float* conv_state;          // (rows, conv_E, conv_K - 1), shifted, newest last
     const float* conv_w;        // (conv_E, conv_K)
     const float* conv_b;        // (conv_E)
-    float* u;                   // (rows, conv_E): silu(conv step)
+    ConvCols<float> u;          // (rows, conv_E) by channel: silu(conv step) (Mamba-2: into its x, B and C)
+    int dt_n, dt_begin;         // dt_n > 0: outputs [dt_begin, dt_begin + dt_n) are Mamba-2's dt_raw:
+    const float* dt_bias;       //   dt_out (rows, dt_n) = softplus(dt_raw + dt_bias)
+    float* dt_out;
+    const float* A_log;         // with dt: A_out (dt_n) = -exp(A_log) (written by row 0's lanes), or null
+    float* A_out;
     int pdl_early;              // GPU only: trigger the next launch at the start (else after the wait), see DecodePdl
     int warps;                  // GPU only: warps per block (0: g_decode_gemv_warps)
     unsigned long long* argmax_keys;  // GPU only, (rows, blocks) or null: each block's largest sample_key(out[r, o], o)
@@ -355,12 +370,22 @@ static void decode_gemv_cpu(const DecodeGemv& a) {
         if (a.norm_w) { float rstd; rmsnorm_forward_cpu(act.data(), &rstd, act.data(), a.norm_w, 1, a.IC); }
         linear_forward_cpu(prod.data(), act.data(), a.W, nullptr, 1, a.IC, a.OC);
         if (a.conv_E > 0) {
-            float* ur = a.u + (size_t)r * a.conv_E;
-            conv1d_step_cpu(ur, a.conv_state + (size_t)r * a.conv_E * (a.conv_K - 1), prod.data(), a.conv_w, a.conv_b, 1, a.conv_E,
-                            a.conv_K);
-            silu_forward_cpu(ur, ur, a.conv_E);
+            std::vector<float> ur(a.conv_E);
+            conv1d_step_cpu(ur.data(), a.conv_state + (size_t)r * a.conv_E * (a.conv_K - 1), prod.data() + a.conv_begin, a.conv_w,
+                            a.conv_b, 1, a.conv_E, a.conv_K);
+            silu_forward_cpu(ur.data(), ur.data(), a.conv_E);
+            for (int c = 0; c < a.conv_E; c++) {
+                size_t len;
+                float* col = a.u.col(c, a.conv_E, &len);
+                col[(size_t)r * len] = ur[c];
+            }
         }
-        for (int o = a.conv_E; o < a.OC; o++) {
+        for (int h = 0; h < a.dt_n; h++) {
+            a.dt_out[(size_t)r * a.dt_n + h] = softplus_f(prod[a.dt_begin + h] + a.dt_bias[h]);
+            if (a.A_out && r == 0) a.A_out[h] = -expf(a.A_log[h]);
+        }
+        for (int o = 0; o < a.OC; o++) {
+            if ((o >= a.conv_begin && o < a.conv_begin + a.conv_E) || (o >= a.dt_begin && o < a.dt_begin + a.dt_n)) continue;
             float* p = a.out + (size_t)r * a.ldo + o;
             *p = a.beta != 0.0f ? *p + prod[o] : prod[o];
         }
@@ -445,35 +470,47 @@ __device__ __forceinline__ void gemv_store_row(float* row, int k, int n, float4 
 }
 
 // what a lane's epilogue reads besides the product, loaded ahead: the conv taps, bias and state
-// of output (r, o) (o < conv_E), or the residual out[r, o] (beta = 1)
+// of output (r, o) (a conv channel), dt's bias (a dt output), or the residual out[r, o] (beta = 1)
 struct GemvEpi {
-    float cw[GEMV_MAX_K], cb, st[GEMV_MAX_K - 1], res;  // cw: the conv's taps (zero past K)
+    float cw[GEMV_MAX_K], cb, st[GEMV_MAX_K - 1], res;  // cw: the conv's taps (zero past K); cb: its bias or dt's
 };
-// taps and bias (weights: may be read before the wait)
+__device__ __forceinline__ bool gemv_is_conv(const DecodeGemv& a, int o) { return o >= a.conv_begin && o < a.conv_begin + a.conv_E; }
+__device__ __forceinline__ bool gemv_is_dt(const DecodeGemv& a, int o) { return o >= a.dt_begin && o < a.dt_begin + a.dt_n; }
+// taps and biases (weights: may be read before the wait)
 __device__ __forceinline__ void gemv_epi_weights(GemvEpi& e, const DecodeGemv& a, int o) {
-    if (o < a.conv_E) {
-        const float* cw = a.conv_w + (size_t)o * a.conv_K;
+    if (gemv_is_conv(a, o)) {
+        const int c = o - a.conv_begin;
+        const float* cw = a.conv_w + (size_t)c * a.conv_K;
 #pragma unroll
         for (int k = 0; k < GEMV_MAX_K; k++) e.cw[k] = k < a.conv_K ? cw[k] : 0.0f;
-        e.cb = a.conv_b[o];
+        e.cb = a.conv_b[c];
+    } else if (gemv_is_dt(a, o)) {
+        e.cb = a.dt_bias[o - a.dt_begin];
     }
 }
 // the state or the residual (after the wait)
 __device__ __forceinline__ void gemv_epi_data(GemvEpi& e, const DecodeGemv& a, int r, int o) {
-    if (o < a.conv_E) {
-        const float* st = a.conv_state + ((size_t)r * a.conv_E + o) * (a.conv_K - 1);
+    if (gemv_is_conv(a, o)) {
+        const float* st = a.conv_state + ((size_t)r * a.conv_E + o - a.conv_begin) * (a.conv_K - 1);
 #pragma unroll
         for (int k = 0; k < GEMV_MAX_K - 1; k++) e.st[k] = k < a.conv_K - 1 ? __ldcg(st + k) : 0.0f;
-    } else if (a.beta != 0.0f) {
+    } else if (a.beta != 0.0f && !gemv_is_dt(a, o)) {
         e.res = __ldcg(a.out + (size_t)r * a.ldo + o);
     }
 }
 // the output (r, o) = v: the conv step (conv1d_step_channel on the taps and state in registers, the
-// shifted state stored) + SiLU, or the store (beta = 1: the residual add)
+// shifted state stored) + SiLU, dt = softplus(v + bias) (and A), or the store (beta = 1: the residual add)
 __device__ __forceinline__ void gemv_epilogue(const GemvEpi& e, const DecodeGemv& a, int r, int o, float v) {
-    if (o < a.conv_E) {
-        float* st = a.conv_state + ((size_t)r * a.conv_E + o) * (a.conv_K - 1);
-        a.u[(size_t)r * a.conv_E + o] = silu_f(conv1d_step_channel<GEMV_MAX_K>(st, e.st, e.cw, e.cb, v, a.conv_K));
+    if (gemv_is_conv(a, o)) {
+        const int c = o - a.conv_begin;
+        float* st = a.conv_state + ((size_t)r * a.conv_E + c) * (a.conv_K - 1);
+        size_t len;
+        float* col = a.u.col(c, a.conv_E, &len);
+        col[(size_t)r * len] = silu_f(conv1d_step_channel<GEMV_MAX_K>(st, e.st, e.cw, e.cb, v, a.conv_K));
+    } else if (gemv_is_dt(a, o)) {
+        const int h = o - a.dt_begin;
+        a.dt_out[(size_t)r * a.dt_n + h] = softplus_f(v + e.cb);
+        if (a.A_out && r == 0) a.A_out[h] = -expf(a.A_log[h]);
     } else {
         a.out[(size_t)r * a.ldo + o] = a.beta != 0.0f ? e.res + v : v;
     }
@@ -637,7 +674,7 @@ __global__ void __launch_bounds__(GEMV_MAX_WARPS * 32) decode_gemv_kernel(const 
                 for (int r = 0; r < R; r++) acc[i][r] = 0.0f;
             if (mine) {
                 gemv_epilogue(epi, a, er, row0 + ei, v);
-                kmax = max(kmax, sample_key(a.beta != 0.0f && row0 + ei >= a.conv_E ? epi.res + v : v, row0 + ei));  // as stored
+                kmax = max(kmax, sample_key(a.beta != 0.0f ? epi.res + v : v, row0 + ei));  // as stored (the head: no conv, no dt)
             }
             k0 = 0;
             row0 += stride;
@@ -1273,6 +1310,27 @@ static void decoder_product(MambaGpuDecoder* d, float* out, int ldo, const float
     decoder_gemm(d, out, ldo, inp, ldi, W, rows, IC, OC, beta);
 }
 
+// an M2 layer's in_proj as the decode GEMV with the step's prologue in its epilogue (see the GEMV):
+// the RMSNorm of d->x, the product, then z, x | B | C (the conv step + SiLU; conv_st updated), dt and A
+// into d->m2_scratch.step's buffers, ready for mamba2_step_tail
+static void decoder_m2_in_proj(MambaGpuDecoder* d, float* conv_st, const LayerParams& p, int rows) {
+    const Mamba2Config& c2 = d->m->m2cfg;
+    const Mamba2Scratch& s2 = d->m2_scratch;
+    const int E = c2.d_inner, C = c2.conv_dim, GN = c2.ngroups * c2.d_state;
+    DecodeGemv a = {};
+    a.out = s2.step.z; a.ldo = E;  // outputs [0, E): z
+    a.inp = d->x; a.ldi = d->m->cfg.d_model;
+    a.W = p.m2.in_proj_w; a.W16 = decoder_w16(d, a.W);
+    a.rows = rows; a.IC = d->m->cfg.d_model; a.OC = c2.d_in_proj; a.beta = 0.0f; a.norm_w = p.norm_w;
+    a.conv_E = C; a.conv_K = c2.d_conv; a.conv_begin = E; a.conv_state = conv_st;
+    a.conv_w = p.m2.conv_w; a.conv_b = p.m2.conv_b;
+    a.u = ConvCols<float>{s2.step.x, s2.step.Bm, s2.step.Cm, E, GN};
+    a.dt_n = c2.nheads; a.dt_begin = E + C; a.dt_bias = p.m2.dt_bias; a.dt_out = s2.step.dt;
+    a.A_log = p.m2.A_log; a.A_out = s2.A;
+    a.pdl_early = d->pdl == PDL_EARLY;
+    decode_gemv_cuda(a, d->stream, d->pdl != PDL_OFF);
+}
+
 static void decoder_head(MambaGpuDecoder* d, int rows, bool pdl);
 static void decoder_scan(MambaGpuDecoder* d, int l, int rows, bool pdl);
 
@@ -1309,8 +1367,13 @@ static void decoder_step_layers(MambaGpuDecoder* d, int rows) {
             const Mamba2Scratch& s2 = d->m2_scratch;
             float* conv_st = d->m2_state + d->m2_offset[l];
             float* ssm_st = conv_st + (size_t)d->max_batch * c2.conv_dim * (c2.d_conv - 1);
-            decoder_product(d, s2.step_proj, c2.d_in_proj, d->x, D, p.m2.in_proj_w, p.norm_w, rows, D, c2.d_in_proj, 0.0f);
-            mamba2_step_core(true, conv_st, ssm_st, s2, p.m2, c2, rows);
+            if (decoder_gemv_ok(d, rows, D) && c2.d_conv <= GEMV_MAX_K) {  // the prologue in the product's epilogue
+                decoder_m2_in_proj(d, conv_st, p, rows);
+                mamba2_step_tail(true, ssm_st, s2, p.m2, c2, rows);
+            } else {
+                decoder_product(d, s2.step_proj, c2.d_in_proj, d->x, D, p.m2.in_proj_w, p.norm_w, rows, D, c2.d_in_proj, 0.0f);
+                mamba2_step_core(true, conv_st, ssm_st, s2, p.m2, c2, rows);
+            }
             decoder_product(d, d->x, D, s2.step.yn, c2.d_inner, p.m2.out_proj_w, nullptr, rows, c2.d_inner, D, 1.0f);
             break;
         }
@@ -1363,7 +1426,7 @@ static void decoder_in_proj(MambaGpuDecoder* d, int l, int rows, bool pdl) {
     a.W = p.in_proj_w; a.rows = rows; a.IC = D; a.OC = 2 * E; a.beta = 0.0f; a.norm_w = p.norm_w;
     a.W16 = decoder_w16(d, a.W);
     a.conv_E = E; a.conv_K = K; a.conv_state = d->conv_state + (size_t)l * d->max_batch * E * (K - 1);
-    a.conv_w = p.conv_w; a.conv_b = p.conv_b; a.u = d->u;
+    a.conv_w = p.conv_w; a.conv_b = p.conv_b; a.u = conv_cols(d->u, E);
     a.pdl_early = d->pdl == PDL_EARLY;
     decode_gemv_cuda(a, d->stream, pdl);
 }

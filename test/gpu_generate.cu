@@ -213,12 +213,12 @@ static void test_gemv(int rows, int IC, int OC, GemvMode mode, bool misalign, bo
     if (mode == GEMV_NORM || mode == GEMV_IN_PROJ) c.norm_w = norm_w.data();
     if (mode == GEMV_IN_PROJ) {
         c.tokens = tokens.data(); c.emb_out = emb.data();
-        c.conv_E = conv_E; c.conv_K = K; c.conv_state = state.data(); c.conv_w = conv_w.data(); c.conv_b = conv_b.data(); c.u = u.data();
+        c.conv_E = conv_E; c.conv_K = K; c.conv_state = state.data(); c.conv_w = conv_w.data(); c.conv_b = conv_b.data(); c.u = conv_cols(u.data(), conv_E);
     }
     g = c;
     g.out = gout; g.inp = ginp; g.W = gW; g.W16 = gW16; g.norm_w = c.norm_w ? gnorm : nullptr; g.tokens = c.tokens ? gtok : nullptr;
     g.emb_out = c.emb_out ? gemb : nullptr; g.conv_state = c.conv_E ? gstate : nullptr; g.conv_w = c.conv_E ? gcw : nullptr;
-    g.conv_b = c.conv_E ? gcb : nullptr; g.u = c.conv_E ? gu : nullptr;
+    g.conv_b = c.conv_E ? gcb : nullptr; g.u = conv_cols(c.conv_E ? gu : nullptr, conv_E);
     const int nkeys = decode_gemv_blocks(g);
     if (mode != GEMV_IN_PROJ) {
         cudaCheck(cudaMalloc(&gkeys, (size_t)rows * nkeys * sizeof(unsigned long long)));
@@ -363,6 +363,58 @@ static void round_params_bf16(MambaModel* cpu, MambaModel* gpu) {
     float* p = cpu->params.params;
     for (size_t i = 0; i < cpu->params.num_params; i++) p[i] = to_f32(from_f32<bf16>(p[i]));
     cudaCheck(cudaMemcpy(gpu->params.params, p, cpu->params.num_params * sizeof(float), cudaMemcpyHostToDevice));
+}
+
+// Mamba-2's in_proj as the decode GEMV with the step's prologue in its epilogue (decoder_m2_in_proj):
+// against the composition mamba2_step runs on the CPU (rmsnorm, linear, mamba2_step_prologue_cpu),
+// every output poisoned before the launch, the conv state carried over 3 steps, rows 1..13
+static void test_gemv_m2(int rows, int D, int E, int GN, int H, int K) {
+    Rng r; rng_seed(&r, 900 + rows * 13 + D + E + GN + H + K);
+    const int C = E + 2 * GN, OC = E + C + H;
+    char shape[96]; snprintf(shape, sizeof shape, "rows %d D %d E %d GN %d H %d K %d", rows, D, E, GN, H, K);
+    std::vector<float> W = random_vec((size_t)OC * D, &r), norm_w = random_vec(D, &r, 0.5f, 1.5f);
+    std::vector<float> conv_w = random_vec((size_t)C * K, &r), conv_b = random_vec(C, &r), dt_bias = random_vec(H, &r, -3, 0);
+    std::vector<float> A_log = random_vec(H, &r, 0, 2.5f), state((size_t)rows * C * (K - 1));
+    fill_uniform(state.data(), state.size(), &r, -1, 1);
+    float *gW = to_device(W), *gnorm = to_device(norm_w), *gcw = to_device(conv_w), *gcb = to_device(conv_b);
+    float *gdtb = to_device(dt_bias), *gAlog = to_device(A_log), *gstate = to_device(state);
+    float *gin = device_poisoned((size_t)rows * D), *gz = device_poisoned((size_t)rows * E), *gx = device_poisoned((size_t)rows * E);
+    float *gB = device_poisoned((size_t)rows * GN), *gC = device_poisoned((size_t)rows * GN), *gdt = device_poisoned((size_t)rows * H);
+    float* gA = device_poisoned(H);
+    double worst = 0;
+    for (int step = 0; step < 3; step++) {
+        std::vector<float> inp = random_vec((size_t)rows * D, &r, -2, 2);
+        cudaCheck(cudaMemcpy(gin, inp.data(), inp.size() * sizeof(float), cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemset(gz, 0xFF, (size_t)rows * E * 4)); cudaCheck(cudaMemset(gx, 0xFF, (size_t)rows * E * 4));
+        cudaCheck(cudaMemset(gB, 0xFF, (size_t)rows * GN * 4)); cudaCheck(cudaMemset(gC, 0xFF, (size_t)rows * GN * 4));
+        cudaCheck(cudaMemset(gdt, 0xFF, (size_t)rows * H * 4)); cudaCheck(cudaMemset(gA, 0xFF, H * 4));
+        // the CPU: the functions mamba2_step composes
+        std::vector<float> xn((size_t)rows * D), rstd(rows), proj((size_t)rows * OC), z((size_t)rows * E), x((size_t)rows * E);
+        std::vector<float> Bm((size_t)rows * GN), Cm((size_t)rows * GN), dt((size_t)rows * H), A(H);
+        rmsnorm_forward_cpu(xn.data(), rstd.data(), inp.data(), norm_w.data(), rows, D);
+        linear_forward_cpu(proj.data(), xn.data(), W.data(), nullptr, rows, D, OC);
+        mamba2_step_prologue_cpu(z.data(), x.data(), Bm.data(), Cm.data(), dt.data(), A.data(), state.data(), proj.data(),
+                                 conv_w.data(), conv_b.data(), dt_bias.data(), A_log.data(), rows, E, GN, H, K);
+        DecodeGemv a = {};
+        a.out = gz; a.ldo = E; a.inp = gin; a.ldi = D; a.W = gW; a.rows = rows; a.IC = D; a.OC = OC; a.norm_w = gnorm;
+        a.conv_E = C; a.conv_K = K; a.conv_begin = E; a.conv_state = gstate; a.conv_w = gcw; a.conv_b = gcb;
+        a.u = ConvCols<float>{gx, gB, gC, E, GN};
+        a.dt_n = H; a.dt_begin = E + C; a.dt_bias = gdtb; a.dt_out = gdt; a.A_log = gAlog; a.A_out = gA;
+        decode_gemv_cuda(a);
+        cudaCheckLaunch();
+        for (double e : {rel_err(from_device(gz, z.size()).data(), z.data(), z.size()),
+                         rel_err(from_device(gx, x.size()).data(), x.data(), x.size()),
+                         rel_err(from_device(gB, Bm.size()).data(), Bm.data(), Bm.size()),
+                         rel_err(from_device(gC, Cm.size()).data(), Cm.data(), Cm.size()),
+                         rel_err(from_device(gdt, dt.size()).data(), dt.data(), dt.size()),
+                         rel_err(from_device(gA, A.size()).data(), A.data(), A.size()),
+                         rel_err(from_device(gstate, state.size()).data(), state.data(), state.size())})
+            worst = std::isnan(e) || std::isnan(worst) ? NAN : std::max(worst, e);  // an unwritten (NaN) output fails
+    }
+    char name[160];
+    snprintf(name, sizeof name, "decode GEMV, Mamba-2 in_proj with the step prologue: z, x, B, C, dt, A, conv state == CPU, %s", shape);
+    report(worst < 1e-5, name, "worst rel err %.3e", worst);
+    for (float* p : {gW, gnorm, gcw, gcb, gdtb, gAlog, gstate, gin, gz, gx, gB, gC, gdt, gA}) cudaFree(p);
 }
 
 // bf16w: the decoders read bf16 weights; representable: the models' weights are rounded to bf16
@@ -811,6 +863,10 @@ int main(int argc, char** argv) {
     test_gemv(8, 37, 100, GEMV_NORM, true, true);
     test_gemv(1, 768, 3072, GEMV_IN_PROJ, false, true);
     test_gemv(13, 40, 160, GEMV_IN_PROJ, true, true);
+    test_gemv_m2(1, 768, 1536, 128, 24, 4);  // the mamba2-130m shape
+    test_gemv_m2(3, 64, 96, 32, 3, 4);
+    test_gemv_m2(8, 37, 40, 16, 5, 3);      // odd inputs, conv width 3
+    test_gemv_m2(13, 100, 64, 8, 2, 2);     // a grid-stride loop over rows past 8
 
     // the fused step with each programmatic-dependent-launch mode, and the cuBLAS step
     for (DecodePdl pdl : {PDL_OFF, PDL_AFTER_WAIT, PDL_EARLY})
