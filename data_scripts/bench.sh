@@ -5,6 +5,7 @@
 #   and each component's distance to its floor (data_scripts/step_floor.py)
 #   generation: us/token at batch 1, 8, 64 against the weight-read floor (--bench-generate)
 #   the mamba2-130m shape (24 Mamba-2 blocks, d_state 128, headdim 64): its training step and generation
+#   a hybrid of 21 Mamba-2 and 3 attention layers (M2*7,A three times): generation (KV caches of 512 positions)
 # Logs under $OUT (default out/bench); the table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,10 @@ rm -f /tmp/bench130m.ckpt
     --log-every 5 --steps 10 --checkpoint /tmp/bench_m2.ckpt > "$OUT/mamba2_step.log" 2>&1
 ./train_mamba --resume /tmp/bench_m2.ckpt --bench-generate > "$OUT/generate_m2.log" 2>&1 || echo "(mamba2 generation benchmark failed: $OUT/generate_m2.log)"
 rm -f /tmp/bench_m2.ckpt
+./train_mamba --random-data --vocab 50280 --d-model 768 --layers "M2*7,A,M2*7,A,M2*7,A" --batch 8 --seq-len 1024 \
+    --eval-interval 0 --log-every 5 --steps 1 --checkpoint /tmp/bench_hybrid.ckpt > /dev/null 2>&1
+./train_mamba --resume /tmp/bench_hybrid.ckpt --bench-generate > "$OUT/generate_hybrid.log" 2>&1 || echo "(hybrid generation benchmark failed: $OUT/generate_hybrid.log)"
+rm -f /tmp/bench_hybrid.ckpt
 /usr/bin/python3 - "$GPU" "$OUT" <<'PY'
 import re, sys
 gpu, out = sys.argv[1], sys.argv[2]
@@ -66,6 +71,10 @@ print("\ngeneration (anchors: official generate with CUDA graphs 1.60 ms/token a
       "weight-read floor 87 us in bf16, twice that for fp32 weights)")
 print(gen if gen else "(no output)")
 gen2 = open(out + "/generate_m2.log").read().strip()
-print("\nmamba2-130m generation (the layered step: M2 layers as the decode GEMVs and mamba2_step_core, in a CUDA graph)")
+print("\nmamba2-130m generation (the layered step: an M2 layer as the in_proj GEMV with the step's prologue, "
+      "mamba2_step_tail and the out_proj GEMV, in a CUDA graph)")
 print(gen2 if gen2 else "(no output)")
+gen3 = open(out + "/generate_hybrid.log").read().strip()
+print("\nhybrid generation: 21 M2 + 3 A layers (M2*7,A three times; the attention step over the KV cache split over the keys)")
+print(gen3 if gen3 else "(no output)")
 PY
