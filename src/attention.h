@@ -306,9 +306,10 @@ __global__ void attention_backward_cols_kernel(floatX* dqkv, const float* P, con
 // and the spans past a row's n return at once. Partials: (B NH, spans, hd + 2) floats.
 #define ATT_STEP_KEYS 128    // keys a block: a lane a key in the scores
 #define ATT_STEP_THREADS 128
-static int attention_step_spans(int T_max) { return ceil_div(T_max > 0 ? T_max : 1, ATT_STEP_KEYS); }
+// the spans that hold `keys` keys: a row's n in the merge; T_max (at least one) for the grid and the partials
+HOST_DEVICE int attention_step_spans(int keys) { return (keys + ATT_STEP_KEYS - 1) / ATT_STEP_KEYS; }
 static size_t attention_step_scratch_floats(int B, int NH, int T_max, int hd) {
-    return (size_t)B * NH * attention_step_spans(T_max) * (hd + 2);
+    return (size_t)B * NH * std::max(1, attention_step_spans(T_max)) * (hd + 2);
 }
 
 // grid (B NH, spans); q row (b, h): the scores of the span's keys (a lane a key, q in shared memory),
@@ -406,7 +407,7 @@ __global__ void attention_step_merge_kernel(floatX* out, const float* part, int 
                                             int C, int NH) {
     const int bh = blockIdx.x, b = bh / NH, h = bh % NH, hd = C / NH;
     if (positions) n = positions[b] + 1;
-    const int spans = (n + ATT_STEP_KEYS - 1) / ATT_STEP_KEYS;
+    const int spans = attention_step_spans(n);
     const float* p = part + (size_t)bh * spans_grid * (hd + 2);
     float M = -INFINITY;
     for (int s = 0; s < spans; s++) M = fmaxf(M, p[(size_t)s * (hd + 2)]);
@@ -469,7 +470,7 @@ static void attention_backward_plain_cuda(floatX* dqkv, float* D, const floatX* 
 static void attention_step_launch(floatX* out, float* part, const floatX* q, const floatX* k_cache, const floatX* v_cache,
                                   int B, int n, const int* positions, int T_max, int C, int NH) {
     if (B == 0) return;
-    const int hd = C / NH, spans = attention_step_spans(T_max);
+    const int hd = C / NH, spans = std::max(1, attention_step_spans(T_max));
     const float scale = 1.0f / sqrtf((float)hd);
     const size_t smem = (4 * ATT_STEP_THREADS + ATT_STEP_KEYS + hd) * sizeof(float);
     if (smem > 48 * 1024) FATAL("attention step: head dim %d is past what the decode kernel takes", hd);
