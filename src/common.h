@@ -254,6 +254,13 @@ struct StreamScope {
 #define GPU_CALL(...) FATAL("this binary was built without CUDA (no nvcc)")
 #endif
 
+// How a backward writes an activation's gradient. The rule is GRAD_ADD (+=): where an activation
+// feeds several consumers, each adds its part into one buffer. GRAD_SET (=) is for the first (or
+// only) part written into a scratch buffer: the buffer needs no zeroing and its old value is not
+// read (the mamba-130m step zeroed and re-read ~230 MB a layer for nothing). SET gives the bits of
+// ADD onto zeros (0 + x == x; only a -0 may come out +0 under ADD). Parameter gradients always add.
+enum GradWrite { GRAD_ADD, GRAD_SET };
+
 // ---------------------------------------------------------------------------
 // memory on either backend
 

@@ -22,13 +22,14 @@ static void conv1d_forward_cpu(floatX* out, const floatX* x, const float* weight
         }
 }
 
-// dx[b,s,e] += sum_k weight[e,k] * dout[b, s+(K-1)-k, e]  (terms with time < L)
+// dx[b,s,e] += sum_k weight[e,k] * dout[b, s+(K-1)-k, e]  (terms with time < L; = under GRAD_SET)
 // dweight[e,k] += sum_{b,t} dout[b,t,e] * x[b,t-(K-1)+k,e];  dbias[e] += sum_{b,t} dout[b,t,e]
 // Threads split the channels, not the rows: a channel's dweight/dbias are summed by one thread
 // in (b, t) order, so the result is the same bits for any number of threads.
 // dweight and/or dbias may be nullptr (frozen): that gradient is neither computed nor written.
 static void conv1d_backward_cpu(floatX* dx, float* dweight, float* dbias, const floatX* dout,
-                                const floatX* x, const float* weight, int B, int L, int E, int K) {
+                                const floatX* x, const float* weight, int B, int L, int E, int K,
+                                GradWrite dx_write = GRAD_ADD) {
     const int EB = 16;  // channels per task: a 64-byte line of each fp32 row, no false sharing on dx
     const bool want_w = dweight != nullptr, want_b = dbias != nullptr;
 #pragma omp parallel for schedule(static)
@@ -49,7 +50,7 @@ static void conv1d_backward_cpu(floatX* dx, float* dweight, float* dbias, const 
                         int to = t + (K - 1) - k;  // output time that input t feeds through tap k
                         if (to < L) s += weight[e * K + k] * (float)dout[((size_t)b * L + to) * E + e];
                     }
-                    dx[row + e] = (floatX)((float)dx[row + e] + s);
+                    dx[row + e] = (floatX)(dx_write == GRAD_SET ? s : (float)dx[row + e] + s);
                 }
             }
         for (int e = e0; e < e1; e++) {
@@ -106,13 +107,13 @@ static void conv1d_silu_forward_cpu(floatX* out, const floatX* x, const float* w
 // dweight and/or dbias may be nullptr (frozen), as in conv1d_backward_cpu.
 static void conv1d_silu_backward_cpu(floatX* dx, float* dweight, float* dbias, const floatX* dout,
                                      const floatX* x, const float* weight, const float* bias,
-                                     int B, int L, int E, int K) {
+                                     int B, int L, int E, int K, GradWrite dx_write = GRAD_ADD) {
     size_t n = (size_t)B * L * E;
     std::vector<floatX> dpre(n);  // (B, L, E): first the pre-activation, then its gradient in place
     conv1d_forward_cpu(dpre.data(), x, weight, bias, B, L, E, K);
 #pragma omp parallel for
     for (size_t i = 0; i < n; i++) dpre[i] = (floatX)((float)dout[i] * silu_grad_f((float)dpre[i]));
-    conv1d_backward_cpu(dx, dweight, dbias, dpre.data(), x, weight, B, L, E, K);
+    conv1d_backward_cpu(dx, dweight, dbias, dpre.data(), x, weight, B, L, E, K, dx_write);
 }
 
 #ifdef __CUDACC__
@@ -328,7 +329,7 @@ __global__ void __launch_bounds__(64) conv1d_silu_forward_kernel(ConvCols<T> out
 template <int K, int NC, typename T>
 __global__ void __launch_bounds__(32 * CSILU_TY)
     conv1d_silu_backward_kernel(T* dx, float* dweight, float* dbias, ConvCols<const T> dout, const T* x,
-                                const float* weight, const float* bias, int L, int E) {
+                                const float* weight, const float* bias, int L, int E, bool dx_add) {
     __shared__ float sm[CSILU_TY][K + 1][32 * NC];
     int e0 = (blockIdx.x * 32 + threadIdx.x) * NC;
     int b = blockIdx.z, t0 = (blockIdx.y * CSILU_TY + threadIdx.y) * CSILU_TTB;
@@ -385,13 +386,14 @@ __global__ void __launch_bounds__(32 * CSILU_TY)
             int t = s - (K - 1);  // dx[t] = sum_k w[k] * dpre[t + K-1-k]
             if (i >= K - 1 && t < L) {
                 T* dx_t = dx + base + (size_t)t * E;
-                ConvChannels<T, NC> dv = load_channels<NC>(dx_t);
+                ConvChannels<T, NC> dv;
+                if (dx_add) dv = load_channels<NC>(dx_t);  // GRAD_SET: dx is not read
 #pragma unroll
                 for (int j = 0; j < NC; j++) {
                     float a = wr[j][0] * dp[j];
 #pragma unroll
                     for (int k = 0; k < K - 1; k++) a += wr[j][K - 1 - k] * gw[k][j];
-                    dv.v[j] = (T)((float)dv.v[j] + a);
+                    dv.v[j] = (T)(dx_add ? (float)dv.v[j] + a : a);
                 }
                 store_channels<NC>(dx_t, dv);
             }
@@ -450,7 +452,7 @@ __global__ void conv1d_silu_forward_generic_kernel(floatX* out, const floatX* x,
 }
 __global__ void conv1d_silu_backward_dx_generic_kernel(floatX* dx, const floatX* dout, const floatX* x,
                                                        const float* weight, const float* bias, int B, int L,
-                                                       int E, int K) {
+                                                       int E, int K, bool dx_add) {
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (size_t)B * L * E) return;
     int e = (int)(idx % E);
@@ -459,7 +461,7 @@ __global__ void conv1d_silu_backward_dx_generic_kernel(floatX* dx, const floatX*
     float a = 0.0f;
     for (int k = 0; k < K; k++)
         a += weight[e * K + k] * conv1d_silu_dpre(dout, x, weight, bias, row0, t + (K - 1) - k, L, E, e, K);
-    dx[idx] = (floatX)((float)dx[idx] + a);
+    dx[idx] = (floatX)(dx_add ? (float)dx[idx] + a : a);
 }
 // block (32, 8): 32 channels x a chunk of rows strided by y; shared-memory sum, then atomics
 __global__ void conv1d_silu_backward_dw_generic_kernel(float* dweight, float* dbias, const floatX* dout,
@@ -515,15 +517,16 @@ static void conv1d_silu_forward_launch(ConvCols<T> out, const T* x, const float*
 }
 template <int K, typename T>
 static void conv1d_silu_backward_launch(T* dx, float* dweight, float* dbias, ConvCols<const T> dout, const T* x,
-                                        const float* weight, const float* bias, int B, int L, int E) {
+                                        const float* weight, const float* bias, int B, int L, int E, GradWrite dx_write) {
+    bool dx_add = dx_write == GRAD_ADD;
     constexpr int NC = 8 / sizeof(T);
     dim3 block(32, CSILU_TY);
     if (conv_cols_vec_ok(dout, E, NC) && conv1d_silu_vec_ok(E, NC, sizeof(T), dx, x, x)) {
         dim3 grid(ceil_div(E / NC, 32), ceil_div(L, CSILU_TTB * CSILU_TY), B);
-        conv1d_silu_backward_kernel<K, NC, T><<<grid, block, 0, launch_stream()>>>(dx, dweight, dbias, dout, x, weight, bias, L, E);
+        conv1d_silu_backward_kernel<K, NC, T><<<grid, block, 0, launch_stream()>>>(dx, dweight, dbias, dout, x, weight, bias, L, E, dx_add);
     } else {
         dim3 grid(ceil_div(E, 32), ceil_div(L, CSILU_TTB * CSILU_TY), B);
-        conv1d_silu_backward_kernel<K, 1, T><<<grid, block, 0, launch_stream()>>>(dx, dweight, dbias, dout, x, weight, bias, L, E);
+        conv1d_silu_backward_kernel<K, 1, T><<<grid, block, 0, launch_stream()>>>(dx, dweight, dbias, dout, x, weight, bias, L, E, dx_add);
     }
     cudaCheckLaunch();
 }
@@ -543,16 +546,16 @@ static void conv1d_silu_forward_cuda(floatX* out, const floatX* x, const float* 
 
 static void conv1d_silu_backward_cuda(floatX* dx, float* dweight, float* dbias, const floatX* dout,
                                       const floatX* x, const float* weight, const float* bias,
-                                      int B, int L, int E, int K) {
+                                      int B, int L, int E, int K, GradWrite dx_write = GRAD_ADD) {
     size_t n = (size_t)B * L * E;
     if (n == 0) return;
-    if (K == 4) conv1d_silu_backward_launch<4>(dx, dweight, dbias, conv_cols(dout, E), x, weight, bias, B, L, E);
-    else if (K == 3) conv1d_silu_backward_launch<3>(dx, dweight, dbias, conv_cols(dout, E), x, weight, bias, B, L, E);
-    else if (K == 2) conv1d_silu_backward_launch<2>(dx, dweight, dbias, conv_cols(dout, E), x, weight, bias, B, L, E);
+    if (K == 4) conv1d_silu_backward_launch<4>(dx, dweight, dbias, conv_cols(dout, E), x, weight, bias, B, L, E, dx_write);
+    else if (K == 3) conv1d_silu_backward_launch<3>(dx, dweight, dbias, conv_cols(dout, E), x, weight, bias, B, L, E, dx_write);
+    else if (K == 2) conv1d_silu_backward_launch<2>(dx, dweight, dbias, conv_cols(dout, E), x, weight, bias, B, L, E, dx_write);
     else {
         if (K > CONV1D_MAX_K) FATAL("conv1d_silu_backward_cuda: K=%d > %d", K, CONV1D_MAX_K);
         conv1d_silu_backward_dx_generic_kernel<<<(unsigned)((n + 255) / 256), 256, 0, launch_stream()>>>(dx, dout, x, weight, bias,
-                                                                                   B, L, E, K);
+                                                                                   B, L, E, K, dx_write == GRAD_ADD);
         cudaCheckLaunch();
         if (!dweight && !dbias) return;  // both frozen
         const int rows_per_block = 256;
@@ -574,11 +577,12 @@ static void conv1d_silu_forward_b16_cuda(bf16* out, const bf16* x, const float* 
     else FATAL("conv1d_silu_forward_b16_cuda: K=%d (the bf16 kernels take 2..4)", K);
 }
 static void conv1d_silu_backward_b16_cuda(bf16* dx, float* dweight, float* dbias, const bf16* dout, const bf16* x,
-                                          const float* weight, const float* bias, int B, int L, int E, int K) {
+                                          const float* weight, const float* bias, int B, int L, int E, int K,
+                                          GradWrite dx_write = GRAD_ADD) {
     if ((size_t)B * L * E == 0) return;
-    if (K == 4) conv1d_silu_backward_launch<4>(dx, dweight, dbias, conv_cols(dout, E), x, weight, bias, B, L, E);
-    else if (K == 3) conv1d_silu_backward_launch<3>(dx, dweight, dbias, conv_cols(dout, E), x, weight, bias, B, L, E);
-    else if (K == 2) conv1d_silu_backward_launch<2>(dx, dweight, dbias, conv_cols(dout, E), x, weight, bias, B, L, E);
+    if (K == 4) conv1d_silu_backward_launch<4>(dx, dweight, dbias, conv_cols(dout, E), x, weight, bias, B, L, E, dx_write);
+    else if (K == 3) conv1d_silu_backward_launch<3>(dx, dweight, dbias, conv_cols(dout, E), x, weight, bias, B, L, E, dx_write);
+    else if (K == 2) conv1d_silu_backward_launch<2>(dx, dweight, dbias, conv_cols(dout, E), x, weight, bias, B, L, E, dx_write);
     else FATAL("conv1d_silu_backward_b16_cuda: K=%d (the bf16 kernels take 2..4)", K);
 }
 #endif
@@ -603,9 +607,9 @@ static void conv1d_silu_forward(bool on_gpu, floatX* out, const floatX* x, const
 }
 static void conv1d_silu_backward(bool on_gpu, floatX* dx, float* dweight, float* dbias, const floatX* dout,
                                  const floatX* x, const float* weight, const float* bias,
-                                 int B, int L, int E, int K) {
-    if (on_gpu) GPU_CALL(conv1d_silu_backward_cuda(dx, dweight, dbias, dout, x, weight, bias, B, L, E, K));
-    else conv1d_silu_backward_cpu(dx, dweight, dbias, dout, x, weight, bias, B, L, E, K);
+                                 int B, int L, int E, int K, GradWrite dx_write = GRAD_ADD) {
+    if (on_gpu) GPU_CALL(conv1d_silu_backward_cuda(dx, dweight, dbias, dout, x, weight, bias, B, L, E, K, dx_write));
+    else conv1d_silu_backward_cpu(dx, dweight, dbias, dout, x, weight, bias, B, L, E, K, dx_write);
 }
 
 // conv1d + SiLU whose output columns go to three tensors (ConvCols): out_a (B, L, wa), out_b (B, L, wb),
@@ -630,19 +634,20 @@ static void conv1d_silu_forward_split(bool on_gpu, floatX* out_a, floatX* out_b,
 }
 static void conv1d_silu_backward_split(bool on_gpu, floatX* dx, float* dweight, float* dbias, const floatX* dout_a,
                                        const floatX* dout_b, const floatX* dout_c, floatX* scratch, const floatX* x,
-                                       const float* weight, const float* bias, int B, int L, int E, int K, int wa, int wb) {
+                                       const float* weight, const float* bias, int B, int L, int E, int K, int wa, int wb,
+                                       GradWrite dx_write = GRAD_ADD) {
 #ifdef __CUDACC__
     if (on_gpu && K >= 2 && K <= 4) {
         if ((size_t)B * L * E == 0) return;
         ConvCols<const floatX> dout = {dout_a, dout_b, dout_c, wa, wb};
-        if (K == 4) conv1d_silu_backward_launch<4>(dx, dweight, dbias, dout, x, weight, bias, B, L, E);
-        else if (K == 3) conv1d_silu_backward_launch<3>(dx, dweight, dbias, dout, x, weight, bias, B, L, E);
-        else conv1d_silu_backward_launch<2>(dx, dweight, dbias, dout, x, weight, bias, B, L, E);
+        if (K == 4) conv1d_silu_backward_launch<4>(dx, dweight, dbias, dout, x, weight, bias, B, L, E, dx_write);
+        else if (K == 3) conv1d_silu_backward_launch<3>(dx, dweight, dbias, dout, x, weight, bias, B, L, E, dx_write);
+        else conv1d_silu_backward_launch<2>(dx, dweight, dbias, dout, x, weight, bias, B, L, E, dx_write);
         return;
     }
 #endif
     concat_columns(on_gpu, scratch, dout_a, dout_b, dout_c, B * L, wa, wb, E - wa - wb);
-    conv1d_silu_backward(on_gpu, dx, dweight, dbias, scratch, x, weight, bias, B, L, E, K);
+    conv1d_silu_backward(on_gpu, dx, dweight, dbias, scratch, x, weight, bias, B, L, E, K, dx_write);
 }
 
 #ifdef __CUDACC__
@@ -654,8 +659,8 @@ static void conv1d_silu_forward(bool on_gpu, bf16* out, const bf16* x, const flo
     conv1d_silu_forward_b16_cuda(out, x, weight, bias, B, L, E, K);
 }
 static void conv1d_silu_backward(bool on_gpu, bf16* dx, float* dweight, float* dbias, const bf16* dout, const bf16* x,
-                                 const float* weight, const float* bias, int B, int L, int E, int K) {
+                                 const float* weight, const float* bias, int B, int L, int E, int K, GradWrite dx_write = GRAD_ADD) {
     if (!on_gpu) FATAL("bf16 activations run on the GPU only");
-    conv1d_silu_backward_b16_cuda(dx, dweight, dbias, dout, x, weight, bias, B, L, E, K);
+    conv1d_silu_backward_b16_cuda(dx, dweight, dbias, dout, x, weight, bias, B, L, E, K, dx_write);
 }
 #endif

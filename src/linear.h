@@ -88,15 +88,15 @@ static void linear_forward_cpu(floatX* out, const floatX* inp, const float* weig
     linear_matmul_nt_cpu(out, inp, weight, bias, N, IC, OC, false);
 }
 
-// dinp += dout @ weight (skipped if dinp NULL); dweight += dout^T @ inp; dbias += sum_rows dout (if bias).
-// dweight NULL: a frozen weight (no gradient buffer), only dinp is computed.
+// dinp += dout @ weight (skipped if dinp NULL; = under GRAD_SET); dweight += dout^T @ inp; dbias += sum_rows dout
+// (if bias). dweight NULL: a frozen weight (no gradient buffer), only dinp is computed.
 static void linear_backward_cpu(floatX* dinp, float* dweight, float* dbias, const floatX* dout,
-                                const floatX* inp, const float* weight, int N, int IC, int OC) {
+                                const floatX* inp, const float* weight, int N, int IC, int OC, GradWrite dinp_write = GRAD_ADD) {
     if (dinp) {
         // dinp[n,i] += sum_o dout[n,o] * W^T[i,o]
         float* wT = (float*)malloc_check((size_t)IC * OC * sizeof(float));
         linear_transpose_cpu(wT, weight, OC, IC);
-        linear_matmul_nt_cpu(dinp, dout, wT, (const float*)nullptr, N, OC, IC, true);
+        linear_matmul_nt_cpu(dinp, dout, wT, (const float*)nullptr, N, OC, IC, dinp_write == GRAD_ADD);
         free(wT);
     }
     if (!dweight && !dbias) return;
@@ -365,24 +365,25 @@ static void linear_forward_b16_cuda(OT* out, const bf16* in16, const float* weig
 // (W16: the weight's bf16 copy, or null when dinp is)
 template <typename TD>
 static void linear_backward_bf16w_cuda(TD* dinp, float* dweight, const bf16* dout16, const bf16* in16, const bf16* W16,
-                                       int N, int IC, int OC) {
+                                       int N, int IC, int OC, GradWrite dinp_write = GRAD_ADD) {
     if (N == 0) return;
-    // dinp^T (IC x N) += W^T (col-major IC x OC) * dout^T (OC x N)
+    // dinp^T (IC x N) += W^T (col-major IC x OC) * dout^T (OC x N)   (beta 0 under GRAD_SET: dinp not read)
     // dweight^T (IC x OC) += inp^T (IC x N) * dout (N x OC; dout stored col-major OC x N -> op T)
-    if (dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, W16, IC, dout16, OC, 1.0f, dinp, IC);
+    if (dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, W16, IC, dout16, OC, dinp_write == GRAD_SET ? 0.0f : 1.0f, dinp, IC);
     if (dweight) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, in16, IC, dout16, OC, 1.0f, dweight, IC);
 }
 template <typename TD>
 static void linear_backward_bf16_cuda(TD* dinp, float* dweight, const bf16* dout16, const bf16* in16, const float* weight,
-                                      int N, int IC, int OC) {
-    linear_backward_bf16w_cuda(dinp, dweight, dout16, in16, dinp ? linear_weight_bf16(weight, (size_t)OC * IC) : nullptr, N, IC, OC);
+                                      int N, int IC, int OC, GradWrite dinp_write = GRAD_ADD) {
+    linear_backward_bf16w_cuda(dinp, dweight, dout16, in16, dinp ? linear_weight_bf16(weight, (size_t)OC * IC) : nullptr, N, IC, OC,
+                               dinp_write);
 }
 // the backward for an input in bf16 already (the scan's y for out_proj): one copy of dout
 template <typename TD>
 static void linear_backward_b16_cuda(TD* dinp, float* dweight, const floatX* dout, const bf16* in16, const float* weight,
-                                     int N, int IC, int OC) {
+                                     int N, int IC, int OC, GradWrite dinp_write = GRAD_ADD) {
     if (N == 0 || (!dinp && !dweight)) return;
-    linear_backward_bf16_cuda(dinp, dweight, linear_round_bf16(dout, (size_t)N * OC, 1), in16, weight, N, IC, OC);
+    linear_backward_bf16_cuda(dinp, dweight, linear_round_bf16(dout, (size_t)N * OC, 1), in16, weight, N, IC, OC, dinp_write);
 }
 
 static void linear_forward_cuda(floatX* out, const floatX* inp, const float* weight, const float* bias,
@@ -399,14 +400,14 @@ static void linear_forward_cuda(floatX* out, const floatX* inp, const float* wei
 }
 
 static void linear_backward_cuda(floatX* dinp, float* dweight, float* dbias, const floatX* dout,
-                                 const floatX* inp, const float* weight, int N, int IC, int OC) {
+                                 const floatX* inp, const float* weight, int N, int IC, int OC, GradWrite dinp_write = GRAD_ADD) {
     if (N == 0) return;
     if (linear_use_bf16(OC, N, IC)) {  // one copy of dout for both products
         if (dinp || dweight)
             linear_backward_bf16_cuda(dinp, dweight, linear_round_bf16(dout, (size_t)N * OC, 1),
-                                      dweight ? linear_round_bf16(inp, (size_t)N * IC, 2) : nullptr, weight, N, IC, OC);
+                                      dweight ? linear_round_bf16(inp, (size_t)N * IC, 2) : nullptr, weight, N, IC, OC, dinp_write);
     } else {
-        if (dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, weight, IC, dout, OC, 1.0f, dinp, IC);
+        if (dinp) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, weight, IC, dout, OC, dinp_write == GRAD_SET ? 0.0f : 1.0f, dinp, IC);
         if (dweight) linear_gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, inp, IC, dout, OC, 1.0f, dweight, IC);
     }
     if (dbias) {
@@ -459,35 +460,36 @@ static void linear_forward_split_cuda(floatX* out_a, floatX* out_b, const floatX
     }
     linear_forward_split_b16_cuda(out_a, out_b, linear_round_bf16(inp, (size_t)N * IC, 1), W, N, IC, OA, OB);
 }
-// dinp += [dout_a | dout_b] @ W (skipped if null); dW (OA + OB, IC) += [dout_a | dout_b]^T inp (skipped if null)
+// dinp += [dout_a | dout_b] @ W (skipped if null; = under GRAD_SET); dW (OA + OB, IC) += [dout_a | dout_b]^T inp (skipped if null)
 static void linear_backward_split_b16_cuda(floatX* dinp, float* dW, const floatX* dout_a, const floatX* dout_b, const bf16* in16,
-                                           const float* W, int N, int IC, int OA, int OB) {
+                                           const float* W, int N, int IC, int OA, int OB, GradWrite dinp_write = GRAD_ADD) {
     if (N == 0 || (!dinp && !dW)) return;
-    linear_backward_bf16_cuda(dinp, dW, linear_round_bf16_split(dout_a, dout_b, N, OA, OB), in16, W, N, IC, OA + OB);
+    linear_backward_bf16_cuda(dinp, dW, linear_round_bf16_split(dout_a, dout_b, N, OA, OB), in16, W, N, IC, OA + OB, dinp_write);
 }
 // the same with both gradients in bf16 already (bf16 activations): two products of K = OA and OB into
 // dinp (a second pass over dinp costs less than interleaving the two halves into one operand)
 static void linear_backward_split_bf16_cuda(floatX* dinp, float* dW, const bf16* dout_a, const bf16* dout_b, const bf16* in16,
-                                            const float* W, int N, int IC, int OA, int OB) {
+                                            const float* W, int N, int IC, int OA, int OB, GradWrite dinp_write = GRAD_ADD) {
     const bf16* W16 = dinp ? linear_weight_bf16(W, (size_t)(OA + OB) * IC) : nullptr;  // the forward's copy, in one scope
     // dW's halves as one launch where dout_a, dout_b are one stride apart (the model's scratch)
     bool dw_paired = dW && OA == OB && N > 0 &&
                      linear_gemm_pair(CUBLAS_OP_N, CUBLAS_OP_T, IC, OA, N, in16, in16, IC, dout_a, dout_b, OA, 1.0f, dW,
                                       dW + (size_t)OA * IC, IC);
     float* dW_rest = dw_paired ? nullptr : dW;
-    linear_backward_bf16w_cuda(dinp, dW_rest, dout_a, in16, W16, N, IC, OA);
+    linear_backward_bf16w_cuda(dinp, dW_rest, dout_a, in16, W16, N, IC, OA, dinp_write);  // the first half sets dinp, the second adds
     linear_backward_bf16w_cuda(dinp, dW_rest ? dW_rest + (size_t)OA * IC : nullptr, dout_b, in16, W16 ? W16 + (size_t)OA * IC : nullptr,
                                N, IC, OB);
 }
 static void linear_backward_split_cuda(floatX* dinp, float* dW, const floatX* dout_a, const floatX* dout_b, const floatX* inp,
-                                       const float* W, int N, int IC, int OA, int OB) {
+                                       const float* W, int N, int IC, int OA, int OB, GradWrite dinp_write = GRAD_ADD) {
     if (N == 0) return;
     if (!linear_split_bf16(N, IC, OA, OB)) {
-        linear_backward_cuda(dinp, dW, nullptr, dout_a, inp, W, N, IC, OA);
+        linear_backward_cuda(dinp, dW, nullptr, dout_a, inp, W, N, IC, OA, dinp_write);
         linear_backward_cuda(dinp, dW ? dW + (size_t)OA * IC : nullptr, nullptr, dout_b, inp, W + (size_t)OA * IC, N, IC, OB);
         return;
     }
-    linear_backward_split_b16_cuda(dinp, dW, dout_a, dout_b, dW ? linear_round_bf16(inp, (size_t)N * IC, 2) : nullptr, W, N, IC, OA, OB);
+    linear_backward_split_b16_cuda(dinp, dW, dout_a, dout_b, dW ? linear_round_bf16(inp, (size_t)N * IC, 2) : nullptr, W, N, IC, OA, OB,
+                                   dinp_write);
 }
 #endif
 
@@ -511,9 +513,9 @@ static void linear_forward(bool on_gpu, floatX* out, const floatX* inp, const fl
     else linear_forward_cpu(out, inp, weight, bias, N, IC, OC);
 }
 static void linear_backward(bool on_gpu, floatX* dinp, float* dweight, float* dbias, const floatX* dout,
-                            const floatX* inp, const float* weight, int N, int IC, int OC) {
-    if (on_gpu) GPU_CALL(linear_backward_cuda(dinp, dweight, dbias, dout, inp, weight, N, IC, OC));
-    else linear_backward_cpu(dinp, dweight, dbias, dout, inp, weight, N, IC, OC);
+                            const floatX* inp, const float* weight, int N, int IC, int OC, GradWrite dinp_write = GRAD_ADD) {
+    if (on_gpu) GPU_CALL(linear_backward_cuda(dinp, dweight, dbias, dout, inp, weight, N, IC, OC, dinp_write));
+    else linear_backward_cpu(dinp, dweight, dbias, dout, inp, weight, N, IC, OC, dinp_write);
 }
 // the split product (see linear_forward_split_cuda); the CPU runs it as its two halves
 static void linear_forward_split(bool on_gpu, floatX* out_a, floatX* out_b, const floatX* inp, const float* W, int N, int IC,
@@ -525,10 +527,10 @@ static void linear_forward_split(bool on_gpu, floatX* out_a, floatX* out_b, cons
     }
 }
 static void linear_backward_split(bool on_gpu, floatX* dinp, float* dW, const floatX* dout_a, const floatX* dout_b,
-                                  const floatX* inp, const float* W, int N, int IC, int OA, int OB) {
-    if (on_gpu) GPU_CALL(linear_backward_split_cuda(dinp, dW, dout_a, dout_b, inp, W, N, IC, OA, OB));
+                                  const floatX* inp, const float* W, int N, int IC, int OA, int OB, GradWrite dinp_write = GRAD_ADD) {
+    if (on_gpu) GPU_CALL(linear_backward_split_cuda(dinp, dW, dout_a, dout_b, inp, W, N, IC, OA, OB, dinp_write));
     else {
-        linear_backward_cpu(dinp, dW, nullptr, dout_a, inp, W, N, IC, OA);
+        linear_backward_cpu(dinp, dW, nullptr, dout_a, inp, W, N, IC, OA, dinp_write);
         linear_backward_cpu(dinp, dW ? dW + (size_t)OA * IC : nullptr, nullptr, dout_b, inp, W + (size_t)OA * IC, N, IC, OB);
     }
 }
@@ -547,14 +549,14 @@ static void linear_forward_split(bool on_gpu, OT* out_a, OT* out_b, const bf16* 
 }
 template <typename TD, typename TO>
 static void linear_backward(bool on_gpu, TD* dinp, float* dweight, float* dbias, const TO* dout, const bf16* in16, const float* weight,
-                            int N, int IC, int OC) {
+                            int N, int IC, int OC, GradWrite dinp_write = GRAD_ADD) {
     if (!on_gpu || dbias) FATAL("bf16 activations: the GPU's products only, without a bias");
-    if constexpr (std::is_same<TO, bf16>::value) linear_backward_bf16_cuda(dinp, dweight, dout, in16, weight, N, IC, OC);
-    else linear_backward_b16_cuda(dinp, dweight, dout, in16, weight, N, IC, OC);
+    if constexpr (std::is_same<TO, bf16>::value) linear_backward_bf16_cuda(dinp, dweight, dout, in16, weight, N, IC, OC, dinp_write);
+    else linear_backward_b16_cuda(dinp, dweight, dout, in16, weight, N, IC, OC, dinp_write);
 }
 static void linear_backward_split(bool on_gpu, float* dinp, float* dW, const bf16* dout_a, const bf16* dout_b, const bf16* in16,
-                                  const float* W, int N, int IC, int OA, int OB) {
+                                  const float* W, int N, int IC, int OA, int OB, GradWrite dinp_write = GRAD_ADD) {
     if (!on_gpu) FATAL("bf16 activations run on the GPU only");
-    linear_backward_split_bf16_cuda(dinp, dW, dout_a, dout_b, in16, W, N, IC, OA, OB);
+    linear_backward_split_bf16_cuda(dinp, dW, dout_a, dout_b, in16, W, N, IC, OA, OB, dinp_write);
 }
 #endif

@@ -865,20 +865,20 @@ static void mamba2_block_forward_on(bool on_gpu, floatX* out, const Mamba2Acts& 
 }
 
 // dout: (B, L, D); inp: the forward's input; a: the forward's activations; s: scratch. dinp
-// (B, L, D) and every parameter gradient in `d` ACCUMULATE (+=); any may be nullptr (skipped). The
-// conv's pre-activation, the SSD states and the gate are recomputed (see the top of the file).
+// (B, L, D) and every parameter gradient in `d` ACCUMULATE (+=; dinp is set under GRAD_SET); any may be
+// nullptr (skipped). The conv's pre-activation, the SSD states and the gate are recomputed (see the top
+// of the file). The scratch's dyn and dxBC are set by their producers (GRAD_SET), the rest zeroed first.
 static void mamba2_block_backward_on(bool on_gpu, floatX* dinp, const Mamba2Params& d, const Mamba2Scratch& s,
                                      const floatX* dout, const floatX* inp, const Mamba2Params& p, const Mamba2Acts& a,
-                                     const Mamba2Config& c, int B, int L) {
+                                     const Mamba2Config& c, int B, int L, GradWrite dinp_write) {
     mamba2_check_shape("mamba2_block_backward", c, B, L);
     mamba2_check_scratch("mamba2_block_backward", s, (size_t)B * L, 0);
     int BL = B * L, D = c.d_model, E = c.d_inner, H = c.nheads, P = c.headdim, G = c.ngroups, N = c.d_state;
     int C = c.conv_dim, K = c.d_conv, GN = G * N;
     size_t bE = (size_t)BL * E * sizeof(floatX), bGN = (size_t)BL * GN * sizeof(floatX);
-    size_t bH = (size_t)BL * H * sizeof(floatX), bC = (size_t)BL * C * sizeof(floatX);
+    size_t bH = (size_t)BL * H * sizeof(floatX);
     // out_proj -> dyn
-    PROF(on_gpu, "m2_elementwise", backend_memset0(on_gpu, s.dyn, bE));
-    PROF(on_gpu, "m2_out_proj", linear_backward(on_gpu, s.dyn, d.out_proj_w, nullptr, dout, a.yn, p.out_proj_w, BL, E, D));
+    PROF(on_gpu, "m2_out_proj", linear_backward(on_gpu, s.dyn, d.out_proj_w, nullptr, dout, a.yn, p.out_proj_w, BL, E, D, GRAD_SET));
     // gated RMSNorm -> dy (the SSD output), dz
     PROF(on_gpu, "m2_elementwise", { backend_memset0(on_gpu, s.dy, bE); backend_memset0(on_gpu, s.dz, bE); });
     PROF(on_gpu, "m2_gated_norm", mamba2_gated_rmsnorm_backward(on_gpu, s.dy, s.dz, d.norm_w, s.col_partial, s.dyn, a.y, a.z,
@@ -903,16 +903,15 @@ static void mamba2_block_backward_on(bool on_gpu, floatX* dinp, const Mamba2Para
     // conv1d + SiLU (recomputes its pre-activation): d[x | B | C] -> dxBC; nullptr for frozen weights
     bool need_conv_in = dinp || d.in_proj_w;
     if (need_conv_in || d.conv_w || d.conv_b) {
-        PROF(on_gpu, "m2_elementwise", backend_memset0(on_gpu, s.dxBC, bC));
         PROF(on_gpu, "m2_conv1d+silu", conv1d_silu_backward_split(on_gpu, s.dxBC, d.conv_w, d.conv_b, s.dx, s.dBm, s.dCm,
-                                                                   s.xBCc, a.xBC, p.conv_w, p.conv_b, B, L, C, K, E, GN));
+                                                                   s.xBCc, a.xBC, p.conv_w, p.conv_b, B, L, C, K, E, GN, GRAD_SET));
     }
     // in_proj, the three row blocks: dinp accumulates all three, z and xBC as one split product (one
     // product of K = E + C into dinp on the GPU). Each call skips when it has neither dinp nor a
     // weight gradient, so dxBC is read only when it was computed.
     float* dW = d.in_proj_w;
     PROF(on_gpu, "m2_in_proj", {
-        linear_backward_split(on_gpu, dinp, dW, s.dz, s.dxBC, inp, p.in_proj_w, BL, D, E, C);
+        linear_backward_split(on_gpu, dinp, dW, s.dz, s.dxBC, inp, p.in_proj_w, BL, D, E, C, dinp_write);
         linear_backward(on_gpu, dinp, dW ? dW + (size_t)(E + C) * D : nullptr, nullptr, s.ddt_raw, inp,
                         p.in_proj_w + (size_t)(E + C) * D, BL, D, H);
     });
@@ -961,8 +960,8 @@ static void mamba2_block_forward_cpu(floatX* out, const Mamba2Acts& a, const Mam
 }
 static void mamba2_block_backward_cpu(floatX* dinp, const Mamba2Params& d, const Mamba2Scratch& s, const floatX* dout,
                                       const floatX* inp, const Mamba2Params& p, const Mamba2Acts& a,
-                                      const Mamba2Config& c, int B, int L) {
-    mamba2_block_backward_on(false, dinp, d, s, dout, inp, p, a, c, B, L);
+                                      const Mamba2Config& c, int B, int L, GradWrite dinp_write = GRAD_ADD) {
+    mamba2_block_backward_on(false, dinp, d, s, dout, inp, p, a, c, B, L, dinp_write);
 }
 static void mamba2_step_cpu(floatX* out, float* conv_state, float* ssm_state, const Mamba2Scratch& s,
                             const floatX* inp, const Mamba2Params& p, const Mamba2Config& c, int B) {
@@ -978,8 +977,8 @@ static void mamba2_block_forward_cuda(floatX* out, const Mamba2Acts& a, const Ma
 }
 static void mamba2_block_backward_cuda(floatX* dinp, const Mamba2Params& d, const Mamba2Scratch& s,
                                        const floatX* dout, const floatX* inp, const Mamba2Params& p,
-                                       const Mamba2Acts& a, const Mamba2Config& c, int B, int L) {
-    mamba2_block_backward_on(true, dinp, d, s, dout, inp, p, a, c, B, L);
+                                       const Mamba2Acts& a, const Mamba2Config& c, int B, int L, GradWrite dinp_write = GRAD_ADD) {
+    mamba2_block_backward_on(true, dinp, d, s, dout, inp, p, a, c, B, L, dinp_write);
 }
 static void mamba2_step_cuda(floatX* out, float* conv_state, float* ssm_state, const Mamba2Scratch& s,
                              const floatX* inp, const Mamba2Params& p, const Mamba2Config& c, int B) {
@@ -999,9 +998,9 @@ static void mamba2_block_forward(bool on_gpu, floatX* out, const Mamba2Acts& a, 
 
 static void mamba2_block_backward(bool on_gpu, floatX* dinp, const Mamba2Params& d, const Mamba2Scratch& s,
                                   const floatX* dout, const floatX* inp, const Mamba2Params& p, const Mamba2Acts& a,
-                                  const Mamba2Config& c, int B, int L) {
-    if (on_gpu) GPU_CALL(mamba2_block_backward_cuda(dinp, d, s, dout, inp, p, a, c, B, L));
-    else mamba2_block_backward_cpu(dinp, d, s, dout, inp, p, a, c, B, L);
+                                  const Mamba2Config& c, int B, int L, GradWrite dinp_write = GRAD_ADD) {
+    if (on_gpu) GPU_CALL(mamba2_block_backward_cuda(dinp, d, s, dout, inp, p, a, c, B, L, dinp_write));
+    else mamba2_block_backward_cpu(dinp, d, s, dout, inp, p, a, c, B, L, dinp_write);
 }
 
 static void mamba2_step(bool on_gpu, floatX* out, float* conv_state, float* ssm_state, const Mamba2Scratch& s,

@@ -977,25 +977,31 @@ static void mamba_m1_backward(MambaModel* m, int l, int B, int T, bool lora) {
     AT *dt_low = act_view<AT>(a.dt_low), *Bm = act_view<AT>(a.Bm), *Cm = act_view<AT>(a.Cm), *delta = act_view<AT>(a.delta);
     AT *y = act_view<AT>(a.y), *dy = act_view<AT>(s.dy), *du = act_view<AT>(s.du), *ddelta = act_view<AT>(s.ddelta);
     AT *dz = act_view<AT>(s.dz), *dxin = act_view<AT>(s.dxin), *dxdbl = act_view<AT>(s.dxdbl);
-    backend_memset0(on_gpu, (char*)m->scratch_memory + m->layer_scratch_start, m->scratch_bytes - m->layer_scratch_start);
+    // Each scratch gradient's first writer sets it (GRAD_SET: out_proj's dy, the scan's du, ddelta and dz,
+    // dt_proj's ddt_low, the conv's dxin, in_proj's dxn; concat_columns writes dxdbl), so only what the
+    // scan's atomics add into starts from zeros: dBm, dCm.
+    PROF(on_gpu, "zero_scratch", backend_memset0(on_gpu, s.dBm, (size_t)BT * N * sizeof(float));
+                                 backend_memset0(on_gpu, s.dCm, (size_t)BT * N * sizeof(float)));
     // recompute what the forward did not keep (bit-identical to the forward's values)
     mamba_layer_norm(m, l, BT, sizeof(AT) == 2, "recompute");
     PROF(on_gpu, "recompute", conv1d_silu_forward(on_gpu, u, xin, p.conv_w, p.conv_b, B, T, E, K));
     // m->dresid holds dloss/d(layer output); the residual branch passes it through unchanged
-    PROF(on_gpu, "out_proj", linear_backward(on_gpu, dy, dp.out_proj_w, (float*)nullptr, m->dresid, y, p.out_proj_w, BT, E, D));
+    PROF(on_gpu, "out_proj", linear_backward(on_gpu, dy, dp.out_proj_w, (float*)nullptr, m->dresid, y, p.out_proj_w, BT, E, D, GRAD_SET));
     if (lora && lora_active(ll.out_proj))
         PROF(on_gpu, "lora", lora_backward(on_gpu, ll.out_proj, mamba_lora_run(m, l, 3), a.h_out_proj, a.y, s.dy, m->dresid, nullptr, BT));
     PROF(on_gpu, "scan", selective_scan_backward(on_gpu, du, ddelta, dp.A_log, s.dBm, s.dCm, dp.D, dz, dp.dt_proj_b, dy, u, delta,
-                                                 p.A_log, Bm, Cm, p.D, z, p.dt_proj_b, a.hs, B, T, E, N));
-    PROF(on_gpu, "dt_proj", linear_backward(on_gpu, s.ddt_low, dp.dt_proj_w, (float*)nullptr, ddelta, dt_low, p.dt_proj_w, BT, R, E));
+                                                 p.A_log, Bm, Cm, p.D, z, p.dt_proj_b, a.hs, B, T, E, N, GRAD_SET));
+    PROF(on_gpu, "dt_proj", linear_backward(on_gpu, s.ddt_low, dp.dt_proj_w, (float*)nullptr, ddelta, dt_low, p.dt_proj_w, BT, R, E,
+                                            GRAD_SET));
     if (lora && lora_active(ll.dt_proj))
         PROF(on_gpu, "lora", lora_backward(on_gpu, ll.dt_proj, mamba_lora_run(m, l, 2), a.h_dt_proj, a.dt_low, s.ddt_low, s.ddelta, nullptr, BT));
     PROF(on_gpu, "x_proj", concat_columns(on_gpu, dxdbl, s.ddt_low, s.dBm, s.dCm, BT, R, N, N);
                       linear_backward(on_gpu, du, dp.x_proj_w, (float*)nullptr, dxdbl, u, p.x_proj_w, BT, E, R + 2 * N));
     if (lora && lora_active(ll.x_proj))
         PROF(on_gpu, "lora", lora_backward(on_gpu, ll.x_proj, mamba_lora_run(m, l, 1), a.h_x_proj, m->u, s.du, s.dxdbl, nullptr, BT));
-    PROF(on_gpu, "conv1d+silu", conv1d_silu_backward(on_gpu, dxin, dp.conv_w, dp.conv_b, du, xin, p.conv_w, p.conv_b, B, T, E, K));
-    PROF(on_gpu, "in_proj", linear_backward_split(on_gpu, s.dxn, dp.in_proj_w, dxin, dz, xn, p.in_proj_w, BT, D, E, E));
+    PROF(on_gpu, "conv1d+silu", conv1d_silu_backward(on_gpu, dxin, dp.conv_w, dp.conv_b, du, xin, p.conv_w, p.conv_b, B, T, E, K,
+                                                     GRAD_SET));
+    PROF(on_gpu, "in_proj", linear_backward_split(on_gpu, s.dxn, dp.in_proj_w, dxin, dz, xn, p.in_proj_w, BT, D, E, E, GRAD_SET));
     if (lora && lora_active(ll.in_proj))
         PROF(on_gpu, "lora", lora_backward(on_gpu, ll.in_proj, mamba_lora_run(m, l, 0), a.h_in_proj, m->xn, s.dxn, s.dxin,
                                            ll.in_proj.out_features == 2 * E ? s.dz : nullptr, BT));
@@ -1025,10 +1031,12 @@ static void mamba_other_layer_backward(MambaModel* m, int l, int B, int T) {
     LayerActs& a = m->acts[l];
     LayerScratch& s = m->scratch;
     LayerKind kind = m->layer_index[l].kind;
-    backend_memset0(on_gpu, (char*)m->scratch_memory + m->layer_scratch_start, m->scratch_bytes - m->layer_scratch_start);
+    if (kind != LAYER_M2)  // (the Mamba-2 block sets dxn: GRAD_SET; its own scratch is m->m2_scratch)
+        PROF(on_gpu, "zero_scratch", backend_memset0(on_gpu, (char*)m->scratch_memory + m->layer_scratch_start,
+                                                     m->scratch_bytes - m->layer_scratch_start));
     PROF(on_gpu, "recompute", rmsnorm_forward(on_gpu, m->xn, a.rstd, a.resid, p.norm_w, BT, D));
-    if (kind == LAYER_M2)
-        mamba2_block_backward(on_gpu, s.dxn, dp.m2, m->m2_scratch, m->dresid, m->xn, p.m2, a.m2, m->m2cfg, B, T);  // profiled inside
+    if (kind == LAYER_M2)  // profiled inside
+        mamba2_block_backward(on_gpu, s.dxn, dp.m2, m->m2_scratch, m->dresid, m->xn, p.m2, a.m2, m->m2cfg, B, T, GRAD_SET);
     if (kind == LAYER_ATTN) {
         PROF(on_gpu, "attn_proj", linear_backward(on_gpu, s.datty, dp.attn_proj_w, (float*)nullptr, m->dresid, a.atty,
                                                   p.attn_proj_w, BT, D, D));

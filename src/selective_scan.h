@@ -449,8 +449,12 @@ static void selective_scan_backward_cpu(floatX* du, floatX* ddelta, float* dA_lo
                                         const floatX* dout, const floatX* u, const floatX* delta,
                                         const float* A_log, const floatX* Bm, const floatX* Cm,
                                         const float* D, const floatX* z, const float* delta_bias,
-                                        const float* hs, int B, int L, int E, int N) {
+                                        const float* hs, int B, int L, int E, int N, GradWrite grad_write = GRAD_ADD) {
     const int W = SCAN_CPU_LANES;
+    if (grad_write == GRAD_SET) {  // the lanes add into du, ddelta, dz: zeros first (the GPU's fast kernel stores)
+        size_t bytes = (size_t)B * L * E * sizeof(floatX);
+        memset(du, 0, bytes); memset(ddelta, 0, bytes); memset(dz, 0, bytes);
+    }
     static_assert(SCAN_CPU_BLOCK_CH % SCAN_CPU_LANES == 0, "a block is whole lane groups");
     int n_blocks = (E + SCAN_CPU_BLOCK_CH - 1) / SCAN_CPU_BLOCK_CH;
     size_t BLN = (size_t)B * L * N, LN = (size_t)L * N;
@@ -805,12 +809,16 @@ static void selective_scan_backward_cuda(floatX* du, floatX* ddelta, float* dA_l
                                          const floatX* dout, const floatX* u, const floatX* delta,
                                          const float* A_log, const floatX* Bm, const floatX* Cm,
                                          const float* D, const floatX* z, const float* delta_bias,
-                                         const float* hs, int B, int L, int E, int N) {
+                                         const float* hs, int B, int L, int E, int N, GradWrite grad_write = GRAD_ADD) {
     if (B <= 0 || L <= 0 || E <= 0) return;
     if (selective_scan_backward_fast_ok(N, hs, Bm, Cm, dBm, dCm)) {
         selective_scan_backward_fast(du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log,
-                                     Bm, Cm, D, z, delta_bias, hs, B, L, E);
+                                     Bm, Cm, D, z, delta_bias, hs, B, L, E, grad_write);
         return;
+    }
+    if (grad_write == GRAD_SET) {  // the generic kernel adds: zeros first
+        size_t bytes = (size_t)B * L * E * sizeof(floatX);
+        backend_memset0(true, du, bytes); backend_memset0(true, ddelta, bytes); backend_memset0(true, dz, bytes);
     }
     ScanGenericKernels generic = scan_generic_kernels(N);
     dim3 grid(ceil_div(E, SCAN_THREADS / generic.G), B);
@@ -836,11 +844,11 @@ static void selective_scan_backward(bool on_gpu, floatX* du, floatX* ddelta, flo
                                     floatX* dCm, float* dD, floatX* dz, float* ddelta_bias, const floatX* dout,
                                     const floatX* u, const floatX* delta, const float* A_log, const floatX* Bm,
                                     const floatX* Cm, const float* D, const floatX* z, const float* delta_bias,
-                                    const float* hs, int B, int L, int E, int N) {
+                                    const float* hs, int B, int L, int E, int N, GradWrite grad_write = GRAD_ADD) {
     if (on_gpu) GPU_CALL(selective_scan_backward_cuda(du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u,
-                                                      delta, A_log, Bm, Cm, D, z, delta_bias, hs, B, L, E, N));
+                                                      delta, A_log, Bm, Cm, D, z, delta_bias, hs, B, L, E, N, grad_write));
     else selective_scan_backward_cpu(du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm,
-                                     Cm, D, z, delta_bias, hs, B, L, E, N);
+                                     Cm, D, z, delta_bias, hs, B, L, E, N, grad_write);
 }
 #ifdef __CUDACC__
 // the same for bf16 activations (the GPU's fast kernels only: d_state 16 and the pointers they take)
@@ -854,10 +862,11 @@ static void selective_scan_forward(bool on_gpu, bf16* out, float* hs, const bf16
 static void selective_scan_backward(bool on_gpu, bf16* du, bf16* ddelta, float* dA_log, float* dBm, float* dCm, float* dD,
                                     bf16* dz, float* ddelta_bias, const bf16* dout, const bf16* u, const bf16* delta,
                                     const float* A_log, const bf16* Bm, const bf16* Cm, const float* D, const bf16* z,
-                                    const float* delta_bias, const float* hs, int B, int L, int E, int N) {
+                                    const float* delta_bias, const float* hs, int B, int L, int E, int N,
+                                    GradWrite grad_write = GRAD_ADD) {
     if (!on_gpu || !selective_scan_backward_fast_ok(N, hs, Bm, Cm, dBm, dCm))
         FATAL("bf16 activations: the scan runs on the GPU's fast kernels only (d_state %d)", SCAN_FAST_N);
     selective_scan_backward_b16_cuda(du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z,
-                                     delta_bias, hs, B, L, E);
+                                     delta_bias, hs, B, L, E, grad_write);
 }
 #endif

@@ -396,7 +396,7 @@ __global__ void __launch_bounds__(4 * ScanBwdShape<T>::CH, SCAN_BWD_WARPS_PER_SM
     float* __restrict__ ddelta_bias, const T* __restrict__ dout, const T* __restrict__ u,
     const T* __restrict__ delta, const float* __restrict__ A_log, const T* __restrict__ Bm,
     const T* __restrict__ Cm, const float* __restrict__ D, const T* __restrict__ z,
-    const float* __restrict__ delta_bias, const float* __restrict__ hs, int B, int L, int E) {
+    const float* __restrict__ delta_bias, const float* __restrict__ hs, int B, int L, int E, bool grad_add) {
     constexpr int CH = ScanBwdShape<T>::CH, NRAW = ScanBwdShape<T>::NRAW;
     constexpr bool BC_ASYNC = ScanBwdShape<T>::BC_ASYNC;
     constexpr int N = SCAN_FAST_N, S = SCAN_FAST_S, THREADS = 4 * CH;
@@ -681,27 +681,29 @@ __global__ void __launch_bounds__(4 * ScanBwdShape<T>::CH, SCAN_BWD_WARPS_PER_SM
         }
         if (c > 0) h4 = hs_load(c - 1);  // used after the next conversion
 
-        // e. du, ddelta, dz += tiles; every old value is loaded before any is used
+        // e. du, ddelta, dz += tiles (= under GRAD_SET: nothing loaded); every old value is loaded before any is used
         {
             const int tid = opaque_tid();
             Packed128<T> od[EV][3];
-            #pragma unroll
-            for (int k = 0; k < EV; k++) {
-                int i = tid + k * THREADS, r = i / ROWV, v = i % ROWV, e0 = eb + v * PACK;
-                size_t off = ((size_t)b * L + t0 + (r < len ? r : 0)) * E + e0;
-                if constexpr (VEC) {
-                    if (r < len && e0 < E) {
-                        od[k][0] = load128cs(du + off);
-                        od[k][1] = load128cs(ddelta + off);
-                        od[k][2] = load128cs(dz + off);
-                    }
-                } else {
-                    #pragma unroll
-                    for (int q = 0; q < PACK; q++) {
-                        bool in = r < len && e0 + q < E;
-                        od[k][0].v[q] = in ? du[off + q] : (T)0.0f;
-                        od[k][1].v[q] = in ? ddelta[off + q] : (T)0.0f;
-                        od[k][2].v[q] = in ? dz[off + q] : (T)0.0f;
+            if (grad_add) {
+                #pragma unroll
+                for (int k = 0; k < EV; k++) {
+                    int i = tid + k * THREADS, r = i / ROWV, v = i % ROWV, e0 = eb + v * PACK;
+                    size_t off = ((size_t)b * L + t0 + (r < len ? r : 0)) * E + e0;
+                    if constexpr (VEC) {
+                        if (r < len && e0 < E) {
+                            od[k][0] = load128cs(du + off);
+                            od[k][1] = load128cs(ddelta + off);
+                            od[k][2] = load128cs(dz + off);
+                        }
+                    } else {
+                        #pragma unroll
+                        for (int q = 0; q < PACK; q++) {
+                            bool in = r < len && e0 + q < E;
+                            od[k][0].v[q] = in ? du[off + q] : (T)0.0f;
+                            od[k][1].v[q] = in ? ddelta[off + q] : (T)0.0f;
+                            od[k][2].v[q] = in ? dz[off + q] : (T)0.0f;
+                        }
                     }
                 }
             }
@@ -722,9 +724,9 @@ __global__ void __launch_bounds__(4 * ScanBwdShape<T>::CH, SCAN_BWD_WARPS_PER_SM
                     const float* zv = &zq.x;
                     #pragma unroll
                     for (int q = 0; q < 4; q++) {
-                        pu.v[q4 + q] = (T)((float)od[k][0].v[q4 + q] + av[q]);
-                        pd.v[q4 + q] = (T)((float)od[k][1].v[q4 + q] + dv[q]);
-                        pz.v[q4 + q] = (T)((float)od[k][2].v[q4 + q] + zv[q]);
+                        pu.v[q4 + q] = (T)(grad_add ? (float)od[k][0].v[q4 + q] + av[q] : av[q]);
+                        pd.v[q4 + q] = (T)(grad_add ? (float)od[k][1].v[q4 + q] + dv[q] : dv[q]);
+                        pz.v[q4 + q] = (T)(grad_add ? (float)od[k][2].v[q4 + q] + zv[q] : zv[q]);
                     }
                 }
                 if constexpr (VEC) {
@@ -823,7 +825,7 @@ template <typename T>
 static void selective_scan_backward_fast_t(T* du, T* ddelta, float* dA_log, float* dBm, float* dCm, float* dD, T* dz,
                                            float* ddelta_bias, const T* dout, const T* u, const T* delta, const float* A_log,
                                            const T* Bm, const T* Cm, const float* D, const T* z, const float* delta_bias,
-                                           const float* hs, int B, int L, int E) {
+                                           const float* hs, int B, int L, int E, GradWrite grad_write) {
     bool vec = E % Packed128<T>::size == 0 && aligned16(u) && aligned16(delta) && aligned16(z) && aligned16(dout) &&
                aligned16(du) && aligned16(ddelta) && aligned16(dz);
     const size_t smem = scan_bwd_fast_smem<T>();  // 36 KB (fp32), 68 KB (bf16: over 48 KB needs the opt-in)
@@ -839,26 +841,29 @@ static void selective_scan_backward_fast_t(T* du, T* ddelta, float* dA_log, floa
     dim3 grid(ceil_div(E, CH), B);
     if (vec)
         selective_scan_backward_fast_kernel<true, T><<<grid, 4 * CH, smem, launch_stream()>>>(
-            du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z, delta_bias, hs, B, L, E);
+            du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z, delta_bias, hs, B, L, E,
+            grad_write == GRAD_ADD);
     else
         selective_scan_backward_fast_kernel<false, T><<<grid, 4 * CH, smem, launch_stream()>>>(
-            du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z, delta_bias, hs, B, L, E);
+            du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z, delta_bias, hs, B, L, E,
+            grad_write == GRAD_ADD);
     cudaCheckLaunch();
 }
 static void selective_scan_backward_fast(floatX* du, floatX* ddelta, float* dA_log, floatX* dBm, floatX* dCm, float* dD,
                                          floatX* dz, float* ddelta_bias, const floatX* dout, const floatX* u,
                                          const floatX* delta, const float* A_log, const floatX* Bm, const floatX* Cm,
                                          const float* D, const floatX* z, const float* delta_bias, const float* hs, int B,
-                                         int L, int E) {
+                                         int L, int E, GradWrite grad_write = GRAD_ADD) {
     selective_scan_backward_fast_t(du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z,
-                                   delta_bias, hs, B, L, E);
+                                   delta_bias, hs, B, L, E, grad_write);
 }
-// bf16 activations and gradients (du, ddelta, dz += in bf16: one rounding per addition); dBm, dCm
+// bf16 activations and gradients (du, ddelta, dz += in bf16: one rounding per addition; = under GRAD_SET); dBm, dCm
 // and the parameter gradients fp32. The fast path only: the caller checks selective_scan_backward_fast_ok.
 static void selective_scan_backward_b16_cuda(bf16* du, bf16* ddelta, float* dA_log, float* dBm, float* dCm, float* dD,
                                              bf16* dz, float* ddelta_bias, const bf16* dout, const bf16* u, const bf16* delta,
                                              const float* A_log, const bf16* Bm, const bf16* Cm, const float* D, const bf16* z,
-                                             const float* delta_bias, const float* hs, int B, int L, int E) {
+                                             const float* delta_bias, const float* hs, int B, int L, int E,
+                                             GradWrite grad_write = GRAD_ADD) {
     selective_scan_backward_fast_t(du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta, A_log, Bm, Cm, D, z,
-                                   delta_bias, hs, B, L, E);
+                                   delta_bias, hs, B, L, E, grad_write);
 }

@@ -551,6 +551,77 @@ static void test_conv1d_silu_split(Rng* r, int B, int L, int E, int K, int wa, i
     for (float* q : {d_x, d_w, d_b, d_scr, d_oa, d_ob, d_oc, d_ga, d_gb, d_gc, d_dx, d_dw, d_db}) cudaFree(q);
 }
 
+// GRAD_SET (common.h): every backward that takes it, from a NaN-filled input gradient, gives the bits
+// of the same call adding onto zeros (cuBLAS at beta 0 against beta 1, the conv kernels' stores against
+// their read-modify-writes): an element left unwritten stays NaN and differs. T: float or bf16.
+template <typename T>
+static void check_grad_set_dev(const std::string& what, size_t n, const std::function<void(T* dx, GradWrite)>& run) {
+    T *d_add, *d_set;
+    cudaCheck(cudaMalloc(&d_add, n * sizeof(T) + 16)); cudaCheck(cudaMalloc(&d_set, n * sizeof(T) + 16));
+    cudaCheck(cudaMemset(d_add, 0, n * sizeof(T))); cudaCheck(cudaMemset(d_set, 0xFF, n * sizeof(T)));
+    run(d_add, GRAD_ADD);
+    run(d_set, GRAD_SET);
+    std::vector<T> a(n), b(n);
+    cudaCheck(cudaDeviceSynchronize());
+    cudaCheck(cudaMemcpy(a.data(), d_add, n * sizeof(T), cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(b.data(), d_set, n * sizeof(T), cudaMemcpyDeviceToHost));
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += memcmp(&a[i], &b[i], sizeof(T)) != 0;
+    report(bad == 0, ("GRAD_SET into NaN == GRAD_ADD into zeros: " + what).c_str(), "%zu of %zu differ", bad, n);
+    cudaFree(d_add); cudaFree(d_set);
+}
+static void test_grad_set(Rng* r) {
+    const int N = 333, IC = 129, OA = 64, OB = 68, OC = OA + OB;
+    Vec inp = round_bf16_vec(random_vec((size_t)N * IC, r)), W = random_vec((size_t)OC * IC, r);
+    Vec dout = round_bf16_vec(random_vec((size_t)N * OC, r));
+    float *d_in = to_device(inp), *d_W = to_device(W), *d_dout = to_device(dout);
+    bf16 *d_in16 = to_device_bf16(inp), *d_dout16 = to_device_bf16(dout);
+    int min_dim = g_matmul_bf16_min_dim;
+    for (MatmulPrecision prec : {MATMUL_FP32, MATMUL_BF16}) {
+        linear_set_precision(prec);
+        g_matmul_bf16_min_dim = 1;  // under bf16 every product on bf16 operands
+        std::string p = prec == MATMUL_FP32 ? " (fp32)" : " (bf16 operands)";
+        for (int rows : {1, N})  // one row: the fp32 GEMV's beta
+            check_grad_set_dev<float>("linear_backward dinp rows=" + std::to_string(rows) + p, (size_t)rows * IC, [&](float* dx, GradWrite g) {
+                linear_backward(true, dx, nullptr, nullptr, d_dout, d_in, d_W, rows, IC, OC, g);
+            });
+        check_grad_set_dev<float>("linear_backward_split dinp" + p, (size_t)N * IC, [&](float* dx, GradWrite g) {
+            linear_backward_split(true, dx, nullptr, d_dout, d_dout + (size_t)N * OA, d_in, d_W, N, IC, OA, OB, g);
+        });
+    }
+    linear_set_precision(MATMUL_BF16);
+    check_grad_set_dev<bf16>("linear_backward bf16 dinp from bf16 dout (bf16 activations)", (size_t)N * IC, [&](bf16* dx, GradWrite g) {
+        linear_backward(true, dx, nullptr, nullptr, d_dout16, d_in16, d_W, N, IC, OC, g);
+    });
+    check_grad_set_dev<float>("linear_backward fp32 dinp from bf16 dout (dt_proj's ddt_low)", (size_t)N * IC, [&](float* dx, GradWrite g) {
+        linear_backward(true, dx, nullptr, nullptr, d_dout16, d_in16, d_W, N, IC, OC, g);
+    });
+    check_grad_set_dev<float>("linear_backward_split fp32 dinp from bf16 halves (in_proj's dxn)", (size_t)N * IC, [&](float* dx, GradWrite g) {
+        linear_backward_split(true, dx, nullptr, d_dout16, d_dout16 + (size_t)N * OA, d_in16, d_W, N, IC, OA, OB, g);
+    });
+    g_matmul_bf16_min_dim = min_dim;
+    linear_set_precision(MATMUL_FP32);
+    for (int K : {4, 5, 3}) for (int E : {64, 37}) {  // K 5: the generic kernel; E 37: the scalar path
+        const int B = 2, L = 70;
+        size_t n = (size_t)B * L * E;
+        Vec x = round_bf16_vec(random_vec(n, r, -2, 2)), g = round_bf16_vec(random_vec(n, r)), w = random_vec((size_t)E * K, r), b = random_vec(E, r);
+        float *d_x = to_device(x), *d_g = to_device(g), *d_w = to_device(w), *d_b = to_device(b);
+        std::string shape = " E=" + std::to_string(E) + " K=" + std::to_string(K);
+        check_grad_set_dev<float>("conv1d_silu_backward dx" + shape, n, [&](float* dx, GradWrite gw) {
+            conv1d_silu_backward(true, dx, nullptr, nullptr, d_g, d_x, d_w, d_b, B, L, E, K, gw);
+        });
+        if (K <= 4) {
+            bf16 *d_x16 = to_device_bf16(x), *d_g16 = to_device_bf16(g);
+            check_grad_set_dev<bf16>("conv1d_silu_backward bf16 dx" + shape, n, [&](bf16* dx, GradWrite gw) {
+                conv1d_silu_backward(true, dx, nullptr, nullptr, d_g16, d_x16, d_w, d_b, B, L, E, K, gw);
+            });
+            cudaFree(d_x16); cudaFree(d_g16);
+        }
+        cudaFree(d_x); cudaFree(d_g); cudaFree(d_w); cudaFree(d_b);
+    }
+    cudaFree(d_in); cudaFree(d_W); cudaFree(d_dout); cudaFree(d_in16); cudaFree(d_dout16);
+}
+
 static void test_activations(Rng* r, size_t n) {
     char shape[64]; snprintf(shape, sizeof shape, "n=%zu", n);
     Vec x = random_vec(n, r, -8, 8), y = random_vec(n, r), dout = random_vec(n, r), dx0 = random_vec(n, r);
@@ -758,6 +829,10 @@ int main() {
     test_conv1d_silu(&r, 2, 70, 37, 5);     // generic-K fallback
     test_conv1d_silu(&r, 1, 9, 6, 1);       // K = 1 (generic)
     test_conv1d_silu_split(&r, 2, 130, 96, 4, 64, 16);  // Mamba-2's layout (x | B | C), 8-byte accesses
+    {
+        Rng rg; rng_seed(&rg, 31);  // own stream: the tests after this one keep their inputs
+        test_grad_set(&rg);
+    }
     test_conv1d_silu_split(&r, 2, 37, 37, 4, 21, 8);    // an odd part width: one channel a thread
     test_conv1d_silu_split(&r, 1, 70, 40, 3, 24, 8);    // K = 3
     test_conv1d_silu_split(&r, 2, 9, 40, 5, 24, 8);     // K = 5: through the scratch, split / concatenated

@@ -286,6 +286,22 @@ static void test_block(const Mamba2Config& c, int B, int L, bool tf32, uint64_t 
         report(worst < tol_b, name, "tol %.0e", tol_b);
     }
 
+    {  // GRAD_SET: dinp set from NaN == added onto zeros (CPU: bit for bit; the GPU against it). The scratch
+       // started as NaN on both sides before the first backward above: dyn and dxBC (set, not zeroed) passed it.
+        Mamba2Params none = {};
+        Vec add(nout, 0.0f), set(nout, NAN);
+        mamba2_block_backward_cpu(add.data(), none, s, dout.data(), inp.data(), p, a, c, B, L);
+        mamba2_block_backward_cpu(set.data(), none, s, dout.data(), inp.data(), p, a, c, B, L, GRAD_SET);
+        size_t bad = 0;
+        for (size_t i = 0; i < nout; i++) bad += memcmp(&add[i], &set[i], sizeof(float)) != 0;
+        char name[256];
+        snprintf(name, sizeof name, "backward GRAD_SET (CPU): dinp set from NaN == added onto zeros %s", tag);
+        report(bad == 0, name, "%zu of %zu differ", bad, nout);
+        cudaCheck(cudaMemset(gdinp, 0xFF, nout * sizeof(float)));
+        mamba2_block_backward(true, gdinp, none, gs, gdout, ginp, gp, ga, c, B, L, GRAD_SET);
+        check_dev("backward GRAD_SET: dinp set from NaN", tag, gdinp, add, tol_b);
+    }
+
     // the step: 3 tokens from the forward's final states (prefill, then steps)
     {
         Vec cs_c = cs, ss_c = ss;  // the GPU goes on from its own states gcs, gss

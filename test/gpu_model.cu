@@ -98,6 +98,8 @@ int main() {
     model_gpu_step_check(MambaConfig{300, 128, 2, 16, 4, 2, 0, 0}, 4, 256, "step d128 built bf16", true, 2, true);
     model_gpu_step_check(MambaConfig{300, 128, 2, 16, 4, 2, 0, 0}, 4, 256, "step d128 built bf16, run 1x64", true, 2, true, 1, 64);
     acts16_layout_check(MambaConfig{300, 128, 3, 16, 4, 2, 0, 0}, 4, 256);
+    model_scratch_poison_check(small, 3, 130, true, false, "model (GPU, fp32)");
+    model_scratch_poison_check(MambaConfig{300, 128, 2, 16, 4, 2, 0, 0}, 4, 256, true, true, "model (GPU, bf16 activations)");
     model_forward_train_check(small, 3, 130, true, "model");
     model_forward_train_check(MambaConfig{300, 128, 2, 16, 4, 2, 0, 0}, 4, 256, true, "model d128");
     model_gpu_loss_curve(MambaConfig{64, 64, 2, 16, 4, 2, 0, 0}, 4, 96, 30, "M1");

@@ -126,6 +126,33 @@ static void test_shape(int B, int L, int E, int N, uint64_t seed, int misalign =
         }
         for (int k = 0; k < 8; k++) if (d_f[k]) cudaCheck(cudaFree(d_f[k] - goff[k]));
     }
+    {  // GRAD_SET: du, ddelta, dz from NaN come out as the bits of the backward into zeros (the fast kernel
+       // stores without reading them, the generic one zeroes first); the other gradients still add
+        float *d_add[8], *d_set[8];
+        for (int k = 0; k < 8; k++) {
+            bool act = k == 0 || k == 1 || k == 6;
+            d_add[k] = act ? dev_copy(std::vector<float>(sizes[k], 0.0f), goff[k]) : dev_copy(init[k], goff[k]);
+            d_set[k] = act ? dev_poisoned(sizes[k], goff[k]) : dev_copy(init[k], goff[k]);
+        }
+        selective_scan_backward(true, d_add[0], d_add[1], d_add[2], d_add[3], d_add[4], d_add[5], d_add[6], d_add[7], d_dout, d_u,
+                                d_delta, d_A_log, d_Bm, d_Cm, d_D, d_z, d_bias, d_hs, B, L, E, N);
+        selective_scan_backward(true, d_set[0], d_set[1], d_set[2], d_set[3], d_set[4], d_set[5], d_set[6], d_set[7], d_dout, d_u,
+                                d_delta, d_A_log, d_Bm, d_Cm, d_D, d_z, d_bias, d_hs, B, L, E, N, GRAD_SET);
+        for (int k : {0, 1, 6}) {
+            std::vector<float> a = from_device(d_add[k], sizes[k]), b = from_device(d_set[k], sizes[k]);
+            size_t bad = 0;
+            for (size_t i = 0; i < sizes[k]; i++) bad += memcmp(&a[i], &b[i], sizeof(float)) != 0;
+            snprintf(name, sizeof name, "scan backward GRAD_SET: %s into NaN == into zeros %s", names[k], tag);
+            report(bad == 0, name, "%zu of %zu differ", bad, sizes[k]);
+        }
+        for (int k : {2, 3, 4, 5, 7}) {  // added as before (atomics: to the CPU's tolerance)
+            std::vector<float> got = from_device(d_set[k], sizes[k]), dg(sizes[k]), dr(sizes[k]);
+            for (size_t i = 0; i < sizes[k]; i++) { dg[i] = got[i] - init[k][i]; dr[i] = ref[k][i] - init[k][i]; }
+            snprintf(name, sizeof name, "scan backward GRAD_SET: %s still added %s", names[k], tag);
+            check_close(name, dg.data(), dr.data(), sizes[k], tol);
+        }
+        for (int k = 0; k < 8; k++) { cudaCheck(cudaFree(d_add[k] - goff[k])); cudaCheck(cudaFree(d_set[k] - goff[k])); }
+    }
     float* bufs[] = {d_A_log, d_Bm, d_Cm, d_D, d_bias, d_hs};
     for (float* p : bufs) cudaCheck(cudaFree(p - off));
     float* bufs_a[] = {d_u, d_delta, d_z, d_dout, d_out};
@@ -208,6 +235,26 @@ static void test_shape_bf16(int B, int L, int E, uint64_t seed, int misalign = 0
             snprintf(name, sizeof name, "scan bf16 activations: backward %s%s %s", names[k], pass == 2 ? " (added twice)" : "", tag);
             check_close(name, got.data(), want.data(), sizes[k], TOL_FAST + (act ? pass * u16 : 0.0));
         }
+    }
+    {  // GRAD_SET: du, ddelta, dz stored from NaN == one backward into zeros, bit for bit
+        bf16 *s_du = dev_bf16(nan_act, oa), *s_ddelta = dev_bf16(nan_act, oa), *s_dz = dev_bf16(nan_act, oa);
+        bf16 *a_du = dev_bf16(zero_act, oa), *a_ddelta = dev_bf16(zero_act, oa), *a_dz = dev_bf16(zero_act, oa);
+        for (int k : {2, 3, 4, 5, 7}) cudaCheck(cudaMemset(d_p[k], 0, sizes[k] * sizeof(float)));
+        selective_scan_backward_b16_cuda(a_du, a_ddelta, d_p[2], d_p[3], d_p[4], d_p[5], a_dz, d_p[7], d_dout, d_u, d_delta,
+                                         d_A_log, d_Bm, d_Cm, d_D, d_z, d_bias, d_hs, B, L, E);
+        selective_scan_backward(true, s_du, s_ddelta, d_p[2], d_p[3], d_p[4], d_p[5], s_dz, d_p[7], d_dout, d_u, d_delta,
+                                d_A_log, d_Bm, d_Cm, d_D, d_z, d_bias, d_hs, B, L, E, N, GRAD_SET);
+        size_t bad = 0;
+        for (int k = 0; k < 3; k++) {
+            bf16 *a = k == 0 ? a_du : k == 1 ? a_ddelta : a_dz, *g = k == 0 ? s_du : k == 1 ? s_ddelta : s_dz;
+            std::vector<uint16_t> ha(BLE), hg(BLE);
+            cudaCheck(cudaMemcpy(ha.data(), a, BLE * 2, cudaMemcpyDeviceToHost));
+            cudaCheck(cudaMemcpy(hg.data(), g, BLE * 2, cudaMemcpyDeviceToHost));
+            for (size_t i = 0; i < BLE; i++) bad += ha[i] != hg[i];
+        }
+        snprintf(name, sizeof name, "scan bf16 activations: backward GRAD_SET du, ddelta, dz into NaN == into zeros %s", tag);
+        report(bad == 0, name, "%zu of %zu differ", bad, 3 * BLE);
+        for (bf16* p : {s_du, s_ddelta, s_dz, a_du, a_ddelta, a_dz}) cudaCheck(cudaFree(p - oa));
     }
     for (bf16* p : {d_u, d_delta, d_z, d_dout, d_out, d_du, d_ddelta, d_dz}) cudaCheck(cudaFree(p - oa));
     for (bf16* p : {d_Bm, d_Cm}) cudaCheck(cudaFree(p));

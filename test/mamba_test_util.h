@@ -70,6 +70,57 @@ static void model_gradient_check(const MambaConfig& c, int B, int T, const char*
     mamba_free(&m);
 }
 
+// The backward's first writers set the layer scratch (GRAD_SET) instead of adding into a zeroed one.
+// With the whole backward scratch filled with NaN before mamba_backward, the loss and every gradient
+// are what they are with it zeroed (bit for bit on the CPU; on the GPU to 1e-6: float atomics): no
+// scratch element is read before it is written. build_bf16: the model built under --matmul bf16
+// (train_mamba's order: the layers' bf16 activations).
+static void model_scratch_poison_check(const MambaConfig& c, int B, int T, bool on_gpu, bool build_bf16, const char* label) {
+    MambaModel m;
+#ifdef __CUDACC__
+    MatmulPrecision before = g_matmul_precision;
+    if (build_bf16) linear_set_precision(MATMUL_BF16);
+#endif
+    mamba_build(&m, c, B, T, on_gpu);
+    mamba_init_params(&m, 21);  // (a NaN read anywhere reaches the loss or a gradient whatever the values)
+    Rng r; rng_seed(&r, 23);
+    std::vector<int> tok, tgt;
+    random_tokens(&tok, (size_t)B * T, c.vocab_size, &r); random_tokens(&tgt, (size_t)B * T, c.vocab_size, &r);
+    size_t n = m.params.num_trainable;
+    std::vector<float> g[2];
+    float loss[2];
+    for (int run = 0; run < 2; run++) {  // 0: scratch zeroed, 1: scratch NaN
+        mamba_forward_train(&m, tok.data(), tgt.data(), B, T);
+        mamba_zero_grad(&m);
+#ifdef __CUDACC__
+        if (on_gpu) cudaCheck(cudaMemset(m.scratch_memory, run ? 0xFF : 0, m.scratch_bytes));
+        else
+#endif
+            memset(m.scratch_memory, run ? 0xFF : 0, m.scratch_bytes);
+        loss[run] = mamba_backward(&m);
+        g[run].resize(n);
+#ifdef __CUDACC__
+        if (on_gpu) g[run] = from_device(m.params.grads, n);
+        else
+#endif
+            memcpy(g[run].data(), m.params.grads, n * sizeof(float));
+    }
+    char name[192];
+    snprintf(name, sizeof name, "%s B=%d T=%d: backward from a NaN scratch == from a zeroed one: the loss", label, B, T);
+    report(loss[0] == loss[1], name, "%.9g vs %.9g", loss[1], loss[0]);
+    snprintf(name, sizeof name, "%s B=%d T=%d: backward from a NaN scratch == from a zeroed one: every gradient", label, B, T);
+    if (on_gpu) check_close(name, g[1].data(), g[0].data(), n, 1e-6);
+    else {
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++) bad += memcmp(&g[0][i], &g[1][i], sizeof(float)) != 0;
+        report(bad == 0, name, "%zu of %zu differ", bad, n);
+    }
+    mamba_free(&m);
+#ifdef __CUDACC__
+    linear_set_precision(before);
+#endif
+}
+
 // the training step's forward (mamba_forward_train: no head) then mamba_backward against
 // mamba_forward + mamba_backward on one backend: the loss mamba_backward returns equals
 // mamba_forward's and every gradient is the same, bit for bit (head chunks of 3 rows and all

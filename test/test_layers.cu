@@ -274,6 +274,48 @@ static void test_conv1d_silu(Rng* r, int B, int L, int E, int K) {
     grad_check(name, bias.data(), gb.data(), bias.size(), loss, 1e-3, 1e-2f, 60);
 }
 
+// GRAD_SET (common.h): the first writer's "=" gives the bits of "+=" onto zeros and writes every
+// element (its buffer starts as NaN, so a skipped element stays NaN and differs); the parameter
+// gradients still add (they start from the same random values on both sides)
+static void check_set_vs_add(const char* what, const std::function<void(float* dx, float* dw, GradWrite)>& run, size_t n_dx,
+                             size_t n_dw, Rng* r) {
+    Vec dx_add(n_dx, 0.0f), dx_set(n_dx, NAN), dw0 = random_vec(n_dw, r), dw_add = dw0, dw_set = dw0;
+    run(dx_add.data(), dw_add.data(), GRAD_ADD);
+    run(dx_set.data(), dw_set.data(), GRAD_SET);
+    char name[160];
+    snprintf(name, sizeof name, "%s: GRAD_SET into NaN == GRAD_ADD into zeros (every element written)", what);
+    check_same(name, dx_set, dx_add);
+    snprintf(name, sizeof name, "%s: GRAD_SET leaves the weight gradient's += alone", what);
+    check_same(name, dw_set, dw_add);
+}
+static void test_grad_set(Rng* r) {
+    for (int N : {1, 9, 1030}) {  // 1030: dinp's product over K spans K blocks
+        int IC = 13, OC = 600;
+        Vec inp = random_vec((size_t)N * IC, r), W = random_vec((size_t)OC * IC, r), dout = random_vec((size_t)N * OC, r);
+        char what[64]; snprintf(what, sizeof what, "linear_backward_cpu N=%d", N);
+        check_set_vs_add(what, [&](float* dx, float* dw, GradWrite g) {
+            linear_backward_cpu(dx, dw, nullptr, dout.data(), inp.data(), W.data(), N, IC, OC, g);
+        }, inp.size(), W.size(), r);
+        snprintf(what, sizeof what, "linear_backward_split (CPU) N=%d", N);
+        check_set_vs_add(what, [&](float* dx, float* dw, GradWrite g) {  // halves of 200 and 400 outputs
+            linear_backward_split(false, dx, dw, dout.data(), dout.data() + 200, inp.data(), W.data(), N, IC, 200, 400, g);
+        }, inp.size(), W.size(), r);
+    }
+    for (int K : {4, 1}) {
+        int B = 2, L = 7, E = 5;
+        size_t n = (size_t)B * L * E;
+        Vec x = random_vec(n, r), wt = random_vec((size_t)E * K, r), bias = random_vec(E, r), dout = random_vec(n, r);
+        char what[64]; snprintf(what, sizeof what, "conv1d_backward_cpu K=%d", K);
+        check_set_vs_add(what, [&](float* dx, float* dw, GradWrite g) {
+            conv1d_backward_cpu(dx, dw, nullptr, dout.data(), x.data(), wt.data(), B, L, E, K, g);
+        }, n, wt.size(), r);
+        snprintf(what, sizeof what, "conv1d_silu_backward (CPU) K=%d", K);
+        check_set_vs_add(what, [&](float* dx, float* dw, GradWrite g) {
+            conv1d_silu_backward(false, dx, dw, nullptr, dout.data(), x.data(), wt.data(), bias.data(), B, L, E, K, g);
+        }, n, wt.size(), r);
+    }
+}
+
 static void test_activations(Rng* r) {
     size_t n = 60;
     Vec x = random_vec(n, r, -6, 6), w = random_vec(n, r), out(n);
@@ -556,6 +598,10 @@ int main() {
         rng_seed(&rs, 99);
         for (int L : {1, 7, 70}) test_conv1d_silu(&rs, 2, L, 5, 4);
         test_conv1d_silu(&rs, 1, 9, 3, 1);
+    }
+    {
+        Rng rg; rng_seed(&rg, 31);  // own stream: the tests after this one keep their inputs
+        test_grad_set(&rg);
     }
     test_activations(&r);
     test_cross_entropy(&r, 6, 17);

@@ -254,6 +254,17 @@ static void test_accumulate(const Mamba2Config& c, int B, int L) {
     snprintf(name, sizeof name, "backward adds to nonzero gradients (params, dinp) L=%d G=%d", L, c.ngroups);
     double e = std::max(rel_err(got_g.data(), want_g.data(), ng), rel_err(dx.data(), want_x.data(), ni));
     report(e < 1e-6, name, "rel err %.3e", e);
+    // GRAD_SET (the model's choice: the block is dxn's first writer): dinp set from NaN == one backward from
+    // zero, bit for bit; the parameter gradients still add (from g0 again: the same bits as above)
+    std::vector<float> dset(ni, NAN);
+    memcpy(blk.ps.grads, g0.data(), ng * sizeof(float));
+    blk.forward();
+    mamba2_block_backward_cpu(dset.data(), blk.d, blk.s, blk.wout.data(), blk.inp.data(), blk.p, blk.a, blk.c, B, L, GRAD_SET);
+    size_t bad = 0;
+    for (size_t i = 0; i < ni; i++) bad += memcmp(&dset[i], &d_once[i], sizeof(float)) != 0;
+    for (size_t i = 0; i < ng; i++) bad += memcmp(&blk.ps.grads[i], &got_g[i], sizeof(float)) != 0;
+    snprintf(name, sizeof name, "GRAD_SET: dinp set from NaN == from zero, parameter gradients still added L=%d G=%d", L, c.ngroups);
+    report(bad == 0, name, "%zu differ", bad);
 }
 
 // each gradient pointer set to nullptr in turn: the others stay the same bits; dinp nullptr too

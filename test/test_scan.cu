@@ -191,6 +191,31 @@ static void test_accumulates(int B, int L, int E, int N) {
     report(worst < 1e-5, name, "rel err %.3e", worst);
 }
 
+// GRAD_SET (common.h): du, ddelta, dz set, not added: into NaN they come out as the bits of the
+// backward into zeros; every other gradient still adds (they start from the same random values)
+static void test_grad_set(int B, int L, int E, int N) {
+    ScanProblem p(B, L, E, N, 600 + L);
+    std::vector<float> hs;
+    p.forward(&hs);
+    Rng r; rng_seed(&r, 17);
+    ScanGrads add = init_grads(p, &r, true), set = add;
+    for (auto* v : {&add.du, &add.ddelta, &add.dz}) std::fill(v->begin(), v->end(), 0.0f);
+    for (auto* v : {&set.du, &set.ddelta, &set.dz}) std::fill(v->begin(), v->end(), NAN);
+    run_backward(p, hs, &add);
+    selective_scan_backward_cpu(set.du.data(), set.ddelta.data(), set.dA_log.data(), set.dBm.data(), set.dCm.data(), set.dD.data(),
+                                set.dz.data(), set.ddelta_bias.data(), p.w.data(), p.u.data(), p.delta.data(), p.A_log.data(),
+                                p.Bm.data(), p.Cm.data(), p.D.data(), p.z.data(), p.delta_bias.data(), hs.data(), B, L, E, N,
+                                GRAD_SET);
+    std::vector<float>* a[] = {&add.du, &add.ddelta, &add.dA_log, &add.dBm, &add.dCm, &add.dD, &add.dz, &add.ddelta_bias};
+    std::vector<float>* g[] = {&set.du, &set.ddelta, &set.dA_log, &set.dBm, &set.dCm, &set.dD, &set.dz, &set.ddelta_bias};
+    size_t bad = 0;
+    for (int k = 0; k < 8; k++)
+        for (size_t i = 0; i < a[k]->size(); i++) bad += memcmp(&(*a[k])[i], &(*g[k])[i], sizeof(float)) != 0;
+    char name[160];
+    snprintf(name, sizeof name, "GRAD_SET: du, ddelta, dz into NaN == into zeros, the rest added alike B=%d L=%d E=%d N=%d", B, L, E, N);
+    report(bad == 0, name, "%zu differ", bad);
+}
+
 // frozen parameters (LoRA): dA_log, dD, ddelta_bias may each be nullptr; every other gradient (and the
 // kept parameter gradients) must be the same bits as the normal call's
 static void test_frozen_params(int B, int L, int E, int N) {
@@ -450,6 +475,8 @@ int main() {
     }
     test_gradients(2, 70, 40, 16);  // a full and a partial lane group
     test_accumulates(2, 130, 5, 16);
+    test_grad_set(2, 130, 5, 16);
+    test_grad_set(1, 7, 40, 3);
     test_frozen_params(2, 130, 5, 16);
     test_frozen_params(2, 70, 40, 3);
 
