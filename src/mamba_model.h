@@ -79,6 +79,10 @@ typedef struct {
     int pos_embed;   // derived: 1 when no layer is M1 or M2
 } MambaConfig;
 
+// Recompute each layer's RMSNorm and conv1d + SiLU outputs in the backward instead of keeping them
+// per layer (MambaModel::recompute); read by mamba_build (train_mamba --recompute)
+static bool g_mamba_recompute = false;
+
 // the head's logits are computed at most this many at a time while training
 // (64M: 256 MiB in fp32); tests lower it to exercise the chunking
 static size_t g_logits_chunk_floats = (size_t)64 << 20;
@@ -256,6 +260,8 @@ typedef struct {
 typedef struct {
     floatX* resid;   // (BT, D) layer input (residual stream)
     float* rstd;     // (BT)
+    floatX* xn;      // (BT, D) RMSNorm(resid): the layer's own, or the shared one (recomputed: MambaModel::recompute)
+    floatX* u;       // (BT, E) M1: silu(conv1d(xin)), the scan's input: the layer's own, or the shared one
     floatX* xin;     // (BT, E) conv input
     floatX* z;       // (BT, E) gate
     floatX* dt_low;  // (BT, R)
@@ -315,10 +321,13 @@ typedef struct MambaModel {
     floatX* logits;     // (BT, V) after a forward without targets (allocated on first use), else nullptr
     float* losses;      // (BT)
     floatX* xdbl;       // (BT, R+2N) x_proj's output before it is split into dt_low | Bm | Cm
-    // cheap to recompute, so not kept per layer: the forward writes them here and
-    // the backward of each layer recomputes them (one RMSNorm, one conv1d+SiLU)
-    floatX* xn;         // (BT, D) RMSNorm(resid)
-    floatX* u;          // (BT, E) silu(conv1d(xin)): the scan's input
+    // Each layer's RMSNorm output xn and (M1) conv output u are kept per layer (LayerActs::xn, ::u), or,
+    // with `recompute` (g_mamba_recompute when built, and every model built without gradients), all
+    // layers share these two and the backward recomputes them (one RMSNorm, one conv1d + SiLU a layer):
+    // at the mamba-130m step with bf16 activations 0.9 GB less, ~1 ms more (H100)
+    bool recompute;
+    floatX* xn;         // (BT, D) the shared RMSNorm(resid) (recompute), else nullptr
+    floatX* u;          // (BT, E) the shared silu(conv1d(xin)) (recompute), else nullptr
     floatX* mlp_h;      // (BT, H) F layers: gelu(hpre), recomputed in the backward
     Mamba2Config m2cfg;           // the M2 layers' block config
     Mamba2Scratch m2_scratch;     // shared by the M2 layers (forward and backward)
@@ -487,6 +496,11 @@ static void mamba_layout_acts(MambaModel* m, Arena* a) {
         x = LayerActs{};
         x.resid = arena_take<floatX>(a, BT * D);  x.rstd = arena_take<float>(a, BT);
         LayerKind kind = m->layer_index[l].kind;
+        auto act = [&](size_t n) { return mamba_take_act(a, n, m->acts16[l]); };
+        if (!m->recompute) {
+            x.xn = kind == LAYER_M1 ? act(BT * D) : arena_take<floatX>(a, BT * D);
+            if (kind == LAYER_M1) x.u = act(BT * E);
+        }
         if (kind == LAYER_M2) mamba2_layout_acts(&x.m2, a, m->m2cfg, m->B, m->T);
         if (kind == LAYER_ATTN) {
             x.qkv = arena_take<floatX>(a, BT * 3 * D);
@@ -495,7 +509,6 @@ static void mamba_layout_acts(MambaModel* m, Arena* a) {
         }
         if (kind == LAYER_MLP) x.hpre = arena_take<floatX>(a, BT * H);
         if (kind != LAYER_M1) { m->layer_act_bytes[l] = a->used - start; continue; }
-        auto act = [&](size_t n) { return mamba_take_act(a, n, m->acts16[l]); };
         x.xin = act(BT * E);    x.z = act(BT * E);
         x.dt_low = act(BT * R); x.Bm = act(BT * N);
         x.Cm = act(BT * N);     x.delta = act(BT * E);
@@ -512,9 +525,15 @@ static void mamba_layout_acts(MambaModel* m, Arena* a) {
     m->resid_out = arena_take<floatX>(a, BT * D); m->rstd_f = arena_take<float>(a, BT);
     m->xf = arena_take<floatX>(a, BT * D);
     m->logits_chunk = arena_take<floatX>(a, (size_t)m->chunk_rows * c.vocab_size);
-    m->losses = arena_take<float>(a, BT);         m->xn = mamba_take_act(a, BT * D, m->all_acts16);
+    m->losses = arena_take<float>(a, BT);
     m->xdbl = has_m1 ? mamba_take_act(a, BT * (R + 2 * N), m->all_acts16) : nullptr;
-    m->u = has_m1 ? mamba_take_act(a, BT * E, m->all_acts16) : nullptr;
+    m->xn = m->recompute ? mamba_take_act(a, BT * D, m->all_acts16) : nullptr;
+    m->u = m->recompute && has_m1 ? mamba_take_act(a, BT * E, m->all_acts16) : nullptr;
+    if (m->recompute)
+        for (int l = 0; l < c.n_layer; l++) {
+            m->acts[l].xn = m->xn;
+            m->acts[l].u = m->layer_index[l].kind == LAYER_M1 ? m->u : nullptr;
+        }
     m->mlp_h = mamba_has_kind(c, LAYER_MLP) ? arena_take<floatX>(a, BT * H) : nullptr;
     // the M2 layers' shared workspace sits with the activations: the forward needs it too
     if (mamba_has_kind(c, LAYER_M2)) mamba2_layout_scratch(&m->m2_scratch, a, m->m2cfg, m->B, m->T);
@@ -592,6 +611,7 @@ static void mamba_build(MambaModel* m, MambaConfig cfg, int B, int T, bool on_gp
         for (LoraAdapter* a : {&ll.in_proj, &ll.x_proj, &ll.dt_proj, &ll.out_proj}) lora_resolve(a, ps);
     }
     m->acts.resize(cfg.n_layer);
+    m->recompute = g_mamba_recompute || !with_grads;
     mamba_plan_acts16(m);
     // chunks of at most g_logits_chunk_floats logits: all BT rows at once for small vocabularies
     m->chunk_rows = (int)std::max<size_t>(1, std::min<size_t>((size_t)B * T, g_logits_chunk_floats / cfg.vocab_size));
@@ -778,19 +798,19 @@ static TrainState mamba_load_adapter(MambaModel* m, const char* path, bool with_
 // ---------------------------------------------------------------------------
 // forward
 
-// the layer's RMSNorm into m->xn: fp32, or bf16 (xn16: the bf16-activation layer's)
+// the layer's RMSNorm into its xn: fp32, or bf16 (xn16: the bf16-activation layer's)
 static void mamba_layer_norm(MambaModel* m, int l, int BT, bool xn16, const char* prof_name) {
     const LayerParams& p = m->layers[l];
     LayerActs& a = m->acts[l];
     const int D = m->cfg.d_model;
 #ifdef __CUDACC__
     if (xn16) {
-        PROF(true, prof_name, rmsnorm_forward_bf16_cuda(reinterpret_cast<bf16*>(m->xn), a.rstd, a.resid, p.norm_w, BT, D));
+        PROF(true, prof_name, rmsnorm_forward_bf16_cuda(reinterpret_cast<bf16*>(a.xn), a.rstd, a.resid, p.norm_w, BT, D));
         return;
     }
 #endif
     (void)xn16;
-    PROF(m->on_gpu, prof_name, rmsnorm_forward(m->on_gpu, m->xn, a.rstd, a.resid, p.norm_w, BT, D));
+    PROF(m->on_gpu, prof_name, rmsnorm_forward(m->on_gpu, a.xn, a.rstd, a.resid, p.norm_w, BT, D));
 }
 
 // --matmul bf16 on the GPU, a Mamba-1 layer without active adapters and with the fast scan's
@@ -833,19 +853,19 @@ static void mamba_m1_forward(MambaModel* m, int l, floatX* layer_out, int B, int
     const LayerParams& p = m->layers[l];
     LayerActs& a = m->acts[l];
     const LayerLora& ll = m->lora_layers[l];
-    AT *xn = act_view<AT>(m->xn), *xin = act_view<AT>(a.xin), *z = act_view<AT>(a.z), *u = act_view<AT>(m->u);
+    AT *xn = act_view<AT>(a.xn), *xin = act_view<AT>(a.xin), *z = act_view<AT>(a.z), *u = act_view<AT>(a.u);
     AT *xdbl = act_view<AT>(m->xdbl), *dt_low = act_view<AT>(a.dt_low), *Bm = act_view<AT>(a.Bm), *Cm = act_view<AT>(a.Cm);
     AT *delta = act_view<AT>(a.delta), *y = act_view<AT>(a.y);
     mamba_layer_norm(m, l, BT, sizeof(AT) == 2, "rmsnorm");
     PROF(on_gpu, "in_proj", linear_forward_split(on_gpu, xin, z, xn, p.in_proj_w, BT, D, E, E));  // [x | z]
     if (lora && lora_active(ll.in_proj))
-        PROF(on_gpu, "lora", lora_forward(on_gpu, ll.in_proj, mamba_lora_run(m, l, 0), a.h_in_proj, m->xn, a.xin,
+        PROF(on_gpu, "lora", lora_forward(on_gpu, ll.in_proj, mamba_lora_run(m, l, 0), a.h_in_proj, a.xn, a.xin,
                                           ll.in_proj.out_features == 2 * E ? a.z : nullptr, BT));
     PROF(on_gpu, "conv1d+silu", conv1d_silu_forward(on_gpu, u, xin, p.conv_w, p.conv_b, B, T, E, K));
     // one GEMM for all three projections (three skinny ones cost ~3x), then split
     PROF(on_gpu, "x_proj", linear_forward(on_gpu, xdbl, u, p.x_proj_w, (const float*)nullptr, BT, E, R + 2 * N));
     if (lora && lora_active(ll.x_proj))
-        PROF(on_gpu, "lora", lora_forward(on_gpu, ll.x_proj, mamba_lora_run(m, l, 1), a.h_x_proj, m->u, m->xdbl, nullptr, BT));
+        PROF(on_gpu, "lora", lora_forward(on_gpu, ll.x_proj, mamba_lora_run(m, l, 1), a.h_x_proj, a.u, m->xdbl, nullptr, BT));
     PROF(on_gpu, "x_proj", split_columns(on_gpu, dt_low, Bm, Cm, xdbl, BT, R, N, N));
     PROF(on_gpu, "dt_proj", linear_forward(on_gpu, delta, dt_low, p.dt_proj_w, (const float*)nullptr, BT, R, E));
     if (lora && lora_active(ll.dt_proj))
@@ -878,16 +898,16 @@ static void mamba_other_layer_forward(MambaModel* m, int l, floatX* layer_out, i
     LayerParams& p = m->layers[l];
     LayerActs& a = m->acts[l];
     LayerKind kind = m->layer_index[l].kind;
-    PROF(on_gpu, "rmsnorm", rmsnorm_forward(on_gpu, m->xn, a.rstd, a.resid, p.norm_w, BT, D));
+    PROF(on_gpu, "rmsnorm", rmsnorm_forward(on_gpu, a.xn, a.rstd, a.resid, p.norm_w, BT, D));
     if (kind == LAYER_M2)
-        mamba2_block_forward(on_gpu, layer_out, a.m2, m->m2_scratch, m->xn, p.m2, m->m2cfg, B, T);  // profiled inside (mamba2.h)
+        mamba2_block_forward(on_gpu, layer_out, a.m2, m->m2_scratch, a.xn, p.m2, m->m2cfg, B, T);  // profiled inside (mamba2.h)
     if (kind == LAYER_ATTN) {
-        PROF(on_gpu, "attn_qkv", linear_forward(on_gpu, a.qkv, m->xn, p.qkv_w, (const float*)nullptr, BT, D, 3 * D));
+        PROF(on_gpu, "attn_qkv", linear_forward(on_gpu, a.qkv, a.xn, p.qkv_w, (const float*)nullptr, BT, D, 3 * D));
         PROF(on_gpu, "attention", attention_forward(on_gpu, a.atty, a.lse, a.qkv, nullptr, B, T, D, c.attn_heads, true));
         PROF(on_gpu, "attn_proj", linear_forward(on_gpu, layer_out, a.atty, p.attn_proj_w, (const float*)nullptr, BT, D, D));
     }
     if (kind == LAYER_MLP) {
-        PROF(on_gpu, "mlp_fc", linear_forward(on_gpu, a.hpre, m->xn, p.fc_w, (const float*)nullptr, BT, D, H);
+        PROF(on_gpu, "mlp_fc", linear_forward(on_gpu, a.hpre, a.xn, p.fc_w, (const float*)nullptr, BT, D, H);
                                gelu_forward(on_gpu, m->mlp_h, a.hpre, (size_t)BT * H));
         PROF(on_gpu, "mlp_proj", linear_forward(on_gpu, layer_out, m->mlp_h, p.fc_proj_w, (const float*)nullptr, BT, H, D));
     }
@@ -973,7 +993,7 @@ static void mamba_m1_backward(MambaModel* m, int l, int B, int T, bool lora) {
     LayerActs& a = m->acts[l];
     LayerScratch& s = m->scratch;
     const LayerLora& ll = m->lora_layers[l];
-    AT *xn = act_view<AT>(m->xn), *xin = act_view<AT>(a.xin), *z = act_view<AT>(a.z), *u = act_view<AT>(m->u);
+    AT *xn = act_view<AT>(a.xn), *xin = act_view<AT>(a.xin), *z = act_view<AT>(a.z), *u = act_view<AT>(a.u);
     AT *dt_low = act_view<AT>(a.dt_low), *Bm = act_view<AT>(a.Bm), *Cm = act_view<AT>(a.Cm), *delta = act_view<AT>(a.delta);
     AT *y = act_view<AT>(a.y), *dy = act_view<AT>(s.dy), *du = act_view<AT>(s.du), *ddelta = act_view<AT>(s.ddelta);
     AT *dz = act_view<AT>(s.dz), *dxin = act_view<AT>(s.dxin), *dxdbl = act_view<AT>(s.dxdbl);
@@ -982,9 +1002,10 @@ static void mamba_m1_backward(MambaModel* m, int l, int B, int T, bool lora) {
     // scan's atomics add into starts from zeros: dBm, dCm.
     PROF(on_gpu, "zero_scratch", backend_memset0(on_gpu, s.dBm, (size_t)BT * N * sizeof(float));
                                  backend_memset0(on_gpu, s.dCm, (size_t)BT * N * sizeof(float)));
-    // recompute what the forward did not keep (bit-identical to the forward's values)
-    mamba_layer_norm(m, l, BT, sizeof(AT) == 2, "recompute");
-    PROF(on_gpu, "recompute", conv1d_silu_forward(on_gpu, u, xin, p.conv_w, p.conv_b, B, T, E, K));
+    if (m->recompute) {  // what the forward did not keep (bit-identical to the forward's values)
+        mamba_layer_norm(m, l, BT, sizeof(AT) == 2, "recompute");
+        PROF(on_gpu, "recompute", conv1d_silu_forward(on_gpu, u, xin, p.conv_w, p.conv_b, B, T, E, K));
+    }
     // m->dresid holds dloss/d(layer output); the residual branch passes it through unchanged
     PROF(on_gpu, "out_proj", linear_backward(on_gpu, dy, dp.out_proj_w, (float*)nullptr, m->dresid, y, p.out_proj_w, BT, E, D, GRAD_SET));
     if (lora && lora_active(ll.out_proj))
@@ -998,12 +1019,12 @@ static void mamba_m1_backward(MambaModel* m, int l, int B, int T, bool lora) {
     PROF(on_gpu, "x_proj", concat_columns(on_gpu, dxdbl, s.ddt_low, s.dBm, s.dCm, BT, R, N, N);
                       linear_backward(on_gpu, du, dp.x_proj_w, (float*)nullptr, dxdbl, u, p.x_proj_w, BT, E, R + 2 * N));
     if (lora && lora_active(ll.x_proj))
-        PROF(on_gpu, "lora", lora_backward(on_gpu, ll.x_proj, mamba_lora_run(m, l, 1), a.h_x_proj, m->u, s.du, s.dxdbl, nullptr, BT));
+        PROF(on_gpu, "lora", lora_backward(on_gpu, ll.x_proj, mamba_lora_run(m, l, 1), a.h_x_proj, a.u, s.du, s.dxdbl, nullptr, BT));
     PROF(on_gpu, "conv1d+silu", conv1d_silu_backward(on_gpu, dxin, dp.conv_w, dp.conv_b, du, xin, p.conv_w, p.conv_b, B, T, E, K,
                                                      GRAD_SET));
     PROF(on_gpu, "in_proj", linear_backward_split(on_gpu, s.dxn, dp.in_proj_w, dxin, dz, xn, p.in_proj_w, BT, D, E, E, GRAD_SET));
     if (lora && lora_active(ll.in_proj))
-        PROF(on_gpu, "lora", lora_backward(on_gpu, ll.in_proj, mamba_lora_run(m, l, 0), a.h_in_proj, m->xn, s.dxn, s.dxin,
+        PROF(on_gpu, "lora", lora_backward(on_gpu, ll.in_proj, mamba_lora_run(m, l, 0), a.h_in_proj, a.xn, s.dxn, s.dxin,
                                            ll.in_proj.out_features == 2 * E ? s.dz : nullptr, BT));
     // dresid += d(norm branch): dresid now holds dloss/d(layer input)
     PROF(on_gpu, "rmsnorm", rmsnorm_backward(on_gpu, m->dresid, dp.norm_w, s.dxn, a.resid, p.norm_w, a.rstd, BT, D));
@@ -1034,21 +1055,21 @@ static void mamba_other_layer_backward(MambaModel* m, int l, int B, int T) {
     if (kind != LAYER_M2)  // (the Mamba-2 block sets dxn: GRAD_SET; its own scratch is m->m2_scratch)
         PROF(on_gpu, "zero_scratch", backend_memset0(on_gpu, (char*)m->scratch_memory + m->layer_scratch_start,
                                                      m->scratch_bytes - m->layer_scratch_start));
-    PROF(on_gpu, "recompute", rmsnorm_forward(on_gpu, m->xn, a.rstd, a.resid, p.norm_w, BT, D));
+    if (m->recompute) PROF(on_gpu, "recompute", rmsnorm_forward(on_gpu, a.xn, a.rstd, a.resid, p.norm_w, BT, D));
     if (kind == LAYER_M2)  // profiled inside
-        mamba2_block_backward(on_gpu, s.dxn, dp.m2, m->m2_scratch, m->dresid, m->xn, p.m2, a.m2, m->m2cfg, B, T, GRAD_SET);
+        mamba2_block_backward(on_gpu, s.dxn, dp.m2, m->m2_scratch, m->dresid, a.xn, p.m2, a.m2, m->m2cfg, B, T, GRAD_SET);
     if (kind == LAYER_ATTN) {
         PROF(on_gpu, "attn_proj", linear_backward(on_gpu, s.datty, dp.attn_proj_w, (float*)nullptr, m->dresid, a.atty,
                                                   p.attn_proj_w, BT, D, D));
         PROF(on_gpu, "attention", attention_backward(on_gpu, s.dqkv, s.att_D, s.datty, a.qkv, a.atty, a.lse, nullptr, B, T, D,
                                                      c.attn_heads, true));
-        PROF(on_gpu, "attn_qkv", linear_backward(on_gpu, s.dxn, dp.qkv_w, (float*)nullptr, s.dqkv, m->xn, p.qkv_w, BT, D, 3 * D));
+        PROF(on_gpu, "attn_qkv", linear_backward(on_gpu, s.dxn, dp.qkv_w, (float*)nullptr, s.dqkv, a.xn, p.qkv_w, BT, D, 3 * D));
     }
     if (kind == LAYER_MLP) {
         PROF(on_gpu, "recompute", gelu_forward(on_gpu, m->mlp_h, a.hpre, (size_t)BT * H));
         PROF(on_gpu, "mlp_proj", linear_backward(on_gpu, s.dh, dp.fc_proj_w, (float*)nullptr, m->dresid, m->mlp_h, p.fc_proj_w, BT, H, D));
         PROF(on_gpu, "mlp_fc", gelu_backward(on_gpu, s.dhpre, s.dh, a.hpre, (size_t)BT * H);
-                               linear_backward(on_gpu, s.dxn, dp.fc_w, (float*)nullptr, s.dhpre, m->xn, p.fc_w, BT, D, H));
+                               linear_backward(on_gpu, s.dxn, dp.fc_w, (float*)nullptr, s.dhpre, a.xn, p.fc_w, BT, D, H));
     }
     PROF(on_gpu, "rmsnorm", rmsnorm_backward(on_gpu, m->dresid, dp.norm_w, s.dxn, a.resid, p.norm_w, a.rstd, BT, D));
 }

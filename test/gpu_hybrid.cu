@@ -48,6 +48,7 @@ int main() {
     tc.m2_headdim = 32; tc.m2_d_state = 64;
     model_gpu_step_check(tc, 2, 130, "M2,F,M2 P32 N64 (tensor-core SSD)");
     model_scratch_poison_check(hybrid_test_config("M1,M2,A,F,M1", 50, 64), 2, 130, true, false, "M1,M2,A,F,M1 (GPU)");
+    model_recompute_check(hybrid_test_config("M1,M2,A,F,M1", 50, 64), 2, 130, true, false, "M1,M2,A,F,M1 (GPU)");
     model_gpu_loss_curve(hybrid_test_config("M2,A,F,M1", 64, 64), 4, 96, 20, "M2,A,F,M1");
     test_generate_from_gpu_model("M2,A,F,M1");
     test_generate_from_gpu_model("A,F");

@@ -6,23 +6,28 @@
 #include "test_util.h"
 #include "mamba_test_util.h"
 
-// the bf16 layout's bytes: per M1 layer xin, z, delta, y (BT x E), dt_low (BT x R), Bm, Cm (BT x N)
-// at 2 bytes instead of 4; with every layer so, the shared xn (BT x D), xdbl (BT x (R + 2N)), u (BT x E)
+// the bf16 layout's bytes: per M1 layer xin, z, delta, y, u (BT x E), dt_low (BT x R), Bm, Cm (BT x N), xn
+// (BT x D) at 2 bytes instead of 4; with every layer so, the shared xdbl (BT x (R + 2N))
 // and the backward scratch's dy, du, ddelta, dz, dxin (BT x E) and dxdbl too. Views are 16-byte
 // aligned: up to 15 bytes of padding each either way.
-static void acts16_layout_check(MambaConfig c, int B, int T) {
+static void acts16_layout_check(MambaConfig c, int B, int T, bool recompute) {
     MambaModel m32, m16;
+    g_mamba_recompute = recompute;
     linear_set_precision(MATMUL_FP32);
     mamba_build(&m32, c, B, T, true);
     linear_set_precision(MATMUL_BF16);
     mamba_build(&m16, c, B, T, true);
     linear_set_precision(MATMUL_FP32);
+    g_mamba_recompute = false;
     c = m16.cfg;
     size_t BT = (size_t)B * T, E = c.d_inner, R = c.dt_rank, N = c.d_state, D = c.d_model, L = c.n_layer;
-    double want_acts = 2.0 * BT * (L * (4 * E + R + 2 * N) + D + (R + 2 * N) + E);
+    // xn (D) and u (E): each layer's own (the default), or shared by the layers (--recompute)
+    double want_acts = m16.recompute ? 2.0 * BT * (L * (4 * E + R + 2 * N) + D + (R + 2 * N) + E)
+                                     : 2.0 * BT * (L * (4 * E + R + 2 * N + D + E) + (R + 2 * N));
     double want_scratch = 2.0 * BT * (5 * E + R + 2 * N);
     double got_acts = (double)m32.acts_bytes - m16.acts_bytes, got_scratch = (double)m32.scratch_bytes - m16.scratch_bytes;
-    report(fabs(got_acts - want_acts) <= 16.0 * (7 * L + 3), "bf16 layout: activations smaller by 2 bytes an element of the layers' tensors",
+    report(fabs(got_acts - want_acts) <= 16.0 * (9 * L + 3), recompute ? "bf16 layout (--recompute): activations smaller by 2 bytes an element of the layers' tensors"
+                                                                : "bf16 layout: activations smaller by 2 bytes an element of the layers' tensors",
            "%.0f fewer bytes, want %.0f", got_acts, want_acts);
     report(fabs(got_scratch - want_scratch) <= 16.0 * 6, "bf16 layout: backward scratch smaller by 2 bytes an element",
            "%.0f fewer bytes, want %.0f", got_scratch, want_scratch);
@@ -97,9 +102,12 @@ int main() {
     // they take bf16 activations at a smaller step shape too (BT = 64: below the products' 128 rule)
     model_gpu_step_check(MambaConfig{300, 128, 2, 16, 4, 2, 0, 0}, 4, 256, "step d128 built bf16", true, 2, true);
     model_gpu_step_check(MambaConfig{300, 128, 2, 16, 4, 2, 0, 0}, 4, 256, "step d128 built bf16, run 1x64", true, 2, true, 1, 64);
-    acts16_layout_check(MambaConfig{300, 128, 3, 16, 4, 2, 0, 0}, 4, 256);
+    acts16_layout_check(MambaConfig{300, 128, 3, 16, 4, 2, 0, 0}, 4, 256, false);
+    acts16_layout_check(MambaConfig{300, 128, 3, 16, 4, 2, 0, 0}, 4, 256, true);
     model_scratch_poison_check(small, 3, 130, true, false, "model (GPU, fp32)");
     model_scratch_poison_check(MambaConfig{300, 128, 2, 16, 4, 2, 0, 0}, 4, 256, true, true, "model (GPU, bf16 activations)");
+    model_recompute_check(small, 3, 130, true, false, "model (GPU, fp32)");
+    model_recompute_check(MambaConfig{300, 128, 2, 16, 4, 2, 0, 0}, 4, 256, true, true, "model (GPU, bf16 activations)");
     model_forward_train_check(small, 3, 130, true, "model");
     model_forward_train_check(MambaConfig{300, 128, 2, 16, 4, 2, 0, 0}, 4, 256, true, "model d128");
     model_gpu_loss_curve(MambaConfig{64, 64, 2, 16, 4, 2, 0, 0}, 4, 96, 30, "M1");

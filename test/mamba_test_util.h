@@ -70,6 +70,55 @@ static void model_gradient_check(const MambaConfig& c, int B, int T, const char*
     mamba_free(&m);
 }
 
+// --recompute (g_mamba_recompute): the norms' and convs' outputs shared by the layers and recomputed in
+// the backward, against kept per layer (the default): the same loss and the same gradients, bit for bit
+// on the CPU (on the GPU to 1e-6: float atomics), the recomputing model in fewer bytes when it has more
+// than one layer
+static void model_recompute_check(const MambaConfig& c, int B, int T, bool on_gpu, bool build_bf16, const char* label) {
+    MambaModel m[2];
+    float loss[2];
+    std::vector<float> g[2];
+#ifdef __CUDACC__
+    MatmulPrecision before = g_matmul_precision;
+    if (build_bf16) linear_set_precision(MATMUL_BF16);
+#endif
+    Rng r; rng_seed(&r, 31);
+    std::vector<int> tok, tgt;
+    random_tokens(&tok, (size_t)B * T, c.vocab_size, &r); random_tokens(&tgt, (size_t)B * T, c.vocab_size, &r);
+    for (int k = 0; k < 2; k++) {  // 0: kept, 1: recomputed
+        g_mamba_recompute = k == 1;
+        mamba_build(&m[k], c, B, T, on_gpu);
+        g_mamba_recompute = false;
+        mamba_init_params(&m[k], 32);
+        mamba_forward_train(&m[k], tok.data(), tgt.data(), B, T);
+        mamba_zero_grad(&m[k]);
+        loss[k] = mamba_backward(&m[k]);
+        size_t n = m[k].params.num_trainable;
+        g[k].resize(n);
+#ifdef __CUDACC__
+        if (on_gpu) g[k] = from_device(m[k].params.grads, n);
+        else
+#endif
+            memcpy(g[k].data(), m[k].params.grads, n * sizeof(float));
+    }
+    char name[192];
+    snprintf(name, sizeof name, "%s B=%d T=%d: --recompute == kept per layer: the loss", label, B, T);
+    report(loss[0] == loss[1], name, "%.9g vs %.9g", loss[1], loss[0]);
+    snprintf(name, sizeof name, "%s B=%d T=%d: --recompute == kept per layer: every gradient", label, B, T);
+    if (on_gpu) check_close(name, g[1].data(), g[0].data(), g[0].size(), 1e-6);
+    else {
+        size_t bad = 0;
+        for (size_t i = 0; i < g[0].size(); i++) bad += memcmp(&g[0][i], &g[1][i], sizeof(float)) != 0;
+        report(bad == 0, name, "%zu of %zu differ", bad, g[0].size());
+    }
+    snprintf(name, sizeof name, "%s B=%d T=%d: --recompute takes fewer activation bytes", label, B, T);
+    report(m[1].acts_bytes < m[0].acts_bytes, name, "%zu vs %zu", m[1].acts_bytes, m[0].acts_bytes);
+    mamba_free(&m[0]); mamba_free(&m[1]);
+#ifdef __CUDACC__
+    linear_set_precision(before);
+#endif
+}
+
 // The backward's first writers set the layer scratch (GRAD_SET) instead of adding into a zeroed one.
 // With the whole backward scratch filled with NaN before mamba_backward, the loss and every gradient
 // are what they are with it zeroed (bit for bit on the CPU; on the GPU to 1e-6: float atomics): no

@@ -181,5 +181,6 @@ int main() {
     test_checkpoint_roundtrip();
     model_forward_train_check(pattern_config("M1,M2,A,F"), 2, 7, false, "M1,M2,A,F");
     model_scratch_poison_check(pattern_config("M1,M2,A,F,M1"), 2, 9, false, false, "M1,M2,A,F,M1");
+    model_recompute_check(pattern_config("M1,M2,A,F,M1"), 2, 9, false, false, "M1,M2,A,F,M1");
     return test_summary();
 }

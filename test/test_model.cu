@@ -87,5 +87,6 @@ int main() {
     test_recurrent_matches_parallel(77);
     model_forward_train_check(tiny_config(), 2, 7, false, "model");
     model_scratch_poison_check(tiny_config(), 2, 70, false, false, "model");
+    model_recompute_check(tiny_config(), 2, 70, false, false, "model");
     return test_summary();
 }
