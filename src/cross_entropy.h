@@ -2,6 +2,7 @@
 #pragma once
 #include "common.h"
 #include <cfloat>
+#include <type_traits>
 
 // logits: (BT, V), targets: (BT), losses: (BT) = -log softmax(logits)[target].
 // If write_grad, logits is overwritten in place by (softmax - onehot) * dloss_scale.
@@ -62,16 +63,18 @@ __device__ __forceinline__ CeMS ce_block_merge(CeMS a) {
 // loads/stores (last touch of the row). A row is 16B-aligned only when V*sizeof(floatX) is, so
 // the first `head` (< VEC) elements up to the next 16B boundary and the last `V - tail0` (< VEC)
 // are done as scalars: any V works.
-// GT = bf16: the gradient goes to grad (BT, V) as bf16 (round to nearest: the bits linear.h's copy
-// of the fp32 gradient would have), the logits stay; grad_vec: VEC bf16 stores where aligned.
-template <typename GT>
-__global__ void __launch_bounds__(1024) cross_entropy_kernel(float* losses, floatX* logits, const int* targets,
+// LT: the logits' type, fp32 or bf16 (the head's product rounded once: lm_head.h); the sums are fp32.
+// GT = LT: the gradient in place of the logits. LT fp32, GT bf16: the gradient goes to grad (BT, V) as
+// bf16 (round to nearest: the bits linear.h's copy of the fp32 gradient would have), the logits stay;
+// grad_vec: VEC bf16 stores where aligned.
+template <typename LT, typename GT>
+__global__ void __launch_bounds__(1024) cross_entropy_kernel(float* losses, LT* logits, const int* targets,
                                                              int V, float dloss_scale, bool write_grad, GT* grad,
                                                              bool grad_vec) {
-    constexpr int VEC = Packed128<floatX>::size;
-    constexpr bool in_place = sizeof(GT) == sizeof(floatX);
+    constexpr int VEC = Packed128<LT>::size;
+    constexpr bool in_place = std::is_same<LT, GT>::value;
     int i = blockIdx.x;
-    floatX* row = logits + (size_t)i * V;
+    LT* row = logits + (size_t)i * V;
     GT* grow = in_place ? reinterpret_cast<GT*>(row) : grad + (size_t)i * V;
     int tgt = targets[i];
     if (tgt < 0) {  // uniform across the block
@@ -80,18 +83,18 @@ __global__ void __launch_bounds__(1024) cross_entropy_kernel(float* losses, floa
         return;
     }
     float xt = threadIdx.x == 0 ? (float)row[tgt] : 0.0f;  // read before the barriers
-    int head = (int)(((16 - ((uintptr_t)row & 15)) & 15) / sizeof(floatX));  // row is sizeof(floatX) aligned
+    int head = (int)(((16 - ((uintptr_t)row & 15)) & 15) / sizeof(LT));  // row is sizeof(LT) aligned
     head = min(head, V);
     int nvec = (V - head) / VEC;
     int tail0 = head + nvec * VEC;
-    floatX* rv = row + head;  // 16B aligned
+    LT* rv = row + head;  // 16B aligned
     int tid = threadIdx.x;
 
     CeMS a = {-FLT_MAX, 0.0f};
     if (tid < head) a = ce_merge(a, {(float)row[tid], 1.0f});
     if (tail0 + tid < V) a = ce_merge(a, {(float)row[tail0 + tid], 1.0f});
     for (int k = tid; k < nvec; k += blockDim.x) {
-        Packed128<floatX> v = load128(rv + (size_t)k * VEC);  // default policy: re-read in the write pass
+        Packed128<LT> v = load128(rv + (size_t)k * VEC);  // default policy: re-read in the write pass
         float vm = v.f(0);
 #pragma unroll
         for (int j = 1; j < VEC; j++) vm = fmaxf(vm, v.f(j));
@@ -115,12 +118,12 @@ __global__ void __launch_bounds__(1024) cross_entropy_kernel(float* losses, floa
         grow[c] = from_f32<GT>(p - (c == tgt ? dloss_scale : 0.0f));
     }
     for (int k = tid; k < nvec; k += blockDim.x) {
-        Packed128<floatX> v = load128cs(rv + (size_t)k * VEC), o;
+        Packed128<LT> v = load128cs(rv + (size_t)k * VEC), o;
         int c0 = head + k * VEC;
 #pragma unroll
         for (int j = 0; j < VEC; j++) o.set(j, expf(v.f(j) - a.m) * inv - (c0 + j == tgt ? dloss_scale : 0.0f));
         if constexpr (in_place) {
-            store128cs(reinterpret_cast<floatX*>(grow) + c0, o);
+            store128cs(grow + c0, o);
         } else {  // VEC values as bf16: one store of 2 * VEC bytes where aligned
             static_assert(VEC == 4, "the bf16 gradient store packs 4 values");
             __nv_bfloat162 lo = __floats2bfloat162_rn(o.f(0), o.f(1)), hi = __floats2bfloat162_rn(o.f(2), o.f(3));
@@ -141,7 +144,8 @@ static void cross_entropy_cuda(float* losses, floatX* logits, const int* targets
     if (BT == 0) return;
     // blockDim: a multiple of 32, >= VEC (head/tail threads); big rows get the full 1024
     int block = V >= 16384 ? 1024 : 256;
-    cross_entropy_kernel<floatX><<<BT, block, 0, launch_stream()>>>(losses, logits, targets, V, dloss_scale, write_grad, (floatX*)nullptr, false);
+    cross_entropy_kernel<floatX, floatX><<<BT, block, 0, launch_stream()>>>(losses, logits, targets, V, dloss_scale, write_grad,
+                                                                            (floatX*)nullptr, false);
     cudaCheckLaunch();
 }
 // the same with the gradient written as bf16 to grad (BT, V) (the logits are left as they are)
@@ -152,7 +156,16 @@ static void cross_entropy_grad_bf16_cuda(float* losses, floatX* logits, const in
     // a vector of 4 bf16 at grad row i, column head + 4k: 8-byte aligned when every row is (V % 4 == 0)
     // and the fp32 rows' head is 0 (logits 16-byte aligned)
     bool grad_vec = V % 4 == 0 && aligned16(logits) && ((uintptr_t)grad & 7) == 0;
-    cross_entropy_kernel<bf16><<<BT, block, 0, launch_stream()>>>(losses, logits, targets, V, dloss_scale, true, grad, grad_vec);
+    cross_entropy_kernel<floatX, bf16><<<BT, block, 0, launch_stream()>>>(losses, logits, targets, V, dloss_scale, true, grad, grad_vec);
+    cudaCheckLaunch();
+}
+// bf16 logits (the head's product rounded once); with write_grad the bf16 gradient in their place
+static void cross_entropy_bf16_cuda(float* losses, bf16* logits, const int* targets, int BT, int V, float dloss_scale,
+                                    bool write_grad) {
+    if (BT == 0) return;
+    int block = V >= 16384 ? 1024 : 256;  // (>= VEC = 8 threads for the head and tail elements)
+    cross_entropy_kernel<bf16, bf16><<<BT, block, 0, launch_stream()>>>(losses, logits, targets, V, dloss_scale, write_grad,
+                                                                        (bf16*)nullptr, false);
     cudaCheckLaunch();
 }
 #endif

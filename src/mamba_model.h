@@ -959,8 +959,8 @@ static float mamba_forward(MambaModel* m, const int* tokens, const int* targets,
     }
     for (int r0 = 0; r0 < BT; r0 += m->chunk_rows) {  // losses only: the backward recomputes the chunk
         int rows = std::min(m->chunk_rows, BT - r0);
-        PROF(on_gpu, "lm_head", linear_forward(on_gpu, m->logits_chunk, m->xf + (size_t)r0 * D, m->wte, (const float*)nullptr, rows, D, V));
-        PROF(on_gpu, "cross_entropy", cross_entropy(on_gpu, m->losses + r0, m->logits_chunk, m->targets + r0, rows, V, 1.0f / BT, false));
+        PROF(on_gpu, "lm_head", lm_head_loss(on_gpu, m->losses + r0, m->logits_chunk, m->xf + (size_t)r0 * D, m->wte, m->targets + r0,
+                                             rows, D, V));
     }
     return mamba_mean_loss(m, BT);
 }
