@@ -798,19 +798,26 @@ static TrainState mamba_load_adapter(MambaModel* m, const char* path, bool with_
 // ---------------------------------------------------------------------------
 // forward
 
-// the layer's RMSNorm into its xn: fp32, or bf16 (xn16: the bf16-activation layer's)
-static void mamba_layer_norm(MambaModel* m, int l, int BT, bool xn16, const char* prof_name) {
+// The layer's RMSNorm into its xn: fp32, or bf16 (xn16: the bf16-activation layer's). In the forward
+// (residual) of a layer l > 0 it also finishes the layer before's residual add: that layer wrote its
+// mixer's output (the branch) into this layer's a.resid, which becomes resid_{l-1} + branch in the same
+// pass (one read of each, no separate add kernel). The backward's recompute reads a.resid as it is.
+static void mamba_layer_norm(MambaModel* m, int l, int BT, bool xn16, bool residual, const char* prof_name) {
     const LayerParams& p = m->layers[l];
     LayerActs& a = m->acts[l];
     const int D = m->cfg.d_model;
+    const floatX* prev = residual && l > 0 ? m->acts[l - 1].resid : nullptr;
 #ifdef __CUDACC__
     if (xn16) {
-        PROF(true, prof_name, rmsnorm_forward_bf16_cuda(reinterpret_cast<bf16*>(a.xn), a.rstd, a.resid, p.norm_w, BT, D));
+        bf16* xn = reinterpret_cast<bf16*>(a.xn);
+        if (prev) PROF(true, prof_name, rmsnorm_forward_residual_cuda(xn, a.rstd, a.resid, prev, a.resid, p.norm_w, BT, D));
+        else PROF(true, prof_name, rmsnorm_forward_bf16_cuda(xn, a.rstd, a.resid, p.norm_w, BT, D));
         return;
     }
 #endif
     (void)xn16;
-    PROF(m->on_gpu, prof_name, rmsnorm_forward(m->on_gpu, a.xn, a.rstd, a.resid, p.norm_w, BT, D));
+    if (prev) PROF(m->on_gpu, prof_name, rmsnorm_forward_residual(m->on_gpu, a.xn, a.rstd, a.resid, prev, a.resid, p.norm_w, BT, D));
+    else PROF(m->on_gpu, prof_name, rmsnorm_forward(m->on_gpu, a.xn, a.rstd, a.resid, p.norm_w, BT, D));
 }
 
 // --matmul bf16 on the GPU, a Mamba-1 layer without active adapters and with the fast scan's
@@ -837,9 +844,9 @@ static bool mamba_acts_bf16(const MambaModel* m, int l, int BT, bool adapters) {
 #endif
 }
 
-// A Mamba-1 layer, forward: layer_out = resid + out_proj(scan(...)), on activations of type AT: fp32
-// (the CPU, and the GPU under --matmul tf32 / fp32 or where an adapter reads them), or bf16 (the GPU
-// under --matmul bf16: mamba_acts_bf16). The activations live in the fp32-typed views of LayerActs and
+// A Mamba-1 layer, forward: layer_out = out_proj(scan(...)), the branch (the next norm adds resid to it),
+// on activations of type AT: fp32 (the CPU, and the GPU under --matmul tf32 / fp32 or where an adapter
+// reads them), or bf16 (the GPU under --matmul bf16: mamba_acts_bf16). The activations live in the fp32-typed views of LayerActs and
 // the scratch (a bf16 layer's hold bf16, at 2 bytes an element where the layout was planned for it);
 // the component wrappers dispatch on the pointers' types (the bf16 ones run the GPU only). LoRA
 // adapters only ever meet fp32 activations (a layer with one is never bf16).
@@ -856,7 +863,7 @@ static void mamba_m1_forward(MambaModel* m, int l, floatX* layer_out, int B, int
     AT *xn = act_view<AT>(a.xn), *xin = act_view<AT>(a.xin), *z = act_view<AT>(a.z), *u = act_view<AT>(a.u);
     AT *xdbl = act_view<AT>(m->xdbl), *dt_low = act_view<AT>(a.dt_low), *Bm = act_view<AT>(a.Bm), *Cm = act_view<AT>(a.Cm);
     AT *delta = act_view<AT>(a.delta), *y = act_view<AT>(a.y);
-    mamba_layer_norm(m, l, BT, sizeof(AT) == 2, "rmsnorm");
+    mamba_layer_norm(m, l, BT, sizeof(AT) == 2, true, "rmsnorm");
     PROF(on_gpu, "in_proj", linear_forward_split(on_gpu, xin, z, xn, p.in_proj_w, BT, D, E, E));  // [x | z]
     if (lora && lora_active(ll.in_proj))
         PROF(on_gpu, "lora", lora_forward(on_gpu, ll.in_proj, mamba_lora_run(m, l, 0), a.h_in_proj, a.xn, a.xin,
@@ -874,7 +881,6 @@ static void mamba_m1_forward(MambaModel* m, int l, floatX* layer_out, int B, int
     PROF(on_gpu, "out_proj", linear_forward(on_gpu, layer_out, y, p.out_proj_w, (const float*)nullptr, BT, E, D));
     if (lora && lora_active(ll.out_proj))
         PROF(on_gpu, "lora", lora_forward(on_gpu, ll.out_proj, mamba_lora_run(m, l, 3), a.h_out_proj, a.y, layer_out, nullptr, BT));
-    PROF(on_gpu, "out_proj", add_inplace(on_gpu, layer_out, a.resid, (size_t)BT * D));
 }
 
 static void mamba_layer_forward(MambaModel* m, int l, floatX* layer_out, int B, int T) {
@@ -890,7 +896,7 @@ static void mamba_layer_forward(MambaModel* m, int l, floatX* layer_out, int B, 
     mamba_m1_forward<floatX>(m, l, layer_out, B, T, lora);
 }
 
-// an M2, A or F layer: layer_out = resid + Mixer(RMSNorm(resid))
+// an M2, A or F layer: layer_out = Mixer(RMSNorm(resid)), the branch (the next norm adds resid to it)
 static void mamba_other_layer_forward(MambaModel* m, int l, floatX* layer_out, int B, int T) {
     const MambaConfig& c = m->cfg;
     int D = c.d_model, H = c.mlp_mult * c.d_model, BT = B * T;
@@ -898,7 +904,7 @@ static void mamba_other_layer_forward(MambaModel* m, int l, floatX* layer_out, i
     LayerParams& p = m->layers[l];
     LayerActs& a = m->acts[l];
     LayerKind kind = m->layer_index[l].kind;
-    PROF(on_gpu, "rmsnorm", rmsnorm_forward(on_gpu, a.xn, a.rstd, a.resid, p.norm_w, BT, D));
+    mamba_layer_norm(m, l, BT, false, true, "rmsnorm");
     if (kind == LAYER_M2)
         mamba2_block_forward(on_gpu, layer_out, a.m2, m->m2_scratch, a.xn, p.m2, m->m2cfg, B, T);  // profiled inside (mamba2.h)
     if (kind == LAYER_ATTN) {
@@ -911,7 +917,6 @@ static void mamba_other_layer_forward(MambaModel* m, int l, floatX* layer_out, i
                                gelu_forward(on_gpu, m->mlp_h, a.hpre, (size_t)BT * H));
         PROF(on_gpu, "mlp_proj", linear_forward(on_gpu, layer_out, m->mlp_h, p.fc_proj_w, (const float*)nullptr, BT, H, D));
     }
-    PROF(on_gpu, "residual", add_inplace(on_gpu, layer_out, a.resid, (size_t)BT * D));
 }
 
 // the layers: tokens -> m->xf (the final RMSNorm's output); targets (or null) are kept for the head
@@ -927,12 +932,14 @@ static void mamba_forward_body(MambaModel* m, const int* tokens, const int* targ
     m->cur_B = B; m->cur_T = T; m->have_targets = targets != nullptr;
     PROF(on_gpu, "embedding", embedding_forward(on_gpu, m->acts[0].resid, m->tokens, m->wte, BT, D));
     if (m->wpe) PROF(on_gpu, "embedding", position_add_forward(on_gpu, m->acts[0].resid, m->wpe, B, T, D));
+    // each layer writes its branch where the next layer's input goes; the next norm adds the residual
     for (int l = 0; l < c.n_layer; l++) {
         floatX* out = (l + 1 < c.n_layer) ? m->acts[l + 1].resid : m->resid_out;
         if (m->layer_index[l].kind == LAYER_M1) mamba_layer_forward(m, l, out, B, T);
         else mamba_other_layer_forward(m, l, out, B, T);
     }
-    PROF(on_gpu, "rmsnorm", rmsnorm_forward(on_gpu, m->xf, m->rstd_f, m->resid_out, m->norm_f_w, BT, D));
+    PROF(on_gpu, "rmsnorm", rmsnorm_forward_residual(on_gpu, m->xf, m->rstd_f, m->resid_out, m->acts[c.n_layer - 1].resid, m->resid_out,
+                                                     m->norm_f_w, BT, D));
     if (targets) backend_copy(on_gpu, m->targets, targets, BT * sizeof(int), true);
 }
 
@@ -1003,7 +1010,7 @@ static void mamba_m1_backward(MambaModel* m, int l, int B, int T, bool lora) {
     PROF(on_gpu, "zero_scratch", backend_memset0(on_gpu, s.dBm, (size_t)BT * N * sizeof(float));
                                  backend_memset0(on_gpu, s.dCm, (size_t)BT * N * sizeof(float)));
     if (m->recompute) {  // what the forward did not keep (bit-identical to the forward's values)
-        mamba_layer_norm(m, l, BT, sizeof(AT) == 2, "recompute");
+        mamba_layer_norm(m, l, BT, sizeof(AT) == 2, false, "recompute");
         PROF(on_gpu, "recompute", conv1d_silu_forward(on_gpu, u, xin, p.conv_w, p.conv_b, B, T, E, K));
     }
     // m->dresid holds dloss/d(layer output); the residual branch passes it through unchanged

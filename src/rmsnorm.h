@@ -1,7 +1,9 @@
 // rmsnorm.h: RMSNorm over the last dimension, eps = 1e-5.
 //   out = x * rstd * weight,  rstd = 1/sqrt(mean_c x^2 + eps)
 #pragma once
+#include <type_traits>
 #include "common.h"
+#include "activations.h"
 
 #define RMSNORM_EPS 1e-5f
 
@@ -17,6 +19,15 @@ static void rmsnorm_forward_cpu(floatX* out, float* rstd, const floatX* x, const
         floatX* o = out + (size_t)n * C;
         for (int c = 0; c < C; c++) o[c] = (floatX)((float)xr[c] * r * weight[c]);
     }
+}
+
+// The residual add of the layer before, fused: x_out = x_in + branch, then out = RMSNorm(x_out), rstd.
+// x_out may be branch (in place: elementwise) but not x_in. x_out gets the bits of the plain add, out
+// and rstd the bits of rmsnorm_forward_cpu on x_out.
+static void rmsnorm_forward_residual_cpu(floatX* out, float* rstd, floatX* x_out, const floatX* x_in, const floatX* branch,
+                                         const float* weight, int N, int C) {
+    add_forward_cpu(x_out, x_in, branch, (size_t)N * C);
+    rmsnorm_forward_cpu(out, rstd, x_out, weight, N, C);
 }
 
 // With g = dout*weight:  dx = rstd * (g - x * rstd^2 * mean_c(g*x));  dweight += sum_n dout*x*rstd
@@ -118,9 +129,11 @@ __device__ __forceinline__ float rmsnorm_block_sum(float v, float* sh) {
 }
 
 // OT: the output's type; bf16 (for a product that takes bf16 operands, linear.h) rounds the fp32
-// result to nearest, VEC values stored as one 2 * VEC-byte vector
-template <typename OT = floatX>
-__global__ void rmsnorm_forward_vec_kernel(OT* out, float* rstd, const floatX* x, const float* weight, int C) {
+// result to nearest, VEC values stored as one 2 * VEC-byte vector. RESIDUAL: x = x + branch first
+// (the residual add of the layer before), stored to x_out (else x_out and branch are unused).
+template <typename OT = floatX, bool RESIDUAL = false>
+__global__ void rmsnorm_forward_vec_kernel(OT* out, float* rstd, const floatX* x, const float* weight, int C,
+                                           floatX* x_out = nullptr, const floatX* branch = nullptr) {
     __shared__ float sh[32];
     constexpr int VEC = Packed128<floatX>::size;
     int c0 = threadIdx.x * VEC;
@@ -130,6 +143,12 @@ __global__ void rmsnorm_forward_vec_kernel(OT* out, float* rstd, const floatX* x
     float ss = 0.0f;
     if (active) {
         Packed128<floatX> a = load128cs(x + base);  // read once
+        if constexpr (RESIDUAL) {
+            Packed128<floatX> b = load128cs(branch + base);
+#pragma unroll
+            for (int j = 0; j < VEC; j++) a.set(j, a.f(j) + b.f(j));
+            store128(x_out + base, a);  // the layer's input, kept for its backward
+        }
 #pragma unroll
         for (int j = 0; j < VEC; j++) { v[j] = a.f(j); ss += v[j] * v[j]; }
     }
@@ -235,6 +254,24 @@ static void rmsnorm_forward_bf16_cuda(bf16* out, float* rstd, const floatX* x, c
     cudaCheckLaunch();
 }
 
+// the fused residual add (rmsnorm_forward_residual_cpu) with an output of type OT (fp32, or bf16: the
+// vector path only). Off the vector path (fp32 output): the add, then the plain RMSNorm.
+template <typename OT>
+static void rmsnorm_forward_residual_cuda(OT* out, float* rstd, floatX* x_out, const floatX* x_in, const floatX* branch,
+                                          const float* weight, int N, int C) {
+    if (N == 0) return;
+    if (rmsnorm_vec_ok(C, out, x_in, weight) && aligned16(x_out) && aligned16(branch)) {
+        rmsnorm_forward_vec_kernel<OT, true><<<N, rmsnorm_vec_threads(C), 0, launch_stream()>>>(out, rstd, x_in, weight, C, x_out, branch);
+        cudaCheckLaunch();
+        return;
+    }
+    if constexpr (!std::is_same<OT, floatX>::value) FATAL("rmsnorm_forward_residual_cuda: a bf16 output needs the vector path (C = %d)", C);
+    else {
+        add_forward_cuda(x_out, x_in, branch, (size_t)N * C);
+        rmsnorm_forward_cuda(out, rstd, x_out, weight, N, C);
+    }
+}
+
 static void rmsnorm_backward_cuda(floatX* dx, float* dweight, const floatX* dout, const floatX* x,
                                   const float* weight, const float* rstd, int N, int C) {
     if (N == 0) return;
@@ -272,6 +309,11 @@ static void rmsnorm_forward(bool on_gpu, floatX* out, float* rstd, const floatX*
                             int C) {
     if (on_gpu) GPU_CALL(rmsnorm_forward_cuda(out, rstd, x, weight, N, C));
     else rmsnorm_forward_cpu(out, rstd, x, weight, N, C);
+}
+static void rmsnorm_forward_residual(bool on_gpu, floatX* out, float* rstd, floatX* x_out, const floatX* x_in, const floatX* branch,
+                                     const float* weight, int N, int C) {
+    if (on_gpu) GPU_CALL(rmsnorm_forward_residual_cuda(out, rstd, x_out, x_in, branch, weight, N, C));
+    else rmsnorm_forward_residual_cpu(out, rstd, x_out, x_in, branch, weight, N, C);
 }
 static void rmsnorm_backward(bool on_gpu, floatX* dx, float* dweight, const floatX* dout, const floatX* x,
                              const float* weight, const float* rstd, int N, int C) {

@@ -622,6 +622,37 @@ static void test_grad_set(Rng* r) {
     cudaFree(d_in); cudaFree(d_W); cudaFree(d_dout); cudaFree(d_in16); cudaFree(d_dout16);
 }
 
+// rmsnorm_forward_residual (the layer before's residual add fused into this norm), in place on the branch
+// as the model runs it: x_out == the CPU's add bit for bit, out and rstd as the CPU's (fp32 output: 1e-5;
+// bf16 output: the fp32 result rounded, within one bf16 step); the vector path and the fallback (C % 4)
+static void test_rmsnorm_residual(Rng* r, int N, int C, bool bf16_out) {
+    char shape[64]; snprintf(shape, sizeof shape, "N=%d C=%d%s", N, C, bf16_out ? " bf16 out" : "");
+    Vec a = random_vec((size_t)N * C, r, -1, 1), b = random_vec(a.size(), r, -1, 1), w = random_vec(C, r, 0.5f, 1.5f);
+    Vec sum(a.size()), out(a.size()), rstd(N);
+    rmsnorm_forward_residual_cpu(out.data(), rstd.data(), sum.data(), a.data(), b.data(), w.data(), N, C);
+    float *d_a = to_device(a), *d_b = to_device(b), *d_w = to_device(w), *d_rstd = device_poisoned(N);
+    Vec got_out;
+    if (bf16_out) {
+        bf16* d_out = to_device_bf16(Vec(a.size(), NAN));
+        rmsnorm_forward_residual_cuda(d_out, d_rstd, d_b, d_a, d_b, d_w, N, C);
+        got_out = from_device_bf16(d_out, a.size());
+        cudaFree(d_out);
+        size_t bad = 0;
+        for (size_t i = 0; i < a.size(); i++) bad += !(fabsf(got_out[i] - out[i]) <= fabsf(out[i]) / 128.0f);
+        report(bad == 0, (std::string("rmsnorm_forward_residual out within one bf16 step ") + shape).c_str(), "%zu outside", bad);
+    } else {
+        float* d_out = device_poisoned(a.size());
+        rmsnorm_forward_residual(true, d_out, d_rstd, d_b, d_a, d_b, d_w, N, C);
+        check_dev("rmsnorm_forward_residual out", shape, d_out, out, 1e-5);
+        cudaFree(d_out);
+    }
+    Vec x_out = from_device(d_b, a.size());
+    report(memcmp(x_out.data(), sum.data(), sum.size() * sizeof(float)) == 0,
+           (std::string("rmsnorm_forward_residual x_out (in place) == the CPU's add, bit for bit ") + shape).c_str(), "differs");
+    check_dev("rmsnorm_forward_residual rstd", shape, d_rstd, rstd, 1e-5);
+    cudaFree(d_a); cudaFree(d_b); cudaFree(d_w); cudaFree(d_rstd);
+}
+
 static void test_activations(Rng* r, size_t n) {
     char shape[64]; snprintf(shape, sizeof shape, "n=%zu", n);
     Vec x = random_vec(n, r, -8, 8), y = random_vec(n, r), dout = random_vec(n, r), dx0 = random_vec(n, r);
@@ -824,6 +855,13 @@ int main() {
     test_rmsnorm_bf16(&r, 1, 768);
     test_rmsnorm_bf16(&r, 1000, 768);
     test_rmsnorm_bf16(&r, 37, 4096);
+    {
+        Rng rr; rng_seed(&rr, 41);  // own stream: the tests after this one keep their inputs
+        test_rmsnorm_residual(&rr, 1000, 768, false);  // the vector path
+        test_rmsnorm_residual(&rr, 7, 38, false);      // C % 4 != 0: the add, then the plain kernel
+        test_rmsnorm_residual(&rr, 1000, 768, true);   // bf16 output (the M1 layers' xn)
+        test_rmsnorm_residual(&rr, 3, 4096, true);
+    }
     test_linear(&r, 1, 5, 3, true, true);        // one row: the GEMV (one float at a time)
     test_linear(&r, 1, 768, 1536, false, true);  // the GEMV with 16-byte loads, a partial last unrolled round
     test_linear(&r, 1, 1536, 24, true, false);   // 24 outputs: a partial block of warps

@@ -71,6 +71,19 @@ static void test_rmsnorm(Rng* r, int N, int C) {
     char name[96];
     snprintf(name, sizeof name, "rmsnorm forward N=%d C=%d", N, C);
     report(err < 1e-5, name, "err %.3e", err);
+    {  // the fused residual add (the layer before's): x_out = a + b, then the norm of x_out; in place on b
+        Vec a = random_vec(x.size(), r, -1, 1), b = random_vec(x.size(), r, -1, 1), sum(x.size()), o1(x.size()), r1(N);
+        for (size_t i = 0; i < x.size(); i++) sum[i] = a[i] + b[i];
+        rmsnorm_forward_cpu(o1.data(), r1.data(), sum.data(), wt.data(), N, C);
+        Vec o2(x.size(), NAN), r2(N, NAN), xo = b;
+        rmsnorm_forward_residual_cpu(o2.data(), r2.data(), xo.data(), a.data(), xo.data(), wt.data(), N, C);
+        snprintf(name, sizeof name, "rmsnorm_forward_residual (in place) == add, then rmsnorm: x_out N=%d C=%d", N, C);
+        check_same(name, xo, sum);
+        snprintf(name, sizeof name, "rmsnorm_forward_residual (in place) == add, then rmsnorm: out N=%d C=%d", N, C);
+        check_same(name, o2, o1);
+        snprintf(name, sizeof name, "rmsnorm_forward_residual (in place) == add, then rmsnorm: rstd N=%d C=%d", N, C);
+        check_same(name, r2, r1);
+    }
     Vec dx0 = random_vec(x.size(), r), dx = dx0, dw0 = random_vec(C, r), dw = dw0;
     rmsnorm_backward_cpu(dx.data(), dw.data(), w.data(), x.data(), wt.data(), rstd.data(), N, C);
     {  // frozen weight (dweight = nullptr): the same dx bits
