@@ -80,7 +80,7 @@ static std::vector<OptSpec> option_table(Options* o) {
         {"--temperature", OPT_FLOAT, &o->temperature, "sampling temperature (0: greedy)"},
         {"--top-k", OPT_INT, &o->top_k, "sample among the k most likely tokens (0: all)"},
         {"--recompute", OPT_FLAG, &o->recompute, "recompute each layer's RMSNorm and conv1d+SiLU outputs in the backward instead of "
-                                                  "keeping them (less memory: 0.9 GB at the 130m step in bf16; ~3% slower)"},
+                                                  "keeping them (0.81 GiB less at the 130m step in bf16, ~4% slower; the same bits)"},
         {"--gen-weights", OPT_STR, &o->gen_weights, "GPU generation reads the matmul weights of its GEMVs (batch <= 8) in bf16 (half the bytes) or fp32"},
         {"--sample", OPT_INT, &o->sample_only, "load --resume, generate this many tokens, exit"},
         {"--bench-generate", OPT_FLAG, &o->bench_generate, "load --resume, time GPU generation (us/token at batch 1, 8, 64) against the weight-read floor, exit"},

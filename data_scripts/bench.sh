@@ -16,8 +16,8 @@ if ! (command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 && ldd .
 fi
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 M130="--random-data --vocab 50280 --d-model 768 --n-layer 24 --batch 8 --seq-len 1024 --eval-interval 0 --log-every 5"
-./train_mamba $M130 --steps 15 --matmul tf32 > "$OUT/step_tf32.log" 2>&1
-./train_mamba $M130 --steps 15 --matmul bf16 > "$OUT/step.log" 2>&1
+./train_mamba $M130 --steps 30 --matmul tf32 > "$OUT/step_tf32.log" 2>&1
+./train_mamba $M130 --steps 30 --matmul bf16 > "$OUT/step.log" 2>&1
 ./train_mamba $M130 --steps 4 --profile 3 --matmul bf16 > "$OUT/profile.log" 2>&1
 # generation from a 130m-shaped checkpoint (weights after one step: the speed does not depend on them)
 ./train_mamba $M130 --steps 1 --checkpoint /tmp/bench130m.ckpt > /dev/null 2>&1

@@ -52,16 +52,20 @@ def floors(B, L, D, E, N, R, V, layers, matmul, act_bytes=F32):
     put("dt_proj", bytes_per_layer=act * (R + E) + act * (E + 2 * R) + act * (E + R))
     # conv1d+SiLU: forward reads x, writes u; backward reads du and x, writes dx
     put("conv1d+silu", bytes_per_layer=act * E * 2 + act * E * 3)
-    # RMSNorm: forward reads the residual, writes xn; backward reads dxn and x, reads and writes dresid
-    put("rmsnorm", bytes_per_layer=res * D + act * D + res * D * 4)
-    # the backward's recomputation: RMSNorm and conv forward again
+    # RMSNorm: forward reads the layer before's input and branch (the residual add is fused in), writes
+    # the input and xn; backward reads dxn and x, reads and writes dresid
+    put("rmsnorm", bytes_per_layer=res * D * 3 + act * D + res * D * 4)
+    # the backward's recomputation (--recompute): RMSNorm and conv forward again
     put("recompute", bytes_per_layer=res * D + act * D + act * E * 2)
+    # the backward's zeroing: dB, dC (fp32, the scan's atomics add into them; every other gradient is set)
+    put("zero_scratch", bytes_per_layer=res * 2 * N)
     # scan: forward reads u, delta, z, B, C and writes y; backward reads them and dy, writes du,
     # ddelta, dz, dB, dC; exp(delta A) for every (t, e, n), in the forward and again in the backward
     put("scan", bytes_per_layer=act * (3 * E + 2 * N + E) + act * (4 * E + 2 * N) + act * (3 * E + 2 * N),
         exps_per_layer=2.0 * BT * E * N)
-    # cross-entropy over the logits, in place: read and write each once (one pass, in the backward)
-    put("cross_entropy", bytes_per_layer=2.0 * BT * V * F32, per_step=True)
+    # cross-entropy over the logits, in place: read and write each once (one pass, in the backward);
+    # with bf16 activations the logits are bf16 too (lm_head.h)
+    put("cross_entropy", bytes_per_layer=2.0 * BT * V * act_bytes, per_step=True)
     # AdamW: read params, grads, m, v; write params, m, v
     params = layers * (2 * E * D + E * 4 + E + XD * E + E * R + E + E * N + E + D * E + D) + V * D + D
     put("adamw", bytes_per_layer=7.0 * params * F32, per_step=True)
