@@ -385,7 +385,8 @@ static void mamba2_gated_rmsnorm_forward_cpu(floatX* out, float* rstd, const flo
 // Every gradient accumulates; any may be nullptr.
 static void mamba2_gated_rmsnorm_backward_cpu(floatX* dy, floatX* dz, float* dw, float* partial, const floatX* dout,
                                               const floatX* y, const floatX* z, const float* w, const float* rstd,
-                                              int N, int E, int NG) {
+                                              int N, int E, int NG, GradWrite dyz_write = GRAD_ADD) {
+    const bool add = dyz_write == GRAD_ADD;  // GRAD_SET: dy, dz from 0 (the bits of += onto zeros), not read
     int Eg = E / NG;
     if (dy || dz) {
 #pragma omp parallel for
@@ -400,8 +401,8 @@ static void mamba2_gated_rmsnorm_backward_cpu(floatX* dy, floatX* dz, float* dw,
                 for (int c = 0; c < Eg; c++) {
                     float yv = (float)y[o + c], zv = (float)z[o + c], sz = silu_f(zv);
                     float dg = r * ((float)dout[o + c] * w[q * Eg + c] - yv * sz * k);
-                    if (dy) dy[o + c] = (floatX)((float)dy[o + c] + dg * sz);
-                    if (dz) dz[o + c] = (floatX)((float)dz[o + c] + dg * yv * silu_grad_f(zv));
+                    if (dy) dy[o + c] = (floatX)((add ? (float)dy[o + c] : 0.0f) + dg * sz);
+                    if (dz) dz[o + c] = (floatX)((add ? (float)dz[o + c] : 0.0f) + dg * yv * silu_grad_f(zv));
                 }
             }
     }
@@ -614,7 +615,7 @@ static void mamba2_gated_rmsnorm_forward_cuda(floatX* out, float* rstd, const fl
 // dy, dz: one warp per (row, group) (the training step's many rows; a step has no backward)
 __global__ void mamba2_gated_rmsnorm_backward_kernel(floatX* dy, floatX* dz, const floatX* dout, const floatX* y,
                                                      const floatX* z, const float* w, const float* rstd, int N, int E,
-                                                     int NG) {
+                                                     int NG, bool add) {
     size_t task = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (task >= (size_t)N * NG) return;
@@ -629,8 +630,8 @@ __global__ void mamba2_gated_rmsnorm_backward_kernel(floatX* dy, floatX* dz, con
     for (int c = lane; c < Eg; c += 32) {
         float yv = (float)y[o + c], zv = (float)z[o + c], sz = silu_f(zv);
         float dg = r * ((float)dout[o + c] * wg[c] - yv * sz * k);
-        if (dy) dy[o + c] = (floatX)((float)dy[o + c] + dg * sz);
-        if (dz) dz[o + c] = (floatX)((float)dz[o + c] + dg * yv * silu_grad_f(zv));
+        if (dy) dy[o + c] = (floatX)((add ? (float)dy[o + c] : 0.0f) + dg * sz);
+        if (dz) dz[o + c] = (floatX)((add ? (float)dz[o + c] : 0.0f) + dg * yv * silu_grad_f(zv));
     }
 }
 // dw partials: thread (r, c) sums rows [r, r+1) * MAMBA2_PARTIAL_ROWS of column c in order
@@ -647,7 +648,7 @@ __global__ void mamba2_gated_rmsnorm_dw_partial_kernel(float* partial, const flo
     }
     partial[(size_t)r * E + c] = acc;
 }
-// NG = 1, E <= 512 MAMBA2_NORM_COLS: dy, dz (+=) and dw's partials in one pass. One block per partial
+// NG = 1, E <= 512 MAMBA2_NORM_COLS: dy, dz (+=; from 0 without add) and dw's partials in one pass. One block per partial
 // (rows [r, r+1) * MAMBA2_PARTIAL_ROWS, the CPU's partition), MAMBA2_NORM_COLS columns a thread (c = tid
 // + k blockDim) held in registers from the loads through the row's reduction to its outputs, the next
 // row's loads (old dy, dz too) issued before this row's reduction, dw's column sums over the block's
@@ -656,7 +657,7 @@ __global__ void mamba2_gated_rmsnorm_dw_partial_kernel(float* partial, const flo
 // mamba2-130m step on an H100, 2.3x the bytes' floor.)
 __global__ void __launch_bounds__(512) mamba2_gated_rmsnorm_backward_rows_kernel(floatX* dy, floatX* dz, float* partial, const floatX* dout,
                                                           const floatX* y, const floatX* z, const float* w,
-                                                          const float* rstd, int N, int E) {
+                                                          const float* rstd, int N, int E, bool add) {
     constexpr int K = MAMBA2_NORM_COLS;
     __shared__ float sh[32];
     const int r0 = blockIdx.x * MAMBA2_PARTIAL_ROWS, r1 = min(N, r0 + MAMBA2_PARTIAL_ROWS);
@@ -671,8 +672,8 @@ __global__ void __launch_bounds__(512) mamba2_gated_rmsnorm_backward_rows_kernel
             a[k] = in ? (float)dout[o] : 0.0f;
             b[k] = in ? (float)y[o] : 0.0f;
             c[k] = in ? (float)z[o] : 0.0f;
-            d[k] = in && dy ? (float)dy[o] : 0.0f;
-            e[k] = in && dz ? (float)dz[o] : 0.0f;
+            d[k] = in && dy && add ? (float)dy[o] : 0.0f;
+            e[k] = in && dz && add ? (float)dz[o] : 0.0f;
         }
     };
     #pragma unroll
@@ -716,19 +717,20 @@ __global__ void __launch_bounds__(512) mamba2_gated_rmsnorm_backward_rows_kernel
 
 static void mamba2_gated_rmsnorm_backward_cuda(floatX* dy, floatX* dz, float* dw, float* partial, const floatX* dout,
                                                const floatX* y, const floatX* z, const float* w, const float* rstd,
-                                               int N, int E, int NG) {
+                                               int N, int E, int NG, GradWrite dyz_write = GRAD_ADD) {
+    const bool add = dyz_write == GRAD_ADD;
     size_t tasks = (size_t)N * NG;
     if (tasks == 0) return;
     if (NG == 1 && ceil_div(E, MAMBA2_NORM_COLS) <= 512) {  // (at 1024 threads its ~70 registers do not fit)
         if (!dy && !dz && !dw) return;
         int R = mamba2_partial_count(N), threads = ceil_div(ceil_div(E, MAMBA2_NORM_COLS), 32) * 32;
-        mamba2_gated_rmsnorm_backward_rows_kernel<<<R, threads, 0, launch_stream()>>>(dy, dz, dw ? partial : nullptr, dout, y, z, w, rstd, N, E);
+        mamba2_gated_rmsnorm_backward_rows_kernel<<<R, threads, 0, launch_stream()>>>(dy, dz, dw ? partial : nullptr, dout, y, z, w, rstd, N, E, add);
         cudaCheckLaunch();
         if (dw) column_sums_add_cuda(dw, partial, R, E);
         return;
     }
     if (dy || dz) {
-        mamba2_gated_rmsnorm_backward_kernel<<<(unsigned)((tasks + 7) / 8), 256, 0, launch_stream()>>>(dy, dz, dout, y, z, w, rstd, N, E, NG);
+        mamba2_gated_rmsnorm_backward_kernel<<<(unsigned)((tasks + 7) / 8), 256, 0, launch_stream()>>>(dy, dz, dout, y, z, w, rstd, N, E, NG, add);
         cudaCheckLaunch();
     }
     if (!dw) return;
@@ -814,9 +816,9 @@ static void mamba2_gated_rmsnorm_forward(bool on_gpu, floatX* out, float* rstd, 
 }
 static void mamba2_gated_rmsnorm_backward(bool on_gpu, floatX* dy, floatX* dz, float* dw, float* partial,
                                           const floatX* dout, const floatX* y, const floatX* z, const float* w,
-                                          const float* rstd, int N, int E, int NG) {
-    if (on_gpu) GPU_CALL(mamba2_gated_rmsnorm_backward_cuda(dy, dz, dw, partial, dout, y, z, w, rstd, N, E, NG));
-    else mamba2_gated_rmsnorm_backward_cpu(dy, dz, dw, partial, dout, y, z, w, rstd, N, E, NG);
+                                          const float* rstd, int N, int E, int NG, GradWrite dyz_write = GRAD_ADD) {
+    if (on_gpu) GPU_CALL(mamba2_gated_rmsnorm_backward_cuda(dy, dz, dw, partial, dout, y, z, w, rstd, N, E, NG, dyz_write));
+    else mamba2_gated_rmsnorm_backward_cpu(dy, dz, dw, partial, dout, y, z, w, rstd, N, E, NG, dyz_write);
 }
 static void mamba2_conv_state(bool on_gpu, float* conv_state, const floatX* xBC, int B, int L, int C, int K) {
     if (on_gpu) GPU_CALL(mamba2_conv_state_cuda(conv_state, xBC, B, L, C, K));
@@ -867,7 +869,7 @@ static void mamba2_block_forward_on(bool on_gpu, floatX* out, const Mamba2Acts& 
 // dout: (B, L, D); inp: the forward's input; a: the forward's activations; s: scratch. dinp
 // (B, L, D) and every parameter gradient in `d` ACCUMULATE (+=; dinp is set under GRAD_SET); any may be
 // nullptr (skipped). The conv's pre-activation, the SSD states and the gate are recomputed (see the top
-// of the file). The scratch's dyn and dxBC are set by their producers (GRAD_SET), the rest zeroed first.
+// of the file). The scratch's dyn, dy, dz and dxBC are set by their producers (GRAD_SET), the rest zeroed first.
 static void mamba2_block_backward_on(bool on_gpu, floatX* dinp, const Mamba2Params& d, const Mamba2Scratch& s,
                                      const floatX* dout, const floatX* inp, const Mamba2Params& p, const Mamba2Acts& a,
                                      const Mamba2Config& c, int B, int L, GradWrite dinp_write) {
@@ -879,10 +881,9 @@ static void mamba2_block_backward_on(bool on_gpu, floatX* dinp, const Mamba2Para
     size_t bH = (size_t)BL * H * sizeof(floatX);
     // out_proj -> dyn
     PROF(on_gpu, "m2_out_proj", linear_backward(on_gpu, s.dyn, d.out_proj_w, nullptr, dout, a.yn, p.out_proj_w, BL, E, D, GRAD_SET));
-    // gated RMSNorm -> dy (the SSD output), dz
-    PROF(on_gpu, "m2_elementwise", { backend_memset0(on_gpu, s.dy, bE); backend_memset0(on_gpu, s.dz, bE); });
+    // gated RMSNorm -> dy (the SSD output), dz (set: GRAD_SET)
     PROF(on_gpu, "m2_gated_norm", mamba2_gated_rmsnorm_backward(on_gpu, s.dy, s.dz, d.norm_w, s.col_partial, s.dyn, a.y, a.z,
-                                                                p.norm_w, a.rstd, BL, E, c.norm_groups));
+                                                                p.norm_w, a.rstd, BL, E, c.norm_groups, GRAD_SET));
     // SSD -> dx, ddt, dA, dBm, dCm, dD (dA only when A_log trains; nullptr for a frozen A_log / D)
     PROF(on_gpu, "m2_elementwise", {
         backend_memset0(on_gpu, s.dx, bE);

@@ -105,6 +105,26 @@ static void test_norm(int N, int E, int NG, int which, uint64_t seed) {
     check_dev("gated rmsnorm backward dy", tag, gdy, dy, TOL_KERNEL);
     check_dev("gated rmsnorm backward dz", tag, gdz, dz, TOL_KERNEL);
     check_dev("gated rmsnorm backward dw", tag, gdw, dw, TOL_KERNEL);
+    if ((which & 3) == 3) {  // GRAD_SET: dy, dz from NaN == added onto zeros, bit for bit (CPU and GPU each)
+        Vec ay(n, 0.0f), az(n, 0.0f), sy(n, NAN), sz(n, NAN);
+        mamba2_gated_rmsnorm_backward_cpu(ay.data(), az.data(), nullptr, partial.data(), dout.data(), y.data(), z.data(), w.data(),
+                                          rstd.data(), N, E, NG);
+        mamba2_gated_rmsnorm_backward_cpu(sy.data(), sz.data(), nullptr, partial.data(), dout.data(), y.data(), z.data(), w.data(),
+                                          rstd.data(), N, E, NG, GRAD_SET);
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++) bad += memcmp(&ay[i], &sy[i], 4) != 0 || memcmp(&az[i], &sz[i], 4) != 0;
+        char name[160]; snprintf(name, sizeof name, "gated rmsnorm backward GRAD_SET (CPU): dy, dz from NaN == onto zeros %s", tag);
+        report(bad == 0, name, "%zu differ", bad);
+        float *gay = to_device(Vec(n, 0.0f)), *gaz = to_device(Vec(n, 0.0f)), *gsy = device_poisoned(n), *gsz = device_poisoned(n);
+        mamba2_gated_rmsnorm_backward(true, gay, gaz, nullptr, gpart, gdout, gy, gz, gw, grstd, N, E, NG);
+        mamba2_gated_rmsnorm_backward(true, gsy, gsz, nullptr, gpart, gdout, gy, gz, gw, grstd, N, E, NG, GRAD_SET);
+        Vec hay = from_device(gay, n), haz = from_device(gaz, n), hsy = from_device(gsy, n), hsz = from_device(gsz, n);
+        bad = 0;
+        for (size_t i = 0; i < n; i++) bad += memcmp(&hay[i], &hsy[i], 4) != 0 || memcmp(&haz[i], &hsz[i], 4) != 0;
+        snprintf(name, sizeof name, "gated rmsnorm backward GRAD_SET (GPU): dy, dz from NaN == onto zeros %s", tag);
+        report(bad == 0, name, "%zu differ", bad);
+        free_all({gay, gaz, gsy, gsz});
+    }
     free_all({gy, gz, gw, gout, grstd, gdout, gdy, gdz, gdw, gpart});
 }
 
