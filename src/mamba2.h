@@ -869,7 +869,7 @@ static void mamba2_block_forward_on(bool on_gpu, floatX* out, const Mamba2Acts& 
 // dout: (B, L, D); inp: the forward's input; a: the forward's activations; s: scratch. dinp
 // (B, L, D) and every parameter gradient in `d` ACCUMULATE (+=; dinp is set under GRAD_SET); any may be
 // nullptr (skipped). The conv's pre-activation, the SSD states and the gate are recomputed (see the top
-// of the file). The scratch's dyn, dy, dz and dxBC are set by their producers (GRAD_SET), the rest zeroed first.
+// of the file). The scratch's dyn, dy, dz, dx, ddt, dBm, dCm and dxBC are set by their producers (GRAD_SET).
 static void mamba2_block_backward_on(bool on_gpu, floatX* dinp, const Mamba2Params& d, const Mamba2Scratch& s,
                                      const floatX* dout, const floatX* inp, const Mamba2Params& p, const Mamba2Acts& a,
                                      const Mamba2Config& c, int B, int L, GradWrite dinp_write) {
@@ -877,7 +877,6 @@ static void mamba2_block_backward_on(bool on_gpu, floatX* dinp, const Mamba2Para
     mamba2_check_scratch("mamba2_block_backward", s, (size_t)B * L, 0);
     int BL = B * L, D = c.d_model, E = c.d_inner, H = c.nheads, P = c.headdim, G = c.ngroups, N = c.d_state;
     int C = c.conv_dim, K = c.d_conv, GN = G * N;
-    size_t bE = (size_t)BL * E * sizeof(floatX), bGN = (size_t)BL * GN * sizeof(floatX);
     size_t bH = (size_t)BL * H * sizeof(floatX);
     // out_proj -> dyn
     PROF(on_gpu, "m2_out_proj", linear_backward(on_gpu, s.dyn, d.out_proj_w, nullptr, dout, a.yn, p.out_proj_w, BL, E, D, GRAD_SET));
@@ -885,16 +884,12 @@ static void mamba2_block_backward_on(bool on_gpu, floatX* dinp, const Mamba2Para
     PROF(on_gpu, "m2_gated_norm", mamba2_gated_rmsnorm_backward(on_gpu, s.dy, s.dz, d.norm_w, s.col_partial, s.dyn, a.y, a.z,
                                                                 p.norm_w, a.rstd, BL, E, c.norm_groups, GRAD_SET));
     // SSD -> dx, ddt, dA, dBm, dCm, dD (dA only when A_log trains; nullptr for a frozen A_log / D)
-    PROF(on_gpu, "m2_elementwise", {
-        backend_memset0(on_gpu, s.dx, bE);
-        backend_memset0(on_gpu, s.ddt, bH);
-        backend_memset0(on_gpu, s.dBm, bGN);
-        backend_memset0(on_gpu, s.dCm, bGN);
+    PROF(on_gpu, "m2_elementwise", {  // (dx, ddt, dBm, dCm: set by the SSD's backward, GRAD_SET)
         if (d.A_log) backend_memset0(on_gpu, s.dA, (size_t)H * sizeof(float));
         mamba2_A_forward(on_gpu, s.A, p.A_log, H);
     });
     PROF(on_gpu, "ssd", ssd_backward(on_gpu, s.dx, s.ddt, d.A_log ? s.dA : nullptr, s.dBm, s.dCm, d.D, nullptr, s.dy, nullptr,
-                                     a.x, a.dt, s.A, a.Bm, a.Cm, p.D, nullptr, B, L, H, P, G, N));
+                                     a.x, a.dt, s.A, a.Bm, a.Cm, p.D, nullptr, B, L, H, P, G, N, GRAD_SET));
     // dt = softplus(dt_raw + dt_bias) -> ddt_raw, dt_bias
     PROF(on_gpu, "m2_elementwise", {
         if (d.A_log) mamba2_A_backward(on_gpu, d.A_log, s.dA, s.A, H);

@@ -1386,7 +1386,7 @@ template <int Q, int N> struct SsdChunkBwd2Smem {
 template <int Q, int N>
 __global__ void __launch_bounds__(256, 1) ssd_tc_chunk_bwd2_kernel(floatX* dx, floatX* ddt, float* dA_part, floatX* dBm, floatX* dCm,
         float* dD_part, const floatX* dy, const floatX* x, const floatX* dt, const float* A, const floatX* Bm, const floatX* Cm,
-        const float* D, const float* cb, const bf16* states, const bf16* dstates, int L, int H, int P, int G) {
+        const float* D, const float* cb, const bf16* states, const bf16* dstates, int L, int H, int P, int G, bool add) {
     typedef SsdChunkBwd2Smem<Q, N> S_;
     typedef bf16 ST;
     constexpr int W = S_::W, PS = S_::PS, LDB = S_::LDB, LDC = S_::LDC, LDCB = S_::LDCB, LDX = S_::LDX, LDS = S_::LDS;
@@ -1434,7 +1434,7 @@ __global__ void __launch_bounds__(256, 1) ssd_tc_chunk_bwd2_kernel(floatX* dx, f
             size_t at = (((size_t)b * L + t0 + (ok ? r : 0)) * H + h) * P + ps * PS + c4;
             cp_async<16>(Xs + r * LDX + c4, x + at, ok);
             cp_async<16>(DYs + r * LDX + c4, dy + at, ok);
-            cp_async<16>(DXs + r * LDX + c4, dx + at, ok);
+            cp_async<16>(DXs + r * LDX + c4, dx + at, ok && add);  // (GRAD_SET: zeros, dx not read)
         }
         const size_t so = (((size_t)b * nc + c) * H + h) * PN + (size_t)ps * PS * N;
         for (int i = threadIdx.x; i < PS * (N / SV); i += blockDim.x) {
@@ -1443,7 +1443,7 @@ __global__ void __launch_bounds__(256, 1) ssd_tc_chunk_bwd2_kernel(floatX* dx, f
             cp_async<16>(Gs + r * LDS + c8, dstates + so + (size_t)r * N + c8, true);
         }
         ssd_cp_dt<Q>(dtb, dt + ((size_t)b * L + t0) * H + h, H, Qc);
-        if (ps == nps - 1) ssd_cp_dt<Q>(dtb + Q, ddt + ((size_t)b * L + t0) * H + h, H, Qc);
+        if (ps == nps - 1) ssd_cp_dt<Q>(dtb + Q, ddt + ((size_t)b * L + t0) * H + h, H, add ? Qc : 0);
     };
     issue(0);
     cp_async_commit();
@@ -1602,8 +1602,8 @@ __global__ void __launch_bounds__(256, 1) ssd_tc_chunk_bwd2_kernel(floatX* dx, f
 #pragma unroll
                 for (int hh2 = 0; hh2 < 2; hh2++) {
                     int t = T.row(i, hh2);
-                    old[i][j][hh2] = t < Qc ? *reinterpret_cast<const float2*>(out + (((size_t)b * L + t0 + t) * G + g) * N + T.col(j))
-                                            : make_float2(0.0f, 0.0f);
+                    old[i][j][hh2] = add && t < Qc ? *reinterpret_cast<const float2*>(out + (((size_t)b * L + t0 + t) * G + g) * N + T.col(j))
+                                                   : make_float2(0.0f, 0.0f);
                 }
 #pragma unroll
         for (int i = 0; i < TN::MT; i++)
@@ -1627,7 +1627,7 @@ template <int Q, int N>
 static void ssd_tc_chunk_backward(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm, float* dD, const floatX* dy,
                                   const floatX* x, const floatX* dt, const float* A, const floatX* Bm, const floatX* Cm,
                                   const float* D, const float* cb, const bf16* states, const bf16* dstates, int B, int L, int H,
-                                  int P, int G) {
+                                  int P, int G, GradWrite grad_write) {
     const int nc = ceil_div(L, Q);
     static DeviceScratch part_buf;
     const size_t n = (size_t)B * nc;
@@ -1636,7 +1636,8 @@ static void ssd_tc_chunk_backward(floatX* dx, floatX* ddt, float* dA, floatX* dB
     ssd_set_smem((const void*)ssd_tc_chunk_bwd2_kernel<Q, N>, sm4, "ssd_backward");
     ssd_tc_chunk_bwd2_kernel<Q, N><<<dim3(nc, G, B), 256, sm4 * sizeof(float), launch_stream()>>>(dx, ddt, dA ? part : nullptr, dBm, dCm,
                                                                                 dD ? part + n * H : nullptr, dy, x, dt, A, Bm, Cm,
-                                                                                D, cb, states, dstates, L, H, P, G);
+                                                                                D, cb, states, dstates, L, H, P, G,
+                                                                                grad_write == GRAD_ADD);
     cudaCheckLaunch();
     // dA[h] += sum over the n = B * nc blocks of their parts (n, H), dD likewise: a fixed order
     if (dA) column_sums_add_cuda(dA, part, (int)n, H);
@@ -1666,7 +1667,8 @@ static void ssd_tc_forward(floatX* y, float* final_state, const floatX* x, const
 template <int Q, int N, int PT>
 static void ssd_tc_backward(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm, float* dD, float* dh0,
                             const floatX* dy, const float* dfinal_state, const floatX* x, const floatX* dt, const float* A,
-                            const floatX* Bm, const floatX* Cm, const float* D, const float* h0, int B, int L, int H, int P, int G) {
+                            const floatX* Bm, const floatX* Cm, const float* D, const float* h0, int B, int L, int H, int P, int G,
+                            GradWrite grad_write) {
     const int nc = ceil_div(L, Q);
     static DeviceScratch cb_buf, states_buf, dstates_buf;
     const size_t n_states = (size_t)B * nc * H * P * N * sizeof(bf16) / sizeof(float);
@@ -1686,7 +1688,7 @@ static void ssd_tc_backward(floatX* dx, floatX* ddt, float* dA, floatX* dBm, flo
     ssd_tc_dstate_kernel<Q, N, PT><<<dim3(P / PT, H, B), PT * 4, sm3 * sizeof(float), launch_stream()>>>(dstates, dh0, dfinal_state, dy, dt, A, Cm,
                                                                                     L, H, P, G);
     cudaCheckLaunch();
-    ssd_tc_chunk_backward<Q, N>(dx, ddt, dA, dBm, dCm, dD, dy, x, dt, A, Bm, Cm, D, cb, states, dstates, B, L, H, P, G);
+    ssd_tc_chunk_backward<Q, N>(dx, ddt, dA, dBm, dCm, dD, dy, x, dt, A, Bm, Cm, D, cb, states, dstates, B, L, H, P, G, grad_write);
 }
 
 // The tensor-core configuration (dev/ssd.cu and dev/notes_kernels.md measure the alternatives): the
@@ -1734,24 +1736,35 @@ static void ssd_forward_cuda(floatX* y, float* final_state, const floatX* x, con
 }
 
 // every gradient accumulates (+=); dx, ddt, dBm, dCm must not be nullptr here; dA and dD may be
-// nullptr (frozen A_log / D: not written; the other gradients are the same bits), as may dh0
+// nullptr (frozen A_log / D: not written; the other gradients are the same bits), as may dh0.
+// GRAD_SET: dx, ddt, dBm and dCm are set (the tensor-core kernel does not read them; the plain path
+// zeroes them first), the parameter and state gradients still added
 static void ssd_backward_cuda(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm, float* dD, float* dh0,
                               const floatX* dy, const float* dfinal_state, const floatX* x, const floatX* dt,
                               const float* A, const floatX* Bm, const floatX* Cm, const float* D, const float* h0,
-                              int B, int L, int H, int P, int G, int N) {
+                              int B, int L, int H, int P, int G, int N, GradWrite grad_write = GRAD_ADD) {
     ssd_check_shape("ssd_backward", B, L, H, P, G, N);
     if (!dx || !ddt || !dBm || !dCm) FATAL("ssd_backward_cuda: dx, ddt, dBm and dCm are required");
     if (B == 0 || L == 0) return;
     if (!ssd_tc_ok(P, N, {dx, dBm, dCm, dh0, dy, dfinal_state, x, Bm, Cm, h0})) {
+        if (grad_write == GRAD_SET) {
+            size_t BL = (size_t)B * L;
+            backend_memset0(true, dx, BL * H * P * sizeof(floatX)); backend_memset0(true, ddt, BL * H * sizeof(floatX));
+            backend_memset0(true, dBm, BL * G * N * sizeof(floatX)); backend_memset0(true, dCm, BL * G * N * sizeof(floatX));
+        }
         ssd_backward_simt_cuda(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G, N);
         return;
     }
     constexpr int Q = SSD_TC_CHUNK_BWD;
     const bool pt64 = P % 64 == 0;
-    if (N == 128 && pt64) ssd_tc_backward<Q, 128, 64>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
-    else if (N == 128) ssd_tc_backward<Q, 128, 32>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
-    else if (pt64) ssd_tc_backward<Q, 64, 64>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
-    else ssd_tc_backward<Q, 64, 32>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G);
+    if (N == 128 && pt64) ssd_tc_backward<Q, 128, 64>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G,
+                                                       grad_write);
+    else if (N == 128) ssd_tc_backward<Q, 128, 32>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G,
+                                                       grad_write);
+    else if (pt64) ssd_tc_backward<Q, 64, 64>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G,
+                                                       grad_write);
+    else ssd_tc_backward<Q, 64, 32>(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G,
+                                                       grad_write);
 }
 
 // ---------------------------------------------------------------------------
@@ -1805,9 +1818,19 @@ static void ssd_forward(bool on_gpu, floatX* y, float* final_state, const floatX
 static void ssd_backward(bool on_gpu, floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm, float* dD,
                          float* dh0, const floatX* dy, const float* dfinal_state, const floatX* x, const floatX* dt,
                          const float* A, const floatX* Bm, const floatX* Cm, const float* D, const float* h0,
-                         int B, int L, int H, int P, int G, int N) {
-    if (on_gpu) GPU_CALL(ssd_backward_cuda(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G, N));
-    else ssd_backward_cpu(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G, N);
+                         int B, int L, int H, int P, int G, int N, GradWrite grad_write = GRAD_ADD) {
+    if (on_gpu) GPU_CALL(ssd_backward_cuda(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G, N,
+                                           grad_write));
+    else {
+        if (grad_write == GRAD_SET) {  // the CPU adds: zeros first (any of the four may be nullptr here)
+            size_t BL = (size_t)B * L;
+            if (dx) memset(dx, 0, BL * H * P * sizeof(floatX));
+            if (ddt) memset(ddt, 0, BL * H * sizeof(floatX));
+            if (dBm) memset(dBm, 0, BL * G * N * sizeof(floatX));
+            if (dCm) memset(dCm, 0, BL * G * N * sizeof(floatX));
+        }
+        ssd_backward_cpu(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G, N);
+    }
 }
 
 static void ssd_step(bool on_gpu, floatX* y, float* state, const floatX* x, const floatX* dt, const float* A,

@@ -100,6 +100,27 @@ static void test_shape(int B, int L, int H, int P, int G, int N, bool with_h0, b
         }
         for (float* q : {fdx, fddt, fdB, fdC, fdh0}) cudaCheck(cudaFree(q));
     }
+    {  // GRAD_SET: dx, ddt, dB, dC from NaN == added onto zeros (the tensor-core backward: the same bits, it sums in a
+       // fixed order; the plain path zeroes first: to 1e-6, its atomics), dA, dD, dh0 still added
+        float *sdx = device_poisoned(BLHP), *sddt = device_poisoned(BLH), *sdB = device_poisoned(BLGN), *sdC = device_poisoned(BLGN);
+        float *zdx = to_device(Vec(BLHP, 0.0f)), *zddt = to_device(Vec(BLH, 0.0f)), *zdB = to_device(Vec(BLGN, 0.0f));
+        float* zdC = to_device(Vec(BLGN, 0.0f));
+        float *sdA = to_device(gdA0), *sdD = to_device(gdD0), *sdh0 = to_device(gdh00);
+        float *zdA = to_device(gdA0), *zdD = to_device(gdD0), *zdh0 = to_device(gdh00);
+        ssd_backward_cuda(zdx, zddt, zdA, zdB, zdC, zdD, zdh0, gdy, gdf, gx, gdt, gA, gB, gC, gD, gh0, B, L, H, P, G, N);
+        ssd_backward_cuda(sdx, sddt, sdA, sdB, sdC, sdD, sdh0, gdy, gdf, gx, gdt, gA, gB, gC, gD, gh0, B, L, H, P, G, N, GRAD_SET);
+        struct { const char* what; float* set; float* add; size_t n; } items[] = {
+            {"dx", sdx, zdx, BLHP}, {"ddt", sddt, zddt, BLH}, {"dB", sdB, zdB, BLGN}, {"dC", sdC, zdC, BLGN},
+            {"dA", sdA, zdA, (size_t)H}, {"dD", sdD, zdD, (size_t)H}, {"dh0", sdh0, zdh0, BHPN}};
+        for (auto& it : items) {
+            Vec a = from_device(it.set, it.n), b = from_device(it.add, it.n);
+            char what[96];
+            snprintf(what, sizeof what, "backward GRAD_SET: %s == GRAD_ADD onto zeros%s", it.what, tc ? " (bit for bit)" : "");
+            if (tc) report(memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0, label(what), "differs");
+            else check_close(label(what), a.data(), b.data(), it.n, 1e-6);
+        }
+        for (float* q : {sdx, sddt, sdB, sdC, zdx, zddt, zdB, zdC, sdA, sdD, sdh0, zdA, zdD, zdh0}) cudaCheck(cudaFree(q));
+    }
     if (misalign) { cudaCheck(cudaFree(gx_buf)); gx = nullptr; }
     for (float* p : {gx, gdt, gA, gB, gC, gD, gh0, gdy, gdf, gy, gfs, gdx, gddt, gdA, gdB, gdC, gdD, gdh0})
         if (p) cudaCheck(cudaFree(p));

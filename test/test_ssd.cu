@@ -257,6 +257,21 @@ static void test_accumulate_and_skip(int L, int G) {
         same &= memcmp(grad_list(a, k)->data(), grad_list(b, k)->data(), grad_list(a, k)->size() * sizeof(float)) == 0;
     snprintf(name, sizeof name, "dfinal_state nullptr == zeros L=%d G=%d", L, G);
     report(same, name, "gradients differ");
+
+    // GRAD_SET (the wrapper, as the Mamba-2 block calls it): dx, ddt, dBm, dCm from NaN == the backward into
+    // zeros, bit for bit; dA, dD, dh0 still added onto their random start
+    SsdGrads set = make_grads(p, &r, true), add = set;
+    for (int k : {0, 1, 3, 4}) { std::fill(grad_list(set, k)->begin(), grad_list(set, k)->end(), NAN);
+                                 std::fill(grad_list(add, k)->begin(), grad_list(add, k)->end(), 0.0f); }
+    run_backward(p, &add);
+    ssd_backward(false, set.dx.data(), set.ddt.data(), set.dA.data(), set.dBm.data(), set.dCm.data(), set.dD.data(), set.dh0.data(),
+                 p.wy.data(), p.has_dfinal ? p.wf.data() : nullptr, p.x.data(), p.dt.data(), p.A.data(), p.Bm.data(), p.Cm.data(),
+                 p.D.data(), p.h0p(), p.B, p.L, p.H, p.P, p.G, p.N, GRAD_SET);
+    same = true;
+    for (int k = 0; k < 7; k++)
+        same &= memcmp(grad_list(set, k)->data(), grad_list(add, k)->data(), grad_list(set, k)->size() * sizeof(float)) == 0;
+    snprintf(name, sizeof name, "GRAD_SET: dx, ddt, dB, dC set from NaN == added onto zeros, the rest added L=%d G=%d", L, G);
+    report(same, name, "gradients differ");
 }
 
 // frozen A_log and D (LoRA): dA and dD nullptr, the input gradients the same bits as the normal call's
