@@ -2,7 +2,6 @@
 #pragma once
 #include "common.h"
 #include <cfloat>
-#include <type_traits>
 
 // logits: (BT, V), targets: (BT), losses: (BT) = -log softmax(logits)[target].
 // If write_grad, logits is overwritten in place by (softmax - onehot) * dloss_scale.
@@ -60,41 +59,36 @@ __device__ __forceinline__ CeMS ce_block_merge(CeMS a) {
 // One block per row (dev/cross_entropy.cu version 3; see dev/notes_kernels.md). One read pass
 // with an online softmax over 16-byte Packed128 vectors (per vector: one max, one rescale of the
 // running sum, VEC exps), a block merge, then the in-place gradient write with evict-first
-// loads/stores (last touch of the row). A row is 16B-aligned only when V*sizeof(floatX) is, so
+// loads/stores (last touch of the row). A row is 16B-aligned only when V*sizeof(T) is, so
 // the first `head` (< VEC) elements up to the next 16B boundary and the last `V - tail0` (< VEC)
 // are done as scalars: any V works.
-// LT: the logits' type, fp32 or bf16 (the head's product rounded once: lm_head.h); the sums are fp32.
-// GT = LT: the gradient in place of the logits. LT fp32, GT bf16: the gradient goes to grad (BT, V) as
-// bf16 (round to nearest: the bits linear.h's copy of the fp32 gradient would have), the logits stay;
-// grad_vec: VEC bf16 stores where aligned.
-template <typename LT, typename GT>
-__global__ void __launch_bounds__(1024) cross_entropy_kernel(float* losses, LT* logits, const int* targets,
-                                                             int V, float dloss_scale, bool write_grad, GT* grad,
-                                                             bool grad_vec) {
-    constexpr int VEC = Packed128<LT>::size;
-    constexpr bool in_place = std::is_same<LT, GT>::value;
+// T: the logits' type, fp32 or bf16 (the head's product rounded once: lm_head.h); the sums are fp32,
+// the gradient goes in place of the logits, in their type.
+template <typename T>
+__global__ void __launch_bounds__(1024) cross_entropy_kernel(float* losses, T* logits, const int* targets,
+                                                             int V, float dloss_scale, bool write_grad) {
+    constexpr int VEC = Packed128<T>::size;
     int i = blockIdx.x;
-    LT* row = logits + (size_t)i * V;
-    GT* grow = in_place ? reinterpret_cast<GT*>(row) : grad + (size_t)i * V;
+    T* row = logits + (size_t)i * V;
     int tgt = targets[i];
     if (tgt < 0) {  // uniform across the block
         if (threadIdx.x == 0) losses[i] = 0.0f;
-        if (write_grad) for (int v = threadIdx.x; v < V; v += blockDim.x) grow[v] = from_f32<GT>(0.0f);
+        if (write_grad) for (int v = threadIdx.x; v < V; v += blockDim.x) row[v] = from_f32<T>(0.0f);
         return;
     }
     float xt = threadIdx.x == 0 ? (float)row[tgt] : 0.0f;  // read before the barriers
-    int head = (int)(((16 - ((uintptr_t)row & 15)) & 15) / sizeof(LT));  // row is sizeof(LT) aligned
+    int head = (int)(((16 - ((uintptr_t)row & 15)) & 15) / sizeof(T));  // row is sizeof(T) aligned
     head = min(head, V);
     int nvec = (V - head) / VEC;
     int tail0 = head + nvec * VEC;
-    LT* rv = row + head;  // 16B aligned
+    T* rv = row + head;  // 16B aligned
     int tid = threadIdx.x;
 
     CeMS a = {-FLT_MAX, 0.0f};
     if (tid < head) a = ce_merge(a, {(float)row[tid], 1.0f});
     if (tail0 + tid < V) a = ce_merge(a, {(float)row[tail0 + tid], 1.0f});
     for (int k = tid; k < nvec; k += blockDim.x) {
-        Packed128<LT> v = load128(rv + (size_t)k * VEC);  // default policy: re-read in the write pass
+        Packed128<T> v = load128(rv + (size_t)k * VEC);  // default policy: re-read in the write pass
         float vm = v.f(0);
 #pragma unroll
         for (int j = 1; j < VEC; j++) vm = fmaxf(vm, v.f(j));
@@ -110,63 +104,38 @@ __global__ void __launch_bounds__(1024) cross_entropy_kernel(float* losses, LT* 
     float inv = dloss_scale / a.s;
     if (tid < head) {
         float p = expf((float)row[tid] - a.m) * inv;
-        grow[tid] = from_f32<GT>(p - (tid == tgt ? dloss_scale : 0.0f));
+        row[tid] = from_f32<T>(p - (tid == tgt ? dloss_scale : 0.0f));
     }
     if (tail0 + tid < V) {
         int c = tail0 + tid;
         float p = expf((float)row[c] - a.m) * inv;
-        grow[c] = from_f32<GT>(p - (c == tgt ? dloss_scale : 0.0f));
+        row[c] = from_f32<T>(p - (c == tgt ? dloss_scale : 0.0f));
     }
     for (int k = tid; k < nvec; k += blockDim.x) {
-        Packed128<LT> v = load128cs(rv + (size_t)k * VEC), o;
+        Packed128<T> v = load128cs(rv + (size_t)k * VEC), o;
         int c0 = head + k * VEC;
 #pragma unroll
         for (int j = 0; j < VEC; j++) o.set(j, expf(v.f(j) - a.m) * inv - (c0 + j == tgt ? dloss_scale : 0.0f));
-        if constexpr (in_place) {
-            store128cs(grow + c0, o);
-        } else {  // VEC values as bf16: one store of 2 * VEC bytes where aligned
-            static_assert(VEC == 4, "the bf16 gradient store packs 4 values");
-            __nv_bfloat162 lo = __floats2bfloat162_rn(o.f(0), o.f(1)), hi = __floats2bfloat162_rn(o.f(2), o.f(3));
-            if (grad_vec) {
-                uint2 q;
-                q.x = *reinterpret_cast<uint32_t*>(&lo);
-                q.y = *reinterpret_cast<uint32_t*>(&hi);
-                __stcs(reinterpret_cast<uint2*>(grow + c0), q);
-            } else {
-                grow[c0] = lo.x; grow[c0 + 1] = lo.y; grow[c0 + 2] = hi.x; grow[c0 + 3] = hi.y;
-            }
-        }
+        store128cs(row + c0, o);
     }
 }
 
-static void cross_entropy_cuda(float* losses, floatX* logits, const int* targets, int BT, int V,
-                               float dloss_scale, bool write_grad) {
+// blockDim: a multiple of 32, >= VEC (head/tail threads); big rows get the full 1024
+template <typename T>
+static void cross_entropy_launch(float* losses, T* logits, const int* targets, int BT, int V, float dloss_scale, bool write_grad) {
     if (BT == 0) return;
-    // blockDim: a multiple of 32, >= VEC (head/tail threads); big rows get the full 1024
     int block = V >= 16384 ? 1024 : 256;
-    cross_entropy_kernel<floatX, floatX><<<BT, block, 0, launch_stream()>>>(losses, logits, targets, V, dloss_scale, write_grad,
-                                                                            (floatX*)nullptr, false);
+    cross_entropy_kernel<T><<<BT, block, 0, launch_stream()>>>(losses, logits, targets, V, dloss_scale, write_grad);
     cudaCheckLaunch();
 }
-// the same with the gradient written as bf16 to grad (BT, V) (the logits are left as they are)
-static void cross_entropy_grad_bf16_cuda(float* losses, floatX* logits, const int* targets, int BT, int V, float dloss_scale,
-                                         bf16* grad) {
-    if (BT == 0) return;
-    int block = V >= 16384 ? 1024 : 256;
-    // a vector of 4 bf16 at grad row i, column head + 4k: 8-byte aligned when every row is (V % 4 == 0)
-    // and the fp32 rows' head is 0 (logits 16-byte aligned)
-    bool grad_vec = V % 4 == 0 && aligned16(logits) && ((uintptr_t)grad & 7) == 0;
-    cross_entropy_kernel<floatX, bf16><<<BT, block, 0, launch_stream()>>>(losses, logits, targets, V, dloss_scale, true, grad, grad_vec);
-    cudaCheckLaunch();
+static void cross_entropy_cuda(float* losses, floatX* logits, const int* targets, int BT, int V,
+                               float dloss_scale, bool write_grad) {
+    cross_entropy_launch(losses, logits, targets, BT, V, dloss_scale, write_grad);
 }
 // bf16 logits (the head's product rounded once); with write_grad the bf16 gradient in their place
 static void cross_entropy_bf16_cuda(float* losses, bf16* logits, const int* targets, int BT, int V, float dloss_scale,
                                     bool write_grad) {
-    if (BT == 0) return;
-    int block = V >= 16384 ? 1024 : 256;  // (>= VEC = 8 threads for the head and tail elements)
-    cross_entropy_kernel<bf16, bf16><<<BT, block, 0, launch_stream()>>>(losses, logits, targets, V, dloss_scale, write_grad,
-                                                                        (bf16*)nullptr, false);
-    cudaCheckLaunch();
+    cross_entropy_launch(losses, logits, targets, BT, V, dloss_scale, write_grad);
 }
 #endif
 

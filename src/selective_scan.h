@@ -438,6 +438,12 @@ static void scan_backward_lanes_cpu(floatX* du, floatX* ddelta, floatX* dz, floa
 // channels per block of the CPU backward's fixed work partition (see below)
 #define SCAN_CPU_BLOCK_CH 64
 
+// GRAD_SET where the backward adds (the CPU lanes, the generic CUDA kernels): du, ddelta, dz (n each)
+// zeroed first; the fast kernels store them instead
+static void scan_zero_input_grads(bool on_gpu, floatX* du, floatX* ddelta, floatX* dz, size_t n) {
+    for (floatX* g : {du, ddelta, dz}) backend_memset0(on_gpu, g, n * sizeof(floatX));
+}
+
 // Bit-reproducible for any number of OpenMP threads: the work is split into fixed tasks
 // (batch element b, block of SCAN_CPU_BLOCK_CH channels), whatever the thread count. Everything
 // indexed by (b, t, e) has one writer. The sums over e (dBm, dCm) go into one partial buffer per
@@ -451,10 +457,7 @@ static void selective_scan_backward_cpu(floatX* du, floatX* ddelta, float* dA_lo
                                         const float* D, const floatX* z, const float* delta_bias,
                                         const float* hs, int B, int L, int E, int N, GradWrite grad_write = GRAD_ADD) {
     const int W = SCAN_CPU_LANES;
-    if (grad_write == GRAD_SET) {  // the lanes add into du, ddelta, dz: zeros first (the GPU's fast kernel stores)
-        size_t bytes = (size_t)B * L * E * sizeof(floatX);
-        memset(du, 0, bytes); memset(ddelta, 0, bytes); memset(dz, 0, bytes);
-    }
+    if (grad_write == GRAD_SET) scan_zero_input_grads(false, du, ddelta, dz, (size_t)B * L * E);  // the lanes add
     static_assert(SCAN_CPU_BLOCK_CH % SCAN_CPU_LANES == 0, "a block is whole lane groups");
     int n_blocks = (E + SCAN_CPU_BLOCK_CH - 1) / SCAN_CPU_BLOCK_CH;
     size_t BLN = (size_t)B * L * N, LN = (size_t)L * N;
@@ -816,10 +819,7 @@ static void selective_scan_backward_cuda(floatX* du, floatX* ddelta, float* dA_l
                                      Bm, Cm, D, z, delta_bias, hs, B, L, E, grad_write);
         return;
     }
-    if (grad_write == GRAD_SET) {  // the generic kernel adds: zeros first
-        size_t bytes = (size_t)B * L * E * sizeof(floatX);
-        backend_memset0(true, du, bytes); backend_memset0(true, ddelta, bytes); backend_memset0(true, dz, bytes);
-    }
+    if (grad_write == GRAD_SET) scan_zero_input_grads(true, du, ddelta, dz, (size_t)B * L * E);  // the generic kernel adds
     ScanGenericKernels generic = scan_generic_kernels(N);
     dim3 grid(ceil_div(E, SCAN_THREADS / generic.G), B);
     generic.backward<<<grid, SCAN_THREADS, 0, launch_stream()>>>(du, ddelta, dA_log, dBm, dCm, dD, dz, ddelta_bias, dout, u, delta,

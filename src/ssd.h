@@ -287,11 +287,23 @@ static void ssd_forward_chunked_cpu(floatX* y, float* final_state, const floatX*
 // recurrence (see the top of the file). dy: (B, L, H, P); dfinal_state: (B, H, P, N) or nullptr
 // (no gradient reaches the final state). Every gradient is ACCUMULATED (+=); any gradient pointer
 // may be nullptr to skip it. The forward states are recomputed from the inputs here.
+// GRAD_SET where the backward adds (the CPU, the plain CUDA kernels): dx, ddt, dBm, dCm (any may be
+// nullptr) zeroed first
+static void ssd_zero_input_grads(bool on_gpu, floatX* dx, floatX* ddt, floatX* dBm, floatX* dCm, int B, int L, int H, int P,
+                                 int G, int N) {
+    size_t BL = (size_t)B * L;
+    if (dx) backend_memset0(on_gpu, dx, BL * H * P * sizeof(floatX));
+    if (ddt) backend_memset0(on_gpu, ddt, BL * H * sizeof(floatX));
+    if (dBm) backend_memset0(on_gpu, dBm, BL * G * N * sizeof(floatX));
+    if (dCm) backend_memset0(on_gpu, dCm, BL * G * N * sizeof(floatX));
+}
+
 static void ssd_backward_cpu(floatX* dx, floatX* ddt, float* dA, floatX* dBm, floatX* dCm, float* dD, float* dh0,
                              const floatX* dy, const float* dfinal_state, const floatX* x, const floatX* dt,
                              const float* A, const floatX* Bm, const floatX* Cm, const float* D, const float* h0,
-                             int B, int L, int H, int P, int G, int N) {
+                             int B, int L, int H, int P, int G, int N, GradWrite grad_write = GRAD_ADD) {
     ssd_check_shape("ssd_backward", B, L, H, P, G, N);
+    if (grad_write == GRAD_SET) ssd_zero_input_grads(false, dx, ddt, dBm, dCm, B, L, H, P, G, N);
     int hpg = H / G;
     size_t PN = (size_t)P * N, LN = (size_t)L * N;
     int nck = (L + SSD_CPU_BWD_CHUNK - 1) / SSD_CPU_BWD_CHUNK;
@@ -1747,11 +1759,7 @@ static void ssd_backward_cuda(floatX* dx, floatX* ddt, float* dA, floatX* dBm, f
     if (!dx || !ddt || !dBm || !dCm) FATAL("ssd_backward_cuda: dx, ddt, dBm and dCm are required");
     if (B == 0 || L == 0) return;
     if (!ssd_tc_ok(P, N, {dx, dBm, dCm, dh0, dy, dfinal_state, x, Bm, Cm, h0})) {
-        if (grad_write == GRAD_SET) {
-            size_t BL = (size_t)B * L;
-            backend_memset0(true, dx, BL * H * P * sizeof(floatX)); backend_memset0(true, ddt, BL * H * sizeof(floatX));
-            backend_memset0(true, dBm, BL * G * N * sizeof(floatX)); backend_memset0(true, dCm, BL * G * N * sizeof(floatX));
-        }
+        if (grad_write == GRAD_SET) ssd_zero_input_grads(true, dx, ddt, dBm, dCm, B, L, H, P, G, N);
         ssd_backward_simt_cuda(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G, N);
         return;
     }
@@ -1821,16 +1829,7 @@ static void ssd_backward(bool on_gpu, floatX* dx, floatX* ddt, float* dA, floatX
                          int B, int L, int H, int P, int G, int N, GradWrite grad_write = GRAD_ADD) {
     if (on_gpu) GPU_CALL(ssd_backward_cuda(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G, N,
                                            grad_write));
-    else {
-        if (grad_write == GRAD_SET) {  // the CPU adds: zeros first (any of the four may be nullptr here)
-            size_t BL = (size_t)B * L;
-            if (dx) memset(dx, 0, BL * H * P * sizeof(floatX));
-            if (ddt) memset(ddt, 0, BL * H * sizeof(floatX));
-            if (dBm) memset(dBm, 0, BL * G * N * sizeof(floatX));
-            if (dCm) memset(dCm, 0, BL * G * N * sizeof(floatX));
-        }
-        ssd_backward_cpu(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G, N);
-    }
+    else ssd_backward_cpu(dx, ddt, dA, dBm, dCm, dD, dh0, dy, dfinal_state, x, dt, A, Bm, Cm, D, h0, B, L, H, P, G, N, grad_write);
 }
 
 static void ssd_step(bool on_gpu, floatX* y, float* state, const floatX* x, const floatX* dt, const float* A,

@@ -70,6 +70,26 @@ static void model_gradient_check(const MambaConfig& c, int B, int T, const char*
     mamba_free(&m);
 }
 
+// mamba_backward's loss, and the parameter gradients copied to the host
+static float model_backward_grads(MambaModel* m, std::vector<float>* g) {
+    float loss = mamba_backward(m);
+    g->resize(m->params.num_trainable);
+    backend_copy(m->on_gpu, g->data(), m->params.grads, g->size() * sizeof(float), false);
+    return loss;
+}
+// two backwards gave the same loss and the same gradients: bit for bit on the CPU, to 1e-6 on the GPU
+// (the scan and the conv sum some terms with float atomics, whose order varies)
+static void check_same_backward(const std::string& what, bool on_gpu, const float loss[2], const std::vector<float> g[2]) {
+    report(loss[0] == loss[1], (what + ": the loss").c_str(), "%.9g vs %.9g", loss[1], loss[0]);
+    std::string name = what + ": every gradient";
+    if (on_gpu) check_close(name.c_str(), g[1].data(), g[0].data(), g[0].size(), 1e-6);
+    else {
+        size_t bad = g[0].size() == g[1].size() ? 0 : 1;
+        for (size_t i = 0; !bad && i < g[0].size(); i++) bad += memcmp(&g[0][i], &g[1][i], sizeof(float)) != 0;
+        report(bad == 0, name.c_str(), "%zu of %zu differ", bad, g[0].size());
+    }
+}
+
 // --recompute (g_mamba_recompute): the norms' and convs' outputs shared by the layers and recomputed in
 // the backward, against kept per layer (the default): the same loss and the same gradients, bit for bit
 // on the CPU (on the GPU to 1e-6: float atomics), the recomputing model in fewer bytes when it has more
@@ -92,25 +112,11 @@ static void model_recompute_check(const MambaConfig& c, int B, int T, bool on_gp
         mamba_init_params(&m[k], 32);
         mamba_forward_train(&m[k], tok.data(), tgt.data(), B, T);
         mamba_zero_grad(&m[k]);
-        loss[k] = mamba_backward(&m[k]);
-        size_t n = m[k].params.num_trainable;
-        g[k].resize(n);
-#ifdef __CUDACC__
-        if (on_gpu) g[k] = from_device(m[k].params.grads, n);
-        else
-#endif
-            memcpy(g[k].data(), m[k].params.grads, n * sizeof(float));
+        loss[k] = model_backward_grads(&m[k], &g[k]);
     }
     char name[192];
-    snprintf(name, sizeof name, "%s B=%d T=%d: --recompute == kept per layer: the loss", label, B, T);
-    report(loss[0] == loss[1], name, "%.9g vs %.9g", loss[1], loss[0]);
-    snprintf(name, sizeof name, "%s B=%d T=%d: --recompute == kept per layer: every gradient", label, B, T);
-    if (on_gpu) check_close(name, g[1].data(), g[0].data(), g[0].size(), 1e-6);
-    else {
-        size_t bad = 0;
-        for (size_t i = 0; i < g[0].size(); i++) bad += memcmp(&g[0][i], &g[1][i], sizeof(float)) != 0;
-        report(bad == 0, name, "%zu of %zu differ", bad, g[0].size());
-    }
+    snprintf(name, sizeof name, "%s B=%d T=%d: --recompute == kept per layer", label, B, T);
+    check_same_backward(name, on_gpu, loss, g);
     snprintf(name, sizeof name, "%s B=%d T=%d: --recompute takes fewer activation bytes", label, B, T);
     report(m[1].acts_bytes < m[0].acts_bytes, name, "%zu vs %zu", m[1].acts_bytes, m[0].acts_bytes);
     mamba_free(&m[0]); mamba_free(&m[1]);
@@ -135,7 +141,6 @@ static void model_scratch_poison_check(const MambaConfig& c, int B, int T, bool 
     Rng r; rng_seed(&r, 23);
     std::vector<int> tok, tgt;
     random_tokens(&tok, (size_t)B * T, c.vocab_size, &r); random_tokens(&tgt, (size_t)B * T, c.vocab_size, &r);
-    size_t n = m.params.num_trainable;
     std::vector<float> g[2];
     float loss[2];
     for (int run = 0; run < 2; run++) {  // 0: scratch zeroed, 1: scratch NaN
@@ -146,24 +151,11 @@ static void model_scratch_poison_check(const MambaConfig& c, int B, int T, bool 
         else
 #endif
             memset(m.scratch_memory, run ? 0xFF : 0, m.scratch_bytes);
-        loss[run] = mamba_backward(&m);
-        g[run].resize(n);
-#ifdef __CUDACC__
-        if (on_gpu) g[run] = from_device(m.params.grads, n);
-        else
-#endif
-            memcpy(g[run].data(), m.params.grads, n * sizeof(float));
+        loss[run] = model_backward_grads(&m, &g[run]);
     }
     char name[192];
-    snprintf(name, sizeof name, "%s B=%d T=%d: backward from a NaN scratch == from a zeroed one: the loss", label, B, T);
-    report(loss[0] == loss[1], name, "%.9g vs %.9g", loss[1], loss[0]);
-    snprintf(name, sizeof name, "%s B=%d T=%d: backward from a NaN scratch == from a zeroed one: every gradient", label, B, T);
-    if (on_gpu) check_close(name, g[1].data(), g[0].data(), n, 1e-6);
-    else {
-        size_t bad = 0;
-        for (size_t i = 0; i < n; i++) bad += memcmp(&g[0][i], &g[1][i], sizeof(float)) != 0;
-        report(bad == 0, name, "%zu of %zu differ", bad, n);
-    }
+    snprintf(name, sizeof name, "%s B=%d T=%d: backward from a NaN scratch == from a zeroed one", label, B, T);
+    check_same_backward(name, on_gpu, loss, g);
     mamba_free(&m);
 #ifdef __CUDACC__
     linear_set_precision(before);
